@@ -1,0 +1,439 @@
+//! The wire: every update encoded once into complete WebSocket frames.
+//!
+//! Server frames are never masked (RFC 6455 §5.1), so the header and payload
+//! of a frame are the same bytes for every subscriber: the publisher builds
+//! each frame once, here, and connections only ever hand out clones of the
+//! resulting [`Bytes`]. The layouts are specified in `docs/PROTOCOL.md`; the
+//! tests at the bottom pin them to that page.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::decimal::write_fixed;
+use crate::update::{Sequenced, Side, UpdateKind};
+
+/// Message type, the first payload byte of every binary message.
+pub mod msg_type {
+    pub const QUOTE: u8 = 1;
+    pub const TRADE: u8 = 2;
+    pub const SYMBOL: u8 = 3;
+}
+
+pub const QUOTE_LEN: usize = 80;
+pub const TRADE_LEN: usize = 64;
+
+pub const OPCODE_TEXT: u8 = 0x1;
+pub const OPCODE_BINARY: u8 = 0x2;
+pub const OPCODE_CLOSE: u8 = 0x8;
+pub const OPCODE_PING: u8 = 0x9;
+pub const OPCODE_PONG: u8 = 0xA;
+
+/// Longest WebSocket header of an unmasked server frame.
+pub const MAX_HEADER_LEN: usize = 10;
+
+/// Writes the header of a final, unmasked frame with a `len`-byte payload.
+pub fn put_header(out: &mut BytesMut, opcode: u8, len: usize) {
+    out.put_u8(0x80 | opcode);
+    if len < 126 {
+        out.put_u8(len as u8);
+    } else if let Ok(len16) = u16::try_from(len) {
+        out.put_u8(126);
+        out.put_u16(len16);
+    } else {
+        out.put_u8(127);
+        out.put_u64(len as u64);
+    }
+}
+
+/// One complete frame, header and payload, in one allocation. For cold-path
+/// frames (control replies, close frames); updates go through
+/// [`FrameEncoder`].
+pub fn frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(MAX_HEADER_LEN + payload.len());
+    put_header(&mut out, opcode, payload.len());
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// A close frame with a status code and a reason (truncated to fit the
+/// 125-byte control-frame limit).
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    frame(OPCODE_CLOSE, &payload)
+}
+
+/// The two frames of one update, in the two subprotocols.
+#[derive(Debug, Clone)]
+pub struct EncodedUpdate {
+    pub binary: Bytes,
+    pub json: Bytes,
+}
+
+/// What the encoder needs to know about a symbol for its JSON form.
+#[derive(Debug, Clone, Copy)]
+pub struct SymbolFormat<'a> {
+    pub name: &'a str,
+    pub price_decimals: u8,
+    pub size_decimals: u8,
+}
+
+/// Encodes updates into frames carved out of a shared arena, so that a
+/// frame costs no allocation of its own: the arena is one `BytesMut` that
+/// frames are split off, and a chunk is freed when the last frame in it is.
+pub struct FrameEncoder {
+    arena: BytesMut,
+    json: Vec<u8>,
+}
+
+const ARENA_CHUNK: usize = 64 * 1024;
+
+impl Default for FrameEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameEncoder {
+    pub fn new() -> Self {
+        FrameEncoder {
+            arena: BytesMut::with_capacity(ARENA_CHUNK),
+            json: Vec::with_capacity(512),
+        }
+    }
+
+    fn carve(&mut self, opcode: u8, payload_len: usize) -> &mut BytesMut {
+        carve(&mut self.arena, opcode, payload_len)
+    }
+
+    pub fn encode(&mut self, s: &Sequenced, sym: SymbolFormat<'_>) -> EncodedUpdate {
+        let binary = self.encode_binary(s);
+        self.json.clear();
+        write_json(&mut self.json, s, sym);
+        carve(&mut self.arena, OPCODE_TEXT, self.json.len()).put_slice(&self.json);
+        let json = self.arena.split().freeze();
+        EncodedUpdate { binary, json }
+    }
+
+    fn encode_binary(&mut self, s: &Sequenced) -> Bytes {
+        let u = &s.update;
+        let (kind, side, len) = match u.kind {
+            UpdateKind::Quote { .. } => (msg_type::QUOTE, 0, QUOTE_LEN),
+            UpdateKind::Trade { side, .. } => (msg_type::TRADE, side as u8, TRADE_LEN),
+        };
+        let out = self.carve(OPCODE_BINARY, len);
+        out.put_u8(kind);
+        out.put_u8(side);
+        out.put_u16_le(0);
+        out.put_u32_le(u.symbol);
+        out.put_u64_le(s.seq);
+        out.put_u64_le(s.symbol_seq);
+        out.put_u64_le(u.exchange_ts_ns);
+        out.put_u64_le(u.receive_ts_ns);
+        out.put_u64_le(s.publish_ts_ns);
+        match u.kind {
+            UpdateKind::Quote {
+                bid_px,
+                bid_sz,
+                ask_px,
+                ask_sz,
+            } => {
+                out.put_i64_le(bid_px);
+                out.put_i64_le(bid_sz);
+                out.put_i64_le(ask_px);
+                out.put_i64_le(ask_sz);
+            }
+            UpdateKind::Trade { px, sz, .. } => {
+                out.put_i64_le(px);
+                out.put_i64_le(sz);
+            }
+        }
+        self.arena.split().freeze()
+    }
+}
+
+fn carve(arena: &mut BytesMut, opcode: u8, payload_len: usize) -> &mut BytesMut {
+    let need = MAX_HEADER_LEN + payload_len;
+    if arena.capacity() - arena.len() < need {
+        // A new chunk; frames already split off keep the old one alive.
+        *arena = BytesMut::with_capacity(ARENA_CHUNK.max(need));
+    }
+    put_header(arena, opcode, payload_len);
+    arena
+}
+
+fn write_json(out: &mut Vec<u8>, s: &Sequenced, sym: SymbolFormat<'_>) {
+    let u = &s.update;
+    let kind = match u.kind {
+        UpdateKind::Quote { .. } => "quote",
+        UpdateKind::Trade { .. } => "trade",
+    };
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"symbol\":");
+    write_json_str(out, sym.name);
+    for (key, value) in [
+        ("id", u64::from(u.symbol)),
+        ("seq", s.seq),
+        ("symbol_seq", s.symbol_seq),
+        ("exchange_ts", u.exchange_ts_ns),
+        ("receive_ts", u.receive_ts_ns),
+        ("publish_ts", s.publish_ts_ns),
+    ] {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        write_u64(out, value);
+    }
+    let decimal = |out: &mut Vec<u8>, key: &str, v: i64, d: u8| {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        write_fixed(out, v, d);
+        out.push(b'"');
+    };
+    let (pd, sd) = (sym.price_decimals, sym.size_decimals);
+    match u.kind {
+        UpdateKind::Quote {
+            bid_px,
+            bid_sz,
+            ask_px,
+            ask_sz,
+        } => {
+            decimal(out, "bid", bid_px, pd);
+            decimal(out, "bid_size", bid_sz, sd);
+            decimal(out, "ask", ask_px, pd);
+            decimal(out, "ask_size", ask_sz, sd);
+        }
+        UpdateKind::Trade { px, sz, side } => {
+            decimal(out, "price", px, pd);
+            decimal(out, "size", sz, sd);
+            out.extend_from_slice(b",\"side\":\"");
+            out.extend_from_slice(side_name(side).as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.push(b'}');
+}
+
+pub fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Unknown => "unknown",
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    }
+}
+
+pub fn write_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// The binary symbol definition: type, decimals, name length, id, name.
+pub fn symbol_binary(id: u32, name: &str, price_decimals: u8, size_decimals: u8) -> Bytes {
+    let mut payload = Vec::with_capacity(8 + name.len());
+    payload.push(msg_type::SYMBOL);
+    payload.push(price_decimals);
+    payload.push(size_decimals);
+    payload.push(name.len() as u8);
+    payload.extend_from_slice(&id.to_le_bytes());
+    payload.extend_from_slice(name.as_bytes());
+    frame(OPCODE_BINARY, &payload)
+}
+
+pub fn symbol_json(id: u32, name: &str, price_decimals: u8, size_decimals: u8) -> Bytes {
+    let mut p = Vec::with_capacity(96 + name.len());
+    p.extend_from_slice(b"{\"type\":\"symbol\",\"id\":");
+    write_u64(&mut p, u64::from(id));
+    p.extend_from_slice(b",\"symbol\":");
+    write_json_str(&mut p, name);
+    p.extend_from_slice(b",\"price_decimals\":");
+    write_u64(&mut p, u64::from(price_decimals));
+    p.extend_from_slice(b",\"size_decimals\":");
+    write_u64(&mut p, u64::from(size_decimals));
+    p.push(b'}');
+    frame(OPCODE_TEXT, &p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::update::Update;
+
+    fn quote() -> Sequenced {
+        Sequenced {
+            update: Update {
+                symbol: 7,
+                kind: UpdateKind::Quote {
+                    bid_px: 6_183_763_000_000,
+                    bid_sz: 378_826_000,
+                    ask_px: 6_183_764_000_000,
+                    ask_sz: 154_698_000,
+                },
+                exchange_ts_ns: 0,
+                receive_ts_ns: 1_723_161_253_937_000_000,
+            },
+            seq: 42,
+            symbol_seq: 5,
+            publish_ts_ns: 1_900_000_000_000_000_000,
+        }
+    }
+
+    const FMT: SymbolFormat<'static> = SymbolFormat {
+        name: "BTCUSDT",
+        price_decimals: 8,
+        size_decimals: 8,
+    };
+
+    #[test]
+    fn quote_binary_layout() {
+        let e = FrameEncoder::new().encode(&quote(), FMT);
+        let f = &e.binary[..];
+        assert_eq!(&f[..2], &[0x82, 80]);
+        let p = &f[2..];
+        assert_eq!(p.len(), QUOTE_LEN);
+        assert_eq!(p[0], msg_type::QUOTE);
+        let u32_at = |o: usize| u32::from_le_bytes(p[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(p[o..o + 8].try_into().unwrap());
+        assert_eq!(u32_at(4), 7);
+        assert_eq!(u64_at(8), 42);
+        assert_eq!(u64_at(16), 5);
+        assert_eq!(u64_at(24), 0);
+        assert_eq!(u64_at(32), 1_723_161_253_937_000_000);
+        assert_eq!(u64_at(40), 1_900_000_000_000_000_000);
+        assert_eq!(u64_at(48), 6_183_763_000_000);
+        assert_eq!(u64_at(72), 154_698_000);
+    }
+
+    #[test]
+    fn quote_json_is_exact_text() {
+        let e = FrameEncoder::new().encode(&quote(), FMT);
+        assert_eq!(e.json[0], 0x81);
+        let text = std::str::from_utf8(&e.json[4..]).unwrap();
+        assert_eq!(e.json[1], 126);
+        assert_eq!(
+            text,
+            r#"{"type":"quote","symbol":"BTCUSDT","id":7,"seq":42,"symbol_seq":5,"exchange_ts":0,"receive_ts":1723161253937000000,"publish_ts":1900000000000000000,"bid":"61837.63000000","bid_size":"3.78826000","ask":"61837.64000000","ask_size":"1.54698000"}"#
+        );
+    }
+
+    #[test]
+    fn trade_layout_and_side() {
+        let mut s = quote();
+        s.update.kind = UpdateKind::Trade {
+            px: 150,
+            sz: -1,
+            side: Side::Sell,
+        };
+        let fmt = SymbolFormat {
+            name: "X\"Y",
+            price_decimals: 2,
+            size_decimals: 0,
+        };
+        let e = FrameEncoder::new().encode(&s, fmt);
+        assert_eq!(
+            &e.binary[..4],
+            &[0x82, 64, msg_type::TRADE, Side::Sell as u8]
+        );
+        assert_eq!(e.json[1], 126);
+        let text = std::str::from_utf8(&e.json[4..]).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"trade","symbol":"X\"Y","id":7"#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(r#""price":"1.50","size":"-1","side":"sell"}"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn headers_for_each_length_class() {
+        for (len, head) in [
+            (0usize, vec![0x82, 0]),
+            (125, vec![0x82, 125]),
+            (126, vec![0x82, 126, 0, 126]),
+            (65_535, vec![0x82, 126, 0xff, 0xff]),
+            (65_536, vec![0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+        ] {
+            let f = frame(OPCODE_BINARY, &vec![0; len]);
+            assert_eq!(&f[..head.len()], &head[..], "len {len}");
+            assert_eq!(f.len(), head.len() + len);
+        }
+    }
+
+    #[test]
+    fn close_reason_is_truncated_on_a_char_boundary() {
+        let f = close_frame(1008, &"é".repeat(100));
+        assert!(f.len() - 2 <= 125);
+        assert_eq!(&f[2..4], &1008u16.to_be_bytes());
+        assert!(std::str::from_utf8(&f[4..]).is_ok());
+    }
+
+    #[test]
+    fn symbol_frames() {
+        let b = symbol_binary(3, "ETHUSDT", 8, 4);
+        assert_eq!(
+            &b[..],
+            &[&[0x82, 15, 3, 8, 4, 7, 3, 0, 0, 0][..], b"ETHUSDT"].concat()[..]
+        );
+        let j = symbol_json(3, "ETHUSDT", 8, 4);
+        assert_eq!(
+            &j[2..],
+            br#"{"type":"symbol","id":3,"symbol":"ETHUSDT","price_decimals":8,"size_decimals":4}"#
+        );
+    }
+
+    #[test]
+    fn arena_frames_do_not_alias() {
+        let mut enc = FrameEncoder::new();
+        let a = enc.encode(&quote(), FMT);
+        let mut q = quote();
+        q.seq = 43;
+        let b = enc.encode(&q, FMT);
+        assert_eq!(a.binary[2 + 8], 42);
+        assert_eq!(b.binary[2 + 8], 43);
+        // Many frames across chunk boundaries stay intact.
+        let frames: Vec<_> = (0..5000)
+            .map(|i| {
+                q.seq = i;
+                enc.encode(&q, FMT).binary
+            })
+            .collect();
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(u64::from_le_bytes(f[10..18].try_into().unwrap()), i as u64);
+        }
+    }
+}

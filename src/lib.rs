@@ -1,0 +1,5 @@
+//! tickwire: a real-time market-data ticker server.
+pub mod decimal;
+pub mod encode;
+pub mod symbols;
+pub mod update;

@@ -1,0 +1,63 @@
+//! The normalized update: one compact `Copy` value per quote or trade,
+//! whatever feed it came from.
+
+/// Interned symbol id: an index into the [`SymbolTable`](crate::symbols::SymbolTable).
+pub type SymbolId = u32;
+
+/// Side of the aggressor of a trade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Side {
+    Unknown = 0,
+    Buy = 1,
+    Sell = 2,
+}
+
+/// What changed. Prices and sizes are fixed-point mantissas at the symbol's
+/// `price_decimals` / `size_decimals` (see [`crate::decimal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// Best bid and offer.
+    Quote {
+        bid_px: i64,
+        bid_sz: i64,
+        ask_px: i64,
+        ask_sz: i64,
+    },
+    /// One trade (or one aggregated trade, for `aggTrade`).
+    Trade { px: i64, sz: i64, side: Side },
+}
+
+/// One normalized update on its way from a feed to the publisher.
+///
+/// Timestamps are nanoseconds since the Unix epoch; 0 means the feed does not
+/// carry that time (Binance spot `bookTicker` has no exchange time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update {
+    pub symbol: SymbolId,
+    pub kind: UpdateKind,
+    /// When the venue says the event happened.
+    pub exchange_ts_ns: u64,
+    /// When the update reached us (for a recording: when the capture tool
+    /// received it).
+    pub receive_ts_ns: u64,
+}
+
+/// An [`Update`] after the publisher has sequenced and stamped it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sequenced {
+    pub update: Update,
+    /// Position in the global stream, from 1, with no gaps.
+    pub seq: u64,
+    /// Position in the symbol's own stream, from 1, with no gaps.
+    pub symbol_seq: u64,
+    /// When the publisher encoded it.
+    pub publish_ts_ns: u64,
+}
+
+/// Nanoseconds since the Unix epoch by the wall clock.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
