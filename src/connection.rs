@@ -1,0 +1,289 @@
+//! One WebSocket connection: a reader task for what the client sends, and
+//! the connection's own task that writes everything the client receives.
+//!
+//! Upgrade and reading are fastwebsockets'. Writing is ours: every frame the
+//! client gets is already a complete, unmasked frame (`Bytes` shared with
+//! the publisher), so the writer only hands batches of them to the kernel in
+//! vectored writes, up to [`MAX_IOV`] frames per `writev`.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, WebSocketError};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{timeout_at, Instant};
+
+use crate::encode::{self, close_frame};
+use crate::fanout::{FanoutLimits, Outbox, Subscriber, MAX_IOV};
+use crate::market::Market;
+use crate::protocol::{self, close_code, ErrorCode, Format, Refusal};
+
+/// Per-connection settings, from the server config.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionConfig {
+    pub limits: FanoutLimits,
+    /// A client whose socket accepts no bytes for this long is closed with
+    /// 1008.
+    pub stall_timeout: Duration,
+    /// How long a closing connection may take to get its close frame out.
+    pub close_timeout: Duration,
+    /// Largest message a client may send (close 1009 past it).
+    pub max_message_bytes: usize,
+}
+
+/// What the reader task tells the writer.
+enum Inbound {
+    /// A text message, parsed.
+    Request(protocol::Request),
+    /// A message that got a refusal instead.
+    Refused(Refusal),
+    /// A frame the protocol obliges us to send (pong, close echo).
+    Obligated(Bytes),
+    /// The client closed, or broke the protocol: send this close frame (if
+    /// any) and stop.
+    Close(Option<(u16, String)>),
+}
+
+/// Why a connection's writer stopped.
+#[derive(Debug)]
+enum End {
+    ClientClosed,
+    Shutdown,
+    Stalled,
+    Io(io::Error),
+}
+
+/// Serves one upgraded connection until the client leaves, breaks the
+/// protocol, stalls, or the server shuts down.
+pub async fn serve<R, W>(
+    reader: R,
+    writer: W,
+    format: Format,
+    market: Arc<Market>,
+    config: ConnectionConfig,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let metrics = Arc::clone(&market.metrics);
+    metrics.connections.fetch_add(1, Relaxed);
+    metrics.connections_total.fetch_add(1, Relaxed);
+    // Small: a client that floods requests while we cannot write is held
+    // back by TCP, not buffered here.
+    let (tx, rx) = mpsc::channel(16);
+    let mut ws = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), fastwebsockets::Role::Server).0;
+    ws.set_max_message_size(config.max_message_bytes);
+    let read_task = tokio::spawn(read_loop(FragmentCollectorRead::new(ws), tx, config.limits.max_subscriptions));
+    let mut conn = Writer {
+        io: writer,
+        outbox: Outbox::default(),
+        sub: Subscriber::new(Arc::clone(&market), format, config.limits),
+        market,
+        config,
+    };
+    let end = conn.run(rx, &mut shutdown).await;
+    read_task.abort();
+    match &end {
+        End::Stalled => {
+            metrics.slow_client_closes_total.fetch_add(1, Relaxed);
+            tracing::info!("closed a slow client: no progress for {:?}", config.stall_timeout);
+        }
+        End::Io(e) => tracing::debug!("connection ended: {e}"),
+        End::ClientClosed | End::Shutdown => {}
+    }
+    metrics.connections.fetch_sub(1, Relaxed);
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut ws: FragmentCollectorRead<R>,
+    tx: mpsc::Sender<Inbound>,
+    max_symbols: usize,
+) {
+    let obligated = tx.clone();
+    let mut send_fn = move |frame: Frame<'_>| {
+        let bytes = encode::frame(frame.opcode as u8, &frame.payload);
+        let tx = obligated.clone();
+        async move {
+            tx.send(Inbound::Obligated(bytes))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+    };
+    loop {
+        let inbound = match ws.read_frame(&mut send_fn).await {
+            Ok(frame) => match frame.opcode {
+                OpCode::Text => match protocol::parse_request(&frame.payload, max_symbols) {
+                    Ok(req) => Inbound::Request(req),
+                    Err(refusal) => Inbound::Refused(refusal),
+                },
+                OpCode::Binary => Inbound::Refused(Refusal::new(
+                    None,
+                    ErrorCode::BinaryNotAccepted,
+                    "requests are JSON text messages; binary messages are not accepted",
+                )),
+                // The echo of the client's close went out through send_fn.
+                OpCode::Close => Inbound::Close(None),
+                _ => continue,
+            },
+            Err(e) => Inbound::Close(close_for(&e)),
+        };
+        let last = matches!(inbound, Inbound::Close(_));
+        if tx.send(inbound).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// The close frame owed to a client whose input failed, if any: framing
+/// errors get a close code, a vanished peer gets nothing.
+fn close_for(e: &WebSocketError) -> Option<(u16, String)> {
+    let code = match e {
+        WebSocketError::IoError(_) | WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => return None,
+        WebSocketError::FrameTooLarge => close_code::MESSAGE_TOO_BIG,
+        WebSocketError::InvalidUTF8 => close_code::INVALID_PAYLOAD,
+        _ => close_code::PROTOCOL_ERROR,
+    };
+    Some((code, e.to_string()))
+}
+
+struct Writer<W> {
+    io: W,
+    outbox: Outbox,
+    sub: Subscriber,
+    market: Arc<Market>,
+    config: ConnectionConfig,
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Inbound>, shutdown: &mut watch::Receiver<bool>) -> End {
+        loop {
+            // Register for the wake-up before looking at the ring, so that
+            // an update published between the look and the wait still wakes
+            // us (tokio's Notify::notified + enable contract).
+            let wakeup = self.market.wakeup.notified();
+            tokio::pin!(wakeup);
+            wakeup.as_mut().enable();
+
+            while let Ok(inbound) = rx.try_recv() {
+                if let Some(end) = self.take(inbound) {
+                    return self.finish(end).await;
+                }
+            }
+            self.sub.fill(&mut self.outbox);
+            if !self.outbox.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => return self.shutdown().await,
+                    r = self.flush() => if let Err(end) = r { return self.finish(end).await },
+                }
+                continue;
+            }
+            let idle = self.sub.is_idle();
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return self.shutdown().await,
+                inbound = rx.recv() => match inbound {
+                    Some(inbound) => if let Some(end) = self.take(inbound) {
+                        return self.finish(end).await;
+                    },
+                    None => return End::ClientClosed,
+                },
+                // A connection with no subscriptions is not woken by updates.
+                _ = &mut wakeup, if !idle => {}
+            }
+        }
+    }
+
+    /// Acts on one message from the reader; returns how the connection ends
+    /// if it does.
+    fn take(&mut self, inbound: Inbound) -> Option<End> {
+        match inbound {
+            Inbound::Request(req) => self.sub.handle(req, &mut self.outbox),
+            Inbound::Refused(refusal) => self.sub.refuse(&refusal, &mut self.outbox),
+            Inbound::Obligated(frame) => {
+                let is_close = frame.first().is_some_and(|b| b & 0x0f == encode::OPCODE_CLOSE);
+                self.outbox.push(frame);
+                if is_close {
+                    return Some(End::ClientClosed);
+                }
+            }
+            Inbound::Close(None) => return Some(End::ClientClosed),
+            Inbound::Close(Some((code, reason))) => {
+                self.outbox.keep_partial_only();
+                self.outbox.push(close_frame(code, &reason));
+                return Some(End::ClientClosed);
+            }
+        }
+        None
+    }
+
+    /// Writes the whole outbox, a batch of frames per system call. Fails
+    /// with `Stalled` if the socket takes no byte for the stall timeout.
+    async fn flush(&mut self) -> Result<(), End> {
+        let metrics = Arc::clone(&self.market.metrics);
+        while !self.outbox.is_empty() {
+            let deadline = Instant::now() + self.config.stall_timeout;
+            let write = poll_fn(|cx| {
+                // The slices live only for this poll, so the 16 KiB array is
+                // never part of the connection's suspended state.
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let n = self.outbox.io_slices(&mut iov);
+                Pin::new(&mut self.io).poll_write_vectored(cx, &iov[..n])
+            });
+            match timeout_at(deadline, write).await {
+                Err(_) => return Err(End::Stalled),
+                Ok(Err(e)) => return Err(End::Io(e)),
+                Ok(Ok(0)) => return Err(End::Io(io::ErrorKind::WriteZero.into())),
+                Ok(Ok(n)) => {
+                    let frames = self.outbox.advance(n);
+                    metrics.writev_calls_total.fetch_add(1, Relaxed);
+                    metrics.bytes_out_total.fetch_add(n as u64, Relaxed);
+                    metrics.frames_out_total.fetch_add(frames as u64, Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> End {
+        self.outbox.keep_partial_only();
+        self.outbox.push(close_frame(close_code::GOING_AWAY, "server shutting down"));
+        self.close_within_timeout().await;
+        End::Shutdown
+    }
+
+    /// Ends the connection for `end`: writes what is owed (a close frame for
+    /// a stalled client), bounded by the close timeout.
+    async fn finish(&mut self, end: End) -> End {
+        match end {
+            End::ClientClosed => self.close_within_timeout().await,
+            End::Stalled => {
+                self.outbox.keep_partial_only();
+                let reason = format!(
+                    "slow consumer: no progress for {} ms",
+                    self.config.stall_timeout.as_millis()
+                );
+                self.outbox.push(close_frame(close_code::POLICY_VIOLATION, &reason));
+                self.close_within_timeout().await;
+            }
+            End::Shutdown | End::Io(_) => {}
+        }
+        end
+    }
+
+    async fn close_within_timeout(&mut self) {
+        let close = async {
+            if self.flush().await.is_ok() {
+                let _ = self.io.shutdown().await;
+            }
+        };
+        let _ = tokio::time::timeout(self.config.close_timeout, close).await;
+    }
+}

@@ -1,0 +1,474 @@
+//! Fan-out: what one connection is sent, decided with no I/O.
+//!
+//! A [`Subscriber`] owns a cursor into the ring and the connection's
+//! subscriptions. [`Subscriber::fill`] moves every pending frame it wants
+//! into the connection's [`Outbox`] as clones of the publisher's `Bytes`:
+//! no per-subscriber encoding and no payload copy. A connection that falls
+//! too far behind (lapped by the ring, or more than `max_lag_updates`
+//! entries behind) skips to the head of the ring and is sent, for each
+//! subscribed symbol that changed, only the newest frame from the
+//! last-value cache. Per-symbol *floors* then make sure no ring entry older
+//! than what was sent from the cache goes out after it.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+
+use crate::market::{Market, Published};
+use crate::protocol::{self, ErrorCode, Format, Op, Refusal, Request, Symbols};
+use crate::ring::Read;
+use crate::update::{now_ns, SymbolId};
+
+/// Per-connection bounds, from the server config.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutLimits {
+    /// Stop taking frames from the ring once this many bytes wait to be
+    /// written.
+    pub max_outbox_bytes: usize,
+    /// A connection further behind the head of the ring than this is
+    /// conflated.
+    pub max_lag_updates: u64,
+    /// Most symbols one connection may subscribe to (`*` counts as one).
+    pub max_subscriptions: usize,
+}
+
+/// Frames waiting to be written to one socket, in order. The first frame
+/// may be partly written already.
+#[derive(Default)]
+pub struct Outbox {
+    frames: VecDeque<Bytes>,
+    /// Bytes of `frames[0]` already written.
+    head_written: usize,
+    bytes: usize,
+}
+
+/// Linux's IOV_MAX: the most buffers one `writev` takes.
+pub const MAX_IOV: usize = 1024;
+
+impl Outbox {
+    pub fn push(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Bytes not yet written.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes - self.head_written
+    }
+
+    pub fn frame_count(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Fills `iov` with the unwritten bytes, in order; returns how many
+    /// slices it used.
+    pub fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, frame) in self.frames.iter().enumerate().take(iov.len()) {
+            let start = if i == 0 { self.head_written } else { 0 };
+            iov[i] = IoSlice::new(&frame[start..]);
+            n += 1;
+        }
+        n
+    }
+
+    /// Records that `written` more bytes went out. Returns how many frames
+    /// that completed.
+    pub fn advance(&mut self, mut written: usize) -> usize {
+        let mut done = 0;
+        while written > 0 {
+            let Some(head) = self.frames.front() else {
+                debug_assert!(false, "advanced past the outbox");
+                break;
+            };
+            let left = head.len() - self.head_written;
+            if written < left {
+                self.head_written += written;
+                break;
+            }
+            written -= left;
+            self.bytes -= head.len();
+            self.head_written = 0;
+            self.frames.pop_front();
+            done += 1;
+        }
+        done
+    }
+
+    /// Drops every frame not yet started, keeping the rest of a frame that
+    /// is half written (cutting it would corrupt the stream). Used before a
+    /// close frame when the peer has stopped reading.
+    pub fn keep_partial_only(&mut self) {
+        let keep = usize::from(self.head_written > 0);
+        while self.frames.len() > keep {
+            if let Some(f) = self.frames.pop_back() {
+                self.bytes -= f.len();
+            }
+        }
+    }
+
+    /// The unwritten bytes as one buffer (for tests).
+    pub fn concat(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len_bytes());
+        for (i, f) in self.frames.iter().enumerate() {
+            let mut f = f.clone();
+            if i == 0 {
+                f.advance(self.head_written);
+            }
+            out.extend_from_slice(&f);
+        }
+        out
+    }
+}
+
+/// A growable set of small integers.
+#[derive(Default, Debug, Clone)]
+struct BitSet {
+    words: Vec<u64>,
+}
+
+impl BitSet {
+    fn contains(&self, i: SymbolId) -> bool {
+        let i = i as usize;
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Returns whether `i` was newly added.
+    fn insert(&mut self, i: SymbolId) -> bool {
+        let i = i as usize;
+        if self.words.len() <= i / 64 {
+            self.words.resize(i / 64 + 1, 0);
+        }
+        let was = self.words[i / 64] & (1 << (i % 64)) != 0;
+        self.words[i / 64] |= 1 << (i % 64);
+        !was
+    }
+
+    fn remove(&mut self, i: SymbolId) -> bool {
+        let i = i as usize;
+        match self.words.get_mut(i / 64) {
+            Some(w) if *w & (1 << (i % 64)) != 0 => {
+                *w &= !(1 << (i % 64));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = SymbolId> + '_ {
+        self.words.iter().enumerate().flat_map(|(wi, &w)| {
+            (0..64)
+                .filter(move |b| w & (1 << b) != 0)
+                .map(move |b| (wi * 64 + b) as SymbolId)
+        })
+    }
+
+    fn clear(&mut self) {
+        self.words = Vec::new();
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let n = self.subscription_count() as u64;
+        self.market.metrics.subscriptions.fetch_sub(n, Relaxed);
+    }
+}
+
+/// One connection's view of the market: what it subscribes to, where it is
+/// in the ring, and what it has been told.
+pub struct Subscriber {
+    market: Arc<Market>,
+    format: Format,
+    limits: FanoutLimits,
+    /// Ring position of the next entry to look at.
+    cursor: u64,
+    all: bool,
+    subscribed: BitSet,
+    subscribed_count: usize,
+    /// Symbols whose definition this connection has been sent.
+    defined: BitSet,
+    /// After a snapshot or a catch-up: the per-symbol sequence already sent
+    /// from the cache; ring entries at or below it are skipped.
+    floors: HashMap<SymbolId, u64>,
+    /// Ring position from which every entry is newer than anything the
+    /// floors hold; the floors are dropped there.
+    floor_until: u64,
+}
+
+impl Subscriber {
+    pub fn new(market: Arc<Market>, format: Format, limits: FanoutLimits) -> Self {
+        let cursor = market.ring.tail();
+        Subscriber {
+            market,
+            format,
+            limits,
+            cursor,
+            all: false,
+            subscribed: BitSet::default(),
+            subscribed_count: 0,
+            defined: BitSet::default(),
+            floors: HashMap::new(),
+            floor_until: 0,
+        }
+    }
+
+    /// Whether the connection subscribes to nothing (and so need not be
+    /// woken by updates).
+    pub fn is_idle(&self) -> bool {
+        !self.all && self.subscribed_count == 0
+    }
+
+    fn subscription_count(&self) -> usize {
+        if self.all {
+            1
+        } else {
+            self.subscribed_count
+        }
+    }
+
+    fn wants(&self, id: SymbolId) -> bool {
+        self.all || self.subscribed.contains(id)
+    }
+
+    /// Answers one request, queueing the reply (and for a subscribe, the
+    /// snapshot) in `out`.
+    pub fn handle(&mut self, req: Request, out: &mut Outbox) {
+        let before = self.subscription_count();
+        let result = match &req.op {
+            Op::Ping => {
+                out.push(protocol::pong_reply(req.id, now_ns()));
+                Ok(())
+            }
+            Op::Subscribe(symbols) => self.subscribe(req.id, symbols, out),
+            Op::Unsubscribe(symbols) => self.unsubscribe(req.id, symbols, out),
+        };
+        let after = self.subscription_count();
+        let metrics = &self.market.metrics;
+        metrics.subscriptions.fetch_add(after as u64, Relaxed);
+        metrics.subscriptions.fetch_sub(before as u64, Relaxed);
+        if let Err(refusal) = result {
+            self.refuse(&refusal, out);
+        }
+    }
+
+    /// Queues an error reply and counts it.
+    pub fn refuse(&self, refusal: &Refusal, out: &mut Outbox) {
+        self.market.metrics.protocol_error(refusal.code);
+        out.push(protocol::error_reply(refusal));
+    }
+
+    fn resolve(&self, id: Option<u64>, names: &[String]) -> Result<Vec<SymbolId>, Refusal> {
+        let mut ids = Vec::with_capacity(names.len());
+        let mut unknown = Vec::new();
+        for name in names {
+            match self.market.symbols.get_by_name(name) {
+                Some(def) => ids.push(def.id),
+                None => unknown.push(name.as_str()),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(Refusal::new(
+                id,
+                ErrorCode::UnknownSymbol,
+                format!("unknown symbol(s): {}", unknown.join(", ")),
+            ));
+        }
+        Ok(ids)
+    }
+
+    fn subscribe(
+        &mut self,
+        id: Option<u64>,
+        symbols: &Symbols,
+        out: &mut Outbox,
+    ) -> Result<(), Refusal> {
+        let was_idle = self.is_idle();
+        let new: Vec<SymbolId> = match symbols {
+            Symbols::All => {
+                let every = self.market.symbols.len() as SymbolId;
+                let new = (0..every).filter(|&s| !self.wants(s)).collect();
+                self.all = true;
+                self.subscribed.clear();
+                self.subscribed_count = 0;
+                new
+            }
+            Symbols::Names(names) => {
+                let ids = self.resolve(id, names)?;
+                let mut new: Vec<SymbolId> = ids.into_iter().filter(|&s| !self.wants(s)).collect();
+                new.sort_unstable();
+                new.dedup();
+                if !self.all && self.subscribed_count + new.len() > self.limits.max_subscriptions {
+                    return Err(Refusal::new(
+                        id,
+                        ErrorCode::TooManySymbols,
+                        format!(
+                            "subscribing to {} more symbol(s) would pass the limit of {} per connection",
+                            new.len(),
+                            self.limits.max_subscriptions
+                        ),
+                    ));
+                }
+                if !self.all {
+                    for &s in &new {
+                        self.subscribed.insert(s);
+                    }
+                    self.subscribed_count += new.len();
+                }
+                new
+            }
+        };
+        if was_idle {
+            // Nothing before now is of interest; the snapshot covers it.
+            self.cursor = self.market.ring.tail();
+        }
+        let mut snapshot = Vec::with_capacity(new.len());
+        for &s in &new {
+            if let Some(p) = self.market.lvc.get(s) {
+                snapshot.push(p);
+            }
+        }
+        out.push(protocol::ack_reply("subscribe", id, symbols, snapshot.len()));
+        for &s in &new {
+            self.define(s, out);
+        }
+        for p in &snapshot {
+            self.send_latest(p, out);
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(
+        &mut self,
+        id: Option<u64>,
+        symbols: &Symbols,
+        out: &mut Outbox,
+    ) -> Result<(), Refusal> {
+        match symbols {
+            Symbols::All => {
+                self.all = false;
+                self.subscribed.clear();
+                self.subscribed_count = 0;
+            }
+            Symbols::Names(names) => {
+                let ids = self.resolve(id, names)?;
+                if self.all {
+                    // From "everything" to "everything known now, but these".
+                    self.all = false;
+                    let every = self.market.symbols.len() as SymbolId;
+                    for s in 0..every {
+                        self.subscribed.insert(s);
+                    }
+                    self.subscribed_count = every as usize;
+                }
+                for s in ids {
+                    if self.subscribed.remove(s) {
+                        self.subscribed_count -= 1;
+                    }
+                }
+            }
+        }
+        out.push(protocol::ack_reply("unsubscribe", id, symbols, 0));
+        Ok(())
+    }
+
+    /// Queues the symbol's definition unless this connection has it.
+    fn define(&mut self, s: SymbolId, out: &mut Outbox) {
+        if self.defined.insert(s) {
+            if let Some(def) = self.market.symbols.get(s) {
+                out.push(match self.format {
+                    Format::Binary => def.frame_binary,
+                    Format::Json => def.frame_json,
+                });
+            }
+        }
+    }
+
+    /// Queues a frame from the cache and raises the symbol's floor so that
+    /// the ring's copy of it, or anything older, is not sent after it.
+    fn send_latest(&mut self, p: &Published, out: &mut Outbox) {
+        self.define(p.symbol, out);
+        out.push(p.frame(self.format).clone());
+        self.floors.insert(p.symbol, p.symbol_seq);
+        // p sits at ring position p.seq - 1; everything from p.seq on is newer.
+        self.floor_until = self.floor_until.max(p.seq);
+    }
+
+    /// Moves pending frames from the ring into `out`, up to the outbox
+    /// bound. Returns the number of ring entries it consumed.
+    pub fn fill(&mut self, out: &mut Outbox) -> u64 {
+        if self.is_idle() {
+            return 0;
+        }
+        let start = self.cursor;
+        let ring = Arc::clone(&self.market.ring);
+        let guard = ring.pin();
+        while out.len_bytes() < self.limits.max_outbox_bytes {
+            if ring.tail().saturating_sub(self.cursor) > self.limits.max_lag_updates {
+                self.catch_up(out);
+                continue;
+            }
+            match ring.read(&guard, self.cursor) {
+                Read::Empty => break,
+                Read::Lapped { .. } => self.catch_up(out),
+                Read::Item(p) => {
+                    self.cursor += 1;
+                    if !self.floors.is_empty() && self.cursor > self.floor_until {
+                        self.floors.clear();
+                    }
+                    if !self.wants(p.symbol) {
+                        continue;
+                    }
+                    if let Some(&floor) = self.floors.get(&p.symbol) {
+                        if p.symbol_seq <= floor {
+                            continue;
+                        }
+                    }
+                    self.define(p.symbol, out);
+                    out.push(p.frame(self.format).clone());
+                }
+            }
+        }
+        self.cursor - start
+    }
+
+    /// Skips to the head of the ring and queues the newest value of each
+    /// subscribed symbol that changed since the cursor.
+    fn catch_up(&mut self, out: &mut Outbox) {
+        let old = self.cursor;
+        let tail = self.market.ring.tail();
+        self.cursor = tail;
+        let dropped = tail - old;
+        let metrics = &self.market.metrics;
+        metrics.lapped_readers_total.fetch_add(1, Relaxed);
+        metrics.conflated_updates_total.fetch_add(dropped, Relaxed);
+        let candidates: Vec<SymbolId> = if self.all {
+            (0..self.market.lvc.len() as SymbolId).collect()
+        } else {
+            self.subscribed.iter().collect()
+        };
+        let mut latest: Vec<Published> = candidates
+            .into_iter()
+            .filter_map(|s| self.market.lvc.get(s))
+            .filter(|p| {
+                // Changed since the cursor (entry at position p.seq - 1 >= old),
+                // and newer than anything already sent from the cache.
+                p.seq > old && self.floors.get(&p.symbol).is_none_or(|&f| p.symbol_seq > f)
+            })
+            .collect();
+        latest.sort_unstable_by_key(|p| p.seq);
+        out.push(protocol::conflated_notice(dropped, latest.len()));
+        for p in &latest {
+            self.send_latest(p, out);
+        }
+    }
+}

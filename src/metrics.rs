@@ -1,0 +1,109 @@
+//! Server-wide counters, rendered in the Prometheus text format at `/metrics`.
+//!
+//! Plain relaxed atomics: every counter is independent, nothing is
+//! synchronized through them, and a scrape may see them a few increments
+//! apart.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::protocol::ErrorCode;
+
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])* $name:ident : $kind:literal ),* $(,)?) => {
+        /// Every counter and gauge the server exports.
+        #[derive(Default, Debug)]
+        pub struct Metrics {
+            $( $(#[doc = $doc])* pub $name: AtomicU64, )*
+            /// Protocol errors sent to clients, by error code.
+            pub protocol_errors: [AtomicU64; ErrorCode::ALL.len()],
+        }
+
+        impl Metrics {
+            /// The Prometheus text exposition of every metric.
+            pub fn render(&self) -> String {
+                let mut out = String::with_capacity(4096);
+                $(
+                    let help = concat!($($doc),*).trim();
+                    let name = concat!("tickwire_", stringify!($name));
+                    let _ = writeln!(out, "# HELP {name} {help}");
+                    let _ = writeln!(out, "# TYPE {name} {}", $kind);
+                    let _ = writeln!(out, "{name} {}", self.$name.load(Relaxed));
+                )*
+                let name = "tickwire_protocol_errors_total";
+                let _ = writeln!(out, "# HELP {name} Error messages sent to clients, by code.");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for (code, n) in ErrorCode::ALL.iter().zip(&self.protocol_errors) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{code=\"{}\",reason=\"{}\"}} {}",
+                        *code as u16,
+                        code.name(),
+                        n.load(Relaxed)
+                    );
+                }
+                out
+            }
+        }
+    };
+}
+
+counters! {
+    /// Open WebSocket connections.
+    connections: "gauge",
+    /// WebSocket connections accepted since start.
+    connections_total: "counter",
+    /// Subscribed symbols summed over connections (a `*` subscription counts once).
+    subscriptions: "gauge",
+    /// Updates received from feeds.
+    updates_in_total: "counter",
+    /// Updates encoded into frames; equals updates_in_total whatever the number of subscribers.
+    frames_encoded_total: "counter",
+    /// Frames written to clients (data, snapshots, symbol definitions, control replies).
+    frames_out_total: "counter",
+    /// Bytes written to clients.
+    bytes_out_total: "counter",
+    /// Vectored write calls made to client sockets.
+    writev_calls_total: "counter",
+    /// Ring entries skipped by slow clients that caught up from the last-value cache.
+    conflated_updates_total: "counter",
+    /// Times a slow client was lapped by the ring or fell past the lag bound.
+    lapped_readers_total: "counter",
+    /// Connections closed with 1008 because they made no progress for too long.
+    slow_client_closes_total: "counter",
+    /// HTTP requests refused before a WebSocket upgrade (bad handshake).
+    upgrade_rejections_total: "counter",
+    /// Feeds that stopped with an error.
+    feed_errors_total: "counter",
+}
+
+impl Metrics {
+    pub fn protocol_error(&self, code: ErrorCode) {
+        self.protocol_errors[code.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn protocol_errors(&self, code: ErrorCode) -> u64 {
+        self.protocol_errors[code.index()].load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.updates_in_total.fetch_add(3, Relaxed);
+        m.protocol_error(ErrorCode::UnknownSymbol);
+        let text = m.render();
+        assert!(text.contains("# TYPE tickwire_updates_in_total counter\ntickwire_updates_in_total 3\n"));
+        assert!(text.contains("tickwire_protocol_errors_total{code=\"4002\",reason=\"unknown_symbol\"} 1\n"));
+        assert!(text.contains("# TYPE tickwire_connections gauge"));
+        // Every sample line is `name[{labels}] value`.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (_, value) = line.rsplit_once(' ').unwrap();
+            value.parse::<u64>().unwrap();
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The one writer: sequences updates, encodes each once, and publishes it to
+//! the last-value cache and the ring.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::encode::{FrameEncoder, SymbolFormat};
+use crate::market::{Market, Published};
+use crate::ring::RingWriter;
+use crate::symbols::SymbolDef;
+use crate::update::{now_ns, Sequenced, Update};
+
+/// Most updates taken from the feeds before connections are woken. Bounds
+/// the latency a burst adds to its first update.
+const MAX_BATCH: usize = 256;
+
+pub struct Publisher {
+    market: Arc<Market>,
+    writer: RingWriter<Published>,
+    encoder: FrameEncoder,
+    /// Last per-symbol sequence, by symbol id.
+    symbol_seqs: Vec<u64>,
+    /// The definitions of symbols already published, by id.
+    defs: Vec<Option<SymbolDef>>,
+    next_seq: u64,
+}
+
+impl Publisher {
+    pub fn new(market: Arc<Market>, writer: RingWriter<Published>) -> Self {
+        Publisher {
+            market,
+            writer,
+            encoder: FrameEncoder::new(),
+            symbol_seqs: Vec::new(),
+            defs: Vec::new(),
+            next_seq: 1,
+        }
+    }
+
+    /// Sequences, encodes and publishes one update. Returns what was
+    /// published, or `None` for an update naming a symbol the table does not
+    /// know (a feed bug).
+    pub fn publish(&mut self, update: Update) -> Option<Sequenced> {
+        let id = update.symbol as usize;
+        if self.defs.len() <= id {
+            self.defs.resize(id + 1, None);
+            self.symbol_seqs.resize(id + 1, 0);
+        }
+        if self.defs[id].is_none() {
+            match self.market.symbols.get(update.symbol) {
+                Some(def) => self.defs[id] = Some(def),
+                None => {
+                    // Feeds intern before they send, so this is a bug.
+                    debug_assert!(false, "update for unknown symbol {}", update.symbol);
+                    tracing::error!(symbol = update.symbol, "update for an unknown symbol dropped");
+                    return None;
+                }
+            }
+        }
+        let def = self.defs[id].as_ref()?;
+        self.symbol_seqs[id] += 1;
+        let sequenced = Sequenced {
+            update,
+            seq: self.next_seq,
+            symbol_seq: self.symbol_seqs[id],
+            publish_ts_ns: now_ns(),
+        };
+        self.next_seq += 1;
+        let frames = self.encoder.encode(
+            &sequenced,
+            SymbolFormat {
+                name: &def.name,
+                price_decimals: def.price_decimals,
+                size_decimals: def.size_decimals,
+            },
+        );
+        let metrics = &self.market.metrics;
+        metrics.updates_in_total.fetch_add(1, Relaxed);
+        metrics.frames_encoded_total.fetch_add(1, Relaxed);
+        let published = Published {
+            seq: sequenced.seq,
+            symbol: update.symbol,
+            symbol_seq: sequenced.symbol_seq,
+            frames,
+        };
+        // The cache first: a connection that finds an entry in the ring and
+        // then reads the cache must never see the cache older than the ring.
+        self.market.lvc.store(&published);
+        let pos = self.writer.push(published);
+        debug_assert_eq!(pos + 1, sequenced.seq);
+        Some(sequenced)
+    }
+
+    /// Publishes everything the feeds send until they all hang up. Takes
+    /// whatever is queued in one go and wakes connections once per batch.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Update>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            for update in batch.drain(..) {
+                self.publish(update);
+            }
+            self.market.wakeup.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! The server: one port for the dashboard (`/`), the WebSocket (`/ws`),
+//! `/metrics` and `/healthz`; the feed tasks and the publisher behind it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Validated;
+use crate::connection::{self, ConnectionConfig};
+use crate::encode::write_json_str;
+use crate::feed::{self, FeedSpec, FeedStats, ReplayOptions};
+use crate::market::{LastValueCache, Market};
+use crate::metrics::Metrics;
+use crate::protocol::Format;
+use crate::publish::Publisher;
+use crate::ring::Ring;
+use crate::symbols::{Normalizer, SymbolTable};
+use crate::web;
+
+/// Updates a feed may have in flight to the publisher.
+const FEED_CHANNEL: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FeedState {
+    Running,
+    Finished,
+    Failed,
+}
+
+struct FeedStatus {
+    name: String,
+    stats: Arc<FeedStats>,
+    state: Mutex<FeedState>,
+}
+
+/// What request handlers share.
+struct AppState {
+    market: Arc<Market>,
+    connection: ConnectionConfig,
+    feeds: Vec<Arc<FeedStatus>>,
+    shutdown: watch::Receiver<bool>,
+    started: Instant,
+}
+
+/// A server started by [`start`]: its address, its market, and the handle
+/// that stops it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub market: Arc<Market>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Asks every connection to close (1001), waits for them up to the
+    /// shutdown timeout, and stops the server.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the feeds, the publisher and the accept loop on `listener`.
+pub fn start(listener: TcpListener, v: Validated) -> Running {
+    let addr = listener.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    let metrics = Arc::new(Metrics::default());
+    let symbols = SymbolTable::new();
+    let (writer, ring) = Ring::new(v.config.ring_capacity);
+    let market = Arc::new(Market {
+        ring,
+        lvc: LastValueCache::default(),
+        symbols: Arc::clone(&symbols),
+        wakeup: tokio::sync::Notify::new(),
+        metrics: Arc::clone(&metrics),
+    });
+    let (tx, rx) = mpsc::channel(FEED_CHANNEL);
+    tokio::spawn(Publisher::new(Arc::clone(&market), writer).run(rx));
+    let opts = ReplayOptions {
+        speed: v.speed,
+        looped: v.looped,
+    };
+    let mut feeds = Vec::new();
+    let mut feed_tasks = Vec::new();
+    for spec in v.feeds {
+        let status = Arc::new(FeedStatus {
+            name: feed_name(&spec),
+            stats: Arc::default(),
+            state: Mutex::new(FeedState::Running),
+        });
+        feeds.push(Arc::clone(&status));
+        let normalizer = Normalizer::new(Arc::clone(&symbols));
+        let run = feed::run(spec, opts, normalizer, tx.clone(), Arc::clone(&status.stats));
+        let metrics = Arc::clone(&metrics);
+        feed_tasks.push(tokio::spawn(async move {
+            let state = match run.await {
+                Ok(()) => {
+                    tracing::info!(feed = %status.name, "feed finished");
+                    FeedState::Finished
+                }
+                Err(e) => {
+                    tracing::error!(feed = %status.name, "feed stopped: {e}");
+                    metrics.feed_errors_total.fetch_add(1, Relaxed);
+                    FeedState::Failed
+                }
+            };
+            *status.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        }));
+    }
+    drop(tx);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(AppState {
+        market: Arc::clone(&market),
+        connection: v.config.connection(),
+        feeds,
+        shutdown: shutdown_rx.clone(),
+        started: Instant::now(),
+    });
+    let shutdown_timeout = Duration::from_millis(v.config.shutdown_timeout_ms);
+    let task = tokio::spawn(async move {
+        accept_loop(listener, Arc::clone(&state), shutdown_rx).await;
+        for t in &feed_tasks {
+            t.abort();
+        }
+        // Connections saw the same signal and are sending their 1001s.
+        let deadline = Instant::now() + shutdown_timeout;
+        while state.market.metrics.connections.load(Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    Running {
+        addr,
+        market,
+        shutdown: shutdown_tx,
+        task,
+    }
+}
+
+/// Binds the configured address, prints where to connect, and serves until
+/// SIGINT or SIGTERM.
+pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listen = v.config.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let running = start(listener, v);
+    let addr = running.addr;
+    println!("tickwire serving on http://{addr}/ (WebSocket: ws://{addr}/ws)");
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing connections with 1001");
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn feed_name(spec: &FeedSpec) -> String {
+    match spec {
+        FeedSpec::File(p) => p.display().to_string(),
+        FeedSpec::Embedded { name, .. } => (*name).to_owned(),
+        FeedSpec::Synthetic(s) => format!("{s}"),
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(route(req, &state)) }
+            });
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "http connection error: {e}");
+            }
+        });
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+    match req.uri().path() {
+        "/ws" => upgrade(req, state),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            render_metrics(state),
+        ),
+        "/healthz" => healthz(state),
+        path => match web::asset(path) {
+            Some((content_type, body)) if req.method() == Method::GET => {
+                respond(StatusCode::OK, content_type, Bytes::from_static(body))
+            }
+            _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        },
+    }
+}
+
+fn render_metrics(state: &AppState) -> String {
+    use std::fmt::Write as _;
+    let mut out = state.market.metrics.render();
+    let _ = writeln!(out, "# HELP tickwire_symbols Symbols interned.\n# TYPE tickwire_symbols gauge");
+    let _ = writeln!(out, "tickwire_symbols {}", state.market.symbols.len());
+    let _ = writeln!(out, "# HELP tickwire_ring_tail Next ring position (updates published).\n# TYPE tickwire_ring_tail counter");
+    let _ = writeln!(out, "tickwire_ring_tail {}", state.market.ring.tail());
+    for (metric, help) in [
+        ("records", "Records (lines, rows) read by a feed."),
+        ("updates", "Updates a feed sent to the publisher."),
+        ("skipped", "Records skipped as not quotes or trades (depth, snapshots, notes)."),
+        ("rejected", "Malformed records a feed rejected."),
+        ("loops", "Times a looped recording restarted."),
+    ] {
+        let name = format!("tickwire_feed_{metric}_total");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for f in &state.feeds {
+            let s = &f.stats;
+            let v = match metric {
+                "records" => s.records.load(Relaxed),
+                "updates" => s.updates.load(Relaxed),
+                "skipped" => s.skipped.load(Relaxed),
+                "rejected" => s.rejected.load(Relaxed),
+                _ => s.loops.load(Relaxed),
+            };
+            let mut label = Vec::new();
+            write_json_str(&mut label, &f.name);
+            let _ = writeln!(out, "{name}{{feed={}}} {v}", String::from_utf8_lossy(&label));
+        }
+    }
+    out
+}
+
+fn healthz(state: &AppState) -> Response<Body> {
+    let mut body = Vec::with_capacity(256);
+    let mut failed = 0;
+    body.extend_from_slice(b"{\"feeds\":[");
+    for (i, f) in state.feeds.iter().enumerate() {
+        let st = *f.state.lock().unwrap_or_else(|e| e.into_inner());
+        failed += usize::from(st == FeedState::Failed);
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"name\":");
+        write_json_str(&mut body, &f.name);
+        let st = match st {
+            FeedState::Running => "running",
+            FeedState::Finished => "finished",
+            FeedState::Failed => "failed",
+        };
+        body.extend_from_slice(format!(",\"state\":\"{st}\",\"updates\":{}}}", f.stats.updates.load(Relaxed)).as_bytes());
+    }
+    let healthy = failed < state.feeds.len() && !*state.shutdown.borrow();
+    let m = &state.market.metrics;
+    body.extend_from_slice(
+        format!(
+            "],\"status\":\"{}\",\"connections\":{},\"updates\":{},\"uptime_ms\":{}}}\n",
+            if healthy { "ok" } else { "unavailable" },
+            m.connections.load(Relaxed),
+            m.updates_in_total.load(Relaxed),
+            state.started.elapsed().as_millis()
+        )
+        .as_bytes(),
+    );
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    respond(status, "application/json", body)
+}
+
+/// Refuses a request on `/ws` that is not a valid WebSocket upgrade, with
+/// the status and reason docs/PROTOCOL.md lists.
+fn refuse_upgrade(state: &AppState, status: StatusCode, reason: &str) -> Response<Body> {
+    state.market.metrics.upgrade_rejections_total.fetch_add(1, Relaxed);
+    let mut r = respond(status, "text/plain", format!("{reason}\n"));
+    if status == StatusCode::UPGRADE_REQUIRED {
+        let h = r.headers_mut();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+    }
+    r
+}
+
+fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+    if req.method() != Method::GET {
+        return refuse_upgrade(state, StatusCode::METHOD_NOT_ALLOWED, "a WebSocket upgrade must be a GET");
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return refuse_upgrade(
+            state,
+            StatusCode::UPGRADE_REQUIRED,
+            "/ws is a WebSocket endpoint: send Connection: Upgrade and Upgrade: websocket",
+        );
+    }
+    let headers = req.headers();
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return refuse_upgrade(state, StatusCode::UPGRADE_REQUIRED, "Sec-WebSocket-Version must be 13");
+    }
+    let key_ok = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .is_some_and(|k| is_valid_key(k.as_bytes()));
+    if !key_ok {
+        return refuse_upgrade(
+            state,
+            StatusCode::BAD_REQUEST,
+            "Sec-WebSocket-Key must be 16 bytes in base64",
+        );
+    }
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let format = match Format::negotiate((!offered.is_empty()).then_some(offered.as_str())) {
+        Ok(f) => f,
+        Err(()) => {
+            return refuse_upgrade(
+                state,
+                StatusCode::BAD_REQUEST,
+                "no supported subprotocol offered: use tickwire.v1 or tickwire.v1.json",
+            )
+        }
+    };
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(u) => u,
+        Err(e) => return refuse_upgrade(state, StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let upgraded = match fut.await {
+            Ok(ws) => ws.into_inner().into_inner(),
+            Err(e) => {
+                tracing::debug!("upgrade failed: {e}");
+                return;
+            }
+        };
+        let format = format.unwrap_or(Format::Binary);
+        let market = Arc::clone(&state.market);
+        let shutdown = state.shutdown.clone();
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                // Owned halves of the TCP stream: no lock between reader and
+                // writer. Bytes hyper read past the handshake come first.
+                let (read, write) = parts.io.into_inner().into_split();
+                let read = Prefixed { prefix: parts.read_buf, inner: read };
+                connection::serve(read, write, format, market, state.connection, shutdown).await;
+            }
+            Err(upgraded) => {
+                let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+                connection::serve(read, write, format, market, state.connection, shutdown).await;
+            }
+        }
+    });
+    let (mut parts, _) = response.into_parts();
+    if let Some(f) = format {
+        parts
+            .headers
+            .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(f.subprotocol()));
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// RFC 6455 §4.1: the key is a base64-encoded 16-byte value (24 characters
+/// ending in `==`).
+fn is_valid_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+}
+
+/// A reader that yields `prefix` before `inner`.
+struct Prefixed<R> {
+    prefix: Bytes,
+    inner: R,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_keys() {
+        assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ="));
+        assert!(!is_valid_key(b"dGhlIHNhbXBsZSBub25jZ!=="));
+        assert!(!is_valid_key(b""));
+    }
+}
