@@ -1,0 +1,408 @@
+//! Feed sources: recorded captures replayed at a chosen speed, and a
+//! synthetic random walk. Each source turns its records into [`Update`]s and
+//! sends them down a bounded channel to the publisher.
+//!
+//! # Layout
+//!
+//! - [`replay`]: opening, decompression (by magic bytes), line reading, line
+//!   shape and format detection from the content, pacing and looping. The one
+//!   parsing path, [`FileReader`], serves both [`run`] and [`read_all`].
+//! - [`binance`], [`coinbase`], [`tardis`]: one file per venue format, each
+//!   with its raw message structs and their normalization.
+//! - [`synthetic`]: the generator behind `synthetic:symbols=N,rate=R`.
+//! - `timestamp`: exact epoch / RFC 3339 parsing to nanoseconds.
+
+pub mod binance;
+pub mod coinbase;
+pub mod replay;
+pub mod synthetic;
+pub mod tardis;
+mod timestamp;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::decimal::DecimalError;
+use crate::symbols::{NormalizeError, Normalizer};
+use crate::update::{now_ns, Side, Update, UpdateKind};
+
+pub use replay::{read_all, FileReader, Timed};
+pub use synthetic::{Rate, SyntheticSpec};
+
+/// The recording the server replays when no feed is named: the first 60 s of
+/// Binance spot BTCUSDT and ETHUSDT and COIN-M BTCUSD_PERP on 2024-08-08,
+/// merged by receive time (see `feeds/README.md`).
+pub const BUNDLED: FeedSpec = FeedSpec::Embedded {
+    name: "feeds/binance-spot-20240808-btc-eth-coinm.jsonl.gz",
+    bytes: include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/feeds/binance-spot-20240808-btc-eth-coinm.jsonl.gz"
+    )),
+};
+
+/// Where updates come from.
+#[derive(Clone, PartialEq)]
+pub enum FeedSpec {
+    /// A recording on disk, in any supported format and compression.
+    File(PathBuf),
+    /// A recording compiled into the binary; `name` is used in messages.
+    Embedded {
+        name: &'static str,
+        bytes: &'static [u8],
+    },
+    Synthetic(SyntheticSpec),
+}
+
+impl FeedSpec {
+    /// How the feed is named in messages and errors.
+    pub fn name(&self) -> String {
+        match self {
+            FeedSpec::File(path) => path.display().to_string(),
+            FeedSpec::Embedded { name, .. } => (*name).to_owned(),
+            FeedSpec::Synthetic(spec) => spec.to_string(),
+        }
+    }
+}
+
+// By hand so that an embedded recording prints its name, not its bytes.
+impl fmt::Debug for FeedSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeedSpec::File(path) => f.debug_tuple("File").field(path).finish(),
+            FeedSpec::Embedded { name, bytes } => f
+                .debug_struct("Embedded")
+                .field("name", name)
+                .field("len", &bytes.len())
+                .finish(),
+            FeedSpec::Synthetic(spec) => f.debug_tuple("Synthetic").field(spec).finish(),
+        }
+    }
+}
+
+impl FromStr for FeedSpec {
+    type Err = SpecError;
+
+    /// `synthetic:symbols=N,rate=R[,seed=S]` is the generator; anything else
+    /// is a path.
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s.strip_prefix("synthetic:") {
+            Some(params) => Ok(FeedSpec::Synthetic(SyntheticSpec::parse(s, params)?)),
+            None if s == "synthetic" => Ok(FeedSpec::Synthetic(SyntheticSpec::parse(s, "")?)),
+            None if s.is_empty() => Err(SpecError::EmptyPath),
+            None => Ok(FeedSpec::File(PathBuf::from(s))),
+        }
+    }
+}
+
+/// Replay speed relative to the recording.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// `k` times real time; always positive and finite.
+    Factor(f64),
+    /// As fast as the publisher takes updates.
+    Max,
+}
+
+impl FromStr for Speed {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        if s.eq_ignore_ascii_case("max") {
+            return Ok(Speed::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(k) if k.is_finite() && k > 0.0 => Ok(Speed::Factor(k)),
+            _ => Err(SpecError::Speed(s.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayOptions {
+    pub speed: Speed,
+    /// Start again from the top when the recording ends.
+    pub looped: bool,
+}
+
+/// Counters a running feed keeps for the stats endpoint and for tests.
+/// Relaxed everywhere: each counter is read on its own, never to order other
+/// memory.
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    /// Lines (JSON) or rows (CSV, header included) read.
+    pub records: AtomicU64,
+    /// Updates handed to the publisher.
+    pub updates: AtomicU64,
+    /// Records of a known kind that carry no quote or trade (depth, REST
+    /// snapshots, headers, heartbeats, ...).
+    pub skipped: AtomicU64,
+    /// Malformed records: broken JSON, bad decimals, missing fields.
+    pub rejected: AtomicU64,
+    /// Times a looped replay started again from the top.
+    pub loops: AtomicU64,
+}
+
+/// Why a feed stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("{file}: cannot open: {source}")]
+    Open {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}: read failed (truncated or corrupt stream?): {source}")]
+    Read {
+        file: String,
+        line: u64,
+        source: std::io::Error,
+    },
+    #[error("{file}: empty: no records")]
+    Empty { file: String },
+    #[error("{file}:{line}: not a recognized record: {reason}")]
+    Unrecognized {
+        file: String,
+        line: u64,
+        reason: String,
+    },
+    #[error("{file}:{line}: {what} is not supported")]
+    Unsupported {
+        file: String,
+        line: u64,
+        what: String,
+    },
+    #[error("{name}: a synthetic feed has no records to read")]
+    NotRecorded { name: String },
+    #[error("{name}: {source}")]
+    Symbol {
+        name: String,
+        source: NormalizeError,
+    },
+    #[error("{file}: reader thread failed: {reason}")]
+    Reader { file: String, reason: String },
+}
+
+/// A `--feed` or `--speed` value that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("feed path is empty")]
+    EmptyPath,
+    #[error(
+        "synthetic feed `{spec}`: {reason} (expected synthetic:symbols=N,rate=R|max[,seed=S])"
+    )]
+    Synthetic { spec: String, reason: String },
+    #[error("speed `{0}`: expected a positive number such as 1, 10 or 0.5, or `max`")]
+    Speed(String),
+}
+
+/// Runs a feed until a recording ends (when not looped), the receiver is
+/// dropped (the server is shutting down), or an error.
+pub async fn run(
+    spec: FeedSpec,
+    opts: ReplayOptions,
+    normalizer: Normalizer,
+    tx: mpsc::Sender<Update>,
+    stats: Arc<FeedStats>,
+) -> Result<(), FeedError> {
+    match spec {
+        FeedSpec::Synthetic(spec) => synthetic::run(spec, normalizer, tx, stats).await,
+        recorded => replay::run(recorded, opts, normalizer, tx, stats).await,
+    }
+}
+
+/// What a venue parser made of one decoded message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// One or more updates were pushed.
+    Emitted,
+    /// A message of this venue that carries no quote or trade.
+    Skipped,
+    /// Not a message of this venue; the next parser may know it.
+    Foreign,
+}
+
+/// Why one record was not turned into updates.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordError {
+    #[error("{0}")]
+    Unrecognized(String),
+    #[error("broken JSON: {0}")]
+    Json(String),
+    #[error("{kind}: {reason}")]
+    Fields { kind: &'static str, reason: String },
+    #[error("{what} {value:?}: {source}")]
+    Decimal {
+        what: &'static str,
+        value: String,
+        source: DecimalError,
+    },
+    #[error("symbol {symbol:?}: {source}")]
+    Symbol {
+        symbol: String,
+        source: NormalizeError,
+    },
+    #[error("bad timestamp {0:?}")]
+    Timestamp(String),
+}
+
+impl RecordError {
+    pub(crate) fn fields(kind: &'static str, err: impl fmt::Display) -> Self {
+        RecordError::Fields {
+            kind,
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// Collects the updates of one record, stamping them with the record's
+/// capture time and interning their symbols.
+pub(crate) struct Emitter<'a> {
+    pub normalizer: &'a mut Normalizer,
+    /// When the capture tool received the record, if the recording says.
+    pub receive_ts_ns: Option<u64>,
+    pub out: &'a mut Vec<Timed>,
+}
+
+impl Emitter<'_> {
+    /// Pushes a best bid and offer. The symbol's scales are fixed from the
+    /// bid if this is the first time anyone sees it.
+    pub fn quote(
+        &mut self,
+        symbol: &str,
+        (bid_px, bid_sz): (&str, &str),
+        (ask_px, ask_sz): (&str, &str),
+        exchange_ts_ns: u64,
+    ) -> Result<(), RecordError> {
+        let scale = self.scale(symbol, bid_px, bid_sz)?;
+        let kind = UpdateKind::Quote {
+            bid_px: decimal("bid price", bid_px, scale.price(bid_px.as_bytes()))?,
+            bid_sz: decimal("bid size", bid_sz, scale.size(bid_sz.as_bytes()))?,
+            ask_px: decimal("ask price", ask_px, scale.price(ask_px.as_bytes()))?,
+            ask_sz: decimal("ask size", ask_sz, scale.size(ask_sz.as_bytes()))?,
+        };
+        self.push(scale.id, kind, exchange_ts_ns);
+        Ok(())
+    }
+
+    /// Pushes a trade; `side` is the aggressor's.
+    pub fn trade(
+        &mut self,
+        symbol: &str,
+        px: &str,
+        sz: &str,
+        side: Side,
+        exchange_ts_ns: u64,
+    ) -> Result<(), RecordError> {
+        let scale = self.scale(symbol, px, sz)?;
+        let kind = UpdateKind::Trade {
+            px: decimal("price", px, scale.price(px.as_bytes()))?,
+            sz: decimal("size", sz, scale.size(sz.as_bytes()))?,
+            side,
+        };
+        self.push(scale.id, kind, exchange_ts_ns);
+        Ok(())
+    }
+
+    fn scale(
+        &mut self,
+        symbol: &str,
+        px: &str,
+        sz: &str,
+    ) -> Result<crate::symbols::Scale, RecordError> {
+        self.normalizer
+            .scale(symbol, px.as_bytes(), sz.as_bytes())
+            .map_err(|source| RecordError::Symbol {
+                symbol: symbol.to_owned(),
+                source,
+            })
+    }
+
+    fn push(&mut self, symbol: u32, kind: UpdateKind, exchange_ts_ns: u64) {
+        let update = Update {
+            symbol,
+            kind,
+            exchange_ts_ns,
+            receive_ts_ns: self.receive_ts_ns.unwrap_or_else(now_ns),
+        };
+        // Pace by capture time; a capture without one is paced by the
+        // venue's clock, and a record with neither is sent unpaced.
+        let pace_ns = self
+            .receive_ts_ns
+            .or((exchange_ts_ns != 0).then_some(exchange_ts_ns));
+        self.out.push(Timed { update, pace_ns });
+    }
+}
+
+fn decimal(
+    what: &'static str,
+    value: &str,
+    parsed: Result<i64, DecimalError>,
+) -> Result<i64, RecordError> {
+    parsed.map_err(|source| RecordError::Decimal {
+        what,
+        value: value.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_parses() {
+        // TC0: factors and max.
+        assert_eq!("1".parse::<Speed>(), Ok(Speed::Factor(1.0)));
+        assert_eq!("0.5".parse::<Speed>(), Ok(Speed::Factor(0.5)));
+        assert_eq!("10".parse::<Speed>(), Ok(Speed::Factor(10.0)));
+        assert_eq!("MAX".parse::<Speed>(), Ok(Speed::Max));
+        // TC1: not positive and finite.
+        for bad in ["0", "-1", "inf", "NaN", "", "fast"] {
+            assert!(bad.parse::<Speed>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn feed_spec_parses() {
+        // TC0: a path.
+        assert_eq!(
+            "feeds/x.jsonl.gz".parse::<FeedSpec>(),
+            Ok(FeedSpec::File("feeds/x.jsonl.gz".into()))
+        );
+        // TC1: synthetic with and without max rate.
+        assert_eq!(
+            "synthetic:symbols=3,rate=500".parse::<FeedSpec>(),
+            Ok(FeedSpec::Synthetic(SyntheticSpec {
+                symbols: 3,
+                rate: Rate::PerSecond(500),
+                seed: synthetic::DEFAULT_SEED,
+            }))
+        );
+        assert_eq!(
+            "synthetic:symbols=1,rate=max,seed=7".parse::<FeedSpec>(),
+            Ok(FeedSpec::Synthetic(SyntheticSpec {
+                symbols: 1,
+                rate: Rate::Max,
+                seed: 7,
+            }))
+        );
+        // TC2: bad synthetic specs name the problem.
+        for (bad, needle) in [
+            ("synthetic:symbols=0,rate=1", "symbols"),
+            ("synthetic:symbols=x,rate=1", "symbols"),
+            ("synthetic:symbols=2,rate=0", "rate"),
+            ("synthetic:symbols=2,speed=1", "unknown key `speed`"),
+            ("synthetic:symbols", "key=value"),
+            ("synthetic:symbols=99999999,rate=1", "symbols"),
+        ] {
+            let err = bad.parse::<FeedSpec>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+        // TC3: empty.
+        assert_eq!("".parse::<FeedSpec>(), Err(SpecError::EmptyPath));
+    }
+}

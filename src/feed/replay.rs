@@ -1,0 +1,575 @@
+//! Recorded feeds: open, decompress, read lines, recognize each line's shape
+//! and venue, pace by the recorded clock, and loop.
+//!
+//! Everything is decided from the content, never from the file name:
+//!
+//! - compression by magic bytes: gzip `1f 8b`, zstd `28 b5 2f fd`, else plain;
+//! - a first line starting with [`tardis::HEADER_PREFIX`] makes the file a
+//!   Tardis CSV; anything else is JSON lines, where each line may be a bare
+//!   JSON object, `<integer epoch ns|µs|ms> <json>` (hftbacktest),
+//!   `<epoch seconds.fraction>: <json>`, or a cryptofeed v2 capture record
+//!   `{"t":"recv","ts":<epoch s>,"data":"<json text>"}`, and the JSON may be
+//!   wrapped in Binance's `{"stream":..,"data":{..}}`.
+//!
+//! If none of the first [`DETECT_LINES`] non-empty lines is a known record,
+//! the file is refused; after that a bad line is counted and skipped.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use simd_json::prelude::*;
+use simd_json::BorrowedValue;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::timestamp::{decimal_secs_ns, epoch_int_ns};
+use super::{
+    binance, coinbase, tardis, Emitter, FeedError, FeedSpec, FeedStats, Outcome, RecordError,
+    ReplayOptions, Speed,
+};
+use crate::symbols::Normalizer;
+use crate::update::Update;
+
+/// Lines looked at before a file with no known record is refused.
+pub const DETECT_LINES: u64 = 100;
+
+/// Decompressed bytes read per system call.
+const READ_BUF: usize = 1 << 16;
+
+/// Updates the reader thread hands over at once; large enough to make the
+/// channel hop cheap, small enough to keep pacing latency out of sight.
+const BATCH: usize = 256;
+
+/// Gaps shorter than this are not slept: tokio's timer ticks in ms, so such
+/// a sleep would end at the next tick anyway.
+const SLEEP_SLACK: Duration = Duration::from_millis(1);
+
+/// One update and the time it is paced by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timed {
+    pub update: Update,
+    /// Capture receive time, else exchange time, in ns; `None` is unpaced.
+    pub pace_ns: Option<u64>,
+}
+
+enum Format {
+    JsonLines,
+    Tardis(tardis::Columns),
+}
+
+/// Reads a recording synchronously, yielding its updates in file order.
+///
+/// A read error or an unrecognizable file ends the iteration with an `Err`
+/// after every update read before it.
+pub struct FileReader<'n> {
+    file: String,
+    src: Box<dyn BufRead + Send>,
+    normalizer: &'n mut Normalizer,
+    stats: Arc<FeedStats>,
+    format: Option<Format>,
+    line_no: u64,
+    nonempty: u64,
+    recognized: bool,
+    first_failure: Option<(u64, String)>,
+    rejected_here: u64,
+    line: Vec<u8>,
+    scratch: Vec<u8>,
+    out: Vec<Timed>,
+    pending: VecDeque<Timed>,
+    done: bool,
+}
+
+impl<'n> FileReader<'n> {
+    pub fn open(
+        spec: &FeedSpec,
+        normalizer: &'n mut Normalizer,
+        stats: Arc<FeedStats>,
+    ) -> Result<Self, FeedError> {
+        let file = spec.name();
+        let open_err = |source| FeedError::Open {
+            file: file.clone(),
+            source,
+        };
+        let src = match spec {
+            FeedSpec::File(path) => {
+                let raw = File::open(path).map_err(open_err)?;
+                decompress(BufReader::with_capacity(READ_BUF, raw)).map_err(open_err)?
+            }
+            FeedSpec::Embedded { bytes, .. } => decompress(*bytes).map_err(open_err)?,
+            FeedSpec::Synthetic(_) => return Err(FeedError::NotRecorded { name: file }),
+        };
+        Ok(FileReader {
+            file,
+            src,
+            normalizer,
+            stats,
+            format: None,
+            line_no: 0,
+            nonempty: 0,
+            recognized: false,
+            first_failure: None,
+            rejected_here: 0,
+            line: Vec::with_capacity(4096),
+            scratch: Vec::new(),
+            out: Vec::new(),
+            pending: VecDeque::new(),
+            done: false,
+        })
+    }
+
+    /// Reads one line into `pending`. `Ok(false)` at the end of the file.
+    fn read_line(&mut self) -> Result<bool, FeedError> {
+        self.line.clear();
+        let n = self
+            .src
+            .read_until(b'\n', &mut self.line)
+            .map_err(|source| FeedError::Read {
+                file: self.file.clone(),
+                line: self.line_no + 1,
+                source,
+            })?;
+        if n == 0 {
+            return self.finish();
+        }
+        self.line_no += 1;
+        self.stats.records.fetch_add(1, Relaxed);
+        let line = trim_ascii(&mut self.line);
+        if line.is_empty() {
+            return Ok(true);
+        }
+        self.nonempty += 1;
+        let mut emit = Emitter {
+            normalizer: self.normalizer,
+            receive_ts_ns: None,
+            out: &mut self.out,
+        };
+        let result = match &self.format {
+            Some(Format::JsonLines) => json_line(line, &mut self.scratch, &mut emit),
+            Some(Format::Tardis(columns)) => match std::str::from_utf8(line) {
+                Ok(row) => columns.parse_row(row, &mut emit),
+                Err(_) => Err(RecordError::Unrecognized("CSV row is not UTF-8".into())),
+            },
+            None if line.starts_with(tardis::HEADER_PREFIX.as_bytes()) => {
+                let header = String::from_utf8_lossy(line);
+                let columns = tardis::Columns::from_header(&header).map_err(|what| {
+                    FeedError::Unsupported {
+                        file: self.file.clone(),
+                        line: self.line_no,
+                        what,
+                    }
+                })?;
+                self.format = Some(Format::Tardis(columns));
+                Ok(Outcome::Skipped)
+            }
+            None => {
+                self.format = Some(Format::JsonLines);
+                json_line(line, &mut self.scratch, &mut emit)
+            }
+        };
+        match result {
+            Ok(Outcome::Emitted) => {
+                self.recognized = true;
+                self.pending.extend(self.out.drain(..));
+            }
+            Ok(Outcome::Skipped) => {
+                self.recognized = true;
+                self.stats.skipped.fetch_add(1, Relaxed);
+            }
+            Ok(Outcome::Foreign) => {
+                self.reject(RecordError::Unrecognized("unknown message".into()))?
+            }
+            Err(err) => self.reject(err)?,
+        }
+        Ok(true)
+    }
+
+    fn reject(&mut self, err: RecordError) -> Result<(), FeedError> {
+        // A record that failed halfway may have pushed some of its updates.
+        self.out.clear();
+        self.stats.rejected.fetch_add(1, Relaxed);
+        if !self.recognized {
+            self.first_failure
+                .get_or_insert_with(|| (self.line_no, err.to_string()));
+            if self.nonempty >= DETECT_LINES {
+                return Err(self.unrecognized());
+            }
+            return Ok(());
+        }
+        self.rejected_here += 1;
+        let n = self.rejected_here;
+        if n <= 10 || n.is_multiple_of(1000) {
+            tracing::warn!(
+                "{}:{}: rejected record ({n} so far): {err}",
+                self.file,
+                self.line_no
+            );
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<bool, FeedError> {
+        if self.recognized {
+            Ok(false)
+        } else if self.nonempty == 0 {
+            Err(FeedError::Empty {
+                file: self.file.clone(),
+            })
+        } else {
+            Err(self.unrecognized())
+        }
+    }
+
+    fn unrecognized(&mut self) -> FeedError {
+        let (line, reason) = self
+            .first_failure
+            .take()
+            .unwrap_or((self.line_no, "no records".into()));
+        FeedError::Unrecognized {
+            file: self.file.clone(),
+            line,
+            reason,
+        }
+    }
+}
+
+impl Iterator for FileReader<'_> {
+    type Item = Result<Timed, FeedError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(timed) = self.pending.pop_front() {
+                return Some(Ok(timed));
+            }
+            if self.done {
+                return None;
+            }
+            match self.read_line() {
+                Ok(true) => {}
+                Ok(false) => self.done = true,
+                Err(err) => {
+                    self.done = true;
+                    return Some(Err(err));
+                }
+            }
+        }
+    }
+}
+
+/// Every update of a recording, in order, for tests and tools.
+pub fn read_all(spec: &FeedSpec, normalizer: &mut Normalizer) -> Result<Vec<Update>, FeedError> {
+    FileReader::open(spec, normalizer, Arc::default())?
+        .map(|timed| timed.map(|t| t.update))
+        .collect()
+}
+
+fn decompress<R: BufRead + Send + 'static>(mut src: R) -> io::Result<Box<dyn BufRead + Send>> {
+    let head = src.fill_buf()?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        // Multi-member, so that concatenated gzip files (`cat a.gz b.gz`)
+        // read as one.
+        let gz = flate2::bufread::MultiGzDecoder::new(src);
+        Box::new(BufReader::with_capacity(READ_BUF, gz))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let zst = zstd::stream::read::Decoder::with_buffer(src)?;
+        Box::new(BufReader::with_capacity(READ_BUF, zst))
+    } else {
+        Box::new(src)
+    })
+}
+
+fn trim_ascii(line: &mut [u8]) -> &mut [u8] {
+    let start = line
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(line.len());
+    let end = line
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &mut line[start..end]
+}
+
+/// Splits a JSON-lines line into its capture timestamp, if any, and JSON.
+fn split_prefix(line: &mut [u8]) -> Result<(Option<u64>, &mut [u8]), RecordError> {
+    if line.first() == Some(&b'{') {
+        return Ok((None, line));
+    }
+    let Some(end) = line
+        .iter()
+        .position(|b| *b == b' ' || *b == b':' || *b == b'\t')
+    else {
+        return Err(RecordError::Unrecognized(
+            "neither JSON nor `<timestamp> <JSON>`".into(),
+        ));
+    };
+    let token = &line[..end];
+    let ts = if line[end] == b':' || token.contains(&b'.') {
+        decimal_secs_ns(token)
+    } else {
+        epoch_int_ns(token)
+    };
+    let Some(ts) = ts else {
+        let shown = String::from_utf8_lossy(&token[..token.len().min(40)]).into_owned();
+        return Err(RecordError::Unrecognized(format!(
+            "line starts with {shown:?}, neither JSON nor an epoch timestamp"
+        )));
+    };
+    let rest = &mut line[end..];
+    let json_start = rest
+        .iter()
+        .position(|b| *b != b' ' && *b != b':' && *b != b'\t')
+        .unwrap_or(rest.len());
+    Ok((Some(ts), &mut rest[json_start..]))
+}
+
+/// Parses one JSON-lines line: prefix, envelopes, then the venue parsers.
+fn json_line(
+    line: &mut [u8],
+    scratch: &mut Vec<u8>,
+    emit: &mut Emitter<'_>,
+) -> Result<Outcome, RecordError> {
+    let (prefix_ts, json) = split_prefix(line)?;
+    // cryptofeed writes `ts` as a float with more digits than an f64 keeps,
+    // so its text is taken before simd-json turns it into a number. The
+    // record's first key is `t`, which makes the check cheap.
+    let capture_ts = if json.starts_with(b"{\"t\":") {
+        raw_number(json, b"\"ts\":").and_then(decimal_secs_ns)
+    } else {
+        None
+    };
+    let value = simd_json::to_borrowed_value(json).map_err(|e| RecordError::Json(e.to_string()))?;
+    if let Some(kind) = cryptofeed_kind(&value) {
+        if kind != "recv" {
+            // header, http, connect, send: the capture's own bookkeeping.
+            return Ok(Outcome::Skipped);
+        }
+        let data = value
+            .get("data")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| RecordError::fields("cryptofeed recv", "no `data` string"))?;
+        scratch.clear();
+        scratch.extend_from_slice(data.as_bytes());
+        let inner =
+            simd_json::to_borrowed_value(scratch).map_err(|e| RecordError::Json(e.to_string()))?;
+        emit.receive_ts_ns = capture_ts.or(prefix_ts);
+        return payload(&inner, emit);
+    }
+    emit.receive_ts_ns = prefix_ts;
+    payload(&value, emit)
+}
+
+/// The `t` of a cryptofeed capture record.
+fn cryptofeed_kind<'v>(value: &'v BorrowedValue<'_>) -> Option<&'v str> {
+    let kind = value.get("t")?.as_str()?;
+    let looks_like_capture = value.get("conn").is_some() || value.get("format").is_some();
+    looks_like_capture.then_some(kind)
+}
+
+fn payload(value: &BorrowedValue<'_>, emit: &mut Emitter<'_>) -> Result<Outcome, RecordError> {
+    if let (Some(stream), Some(data)) = (value.get("stream"), value.get("data")) {
+        if stream.is_str() {
+            return match binance::parse(data, emit)? {
+                Outcome::Foreign => Err(RecordError::Unrecognized(
+                    "Binance combined stream with an unknown payload".into(),
+                )),
+                known => Ok(known),
+            };
+        }
+    }
+    for venue in [binance::parse, coinbase::parse] {
+        match venue(value, emit)? {
+            Outcome::Foreign => {}
+            known => return Ok(known),
+        }
+    }
+    Err(RecordError::Unrecognized(
+        "JSON of no known venue message".into(),
+    ))
+}
+
+/// The text of the number after `key` in raw JSON.
+fn raw_number<'a>(json: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let at = json.windows(key.len()).position(|w| w == key)? + key.len();
+    let rest = &json[at..];
+    let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+    let len = rest[start..]
+        .iter()
+        .position(|b| !(b.is_ascii_digit() || *b == b'.'))
+        .unwrap_or(rest.len() - start);
+    Some(&rest[start..start + len])
+}
+
+/// What the reader thread hands the async side.
+enum Batch {
+    Updates(Vec<Timed>),
+    /// The recording starts again from the top.
+    Restart,
+    /// The recording ended.
+    Done,
+    Failed(FeedError),
+}
+
+/// Replays a recording into `tx`, paced by `opts`.
+///
+/// Reading and decompressing block, so they run on a dedicated thread that
+/// hands over batches of parsed updates through a small bounded channel;
+/// this task only paces and sends. A plain thread rather than
+/// `spawn_blocking`: the reader lives as long as the feed (forever when
+/// looped), which would pin a blocking-pool slot and, under a paused test
+/// clock, stop tokio from auto-advancing time. Backpressure runs all the way
+/// back: a slow publisher fills `tx`, which stops this task, which fills the
+/// batch channel, which parks the reader.
+pub(crate) async fn run(
+    spec: FeedSpec,
+    opts: ReplayOptions,
+    normalizer: Normalizer,
+    tx: mpsc::Sender<Update>,
+    stats: Arc<FeedStats>,
+) -> Result<(), FeedError> {
+    let file = spec.name();
+    let (batch_tx, mut batch_rx) = mpsc::channel(4);
+    let reader_stats = stats.clone();
+    std::thread::Builder::new()
+        .name("feed-reader".into())
+        .spawn(move || {
+            let end = match read_batches(&spec, opts.looped, normalizer, &reader_stats, &batch_tx) {
+                Ok(()) => Batch::Done,
+                Err(err) => Batch::Failed(err),
+            };
+            // Fails only if the feed task is gone, and then nobody is asking.
+            let _ = batch_tx.blocking_send(end);
+        })
+        .map_err(|e| FeedError::Reader {
+            file: file.clone(),
+            reason: e.to_string(),
+        })?;
+    let mut pacer = Pacer::new(opts.speed);
+    while let Some(batch) = batch_rx.recv().await {
+        match batch {
+            Batch::Updates(items) => {
+                for timed in items {
+                    pacer.wait(timed.pace_ns).await;
+                    if tx.send(timed.update).await.is_err() {
+                        // The publisher is gone: the server is shutting down.
+                        return Ok(());
+                    }
+                    stats.updates.fetch_add(1, Relaxed);
+                }
+            }
+            Batch::Restart => pacer.restart(),
+            Batch::Done => return Ok(()),
+            Batch::Failed(err) => return Err(err),
+        }
+    }
+    // The channel closed without a last word: the reader thread panicked.
+    Err(FeedError::Reader {
+        file,
+        reason: "reader thread ended unexpectedly".into(),
+    })
+}
+
+fn read_batches(
+    spec: &FeedSpec,
+    looped: bool,
+    mut normalizer: Normalizer,
+    stats: &Arc<FeedStats>,
+    batch_tx: &mpsc::Sender<Batch>,
+) -> Result<(), FeedError> {
+    loop {
+        let mut produced = false;
+        let mut batch = Vec::with_capacity(BATCH);
+        for item in FileReader::open(spec, &mut normalizer, stats.clone())? {
+            let timed = match item {
+                Ok(timed) => timed,
+                Err(err) => {
+                    // Deliver what was read before the error; the caller
+                    // reports the error after it.
+                    let _ = batch_tx.blocking_send(Batch::Updates(batch));
+                    return Err(err);
+                }
+            };
+            produced = true;
+            batch.push(timed);
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if batch_tx.blocking_send(Batch::Updates(full)).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if batch_tx.blocking_send(Batch::Updates(batch)).is_err() || !looped {
+            return Ok(());
+        }
+        if !produced {
+            // Looping a recording with no quotes or trades would spin.
+            tracing::warn!("{}: no updates in the recording; not looping", spec.name());
+            return Ok(());
+        }
+        stats.loops.fetch_add(1, Relaxed);
+        if batch_tx.blocking_send(Batch::Restart).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Maps recorded time to wall time: an update recorded at `t` is due at
+/// `start + (t - t0) / k`.
+struct Pacer {
+    speed: Speed,
+    /// Wall time and recorded time of the first paced update of this pass.
+    anchor: Option<(Instant, u64)>,
+    /// When the last paced update was due; the next pass starts there.
+    last_due: Option<Instant>,
+    /// A recent reading of the clock; anything due by then needs no sleep.
+    now: Instant,
+}
+
+impl Pacer {
+    fn new(speed: Speed) -> Self {
+        Pacer {
+            speed,
+            anchor: None,
+            last_due: None,
+            now: Instant::now(),
+        }
+    }
+
+    async fn wait(&mut self, pace_ns: Option<u64>) {
+        let (Speed::Factor(k), Some(t)) = (self.speed, pace_ns) else {
+            return;
+        };
+        let (start, t0) = *self
+            .anchor
+            .get_or_insert_with(|| (self.last_due.unwrap_or_else(Instant::now), t));
+        // Recorded time going backwards (a merge of sources) is due now.
+        let recorded = Duration::from_nanos(t.saturating_sub(t0));
+        // Capped so that a wild timestamp cannot overflow `Instant`.
+        let wall = recorded
+            .div_f64(k)
+            .min(Duration::from_secs(10 * 365 * 86_400));
+        let due = start + wall;
+        self.last_due = Some(due);
+        if due <= self.now {
+            return;
+        }
+        self.now = Instant::now();
+        if due <= self.now + SLEEP_SLACK {
+            return;
+        }
+        tokio::time::sleep_until(due).await;
+        self.now = Instant::now();
+    }
+
+    /// Re-anchors so that the next pass continues where this one ended.
+    fn restart(&mut self) {
+        self.anchor = None;
+    }
+}
+
+#[cfg(test)]
+#[path = "replay_tests.rs"]
+mod tests;

@@ -1,0 +1,322 @@
+//! A synthetic feed for load tests and demos: a random walk of quotes over
+//! `N` symbols `SYN0000`, `SYN0001`, ..., with about one trade in ten, at a
+//! steady total rate.
+//!
+//! Prices move in ticks of 0.01 from around 100.00, the spread is 1 to 3
+//! ticks, and the bid never falls below one tick, so a book is never crossed
+//! and never at or below zero.
+
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{FeedError, FeedStats, SpecError};
+use crate::symbols::{Normalizer, Scale, MAX_SYMBOLS};
+use crate::update::{now_ns, Side, Update, UpdateKind};
+
+pub const DEFAULT_SEED: u64 = 0x5EED;
+
+/// How often the paced generator wakes to emit what has come due.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Price tick and size step, as decimals of the fixed-point sample strings
+/// the symbols are interned with.
+const PRICE_DECIMALS: u32 = 2;
+const SIZE_DECIMALS: u32 = 3;
+
+/// `synthetic:symbols=N,rate=R|max[,seed=S]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyntheticSpec {
+    pub symbols: u32,
+    pub rate: Rate,
+    pub seed: u64,
+}
+
+/// Updates per second over all symbols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    PerSecond(u64),
+    /// As fast as the channel takes them.
+    Max,
+}
+
+impl SyntheticSpec {
+    /// Parses the `key=value,...` part of `spec` (which is kept for messages).
+    pub(crate) fn parse(spec: &str, params: &str) -> Result<Self, SpecError> {
+        let err = |reason: String| SpecError::Synthetic {
+            spec: spec.to_owned(),
+            reason,
+        };
+        let mut out = SyntheticSpec {
+            symbols: 8,
+            rate: Rate::PerSecond(1_000),
+            seed: DEFAULT_SEED,
+        };
+        for pair in params.split(',').filter(|p| !p.is_empty()) {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| err(format!("`{pair}` is not key=value")))?;
+            match key {
+                "symbols" => {
+                    out.symbols = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_SYMBOLS as u32).contains(n))
+                        .ok_or_else(|| {
+                            err(format!("symbols `{value}` is not 1 to {MAX_SYMBOLS}"))
+                        })?;
+                }
+                "rate" if value == "max" => out.rate = Rate::Max,
+                "rate" => {
+                    out.rate = value
+                        .parse()
+                        .ok()
+                        .filter(|r| *r > 0)
+                        .map(Rate::PerSecond)
+                        .ok_or_else(|| {
+                            err(format!("rate `{value}` is not a positive integer or `max`"))
+                        })?;
+                }
+                "seed" => {
+                    out.seed = value
+                        .parse()
+                        .map_err(|_| err(format!("seed `{value}` is not an integer")))?;
+                }
+                _ => return Err(err(format!("unknown key `{key}`"))),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for SyntheticSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "synthetic:symbols={},rate=", self.symbols)?;
+        match self.rate {
+            Rate::PerSecond(r) => write!(f, "{r}")?,
+            Rate::Max => f.write_str("max")?,
+        }
+        write!(f, ",seed={}", self.seed)
+    }
+}
+
+/// The name of synthetic symbol `i`: `SYN0000`, ..., `SYN65535`.
+pub fn symbol_name(i: u32) -> String {
+    format!("SYN{i:04}")
+}
+
+/// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number
+/// generators", OOPSLA 2014): tiny, seedable, and good enough for prices.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (the modulo bias is far below what a demo notices).
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Book {
+    scale: Scale,
+    /// Best bid in ticks of 0.01.
+    bid_ticks: i64,
+    /// Multiplies ticks / size steps into mantissas at the symbol's scale.
+    px_unit: i64,
+    sz_unit: i64,
+}
+
+/// Produces the random walk; no clock inside, so tests can drive it.
+pub struct Generator {
+    rng: SplitMix64,
+    books: Vec<Book>,
+}
+
+impl Generator {
+    pub fn new(spec: &SyntheticSpec, normalizer: &mut Normalizer) -> Result<Self, FeedError> {
+        let mut rng = SplitMix64(spec.seed);
+        let mut books = Vec::with_capacity(spec.symbols as usize);
+        for i in 0..spec.symbols {
+            let name = symbol_name(i);
+            let scale = normalizer
+                .scale(&name, b"100.00", b"1.000")
+                .map_err(|source| FeedError::Symbol {
+                    name: spec.to_string(),
+                    source,
+                })?;
+            let unit = |decimals: u8, own: u32| 10i64.pow(u32::from(decimals).saturating_sub(own));
+            books.push(Book {
+                px_unit: unit(scale.price_decimals, PRICE_DECIMALS),
+                sz_unit: unit(scale.size_decimals, SIZE_DECIMALS),
+                scale,
+                // 95.00 to 105.00.
+                bid_ticks: 9_500 + rng.below(1_001) as i64,
+            });
+        }
+        Ok(Generator { rng, books })
+    }
+
+    /// The next update, stamped with the wall clock.
+    pub fn next_update(&mut self) -> Update {
+        let i = self.rng.below(self.books.len() as u64) as usize;
+        let step = self.rng.below(5) as i64 - 2;
+        let spread = 1 + self.rng.below(3) as i64;
+        let trade = self.rng.below(10) == 0;
+        let sizes = [1 + self.rng.below(10_000), 1 + self.rng.below(10_000)];
+        let book = &mut self.books[i];
+        book.bid_ticks = (book.bid_ticks + step).max(1);
+        let bid_px = book.bid_ticks * book.px_unit;
+        let ask_px = (book.bid_ticks + spread) * book.px_unit;
+        let [a, b] = sizes.map(|s| s as i64 * book.sz_unit);
+        let kind = if trade {
+            // A buyer lifts the offer or a seller hits the bid.
+            let buy = a % 2 == 0;
+            UpdateKind::Trade {
+                px: if buy { ask_px } else { bid_px },
+                sz: b,
+                side: if buy { Side::Buy } else { Side::Sell },
+            }
+        } else {
+            UpdateKind::Quote {
+                bid_px,
+                bid_sz: a,
+                ask_px,
+                ask_sz: b,
+            }
+        };
+        let now = now_ns();
+        Update {
+            symbol: book.scale.id,
+            kind,
+            exchange_ts_ns: now,
+            receive_ts_ns: now,
+        }
+    }
+}
+
+/// Generates until the receiver is dropped.
+///
+/// Paced runs wake every [`TICK`] and emit every update due by then,
+/// counting from the start, so the long-run rate has no drift whatever the
+/// timer's jitter.
+pub(crate) async fn run(
+    spec: SyntheticSpec,
+    mut normalizer: Normalizer,
+    tx: mpsc::Sender<Update>,
+    stats: Arc<FeedStats>,
+) -> Result<(), FeedError> {
+    let mut generator = Generator::new(&spec, &mut normalizer)?;
+    let start = Instant::now();
+    let mut sent: u64 = 0;
+    loop {
+        let due = match spec.rate {
+            Rate::Max => sent + 1,
+            Rate::PerSecond(rate) => {
+                let elapsed = start.elapsed().as_nanos();
+                u64::try_from(elapsed * u128::from(rate) / 1_000_000_000).unwrap_or(u64::MAX)
+            }
+        };
+        while sent < due {
+            if tx.send(generator.next_update()).await.is_err() {
+                return Ok(());
+            }
+            sent += 1;
+            stats.records.fetch_add(1, Relaxed);
+            stats.updates.fetch_add(1, Relaxed);
+        }
+        if let Rate::PerSecond(rate) = spec.rate {
+            // Wake at the next tick, or later if nothing comes due by then.
+            let next_ns = u128::from(sent + 1) * 1_000_000_000 / u128::from(rate);
+            let next = start + Duration::from_nanos(u64::try_from(next_ns).unwrap_or(u64::MAX));
+            tokio::time::sleep_until(next.max(Instant::now() + TICK)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::symbols::SymbolTable;
+
+    fn spec(symbols: u32, rate: Rate) -> SyntheticSpec {
+        SyntheticSpec {
+            symbols,
+            rate,
+            seed: 42,
+        }
+    }
+
+    #[test]
+    fn books_never_cross_and_names_are_padded() {
+        let table = SymbolTable::new();
+        let mut n = Normalizer::new(table.clone());
+        let mut g = Generator::new(&spec(12, Rate::Max), &mut n).unwrap();
+        let mut trades = 0;
+        for _ in 0..100_000 {
+            match g.next_update().kind {
+                UpdateKind::Quote { bid_px, ask_px, .. } => {
+                    assert!(0 < bid_px && bid_px < ask_px, "{bid_px} {ask_px}");
+                }
+                UpdateKind::Trade { px, sz, .. } => {
+                    assert!(px > 0 && sz > 0);
+                    trades += 1;
+                }
+            }
+        }
+        // About one in ten.
+        assert!((8_000..12_000).contains(&trades), "{trades}");
+        let names: Vec<String> = table.all().iter().map(|d| d.name.to_string()).collect();
+        assert_eq!(names.len(), 12);
+        assert_eq!(
+            (names[0].as_str(), names[11].as_str()),
+            ("SYN0000", "SYN0011")
+        );
+        assert_eq!(symbol_name(12_345), "SYN12345");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_is_kept_over_virtual_time() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let stats = Arc::new(FeedStats::default());
+        let n = Normalizer::new(SymbolTable::new());
+        let feed = tokio::spawn(run(spec(3, Rate::PerSecond(200)), n, tx, stats.clone()));
+        let start = Instant::now();
+        for _ in 0..1_000 {
+            rx.recv().await.unwrap();
+        }
+        // The 1000th update at 200/s is due 5 s after the start.
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(4_990) && elapsed <= Duration::from_millis(5_010),
+            "{elapsed:?}"
+        );
+        drop(rx);
+        feed.await.unwrap().unwrap();
+        assert!(stats.updates.load(Relaxed) >= 1_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_rate_needs_no_time() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let n = Normalizer::new(SymbolTable::new());
+        let feed = tokio::spawn(run(spec(2, Rate::Max), n, tx, Arc::default()));
+        let start = Instant::now();
+        for _ in 0..10_000 {
+            rx.recv().await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        drop(rx);
+        feed.await.unwrap().unwrap();
+    }
+}
