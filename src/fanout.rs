@@ -180,7 +180,11 @@ impl BitSet {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         let n = self.subscription_count() as u64;
-        self.market.metrics.subscriptions.fetch_sub(n, Relaxed);
+        let metrics = &self.market.metrics;
+        metrics.subscriptions.fetch_sub(n, Relaxed);
+        if n > 0 {
+            metrics.subscribers.fetch_sub(1, Relaxed);
+        }
     }
 }
 
@@ -256,6 +260,11 @@ impl Subscriber {
         let metrics = &self.market.metrics;
         metrics.subscriptions.fetch_add(after as u64, Relaxed);
         metrics.subscriptions.fetch_sub(before as u64, Relaxed);
+        match (before, after) {
+            (0, 1..) => metrics.subscribers.fetch_add(1, Relaxed),
+            (1.., 0) => metrics.subscribers.fetch_sub(1, Relaxed),
+            _ => 0,
+        };
         if let Err(refusal) = result {
             self.refuse(&refusal, out);
         }
@@ -337,7 +346,12 @@ impl Subscriber {
                 snapshot.push(p);
             }
         }
-        out.push(protocol::ack_reply("subscribe", id, symbols, snapshot.len()));
+        out.push(protocol::ack_reply(
+            "subscribe",
+            id,
+            symbols,
+            snapshot.len(),
+        ));
         for &s in &new {
             self.define(s, out);
         }

@@ -53,6 +53,10 @@ counters! {
     connections: "gauge",
     /// WebSocket connections accepted since start.
     connections_total: "counter",
+    /// Connections subscribed to at least one symbol.
+    subscribers: "gauge",
+    /// Bytes queued in connections' outboxes, not yet taken by their sockets.
+    queued_bytes: "gauge",
     /// Subscribed symbols summed over connections (a `*` subscription counts once).
     subscriptions: "gauge",
     /// Updates received from feeds.
@@ -97,8 +101,11 @@ mod tests {
         m.updates_in_total.fetch_add(3, Relaxed);
         m.protocol_error(ErrorCode::UnknownSymbol);
         let text = m.render();
-        assert!(text.contains("# TYPE tickwire_updates_in_total counter\ntickwire_updates_in_total 3\n"));
-        assert!(text.contains("tickwire_protocol_errors_total{code=\"4002\",reason=\"unknown_symbol\"} 1\n"));
+        assert!(text
+            .contains("# TYPE tickwire_updates_in_total counter\ntickwire_updates_in_total 3\n"));
+        assert!(text.contains(
+            "tickwire_protocol_errors_total{code=\"4002\",reason=\"unknown_symbol\"} 1\n"
+        ));
         assert!(text.contains("# TYPE tickwire_connections gauge"));
         // Every sample line is `name[{labels}] value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

@@ -28,7 +28,7 @@ impl Format {
     /// Picks the first subprotocol the client offers that we speak. A client
     /// that offers none gets binary; one that offers only others is refused
     /// by the caller (see docs/PROTOCOL.md, "Handshake").
-    pub fn negotiate(offered: Option<&str>) -> Result<Option<Format>, ()> {
+    pub fn negotiate(offered: Option<&str>) -> Result<Option<Format>, NoCommonSubprotocol> {
         let Some(offered) = offered else {
             return Ok(None);
         };
@@ -39,7 +39,7 @@ impl Format {
                 _ => {}
             }
         }
-        Err(())
+        Err(NoCommonSubprotocol)
     }
 
     pub fn subprotocol(self) -> &'static str {
@@ -49,6 +49,11 @@ impl Format {
         }
     }
 }
+
+/// The client offered subprotocols, none of them ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no supported subprotocol offered: use {SUBPROTOCOL_BINARY} or {SUBPROTOCOL_JSON}")]
+pub struct NoCommonSubprotocol;
 
 /// Error codes carried by `{"type":"error"}` messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +179,10 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
             return Err(Refusal::new(
                 id,
                 ErrorCode::TooManySymbols,
-                format!("{} symbols in one request; the limit is {max_symbols}", list.len()),
+                format!(
+                    "{} symbols in one request; the limit is {max_symbols}",
+                    list.len()
+                ),
             ));
         }
         let mut names = Vec::with_capacity(list.len());
@@ -302,7 +310,9 @@ mod tests {
         );
         // TC1: `*` anywhere in the list means all.
         assert_eq!(
-            parse(r#"{"op":"unsubscribe","symbols":["X","*"]}"#).unwrap().op,
+            parse(r#"{"op":"unsubscribe","symbols":["X","*"]}"#)
+                .unwrap()
+                .op,
             Op::Unsubscribe(Symbols::All)
         );
         // TC2: ping.
@@ -347,7 +357,12 @@ mod tests {
         )));
         assert_eq!(e["code"], 4002);
         assert_eq!(e["reason"], "unknown symbol \"X\"");
-        let a = strip(ack_reply("subscribe", None, &Symbols::Names(vec!["A".into()]), 1));
+        let a = strip(ack_reply(
+            "subscribe",
+            None,
+            &Symbols::Names(vec!["A".into()]),
+            1,
+        ));
         assert_eq!(a["symbols"][0], "A");
         assert_eq!(a["snapshot"], 1);
         assert_eq!(strip(pong_reply(Some(3), 5))["time"], 5);
@@ -361,7 +376,10 @@ mod tests {
             Format::negotiate(Some("foo, tickwire.v1.json")),
             Ok(Some(Format::Json))
         );
-        assert_eq!(Format::negotiate(Some("tickwire.v1")), Ok(Some(Format::Binary)));
-        assert_eq!(Format::negotiate(Some("mqtt")), Err(()));
+        assert_eq!(
+            Format::negotiate(Some("tickwire.v1")),
+            Ok(Some(Format::Binary))
+        );
+        assert_eq!(Format::negotiate(Some("mqtt")), Err(NoCommonSubprotocol));
     }
 }

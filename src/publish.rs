@@ -54,7 +54,10 @@ impl Publisher {
                 None => {
                     // Feeds intern before they send, so this is a bug.
                     debug_assert!(false, "update for unknown symbol {}", update.symbol);
-                    tracing::error!(symbol = update.symbol, "update for an unknown symbol dropped");
+                    tracing::error!(
+                        symbol = update.symbol,
+                        "update for an unknown symbol dropped"
+                    );
                     return None;
                 }
             }
