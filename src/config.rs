@@ -30,6 +30,10 @@ pub struct ServeConfig {
     /// Bytes a connection may have waiting to be written before it stops
     /// taking frames from the ring.
     pub max_outbox_bytes: usize,
+    /// Kernel send buffer per connection (SO_SNDBUF; Linux doubles it): with
+    /// max_outbox_bytes, what bounds a slow client's memory. 0 keeps the
+    /// kernel's autotuning.
+    pub send_buffer_bytes: usize,
     /// A connection further behind the ring's head than this many updates
     /// is conflated: it skips to the newest value of each symbol.
     pub max_lag_updates: u64,
@@ -45,6 +49,9 @@ pub struct ServeConfig {
     /// Time connections get to close on SIGINT/SIGTERM before the process
     /// exits anyway.
     pub shutdown_timeout_ms: u64,
+    /// Hold the feeds until this many connections have subscribed, so that
+    /// a benchmark or test sees a recording from its first update.
+    pub min_subscribers: usize,
 }
 
 impl Default for ServeConfig {
@@ -56,12 +63,14 @@ impl Default for ServeConfig {
             r#loop: false,
             ring_capacity: 16_384,
             max_outbox_bytes: 256 * 1024,
+            send_buffer_bytes: 128 * 1024,
             max_lag_updates: 4096,
             stall_timeout_ms: 30_000,
             close_timeout_ms: 2_000,
             max_message_bytes: 64 * 1024,
             max_subscriptions: 1024,
             shutdown_timeout_ms: 5_000,
+            min_subscribers: 0,
         }
     }
 }
@@ -149,7 +158,7 @@ impl ServeConfig {
         }
         let looped = self.r#loop;
         if feeds.is_empty() {
-            feeds.push(crate::feed::bundled());
+            feeds.push(crate::feed::BUNDLED);
         }
         let looped = looped || self.feeds.is_empty();
         Ok(Validated {
@@ -198,7 +207,13 @@ mod tests {
             panic!("expected Invalid");
         };
         let text = errors.join("\n");
-        for needle in ["no such file", "synthetic", "speed", "ring_capacity", "stall_timeout_ms"] {
+        for needle in [
+            "no such file",
+            "synthetic",
+            "speed",
+            "ring_capacity",
+            "stall_timeout_ms",
+        ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
     }

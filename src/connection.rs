@@ -78,22 +78,37 @@ pub async fn serve<R, W>(
     // Small: a client that floods requests while we cannot write is held
     // back by TCP, not buffered here.
     let (tx, rx) = mpsc::channel(16);
-    let mut ws = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), fastwebsockets::Role::Server).0;
+    let mut ws = fastwebsockets::after_handshake_split(
+        reader,
+        tokio::io::sink(),
+        fastwebsockets::Role::Server,
+    )
+    .0;
     ws.set_max_message_size(config.max_message_bytes);
-    let read_task = tokio::spawn(read_loop(FragmentCollectorRead::new(ws), tx, config.limits.max_subscriptions));
+    let read_task = tokio::spawn(read_loop(
+        FragmentCollectorRead::new(ws),
+        tx,
+        config.limits.max_subscriptions,
+    ));
     let mut conn = Writer {
         io: writer,
         outbox: Outbox::default(),
+        reported_queue: 0,
         sub: Subscriber::new(Arc::clone(&market), format, config.limits),
         market,
         config,
     };
     let end = conn.run(rx, &mut shutdown).await;
     read_task.abort();
+    conn.outbox = Outbox::default();
+    conn.report_queue();
     match &end {
         End::Stalled => {
             metrics.slow_client_closes_total.fetch_add(1, Relaxed);
-            tracing::info!("closed a slow client: no progress for {:?}", config.stall_timeout);
+            tracing::info!(
+                "closed a slow client: no progress for {:?}",
+                config.stall_timeout
+            );
         }
         End::Io(e) => tracing::debug!("connection ended: {e}"),
         End::ClientClosed | End::Shutdown => {}
@@ -145,7 +160,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// errors get a close code, a vanished peer gets nothing.
 fn close_for(e: &WebSocketError) -> Option<(u16, String)> {
     let code = match e {
-        WebSocketError::IoError(_) | WebSocketError::UnexpectedEOF | WebSocketError::ConnectionClosed => return None,
+        WebSocketError::IoError(_)
+        | WebSocketError::UnexpectedEOF
+        | WebSocketError::ConnectionClosed => return None,
         WebSocketError::FrameTooLarge => close_code::MESSAGE_TOO_BIG,
         WebSocketError::InvalidUTF8 => close_code::INVALID_PAYLOAD,
         _ => close_code::PROTOCOL_ERROR,
@@ -156,18 +173,25 @@ fn close_for(e: &WebSocketError) -> Option<(u16, String)> {
 struct Writer<W> {
     io: W,
     outbox: Outbox,
+    /// The outbox size last added to the `queued_bytes` gauge.
+    reported_queue: usize,
     sub: Subscriber,
     market: Arc<Market>,
     config: ConnectionConfig,
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
-    async fn run(&mut self, mut rx: mpsc::Receiver<Inbound>, shutdown: &mut watch::Receiver<bool>) -> End {
+    async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Inbound>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        let market = Arc::clone(&self.market);
         loop {
             // Register for the wake-up before looking at the ring, so that
             // an update published between the look and the wait still wakes
             // us (tokio's Notify::notified + enable contract).
-            let wakeup = self.market.wakeup.notified();
+            let wakeup = market.wakeup.notified();
             tokio::pin!(wakeup);
             wakeup.as_mut().enable();
 
@@ -177,11 +201,12 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 }
             }
             self.sub.fill(&mut self.outbox);
+            self.report_queue();
             if !self.outbox.is_empty() {
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => return self.shutdown().await,
-                    r = self.flush() => if let Err(end) = r { return self.finish(end).await },
+                    r = self.flush(self.config.stall_timeout) => if let Err(end) = r { return self.finish(end).await },
                 }
                 continue;
             }
@@ -201,6 +226,19 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
     }
 
+    /// Brings the server-wide `queued_bytes` gauge up to date with this
+    /// connection's outbox.
+    fn report_queue(&mut self) {
+        let now = self.outbox.len_bytes();
+        let gauge = &self.market.metrics.queued_bytes;
+        if now >= self.reported_queue {
+            gauge.fetch_add((now - self.reported_queue) as u64, Relaxed);
+        } else {
+            gauge.fetch_sub((self.reported_queue - now) as u64, Relaxed);
+        }
+        self.reported_queue = now;
+    }
+
     /// Acts on one message from the reader; returns how the connection ends
     /// if it does.
     fn take(&mut self, inbound: Inbound) -> Option<End> {
@@ -208,7 +246,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             Inbound::Request(req) => self.sub.handle(req, &mut self.outbox),
             Inbound::Refused(refusal) => self.sub.refuse(&refusal, &mut self.outbox),
             Inbound::Obligated(frame) => {
-                let is_close = frame.first().is_some_and(|b| b & 0x0f == encode::OPCODE_CLOSE);
+                let is_close = frame
+                    .first()
+                    .is_some_and(|b| b & 0x0f == encode::OPCODE_CLOSE);
                 self.outbox.push(frame);
                 if is_close {
                     return Some(End::ClientClosed);
@@ -225,11 +265,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     /// Writes the whole outbox, a batch of frames per system call. Fails
-    /// with `Stalled` if the socket takes no byte for the stall timeout.
-    async fn flush(&mut self) -> Result<(), End> {
+    /// with `Stalled` if the socket takes no byte for `stall`.
+    async fn flush(&mut self, stall: Duration) -> Result<(), End> {
         let metrics = Arc::clone(&self.market.metrics);
         while !self.outbox.is_empty() {
-            let deadline = Instant::now() + self.config.stall_timeout;
+            let deadline = Instant::now() + stall;
             let write = poll_fn(|cx| {
                 // The slices live only for this poll, so the 16 KiB array is
                 // never part of the connection's suspended state.
@@ -243,6 +283,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 Ok(Ok(0)) => return Err(End::Io(io::ErrorKind::WriteZero.into())),
                 Ok(Ok(n)) => {
                     let frames = self.outbox.advance(n);
+                    self.report_queue();
                     metrics.writev_calls_total.fetch_add(1, Relaxed);
                     metrics.bytes_out_total.fetch_add(n as u64, Relaxed);
                     metrics.frames_out_total.fetch_add(frames as u64, Relaxed);
@@ -254,7 +295,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 
     async fn shutdown(&mut self) -> End {
         self.outbox.keep_partial_only();
-        self.outbox.push(close_frame(close_code::GOING_AWAY, "server shutting down"));
+        self.outbox
+            .push(close_frame(close_code::GOING_AWAY, "server shutting down"));
         self.close_within_timeout().await;
         End::Shutdown
     }
@@ -270,7 +312,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                     "slow consumer: no progress for {} ms",
                     self.config.stall_timeout.as_millis()
                 );
-                self.outbox.push(close_frame(close_code::POLICY_VIOLATION, &reason));
+                self.outbox
+                    .push(close_frame(close_code::POLICY_VIOLATION, &reason));
                 self.close_within_timeout().await;
             }
             End::Shutdown | End::Io(_) => {}
@@ -279,11 +322,12 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     async fn close_within_timeout(&mut self) {
+        let limit = self.config.close_timeout;
         let close = async {
-            if self.flush().await.is_ok() {
+            if self.flush(limit).await.is_ok() {
                 let _ = self.io.shutdown().await;
             }
         };
-        let _ = tokio::time::timeout(self.config.close_timeout, close).await;
+        let _ = tokio::time::timeout(limit, close).await;
     }
 }

@@ -1,6 +1,47 @@
 //! tickwire: a real-time market-data ticker server.
+//!
+//! Feeds are normalized into compact updates, sequenced and encoded once by
+//! a single publisher, appended to a lock-free broadcast ring, and fanned
+//! out to WebSocket subscribers as pre-encoded frames in vectored writes.
+//! Slow subscribers are conflated from a last-value cache instead of
+//! queued.
+//!
+//! # Layout
+//!
+//! The modules in the order an update passes through them:
+//!
+//! - [`feed`]: sources: recorded files in every supported format (one file
+//!   per venue), and a synthetic generator.
+//! - [`decimal`], [`symbols`], [`update`]: normalization: exact fixed-point
+//!   prices, interned symbols, the `Copy` update.
+//! - [`publish`]: the one writer: sequences, encodes ([`encode`]) and
+//!   publishes.
+//! - [`ring`]: the lock-free single-producer, many-consumer ring; with the
+//!   last-value cache it makes up the [`market`] every connection reads.
+//! - [`fanout`]: what one connection is sent: subscriptions, the ring
+//!   cursor, conflation.
+//! - [`connection`]: one WebSocket connection's reader and vectored writer.
+//! - [`server`]: HTTP routes (`/`, `/ws`, `/metrics`, `/healthz`), feeds and
+//!   publisher start-up, graceful shutdown; [`config`], [`metrics`],
+//!   [`protocol`] (client requests, error and close codes) and [`web`]
+//!   (the embedded dashboard) serve it.
+//!
+//! Errors: each boundary has its own `thiserror` enum (`FeedError`,
+//! `ConfigError`, `DecimalError`, ...); the hot path (fan-out, writes) has
+//! no error type beyond `io::Error`, and only the binary uses `anyhow`.
+
+pub mod config;
+pub mod connection;
 pub mod decimal;
 pub mod encode;
+pub mod fanout;
+pub mod feed;
+pub mod market;
+pub mod metrics;
+pub mod protocol;
+pub mod publish;
 pub mod ring;
+pub mod server;
 pub mod symbols;
 pub mod update;
+pub mod web;

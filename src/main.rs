@@ -11,7 +11,11 @@ use tickwire::config::ServeConfig;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "tickwire", version, about = "Real-time market-data ticker server")]
+#[command(
+    name = "tickwire",
+    version,
+    about = "Real-time market-data ticker server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -50,6 +54,9 @@ struct ServeArgs {
     /// Bytes a connection may have queued before it stops taking frames [default: 262144].
     #[arg(long, env = "TICKWIRE_MAX_OUTBOX_BYTES")]
     max_outbox_bytes: Option<usize>,
+    /// Kernel send buffer per connection, 0 for autotuning [default: 131072].
+    #[arg(long, env = "TICKWIRE_SEND_BUFFER_BYTES")]
+    send_buffer_bytes: Option<usize>,
     /// Updates a connection may lag before it is conflated [default: 4096].
     #[arg(long, env = "TICKWIRE_MAX_LAG_UPDATES")]
     max_lag_updates: Option<u64>,
@@ -68,6 +75,9 @@ struct ServeArgs {
     /// Time connections get to close on SIGINT/SIGTERM [default: 5000].
     #[arg(long, env = "TICKWIRE_SHUTDOWN_TIMEOUT_MS")]
     shutdown_timeout_ms: Option<u64>,
+    /// Hold the feeds until this many connections have subscribed [default: 0].
+    #[arg(long, env = "TICKWIRE_MIN_SUBSCRIBERS")]
+    min_subscribers: Option<usize>,
 }
 
 impl ServeArgs {
@@ -84,12 +94,14 @@ impl ServeArgs {
             speed,
             ring_capacity,
             max_outbox_bytes,
+            send_buffer_bytes,
             max_lag_updates,
             stall_timeout_ms,
             close_timeout_ms,
             max_message_bytes,
             max_subscriptions,
-            shutdown_timeout_ms
+            shutdown_timeout_ms,
+            min_subscribers
         );
         if !self.feeds.is_empty() {
             c.feeds = self.feeds;
@@ -102,8 +114,7 @@ impl ServeArgs {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let cli = Cli::parse();

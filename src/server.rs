@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use crate::config::Validated;
 use crate::connection::{self, ConnectionConfig};
 use crate::encode::write_json_str;
-use crate::feed::{self, FeedSpec, FeedStats, ReplayOptions};
+use crate::feed::{self, FeedStats, ReplayOptions};
 use crate::market::{LastValueCache, Market};
 use crate::metrics::Metrics;
 use crate::protocol::Format;
@@ -54,6 +54,7 @@ struct FeedStatus {
 struct AppState {
     market: Arc<Market>,
     connection: ConnectionConfig,
+    send_buffer_bytes: usize,
     feeds: Vec<Arc<FeedStatus>>,
     shutdown: watch::Receiver<bool>,
     started: Instant,
@@ -79,10 +80,12 @@ impl Running {
 
 /// Starts the feeds, the publisher and the accept loop on `listener`.
 pub fn start(listener: TcpListener, v: Validated) -> Running {
-    let addr = listener.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let metrics = Arc::new(Metrics::default());
     let symbols = SymbolTable::new();
-    let (writer, ring) = Ring::new(v.config.ring_capacity);
+    let (writer, ring) = Ring::with_capacity(v.config.ring_capacity);
     let market = Arc::new(Market {
         ring,
         lvc: LastValueCache::default(),
@@ -100,15 +103,25 @@ pub fn start(listener: TcpListener, v: Validated) -> Running {
     let mut feed_tasks = Vec::new();
     for spec in v.feeds {
         let status = Arc::new(FeedStatus {
-            name: feed_name(&spec),
+            name: spec.name(),
             stats: Arc::default(),
             state: Mutex::new(FeedState::Running),
         });
         feeds.push(Arc::clone(&status));
         let normalizer = Normalizer::new(Arc::clone(&symbols));
-        let run = feed::run(spec, opts, normalizer, tx.clone(), Arc::clone(&status.stats));
+        let run = feed::run(
+            spec,
+            opts,
+            normalizer,
+            tx.clone(),
+            Arc::clone(&status.stats),
+        );
         let metrics = Arc::clone(&metrics);
+        let min_subscribers = v.config.min_subscribers as u64;
         feed_tasks.push(tokio::spawn(async move {
+            while metrics.subscribers.load(Relaxed) < min_subscribers {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let state = match run.await {
                 Ok(()) => {
                     tracing::info!(feed = %status.name, "feed finished");
@@ -128,6 +141,7 @@ pub fn start(listener: TcpListener, v: Validated) -> Running {
     let state = Arc::new(AppState {
         market: Arc::clone(&market),
         connection: v.config.connection(),
+        send_buffer_bytes: v.config.send_buffer_bytes,
         feeds,
         shutdown: shutdown_rx.clone(),
         started: Instant::now(),
@@ -190,15 +204,11 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn feed_name(spec: &FeedSpec) -> String {
-    match spec {
-        FeedSpec::File(p) => p.display().to_string(),
-        FeedSpec::Embedded { name, .. } => (*name).to_owned(),
-        FeedSpec::Synthetic(s) => format!("{s}"),
-    }
-}
-
-async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.changed() => return,
@@ -212,7 +222,11 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut shutdown: 
                 }
             },
         };
+        // We batch frames ourselves; Nagle would only add latency.
         let _ = stream.set_nodelay(true);
+        if state.send_buffer_bytes > 0 {
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(state.send_buffer_bytes);
+        }
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -231,7 +245,11 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>, mut shutdown: 
 
 type Body = Full<Bytes>;
 
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut()
@@ -260,14 +278,20 @@ fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
 fn render_metrics(state: &AppState) -> String {
     use std::fmt::Write as _;
     let mut out = state.market.metrics.render();
-    let _ = writeln!(out, "# HELP tickwire_symbols Symbols interned.\n# TYPE tickwire_symbols gauge");
+    let _ = writeln!(
+        out,
+        "# HELP tickwire_symbols Symbols interned.\n# TYPE tickwire_symbols gauge"
+    );
     let _ = writeln!(out, "tickwire_symbols {}", state.market.symbols.len());
     let _ = writeln!(out, "# HELP tickwire_ring_tail Next ring position (updates published).\n# TYPE tickwire_ring_tail counter");
     let _ = writeln!(out, "tickwire_ring_tail {}", state.market.ring.tail());
     for (metric, help) in [
         ("records", "Records (lines, rows) read by a feed."),
         ("updates", "Updates a feed sent to the publisher."),
-        ("skipped", "Records skipped as not quotes or trades (depth, snapshots, notes)."),
+        (
+            "skipped",
+            "Records skipped as not quotes or trades (depth, snapshots, notes).",
+        ),
         ("rejected", "Malformed records a feed rejected."),
         ("loops", "Times a looped recording restarted."),
     ] {
@@ -284,7 +308,11 @@ fn render_metrics(state: &AppState) -> String {
             };
             let mut label = Vec::new();
             write_json_str(&mut label, &f.name);
-            let _ = writeln!(out, "{name}{{feed={}}} {v}", String::from_utf8_lossy(&label));
+            let _ = writeln!(
+                out,
+                "{name}{{feed={}}} {v}",
+                String::from_utf8_lossy(&label)
+            );
         }
     }
     out
@@ -307,7 +335,13 @@ fn healthz(state: &AppState) -> Response<Body> {
             FeedState::Finished => "finished",
             FeedState::Failed => "failed",
         };
-        body.extend_from_slice(format!(",\"state\":\"{st}\",\"updates\":{}}}", f.stats.updates.load(Relaxed)).as_bytes());
+        body.extend_from_slice(
+            format!(
+                ",\"state\":\"{st}\",\"updates\":{}}}",
+                f.stats.updates.load(Relaxed)
+            )
+            .as_bytes(),
+        );
     }
     let healthy = failed < state.feeds.len() && !*state.shutdown.borrow();
     let m = &state.market.metrics;
@@ -321,30 +355,46 @@ fn healthz(state: &AppState) -> Response<Body> {
         )
         .as_bytes(),
     );
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     respond(status, "application/json", body)
 }
 
 /// Refuses a request on `/ws` that is not a valid WebSocket upgrade, with
 /// the status and reason docs/PROTOCOL.md lists.
 fn refuse_upgrade(state: &AppState, status: StatusCode, reason: &str) -> Response<Body> {
-    state.market.metrics.upgrade_rejections_total.fetch_add(1, Relaxed);
+    state
+        .market
+        .metrics
+        .upgrade_rejections_total
+        .fetch_add(1, Relaxed);
     let mut r = respond(status, "text/plain", format!("{reason}\n"));
     if status == StatusCode::UPGRADE_REQUIRED {
         let h = r.headers_mut();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
     }
     if status == StatusCode::METHOD_NOT_ALLOWED {
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
     }
     r
 }
 
 fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
     if req.method() != Method::GET {
-        return refuse_upgrade(state, StatusCode::METHOD_NOT_ALLOWED, "a WebSocket upgrade must be a GET");
+        return refuse_upgrade(
+            state,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "a WebSocket upgrade must be a GET",
+        );
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return refuse_upgrade(
@@ -354,8 +404,16 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> 
         );
     }
     let headers = req.headers();
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-        return refuse_upgrade(state, StatusCode::UPGRADE_REQUIRED, "Sec-WebSocket-Version must be 13");
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return refuse_upgrade(
+            state,
+            StatusCode::UPGRADE_REQUIRED,
+            "Sec-WebSocket-Version must be 13",
+        );
     }
     let key_ok = headers
         .get(header::SEC_WEBSOCKET_KEY)
@@ -375,13 +433,7 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> 
         .join(",");
     let format = match Format::negotiate((!offered.is_empty()).then_some(offered.as_str())) {
         Ok(f) => f,
-        Err(()) => {
-            return refuse_upgrade(
-                state,
-                StatusCode::BAD_REQUEST,
-                "no supported subprotocol offered: use tickwire.v1 or tickwire.v1.json",
-            )
-        }
+        Err(e) => return refuse_upgrade(state, StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(u) => u,
@@ -404,7 +456,10 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> 
                 // Owned halves of the TCP stream: no lock between reader and
                 // writer. Bytes hyper read past the handshake come first.
                 let (read, write) = parts.io.into_inner().into_split();
-                let read = Prefixed { prefix: parts.read_buf, inner: read };
+                let read = Prefixed {
+                    prefix: parts.read_buf,
+                    inner: read,
+                };
                 connection::serve(read, write, format, market, state.connection, shutdown).await;
             }
             Err(upgraded) => {
@@ -415,9 +470,10 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> 
     });
     let (mut parts, _) = response.into_parts();
     if let Some(f) = format {
-        parts
-            .headers
-            .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(f.subprotocol()));
+        parts.headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(f.subprotocol()),
+        );
     }
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
@@ -439,7 +495,11 @@ struct Prefixed<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         if self.prefix.has_remaining() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
