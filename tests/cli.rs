@@ -1,0 +1,99 @@
+//! The `tickwire` binary itself: no flags but a port, the bundled recording,
+//! and a graceful SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_serves_the_bundled_recording_and_stops_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        // Run from elsewhere: the recording and the page are in the binary.
+        .current_dir(std::env::temp_dir())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .parse()
+        .unwrap();
+
+    let mut c = Client::connect(addr, "tickwire.v1").await;
+    c.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    assert_eq!(c.next_control().await["type"], "ack");
+    let mut names = std::collections::BTreeSet::new();
+    let mut quotes = 0;
+    while quotes < 50 {
+        match c.next().await {
+            Msg::Quote { id, bid, ask, .. } => {
+                assert!(bid.parse::<f64>().unwrap() < ask.parse::<f64>().unwrap());
+                names.insert(c.name(id).to_owned());
+                quotes += 1;
+            }
+            Msg::Closed(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    assert!(names.contains("BTCUSDT"), "{names:?}");
+
+    let (status, page) = http_get(
+        addr,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("tickwire"));
+
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let close = loop {
+        if let Msg::Closed(c) = c.next().await {
+            break c;
+        }
+    };
+    assert_eq!(close.map(|c| c.0), Some(1001));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn bad_configuration_lists_every_problem_and_exits_non_zero() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args([
+            "serve",
+            "--feed",
+            "/no/such/recording.csv",
+            "--ring-capacity",
+            "1000",
+            "--stall-timeout-ms",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in ["no such file", "ring_capacity", "stall_timeout_ms"] {
+        assert!(err.contains(needle), "{needle} not in {err}");
+    }
+}

@@ -1,0 +1,605 @@
+//! The real server on port 0, driven by real WebSocket clients.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use common::*;
+use tickwire::config::ServeConfig;
+use tickwire::decimal::same_number;
+
+/// What the recording says, read independently of the server's parsers.
+#[derive(Debug, Clone, PartialEq)]
+enum Expected {
+    Quote {
+        symbol: String,
+        receive_ts: u64,
+        bid: String,
+        bid_size: String,
+        ask: String,
+        ask_size: String,
+    },
+    Trade {
+        symbol: String,
+        receive_ts: u64,
+        price: String,
+        size: String,
+        side: String,
+    },
+}
+
+/// Parses an hftbacktest capture (`<ns> {"stream":..,"data":..}` lines,
+/// gzip) with serde_json: quotes from bookTicker, trades from trade and
+/// aggTrade, everything else skipped.
+fn expected_updates(path: &str) -> Vec<Expected> {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = BufReader::new(flate2::read::GzDecoder::new(file));
+    let mut out = Vec::new();
+    for line in reader.lines() {
+        let line = line.unwrap();
+        let (ts, json) = line.split_once(' ').unwrap();
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let Some(stream) = v["stream"].as_str() else {
+            continue;
+        };
+        let d = &v["data"];
+        let s = |k: &str| d[k].as_str().unwrap().to_owned();
+        let receive_ts = ts.parse().unwrap();
+        match stream.split_once('@').unwrap().1 {
+            "bookTicker" => out.push(Expected::Quote {
+                symbol: s("s"),
+                receive_ts,
+                bid: s("b"),
+                bid_size: s("B"),
+                ask: s("a"),
+                ask_size: s("A"),
+            }),
+            "trade" | "aggTrade" => out.push(Expected::Trade {
+                symbol: s("s"),
+                receive_ts,
+                price: s("p"),
+                size: s("q"),
+                // Buyer is maker: the aggressor sold.
+                side: if d["m"].as_bool().unwrap() {
+                    "sell"
+                } else {
+                    "buy"
+                }
+                .into(),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn matches(client: &Client, got: &Msg, want: &Expected) -> bool {
+    match (got, want) {
+        (
+            Msg::Quote {
+                id,
+                receive_ts,
+                bid,
+                bid_size,
+                ask,
+                ask_size,
+                ..
+            },
+            Expected::Quote {
+                symbol,
+                receive_ts: rt,
+                bid: b,
+                bid_size: bs,
+                ask: a,
+                ask_size: az,
+            },
+        ) => {
+            client.name(*id) == symbol
+                && receive_ts == rt
+                && same_number(bid, b)
+                && same_number(bid_size, bs)
+                && same_number(ask, a)
+                && same_number(ask_size, az)
+        }
+        (
+            Msg::Trade {
+                id,
+                receive_ts,
+                price,
+                size,
+                side,
+                ..
+            },
+            Expected::Trade {
+                symbol,
+                receive_ts: rt,
+                price: p,
+                size: s,
+                side: sd,
+            },
+        ) => {
+            client.name(*id) == symbol
+                && receive_ts == rt
+                && same_number(price, p)
+                && same_number(size, s)
+                && side == sd
+        }
+        _ => false,
+    }
+}
+
+/// Collects `n` data messages, checking the protocol's ordering promises on
+/// the way: a symbol is defined before its first update, and global
+/// sequences only go up.
+async fn collect_data(client: &mut Client, n: usize) -> Vec<Msg> {
+    let mut data = Vec::with_capacity(n);
+    while data.len() < n {
+        let m = client
+            .next_within(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("stalled after {} of {n} updates", data.len()));
+        match m {
+            Msg::Quote { .. } | Msg::Trade { .. } => data.push(m),
+            Msg::Closed(c) => panic!("closed after {} updates: {c:?}", data.len()),
+            Msg::Control(v) => assert_ne!(v["type"], "conflated", "unexpected conflation"),
+            Msg::Symbol { .. } => {}
+        }
+    }
+    data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reaches_binary_and_json_clients_with_exact_prices() {
+    let path = bundled_path();
+    let expected = expected_updates(&path);
+    assert!(
+        expected.len() > 1000,
+        "recording too small: {}",
+        expected.len()
+    );
+    // A ring larger than the whole recording and a lag bound to match: no
+    // client can be conflated, and the paced replay gives them time anyway.
+    let ring = (expected.len() + 1).next_power_of_two();
+    let server = start(ServeConfig {
+        feeds: vec![path],
+        speed: "20".into(),
+        ring_capacity: ring,
+        max_lag_updates: ring as u64 - 1,
+        min_subscribers: 2,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut clients = Vec::new();
+    for proto in ["tickwire.v1", "tickwire.v1.json"] {
+        let mut c = Client::connect(server.addr, proto).await;
+        c.send(r#"{"op":"subscribe","symbols":["*"],"id":1}"#).await;
+        let ack = c.next_control().await;
+        assert_eq!(ack["type"], "ack");
+        assert_eq!(ack["id"], 1);
+        assert_eq!(ack["snapshot"], 0, "the feed is held until both subscribe");
+        clients.push(c);
+    }
+    let mut tasks = Vec::new();
+    for mut c in clients {
+        let n = expected.len();
+        tasks.push(tokio::spawn(async move {
+            let data = collect_data(&mut c, n).await;
+            (c, data)
+        }));
+    }
+    for t in tasks {
+        let (client, data) = t.await.unwrap();
+        for (i, (got, want)) in data.iter().zip(&expected).enumerate() {
+            assert_eq!(got.seq(), Some(i as u64 + 1), "global sequence");
+            assert!(
+                matches(&client, got, want),
+                "update {i}: got {got:?}, want {want:?}"
+            );
+        }
+    }
+    let m = metrics_text(server.addr).await;
+    assert_eq!(metric(&m, "tickwire_conflated_updates_total"), 0);
+    assert_eq!(metric(&m, "tickwire_lapped_readers_total"), 0);
+    assert_eq!(
+        metric(&m, "tickwire_frames_encoded_total"),
+        expected.len() as u64
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers_get_identical_sequences() {
+    raise_fd_limit();
+    const CLIENTS: usize = 1000;
+    const UPDATES: usize = 300;
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=10,rate=3000".into()],
+        min_subscribers: CLIENTS,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let addr = server.addr;
+        let proto = if i % 2 == 0 {
+            "tickwire.v1"
+        } else {
+            "tickwire.v1.json"
+        };
+        let mut c = Client::connect(addr, proto).await;
+        c.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+        tasks.push(tokio::spawn(async move {
+            let data = collect_data(&mut c, UPDATES).await;
+            data.iter()
+                .map(|m| (m.seq().unwrap(), m.symbol_seq().unwrap()))
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut first = None;
+    for t in tasks {
+        let seqs = t.await.unwrap();
+        match &first {
+            None => first = Some(seqs),
+            Some(f) => assert_eq!(&seqs, f),
+        }
+    }
+    let first = first.unwrap();
+    assert_eq!(first[0].0, 1);
+    assert!(first.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+    let m = &server.market.metrics;
+    let encoded = m.frames_encoded_total.load(Relaxed);
+    assert_eq!(encoded, m.updates_in_total.load(Relaxed));
+    assert!(
+        m.frames_out_total.load(Relaxed) >= (CLIENTS * UPDATES) as u64,
+        "every subscriber was sent the frames the publisher encoded once"
+    );
+    server.stop().await;
+}
+
+/// A client whose receive buffer is small, so that it fills fast when the
+/// client stops reading.
+async fn connect_small_buffer(addr: std::net::SocketAddr, proto: &str) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(8 * 1024).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", proto.parse().unwrap());
+    let (ws, _) =
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    Client {
+        ws,
+        symbols: HashMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_is_conflated_then_closed_while_fast_client_gets_everything() {
+    const MAX_OUTBOX: usize = 16 * 1024;
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=20,rate=20000".into()],
+        ring_capacity: 8192,
+        max_lag_updates: 2048,
+        max_outbox_bytes: MAX_OUTBOX,
+        send_buffer_bytes: 16 * 1024,
+        stall_timeout_ms: 1500,
+        close_timeout_ms: 10_000,
+        min_subscribers: 2,
+        ..ServeConfig::default()
+    })
+    .await;
+    let addr = server.addr;
+
+    let mut fast = Client::connect(addr, "tickwire.v1").await;
+    fast.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    let mut slow = connect_small_buffer(addr, "tickwire.v1.json").await;
+    slow.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    assert_eq!(slow.next_control().await["type"], "ack");
+
+    // The fast client reads everything, checking there is no gap at all.
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let fast_task = tokio::spawn(async move {
+        let mut last_seq = 0;
+        let mut count = 0u64;
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => return count,
+                m = fast.next() => match m {
+                    Msg::Quote { seq, .. } | Msg::Trade { seq, .. } => {
+                        assert_eq!(seq, last_seq + 1, "the fast client missed an update");
+                        last_seq = seq;
+                        count += 1;
+                    }
+                    Msg::Control(v) => assert_ne!(v["type"], "conflated"),
+                    Msg::Closed(c) => panic!("fast client closed: {c:?}"),
+                    Msg::Symbol { .. } => {}
+                },
+            }
+        }
+    });
+
+    // Phase 1: the slow client stops reading for less than the stall
+    // timeout. The server's queues stay bounded meanwhile.
+    let mut max_queued = 0;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        max_queued = max_queued.max(server.market.metrics.queued_bytes.load(Relaxed));
+    }
+    // Two connections, each at most its outbox bound plus one catch-up
+    // (20 symbols' latest frames and a notice).
+    assert!(
+        max_queued <= 2 * (MAX_OUTBOX as u64 + 16 * 1024),
+        "queued {max_queued} bytes"
+    );
+
+    // It reads again: it must be conflated, never see an older value after
+    // a newer one, and then go on live.
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    let mut conflated = false;
+    let mut jumped = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        match slow.next().await {
+            Msg::Control(v) if v["type"] == "conflated" => {
+                assert!(v["dropped"].as_u64().unwrap() > 0);
+                conflated = true;
+            }
+            m @ (Msg::Quote { .. } | Msg::Trade { .. }) => {
+                let (id, sseq) = m.symbol_seq().unwrap();
+                if let Some(&prev) = last.get(&id) {
+                    assert!(sseq > prev, "symbol {id}: {sseq} after {prev}");
+                    jumped |= sseq > prev + 1;
+                }
+                last.insert(id, sseq);
+            }
+            Msg::Closed(c) => panic!("closed too early: {c:?}"),
+            _ => {}
+        }
+    }
+    assert!(conflated, "the slow client was never conflated");
+    assert!(jumped, "conflation shows as a per-symbol sequence jump");
+
+    // Phase 2: it stops reading for longer than the stall timeout and is
+    // closed with 1008 and a reason.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let close = loop {
+        match slow.next().await {
+            Msg::Closed(c) => break c,
+            _ => continue,
+        }
+    };
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, 1008);
+    assert!(reason.contains("slow consumer"), "{reason}");
+    assert_eq!(
+        server.market.metrics.slow_client_closes_total.load(Relaxed),
+        1
+    );
+
+    let _ = stop_tx.send(());
+    let fast_count = fast_task.await.unwrap();
+    assert!(
+        fast_count > 20_000,
+        "fast client got only {fast_count} updates"
+    );
+    server.stop().await;
+}
+
+async fn synthetic_server() -> tickwire::server::Running {
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=3,rate=1000".into()],
+        max_message_bytes: 64 * 1024,
+        ..ServeConfig::default()
+    })
+    .await;
+    // Wait for every symbol to have a value.
+    while (0..3).any(|s| server.market.lvc.get(s).is_none()) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_documented_errors_and_others_are_unaffected() {
+    let server = synthetic_server().await;
+    let addr = server.addr;
+    // A bystander reads throughout and must see no gap.
+    let mut bystander = Client::connect(addr, "tickwire.v1").await;
+    bystander
+        .send(r#"{"op":"subscribe","symbols":["SYN0000"]}"#)
+        .await;
+    let ack = bystander.next_control().await;
+    assert_eq!(ack["snapshot"], 1);
+    let watcher = tokio::spawn(async move {
+        let mut last = None;
+        for _ in 0..500 {
+            let m = bystander.next().await;
+            if let Some((id, s)) = m.symbol_seq() {
+                assert_eq!(id, 0);
+                if let Some(prev) = last {
+                    assert_eq!(s, prev + 1, "bystander missed an update");
+                }
+                last = Some(s);
+            }
+        }
+    });
+
+    let mut c = Client::connect(addr, "tickwire.v1.json").await;
+    // TC0..TC4: each request gets its error code, and the connection lives on.
+    for (request, code) in [
+        ("{not json", 4000),
+        (r#"{"op":"subscribe","symbols":"SYN0000"}"#, 4000),
+        (r#"{"op":"jump","id":5}"#, 4001),
+        (r#"{"op":"subscribe","symbols":["SYN0000","NOPE"]}"#, 4002),
+    ] {
+        c.send(request).await;
+        let e = c.next_control().await;
+        assert_eq!(e["type"], "error", "{request}");
+        assert_eq!(e["code"], code, "{request}: {e}");
+        assert!(!e["reason"].as_str().unwrap().is_empty());
+    }
+    // Binary where text is expected.
+    use futures_util::SinkExt;
+    c.ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+        1, 2, 3,
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(c.next_control().await["code"], 4004);
+    // Still alive: a ping is answered and a good subscribe works.
+    c.send(r#"{"op":"ping","id":9}"#).await;
+    let pong = c.next_control().await;
+    assert_eq!(
+        (pong["type"].as_str(), pong["id"].as_u64()),
+        (Some("pong"), Some(9))
+    );
+    c.send(r#"{"op":"subscribe","symbols":["SYN0001"]}"#).await;
+    assert_eq!(c.next_control().await["type"], "ack");
+    // A 1 MiB message closes the connection with 1009.
+    c.send(&format!(
+        r#"{{"op":"ping","pad":"{}"}}"#,
+        "x".repeat(1 << 20)
+    ))
+    .await;
+    let close = loop {
+        if let Msg::Closed(c) = c.next().await {
+            break c;
+        }
+    };
+    assert_eq!(close.map(|c| c.0), Some(1009));
+
+    watcher.await.unwrap();
+    let m = metrics_text(addr).await;
+    for code in [4000, 4001, 4002, 4004] {
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("tickwire_protocol_errors_total")
+                    && l.contains(&format!("code=\"{code}\""))
+                    && !l.ends_with(" 0")),
+            "code {code} not counted"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_routes_and_refused_upgrades() {
+    let server = synthetic_server().await;
+    let addr = server.addr;
+    let get = |path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n")
+    };
+    let (status, body) = http_get(addr, &get("/healthz", "")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"status\":\"ok\""), "{body}");
+    let (status, body) = http_get(addr, &get("/", "")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>tickwire</title>"));
+    let (status, _) = http_get(addr, &get("/nope", "")).await;
+    assert_eq!(status, 404);
+    let (status, body) = http_get(addr, &get("/metrics", "")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("tickwire_frames_encoded_total"));
+
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    // TC0: a plain GET on /ws.
+    let (status, body) = http_get(addr, &get("/ws", "")).await;
+    assert_eq!(status, 426, "{body}");
+    assert!(body.contains("WebSocket endpoint"));
+    // TC1: wrong version.
+    let (status, body) = http_get(
+        addr,
+        &get("/ws", &format!("{ws}{key}Sec-WebSocket-Version: 12\r\n")),
+    )
+    .await;
+    assert_eq!(status, 426);
+    assert!(body
+        .to_ascii_lowercase()
+        .contains("sec-websocket-version: 13"));
+    // TC2: bad key.
+    let (status, _) = http_get(
+        addr,
+        &get(
+            "/ws",
+            &format!("{ws}Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // TC3: only unknown subprotocols.
+    let (status, body) = http_get(
+        addr,
+        &get(
+            "/ws",
+            &format!("{ws}{key}Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("tickwire.v1"));
+    // TC4: not a GET.
+    let (status, _) = http_get(
+        addr,
+        &format!("POST /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 405);
+    // TC5: a valid upgrade without a subprotocol gets binary.
+    let (status, body) = http_get(
+        addr,
+        &get("/ws", &format!("{ws}{key}Sec-WebSocket-Version: 13\r\n")),
+    )
+    .await;
+    assert_eq!(status, 101, "{body}");
+    let m = metrics_text(addr).await;
+    assert_eq!(metric(&m, "tickwire_upgrade_rejections_total"), 5);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_follows_subscribe_and_shutdown_closes_with_1001() {
+    let server = synthetic_server().await;
+    let mut c = Client::connect(server.addr, "tickwire.v1").await;
+    c.send(r#"{"op":"subscribe","symbols":["SYN0000","SYN0002"],"id":3}"#)
+        .await;
+    let ack = c.next_control().await;
+    assert_eq!(ack["snapshot"], 2);
+    // Definitions come first, then the two latest values.
+    let mut defs = 0;
+    let mut snap = Vec::new();
+    while snap.len() < 2 {
+        match c.next().await {
+            Msg::Symbol { .. } => defs += 1,
+            m @ (Msg::Quote { .. } | Msg::Trade { .. }) => snap.push(m),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(defs, 2);
+    let mut ids: Vec<u32> = snap.iter().map(|m| m.symbol_seq().unwrap().0).collect();
+    ids.sort();
+    assert_eq!(ids, [0, 2]);
+    // Unsubscribe one; only the other keeps coming.
+    c.send(r#"{"op":"unsubscribe","symbols":["SYN0000"]}"#)
+        .await;
+    assert_eq!(c.next_control().await["op"], "unsubscribe");
+    for _ in 0..50 {
+        if let Some((id, _)) = c.next().await.symbol_seq() {
+            assert_eq!(id, 2);
+        }
+    }
+    let stop = tokio::spawn(server.stop());
+    let close = loop {
+        if let Msg::Closed(c) = c.next().await {
+            break c;
+        }
+    };
+    assert_eq!(close.map(|c| c.0), Some(1001));
+    stop.await.unwrap();
+}
