@@ -335,6 +335,20 @@ mod tests {
         assert_eq!(u64_at(40), 1_900_000_000_000_000_000);
         assert_eq!(u64_at(48), 6_183_763_000_000);
         assert_eq!(u64_at(72), 154_698_000);
+        // The example in docs/PROTOCOL.md, byte for byte.
+        let doc = include_str!("../docs/PROTOCOL.md");
+        let start = doc.find("82 50\n").unwrap();
+        let hex: String = doc[start..]
+            .lines()
+            .take(6)
+            .map(|l| l.split("   ").next().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let bytes: Vec<u8> = hex
+            .split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        assert_eq!(bytes, f);
     }
 
     #[test]

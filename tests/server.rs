@@ -547,7 +547,7 @@ async fn http_routes_and_refused_upgrades() {
     // TC4: not a GET.
     let (status, _) = http_get(
         addr,
-        &format!("POST /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"),
+        "POST /ws HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
     )
     .await;
     assert_eq!(status, 405);
