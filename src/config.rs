@@ -52,6 +52,9 @@ pub struct ServeConfig {
     /// Hold the feeds until this many connections have subscribed, so that
     /// a benchmark or test sees a recording from its first update.
     pub min_subscribers: usize,
+    /// Serve `/echo`: every message echoed back by the same connection code
+    /// as `/ws`, for WebSocket conformance suites. Off by default.
+    pub echo: bool,
 }
 
 impl Default for ServeConfig {
@@ -71,6 +74,7 @@ impl Default for ServeConfig {
             max_subscriptions: 1024,
             shutdown_timeout_ms: 5_000,
             min_subscribers: 0,
+            echo: false,
         }
     }
 }

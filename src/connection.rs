@@ -37,8 +37,20 @@ pub struct ConnectionConfig {
     pub max_message_bytes: usize,
 }
 
+/// What a connection serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Market data in the given format (`/ws`).
+    Market(Format),
+    /// Every text or binary message echoed back (`/echo`, with `--echo`):
+    /// the same reader and writer as `/ws`, for conformance testing.
+    Echo,
+}
+
 /// What the reader task tells the writer.
 enum Inbound {
+    /// A message to send back as it came (echo service).
+    Echo(Bytes),
     /// A text message, parsed.
     Request(protocol::Request),
     /// A message that got a refusal instead.
@@ -64,7 +76,7 @@ enum End {
 pub async fn serve<R, W>(
     reader: R,
     writer: W,
-    format: Format,
+    service: Service,
     market: Arc<Market>,
     config: ConnectionConfig,
     mut shutdown: watch::Receiver<bool>,
@@ -84,11 +96,20 @@ pub async fn serve<R, W>(
         fastwebsockets::Role::Server,
     )
     .0;
-    ws.set_max_message_size(config.max_message_bytes);
+    let (format, echo) = match service {
+        Service::Market(format) => (format, false),
+        Service::Echo => (Format::Binary, true),
+    };
+    ws.set_max_message_size(if echo {
+        ECHO_MAX_MESSAGE_BYTES
+    } else {
+        config.max_message_bytes
+    });
     let read_task = tokio::spawn(read_loop(
         FragmentCollectorRead::new(ws),
         tx,
         config.limits.max_subscriptions,
+        echo,
     ));
     let mut conn = Writer {
         io: writer,
@@ -116,10 +137,15 @@ pub async fn serve<R, W>(
     metrics.connections.fetch_sub(1, Relaxed);
 }
 
+/// Largest message the echo service takes: the conformance suite sends
+/// messages of up to 16 MiB.
+const ECHO_MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 async fn read_loop<R: AsyncRead + Unpin>(
     mut ws: FragmentCollectorRead<R>,
     tx: mpsc::Sender<Inbound>,
     max_symbols: usize,
+    echo: bool,
 ) {
     let obligated = tx.clone();
     let mut send_fn = move |frame: Frame<'_>| {
@@ -134,6 +160,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     loop {
         let inbound = match ws.read_frame(&mut send_fn).await {
             Ok(frame) => match frame.opcode {
+                OpCode::Text | OpCode::Binary if echo => {
+                    Inbound::Echo(encode::frame(frame.opcode as u8, &frame.payload))
+                }
                 OpCode::Text => match protocol::parse_request(&frame.payload, max_symbols) {
                     Ok(req) => Inbound::Request(req),
                     Err(refusal) => Inbound::Refused(refusal),
@@ -243,6 +272,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     /// if it does.
     fn take(&mut self, inbound: Inbound) -> Option<End> {
         match inbound {
+            Inbound::Echo(frame) => self.outbox.push(frame),
             Inbound::Request(req) => self.sub.handle(req, &mut self.outbox),
             Inbound::Refused(refusal) => self.sub.refuse(&refusal, &mut self.outbox),
             Inbound::Obligated(frame) => {
@@ -256,7 +286,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             }
             Inbound::Close(None) => return Some(End::ClientClosed),
             Inbound::Close(Some((code, reason))) => {
-                self.outbox.keep_partial_only();
+                // What was queued before the client's error is still owed
+                // to it: the close goes after.
                 self.outbox.push(close_frame(code, &reason));
                 return Some(End::ClientClosed);
             }

@@ -78,6 +78,10 @@ struct ServeArgs {
     /// Hold the feeds until this many connections have subscribed [default: 0].
     #[arg(long, env = "TICKWIRE_MIN_SUBSCRIBERS")]
     min_subscribers: Option<usize>,
+    /// Serve /echo (every message echoed by the /ws connection code), for
+    /// conformance testing with Autobahn|Testsuite.
+    #[arg(long, env = "TICKWIRE_ECHO")]
+    echo: bool,
 }
 
 impl ServeArgs {
@@ -107,6 +111,7 @@ impl ServeArgs {
             c.feeds = self.feeds;
         }
         c.r#loop |= self.looped;
+        c.echo |= self.echo;
         Ok(c)
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Validated;
-use crate::connection::{self, ConnectionConfig};
+use crate::connection::{self, ConnectionConfig, Service};
 use crate::encode::write_json_str;
 use crate::feed::{self, FeedStats, ReplayOptions};
 use crate::market::{LastValueCache, Market};
@@ -55,6 +55,7 @@ struct AppState {
     market: Arc<Market>,
     connection: ConnectionConfig,
     send_buffer_bytes: usize,
+    echo: bool,
     feeds: Vec<Arc<FeedStatus>>,
     shutdown: watch::Receiver<bool>,
     started: Instant,
@@ -142,6 +143,7 @@ pub fn start(listener: TcpListener, v: Validated) -> Running {
         market: Arc::clone(&market),
         connection: v.config.connection(),
         send_buffer_bytes: v.config.send_buffer_bytes,
+        echo: v.config.echo,
         feeds,
         shutdown: shutdown_rx.clone(),
         started: Instant::now(),
@@ -259,7 +261,8 @@ fn respond(
 
 fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
     match req.uri().path() {
-        "/ws" => upgrade(req, state),
+        "/ws" => upgrade(req, state, false),
+        "/echo" if state.echo => upgrade(req, state, true),
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -388,7 +391,7 @@ fn refuse_upgrade(state: &AppState, status: StatusCode, reason: &str) -> Respons
     r
 }
 
-fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>, echo: bool) -> Response<Body> {
     if req.method() != Method::GET {
         return refuse_upgrade(
             state,
@@ -448,7 +451,11 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> 
                 return;
             }
         };
-        let format = format.unwrap_or(Format::Binary);
+        let service = if echo {
+            Service::Echo
+        } else {
+            Service::Market(format.unwrap_or(Format::Binary))
+        };
         let market = Arc::clone(&state.market);
         let shutdown = state.shutdown.clone();
         match upgraded.downcast::<TokioIo<TcpStream>>() {
@@ -460,11 +467,11 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> 
                     prefix: parts.read_buf,
                     inner: read,
                 };
-                connection::serve(read, write, format, market, state.connection, shutdown).await;
+                connection::serve(read, write, service, market, state.connection, shutdown).await;
             }
             Err(upgraded) => {
                 let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-                connection::serve(read, write, format, market, state.connection, shutdown).await;
+                connection::serve(read, write, service, market, state.connection, shutdown).await;
             }
         }
     });

@@ -523,7 +523,13 @@ async fn http_routes_and_refused_upgrades() {
     assert!(body
         .to_ascii_lowercase()
         .contains("sec-websocket-version: 13"));
-    // TC2: bad key.
+    // TC2: missing key, and a key that is not 16 bytes of base64.
+    let (status, _) = http_get(
+        addr,
+        &get("/ws", &format!("{ws}Sec-WebSocket-Version: 13\r\n")),
+    )
+    .await;
+    assert_eq!(status, 400);
     let (status, _) = http_get(
         addr,
         &get(
@@ -551,7 +557,24 @@ async fn http_routes_and_refused_upgrades() {
     )
     .await;
     assert_eq!(status, 405);
-    // TC5: a valid upgrade without a subprotocol gets binary.
+    // TC5: oversized headers are refused by the HTTP layer, before us.
+    let (status, _) = http_get(
+        addr,
+        &get(
+            "/ws",
+            &format!("{ws}{key}X-Pad: {}\r\n", "a".repeat(512 * 1024)),
+        ),
+    )
+    .await;
+    assert!(status == 431 || status == 400, "{status}");
+    // TC6: /echo is off unless asked for.
+    let (status, _) = http_get(
+        addr,
+        &get("/echo", &format!("{ws}{key}Sec-WebSocket-Version: 13\r\n")),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // TC7: a valid upgrade without a subprotocol gets binary.
     let (status, body) = http_get(
         addr,
         &get("/ws", &format!("{ws}{key}Sec-WebSocket-Version: 13\r\n")),
@@ -559,7 +582,7 @@ async fn http_routes_and_refused_upgrades() {
     .await;
     assert_eq!(status, 101, "{body}");
     let m = metrics_text(addr).await;
-    assert_eq!(metric(&m, "tickwire_upgrade_rejections_total"), 5);
+    assert_eq!(metric(&m, "tickwire_upgrade_rejections_total"), 6);
     server.stop().await;
 }
 
@@ -602,4 +625,28 @@ async fn snapshot_follows_subscribe_and_shutdown_closes_with_1001() {
     };
     assert_eq!(close.map(|c| c.0), Some(1001));
     stop.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_route_uses_the_same_connection_code() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=1,rate=10".into()],
+        echo: true,
+        ..ServeConfig::default()
+    })
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/echo", server.addr))
+        .await
+        .unwrap();
+    let big = "x".repeat(300_000);
+    ws.send(Message::text(big.clone())).await.unwrap();
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(big));
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![1u8, 2, 3])
+    );
+    server.stop().await;
 }
