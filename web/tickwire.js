@@ -258,6 +258,11 @@ export class TickwireClient extends EventTarget {
     this._request("unsubscribe", list);
   }
 
+  /** Whether updates of `name` are wanted now. */
+  wants(name) {
+    return this.wanted.all || this.wanted.names.has(name);
+  }
+
   /** What the client subscribes to: `["*"]` or the names. */
   subscriptions() {
     return this.wanted.all ? ["*"] : [...this.wanted.names];
@@ -493,6 +498,8 @@ export class TickwireClient extends EventTarget {
   }
 
   _update(m, receivedAt) {
+    // Updates already on the way when an unsubscribe went out.
+    if (!this.wants(m.symbol)) return false;
     m.snapshot = this._cacheFramesLeft > 0;
     if (m.snapshot) this._cacheFramesLeft--;
     m.receivedAt = receivedAt;
