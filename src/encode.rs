@@ -44,6 +44,19 @@ pub fn put_header(out: &mut BytesMut, opcode: u8, len: usize) {
     }
 }
 
+/// The payload of a complete unmasked frame built here: the frame minus its
+/// header, whose length byte 1 gives (RFC 6455 §5.2). A slice of the same
+/// allocation, not a copy.
+pub fn frame_payload(frame: &Bytes) -> Bytes {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        None => return Bytes::new(),
+        Some(0..=125) => 2,
+        Some(126) => 4,
+        Some(_) => MAX_HEADER_LEN,
+    };
+    frame.slice(header.min(frame.len())..)
+}
+
 /// One complete frame, header and payload, in one allocation. For cold-path
 /// frames (control replies, close frames); updates go through
 /// [`FrameEncoder`].
@@ -405,6 +418,18 @@ mod tests {
             let f = frame(OPCODE_BINARY, &vec![0; len]);
             assert_eq!(&f[..head.len()], &head[..], "len {len}");
             assert_eq!(f.len(), head.len() + len);
+        }
+    }
+
+    #[test]
+    fn payloads_of_each_length_class() {
+        for len in [0usize, 125, 126, 65_535, 65_536] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert_eq!(
+                &frame_payload(&frame(OPCODE_TEXT, &payload))[..],
+                &payload[..],
+                "len {len}"
+            );
         }
     }
 

@@ -114,6 +114,16 @@ impl Outbox {
         }
     }
 
+    /// Takes the first frame whole, for a writer that frames the bytes its
+    /// own way (the SSE stream) rather than writing them as they are. Only
+    /// for an outbox nothing has been partly written from.
+    pub fn pop_frame(&mut self) -> Option<Bytes> {
+        debug_assert_eq!(self.head_written, 0, "pop_frame after a partial write");
+        let frame = self.frames.pop_front()?;
+        self.bytes -= frame.len();
+        Some(frame)
+    }
+
     /// The unwritten bytes as one buffer (for tests).
     pub fn concat(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len_bytes());
@@ -245,8 +255,18 @@ impl Subscriber {
     }
 
     /// Answers one request, queueing the reply (and for a subscribe, the
-    /// snapshot) in `out`.
+    /// snapshot) in `out`; a refused request gets an error reply instead.
     pub fn handle(&mut self, req: Request, out: &mut Outbox) {
+        if let Err(refusal) = self.request(req, out) {
+            // Counted by `request` already.
+            out.push(protocol::error_reply(&refusal));
+        }
+    }
+
+    /// [`handle`](Self::handle), but returns a refusal to the caller
+    /// instead of queueing it: for the SSE stream, which refuses a bad
+    /// subscription with an HTTP status.
+    pub fn request(&mut self, req: Request, out: &mut Outbox) -> Result<(), Refusal> {
         let before = self.subscription_count();
         let result = match &req.op {
             Op::Ping => {
@@ -265,9 +285,10 @@ impl Subscriber {
             (1.., 0) => metrics.subscribers.fetch_sub(1, Relaxed),
             _ => 0,
         };
-        if let Err(refusal) = result {
-            self.refuse(&refusal, out);
+        if let Err(refusal) = &result {
+            self.market.metrics.protocol_error(refusal.code);
         }
+        result
     }
 
     /// Queues an error reply and counts it.

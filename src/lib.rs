@@ -21,8 +21,10 @@
 //! - [`fanout`]: what one connection is sent: subscriptions, the ring
 //!   cursor, conflation.
 //! - [`connection`]: one WebSocket connection's reader and vectored writer.
-//! - [`server`]: HTTP routes (`/`, `/ws`, `/metrics`, `/healthz`), feeds and
-//!   publisher start-up, graceful shutdown; [`config`], [`metrics`],
+//! - [`sse`]: the same frames as Server-Sent Events, for clients that cannot
+//!   open a WebSocket.
+//! - [`server`]: HTTP routes (`/`, `/ws`, `/sse`, `/metrics`, `/healthz`),
+//!   feeds and publisher start-up, graceful shutdown; [`config`], [`metrics`],
 //!   [`protocol`] (client requests, error and close codes) and [`web`]
 //!   (the embedded dashboard) serve it.
 //!
@@ -42,6 +44,7 @@ pub mod protocol;
 pub mod publish;
 pub mod ring;
 pub mod server;
+pub mod sse;
 pub mod symbols;
 pub mod update;
 pub mod web;

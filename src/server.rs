@@ -1,5 +1,6 @@
-//! The server: one port for the dashboard (`/`), the WebSocket (`/ws`),
-//! `/metrics` and `/healthz`; the feed tasks and the publisher behind it.
+//! The server: one port for the dashboard (`/`), the WebSocket (`/ws`), its
+//! Server-Sent Events fallback (`/sse`), `/metrics` and `/healthz`; the feed
+//! tasks and the publisher behind it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -32,7 +33,7 @@ use crate::protocol::Format;
 use crate::publish::Publisher;
 use crate::ring::Ring;
 use crate::symbols::{Normalizer, SymbolTable};
-use crate::web;
+use crate::{sse, web};
 
 /// Updates a feed may have in flight to the publisher.
 const FEED_CHANNEL: usize = 4096;
@@ -245,14 +246,14 @@ async fn accept_loop(
     }
 }
 
-type Body = Full<Bytes>;
+type Body = Either<Full<Bytes>, sse::EventStream>;
 
 fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Either::Left(Full::new(body.into())));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -263,6 +264,17 @@ fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
     match req.uri().path() {
         "/ws" => upgrade(req, state, false),
         "/echo" if state.echo => upgrade(req, state, true),
+        "/sse" => match sse::open(
+            req.method(),
+            req.uri(),
+            req.headers(),
+            &state.market,
+            state.connection,
+            state.shutdown.clone(),
+        ) {
+            Ok(r) => r.map(Either::Right),
+            Err(e) => respond(e.status(), "text/plain", format!("{e}\n")),
+        },
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -482,7 +494,7 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>, echo: bool) -> Res
             HeaderValue::from_static(f.subprotocol()),
         );
     }
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, Either::Left(Full::new(Bytes::new())))
 }
 
 /// RFC 6455 §4.1: the key is a base64-encoded 16-byte value (24 characters

@@ -13,8 +13,29 @@ pub fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
         .map(|&(_, content_type, body)| (content_type, body))
 }
 
-const ASSETS: &[(&str, &str, &[u8])] = &[(
-    "index.html",
-    "text/html; charset=utf-8",
-    include_bytes!("../web/index.html"),
-)];
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// Everything the page loads; `tickwire.js` is also the client module other
+/// pages import.
+const ASSETS: &[(&str, &str, &[u8])] = &[
+    ("index.html", HTML, include_bytes!("../web/index.html")),
+    ("style.css", CSS, include_bytes!("../web/style.css")),
+    ("app.js", JS, include_bytes!("../web/app.js")),
+    ("tickwire.js", JS, include_bytes!("../web/tickwire.js")),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assets_by_path() {
+        assert_eq!(asset("/").map(|a| a.0), Some(HTML));
+        assert_eq!(asset("/tickwire.js").map(|a| a.0), Some(JS));
+        assert_eq!(asset("/style.css").map(|a| a.0), Some(CSS));
+        assert_eq!(asset("/nope.js"), None);
+        assert_eq!(asset("/../Cargo.toml"), None);
+    }
+}

@@ -1,0 +1,379 @@
+//! `/sse`: the market data as Server-Sent Events, for clients that cannot
+//! open a WebSocket (a proxy that drops upgrades, a locked-down network).
+//!
+//! The stream is a [`Subscriber`] like any WebSocket connection's, in the
+//! JSON format: every event's data is the payload of the same pre-encoded
+//! `tickwire.v1.json` frame the WebSocket clients get (the frame minus its
+//! header, a slice of the publisher's bytes), so nothing is re-encoded per
+//! client. Slow clients get the same bounds: the outbox stops taking frames
+//! at `max_outbox_bytes`, a client `max_lag_updates` behind is conflated,
+//! and one whose socket takes nothing for `stall_timeout_ms` is dropped.
+//!
+//! Updates carry their global sequence as the event `id`, so a browser that
+//! reconnects sends it back as `Last-Event-ID` and gets, instead of the
+//! whole snapshot, only the symbols that changed since. The wire is
+//! specified in docs/PROTOCOL.md, "Server-Sent Events".
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hyper::body::Frame;
+use hyper::header::{self, HeaderValue};
+use hyper::{HeaderMap, Method, Response, StatusCode, Uri};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::connection::ConnectionConfig;
+use crate::encode::frame_payload;
+use crate::fanout::{Outbox, Subscriber};
+use crate::market::Market;
+use crate::metrics::Metrics;
+use crate::protocol::{self, Format, Op, Request, Symbols};
+
+/// A comment line goes out after this long without an event, so that
+/// proxies and the browser do not take a quiet market for a dead stream.
+pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// How long the browser waits before it reconnects (the `retry:` field).
+const RETRY_MS: u32 = 1000;
+
+/// Why `/sse` refused a request, with the status it answers.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SseError {
+    #[error("/sse takes GET")]
+    MethodNotAllowed,
+    #[error("/sse needs ?symbols=NAME,NAME or ?symbols=*")]
+    NoSymbols,
+    /// A refusal of the subscription: unknown symbol, too many symbols.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl SseError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            SseError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            SseError::NoSymbols | SseError::Refused(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// The response body: chunks of events from the connection's task. A
+/// chunk is at most one outbox of events, and the channel holds one, so
+/// what waits for a slow socket stays within the outbox bound.
+pub struct EventStream {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Opens an event stream for a GET on `/sse`: subscribes as the query
+/// says, queues the snapshot (or, with `Last-Event-ID`, what changed since),
+/// and starts the task that streams live updates until the client leaves,
+/// stalls, or the server shuts down.
+pub fn open(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    market: &Arc<Market>,
+    config: ConnectionConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Response<EventStream>, SseError> {
+    if method != Method::GET {
+        return Err(SseError::MethodNotAllowed);
+    }
+    let symbols = symbols_param(uri.query()).ok_or(SseError::NoSymbols)?;
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        // An id this server has not published yet comes from an earlier
+        // run of it (sequences restart at 1): the client needs everything.
+        .filter(|&id| id < market.ring.tail());
+    let mut sub = Subscriber::new(Arc::clone(market), Format::Json, config.limits);
+    let mut outbox = Outbox::default();
+    let request = Request {
+        id: None,
+        op: Op::Subscribe(symbols.clone()),
+    };
+    sub.request(request, &mut outbox)
+        .map_err(|r| SseError::Refused(r.reason))?;
+    let first = first_chunk(&mut outbox, &symbols, last_seen);
+
+    let (tx, rx) = mpsc::channel(1);
+    let metrics = Arc::clone(&market.metrics);
+    metrics.connections.fetch_add(1, Relaxed);
+    metrics.connections_total.fetch_add(1, Relaxed);
+    tokio::spawn(stream(sub, first, tx, Arc::clone(market), config, shutdown));
+    let mut r = Response::new(EventStream { rx });
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}
+
+/// The `symbols` query parameter: `*`, or names separated by commas,
+/// percent-encoded.
+fn symbols_param(query: Option<&str>) -> Option<Symbols> {
+    let value = query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("symbols="))?;
+    let value = percent_decode(value)?;
+    let names: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if names.iter().any(|n| n == "*") {
+        Some(Symbols::All)
+    } else if names.is_empty() {
+        None
+    } else {
+        Some(Symbols::Names(names))
+    }
+}
+
+/// RFC 3986 percent-decoding (`+` is a plus, not a space); None if the
+/// result is not UTF-8 or an escape is cut short.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The start of the stream, from what the subscribe queued (its ack, the
+/// definitions, one cached update per symbol): the reconnection delay, an
+/// ack whose `snapshot` counts what follows, the definitions, and the
+/// cached updates newer than `last_seen`, oldest first so that the last
+/// event id the browser keeps is the newest.
+fn first_chunk(outbox: &mut Outbox, symbols: &Symbols, last_seen: Option<u64>) -> Bytes {
+    let mut definitions = Vec::new();
+    let mut snapshot = Vec::new();
+    while let Some(frame) = outbox.pop_frame() {
+        let payload = frame_payload(&frame);
+        match update_seq(&payload) {
+            Some(seq) if last_seen.is_none_or(|seen| seq > seen) => snapshot.push((seq, payload)),
+            Some(_) => {}
+            // The subscriber's own ack is replaced below by one that counts
+            // what is left after the Last-Event-ID filter.
+            None if payload.starts_with(br#"{"type":"ack""#) => {}
+            None => definitions.push(payload),
+        }
+    }
+    snapshot.sort_unstable_by_key(|&(seq, _)| seq);
+    let mut chunk = BytesMut::new();
+    chunk.put_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
+    let ack = protocol::ack_reply("subscribe", None, symbols, snapshot.len());
+    put_event(&mut chunk, None, &frame_payload(&ack));
+    for d in &definitions {
+        put_event(&mut chunk, None, d);
+    }
+    for (seq, payload) in &snapshot {
+        put_event(&mut chunk, Some(*seq), payload);
+    }
+    chunk.freeze()
+}
+
+/// The global sequence of a quote or trade payload, None for anything else.
+/// The encoder writes `type` first and `seq` as the fourth key
+/// (`encode::write_json`); a `,"seq":` cannot occur inside the symbol name
+/// before it, where every `"` is escaped.
+fn update_seq(payload: &[u8]) -> Option<u64> {
+    if !payload.starts_with(br#"{"type":"quote""#) && !payload.starts_with(br#"{"type":"trade""#) {
+        return None;
+    }
+    const KEY: &[u8] = br#","seq":"#;
+    let at = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = payload[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&payload[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Appends one event. The JSON payloads are single lines (the encoder
+/// escapes control characters), so one `data:` field carries each.
+fn put_event(out: &mut BytesMut, id: Option<u64>, payload: &[u8]) {
+    debug_assert!(!payload.contains(&b'\n'), "an event payload spans lines");
+    if let Some(id) = id {
+        out.put_slice(b"id: ");
+        out.put_slice(id.to_string().as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"data: ");
+    out.put_slice(payload);
+    out.put_slice(b"\n\n");
+}
+
+/// Lowers the connections gauge however the stream ends.
+struct Counted(Arc<Metrics>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Streams one client's events until it leaves, stalls or the server shuts
+/// down; the body ends when `tx` is dropped.
+async fn stream(
+    mut sub: Subscriber,
+    first: Bytes,
+    tx: mpsc::Sender<Bytes>,
+    market: Arc<Market>,
+    config: ConnectionConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _counted = Counted(Arc::clone(&market.metrics));
+    let mut outbox = Outbox::default();
+    let mut pending = Some(first);
+    let mut quiet_since = Instant::now();
+    loop {
+        // Register for the wake-up before looking at the ring, as the
+        // WebSocket writer does (connection.rs): an update published between
+        // the look and the wait still wakes us.
+        let wakeup = market.wakeup.notified();
+        tokio::pin!(wakeup);
+        wakeup.as_mut().enable();
+
+        let chunk = match pending.take() {
+            Some(chunk) => chunk,
+            None => {
+                sub.fill(&mut outbox);
+                let mut chunk = BytesMut::with_capacity(outbox.len_bytes() + 64);
+                while let Some(frame) = outbox.pop_frame() {
+                    let payload = frame_payload(&frame);
+                    put_event(&mut chunk, update_seq(&payload), &payload);
+                }
+                chunk.freeze()
+            }
+        };
+        if !chunk.is_empty() {
+            // While this waits for a slow socket, the ring moves on; the next
+            // fill conflates if it moved too far.
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => return,
+                sent = timeout(config.stall_timeout, tx.send(chunk)) => match sent {
+                    Ok(Ok(())) => {}
+                    // The client went away (hyper dropped the body).
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        market.metrics.slow_client_closes_total.fetch_add(1, Relaxed);
+                        tracing::info!("closed a slow SSE client: no progress for {:?}", config.stall_timeout);
+                        return;
+                    }
+                },
+            }
+            quiet_since = Instant::now();
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            _ = tx.closed() => return,
+            _ = &mut wakeup => {}
+            _ = sleep_until(quiet_since + HEARTBEAT) => {
+                pending = Some(Bytes::from_static(b": ping\n\n"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_query() {
+        let names = |v: &[&str]| Some(Symbols::Names(v.iter().map(|s| s.to_string()).collect()));
+        // TC0: a list.
+        assert_eq!(
+            symbols_param(Some("symbols=BTCUSDT,ETHUSDT")),
+            names(&["BTCUSDT", "ETHUSDT"])
+        );
+        // TC1: everything, plain or percent-encoded, among other parameters.
+        assert_eq!(symbols_param(Some("symbols=*")), Some(Symbols::All));
+        assert_eq!(symbols_param(Some("x=1&symbols=%2A")), Some(Symbols::All));
+        // TC2: percent-encoded names and separators; a plus is a plus.
+        assert_eq!(
+            symbols_param(Some("symbols=BTC%2FUSD%2CETH+USD")),
+            names(&["BTC/USD", "ETH+USD"])
+        );
+        // TC3: missing, empty, or a broken escape.
+        assert_eq!(symbols_param(None), None);
+        assert_eq!(symbols_param(Some("symbols=")), None);
+        assert_eq!(symbols_param(Some("symbol=BTCUSDT")), None);
+        assert_eq!(symbols_param(Some("symbols=BTC%2")), None);
+    }
+
+    #[test]
+    fn sequence_of_update_payloads_only() {
+        // TC0: a quote and a trade.
+        assert_eq!(
+            update_seq(br#"{"type":"quote","symbol":"BTCUSDT","id":7,"seq":42,"symbol_seq":5}"#),
+            Some(42)
+        );
+        assert_eq!(
+            update_seq(br#"{"type":"trade","symbol":"X","id":0,"seq":18446744073709551615,"symbol_seq":1}"#),
+            Some(u64::MAX)
+        );
+        // TC1: a name that looks like the key does not fool it.
+        assert_eq!(
+            update_seq(
+                br#"{"type":"quote","symbol":"a\",\"seq\":9","id":1,"seq":3,"symbol_seq":1}"#
+            ),
+            Some(3)
+        );
+        // TC2: control messages and definitions have none.
+        assert_eq!(
+            update_seq(br#"{"type":"conflated","dropped":1,"latest":1}"#),
+            None
+        );
+        assert_eq!(
+            update_seq(br#"{"type":"symbol","id":0,"symbol":"X"}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn events() {
+        let mut out = BytesMut::new();
+        put_event(&mut out, Some(12), b"{\"a\":1}");
+        put_event(&mut out, None, b"{}");
+        assert_eq!(&out[..], b"id: 12\ndata: {\"a\":1}\n\ndata: {}\n\n");
+    }
+}

@@ -1,0 +1,208 @@
+//! `/sse` against the real server: the same JSON payloads as the WebSocket,
+//! event ids, resume with `Last-Event-ID`, and the refusals.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{connect, http_get, start};
+use futures_util::StreamExt;
+use tickwire::config::ServeConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+const SYMBOLS: u32 = 3;
+
+async fn synthetic_server() -> tickwire::server::Running {
+    let server = start(ServeConfig {
+        feeds: vec![format!("synthetic:symbols={SYMBOLS},rate=2000")],
+        ..ServeConfig::default()
+    })
+    .await;
+    while (0..SYMBOLS).any(|s| server.market.lvc.get(s).is_none()) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server
+}
+
+/// One event: its id, if any, and its data.
+#[derive(Debug)]
+struct Event {
+    id: Option<u64>,
+    data: String,
+}
+
+/// An open `/sse` response, read as HTTP/1.0 so the body is the raw event
+/// stream (no chunked framing), until `n` events have arrived.
+async fn events(
+    addr: std::net::SocketAddr,
+    query: &str,
+    last_id: Option<u64>,
+    n: usize,
+) -> (String, Vec<Event>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let resume = last_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+    s.write_all(format!("GET /sse?{query} HTTP/1.0\r\n{resume}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let parsed = parse(body);
+            if parsed.len() >= n {
+                return (head.to_owned(), parsed);
+            }
+        }
+        let mut chunk = [0u8; 65536];
+        let read = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .expect("events within 10 s")
+            .unwrap();
+        assert!(read > 0, "stream ended early: {text}");
+        buf.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// Complete events (ended by a blank line); `retry:` and comments are not events.
+fn parse(body: &str) -> Vec<Event> {
+    let mut out = Vec::new();
+    let complete = &body[..body.rfind("\n\n").map_or(0, |i| i + 2)];
+    for block in complete.split("\n\n").filter(|b| !b.is_empty()) {
+        let mut id = None;
+        let mut data = None;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.parse().unwrap());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                assert!(data.is_none(), "one data line per event");
+                data = Some(v.to_owned());
+            }
+        }
+        if let Some(data) = data {
+            out.push(Event { id, data });
+        }
+    }
+    out
+}
+
+fn json(e: &Event) -> serde_json::Value {
+    serde_json::from_str(&e.data).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_sends_the_websocket_json_payloads_with_ids() {
+    let server = synthetic_server().await;
+    let mut ws = connect(server.addr, "tickwire.v1.json").await;
+    common::send(&mut ws, r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    let (head, got) = events(server.addr, "symbols=%2A", None, 400).await;
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+
+    // ack (snapshot: N), the definitions, N cached updates oldest first, live.
+    let ack = json(&got[0]);
+    assert_eq!(ack["type"], "ack");
+    assert_eq!(ack["snapshot"], SYMBOLS);
+    for e in &got[1..=SYMBOLS as usize] {
+        assert_eq!(json(e)["type"], "symbol");
+        assert_eq!(e.id, None);
+    }
+    let data = &got[1 + SYMBOLS as usize..];
+    let mut last = 0;
+    for e in data {
+        let v = json(e);
+        let seq = v["seq"].as_u64().unwrap();
+        assert_eq!(e.id, Some(seq), "the event id is the global sequence");
+        assert!(seq > last, "ids only grow");
+        last = seq;
+    }
+
+    // Byte for byte what the WebSocket client got for the same updates.
+    let mut by_seq = HashMap::new();
+    while by_seq.len() < 2000 {
+        let Some(Ok(Message::Text(t))) = ws.next().await else {
+            panic!("ws ended")
+        };
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        if let Some(seq) = v["seq"].as_u64() {
+            by_seq.insert(seq, t.as_str().to_owned());
+        }
+        if by_seq.contains_key(&last) {
+            break;
+        }
+    }
+    let mut compared = 0;
+    for e in data {
+        if let Some(text) = by_seq.get(&e.id.unwrap()) {
+            assert_eq!(&e.data, text);
+            compared += 1;
+        }
+    }
+    assert!(compared > 100, "only {compared} updates in common");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_resumes_with_what_changed_since() {
+    let server = synthetic_server().await;
+    let (_, got) = events(server.addr, "symbols=SYN0000,SYN0002", None, 50).await;
+    let seen = got.iter().filter_map(|e| e.id).max().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // TC0: resume from the last id seen: only newer values, of our symbols.
+    let (_, resumed) = events(server.addr, "symbols=SYN0000,SYN0002", Some(seen), 4).await;
+    let ack = json(&resumed[0]);
+    let n = ack["snapshot"].as_u64().unwrap() as usize;
+    assert!((1..=2).contains(&n), "{ack}");
+    let cached: Vec<&Event> = resumed.iter().filter(|e| e.id.is_some()).take(n).collect();
+    for e in &cached {
+        assert!(e.id.unwrap() > seen);
+        assert_ne!(json(e)["symbol"], "SYN0001");
+    }
+
+    // TC1: an id from the future (an earlier run of the server, whose
+    // sequences were higher) gets the whole snapshot.
+    let (_, fresh) = events(server.addr, "symbols=*", Some(u64::MAX - 1), 1).await;
+    assert_eq!(json(&fresh[0])["snapshot"], SYMBOLS);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_refusals() {
+    let server = synthetic_server().await;
+    for (request, status, reason) in [
+        // TC0: no symbols.
+        ("GET /sse HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "symbols="),
+        // TC1: an unknown symbol, named.
+        ("GET /sse?symbols=SYN0000,NOPE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "NOPE"),
+        // TC2: not a GET.
+        ("POST /sse?symbols=* HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 405, "GET"),
+    ] {
+        let (got, text) = http_get(server.addr, request).await;
+        assert_eq!(got, status, "{text}");
+        assert!(text.contains(reason), "{text}");
+    }
+    // An open stream ends when the server shuts down, and stop() does not
+    // wait the shutdown timeout out for it.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /sse?symbols=* HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1024];
+    assert!(s.read(&mut first).await.unwrap() > 0);
+    tokio::time::timeout(Duration::from_secs(3), server.stop())
+        .await
+        .expect("shutdown with an open event stream");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+        .await
+        .expect("the stream ends")
+        .unwrap();
+}

@@ -1,0 +1,238 @@
+//! The fixture the JavaScript decoder is tested against
+//! (`web/test/fixtures/frames.json`, read by `node --test web/test/`):
+//! real frames from the Rust encoder, and what they must decode to.
+//!
+//! The fixture is committed, and this test fails when it differs from what
+//! the encoder produces now, so that the JS tests can never pass against
+//! frames the server no longer sends. After a deliberate change to the
+//! wire, regenerate it with
+//! `TICKWIRE_BLESS=1 cargo test --test web_fixture` and commit it with the
+//! change.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tickwire::decimal::Fixed;
+use tickwire::encode::{
+    frame_payload, side_name, symbol_binary, symbol_json, FrameEncoder, SymbolFormat,
+};
+use tickwire::update::{Sequenced, Side, Update, UpdateKind};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/test/fixtures/frames.json");
+
+struct Sym {
+    id: u32,
+    name: &'static str,
+    price_decimals: u8,
+    size_decimals: u8,
+}
+
+const SYMBOLS: &[Sym] = &[
+    // TC0: the bundled recording's scales.
+    Sym {
+        id: 0,
+        name: "BTCUSDT",
+        price_decimals: 8,
+        size_decimals: 8,
+    },
+    // TC1: a name that needs escaping in JSON and is not ASCII; no size
+    // decimals at all.
+    Sym {
+        id: 7,
+        name: "X\"Y/é",
+        price_decimals: 2,
+        size_decimals: 0,
+    },
+    // TC2: a large id, few decimals, for signs and extremes.
+    Sym {
+        id: 65_535,
+        name: "EDGE",
+        price_decimals: 4,
+        size_decimals: 3,
+    },
+];
+
+fn quote(symbol: u32, seq: u64, symbol_seq: u64, px: [i64; 4], ts: [u64; 3]) -> Sequenced {
+    Sequenced {
+        update: Update {
+            symbol,
+            kind: UpdateKind::Quote {
+                bid_px: px[0],
+                bid_sz: px[1],
+                ask_px: px[2],
+                ask_sz: px[3],
+            },
+            exchange_ts_ns: ts[0],
+            receive_ts_ns: ts[1],
+        },
+        seq,
+        symbol_seq,
+        publish_ts_ns: ts[2],
+    }
+}
+
+fn trade(symbol: u32, seq: u64, px: i64, sz: i64, side: Side, ts: [u64; 3]) -> Sequenced {
+    Sequenced {
+        update: Update {
+            symbol,
+            kind: UpdateKind::Trade { px, sz, side },
+            exchange_ts_ns: ts[0],
+            receive_ts_ns: ts[1],
+        },
+        seq,
+        symbol_seq: seq,
+        publish_ts_ns: ts[2],
+    }
+}
+
+fn updates() -> Vec<Sequenced> {
+    vec![
+        // TC0: the quote of docs/PROTOCOL.md.
+        quote(
+            0,
+            42,
+            5,
+            [
+                6_183_763_000_000,
+                378_826_000,
+                6_183_764_000_000,
+                154_698_000,
+            ],
+            [0, 1_723_161_253_937_000_000, 1_900_000_000_000_000_000],
+        ),
+        // TC1: a buy trade with every timestamp set, none a multiple of 256 ns
+        // (what a float would lose).
+        trade(
+            0,
+            43,
+            6_183_764_000_000,
+            100_000,
+            Side::Buy,
+            [
+                1_723_161_255_210_000_001,
+                1_723_161_253_940_000_003,
+                1_900_000_000_000_100_005,
+            ],
+        ),
+        // TC2: a sell with a negative size, zero size decimals, and an escaped name.
+        trade(7, 44, 150, -1, Side::Sell, [1, 2, 3]),
+        // TC3: values below one, negative, and the extremes of i64 and u64.
+        quote(
+            65_535,
+            (1 << 53) - 1,
+            1,
+            [-5, 1, i64::MAX, i64::MIN],
+            [u64::MAX, u64::MAX - 1, 0],
+        ),
+        // TC4: an unknown aggressor side and a zero price.
+        trade(65_535, 46, 0, 0, Side::Unknown, [0, 0, 0]),
+    ]
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn text(b: &Bytes) -> String {
+    String::from_utf8(b.to_vec()).expect("JSON frames are UTF-8")
+}
+
+fn fixed(mantissa: i64, decimals: u8) -> String {
+    Fixed { mantissa, decimals }.to_string()
+}
+
+/// What the decoder must make of an update, computed here from the inputs,
+/// not from the frames.
+fn expected(s: &Sequenced, sym: &Sym) -> Value {
+    let u = &s.update;
+    let mut v = json!({
+        "id": u.symbol,
+        "symbol": sym.name,
+        "seq": s.seq,
+        "symbolSeq": s.symbol_seq,
+        "exchangeTs": u.exchange_ts_ns.to_string(),
+        "receiveTs": u.receive_ts_ns.to_string(),
+        "publishTs": s.publish_ts_ns.to_string(),
+    });
+    let (pd, sd) = (sym.price_decimals, sym.size_decimals);
+    let extra = match u.kind {
+        UpdateKind::Quote {
+            bid_px,
+            bid_sz,
+            ask_px,
+            ask_sz,
+        } => json!({
+            "type": "quote",
+            "bid": fixed(bid_px, pd), "bidSize": fixed(bid_sz, sd),
+            "ask": fixed(ask_px, pd), "askSize": fixed(ask_sz, sd),
+            "bidPx": bid_px.to_string(), "bidSz": bid_sz.to_string(),
+            "askPx": ask_px.to_string(), "askSz": ask_sz.to_string(),
+        }),
+        UpdateKind::Trade { px, sz, side } => json!({
+            "type": "trade",
+            "price": fixed(px, pd), "size": fixed(sz, sd), "side": side_name(side),
+            "px": px.to_string(), "sz": sz.to_string(),
+        }),
+    };
+    if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
+        v.extend(extra);
+    }
+    v
+}
+
+fn fixture() -> String {
+    let mut messages = Vec::new();
+    for sym in SYMBOLS {
+        messages.push(json!({
+            "binary": hex(&frame_payload(&symbol_binary(sym.id, sym.name, sym.price_decimals, sym.size_decimals))),
+            "json": text(&frame_payload(&symbol_json(sym.id, sym.name, sym.price_decimals, sym.size_decimals))),
+            "expect": {
+                "type": "symbol", "id": sym.id, "symbol": sym.name,
+                "priceDecimals": sym.price_decimals, "sizeDecimals": sym.size_decimals,
+            },
+        }));
+    }
+    let mut encoder = FrameEncoder::new();
+    for s in updates() {
+        let sym = SYMBOLS
+            .iter()
+            .find(|d| d.id == s.update.symbol)
+            .expect("a defined symbol");
+        let frames = encoder.encode(
+            &s,
+            SymbolFormat {
+                name: sym.name,
+                price_decimals: sym.price_decimals,
+                size_decimals: sym.size_decimals,
+            },
+        );
+        messages.push(json!({
+            "binary": hex(&frame_payload(&frames.binary)),
+            "json": text(&frame_payload(&frames.json)),
+            "expect": expected(&s, sym),
+        }));
+    }
+    let doc = json!({
+        "about": "Generated by tests/web_fixture.rs from tickwire's encoder; do not edit. \
+                  Payloads as a WebSocket client receives them (binary as hex), in order \
+                  (definitions first), with the values they decode to. Integers too large \
+                  for a double are strings.",
+        "messages": messages,
+    });
+    serde_json::to_string_pretty(&doc).expect("serializable") + "\n"
+}
+
+#[test]
+fn committed_fixture_matches_the_encoder() {
+    let now = fixture();
+    if std::env::var_os("TICKWIRE_BLESS").is_some() {
+        std::fs::write(FIXTURE, &now).expect("write the fixture");
+        return;
+    }
+    let committed = std::fs::read_to_string(FIXTURE).unwrap_or_default();
+    assert!(
+        committed == now,
+        "{FIXTURE} differs from what the encoder produces now (or is missing): \
+         if the wire changed on purpose, run `TICKWIRE_BLESS=1 cargo test --test web_fixture`, \
+         check `node --test web/test/`, and commit both"
+    );
+}

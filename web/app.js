@@ -1,0 +1,516 @@
+// The dashboard: a watchlist grid, a detail panel for the selected symbol,
+// and a status bar, over TickwireClient. The client decodes once per
+// animation frame and emits `batch`; this file only updates its model on
+// each message and touches the DOM and canvases in the `batch` handler, for
+// the rows that changed.
+//
+// URL parameters: `symbol` (the selection; also kept in localStorage),
+// `ws` / `sse` (endpoint paths), `transport` (auto, websocket, sse).
+
+import { TickwireClient, formatFixed } from "./tickwire.js";
+
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+const STORE_WATCH = "tickwire.watchlist";
+const STORE_SELECTED = "tickwire.selected";
+const SPARK_BUCKET_MS = 500;
+const SPARK_POINTS = 120;
+const CHART_BUCKET_MS = 100;
+const CHART_WINDOW_MS = 5 * 60 * 1000;
+const TRADES_KEPT = 40;
+
+function loadWatchlist() {
+  try {
+    const list = JSON.parse(localStorage.getItem(STORE_WATCH));
+    if (Array.isArray(list)) return list;
+  } catch {
+    // A damaged entry: start over with everything.
+  }
+  return ["*"];
+}
+
+const client = new TickwireClient({
+  symbols: loadWatchlist(),
+  wsPath: params.get("ws") ?? "/ws",
+  ssePath: params.get("sse") ?? "/sse",
+  transport: params.get("transport") ?? "auto",
+});
+// For tests and the console.
+window.tickwire = client;
+
+const rows = new Map(); // name -> Row
+let selected = params.get("symbol") ?? localStorage.getItem(STORE_SELECTED);
+let chartDirty = true;
+let tradesDirty = true;
+
+function saveWatchlist() {
+  localStorage.setItem(STORE_WATCH, JSON.stringify(client.subscriptions()));
+}
+
+// ---- model ----
+
+class Row {
+  constructor(name) {
+    this.name = name;
+    this.priceDecimals = 8;
+    this.sizeDecimals = 8;
+    this.bidPx = this.askPx = this.lastPx = this.openPx = null;
+    this.bid = this.ask = this.bidSize = this.askSize = this.last = null;
+    this.lastSide = "unknown";
+    this.flash = 0; // +1 up, -1 down, since the last draw
+    this.quoteDirty = this.tradeDirty = false;
+    this.spark = []; // [bucket, mid]
+    this.sparkDirty = false;
+    this.sparkDrawnAt = 0;
+    this.history = []; // [bucket, bidN, askN] at CHART_BUCKET_MS
+    this.trades = []; // newest last
+    this.updates = 0;
+    this.symbolSeq = 0;
+    this.gaps = 0;
+    this.el = null;
+  }
+
+  quote(m) {
+    const midX2 = m.bidPx + m.askPx;
+    if (this.bidPx !== null) {
+      const before = this.bidPx + this.askPx;
+      if (midX2 !== before) this.flash = midX2 > before ? 1 : -1;
+    }
+    Object.assign(this, {
+      bidPx: m.bidPx, askPx: m.askPx, bid: m.bid, ask: m.ask, bidSize: m.bidSize, askSize: m.askSize,
+      priceDecimals: m.priceDecimals, sizeDecimals: m.sizeDecimals, quoteDirty: true,
+    });
+    this.touch(m);
+    // Numbers only for drawing; what is shown as text stays exact.
+    const mid = Number(midX2) / 2;
+    const now = m.receivedAt;
+    const sb = Math.floor(now / SPARK_BUCKET_MS);
+    const lastSpark = this.spark[this.spark.length - 1];
+    if (lastSpark && lastSpark[0] === sb) lastSpark[1] = mid;
+    else {
+      this.spark.push([sb, mid]);
+      if (this.spark.length > SPARK_POINTS) this.spark.shift();
+    }
+    this.sparkDirty = true;
+    const cb = Math.floor(now / CHART_BUCKET_MS);
+    const h = this.history[this.history.length - 1];
+    if (h && h[0] === cb) {
+      h[1] = Number(m.bidPx);
+      h[2] = Number(m.askPx);
+    } else {
+      this.history.push([cb, Number(m.bidPx), Number(m.askPx)]);
+      const oldest = cb - CHART_WINDOW_MS / CHART_BUCKET_MS;
+      while (this.history.length && this.history[0][0] < oldest) this.history.shift();
+    }
+    if (this.name === selected) chartDirty = true;
+  }
+
+  trade(m) {
+    if (this.openPx === null) this.openPx = m.px;
+    Object.assign(this, { lastPx: m.px, last: m.price, lastSide: m.side, priceDecimals: m.priceDecimals, tradeDirty: true });
+    this.touch(m);
+    const ts = m.exchangeTs || m.receiveTs;
+    this.trades.push({ t: Number(ts / 1_000_000n), side: m.side, price: m.price, size: m.size, at: m.receivedAt, px: Number(m.px) });
+    if (this.trades.length > TRADES_KEPT * 25) this.trades.splice(0, this.trades.length - TRADES_KEPT * 5);
+    if (this.name === selected) tradesDirty = chartDirty = true;
+  }
+
+  touch(m) {
+    this.updates++;
+    this.symbolSeq = m.symbolSeq;
+  }
+}
+
+function rowFor(name) {
+  let r = rows.get(name);
+  if (!r) {
+    r = new Row(name);
+    rows.set(name, r);
+    insertRowElement(r);
+    if (!selected) select(name, false);
+  }
+  return r;
+}
+
+// ---- grid ----
+
+function insertRowElement(r) {
+  const tr = document.createElement("tr");
+  tr.dataset.symbol = r.name;
+  tr.innerHTML =
+    '<td class="sym"></td><td class="bid">—</td><td class="ask">—</td><td class="spread">—</td>' +
+    '<td class="last">—</td><td class="chg">—</td><td class="pct">—</td>' +
+    '<td class="spark"><canvas width="96" height="24"></canvas></td>' +
+    '<td class="x"><button type="button" title="Unsubscribe">✕</button></td>';
+  tr.cells[0].textContent = r.name;
+  tr.addEventListener("click", (e) => {
+    if (e.target.closest("button")) unsubscribe(r.name);
+    else select(r.name, true);
+  });
+  r.el = {
+    tr,
+    bid: tr.cells[1],
+    ask: tr.cells[2],
+    spread: tr.cells[3],
+    last: tr.cells[4],
+    chg: tr.cells[5],
+    pct: tr.cells[6],
+    spark: tr.cells[7].firstChild,
+  };
+  const body = $("rows");
+  const after = [...body.rows].find((x) => x.dataset.symbol > r.name);
+  body.insertBefore(tr, after ?? null);
+  if (r.name === selected) tr.classList.add("selected");
+  $("empty").hidden = true;
+}
+
+function removeRow(name) {
+  const r = rows.get(name);
+  if (!r) return;
+  r.el.tr.remove();
+  rows.delete(name);
+  $("empty").hidden = rows.size > 0;
+}
+
+const FLASH_UP = [{ backgroundColor: "rgba(38,194,129,.45)" }, { backgroundColor: "rgba(38,194,129,0)" }];
+const FLASH_DOWN = [{ backgroundColor: "rgba(240,80,110,.45)" }, { backgroundColor: "rgba(240,80,110,0)" }];
+
+function drawRow(r, now) {
+  const e = r.el;
+  if (r.quoteDirty) {
+    e.bid.textContent = r.bid;
+    e.ask.textContent = r.ask;
+    e.spread.textContent = formatFixed(r.askPx - r.bidPx, r.priceDecimals);
+    if (r.flash) {
+      // The Web Animations API: no class toggling, no forced layout.
+      const keyframes = r.flash > 0 ? FLASH_UP : FLASH_DOWN;
+      e.bid.animate(keyframes, 600);
+      e.ask.animate(keyframes, 600);
+      r.flash = 0;
+    }
+    r.quoteDirty = false;
+  }
+  if (r.tradeDirty) {
+    e.last.textContent = r.last;
+    e.last.className = `last ${r.lastSide === "buy" ? "up-c" : r.lastSide === "sell" ? "down-c" : ""}`;
+    const diff = r.lastPx - r.openPx;
+    const sign = diff > 0n ? "+" : "";
+    e.chg.textContent = sign + formatFixed(diff, r.priceDecimals);
+    // Basis points, truncated, in integers: a percentage with two exact decimals.
+    const bp = r.openPx === 0n ? 0n : (diff * 10000n) / r.openPx;
+    e.pct.textContent = `${sign}${formatFixed(bp, 2)}%`;
+    const cls = diff > 0n ? "up-c" : diff < 0n ? "down-c" : "";
+    e.chg.className = `chg ${cls}`;
+    e.pct.className = `pct ${cls}`;
+    r.tradeDirty = false;
+  }
+  // Sparklines move slowly (half-second buckets): four redraws a second do.
+  if (r.sparkDirty && now - r.sparkDrawnAt > 250) {
+    drawSpark(e.spark, r.spark);
+    r.sparkDirty = false;
+    r.sparkDrawnAt = now;
+  }
+}
+
+function drawSpark(canvas, points) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = 96;
+  const h = 24;
+  if (canvas.width !== w * dpr) {
+    canvas.width = w * dpr;
+    canvas.height = h * dpr;
+  }
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  if (points.length < 2) return;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const [, v] of points) {
+    lo = Math.min(lo, v);
+    hi = Math.max(hi, v);
+  }
+  const span = hi - lo || 1;
+  // Fill the width once there are a few points, rather than leaving most
+  // of a fresh page's sparkline empty.
+  const dx = w / (Math.max(points.length, 20) - 1);
+  const x = (i) => w - (points.length - 1 - i) * dx;
+  const y = (v) => h - 3 - ((v - lo) / span) * (h - 6);
+  const up = points[points.length - 1][1] >= points[0][1];
+  g.beginPath();
+  points.forEach(([, v], i) => (i ? g.lineTo(x(i), y(v)) : g.moveTo(x(i), y(v))));
+  g.strokeStyle = up ? "#26c281" : "#f0506e";
+  g.lineWidth = 1.25;
+  g.stroke();
+}
+
+// ---- detail ----
+
+function select(name, user) {
+  selected = name;
+  if (user) {
+    localStorage.setItem(STORE_SELECTED, name);
+    const p = new URLSearchParams(location.search);
+    p.set("symbol", name);
+    history.replaceState(null, "", `?${p}`);
+  }
+  for (const r of rows.values()) r.el?.tr.classList.toggle("selected", r.name === name);
+  chartDirty = tradesDirty = true;
+  drawDetail();
+}
+
+function drawDetail() {
+  const r = rows.get(selected);
+  $("d-symbol").textContent = selected ?? "—";
+  if (!r) {
+    $("d-meta").textContent = selected ? "not subscribed" : "";
+    return;
+  }
+  $("d-bid").textContent = r.bid ?? "—";
+  $("d-ask").textContent = r.ask ?? "—";
+  $("d-bidsz").textContent = r.bidSize ? `× ${r.bidSize}` : "";
+  $("d-asksz").textContent = r.askSize ? `× ${r.askSize}` : "";
+  $("d-meta").textContent = `${r.updates} updates · seq ${r.symbolSeq} · ${r.priceDecimals} decimals`;
+  if (tradesDirty) {
+    drawTrades(r);
+    tradesDirty = false;
+  }
+  if (chartDirty) {
+    drawChart(r);
+    chartDirty = false;
+  }
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+
+function drawTrades(r) {
+  const body = $("trades");
+  const recent = r.trades.slice(-TRADES_KEPT).reverse();
+  const html = recent
+    .map(
+      (t) =>
+        `<tr><td class="l">${timeFmt.format(t.t)}.${String(t.t % 1000).padStart(3, "0")}</td>` +
+        `<td class="l ${t.side}">${t.side}</td><td class="${t.side}">${t.price}</td><td>${t.size}</td></tr>`,
+    )
+    .join("");
+  body.innerHTML = html;
+}
+
+// Axis ticks on round mantissa steps (1, 2 or 5 × 10^k units), formatted
+// from integers: exact labels, never float noise.
+function niceStep(rawUnits) {
+  const k = Math.max(0, Math.floor(Math.log10(Math.max(rawUnits, 1))));
+  const base = 10 ** k;
+  for (const m of [1, 2, 5, 10]) if (m * base >= rawUnits) return { step: BigInt(m * base), k: m === 10 ? k + 1 : k };
+  return { step: BigInt(10 * base), k: k + 1 };
+}
+
+function label(mantissa, decimals, k) {
+  const s = formatFixed(mantissa, decimals);
+  // Drop the decimals the step makes zero anyway.
+  const drop = Math.min(k, decimals);
+  if (drop === 0) return s;
+  const cut = s.slice(0, s.length - drop);
+  return cut.endsWith(".") ? cut.slice(0, -1) : cut;
+}
+
+function drawChart(r) {
+  const canvas = $("chart");
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth;
+  const h = canvas.clientHeight;
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr);
+    canvas.height = Math.round(h * dpr);
+  }
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  const padR = 92;
+  const padB = 22;
+  const pw = w - padR;
+  const ph = h - padB - 8;
+  const now = Date.now();
+  const hist = r.history;
+  // The last five minutes, or since the first quote when that is sooner
+  // (at least half a minute), so that a fresh page is not a sliver.
+  const first = hist.length ? hist[0][0] * CHART_BUCKET_MS : now;
+  const t0 = Math.max(now - CHART_WINDOW_MS, Math.min(first, now - 30_000));
+  const span = now - t0;
+  const trades = r.trades.filter((t) => t.at >= t0);
+  g.font = "11px ui-monospace, Menlo, Consolas, monospace";
+  if (!hist.length) {
+    g.fillStyle = "#7f8a96";
+    g.fillText("waiting for quotes…", 12, 20);
+    return;
+  }
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const [, b, a] of hist) {
+    lo = Math.min(lo, b);
+    hi = Math.max(hi, a);
+  }
+  for (const t of trades) {
+    lo = Math.min(lo, t.px);
+    hi = Math.max(hi, t.px);
+  }
+  const { step, k } = niceStep((hi - lo) / 5 || 1);
+  const s = Number(step);
+  lo = Math.floor(lo / s) * s;
+  hi = Math.ceil(hi / s) * s;
+  if (hi === lo) hi = lo + s;
+  const x = (ms) => ((ms - t0) / span) * pw;
+  const y = (v) => 8 + ph - ((v - lo) / (hi - lo)) * ph;
+
+  // Grid and price labels.
+  g.strokeStyle = "#1f252c";
+  g.fillStyle = "#7f8a96";
+  g.lineWidth = 1;
+  for (let v = BigInt(lo); v <= BigInt(hi); v += step) {
+    const yy = Math.round(y(Number(v))) + 0.5;
+    g.beginPath();
+    g.moveTo(0, yy);
+    g.lineTo(pw, yy);
+    g.stroke();
+    g.fillText(label(v, r.priceDecimals, k), pw + 8, yy + 4);
+  }
+  const every = [5_000, 10_000, 15_000, 30_000, 60_000].find((e) => span / e <= 6) ?? 60_000;
+  for (let m = Math.ceil(t0 / every) * every; m <= now; m += every) {
+    const xx = Math.round(x(m)) + 0.5;
+    g.beginPath();
+    g.moveTo(xx, 8);
+    g.lineTo(xx, 8 + ph);
+    g.stroke();
+    g.fillText(timeFmt.format(m), xx - 24, h - 6);
+  }
+
+  // The spread as a band, the bid and ask as its edges.
+  const pts = hist.map(([b, bid, ask]) => [x(b * CHART_BUCKET_MS), y(bid), y(ask)]);
+  g.beginPath();
+  pts.forEach(([xx, , ya], i) => (i ? g.lineTo(xx, ya) : g.moveTo(xx, ya)));
+  for (let i = pts.length - 1; i >= 0; i--) g.lineTo(pts[i][0], pts[i][1]);
+  g.closePath();
+  g.fillStyle = "rgba(74,163,255,.18)";
+  g.fill();
+  for (const [idx, color] of [[1, "#26c281"], [2, "#f0506e"]]) {
+    g.beginPath();
+    pts.forEach((p, i) => (i ? g.lineTo(p[0], p[idx]) : g.moveTo(p[0], p[idx])));
+    g.strokeStyle = color;
+    g.lineWidth = 1.2;
+    g.stroke();
+  }
+  for (const t of trades) {
+    g.fillStyle = t.side === "sell" ? "#f0506e" : t.side === "buy" ? "#26c281" : "#c7ced6";
+    g.fillRect(x(t.at) - 1.5, y(t.px) - 1.5, 3, 3);
+  }
+
+  // The latest bid as a tag on the axis.
+  const last = hist[hist.length - 1];
+  const yy = y(last[1]);
+  g.fillStyle = "#26c281";
+  g.fillRect(pw + 2, yy - 8, padR - 4, 16);
+  g.fillStyle = "#0b0e11";
+  g.fillText(r.bid, pw + 6, yy + 4);
+}
+
+// ---- subscriptions ----
+
+function subscribe(name) {
+  name = name.trim();
+  if (!name) return;
+  $("notice").textContent = "";
+  client.subscribe([name]);
+  saveWatchlist();
+}
+
+function unsubscribe(name) {
+  client.unsubscribe([name]);
+  removeRow(name);
+  saveWatchlist();
+}
+
+function refreshSuggestions() {
+  const watched = new Set(rows.keys());
+  const options = [...client.knownSymbols].filter((n) => !watched.has(n)).sort();
+  $("symbol-list").innerHTML = options.map((n) => `<option value="${n.replace(/"/g, "&quot;")}">`).join("");
+}
+
+$("search-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  subscribe($("search").value);
+  $("search").value = "";
+});
+
+// ---- status ----
+
+const latencies = new Float64Array(4096);
+let latencyCount = 0;
+let lastMessages = 0;
+let lastTick = performance.now();
+
+function setState(detail) {
+  const el = $("s-state");
+  el.className = `state ${detail.state}`;
+  el.querySelector("b").textContent = detail.state;
+  el.title = detail.reason ?? "";
+  $("s-proto").textContent = detail.subprotocol ?? "—";
+}
+
+function tickStatus() {
+  const now = performance.now();
+  const rate = ((client.messages - lastMessages) * 1000) / (now - lastTick);
+  lastMessages = client.messages;
+  lastTick = now;
+  $("s-rate").textContent = Math.round(rate).toLocaleString("en-US");
+  const n = Math.min(latencyCount, latencies.length);
+  if (n) {
+    const sorted = latencies.slice(0, n).sort();
+    const pct = (p) => sorted[Math.min(n - 1, Math.floor((p / 100) * n))];
+    $("s-p50").textContent = `${pct(50).toFixed(1)} ms`;
+    $("s-p99").textContent = `${pct(99).toFixed(1)} ms`;
+  }
+  latencyCount = 0;
+  $("s-conflated").textContent = client.conflatedUpdates.toLocaleString("en-US");
+  $("s-gaps").textContent = client.gaps.toLocaleString("en-US");
+  $("s-clock").textContent = timeFmt.format(Date.now());
+  chartDirty = true; // the time axis moves
+}
+
+// ---- wiring ----
+
+client.addEventListener("symbol", () => refreshSuggestions());
+client.addEventListener("quote", (e) => {
+  const m = e.detail;
+  if (!m.snapshot) latencies[latencyCount++ % latencies.length] = m.latencyMs;
+  rowFor(m.symbol).quote(m);
+});
+client.addEventListener("trade", (e) => {
+  const m = e.detail;
+  if (!m.snapshot) latencies[latencyCount++ % latencies.length] = m.latencyMs;
+  rowFor(m.symbol).trade(m);
+});
+client.addEventListener("batch", () => {
+  const now = performance.now();
+  for (const r of rows.values()) if (r.quoteDirty || r.tradeDirty || r.sparkDirty) drawRow(r, now);
+  if (chartDirty || tradesDirty) drawDetail();
+});
+client.addEventListener("status", (e) => setState(e.detail));
+client.addEventListener("error", (e) => {
+  if (e.detail.code) $("notice").textContent = e.detail.reason;
+  if (e.detail.request?.op === "subscribe") saveWatchlist();
+});
+
+setInterval(() => {
+  tickStatus();
+  if (chartDirty) drawDetail();
+}, 1000);
+window.addEventListener("resize", () => {
+  chartDirty = true;
+  drawDetail();
+});
+$("empty").hidden = true;
+setTimeout(() => {
+  $("empty").hidden = rows.size > 0;
+}, 3000);
+client.start();
+drawDetail();

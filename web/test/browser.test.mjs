@@ -1,0 +1,242 @@
+// The dashboard in a real browser (Debian's Chromium, driven by
+// playwright-core) against a real tickwire replaying the bundled recording.
+// Prices on the page are checked against the recording itself, decoded here
+// independently of the server: every bid/ask the grid shows must be a pair
+// that the recording holds for that symbol, digit for digit.
+//
+// Needs the release binary (TICKWIRE_BIN, default target/release/tickwire)
+// and /usr/bin/chromium; scripts/test-web provides both.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readFileSync, readdirSync, mkdirSync, existsSync } from "node:fs";
+import { gunzipSync } from "node:zlib";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { once } from "node:events";
+import { chromium } from "playwright-core";
+import { formatFixed, parseFixed } from "../tickwire.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const FEED = join(ROOT, "feeds", readdirSync(join(ROOT, "feeds")).find((f) => f.endsWith(".jsonl.gz")));
+const BIN = process.env.TICKWIRE_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(ROOT, "target"), "release", "tickwire");
+const SHOTS = join(ROOT, "docs", "screenshots");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+
+// ---- the recording, decoded here ----
+
+/** symbol -> { quotes: Set("bid|ask"), trades: Set(price) }, raw strings. */
+function recorded() {
+  const out = new Map();
+  const entry = (s) => out.get(s) ?? out.set(s, { quotes: new Set(), trades: new Set() }).get(s);
+  for (const line of gunzipSync(readFileSync(FEED)).toString("utf8").split("\n")) {
+    const space = line.indexOf(" ");
+    if (space < 0) continue;
+    const d = JSON.parse(line.slice(space + 1)).data;
+    if (!d || typeof d.s !== "string") continue;
+    if (typeof d.b === "string" && typeof d.a === "string") entry(d.s).quotes.add(`${d.b}|${d.a}`);
+    else if (d.e === "trade" && typeof d.p === "string") entry(d.s).trades.add(d.p);
+  }
+  return out;
+}
+const RECORDING = recorded();
+
+// The page shows a symbol's prices with its decimals; the recording has the
+// venue's. Compare exactly, at the page's number of decimals.
+const atDecimals = (text, d) => formatFixed(parseFixed(text, d), d);
+const decimalsOf = (shown) => (shown.includes(".") ? shown.length - shown.indexOf(".") - 1 : 0);
+
+function assertRecordedQuote(row) {
+  const rec = RECORDING.get(row.symbol);
+  assert.ok(rec, `${row.symbol} is not in the recording`);
+  const d = decimalsOf(row.bid);
+  const pairs = new Set([...rec.quotes].map((p) => p.split("|").map((v) => atDecimals(v, d)).join("|")));
+  assert.ok(pairs.has(`${row.bid}|${row.ask}`), `${row.symbol} shows ${row.bid} / ${row.ask}, not a recorded quote`);
+  if (row.last !== "—") {
+    const trades = new Set([...rec.trades].map((p) => atDecimals(p, d)));
+    assert.ok(trades.has(row.last), `${row.symbol} shows last trade ${row.last}, not a recorded trade`);
+  }
+}
+
+// ---- the server ----
+
+let server;
+let port = 0;
+
+async function startServer() {
+  const child = spawn(BIN, ["serve", "--listen", `127.0.0.1:${port}`, "--feed", FEED, "--speed", "1", "--loop"], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: "warn" },
+  });
+  let out = "";
+  child.stdout.setEncoding("utf8");
+  const addr = await new Promise((resolve, reject) => {
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      const m = /serving on http:\/\/([\d.]+):(\d+)\//.exec(out);
+      if (m) resolve(Number(m[2]));
+    });
+    child.once("exit", (code) => reject(new Error(`tickwire exited (${code}) before listening: ${out}`)));
+  });
+  port = addr;
+  return child;
+}
+
+async function stopServer() {
+  if (!server || server.exitCode !== null) return;
+  server.kill("SIGTERM");
+  await once(server, "exit");
+}
+
+// ---- the browser ----
+
+let browser;
+
+before(async () => {
+  assert.ok(existsSync(BIN), `no tickwire binary at ${BIN}: run cargo build --release (scripts/test-web does)`);
+  assert.ok(existsSync(CHROMIUM), `no ${CHROMIUM}: apt-get install chromium (scripts/test-web does)`);
+  mkdirSync(SHOTS, { recursive: true });
+  server = await startServer();
+  // A fresh profile per run is playwright's own temporary user-data-dir.
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--no-first-run",
+      "--disable-sync",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await stopServer();
+});
+
+async function newPage(query = "") {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 820 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e));
+  await page.goto(`http://127.0.0.1:${port}/${query}`);
+  return page;
+}
+
+/** The grid as the user sees it. */
+const gridRows = (page) =>
+  page.$$eval("#rows tr", (trs) =>
+    trs.map((tr) => ({
+      symbol: tr.cells[0].textContent,
+      bid: tr.cells[1].textContent,
+      ask: tr.cells[2].textContent,
+      last: tr.cells[4].textContent,
+    })),
+  );
+
+async function waitForPrices(page, symbols) {
+  await page.waitForFunction(
+    (want) => {
+      const shown = [...document.querySelectorAll("#rows tr")].filter((tr) => tr.cells[1].textContent !== "—");
+      return want.every((s) => shown.some((tr) => tr.dataset.symbol === s));
+    },
+    symbols,
+    { timeout: 15_000 },
+  );
+}
+
+const status = (page) => page.$eval("#s-state b", (b) => b.textContent);
+
+async function waitForChange(page, before) {
+  await page.waitForFunction(
+    (prev) => [...document.querySelectorAll("#rows tr")].some((tr) => prev[tr.dataset.symbol] !== undefined && prev[tr.dataset.symbol] !== tr.cells[1].textContent),
+    Object.fromEntries(before.map((r) => [r.symbol, r.bid])),
+    { timeout: 15_000 },
+  );
+}
+
+const ALL = [...RECORDING.keys()].sort();
+
+test("the grid shows every recorded symbol at recorded prices, and moves", async () => {
+  const page = await newPage();
+  await waitForPrices(page, ALL);
+  const first = await gridRows(page);
+  assert.deepEqual(first.map((r) => r.symbol).sort(), ALL);
+  first.forEach(assertRecordedQuote);
+  assert.equal(await status(page), "live");
+  assert.equal(await page.textContent("#s-proto"), "tickwire.v1");
+  await waitForChange(page, first);
+  // Long enough for trades, sparklines and the chart to fill in.
+  await page.waitForTimeout(4000);
+  (await gridRows(page)).forEach(assertRecordedQuote);
+  const rate = Number((await page.textContent("#s-rate")).replace(/,/g, ""));
+  assert.ok(rate > 0, "messages/s shows traffic");
+  assert.match(await page.textContent("#s-p50"), /ms$/);
+  await page.screenshot({ path: join(SHOTS, "dashboard.png") });
+  await page.context().close();
+});
+
+test("search subscribes and unsubscribes live; watchlist and selection survive a reload", async () => {
+  const page = await newPage();
+  await waitForPrices(page, ALL);
+  await page.hover('#rows tr[data-symbol="ETHUSDT"]');
+  await page.click('#rows tr[data-symbol="ETHUSDT"] td.x button');
+  assert.equal(await page.$('#rows tr[data-symbol="ETHUSDT"]'), null);
+  const updatesBefore = await page.evaluate(() => window.tickwire.messages);
+  await page.waitForTimeout(1500);
+  // Still receiving the others, but no row for ETHUSDT comes back by itself.
+  assert.ok((await page.evaluate(() => window.tickwire.messages)) > updatesBefore);
+  assert.equal(await page.$('#rows tr[data-symbol="ETHUSDT"]'), null);
+  assert.deepEqual(await page.evaluate(() => window.tickwire.subscriptions().sort()), ALL.filter((s) => s !== "ETHUSDT"));
+
+  await page.fill("#search", "NOPE");
+  await page.press("#search", "Enter");
+  await page.waitForFunction(() => document.getElementById("notice").textContent.includes("unknown symbol"));
+
+  await page.fill("#search", "ETHUSDT");
+  await page.press("#search", "Enter");
+  await waitForPrices(page, ["ETHUSDT"]);
+  (await gridRows(page)).forEach(assertRecordedQuote);
+
+  await page.click('#rows tr[data-symbol="BTCUSD_PERP"] td.sym');
+  assert.equal(await page.textContent("#d-symbol"), "BTCUSD_PERP");
+  await page.reload();
+  await waitForPrices(page, ALL);
+  assert.equal(await page.textContent("#d-symbol"), "BTCUSD_PERP");
+  assert.ok(await page.$('#rows tr[data-symbol="BTCUSD_PERP"].selected'));
+  assert.deepEqual(await page.evaluate(() => window.tickwire.subscriptions().sort()), ALL);
+  await page.waitForTimeout(1500);
+  await page.screenshot({ path: join(SHOTS, "search-and-selection.png") });
+  await page.context().close();
+});
+
+test("a server restart shows reconnecting, then live data again", async () => {
+  const page = await newPage();
+  await waitForPrices(page, ALL);
+  await stopServer();
+  await page.waitForFunction(() => document.querySelector("#s-state b").textContent === "reconnecting", null, { timeout: 10_000 });
+  await page.screenshot({ path: join(SHOTS, "reconnecting.png") });
+  server = await startServer(); // the same port
+  await page.waitForFunction(() => document.querySelector("#s-state b").textContent === "live", null, { timeout: 15_000 });
+  const after = await gridRows(page);
+  await waitForChange(page, after);
+  (await gridRows(page)).forEach(assertRecordedQuote);
+  assert.equal(await page.textContent("#s-proto"), "tickwire.v1");
+  await page.context().close();
+});
+
+test("with the WebSocket blocked, the SSE fallback delivers the same prices", async () => {
+  const page = await newPage("?ws=/blocked");
+  await waitForPrices(page, ALL);
+  assert.equal(await status(page), "live");
+  assert.match(await page.textContent("#s-proto"), /^sse/);
+  const first = await gridRows(page);
+  first.forEach(assertRecordedQuote);
+  await waitForChange(page, first);
+  (await gridRows(page)).forEach(assertRecordedQuote);
+  await page.waitForTimeout(1500);
+  await page.screenshot({ path: join(SHOTS, "sse-fallback.png") });
+  await page.context().close();
+});

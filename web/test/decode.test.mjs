@@ -1,0 +1,88 @@
+// The decoder against frames the Rust encoder produced (fixtures/frames.json,
+// written and kept current by tests/web_fixture.rs).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { decodeBinary, decodeJson, formatFixed, parseFixed } from "../tickwire.js";
+
+const fixture = JSON.parse(readFileSync(new URL("./fixtures/frames.json", import.meta.url), "utf8"));
+
+const bytes = (hex) => Uint8Array.from(hex.match(/../g), (b) => parseInt(b, 16));
+
+// Only the fields the fixture states, with BigInts as the strings it uses.
+function comparable(decoded, expect) {
+  const out = {};
+  for (const key of Object.keys(expect)) {
+    const v = decoded[key];
+    out[key] = typeof v === "bigint" ? v.toString() : v;
+  }
+  return out;
+}
+
+test("the fixture covers definitions, quotes and trades", () => {
+  const types = new Set(fixture.messages.map((m) => m.expect.type));
+  assert.deepEqual([...types].sort(), ["quote", "symbol", "trade"]);
+});
+
+test("binary frames decode to the encoder's values", () => {
+  const symbols = new Map();
+  for (const [i, m] of fixture.messages.entries()) {
+    // A copy at an odd offset in a bigger buffer: the decoder must honour
+    // the view's offset, as it would for a slice.
+    const raw = bytes(m.binary);
+    const padded = new Uint8Array(raw.length + 3);
+    padded.set(raw, 3);
+    const got = decodeBinary(padded.subarray(3), symbols);
+    assert.deepEqual(comparable(got, m.expect), m.expect, `message ${i}`);
+    assert.deepEqual(comparable(decodeBinary(raw.slice().buffer, new Map(symbols)), m.expect), m.expect);
+  }
+});
+
+test("JSON messages decode to the same values, timestamps exact", () => {
+  const symbols = new Map();
+  for (const [i, m] of fixture.messages.entries()) {
+    const got = decodeJson(m.json, symbols);
+    assert.deepEqual(comparable(got, m.expect), m.expect, `message ${i}`);
+  }
+});
+
+test("binary and JSON agree field for field", () => {
+  const sb = new Map();
+  const sj = new Map();
+  for (const m of fixture.messages) {
+    const b = decodeBinary(bytes(m.binary), sb);
+    const j = decodeJson(m.json, sj);
+    assert.deepEqual(b, j);
+  }
+});
+
+test("malformed binary messages are refused", () => {
+  const symbols = new Map();
+  const def = fixture.messages.find((m) => m.expect.type === "symbol");
+  decodeBinary(bytes(def.binary), symbols);
+  const quote = fixture.messages.find((m) => m.expect.type === "quote" && m.expect.id === def.expect.id);
+  // TC0: cut short.
+  assert.throws(() => decodeBinary(bytes(quote.binary).slice(0, 79), symbols), /80/);
+  // TC1: unknown type.
+  assert.throws(() => decodeBinary(Uint8Array.of(9, 0, 0, 0), symbols), /type 9/);
+  // TC2: an update before its symbol's definition.
+  assert.throws(() => decodeBinary(bytes(quote.binary), new Map()), /before its definition/);
+});
+
+test("formatFixed places the point in the digits", () => {
+  for (const [m, d, want] of [
+    [6183763000000n, 8, "61837.63000000"],
+    [5n, 8, "0.00000005"],
+    [-5n, 4, "-0.0005"],
+    [0n, 2, "0.00"],
+    [150n, 0, "150"],
+    [-1n, 0, "-1"],
+    [9223372036854775807n, 4, "922337203685477.5807"],
+    [-9223372036854775808n, 3, "-9223372036854775.808"],
+  ]) {
+    assert.equal(formatFixed(m, d), want);
+    assert.equal(parseFixed(want, d), m);
+  }
+  assert.equal(parseFixed("1.5", 8), 150000000n);
+  assert.throws(() => parseFixed("1.123", 2));
+});

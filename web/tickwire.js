@@ -1,0 +1,523 @@
+// tickwire client: WebSocket with the binary subprotocol `tickwire.v1`,
+// falling back to Server-Sent Events (`/sse`) when no WebSocket can be
+// opened. The wire is docs/PROTOCOL.md; this module follows it byte for byte.
+//
+//   import { TickwireClient } from "/tickwire.js";
+//   const client = new TickwireClient({ symbols: ["*"] });
+//   client.addEventListener("quote", (e) => console.log(e.detail.symbol, e.detail.bid));
+//   client.start();
+//
+// Prices and sizes stay exact: mantissas are BigInt and the strings are
+// made by placing the decimal point in the digits, never through a float.
+
+export const SUBPROTOCOL = "tickwire.v1";
+export const MSG_QUOTE = 1;
+export const MSG_TRADE = 2;
+export const MSG_SYMBOL = 3;
+export const QUOTE_LEN = 80;
+export const TRADE_LEN = 64;
+const SIDES = ["unknown", "buy", "sell"];
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** `mantissa × 10^-decimals` as a string with exactly `decimals` decimals. */
+export function formatFixed(mantissa, decimals) {
+  const m = BigInt(mantissa);
+  const neg = m < 0n;
+  let digits = (neg ? -m : m).toString();
+  if (decimals > 0) {
+    // At least one integer digit, as the server writes it (decimal.rs).
+    digits = digits.padStart(decimals + 1, "0");
+    digits = `${digits.slice(0, -decimals)}.${digits.slice(-decimals)}`;
+  }
+  return neg ? `-${digits}` : digits;
+}
+
+/** The mantissa of a decimal string written with `decimals` decimals. */
+export function parseFixed(text, decimals) {
+  const dot = text.indexOf(".");
+  const frac = dot < 0 ? "" : text.slice(dot + 1);
+  const int = dot < 0 ? text : text.slice(0, dot);
+  if (frac.length > decimals) throw new Error(`${text} has more than ${decimals} decimals`);
+  return BigInt(int + frac.padEnd(decimals, "0"));
+}
+
+function view(data) {
+  if (data instanceof DataView) return data;
+  if (data instanceof ArrayBuffer) return new DataView(data);
+  return new DataView(data.buffer, data.byteOffset, data.byteLength);
+}
+
+// u64 counters (sequences) as Numbers: exact below 2^53, which a sequence
+// reaches after 285 years at a million updates a second.
+const seqAt = (v, o) => Number(v.getBigUint64(o, true));
+
+/**
+ * Decodes one binary message (the WebSocket payload). Symbol definitions
+ * are recorded in `symbols` (id -> definition), which later quotes and
+ * trades need for their decimals.
+ */
+export function decodeBinary(data, symbols) {
+  const v = view(data);
+  const type = v.getUint8(0);
+  if (type === MSG_SYMBOL) {
+    const len = v.getUint8(3);
+    if (v.byteLength !== 8 + len) throw new Error(`symbol message of ${v.byteLength} bytes, name of ${len}`);
+    const def = {
+      type: "symbol",
+      id: v.getUint32(4, true),
+      symbol: utf8.decode(new Uint8Array(v.buffer, v.byteOffset + 8, len)),
+      priceDecimals: v.getUint8(1),
+      sizeDecimals: v.getUint8(2),
+    };
+    symbols.set(def.id, def);
+    return def;
+  }
+  if (type !== MSG_QUOTE && type !== MSG_TRADE) throw new Error(`unknown binary message type ${type}`);
+  const want = type === MSG_QUOTE ? QUOTE_LEN : TRADE_LEN;
+  if (v.byteLength !== want) throw new Error(`message type ${type} of ${v.byteLength} bytes, not ${want}`);
+  const id = v.getUint32(4, true);
+  const def = symbols.get(id);
+  if (!def) throw new Error(`update for symbol ${id} before its definition`);
+  const m = {
+    type: type === MSG_QUOTE ? "quote" : "trade",
+    id,
+    symbol: def.symbol,
+    seq: seqAt(v, 8),
+    symbolSeq: seqAt(v, 16),
+    exchangeTs: v.getBigUint64(24, true),
+    receiveTs: v.getBigUint64(32, true),
+    publishTs: v.getBigUint64(40, true),
+    priceDecimals: def.priceDecimals,
+    sizeDecimals: def.sizeDecimals,
+  };
+  const px = (o) => v.getBigInt64(o, true);
+  if (type === MSG_QUOTE) {
+    m.bidPx = px(48);
+    m.bidSz = px(56);
+    m.askPx = px(64);
+    m.askSz = px(72);
+    m.bid = formatFixed(m.bidPx, def.priceDecimals);
+    m.bidSize = formatFixed(m.bidSz, def.sizeDecimals);
+    m.ask = formatFixed(m.askPx, def.priceDecimals);
+    m.askSize = formatFixed(m.askSz, def.sizeDecimals);
+  } else {
+    m.side = SIDES[v.getUint8(1)] ?? "unknown";
+    m.px = px(48);
+    m.sz = px(56);
+    m.price = formatFixed(m.px, def.priceDecimals);
+    m.size = formatFixed(m.sz, def.sizeDecimals);
+  }
+  return m;
+}
+
+// JSON.parse rounds 19-digit integers; the timestamps are read from the
+// text instead, exactly.
+const tsField = (text, key) => {
+  const at = text.indexOf(`"${key}":`);
+  if (at < 0) return 0n;
+  const match = /^\d+/.exec(text.slice(at + key.length + 3, at + key.length + 24));
+  return match ? BigInt(match[0]) : 0n;
+};
+
+/**
+ * Decodes one JSON message (`tickwire.v1.json` and `/sse`) into the same
+ * shape as {@link decodeBinary}. Control messages (ack, error, pong,
+ * conflated) come back as parsed.
+ */
+export function decodeJson(text, symbols) {
+  const j = JSON.parse(text);
+  if (j.type === "symbol") {
+    const def = {
+      type: "symbol",
+      id: j.id,
+      symbol: j.symbol,
+      priceDecimals: j.price_decimals,
+      sizeDecimals: j.size_decimals,
+    };
+    symbols.set(def.id, def);
+    return def;
+  }
+  if (j.type !== "quote" && j.type !== "trade") return j;
+  const def = symbols.get(j.id);
+  if (!def) throw new Error(`update for symbol ${j.id} before its definition`);
+  const m = {
+    type: j.type,
+    id: j.id,
+    symbol: j.symbol,
+    seq: j.seq,
+    symbolSeq: j.symbol_seq,
+    exchangeTs: tsField(text, "exchange_ts"),
+    receiveTs: tsField(text, "receive_ts"),
+    publishTs: tsField(text, "publish_ts"),
+    priceDecimals: def.priceDecimals,
+    sizeDecimals: def.sizeDecimals,
+  };
+  const pd = def.priceDecimals;
+  const sd = def.sizeDecimals;
+  if (j.type === "quote") {
+    Object.assign(m, { bid: j.bid, bidSize: j.bid_size, ask: j.ask, askSize: j.ask_size });
+    m.bidPx = parseFixed(j.bid, pd);
+    m.bidSz = parseFixed(j.bid_size, sd);
+    m.askPx = parseFixed(j.ask, pd);
+    m.askSz = parseFixed(j.ask_size, sd);
+  } else {
+    Object.assign(m, { price: j.price, size: j.size, side: j.side });
+    m.px = parseFixed(j.price, pd);
+    m.sz = parseFixed(j.size, sd);
+  }
+  return m;
+}
+
+const wallMs = () => (typeof performance !== "undefined" ? performance.timeOrigin + performance.now() : Date.now());
+
+// A queue this long is decoded at once rather than waiting for a frame
+// that a hidden tab may not draw for a while: memory stays bounded.
+const MAX_QUEUED = 50_000;
+
+/**
+ * A connection to tickwire that survives the server going away.
+ *
+ * Events (CustomEvent, the message in `detail`):
+ * - `symbol`: a symbol definition;
+ * - `quote`, `trade`: an update; `snapshot` is true for the values the
+ *   server sent from its cache (after a subscribe or a conflation) rather
+ *   than live, `latencyMs` is publish-to-arrival;
+ * - `status`: `{state, transport, subprotocol, ...}` on every change;
+ *   state is `connecting`, `live`, `reconnecting` or `closed`;
+ * - `gap`: a jump in a symbol's sequence (`explained` when the server
+ *   announced it: conflation, or a resumed SSE stream);
+ * - `conflated`: the server's notice; `error`: a refused request;
+ * - `batch`: after each batch of messages, once per animation frame: the
+ *   moment to draw.
+ */
+export class TickwireClient extends EventTarget {
+  constructor(options = {}) {
+    super();
+    const origin = options.url ?? (typeof location !== "undefined" ? location.origin : "http://127.0.0.1:8080");
+    this.httpBase = origin.replace(/\/$/, "");
+    this.wsPath = options.wsPath ?? "/ws";
+    this.ssePath = options.ssePath ?? "/sse";
+    this.transportMode = options.transport ?? "auto"; // auto | websocket | sse
+    this.initialBackoffMs = options.initialBackoffMs ?? 250;
+    this.maxBackoffMs = options.maxBackoffMs ?? 5000;
+    this.batchPerFrame = options.batchPerFrame ?? typeof requestAnimationFrame === "function";
+    this.wanted = { all: false, names: new Set() };
+    for (const s of options.symbols ?? []) this._want(s, true);
+
+    this.state = "closed";
+    this.transport = null;
+    this.subprotocol = null;
+    this.bySymbolId = new Map();
+    this.knownSymbols = new Set();
+    this.messages = 0;
+    this.conflatedUpdates = 0;
+    this.gaps = 0;
+    this.missedUpdates = 0;
+    this.lastError = null;
+
+    this._ws = null;
+    this._es = null;
+    this._attempt = 0;
+    this._timer = null;
+    this._queue = [];
+    this._scheduled = false;
+    this._lastSymbolSeq = new Map();
+    this._cacheFramesLeft = 0;
+    this._nextRequestId = 1;
+    this._requests = new Map();
+    this._stopped = true;
+  }
+
+  /** Connects, and keeps reconnecting until {@link close}. */
+  start() {
+    this._stopped = false;
+    this._connect();
+    return this;
+  }
+
+  close() {
+    this._stopped = true;
+    clearTimeout(this._timer);
+    this._dropTransport();
+    this._setState("closed");
+  }
+
+  /** Adds symbols (`"*"` is every symbol); live, and again on reconnect. */
+  subscribe(symbols) {
+    const list = [].concat(symbols);
+    for (const s of list) this._want(s, true);
+    this._request("subscribe", list);
+  }
+
+  unsubscribe(symbols) {
+    const list = [].concat(symbols);
+    for (const s of list) this._want(s, false);
+    for (const name of list) {
+      for (const [id, def] of this.bySymbolId) if (name === "*" || def.symbol === name) this._lastSymbolSeq.delete(id);
+    }
+    this._request("unsubscribe", list);
+  }
+
+  /** Whether updates of `name` are wanted now. */
+  wants(name) {
+    return this.wanted.all || this.wanted.names.has(name);
+  }
+
+  /** What the client subscribes to: `["*"]` or the names. */
+  subscriptions() {
+    return this.wanted.all ? ["*"] : [...this.wanted.names];
+  }
+
+  // The server's rules (docs/PROTOCOL.md, Requests), mirrored so that a
+  // reconnect asks for exactly what the old connection had.
+  _want(name, on) {
+    const w = this.wanted;
+    if (name === "*") {
+      w.all = on;
+      w.names.clear();
+    } else if (on) {
+      if (!w.all) w.names.add(name);
+    } else if (w.all) {
+      w.all = false;
+      w.names = new Set([...this.knownSymbols].filter((n) => n !== name));
+    } else {
+      w.names.delete(name);
+    }
+  }
+
+  _request(op, symbols) {
+    if (this.transport === "sse") {
+      // An event stream's subscription is its URL: open the new one.
+      if (this.state === "live") this._openSse(() => this._retry("event stream failed"));
+      return;
+    }
+    if (this._ws?.readyState !== 1) return; // sent on (re)connect
+    const id = this._nextRequestId++;
+    this._requests.set(id, { op, symbols });
+    this._ws.send(JSON.stringify({ op, symbols, id }));
+  }
+
+  _setState(state, extra = {}) {
+    this.state = state;
+    this._emit("status", { state, transport: this.transport, subprotocol: this.subprotocol, ...extra });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _dropTransport() {
+    if (this._ws) {
+      this._ws.onopen = this._ws.onmessage = this._ws.onclose = this._ws.onerror = null;
+      try {
+        this._ws.close();
+      } catch {
+        // Closing a socket that never opened throws in some browsers.
+      }
+      this._ws = null;
+    }
+    if (this._es) {
+      this._es.onopen = this._es.onmessage = this._es.onerror = null;
+      this._es.close();
+      this._es = null;
+    }
+    this._queue.length = 0;
+  }
+
+  // A new connection: new symbol ids (a restarted server may number them
+  // differently), new sequences, a new snapshot.
+  _freshConnection() {
+    this._queue.length = 0;
+    this.bySymbolId.clear();
+    this._lastSymbolSeq.clear();
+    this._cacheFramesLeft = 0;
+    this._requests.clear();
+  }
+
+  _connect() {
+    if (this._stopped) return;
+    this._setState(this._attempt === 0 && this.messages === 0 ? "connecting" : "reconnecting", { attempt: this._attempt });
+    if (this.transportMode === "sse") return this._openSse(() => this._retry());
+    this._openWebSocket(() => {
+      if (this.transportMode === "websocket") return this._retry();
+      // No WebSocket at all: try the event stream before waiting.
+      this._openSse(() => this._retry());
+    });
+  }
+
+  _retry(reason) {
+    this._dropTransport();
+    if (this._stopped) return;
+    // Exponential backoff with jitter, so that a restarted server is not
+    // met by every client at the same instant.
+    const base = Math.min(this.maxBackoffMs, this.initialBackoffMs * 2 ** this._attempt);
+    const delayMs = Math.round(base / 2 + (Math.random() * base) / 2);
+    this._attempt++;
+    this.transport = null;
+    this.subprotocol = null;
+    this._setState("reconnecting", { attempt: this._attempt, delayMs, reason });
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this._connect(), delayMs);
+  }
+
+  _openWebSocket(onFail) {
+    const url = this.httpBase.replace(/^http/, "ws") + this.wsPath;
+    let ws;
+    try {
+      ws = new WebSocket(url, SUBPROTOCOL);
+    } catch (e) {
+      return onFail(String(e));
+    }
+    ws.binaryType = "arraybuffer";
+    this._ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this._attempt = 0;
+      this._freshConnection();
+      this.transport = "websocket";
+      this.subprotocol = ws.protocol || SUBPROTOCOL;
+      const symbols = this.subscriptions();
+      if (symbols.length) {
+        const id = this._nextRequestId++;
+        this._requests.set(id, { op: "subscribe", symbols });
+        ws.send(JSON.stringify({ op: "subscribe", symbols, id }));
+      }
+      this._setState("live");
+    };
+    ws.onmessage = (ev) => this._enqueue(ev.data);
+    ws.onclose = (ev) => {
+      if (this._ws !== ws) return;
+      if (!opened) {
+        this._ws = null;
+        return onFail(`WebSocket closed before opening (${ev.code})`);
+      }
+      this._retry(`closed ${ev.code}${ev.reason ? ` ${ev.reason}` : ""}`);
+    };
+  }
+
+  _sseUrl() {
+    const symbols = this.subscriptions().map(encodeURIComponent).join(",");
+    return `${this.httpBase}${this.ssePath}?symbols=${symbols}`;
+  }
+
+  _openSse(onFail) {
+    if (this._es) {
+      this._es.onopen = this._es.onmessage = this._es.onerror = null;
+      this._es.close();
+      this._es = null;
+    }
+    if (typeof EventSource !== "function") return onFail("no EventSource");
+    if (this.subscriptions().length === 0) {
+      // Nothing to stream: an idle but usable connection.
+      this._freshConnection();
+      this.transport = "sse";
+      this.subprotocol = "sse (tickwire.v1.json)";
+      return this._setState("live");
+    }
+    const es = new EventSource(this._sseUrl());
+    this._es = es;
+    let opened = false;
+    es.onopen = () => {
+      // Also after the browser's own reconnect (with Last-Event-ID): the
+      // server starts every stream with an ack and the definitions again.
+      opened = true;
+      this._attempt = 0;
+      this._freshConnection();
+      this.transport = "sse";
+      this.subprotocol = "sse (tickwire.v1.json)";
+      this._setState("live");
+    };
+    es.onmessage = (ev) => this._enqueue(ev.data);
+    es.onerror = () => {
+      if (this._es !== es) return;
+      if (!opened || es.readyState === 2) return onFail("event stream failed");
+      // CONNECTING: the browser reconnects by itself, with Last-Event-ID.
+      this._setState("reconnecting", { reason: "event stream interrupted" });
+    };
+  }
+
+  _enqueue(data) {
+    this._queue.push(data, wallMs());
+    if (this._queue.length > 2 * MAX_QUEUED) return this._flush();
+    if (this._scheduled) return;
+    this._scheduled = true;
+    const hidden = typeof document !== "undefined" && document.hidden;
+    if (this.batchPerFrame && !hidden) requestAnimationFrame(() => this._flush());
+    else setTimeout(() => this._flush(), 0);
+  }
+
+  /** Decodes everything queued, emits it, then `batch`. */
+  _flush() {
+    this._scheduled = false;
+    const q = this._queue;
+    this._queue = [];
+    let count = 0;
+    for (let i = 0; i < q.length; i += 2) {
+      try {
+        if (this._handle(q[i], q[i + 1])) count++;
+      } catch (e) {
+        this.lastError = e;
+        this._emit("error", { reason: String(e) });
+      }
+    }
+    if (q.length) this._emit("batch", { count });
+  }
+
+  _handle(data, receivedAt) {
+    this.messages++;
+    const m = typeof data === "string" ? decodeJson(data, this.bySymbolId) : decodeBinary(data, this.bySymbolId);
+    switch (m.type) {
+      case "symbol":
+        this.knownSymbols.add(m.symbol);
+        this._emit("symbol", m);
+        return false;
+      case "quote":
+      case "trade":
+        return this._update(m, receivedAt);
+      case "ack":
+        this._requests.delete(m.id);
+        this._cacheFramesLeft += m.snapshot ?? 0;
+        return false;
+      case "conflated":
+        this._cacheFramesLeft += m.latest;
+        this.conflatedUpdates += m.dropped;
+        this._emit("conflated", m);
+        return false;
+      case "error": {
+        const req = this._requests.get(m.id);
+        this._requests.delete(m.id);
+        // A refused subscribe changed nothing on the server: forget it here.
+        if (req?.op === "subscribe") for (const s of req.symbols) this._want(s, false);
+        this._emit("error", { ...m, request: req });
+        return false;
+      }
+      default:
+        return false;
+    }
+  }
+
+  _update(m, receivedAt) {
+    // Updates already on the way when an unsubscribe went out.
+    if (!this.wants(m.symbol)) return false;
+    m.snapshot = this._cacheFramesLeft > 0;
+    if (m.snapshot) this._cacheFramesLeft--;
+    m.receivedAt = receivedAt;
+    m.latencyMs = receivedAt - Number(m.publishTs) / 1e6;
+    const prev = this._lastSymbolSeq.get(m.id);
+    if (prev !== undefined) {
+      // The server never sends an older update after a newer one; drop one
+      // that would go backwards rather than show it.
+      if (m.symbolSeq <= prev) return false;
+      if (m.symbolSeq > prev + 1) {
+        const missed = m.symbolSeq - prev - 1;
+        this.gaps++;
+        this.missedUpdates += missed;
+        this._emit("gap", { symbol: m.symbol, id: m.id, after: prev, got: m.symbolSeq, missed, explained: m.snapshot });
+      }
+    }
+    this._lastSymbolSeq.set(m.id, m.symbolSeq);
+    this._emit(m.type, m);
+    return true;
+  }
+}
