@@ -445,13 +445,14 @@ impl Subscriber {
             return 0;
         }
         let start = self.cursor;
-        let ring = Arc::clone(&self.market.ring);
+        let ring = self.market.ring.clone();
         let guard = ring.pin();
+        // Once per fill, not per entry: a fill is bounded by the outbox, and
+        // a connection that lags while it writes is caught at the next one.
+        if ring.tail().saturating_sub(self.cursor) > self.limits.max_lag_updates {
+            self.catch_up(out);
+        }
         while out.len_bytes() < self.limits.max_outbox_bytes {
-            if ring.tail().saturating_sub(self.cursor) > self.limits.max_lag_updates {
-                self.catch_up(out);
-                continue;
-            }
             match ring.read(&guard, self.cursor) {
                 Read::Empty => break,
                 Read::Lapped { .. } => self.catch_up(out),

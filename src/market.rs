@@ -81,7 +81,8 @@ impl LastValueCache {
 
 /// The shared half of the data path.
 pub struct Market {
-    pub ring: Arc<Ring<Published>>,
+    // The ring's own `Arc`: loom's under the `loom` feature.
+    pub ring: crate::ring::Arc<Ring<Published>>,
     pub lvc: LastValueCache,
     pub symbols: Arc<SymbolTable>,
     /// Signalled once per batch the publisher appends. Connections that are

@@ -1,10 +1,10 @@
 //! loom models of the ring's orderings. Run with
-//! `RUSTFLAGS="--cfg tickwire_loom -C debug-assertions" cargo test --release --test loom_ring`.
+//! `cargo test --features loom --test loom_ring`.
 //!
 //! Under loom the ring keeps displaced entries until it drops (see
 //! `src/ring/mod.rs`), so these models check the ring's own publication and
 //! lap detection, not `crossbeam-epoch`.
-#![cfg(tickwire_loom)]
+#![cfg(feature = "loom")]
 
 use loom::model::Builder;
 use loom::sync::Arc;

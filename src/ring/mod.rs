@@ -69,9 +69,10 @@
 //! # Checking
 //!
 //! - Unit tests: `cargo test --lib ring`.
-//! - loom, with the atomics swapped in by `sync.rs` (debug assertions on,
-//!   so that a broken invariant fails with its message, not a segfault):
-//!   `RUSTFLAGS="--cfg tickwire_loom -C debug-assertions" cargo test --release --test loom_ring`.
+//! - loom, with the atomics swapped in by `sync.rs` (in the test profile,
+//!   so that debug assertions are on and a broken invariant fails with its
+//!   message, not a segfault):
+//!   `cargo test --features loom --test loom_ring`.
 //!   Under loom, [`Guard`] is a stand-in that keeps every displaced entry
 //!   until the ring drops, so loom checks this file's orderings (slot and
 //!   tail publication, lap detection, the `pos` check) while the correctness
@@ -88,7 +89,7 @@
 
 mod sync;
 
-#[cfg(all(test, not(tickwire_loom)))]
+#[cfg(all(test, not(feature = "loom")))]
 mod tests;
 
 use std::cmp::Ordering as Cmp;
@@ -116,7 +117,7 @@ pub struct Ring<T: Send + Sync + 'static> {
     /// `capacity - 1`; the capacity is a power of two.
     mask: u64,
     /// Displaced entries under loom, freed when the ring drops.
-    #[cfg(tickwire_loom)]
+    #[cfg(feature = "loom")]
     retired: std::sync::Mutex<Vec<Retired<T>>>,
     /// The ring owns the boxed entries its slots point to.
     _owns: PhantomData<Box<Entry<T>>>,
@@ -168,14 +169,14 @@ struct Entry<T> {
 /// A newtype rather than a bare `crossbeam_epoch::Guard`, because a guard
 /// from a private `crossbeam_epoch::Collector` (or `unprotected()`) would not
 /// keep the ring's entries alive, and `read` is a safe function.
-#[cfg(not(tickwire_loom))]
+#[cfg(not(feature = "loom"))]
 pub struct Guard {
     inner: crossbeam_epoch::Guard,
 }
 
 /// Under loom, entries are only freed when the ring drops, so the guard has
 /// nothing to protect; it only keeps the API and the `!Send` of the real one.
-#[cfg(tickwire_loom)]
+#[cfg(feature = "loom")]
 pub struct Guard {
     _not_send: PhantomData<*mut ()>,
 }
@@ -184,7 +185,7 @@ impl Guard {
     /// Unpins and pins again, letting the epoch advance past this thread, so
     /// a long-lived reader does not hold back reclamation.
     pub fn repin(&mut self) {
-        #[cfg(not(tickwire_loom))]
+        #[cfg(not(feature = "loom"))]
         self.inner.repin();
     }
 }
@@ -196,12 +197,12 @@ impl fmt::Debug for Guard {
 }
 
 /// A displaced entry waiting for the ring to drop (loom only).
-#[cfg(tickwire_loom)]
+#[cfg(feature = "loom")]
 struct Retired<T>(*mut Entry<T>);
 
 // SAFETY: a `Retired` is an owned `Box<Entry<T>>` in raw form, which is
 // `Send` when `T` is; it is only turned back into a box when the ring drops.
-#[cfg(tickwire_loom)]
+#[cfg(feature = "loom")]
 unsafe impl<T: Send> Send for Retired<T> {}
 
 impl<T: Send + Sync + 'static> Ring<T> {
@@ -222,7 +223,7 @@ impl<T: Send + Sync + 'static> Ring<T> {
             tail: CachePadded::new(AtomicU64::new(0)),
             slots,
             mask: capacity as u64 - 1,
-            #[cfg(tickwire_loom)]
+            #[cfg(feature = "loom")]
             retired: std::sync::Mutex::new(Vec::new()),
             _owns: PhantomData,
         });
@@ -249,9 +250,9 @@ impl<T: Send + Sync + 'static> Ring<T> {
     /// Pins the current thread; see [`Guard`].
     pub fn pin(&self) -> Guard {
         Guard {
-            #[cfg(not(tickwire_loom))]
+            #[cfg(not(feature = "loom"))]
             inner: crossbeam_epoch::pin(),
-            #[cfg(tickwire_loom)]
+            #[cfg(feature = "loom")]
             _not_send: PhantomData,
         }
     }
@@ -322,7 +323,7 @@ impl<T: Send + Sync + 'static> Ring<T> {
     ///
     /// `old` came from `Box::into_raw`, has just been unlinked from its slot
     /// while `guard` was pinned, and is retired exactly once.
-    #[cfg(not(tickwire_loom))]
+    #[cfg(not(feature = "loom"))]
     unsafe fn retire(&self, guard: &Guard, old: *mut Entry<T>) {
         // SAFETY: by this function's contract no new reader can reach `old`,
         // and crossbeam runs the closure only once every guard pinned before
@@ -340,7 +341,7 @@ impl<T: Send + Sync + 'static> Ring<T> {
     /// # Safety
     ///
     /// As for the non-loom version.
-    #[cfg(tickwire_loom)]
+    #[cfg(feature = "loom")]
     unsafe fn retire(&self, _guard: &Guard, old: *mut Entry<T>) {
         self.retired
             .lock()
@@ -370,7 +371,7 @@ impl<T: Send + Sync + 'static> Drop for Ring<T> {
                 drop(unsafe { Box::from_raw(ptr) });
             }
         }
-        #[cfg(tickwire_loom)]
+        #[cfg(feature = "loom")]
         for Retired(ptr) in self
             .retired
             .get_mut()

@@ -4,7 +4,7 @@
 // independently of the server: every bid/ask the grid shows must be a pair
 // that the recording holds for that symbol, digit for digit.
 //
-// Needs the release binary (TICKWIRE_BIN, default target/release/tickwire)
+// Needs a tickwire binary (TICKWIRE_BIN, default target/debug/tickwire)
 // and /usr/bin/chromium; scripts/test-web provides both.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -19,7 +19,7 @@ import { formatFixed, parseFixed } from "../tickwire.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const FEED = join(ROOT, "feeds", readdirSync(join(ROOT, "feeds")).find((f) => f.endsWith(".jsonl.gz")));
-const BIN = process.env.TICKWIRE_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(ROOT, "target"), "release", "tickwire");
+const BIN = process.env.TICKWIRE_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(ROOT, "target"), "debug", "tickwire");
 const SHOTS = join(ROOT, "docs", "screenshots");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
@@ -93,7 +93,7 @@ async function stopServer() {
 let browser;
 
 before(async () => {
-  assert.ok(existsSync(BIN), `no tickwire binary at ${BIN}: run cargo build --release (scripts/test-web does)`);
+  assert.ok(existsSync(BIN), `no tickwire binary at ${BIN}: run cargo build (scripts/test-web does)`);
   assert.ok(existsSync(CHROMIUM), `no ${CHROMIUM}: apt-get install chromium (scripts/test-web does)`);
   mkdirSync(SHOTS, { recursive: true });
   server = await startServer();
