@@ -508,3 +508,204 @@ impl Subscriber {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::publish::Publisher;
+    use crate::ring::RingWriter;
+    use crate::symbols::{Normalizer, SymbolTable};
+    use crate::update::{Update, UpdateKind};
+
+    struct Fixture {
+        market: Arc<Market>,
+        publisher: Publisher,
+        normalizer: Normalizer,
+    }
+
+    fn fixture(ring: usize) -> Fixture {
+        let symbols = SymbolTable::new();
+        let (market, writer): (_, RingWriter<Published>) =
+            Market::new(ring, Arc::clone(&symbols), Arc::new(Metrics::default()));
+        Fixture {
+            publisher: Publisher::new(Arc::clone(&market), writer),
+            normalizer: Normalizer::new(symbols),
+            market,
+        }
+    }
+
+    impl Fixture {
+        /// Publishes a quote whose bid is `bid` (in whole units).
+        fn quote(&mut self, symbol: &str, bid: i64) {
+            let scale = self.normalizer.scale(symbol, b"1", b"1").unwrap();
+            let m = 10i64.pow(u32::from(scale.price_decimals));
+            self.publisher.publish(Update {
+                symbol: scale.id,
+                kind: UpdateKind::Quote {
+                    bid_px: bid * m,
+                    bid_sz: m,
+                    ask_px: (bid + 1) * m,
+                    ask_sz: m,
+                },
+                exchange_ts_ns: 0,
+                receive_ts_ns: 1,
+            });
+        }
+
+        fn subscriber(&self, max_lag_updates: u64) -> Subscriber {
+            let limits = FanoutLimits {
+                max_outbox_bytes: 1 << 20,
+                max_lag_updates,
+                max_subscriptions: 10,
+            };
+            Subscriber::new(Arc::clone(&self.market), Format::Json, limits)
+        }
+    }
+
+    fn request(op: &str, symbols: &[&str]) -> Request {
+        let list = symbols
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>();
+        let text = format!(r#"{{"op":"{op}","symbols":[{}]}}"#, list.join(","));
+        protocol::parse_request(text.as_bytes(), 10).unwrap()
+    }
+
+    /// The JSON messages in the outbox, in order, as (type, symbol, symbol_seq).
+    fn drain(out: &mut Outbox) -> Vec<(String, String, u64)> {
+        let bytes = out.concat();
+        out.advance(bytes.len());
+        let mut msgs = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let (start, len) = match rest[1] {
+                126 => (4, usize::from(u16::from_be_bytes([rest[2], rest[3]]))),
+                n => (2, usize::from(n)),
+            };
+            let v: serde_json::Value = serde_json::from_slice(&rest[start..start + len]).unwrap();
+            msgs.push((
+                v["type"].as_str().unwrap().to_owned(),
+                v["symbol"].as_str().unwrap_or("").to_owned(),
+                v["symbol_seq"].as_u64().unwrap_or(0),
+            ));
+            rest = &rest[start + len..];
+        }
+        msgs
+    }
+
+    fn msg(t: &str, s: &str, n: u64) -> (String, String, u64) {
+        (t.into(), s.into(), n)
+    }
+
+    #[test]
+    fn subscribe_sends_definitions_and_snapshot_then_only_newer_updates() {
+        let mut f = fixture(16);
+        f.quote("A", 1);
+        f.quote("B", 1);
+        f.quote("A", 2);
+        let mut sub = f.subscriber(8);
+        let mut out = Outbox::default();
+        // TC0: idle connections take nothing from the ring.
+        assert_eq!(sub.fill(&mut out), 0);
+        sub.handle(request("subscribe", &["A"]), &mut out);
+        assert_eq!(
+            drain(&mut out),
+            [
+                msg("ack", "", 0),
+                msg("symbol", "A", 0),
+                msg("quote", "A", 2)
+            ]
+        );
+        // TC1: only what comes after the snapshot, only for A.
+        f.quote("B", 2);
+        f.quote("A", 3);
+        sub.fill(&mut out);
+        assert_eq!(drain(&mut out), [msg("quote", "A", 3)]);
+        // TC2: a second subscribe snapshots only the new symbol.
+        sub.handle(request("subscribe", &["A", "B"]), &mut out);
+        assert_eq!(
+            drain(&mut out),
+            [
+                msg("ack", "", 0),
+                msg("symbol", "B", 0),
+                msg("quote", "B", 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_lagging_subscriber_gets_only_the_latest_value_of_each_symbol() {
+        let mut f = fixture(8);
+        let mut sub = f.subscriber(4);
+        let mut out = Outbox::default();
+        sub.handle(request("subscribe", &["*"]), &mut out);
+        drain(&mut out);
+        for i in 1..=10 {
+            f.quote("A", i);
+            f.quote("B", i);
+        }
+        f.quote("C", 1);
+        sub.fill(&mut out);
+        let got = drain(&mut out);
+        assert_eq!(got[0].0, "conflated");
+        // Definitions before first updates; the latest of each, in publish order.
+        assert_eq!(
+            &got[1..],
+            [
+                msg("symbol", "A", 0),
+                msg("quote", "A", 10),
+                msg("symbol", "B", 0),
+                msg("quote", "B", 10),
+                msg("symbol", "C", 0),
+                msg("quote", "C", 1),
+            ]
+        );
+        let m = &f.market.metrics;
+        assert_eq!(m.conflated_updates_total.load(Relaxed), 21);
+        assert_eq!(m.lapped_readers_total.load(Relaxed), 1);
+        // Then live again, with nothing older or repeated.
+        f.quote("A", 11);
+        sub.fill(&mut out);
+        assert_eq!(drain(&mut out), [msg("quote", "A", 11)]);
+    }
+
+    #[test]
+    fn unsubscribing_a_name_under_star_keeps_the_others() {
+        let mut f = fixture(16);
+        f.quote("A", 1);
+        f.quote("B", 1);
+        let mut sub = f.subscriber(8);
+        let mut out = Outbox::default();
+        sub.handle(request("subscribe", &["*"]), &mut out);
+        sub.handle(request("unsubscribe", &["A"]), &mut out);
+        drain(&mut out);
+        f.quote("A", 2);
+        f.quote("B", 2);
+        sub.fill(&mut out);
+        assert_eq!(drain(&mut out), [msg("quote", "B", 2)]);
+        assert_eq!(f.market.metrics.subscriptions.load(Relaxed), 1);
+        drop(sub);
+        assert_eq!(f.market.metrics.subscriptions.load(Relaxed), 0);
+        assert_eq!(f.market.metrics.subscribers.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn outbox_tracks_partial_writes() {
+        let mut out = Outbox::default();
+        out.push(Bytes::from_static(b"abc"));
+        out.push(Bytes::from_static(b"de"));
+        out.push(Bytes::from_static(b"f"));
+        assert_eq!(out.advance(4), 1);
+        assert_eq!(out.concat(), b"ef");
+        let mut iov = [IoSlice::new(&[]); 4];
+        assert_eq!(out.io_slices(&mut iov), 2);
+        assert_eq!(&*iov[0], b"e");
+        // Cut back to the half-written frame only.
+        out.keep_partial_only();
+        assert_eq!(out.concat(), b"e");
+        assert_eq!(out.advance(1), 1);
+        assert!(out.is_empty());
+        assert_eq!(out.len_bytes(), 0);
+    }
+}

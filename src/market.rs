@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use crate::encode::EncodedUpdate;
 use crate::metrics::Metrics;
 use crate::protocol::Format;
-use crate::ring::Ring;
+use crate::ring::{Ring, RingWriter};
 use crate::symbols::SymbolTable;
 use crate::update::SymbolId;
 
@@ -90,4 +90,24 @@ pub struct Market {
     /// all and find the new entries when they next drain the ring.
     pub wakeup: Notify,
     pub metrics: Arc<Metrics>,
+}
+
+impl Market {
+    /// An empty market with a ring of `ring_capacity` entries (a power of
+    /// two), and the ring's one writer, for the [`Publisher`](crate::publish::Publisher).
+    pub fn new(
+        ring_capacity: usize,
+        symbols: Arc<SymbolTable>,
+        metrics: Arc<Metrics>,
+    ) -> (Arc<Market>, RingWriter<Published>) {
+        let (writer, ring) = Ring::with_capacity(ring_capacity);
+        let market = Arc::new(Market {
+            ring,
+            lvc: LastValueCache::default(),
+            symbols,
+            wakeup: Notify::new(),
+            metrics,
+        });
+        (market, writer)
+    }
 }

@@ -27,11 +27,10 @@ use crate::config::Validated;
 use crate::connection::{self, ConnectionConfig, Service};
 use crate::encode::write_json_str;
 use crate::feed::{self, FeedStats, ReplayOptions};
-use crate::market::{LastValueCache, Market};
+use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::protocol::Format;
 use crate::publish::Publisher;
-use crate::ring::Ring;
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::{sse, web};
 
@@ -87,14 +86,11 @@ pub fn start(listener: TcpListener, v: Validated) -> Running {
         .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let metrics = Arc::new(Metrics::default());
     let symbols = SymbolTable::new();
-    let (writer, ring) = Ring::with_capacity(v.config.ring_capacity);
-    let market = Arc::new(Market {
-        ring,
-        lvc: LastValueCache::default(),
-        symbols: Arc::clone(&symbols),
-        wakeup: tokio::sync::Notify::new(),
-        metrics: Arc::clone(&metrics),
-    });
+    let (market, writer) = Market::new(
+        v.config.ring_capacity,
+        Arc::clone(&symbols),
+        Arc::clone(&metrics),
+    );
     let (tx, rx) = mpsc::channel(FEED_CHANNEL);
     tokio::spawn(Publisher::new(Arc::clone(&market), writer).run(rx));
     let opts = ReplayOptions {
