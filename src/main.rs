@@ -53,8 +53,8 @@ struct BenchArgs {
     /// handshake, frames only counted).
     #[arg(long, default_value = "tickwire")]
     protocol: String,
-    /// Symbols per client (tickwire): `*`, `A,B,C` or `random:K/M` (K of
-    /// the synthetic feed's M symbols).
+    /// Symbols per client (tickwire): `*`, `A,B,C`, `random:K/M` (K of
+    /// the synthetic feed's M symbols) or `none` (idle connections).
     #[arg(long, default_value = "*")]
     symbols: String,
     /// Load threads, each a current-thread runtime with its share of the clients.

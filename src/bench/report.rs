@@ -148,10 +148,8 @@ pub(crate) fn build(
     let sum = |f: fn(&super::record::ConnRecord) -> u64| clients.iter().map(f).sum::<u64>();
     let measured = sum(|c| c.updates_measured);
     let secs = w.wall.as_secs_f64();
-    let sequenced = !matches!(
-        cfg.subscription,
-        Subscription::List(_) | Subscription::RandomSynthetic { .. }
-    ) && cfg.protocol != Protocol::RawTcp;
+    // Every client sees the whole stream only with `*` (peers: always).
+    let sequenced = cfg.subscription == Subscription::All && cfg.protocol != Protocol::RawTcp;
     let published = w.head_seq_end.saturating_sub(w.head_seq_start);
     let demand = sequenced.then_some(published * cfg.clients as u64);
     let mut close_codes: Vec<(u16, u64)> = Vec::new();
@@ -213,6 +211,7 @@ pub(crate) fn build(
 
 fn subscription_text(s: &Subscription) -> String {
     match s {
+        Subscription::None => "none".into(),
         Subscription::All => "*".into(),
         Subscription::List(names) => names.join(","),
         Subscription::RandomSynthetic { k, m } => format!("random:{k}/{m}"),
