@@ -76,6 +76,10 @@ struct BenchArgs {
     /// Fail if no data arrives this many seconds after subscribing.
     #[arg(long, default_value_t = 10.0)]
     first_data_timeout: f64,
+    /// The update rate the server was told to publish (updates/s): demand
+    /// is then rate × clients, not only what the clients saw published.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Write the result as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -137,6 +141,7 @@ impl BenchArgs {
         c.connect_timeout = secs("connect-timeout", self.connect_timeout)?;
         c.first_data_timeout = secs("first-data-timeout", self.first_data_timeout)?;
         c.progress = !self.quiet;
+        c.nominal_rate = self.rate;
         let outputs = Outputs {
             json: self.json,
             hgrm: self.hgrm,

@@ -157,6 +157,10 @@ pub struct BenchConfig {
     pub connect_timeout: Duration,
     /// The run fails if no market data arrives this long after warm-up starts.
     pub first_data_timeout: Duration,
+    /// The update rate the server was told to publish, per second, if known:
+    /// demand is then that rate × clients × window, not what the clients
+    /// saw (a server that falls behind its own rate shows then too).
+    pub nominal_rate: Option<f64>,
     /// A progress line on stderr once a second.
     pub progress: bool,
 }
@@ -180,6 +184,7 @@ impl BenchConfig {
             connect_concurrency: 128,
             connect_timeout: Duration::from_secs(5),
             first_data_timeout: Duration::from_secs(10),
+            nominal_rate: None,
             progress: false,
         }
     }

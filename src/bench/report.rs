@@ -54,8 +54,9 @@ pub struct Messages {
     /// Market-data messages in the measured window, all clients.
     pub measured: u64,
     pub per_sec: f64,
-    /// What the server published in the window (highest sequence seen
-    /// advanced by this much) times the clients; `None` for symbol subsets
+    /// What the server should have sent in the window: the nominal rate
+    /// (`--rate`) or else what it published (the highest sequence seen
+    /// advanced by this much), times the clients; `None` for symbol subsets
     /// and raw TCP, where it cannot be known from the stream.
     pub demand: Option<u64>,
     pub demand_pct: Option<f64>,
@@ -151,7 +152,11 @@ pub(crate) fn build(
     // Every client sees the whole stream only with `*` (peers: always).
     let sequenced = cfg.subscription == Subscription::All && cfg.protocol != Protocol::RawTcp;
     let published = w.head_seq_end.saturating_sub(w.head_seq_start);
-    let demand = sequenced.then_some(published * cfg.clients as u64);
+    let per_client = match cfg.nominal_rate {
+        Some(rate) => (rate * secs) as u64,
+        None => published,
+    };
+    let demand = sequenced.then_some(per_client * cfg.clients as u64);
     let mut close_codes: Vec<(u16, u64)> = Vec::new();
     for code in clients.iter().filter_map(|c| c.close_code) {
         match close_codes.iter_mut().find(|(c, _)| *c == code) {
