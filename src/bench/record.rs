@@ -127,7 +127,7 @@ impl ThreadStats {
             parsed.consumed = start + len;
             parsed.frames += 1;
             let tick = match opcode {
-                0x82 => self.binary(slot, payload)?,
+                0x82 => self.binary(slot, payload, measuring)?,
                 0x81 => self.text(slot, payload)?,
                 0x88 => {
                     let code = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
@@ -150,7 +150,12 @@ impl ThreadStats {
         Ok(parsed)
     }
 
-    fn binary(&mut self, slot: usize, p: &[u8]) -> Result<Option<Tick>, FrameError> {
+    fn binary(
+        &mut self,
+        slot: usize,
+        p: &[u8],
+        measuring: bool,
+    ) -> Result<Option<Tick>, FrameError> {
         match self.protocol {
             Protocol::TickwireBinary => match (p.first(), p.len()) {
                 (Some(1), 80) | (Some(2), 64) => {
@@ -188,7 +193,7 @@ impl ThreadStats {
             Protocol::RawTcp => {
                 let c = &mut self.clients[slot];
                 c.updates_total += 1;
-                c.updates_measured += 1;
+                c.updates_measured += u64::from(measuring);
                 Ok(None)
             }
             Protocol::TickwireJson => Err(FrameError::NotTickwire(
@@ -332,6 +337,18 @@ mod tests {
         assert_eq!(json_u64(q, b"\"seq\":"), Some(42));
         assert_eq!(json_u64(q, b"\"symbol_seq\":"), Some(5));
         assert_eq!(json_u64(q, b"\"missing\":"), None);
+    }
+
+    #[test]
+    fn raw_frames_count_as_measured_only_in_the_window() {
+        let mut s = ThreadStats::new(1, Protocol::RawTcp);
+        let frame = ts_frame(1, 1);
+        s.parse_frames(0, &frame, Phase::Warmup, false).unwrap();
+        s.parse_frames(0, &frame, Phase::Measure, false).unwrap();
+        assert_eq!(
+            (s.clients[0].updates_total, s.clients[0].updates_measured),
+            (2, 1)
+        );
     }
 
     #[test]
