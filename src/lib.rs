@@ -27,11 +27,14 @@
 //!   feeds and publisher start-up, graceful shutdown; [`config`], [`metrics`],
 //!   [`protocol`] (client requests, error and close codes) and [`web`]
 //!   (the embedded dashboard) serve it.
+//! - [`bench`]: the load harness behind `tickwire bench`, a WebSocket
+//!   client of its own that measures any server from the outside.
 //!
 //! Errors: each boundary has its own `thiserror` enum (`FeedError`,
 //! `ConfigError`, `DecimalError`, ...); the hot path (fan-out, writes) has
 //! no error type beyond `io::Error`, and only the binary uses `anyhow`.
 
+pub mod bench;
 pub mod config;
 pub mod connection;
 pub mod decimal;

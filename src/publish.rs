@@ -98,13 +98,25 @@ impl Publisher {
 
     /// Publishes everything the feeds send until they all hang up. Takes
     /// whatever is queued in one go and wakes connections once per batch.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Update>) {
+    ///
+    /// Blocking: it runs on a thread of its own ([`Publisher::spawn`]). As
+    /// one task among thousands of connection tasks, the one writer got one
+    /// turn in thousands and the whole server published at its pace.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Update>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        while rx.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
             for update in batch.drain(..) {
                 self.publish(update);
             }
             self.market.wakeup.notify_waiters();
         }
+    }
+
+    /// Runs the publisher on a dedicated thread until every feed's sender
+    /// is dropped.
+    pub fn spawn(self, rx: mpsc::Receiver<Update>) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("tickwire-publisher".into())
+            .spawn(move || self.run(rx))
     }
 }

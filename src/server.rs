@@ -80,7 +80,8 @@ impl Running {
 }
 
 /// Starts the feeds, the publisher and the accept loop on `listener`.
-pub fn start(listener: TcpListener, v: Validated) -> Running {
+/// Fails only if the publisher's thread cannot be started.
+pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
@@ -92,7 +93,7 @@ pub fn start(listener: TcpListener, v: Validated) -> Running {
         Arc::clone(&metrics),
     );
     let (tx, rx) = mpsc::channel(FEED_CHANNEL);
-    tokio::spawn(Publisher::new(Arc::clone(&market), writer).run(rx));
+    Publisher::new(Arc::clone(&market), writer).spawn(rx)?;
     let opts = ReplayOptions {
         speed: v.speed,
         looped: v.looped,
@@ -157,12 +158,12 @@ pub fn start(listener: TcpListener, v: Validated) -> Running {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    Running {
+    Ok(Running {
         addr,
         market,
         shutdown: shutdown_tx,
         task,
-    }
+    })
 }
 
 /// Binds the configured address, prints where to connect, and serves until
@@ -173,7 +174,7 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let running = start(listener, v);
+    let running = start(listener, v).context("starting the server")?;
     let addr = running.addr;
     println!("tickwire serving on http://{addr}/ (WebSocket: ws://{addr}/ws)");
     shutdown_signal().await;

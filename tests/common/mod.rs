@@ -19,7 +19,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub async fn start(config: ServeConfig) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    server::start(listener, config.validate().expect("valid test config"))
+    server::start(listener, config.validate().expect("valid test config")).unwrap()
 }
 
 /// The recording bundled in the repo (and in the binary).

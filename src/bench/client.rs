@@ -1,0 +1,440 @@
+//! One load thread: many WebSocket connections on one current-thread tokio
+//! runtime, and the minimal client they speak.
+//!
+//! The client writes the HTTP upgrade by hand and parses server frames
+//! (unmasked, RFC 6455 §5.2) straight out of one read buffer per *thread*:
+//! a connection waits for readiness, then `try_read`s into the shared buffer
+//! behind whatever partial frame it had left over, with no `.await` while
+//! the buffer is borrowed. So a frame costs no allocation and 10,000
+//! connections do not each hold a large buffer; only a partial frame (tens
+//! of bytes) is kept per connection between reads.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use super::record::ThreadStats;
+use super::{BenchError, Phase, Protocol, Shared, SlowPattern, Target};
+
+/// Bytes read per `try_read`: large enough that one read carries thousands
+/// of small frames, small enough to stay in L2.
+const READ_BUFFER: usize = 256 * 1024;
+/// Largest server message accepted; tickwire's are under 1 KiB.
+const MAX_FRAME: usize = 1 << 20;
+/// Largest HTTP upgrade response accepted.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// What one load thread is asked to do.
+pub(crate) struct ThreadPlan {
+    /// Global client indexes this thread runs.
+    pub clients: Vec<usize>,
+    /// Subscribe request per client (same order), `None` for peers.
+    pub subscribe: Vec<Option<String>>,
+    pub connect_permits: usize,
+}
+
+/// Runs one load thread to completion: connects its clients, reads until
+/// the shared phase says stop, and returns what it measured.
+pub(crate) fn run_thread(plan: ThreadPlan, shared: Arc<Shared>) -> ThreadStats {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            shared.fail(format!("cannot start a load thread runtime: {e}"));
+            return ThreadStats::new(plan.clients.len(), shared.config.protocol);
+        }
+    };
+    let stats = Rc::new(RefCell::new(ThreadStats::new(
+        plan.clients.len(),
+        shared.config.protocol,
+    )));
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let permits = Rc::new(Semaphore::new(plan.connect_permits.max(1)));
+        let buffer = Rc::new(RefCell::new(vec![0u8; READ_BUFFER]));
+        for (slot, request) in plan.subscribe.into_iter().enumerate() {
+            let conn = Connection {
+                slot,
+                shared: Arc::clone(&shared),
+                stats: Rc::clone(&stats),
+                buffer: Rc::clone(&buffer),
+                slow: plan.clients[slot] < shared.config.slow_clients,
+            };
+            let permits = Rc::clone(&permits);
+            tokio::task::spawn_local(async move {
+                let stream = {
+                    let _permit = permits.acquire().await;
+                    conn.open(request.as_deref()).await
+                };
+                match stream {
+                    Ok((stream, leftover)) => conn.read_loop(stream, leftover).await,
+                    Err(e) => conn.shared.fail(e.to_string()),
+                }
+            });
+        }
+        while shared.phase() != Phase::Stop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    // Dropping the runtime cancels the connection tasks; their results are
+    // already in `stats`.
+    drop(local);
+    drop(runtime);
+    Rc::try_unwrap(stats)
+        .map(RefCell::into_inner)
+        .unwrap_or_else(|rc| rc.borrow().clone())
+}
+
+struct Connection {
+    slot: usize,
+    shared: Arc<Shared>,
+    stats: Rc<RefCell<ThreadStats>>,
+    buffer: Rc<RefCell<Vec<u8>>>,
+    slow: bool,
+}
+
+impl Connection {
+    /// Connects, upgrades and subscribes; returns the stream and any frame
+    /// bytes that came with the upgrade response.
+    async fn open(&self, subscribe: Option<&str>) -> Result<(TcpStream, Vec<u8>), BenchError> {
+        let cfg = &self.shared.config;
+        let timeout = cfg.connect_timeout;
+        let target = &cfg.target;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(target.addr))
+            .await
+            .map_err(|_| BenchError::Timeout {
+                what: format!("connecting to {}", target.addr),
+                after: timeout,
+            })?
+            .map_err(|source| BenchError::Connect {
+                addr: target.addr,
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let mut stream = stream;
+        let leftover = if cfg.protocol == Protocol::RawTcp {
+            Vec::new()
+        } else {
+            let handshake = handshake(
+                &mut stream,
+                target,
+                cfg.protocol,
+                self.shared.key(self.slot),
+            );
+            tokio::time::timeout(timeout, handshake)
+                .await
+                .map_err(|_| BenchError::Timeout {
+                    what: format!("the WebSocket upgrade at {}", target.url),
+                    after: timeout,
+                })??
+        };
+        if let Some(text) = subscribe {
+            let frame = masked_text_frame(text.as_bytes(), self.shared.key(self.slot) as u32);
+            stream.write_all(&frame).await.map_err(BenchError::Io)?;
+        }
+        self.shared.connected.fetch_add(1, Relaxed);
+        Ok((stream, leftover))
+    }
+
+    /// Reads until the peer closes or the run stops. Slow clients pause
+    /// reading as their pattern says once warm-up begins.
+    async fn read_loop(self, stream: TcpStream, mut leftover: Vec<u8>) {
+        let pattern = self.shared.config.slow_pattern;
+        let mut next_stall = None;
+        loop {
+            if self.slow {
+                next_stall = self.maybe_stall(pattern, next_stall).await;
+            }
+            if stream.readable().await.is_err() {
+                break;
+            }
+            match self.read_ready(&stream, &mut leftover) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    self.shared.fail(e.to_string());
+                    self.stats.borrow_mut().protocol_error(self.slot, e);
+                    break;
+                }
+            }
+        }
+        let mut stats = self.stats.borrow_mut();
+        stats.clients[self.slot].disconnected = true;
+        if self.shared.phase() != Phase::Stop {
+            self.shared.disconnects.fetch_add(1, Relaxed);
+        }
+    }
+
+    async fn maybe_stall(
+        &self,
+        pattern: SlowPattern,
+        next_stall: Option<tokio::time::Instant>,
+    ) -> Option<tokio::time::Instant> {
+        if self.shared.phase() < Phase::Warmup {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        match next_stall {
+            None => Some(now + pattern.read),
+            Some(at) if now >= at => {
+                tokio::time::sleep(pattern.stall).await;
+                Some(tokio::time::Instant::now() + pattern.read)
+            }
+            keep => keep,
+        }
+    }
+
+    /// One `try_read` into the thread's buffer and the frames in it.
+    /// `Ok(false)` when the connection is finished.
+    fn read_ready(&self, stream: &TcpStream, leftover: &mut Vec<u8>) -> Result<bool, FrameError> {
+        let mut buffer = self.buffer.borrow_mut();
+        let carried = leftover.len();
+        if buffer.len() < carried * 2 {
+            buffer.resize(carried * 2, 0);
+        }
+        buffer[..carried].copy_from_slice(leftover);
+        let n = match stream.try_read(&mut buffer[carried..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            Err(_) => return Ok(false),
+        };
+        let filled = carried + n;
+        let phase = self.shared.phase();
+        let mut stats = self.stats.borrow_mut();
+        let parsed = stats.parse_frames(self.slot, &buffer[..filled], phase, self.slow)?;
+        if parsed.pong_needed {
+            // Rare (peers do not ping): answer outside the hot path.
+            let _ = stream.try_write(&masked_frame(0x8A, &[], 0));
+        }
+        leftover.clear();
+        leftover.extend_from_slice(&buffer[parsed.consumed..filled]);
+        if leftover.len() > MAX_FRAME {
+            return Err(FrameError::TooLarge(leftover.len()));
+        }
+        self.shared.frames.fetch_add(parsed.frames, Relaxed);
+        if parsed.max_seq > self.shared.head_seq.load(Relaxed) {
+            self.shared.head_seq.fetch_max(parsed.max_seq, Relaxed);
+        }
+        Ok(!parsed.closed)
+    }
+}
+
+/// A server frame the harness cannot take.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FrameError {
+    #[error("the server sent a masked frame")]
+    Masked,
+    #[error("unsupported frame opcode {0:#x} (fragmented or reserved)")]
+    Opcode(u8),
+    #[error("a {0}-byte message, larger than the harness accepts")]
+    TooLarge(usize),
+    #[error("not a tickwire message: {0}")]
+    NotTickwire(String),
+    #[error("a ts-prefix payload of {0} bytes, shorter than 16")]
+    ShortPayload(usize),
+}
+
+/// One parsed frame header: opcode, header length, payload length.
+#[inline]
+pub(crate) fn frame_header(bytes: &[u8]) -> Result<Option<(u8, usize, usize)>, FrameError> {
+    if bytes.len() < 2 {
+        return Ok(None);
+    }
+    if bytes[1] & 0x80 != 0 {
+        return Err(FrameError::Masked);
+    }
+    let (header, len) = match bytes[1] & 0x7f {
+        126 if bytes.len() >= 4 => (4, u16::from_be_bytes([bytes[2], bytes[3]]) as usize),
+        127 if bytes.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[2..10]);
+            (10, u64::from_be_bytes(b) as usize)
+        }
+        126 | 127 => return Ok(None),
+        n => (2, n as usize),
+    };
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(Some((bytes[0], header, len)))
+}
+
+async fn handshake(
+    stream: &mut TcpStream,
+    target: &Target,
+    protocol: Protocol,
+    key_seed: u64,
+) -> Result<Vec<u8>, BenchError> {
+    let offer = match protocol {
+        Protocol::TickwireBinary => "Sec-WebSocket-Protocol: tickwire.v1\r\n",
+        Protocol::TickwireJson => "Sec-WebSocket-Protocol: tickwire.v1.json\r\n",
+        Protocol::TsPrefix | Protocol::RawTcp => "",
+    };
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
+        target.path,
+        target.host_header,
+        websocket_key(key_seed)
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(BenchError::Io)?;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        let n = stream.read(&mut chunk).await.map_err(BenchError::Io)?;
+        if n == 0 {
+            return Err(BenchError::Refused {
+                url: target.url.clone(),
+                reason: "the server closed the connection during the upgrade".into(),
+            });
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if head.len() > MAX_RESPONSE_HEAD {
+            return Err(BenchError::Refused {
+                url: target.url.clone(),
+                reason: "no end to the HTTP response head".into(),
+            });
+        }
+    };
+    check_upgrade(&head[..end], target, protocol)?;
+    Ok(head[end..].to_vec())
+}
+
+/// The upgrade succeeded if the status is 101 and, when we offered a
+/// subprotocol, the server picked it. `Sec-WebSocket-Accept` is not
+/// verified: this is a load client talking to a server we started.
+fn check_upgrade(head: &[u8], target: &Target, protocol: Protocol) -> Result<(), BenchError> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line.split(' ').nth(1).unwrap_or("");
+    let refused = |reason: String| BenchError::Refused {
+        url: target.url.clone(),
+        reason,
+    };
+    if status != "101" {
+        return Err(refused(format!("the server answered {status_line:?}")));
+    }
+    let wanted = match protocol {
+        Protocol::TickwireBinary => "tickwire.v1",
+        Protocol::TickwireJson => "tickwire.v1.json",
+        Protocol::TsPrefix | Protocol::RawTcp => return Ok(()),
+    };
+    let picked = lines.find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("sec-websocket-protocol")
+            .then(|| value.trim().to_owned())
+    });
+    match picked {
+        Some(p) if p == wanted => Ok(()),
+        other => Err(refused(format!(
+            "subprotocol {wanted} not accepted (server picked {other:?}); not a tickwire server?"
+        ))),
+    }
+}
+
+/// A base64 `Sec-WebSocket-Key`: 16 bytes from the seed.
+fn websocket_key(seed: u64) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = [0u8; 18];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..16].copy_from_slice(
+        &seed
+            .rotate_left(29)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .to_le_bytes(),
+    );
+    let mut out = String::with_capacity(24);
+    for chunk in bytes.chunks(3) {
+        let n = (chunk[0] as u32) << 16 | (chunk[1] as u32) << 8 | chunk[2] as u32;
+        for shift in [18, 12, 6, 0] {
+            out.push(ALPHABET[(n >> shift & 63) as usize] as char);
+        }
+    }
+    // 16 bytes encode to 22 characters and `==`.
+    out.truncate(22);
+    out.push_str("==");
+    out
+}
+
+fn masked_text_frame(payload: &[u8], mask: u32) -> Vec<u8> {
+    masked_frame(0x81, payload, mask)
+}
+
+/// A client frame: FIN, `opcode`, masked with `mask` as RFC 6455 §5.3 requires.
+fn masked_frame(opcode: u8, payload: &[u8], mask: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(0x80 | (opcode & 0x0f));
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= u16::MAX as usize => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let key = mask.to_be_bytes();
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_key_is_16_bytes_of_base64() {
+        let k = websocket_key(42);
+        assert_eq!(k.len(), 24);
+        assert!(k.ends_with("=="));
+        assert_ne!(k, websocket_key(43));
+    }
+
+    #[test]
+    fn masked_frame_unmasks_to_the_payload() {
+        let f = masked_text_frame(b"hello", 0x0102_0304);
+        assert_eq!(f[0], 0x81);
+        assert_eq!(f[1], 0x80 | 5);
+        let key = &f[2..6];
+        let plain: Vec<u8> = f[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        assert_eq!(plain, b"hello");
+    }
+
+    #[test]
+    fn frame_headers_of_each_length_form() {
+        // TC0: short; TC1: 16-bit length; TC2: incomplete; TC3: masked.
+        assert_eq!(frame_header(&[0x82, 0x20]).unwrap(), Some((0x82, 2, 32)));
+        assert_eq!(
+            frame_header(&[0x81, 126, 0x01, 0x00]).unwrap(),
+            Some((0x81, 4, 256))
+        );
+        assert_eq!(frame_header(&[0x81, 126, 0x01]).unwrap(), None);
+        assert!(matches!(
+            frame_header(&[0x82, 0x85]),
+            Err(FrameError::Masked)
+        ));
+    }
+}

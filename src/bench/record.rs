@@ -1,0 +1,360 @@
+//! What a load thread records: per-connection sequence checks and counters,
+//! and the thread's latency histograms. The frame loop here is the hot path
+//! of the harness: no allocation, one clock read per socket read.
+
+use hdrhistogram::Histogram;
+
+use super::client::{frame_header, FrameError};
+use super::{Phase, Protocol};
+use crate::update::now_ns;
+
+/// Highest latency recorded, in µs (one hour); larger values saturate.
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// Symbol ids above this are taken as a sign of a non-tickwire server.
+const MAX_SYMBOL_ID: usize = 1 << 20;
+/// Error texts kept for the report.
+const MAX_ERRORS_KEPT: usize = 8;
+
+/// A microsecond histogram with 3 significant digits.
+pub(crate) fn latency_histogram() -> Histogram<u64> {
+    // Bounds are constants that hdrhistogram accepts (1 ≤ low, 2·low ≤ high).
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap_or_else(|_| unreachable!())
+}
+
+/// Counters and sequence state of one connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnRecord {
+    /// Market-data messages over the whole run (from subscribe to stop).
+    pub updates_total: u64,
+    /// Market-data messages during the measured window.
+    pub updates_measured: u64,
+    /// Symbol definitions received.
+    pub definitions: u64,
+    /// Per-symbol sequence jumps (conflation or loss), and the updates they skipped.
+    pub gaps: u64,
+    pub missed: u64,
+    /// A per-symbol sequence lower than one already seen: a bug.
+    pub reorders: u64,
+    /// A per-symbol sequence equal to the last one: a bug.
+    pub duplicates: u64,
+    /// `conflated` notices from the server.
+    pub conflated_notices: u64,
+    /// `error` messages from the server.
+    pub server_errors: u64,
+    /// The close code the server sent, if it closed.
+    pub close_code: Option<u16>,
+    pub disconnected: bool,
+    pub protocol_error: Option<String>,
+    last_symbol_seq: Vec<u64>,
+}
+
+/// One load thread's measurements.
+#[derive(Debug, Clone)]
+pub(crate) struct ThreadStats {
+    protocol: Protocol,
+    pub clients: Vec<ConnRecord>,
+    /// Receive time − publish timestamp, µs, normal clients, measured window.
+    pub publish: Histogram<u64>,
+    /// Receive time − feed receive timestamp, µs (tickwire only).
+    pub receive: Histogram<u64>,
+    /// Receive time − publish timestamp of the slow clients.
+    pub slow_publish: Histogram<u64>,
+    /// Timestamps ahead of the local clock (recorded as 0).
+    pub negative_latency: u64,
+    pub errors: Vec<String>,
+}
+
+/// What one pass over a read buffer found.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub consumed: usize,
+    pub frames: u64,
+    pub max_seq: u64,
+    pub closed: bool,
+    pub pong_needed: bool,
+}
+
+/// The fields of one market-data message the harness uses.
+struct Tick {
+    symbol: u32,
+    seq: u64,
+    symbol_seq: u64,
+    publish_ts: u64,
+    receive_ts: Option<u64>,
+}
+
+impl ThreadStats {
+    pub fn new(clients: usize, protocol: Protocol) -> Self {
+        ThreadStats {
+            protocol,
+            clients: vec![ConnRecord::default(); clients],
+            publish: latency_histogram(),
+            receive: latency_histogram(),
+            slow_publish: latency_histogram(),
+            negative_latency: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn protocol_error(&mut self, slot: usize, e: FrameError) {
+        let text = e.to_string();
+        self.keep_error(text.clone());
+        self.clients[slot].protocol_error = Some(text);
+    }
+
+    fn keep_error(&mut self, text: String) {
+        if self.errors.len() < MAX_ERRORS_KEPT {
+            self.errors.push(text);
+        }
+    }
+
+    /// Parses every complete frame in `bytes` for connection `slot`.
+    pub fn parse_frames(
+        &mut self,
+        slot: usize,
+        bytes: &[u8],
+        phase: Phase,
+        slow: bool,
+    ) -> Result<Parsed, FrameError> {
+        let now = now_ns();
+        let measuring = phase == Phase::Measure;
+        let mut parsed = Parsed::default();
+        while let Some((opcode, header, len)) = frame_header(&bytes[parsed.consumed..])? {
+            let start = parsed.consumed + header;
+            let Some(payload) = bytes.get(start..start + len) else {
+                break;
+            };
+            parsed.consumed = start + len;
+            parsed.frames += 1;
+            let tick = match opcode {
+                0x82 => self.binary(slot, payload, measuring)?,
+                0x81 => self.text(slot, payload)?,
+                0x88 => {
+                    let code = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                    self.clients[slot].close_code = code;
+                    parsed.closed = true;
+                    break;
+                }
+                0x89 => {
+                    parsed.pong_needed = true;
+                    None
+                }
+                0x8A => None,
+                other => return Err(FrameError::Opcode(other)),
+            };
+            if let Some(t) = tick {
+                parsed.max_seq = parsed.max_seq.max(t.seq);
+                self.update(slot, &t, now, measuring, slow);
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn binary(
+        &mut self,
+        slot: usize,
+        p: &[u8],
+        measuring: bool,
+    ) -> Result<Option<Tick>, FrameError> {
+        match self.protocol {
+            Protocol::TickwireBinary => match (p.first(), p.len()) {
+                (Some(1), 80) | (Some(2), 64) => {
+                    let symbol = u32::from_le_bytes([p[4], p[5], p[6], p[7]]);
+                    if symbol as usize > MAX_SYMBOL_ID {
+                        return Err(FrameError::NotTickwire(format!("symbol id {symbol}")));
+                    }
+                    Ok(Some(Tick {
+                        symbol,
+                        seq: u64_at(p, 8),
+                        symbol_seq: u64_at(p, 16),
+                        receive_ts: Some(u64_at(p, 32)),
+                        publish_ts: u64_at(p, 40),
+                    }))
+                }
+                (Some(3), n) if n >= 8 => {
+                    self.clients[slot].definitions += 1;
+                    Ok(None)
+                }
+                (t, n) => Err(FrameError::NotTickwire(format!(
+                    "binary message of type {t:?} and {n} bytes"
+                ))),
+            },
+            Protocol::TsPrefix if p.len() >= 16 => {
+                let seq = u64_at(p, 8);
+                Ok(Some(Tick {
+                    symbol: 0,
+                    seq,
+                    symbol_seq: seq,
+                    publish_ts: u64_at(p, 0),
+                    receive_ts: None,
+                }))
+            }
+            Protocol::TsPrefix => Err(FrameError::ShortPayload(p.len())),
+            Protocol::RawTcp => {
+                let c = &mut self.clients[slot];
+                c.updates_total += 1;
+                c.updates_measured += u64::from(measuring);
+                Ok(None)
+            }
+            Protocol::TickwireJson => Err(FrameError::NotTickwire(
+                "a binary message on the JSON subprotocol".into(),
+            )),
+        }
+    }
+
+    fn text(&mut self, slot: usize, p: &[u8]) -> Result<Option<Tick>, FrameError> {
+        if matches!(self.protocol, Protocol::TsPrefix | Protocol::RawTcp) {
+            return Ok(None);
+        }
+        let kind = p
+            .strip_prefix(b"{\"type\":\"")
+            .and_then(|rest| rest.split(|&b| b == b'"').next());
+        let c = &mut self.clients[slot];
+        match kind {
+            Some(b"quote" | b"trade") => {
+                let field = |key: &[u8]| {
+                    json_u64(p, key).ok_or_else(|| {
+                        FrameError::NotTickwire(String::from_utf8_lossy(p).into_owned())
+                    })
+                };
+                return Ok(Some(Tick {
+                    symbol: u32::try_from(field(b"\"id\":")?).unwrap_or(u32::MAX),
+                    seq: field(b"\"seq\":")?,
+                    symbol_seq: field(b"\"symbol_seq\":")?,
+                    receive_ts: Some(field(b"\"receive_ts\":")?),
+                    publish_ts: field(b"\"publish_ts\":")?,
+                }));
+            }
+            Some(b"symbol") => c.definitions += 1,
+            Some(b"conflated") => c.conflated_notices += 1,
+            Some(b"error") => {
+                c.server_errors += 1;
+                let text = String::from_utf8_lossy(p).into_owned();
+                self.keep_error(format!("server: {text}"));
+            }
+            Some(_) => {}
+            None => {
+                return Err(FrameError::NotTickwire(
+                    String::from_utf8_lossy(&p[..p.len().min(80)]).into_owned(),
+                ))
+            }
+        }
+        Ok(None)
+    }
+
+    fn update(&mut self, slot: usize, t: &Tick, now: u64, measuring: bool, slow: bool) {
+        let c = &mut self.clients[slot];
+        c.updates_total += 1;
+        let s = (t.symbol as usize).min(MAX_SYMBOL_ID);
+        if s >= c.last_symbol_seq.len() {
+            c.last_symbol_seq.resize(s + 1, 0);
+        }
+        let last = c.last_symbol_seq[s];
+        if last != 0 {
+            if t.symbol_seq == last {
+                c.duplicates += 1;
+            } else if t.symbol_seq < last {
+                c.reorders += 1;
+            } else if t.symbol_seq > last + 1 {
+                c.gaps += 1;
+                c.missed += t.symbol_seq - last - 1;
+            }
+        }
+        c.last_symbol_seq[s] = last.max(t.symbol_seq);
+        if !measuring {
+            return;
+        }
+        c.updates_measured += 1;
+        if t.publish_ts > now {
+            self.negative_latency += 1;
+        }
+        let publish_us = now.saturating_sub(t.publish_ts) / 1000;
+        if slow {
+            self.slow_publish.saturating_record(publish_us);
+            return;
+        }
+        self.publish.saturating_record(publish_us);
+        if let Some(ts) = t.receive_ts {
+            self.receive
+                .saturating_record(now.saturating_sub(ts) / 1000);
+        }
+    }
+}
+
+#[inline]
+fn u64_at(p: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&p[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// The unsigned integer after `key` in a flat JSON object.
+fn json_u64(text: &[u8], key: &[u8]) -> Option<u64> {
+    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit());
+    let mut value: u64 = 0;
+    let mut any = false;
+    for &d in digits {
+        value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        any = true;
+    }
+    any.then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts_frame(ts: u64, seq: u64) -> Vec<u8> {
+        let mut f = vec![0x82, 32];
+        f.extend_from_slice(&ts.to_le_bytes());
+        f.extend_from_slice(&seq.to_le_bytes());
+        f.extend_from_slice(&[0; 16]);
+        f
+    }
+
+    #[test]
+    fn sequence_checks_count_gaps_reorders_and_duplicates() {
+        let mut s = ThreadStats::new(1, Protocol::TsPrefix);
+        let mut bytes = Vec::new();
+        // TC0: 1, 2 in order; TC1: 5 skips 3 and 4; TC2: 5 again; TC3: 4 late.
+        for seq in [1, 2, 5, 5, 4] {
+            bytes.extend(ts_frame(now_ns(), seq));
+        }
+        bytes.extend_from_slice(&[0x82, 32, 0]); // a partial frame stays unparsed
+        let p = s.parse_frames(0, &bytes, Phase::Measure, false).unwrap();
+        assert_eq!(p.frames, 5);
+        assert_eq!(p.consumed, bytes.len() - 3);
+        assert_eq!(p.max_seq, 5);
+        let c = &s.clients[0];
+        assert_eq!((c.gaps, c.missed, c.duplicates, c.reorders), (1, 2, 1, 1));
+        assert_eq!(s.publish.len(), 5);
+    }
+
+    #[test]
+    fn json_fields_are_read_without_confusing_seq_and_symbol_seq() {
+        let q = br#"{"type":"quote","symbol":"X","id":7,"seq":42,"symbol_seq":5,"exchange_ts":0}"#;
+        assert_eq!(json_u64(q, b"\"seq\":"), Some(42));
+        assert_eq!(json_u64(q, b"\"symbol_seq\":"), Some(5));
+        assert_eq!(json_u64(q, b"\"missing\":"), None);
+    }
+
+    #[test]
+    fn raw_frames_count_as_measured_only_in_the_window() {
+        let mut s = ThreadStats::new(1, Protocol::RawTcp);
+        let frame = ts_frame(1, 1);
+        s.parse_frames(0, &frame, Phase::Warmup, false).unwrap();
+        s.parse_frames(0, &frame, Phase::Measure, false).unwrap();
+        assert_eq!(
+            (s.clients[0].updates_total, s.clients[0].updates_measured),
+            (2, 1)
+        );
+    }
+
+    #[test]
+    fn a_non_tickwire_binary_message_is_an_error() {
+        let mut s = ThreadStats::new(1, Protocol::TickwireBinary);
+        let err = s.parse_frames(0, &ts_frame(9, 1), Phase::Measure, false);
+        assert!(matches!(err, Err(FrameError::NotTickwire(_))), "{err:?}");
+    }
+}

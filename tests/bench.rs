@@ -1,0 +1,260 @@
+//! `tickwire bench` against the real server: a known replay must reach
+//! every client exactly once, the reports must be well-formed, and bad
+//! targets must fail fast with a clear error.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{metric, metrics_text, start};
+use tickwire::bench::{self, BenchConfig, BenchError, BenchResult, Protocol};
+use tickwire::config::ServeConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const RECORDING: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/binance-spot-BTCUSDT-20230405-head300.jsonl"
+);
+
+/// A server that replays the 300-line recording once, as fast as it can,
+/// once `clients` have subscribed; the ring holds all of it, so no client
+/// can be conflated.
+async fn replay_server(clients: usize) -> tickwire::server::Running {
+    start(ServeConfig {
+        feeds: vec![RECORDING.into()],
+        speed: "max".into(),
+        ring_capacity: 1024,
+        max_lag_updates: 1023,
+        min_subscribers: clients,
+        ..ServeConfig::default()
+    })
+    .await
+}
+
+fn config(url: String, protocol: Protocol, clients: usize) -> BenchConfig {
+    let mut c = BenchConfig::new(
+        url.parse().expect("a valid URL"),
+        protocol,
+        clients,
+        Duration::from_millis(1500),
+    );
+    c.warmup = Duration::ZERO;
+    c.threads = 2;
+    c.first_data_timeout = Duration::from_secs(5);
+    c
+}
+
+async fn run(c: BenchConfig) -> Result<BenchResult, BenchError> {
+    tokio::task::spawn_blocking(move || bench::run(c))
+        .await
+        .expect("the bench thread")
+}
+
+async fn every_update_exactly_once(protocol: Protocol, clients: usize) {
+    let server = replay_server(clients).await;
+    let url = format!("ws://{}/ws", server.addr);
+    let result = run(config(url, protocol, clients)).await.expect("a run");
+    let published = metric(
+        &metrics_text(server.addr).await,
+        "tickwire_updates_in_total",
+    );
+    assert!(published > 200, "the recording yields {published} updates");
+    let m = &result.messages;
+    assert_eq!(m.per_client_total_min, published, "{}", result.summary());
+    assert_eq!(m.per_client_total_max, published, "{}", result.summary());
+    assert_eq!(m.total, published * clients as u64);
+    assert!(m.measured <= m.total);
+    let s = &result.sequence;
+    assert_eq!(
+        (s.gaps, s.reorders, s.duplicates, s.conflated_notices),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(result.disconnects, 0);
+    assert!(result.errors.is_empty(), "{:?}", result.errors);
+
+    let json: serde_json::Value = serde_json::from_str(&result.to_json()).expect("JSON");
+    assert_eq!(json["clients"], clients);
+    assert_eq!(json["messages"]["total"], published * clients as u64);
+    assert_eq!(json["sequence"]["gaps"], 0);
+    assert!(json["latency_us"]["publish"].is_object() || m.measured == 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reaches_every_binary_client_exactly_once() {
+    every_update_exactly_once(Protocol::TickwireBinary, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reaches_every_json_client_exactly_once() {
+    every_update_exactly_once(Protocol::TickwireJson, 10).await;
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("tickwire-bench-{}-{name}", std::process::id()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_writes_json_hgrm_and_svg() {
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=20,rate=5000".into()],
+        ..ServeConfig::default()
+    })
+    .await;
+    let (json, hgrm, svg) = (temp_path("r.json"), temp_path("r.hgrm"), temp_path("r.svg"));
+    let url = format!("ws://{}/ws", server.addr);
+    let args: Vec<String> = [
+        "bench",
+        "--url",
+        &url,
+        "--clients",
+        "20",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0.5",
+        "--quiet",
+        "--symbols",
+        "random:5/20",
+        "--slow",
+        "2",
+        "--slow-pattern",
+        "300:300",
+    ]
+    .map(str::to_owned)
+    .into();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(args)
+            .arg("--json")
+            .arg(&json)
+            .arg("--hgrm")
+            .arg(&hgrm)
+            .arg("--svg")
+            .arg(&svg)
+            .output()
+            .map(|o| (o, json, hgrm, svg))
+    })
+    .await
+    .unwrap()
+    .expect("tickwire bench runs");
+    let (out, json, hgrm, svg) = out;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("msgs/s") && stdout.contains("p99.9"),
+        "{stdout}"
+    );
+
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["clients"], 20);
+    assert_eq!(v["slow_clients"], 2);
+    assert!(v["messages"]["measured"].as_u64().unwrap() > 0);
+    assert_eq!(v["sequence"]["reorders"], 0);
+    assert_eq!(v["sequence"]["duplicates"], 0);
+
+    let text = std::fs::read_to_string(&hgrm).unwrap();
+    let points = bench::report::parse_hgrm(&text);
+    assert!(text.starts_with("       Value     Percentile TotalCount"));
+    assert!(points.len() > 10, "{text}");
+    assert_eq!(points.last().map(|p| p.0), Some(1.0));
+    assert!(text.contains("#[Max     ="));
+
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    assert!(text.contains("<polyline"));
+    for f in [json, hgrm, svg] {
+        let _ = std::fs::remove_file(f);
+    }
+    server.stop().await;
+}
+
+fn quick(url: String, protocol: Protocol) -> BenchConfig {
+    let mut c = config(url, protocol, 3);
+    c.connect_timeout = Duration::from_secs(1);
+    c.first_data_timeout = Duration::from_secs(1);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_port_fails_fast() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let t = Instant::now();
+    let err = run(quick(
+        format!("ws://127.0.0.1:{port}/ws"),
+        Protocol::TickwireBinary,
+    ))
+    .await
+    .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+/// A plain HTTP server: 200 to everything, or silence after the request.
+async fn http_server(answer: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                if answer {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    format!("ws://{addr}/ws")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upgrade_is_a_clear_error() {
+    let err = run(quick(http_server(true).await, Protocol::TickwireBinary))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(err.to_string().contains("200 OK"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_times_out() {
+    let t = Instant::now();
+    let err = run(quick(http_server(false).await, Protocol::TsPrefix))
+        .await
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(8));
+    assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_protocol_is_reported() {
+    // tickwire sends nothing to a client that does not subscribe.
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=3,rate=1000".into()],
+        ..ServeConfig::default()
+    })
+    .await;
+    let err = run(quick(
+        format!("ws://{}/ws", server.addr),
+        Protocol::TsPrefix,
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BenchError::NoData(_)), "{err}");
+    server.stop().await;
+}
