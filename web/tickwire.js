@@ -198,6 +198,9 @@ export class TickwireClient extends EventTarget {
     this.wsPath = options.wsPath ?? "/ws";
     this.ssePath = options.ssePath ?? "/sse";
     this.transportMode = options.transport ?? "auto"; // auto | websocket | sse
+    // Set once a WebSocket has opened: from then on, failures are the
+    // server's absence, and the client does not fall back to SSE.
+    this._webSocketWorked = false;
     this.initialBackoffMs = options.initialBackoffMs ?? 250;
     this.maxBackoffMs = options.maxBackoffMs ?? 5000;
     this.batchPerFrame = options.batchPerFrame ?? typeof requestAnimationFrame === "function";
@@ -339,7 +342,11 @@ export class TickwireClient extends EventTarget {
     this._setState(this._attempt === 0 && this.messages === 0 ? "connecting" : "reconnecting", { attempt: this._attempt });
     if (this.transportMode === "sse") return this._openSse(() => this._retry());
     this._openWebSocket(() => {
-      if (this.transportMode === "websocket") return this._retry();
+      // A WebSocket that worked before and now fails means the server is
+      // away (restarting), not that something on the path blocks
+      // WebSocket: keep to it, or a restart would leave us on the event
+      // stream for good.
+      if (this.transportMode === "websocket" || this._webSocketWorked) return this._retry();
       // No WebSocket at all: try the event stream before waiting.
       this._openSse(() => this._retry());
     });
@@ -373,6 +380,7 @@ export class TickwireClient extends EventTarget {
     let opened = false;
     ws.onopen = () => {
       opened = true;
+      this._webSocketWorked = true;
       this._attempt = 0;
       this._freshConnection();
       this.transport = "websocket";
