@@ -85,10 +85,6 @@ impl Metrics {
     pub fn protocol_error(&self, code: ErrorCode) {
         self.protocol_errors[code.index()].fetch_add(1, Relaxed);
     }
-
-    pub fn protocol_errors(&self, code: ErrorCode) -> u64 {
-        self.protocol_errors[code.index()].load(Relaxed)
-    }
 }
 
 #[cfg(test)]

@@ -297,27 +297,29 @@ fn render_metrics(state: &AppState) -> String {
     let _ = writeln!(out, "tickwire_symbols {}", state.market.symbols.len());
     let _ = writeln!(out, "# HELP tickwire_ring_tail Next ring position (updates published).\n# TYPE tickwire_ring_tail counter");
     let _ = writeln!(out, "tickwire_ring_tail {}", state.market.ring.tail());
-    for (metric, help) in [
-        ("records", "Records (lines, rows) read by a feed."),
-        ("updates", "Updates a feed sent to the publisher."),
+    type Counter = fn(&FeedStats) -> &std::sync::atomic::AtomicU64;
+    let counters: [(&str, &str, Counter); 5] = [
+        ("records", "Records (lines, rows) read by a feed.", |s| {
+            &s.records
+        }),
+        ("updates", "Updates a feed sent to the publisher.", |s| {
+            &s.updates
+        }),
         (
             "skipped",
             "Records skipped as not quotes or trades (depth, snapshots, notes).",
+            |s| &s.skipped,
         ),
-        ("rejected", "Malformed records a feed rejected."),
-        ("loops", "Times a looped recording restarted."),
-    ] {
+        ("rejected", "Malformed records a feed rejected.", |s| {
+            &s.rejected
+        }),
+        ("loops", "Times a looped recording restarted.", |s| &s.loops),
+    ];
+    for (metric, help, counter) in counters {
         let name = format!("tickwire_feed_{metric}_total");
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for f in &state.feeds {
-            let s = &f.stats;
-            let v = match metric {
-                "records" => s.records.load(Relaxed),
-                "updates" => s.updates.load(Relaxed),
-                "skipped" => s.skipped.load(Relaxed),
-                "rejected" => s.rejected.load(Relaxed),
-                _ => s.loops.load(Relaxed),
-            };
+            let v = counter(&f.stats).load(Relaxed);
             let mut label = Vec::new();
             write_json_str(&mut label, &f.name);
             let _ = writeln!(
