@@ -90,23 +90,18 @@ pub async fn serve<R, W>(
     // Small: a client that floods requests while we cannot write is held
     // back by TCP, not buffered here.
     let (tx, rx) = mpsc::channel(16);
-    let mut ws = fastwebsockets::after_handshake_split(
-        reader,
-        tokio::io::sink(),
-        fastwebsockets::Role::Server,
-    )
-    .0;
     let (format, echo) = match service {
         Service::Market(format) => (format, false),
         Service::Echo => (Format::Binary, true),
     };
-    ws.set_max_message_size(if echo {
+    let max_message = if echo {
         ECHO_MAX_MESSAGE_BYTES
     } else {
         config.max_message_bytes
-    });
-    let read_task = tokio::spawn(read_loop(
-        FragmentCollectorRead::new(ws),
+    };
+    let mut read_task = tokio::spawn(read_loop(
+        reader,
+        max_message,
         tx,
         config.limits.max_subscriptions,
         echo,
@@ -120,6 +115,11 @@ pub async fn serve<R, W>(
         config,
     };
     let end = conn.run(rx, &mut shutdown).await;
+    if matches!(end, End::ClientClosed) {
+        // Let the reader drain what the client is still sending, so that
+        // closing the socket does not reset it and lose our close frame.
+        let _ = tokio::time::timeout(config.close_timeout, &mut read_task).await;
+    }
     read_task.abort();
     conn.outbox = Outbox::default();
     conn.report_queue();
@@ -141,12 +141,37 @@ pub async fn serve<R, W>(
 /// messages of up to 16 MiB.
 const ECHO_MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// Reads client messages until the client closes or breaks the protocol.
+/// After a protocol error it keeps reading, and discards, until the client
+/// closes: a socket closed with unread input is reset, and the reset can
+/// destroy the close frame we sent before the client reads it.
 async fn read_loop<R: AsyncRead + Unpin>(
-    mut ws: FragmentCollectorRead<R>,
+    mut reader: R,
+    max_message: usize,
     tx: mpsc::Sender<Inbound>,
     max_symbols: usize,
     echo: bool,
 ) {
+    let mut ws = fastwebsockets::after_handshake_split(
+        &mut reader,
+        tokio::io::sink(),
+        fastwebsockets::Role::Server,
+    )
+    .0;
+    ws.set_max_message_size(max_message);
+    let ws = FragmentCollectorRead::new(ws);
+    if read_messages(ws, tx, max_symbols, echo).await {
+        let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+    }
+}
+
+/// Returns whether it stopped on a protocol error (and so should drain).
+async fn read_messages<R: AsyncRead + Unpin>(
+    mut ws: FragmentCollectorRead<R>,
+    tx: mpsc::Sender<Inbound>,
+    max_symbols: usize,
+    echo: bool,
+) -> bool {
     let obligated = tx.clone();
     let mut send_fn = move |frame: Frame<'_>| {
         let bytes = encode::frame(frame.opcode as u8, &frame.payload);
@@ -178,9 +203,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
             },
             Err(e) => Inbound::Close(close_for(&e)),
         };
+        let errored = matches!(inbound, Inbound::Close(Some(_)));
         let last = matches!(inbound, Inbound::Close(_));
-        if tx.send(inbound).await.is_err() || last {
-            return;
+        if tx.send(inbound).await.is_err() {
+            return false;
+        }
+        if last {
+            return errored;
         }
     }
 }
