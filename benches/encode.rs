@@ -22,6 +22,7 @@ fn sequenced(kind: UpdateKind) -> Sequenced {
             kind,
             exchange_ts_ns: 1_723_161_255_210_000_000,
             receive_ts_ns: 1_723_161_253_937_000_000,
+            origin_seq: 0,
         },
         seq: 42,
         symbol_seq: 5,

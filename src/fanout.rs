@@ -550,6 +550,7 @@ mod tests {
                 },
                 exchange_ts_ns: 0,
                 receive_ts_ns: 1,
+                origin_seq: 0,
             });
         }
 

@@ -63,6 +63,8 @@ counters! {
     updates_in_total: "counter",
     /// Updates encoded into frames; equals updates_in_total whatever the number of subscribers.
     frames_encoded_total: "counter",
+    /// Updates dropped because their upstream symbol sequence was not newer than the symbol's last.
+    updates_out_of_order_total: "counter",
     /// Frames written to clients (data, snapshots, symbol definitions, control replies).
     frames_out_total: "counter",
     /// Bytes written to clients.

@@ -41,7 +41,8 @@ impl Publisher {
 
     /// Sequences, encodes and publishes one update. Returns what was
     /// published, or `None` for an update naming a symbol the table does not
-    /// know (a feed bug).
+    /// know (a feed bug) or carrying an upstream sequence that is not newer
+    /// than the symbol's last (a redelivery or a late, older value).
     pub fn publish(&mut self, update: Update) -> Option<Sequenced> {
         let id = update.symbol as usize;
         if self.defs.len() <= id {
@@ -63,7 +64,19 @@ impl Publisher {
             }
         }
         let def = self.defs[id].as_ref()?;
-        self.symbol_seqs[id] += 1;
+        if update.origin_seq == 0 {
+            self.symbol_seqs[id] += 1;
+        } else if update.origin_seq > self.symbol_seqs[id] {
+            self.symbol_seqs[id] = update.origin_seq;
+        } else {
+            // Never publish older after newer: a client that saw symbol_seq n
+            // must not be shown n or less again.
+            self.market
+                .metrics
+                .updates_out_of_order_total
+                .fetch_add(1, Relaxed);
+            return None;
+        }
         let sequenced = Sequenced {
             update,
             seq: self.next_seq,
@@ -118,5 +131,51 @@ impl Publisher {
         std::thread::Builder::new()
             .name("tickwire-publisher".into())
             .spawn(move || self.run(rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::symbols::{Normalizer, SymbolTable};
+    use crate::update::UpdateKind;
+
+    fn trade(symbol: u32, px: i64, origin_seq: u64) -> Update {
+        Update {
+            symbol,
+            kind: UpdateKind::Trade {
+                px,
+                sz: 1,
+                side: crate::update::Side::Buy,
+            },
+            exchange_ts_ns: 0,
+            receive_ts_ns: 1,
+            origin_seq,
+        }
+    }
+
+    #[test]
+    fn upstream_symbol_sequences_are_kept_and_never_go_back() {
+        let symbols = SymbolTable::new();
+        let metrics = Arc::new(Metrics::default());
+        let (market, writer) = Market::new(64, Arc::clone(&symbols), Arc::clone(&metrics));
+        let mut normalizer = Normalizer::new(symbols);
+        let id = normalizer.scale("BTCUSDT", b"1.0", b"1.0").unwrap().id;
+        let mut publisher = Publisher::new(Arc::clone(&market), writer);
+
+        // TC0: numbered here, from 1.
+        assert_eq!(publisher.publish(trade(id, 10, 0)).unwrap().symbol_seq, 1);
+        // TC1: an upstream number is kept, gaps and all.
+        let s = publisher.publish(trade(id, 11, 7)).unwrap();
+        assert_eq!((s.seq, s.symbol_seq), (2, 7));
+        // TC2: a redelivery and an older value are dropped and counted; the
+        // cache keeps the newest.
+        assert!(publisher.publish(trade(id, 12, 7)).is_none());
+        assert!(publisher.publish(trade(id, 13, 3)).is_none());
+        assert_eq!(metrics.updates_out_of_order_total.load(Relaxed), 2);
+        assert_eq!(market.lvc.get(id).unwrap().symbol_seq, 7);
+        // TC3: the global sequence stays gapless across the drops.
+        assert_eq!(publisher.publish(trade(id, 14, 9)).unwrap().seq, 3);
     }
 }

@@ -41,6 +41,12 @@ pub struct Update {
     /// When the update reached us (for a recording: when the capture tool
     /// received it).
     pub receive_ts_ns: u64,
+    /// The symbol's sequence as numbered by an upstream tickwire (a feed node
+    /// seen through NATS, a recorded log), or 0 when this process numbers
+    /// it. The publisher keeps a nonzero one as the update's `symbol_seq`, so
+    /// the same update carries the same number on every edge, and drops an
+    /// update whose number is not above what the symbol already published.
+    pub origin_seq: u64,
 }
 
 /// An [`Update`] after the publisher has sequenced and stamped it.

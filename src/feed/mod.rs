@@ -327,6 +327,7 @@ impl Emitter<'_> {
             kind,
             exchange_ts_ns,
             receive_ts_ns: self.receive_ts_ns.unwrap_or_else(now_ns),
+            origin_seq: 0,
         };
         // Pace by capture time; a capture without one is paced by the
         // venue's clock, and a record with neither is sent unpaced.

@@ -201,6 +201,7 @@ impl Generator {
             kind,
             exchange_ts_ns: now,
             receive_ts_ns: now,
+            origin_seq: 0,
         }
     }
 }
