@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Format;
 use crate::publish::Publisher;
 use crate::symbols::{Normalizer, SymbolTable};
+use crate::update::now_ns;
 use crate::{sse, web};
 
 /// Updates a feed may have in flight to the publisher.
@@ -298,7 +299,7 @@ fn render_metrics(state: &AppState) -> String {
     let _ = writeln!(out, "# HELP tickwire_ring_tail Next ring position (updates published).\n# TYPE tickwire_ring_tail counter");
     let _ = writeln!(out, "tickwire_ring_tail {}", state.market.ring.tail());
     type Counter = fn(&FeedStats) -> &std::sync::atomic::AtomicU64;
-    let counters: [(&str, &str, Counter); 5] = [
+    let counters: [(&str, &str, Counter); 7] = [
         ("records", "Records (lines, rows) read by a feed.", |s| {
             &s.records
         }),
@@ -314,6 +315,16 @@ fn render_metrics(state: &AppState) -> String {
             &s.rejected
         }),
         ("loops", "Times a looped recording restarted.", |s| &s.loops),
+        (
+            "reconnects",
+            "Times a network feed connected again to its upstream.",
+            |s| &s.reconnects,
+        ),
+        (
+            "gaps",
+            "Sequence gaps a network feed detected upstream.",
+            |s| &s.gaps,
+        ),
     ];
     for (metric, help, counter) in counters {
         let name = format!("tickwire_feed_{metric}_total");
@@ -349,13 +360,32 @@ fn healthz(state: &AppState) -> Response<Body> {
             FeedState::Finished => "finished",
             FeedState::Failed => "failed",
         };
+        let stats = &f.stats;
         body.extend_from_slice(
             format!(
-                ",\"state\":\"{st}\",\"updates\":{}}}",
-                f.stats.updates.load(Relaxed)
+                ",\"state\":\"{st}\",\"updates\":{}",
+                stats.updates.load(Relaxed)
             )
             .as_bytes(),
         );
+        if stats.network.load(Relaxed) {
+            let last = stats.last_message_ns.load(Relaxed);
+            let age_ms = if last == 0 {
+                "null".to_owned()
+            } else {
+                (now_ns().saturating_sub(last) / 1_000_000).to_string()
+            };
+            body.extend_from_slice(
+                format!(
+                    ",\"connected\":{},\"last_message_age_ms\":{age_ms},\"reconnects\":{},\"gaps\":{}",
+                    stats.connected.load(Relaxed),
+                    stats.reconnects.load(Relaxed),
+                    stats.gaps.load(Relaxed),
+                )
+                .as_bytes(),
+            );
+        }
+        body.push(b'}');
     }
     let healthy = failed < state.feeds.len() && !*state.shutdown.borrow();
     let m = &state.market.metrics;

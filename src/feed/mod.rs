@@ -22,7 +22,7 @@ mod timestamp;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -145,6 +145,20 @@ pub struct FeedStats {
     pub rejected: AtomicU64,
     /// Times a looped replay started again from the top.
     pub loops: AtomicU64,
+    /// Network feeds (an exchange WebSocket, NATS): whether the upstream
+    /// connection is up and live. Recordings leave it false and `network`
+    /// false.
+    pub connected: AtomicBool,
+    /// Set once by a network feed when it starts, so `/healthz` reports its
+    /// upstream state.
+    pub network: AtomicBool,
+    /// Network feeds: connections to the upstream after the first.
+    pub reconnects: AtomicU64,
+    /// Network feeds: sequence gaps detected in the upstream's numbering.
+    pub gaps: AtomicU64,
+    /// Network feeds: wall-clock time of the last message from upstream, in
+    /// nanoseconds since the epoch; 0 before the first.
+    pub last_message_ns: AtomicU64,
 }
 
 /// Why a feed stopped.
