@@ -211,8 +211,9 @@ pub struct Subscriber {
     subscribed_count: usize,
     /// Symbols whose definition this connection has been sent.
     defined: BitSet,
-    /// After a snapshot or a catch-up: the per-symbol sequence already sent
-    /// from the cache; ring entries at or below it are skipped.
+    /// After a snapshot or a catch-up: per symbol, the global sequence of
+    /// the newest entry (update or status) sent from the cache; ring entries
+    /// of that symbol at or below it are skipped.
     floors: HashMap<SymbolId, u64>,
     /// Ring position from which every entry is newer than anything the
     /// floors hold; the floors are dropped there.
@@ -363,9 +364,7 @@ impl Subscriber {
         }
         let mut snapshot = Vec::with_capacity(new.len());
         for &s in &new {
-            if let Some(p) = self.market.lvc.get(s) {
-                snapshot.push(p);
-            }
+            snapshot.extend(self.market.lvc.values(s).in_order());
         }
         out.push(protocol::ack_reply(
             "subscribe",
@@ -433,7 +432,8 @@ impl Subscriber {
     fn send_latest(&mut self, p: &Published, out: &mut Outbox) {
         self.define(p.symbol, out);
         out.push(p.frame(self.format).clone());
-        self.floors.insert(p.symbol, p.symbol_seq);
+        let floor = self.floors.entry(p.symbol).or_insert(0);
+        *floor = (*floor).max(p.seq);
         // p sits at ring position p.seq - 1; everything from p.seq on is newer.
         self.floor_until = self.floor_until.max(p.seq);
     }
@@ -465,7 +465,7 @@ impl Subscriber {
                         continue;
                     }
                     if let Some(&floor) = self.floors.get(&p.symbol) {
-                        if p.symbol_seq <= floor {
+                        if p.seq <= floor {
                             continue;
                         }
                     }
@@ -494,11 +494,11 @@ impl Subscriber {
         };
         let mut latest: Vec<Published> = candidates
             .into_iter()
-            .filter_map(|s| self.market.lvc.get(s))
+            .flat_map(|s| self.market.lvc.values(s).in_order())
             .filter(|p| {
                 // Changed since the cursor (entry at position p.seq - 1 >= old),
                 // and newer than anything already sent from the cache.
-                p.seq > old && self.floors.get(&p.symbol).is_none_or(|&f| p.symbol_seq > f)
+                p.seq > old && self.floors.get(&p.symbol).is_none_or(|&f| p.seq > f)
             })
             .collect();
         latest.sort_unstable_by_key(|p| p.seq);

@@ -39,6 +39,8 @@ pub struct ConnRecord {
     pub duplicates: u64,
     /// `conflated` notices from the server.
     pub conflated_notices: u64,
+    /// Stale / live status messages (upstream feeds only).
+    pub status_notices: u64,
     /// `error` messages from the server.
     pub server_errors: u64,
     /// The close code the server sent, if it closed.
@@ -175,6 +177,12 @@ impl ThreadStats {
                     self.clients[slot].definitions += 1;
                     Ok(None)
                 }
+                // A symbol's stale / live status: not an update, and it
+                // carries the symbol's last sequence, not a new one.
+                (Some(4), 48) => {
+                    self.clients[slot].status_notices += 1;
+                    Ok(None)
+                }
                 (t, n) => Err(FrameError::NotTickwire(format!(
                     "binary message of type {t:?} and {n} bytes"
                 ))),
@@ -227,6 +235,7 @@ impl ThreadStats {
             }
             Some(b"symbol") => c.definitions += 1,
             Some(b"conflated") => c.conflated_notices += 1,
+            Some(b"status") => c.status_notices += 1,
             Some(b"error") => {
                 c.server_errors += 1;
                 let text = String::from_utf8_lossy(p).into_owned();

@@ -19,9 +19,9 @@ function comparable(decoded, expect) {
   return out;
 }
 
-test("the fixture covers definitions, quotes and trades", () => {
+test("the fixture covers definitions, quotes, trades and statuses", () => {
   const types = new Set(fixture.messages.map((m) => m.expect.type));
-  assert.deepEqual([...types].sort(), ["quote", "symbol", "trade"]);
+  assert.deepEqual([...types].sort(), ["quote", "status", "symbol", "trade"]);
 });
 
 test("binary frames decode to the encoder's values", () => {
