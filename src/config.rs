@@ -261,6 +261,39 @@ mod tests {
     }
 
     #[test]
+    fn live_feeds_take_the_upstream_timing() {
+        // TC0: the timing reaches the parsed spec.
+        let v = ServeConfig {
+            feeds: vec!["binance:ws://127.0.0.1:9/stream?streams=a@trade".into()],
+            upstream_silence_timeout_ms: 700,
+            upstream_backoff_initial_ms: 10,
+            upstream_backoff_max_ms: 40,
+            ..ServeConfig::default()
+        }
+        .validate()
+        .unwrap();
+        let FeedSpec::Upstream(spec) = &v.feeds[0] else {
+            panic!("not a live feed: {:?}", v.feeds);
+        };
+        assert_eq!(spec.timing.silence_timeout, Duration::from_millis(700));
+        assert_eq!(spec.timing.backoff_max, Duration::from_millis(40));
+        // TC1: a maximum below the first delay, and a zero timeout, are refused.
+        let ConfigError::Invalid(errors) = ServeConfig {
+            upstream_silence_timeout_ms: 0,
+            upstream_backoff_initial_ms: 100,
+            upstream_backoff_max_ms: 50,
+            ..ServeConfig::default()
+        }
+        .validate()
+        .unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let text = errors.join("\n");
+        assert!(text.contains("upstream_silence_timeout_ms"), "{text}");
+        assert!(text.contains("upstream_backoff_max_ms"), "{text}");
+    }
+
+    #[test]
     fn toml_with_unknown_keys_is_refused() {
         let err = toml::from_str::<ServeConfig>("stall_timeout = 5").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");

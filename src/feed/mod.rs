@@ -442,5 +442,16 @@ mod tests {
         }
         // TC3: empty.
         assert_eq!("".parse::<FeedSpec>(), Err(SpecError::EmptyPath));
+        // TC4: live venues (the URL rules are tested in `upstream`).
+        let live = "coinbase:wss://ws-feed.exchange.coinbase.com?products=BTC-USD";
+        match live.parse::<FeedSpec>() {
+            Ok(FeedSpec::Upstream(spec)) => assert_eq!(spec.venue, upstream::Venue::Coinbase),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(live.parse::<FeedSpec>().unwrap().name(), live);
+        assert!(matches!(
+            "wss://x/".parse::<FeedSpec>(),
+            Err(SpecError::Upstream { .. })
+        ));
     }
 }
