@@ -185,6 +185,8 @@ enum Act {
     Drop,
     /// Neither read nor write (so no pong either) for a long time.
     Stall,
+    /// Send nothing, but read (which answers pings) for this long.
+    Quiet(Duration),
 }
 
 #[derive(Debug)]
@@ -272,6 +274,10 @@ async fn fake_venue(scripts: Vec<Vec<Act>>) -> (SocketAddr, mpsc::UnboundedRecei
                         Act::Stall => {
                             tokio::time::sleep(Duration::from_secs(60)).await;
                             return;
+                        }
+                        Act::Quiet(d) => {
+                            let read = async { while let Some(Ok(_)) = ws.next().await {} };
+                            let _ = tokio::time::timeout(d, read).await;
                         }
                     }
                 }
@@ -525,6 +531,25 @@ async fn a_silent_venue_is_down_after_the_timeout() {
     );
     let h = healthz(server.addr).await;
     assert_eq!(h["reconnects"].as_u64(), Some(1), "{h}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_venue_that_answers_pings_stays_connected() {
+    let messages = binance_messages();
+    // Quiet for two and a half silence timeouts, but answering tickwire's
+    // pings.
+    let mut script = sends(&messages[..120]);
+    script.push(Act::Quiet(Duration::from_millis(2500)));
+    script.extend(sends(&messages[120..]));
+    let (venue, _events) = fake_venue(vec![script]).await;
+    let (server, mut client) =
+        tickwire(format!("binance:ws://{venue}{BINANCE_URL_FEED}"), 1_000).await;
+    let want = expected(&messages);
+    let seen = collect(&mut client, want.len(), Duration::from_millis(200)).await;
+    assert_eq!(seen, want, "no status, nothing lost");
+    let h = healthz(server.addr).await;
+    assert_eq!(h["reconnects"].as_u64(), Some(0), "{h}");
     server.stop().await;
 }
 

@@ -477,37 +477,49 @@ impl Connector {
 
     /// Serves one connection until it ends; also says whether it delivered
     /// any market data.
-    async fn session(&mut self, mut ws: ClientSocket) -> (End, bool) {
+    async fn session(&mut self, ws: ClientSocket) -> (End, bool) {
+        let ClientSocket {
+            read: mut rx,
+            write: mut wx,
+        } = ws;
         let mut delivered = false;
         for msg in self.spec.subscribe_messages() {
             let frame = Frame::text(Payload::Owned(msg.into_bytes()));
-            if let Err(e) = ws.write_frame(frame).await {
+            if let Err(e) = wx.write_frame(frame).await {
                 return (End::Failed(format!("sending the subscription: {e}")), false);
             }
         }
         // Half the silence timeout with nothing, then a ping; the other half
         // with nothing still, and the venue is gone.
         let half = self.spec.timing.silence_timeout / 2;
-        let mut pinged = false;
+        // Auto-pong and auto-close are off: reads never need to send.
+        let mut no_send = |_: Frame<'_>| std::future::ready(Ok::<(), std::io::Error>(()));
         loop {
-            let frame = tokio::select! {
-                read = tokio::time::timeout(half, ws.read_frame()) => read,
-                _ = self.tx.closed() => return (End::Shutdown, delivered),
+            // One read per frame, kept pending across the ping: a read
+            // dropped halfway through a frame would lose the framing.
+            let read = rx.read_frame(&mut no_send);
+            tokio::pin!(read);
+            let mut pinged = false;
+            let frame = loop {
+                tokio::select! {
+                    frame = &mut read => break frame,
+                    _ = tokio::time::sleep(half) => {
+                        if pinged {
+                            return (End::Silent, delivered);
+                        }
+                        pinged = true;
+                        let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"tickwire"));
+                        if let Err(e) = wx.write_frame(ping).await {
+                            return (End::Failed(e.to_string()), delivered);
+                        }
+                    }
+                    _ = self.tx.closed() => return (End::Shutdown, delivered),
+                }
             };
             let frame = match frame {
-                Err(_) if pinged => return (End::Silent, delivered),
-                Err(_) => {
-                    pinged = true;
-                    let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"tickwire"));
-                    if let Err(e) = ws.write_frame(ping).await {
-                        return (End::Failed(e.to_string()), delivered);
-                    }
-                    continue;
-                }
-                Ok(Err(e)) => return (End::Failed(e.to_string()), delivered),
-                Ok(Ok(frame)) => frame,
+                Ok(frame) => frame,
+                Err(e) => return (End::Failed(e.to_string()), delivered),
             };
-            pinged = false;
             self.stats.last_message_ns.store(now_ns(), Relaxed);
             match frame.opcode {
                 OpCode::Text => match self.message(&frame.payload).await {
@@ -517,11 +529,17 @@ impl Connector {
                 },
                 OpCode::Ping => {
                     let pong = Frame::pong(Payload::Owned(frame.payload.to_vec()));
-                    if let Err(e) = ws.write_frame(pong).await {
+                    if let Err(e) = wx.write_frame(pong).await {
                         return (End::Failed(e.to_string()), delivered);
                     }
                 }
-                OpCode::Close => return (End::Closed(close_reason(&frame.payload)), delivered),
+                OpCode::Close => {
+                    let reason = close_reason(&frame.payload);
+                    // Echo it, as RFC 6455 asks; the connection is over anyway.
+                    let echo = Frame::close_raw(Payload::Owned(frame.payload.to_vec()));
+                    let _ = wx.write_frame(echo).await;
+                    return (End::Closed(reason), delivered);
+                }
                 OpCode::Binary => self.reject("a binary message (venues send JSON text)"),
                 OpCode::Pong | OpCode::Continuation => {}
             }

@@ -14,16 +14,26 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{FragmentCollector, WebSocketError};
+use fastwebsockets::{FragmentCollectorRead, WebSocketError, WebSocketWrite};
 use http_body_util::Empty;
 use hyper::header::{CONNECTION, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
-/// An open client WebSocket; fragmented messages are reassembled.
-pub type ClientSocket = FragmentCollector<TokioIo<Upgraded>>;
+type Io = TokioIo<Upgraded>;
+
+/// An open client WebSocket, in two halves so that a read can stay pending
+/// while a ping or a pong is written (fastwebsockets' reads are not
+/// cancel-safe: a read dropped halfway through a frame loses the framing).
+/// Fragmented messages are reassembled. Nothing is answered on the
+/// caller's behalf: pings and close frames come up to it.
+pub struct ClientSocket {
+    pub read: FragmentCollectorRead<ReadHalf<Io>>,
+    pub write: WebSocketWrite<WriteHalf<Io>>,
+}
 
 /// Where to connect, taken apart from a `ws://` or `wss://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,8 +110,9 @@ pub enum ConnectError {
 }
 
 /// Opens a WebSocket to `endpoint` within `timeout`: TCP, TLS for `wss`,
-/// then the HTTP upgrade. Pings are left to the caller (auto-pong is off),
-/// so that it sees every ping as a sign of life and answers it itself.
+/// then the HTTP upgrade. Pings and closes are left to the caller
+/// (auto-pong and auto-close are off), so that it sees every ping as a sign
+/// of life and answers it itself.
 pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<ClientSocket, ConnectError> {
     tokio::time::timeout(timeout, connect_inner(endpoint))
         .await
@@ -152,7 +163,12 @@ async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, ConnectError
             .0
     };
     ws.set_auto_pong(false);
-    Ok(FragmentCollector::new(ws))
+    ws.set_auto_close(false);
+    let (read, write) = ws.split(tokio::io::split);
+    Ok(ClientSocket {
+        read: FragmentCollectorRead::new(read),
+        write,
+    })
 }
 
 /// One client configuration for the whole process: the root store is
