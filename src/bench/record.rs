@@ -341,6 +341,69 @@ mod tests {
     }
 
     #[test]
+    fn statuses_are_neither_updates_nor_gaps() {
+        use crate::encode::{symbol_binary, FrameEncoder, SymbolFormat};
+        use crate::update::{Sequenced, SymbolStatus, Update, UpdateKind};
+        let fmt = SymbolFormat {
+            name: "A",
+            price_decimals: 2,
+            size_decimals: 2,
+        };
+        let mut enc = FrameEncoder::new();
+        let mut frame = |seq, symbol_seq, kind| {
+            let s = Sequenced {
+                update: Update {
+                    symbol: 0,
+                    kind,
+                    exchange_ts_ns: 0,
+                    receive_ts_ns: 1,
+                    origin_seq: 0,
+                },
+                seq,
+                symbol_seq,
+                publish_ts_ns: now_ns(),
+            };
+            enc.encode(&s, fmt)
+        };
+        let trade = UpdateKind::Trade {
+            px: 1,
+            sz: 1,
+            side: crate::update::Side::Buy,
+        };
+        let stale = UpdateKind::Status(SymbolStatus::StaleGap);
+        let live = UpdateKind::Status(SymbolStatus::Live);
+        // A trade, stale and live (both with the trade's symbol_seq), a trade.
+        let frames = [
+            frame(1, 1, trade),
+            frame(2, 1, stale),
+            frame(3, 1, live),
+            frame(4, 2, trade),
+        ];
+        for (protocol, json) in [
+            (Protocol::TickwireBinary, false),
+            (Protocol::TickwireJson, true),
+        ] {
+            let mut s = ThreadStats::new(1, protocol);
+            let mut bytes = symbol_binary(0, "A", 2, 2).to_vec();
+            for f in &frames {
+                bytes.extend_from_slice(if json { &f.json } else { &f.binary });
+            }
+            if json {
+                bytes.drain(..symbol_binary(0, "A", 2, 2).len());
+            }
+            s.parse_frames(0, &bytes, Phase::Measure, false).unwrap();
+            let c = &s.clients[0];
+            assert_eq!(c.status_notices, 2, "json: {json}");
+            assert_eq!(c.updates_total, 2, "json: {json}");
+            assert_eq!(
+                (c.gaps, c.duplicates, c.reorders),
+                (0, 0, 0),
+                "json: {json}"
+            );
+        }
+    }
+
+    #[test]
     fn json_fields_are_read_without_confusing_seq_and_symbol_seq() {
         let q = br#"{"type":"quote","symbol":"X","id":7,"seq":42,"symbol_seq":5,"exchange_ts":0}"#;
         assert_eq!(json_u64(q, b"\"seq\":"), Some(42));

@@ -67,6 +67,8 @@ mod spec;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+// Relaxed: the FeedStats fields are independent counters and flags, read
+// one by one (see FeedStats); none orders other memory.
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
