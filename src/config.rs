@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::connection::ConnectionConfig;
 use crate::fanout::FanoutLimits;
-use crate::feed::{FeedSpec, Speed};
+use crate::feed::{FeedSpec, Speed, UpstreamTiming};
 
 /// Everything `tickwire serve` can be told. Units are in the names.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -18,8 +18,9 @@ use crate::feed::{FeedSpec, Speed};
 pub struct ServeConfig {
     /// Address to listen on for HTTP and WebSocket.
     pub listen: SocketAddr,
-    /// Feed sources: file paths or `synthetic:symbols=N,rate=R`. Empty means
-    /// the recording bundled in the binary, looped.
+    /// Feed sources: file paths, `synthetic:symbols=N,rate=R`, or live
+    /// venues (`binance:wss://...`, `coinbase:wss://...`). Empty means the
+    /// recording bundled in the binary, looped.
     pub feeds: Vec<String>,
     /// Replay speed: a factor (`1`, `10`, `0.5`) or `max`.
     pub speed: String,
@@ -55,6 +56,14 @@ pub struct ServeConfig {
     /// Serve `/echo`: every message echoed back by the same connection code
     /// as `/ws`, for WebSocket conformance suites. Off by default.
     pub echo: bool,
+    /// Live feeds: a venue connection that sends nothing (not even a pong
+    /// to our ping, sent halfway) for this long is down: its symbols turn
+    /// stale and it is reconnected. Also the limit for opening one.
+    pub upstream_silence_timeout_ms: u64,
+    /// Live feeds: the first reconnect delay; it doubles per failed attempt.
+    pub upstream_backoff_initial_ms: u64,
+    /// Live feeds: the largest reconnect delay.
+    pub upstream_backoff_max_ms: u64,
 }
 
 impl Default for ServeConfig {
@@ -75,6 +84,9 @@ impl Default for ServeConfig {
             shutdown_timeout_ms: 5_000,
             min_subscribers: 0,
             echo: false,
+            upstream_silence_timeout_ms: 10_000,
+            upstream_backoff_initial_ms: 250,
+            upstream_backoff_max_ms: 30_000,
         }
     }
 }
@@ -125,6 +137,10 @@ impl ServeConfig {
                 Ok(FeedSpec::File(path)) if !path.exists() => {
                     errors.push(format!("feed {f:?}: no such file"));
                 }
+                Ok(FeedSpec::Upstream(mut spec)) => {
+                    spec.timing = self.upstream_timing();
+                    feeds.push(FeedSpec::Upstream(spec));
+                }
                 Ok(spec) => feeds.push(spec),
                 Err(e) => errors.push(format!("feed {f:?}: {e}")),
             }
@@ -151,11 +167,25 @@ impl ServeConfig {
             ("close_timeout_ms", self.close_timeout_ms),
             ("max_message_bytes", self.max_message_bytes as u64),
             ("max_subscriptions", self.max_subscriptions as u64),
+            (
+                "upstream_silence_timeout_ms",
+                self.upstream_silence_timeout_ms,
+            ),
+            (
+                "upstream_backoff_initial_ms",
+                self.upstream_backoff_initial_ms,
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {
                 errors.push(format!("{name} must be greater than 0"));
             }
+        }
+        if self.upstream_backoff_max_ms < self.upstream_backoff_initial_ms {
+            errors.push(format!(
+                "upstream_backoff_max_ms {} must be at least upstream_backoff_initial_ms {}",
+                self.upstream_backoff_max_ms, self.upstream_backoff_initial_ms
+            ));
         }
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors));
@@ -171,6 +201,14 @@ impl ServeConfig {
             speed,
             looped,
         })
+    }
+
+    fn upstream_timing(&self) -> UpstreamTiming {
+        UpstreamTiming {
+            silence_timeout: Duration::from_millis(self.upstream_silence_timeout_ms),
+            backoff_initial: Duration::from_millis(self.upstream_backoff_initial_ms),
+            backoff_max: Duration::from_millis(self.upstream_backoff_max_ms),
+        }
     }
 
     pub fn connection(&self) -> ConnectionConfig {
@@ -220,6 +258,39 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn live_feeds_take_the_upstream_timing() {
+        // TC0: the timing reaches the parsed spec.
+        let v = ServeConfig {
+            feeds: vec!["binance:ws://127.0.0.1:9/stream?streams=a@trade".into()],
+            upstream_silence_timeout_ms: 700,
+            upstream_backoff_initial_ms: 10,
+            upstream_backoff_max_ms: 40,
+            ..ServeConfig::default()
+        }
+        .validate()
+        .unwrap();
+        let FeedSpec::Upstream(spec) = &v.feeds[0] else {
+            panic!("not a live feed: {:?}", v.feeds);
+        };
+        assert_eq!(spec.timing.silence_timeout, Duration::from_millis(700));
+        assert_eq!(spec.timing.backoff_max, Duration::from_millis(40));
+        // TC1: a maximum below the first delay, and a zero timeout, are refused.
+        let ConfigError::Invalid(errors) = ServeConfig {
+            upstream_silence_timeout_ms: 0,
+            upstream_backoff_initial_ms: 100,
+            upstream_backoff_max_ms: 50,
+            ..ServeConfig::default()
+        }
+        .validate()
+        .unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let text = errors.join("\n");
+        assert!(text.contains("upstream_silence_timeout_ms"), "{text}");
+        assert!(text.contains("upstream_backoff_max_ms"), "{text}");
     }
 
     #[test]

@@ -9,17 +9,20 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::decimal::write_fixed;
-use crate::update::{Sequenced, Side, UpdateKind};
+use crate::update::{Sequenced, Side, SymbolStatus, UpdateKind};
 
 /// Message type, the first payload byte of every binary message.
 pub mod msg_type {
     pub const QUOTE: u8 = 1;
     pub const TRADE: u8 = 2;
     pub const SYMBOL: u8 = 3;
+    pub const STATUS: u8 = 4;
 }
 
 pub const QUOTE_LEN: usize = 80;
 pub const TRADE_LEN: usize = 64;
+/// A status is the 48-byte header every update starts with, and no more.
+pub const STATUS_LEN: usize = 48;
 
 pub const OPCODE_TEXT: u8 = 0x1;
 pub const OPCODE_BINARY: u8 = 0x2;
@@ -137,6 +140,7 @@ impl FrameEncoder {
         let (kind, side, len) = match u.kind {
             UpdateKind::Quote { .. } => (msg_type::QUOTE, 0, QUOTE_LEN),
             UpdateKind::Trade { side, .. } => (msg_type::TRADE, side as u8, TRADE_LEN),
+            UpdateKind::Status(status) => (msg_type::STATUS, status as u8, STATUS_LEN),
         };
         let out = self.carve(OPCODE_BINARY, len);
         out.put_u8(kind);
@@ -164,6 +168,7 @@ impl FrameEncoder {
                 out.put_i64_le(px);
                 out.put_i64_le(sz);
             }
+            UpdateKind::Status(_) => {}
         }
         self.arena.split().freeze()
     }
@@ -184,6 +189,7 @@ fn write_json(out: &mut Vec<u8>, s: &Sequenced, sym: SymbolFormat<'_>) {
     let kind = match u.kind {
         UpdateKind::Quote { .. } => "quote",
         UpdateKind::Trade { .. } => "trade",
+        UpdateKind::Status(_) => "status",
     };
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
@@ -229,8 +235,20 @@ fn write_json(out: &mut Vec<u8>, s: &Sequenced, sym: SymbolFormat<'_>) {
             out.extend_from_slice(side_name(side).as_bytes());
             out.push(b'"');
         }
+        UpdateKind::Status(status) => write_status(out, status),
     }
     out.push(b'}');
+}
+
+fn write_status(out: &mut Vec<u8>, status: SymbolStatus) {
+    out.extend_from_slice(b",\"state\":\"");
+    out.extend_from_slice(status.state().as_bytes());
+    out.push(b'"');
+    if status.is_stale() {
+        out.extend_from_slice(b",\"reason\":\"");
+        out.extend_from_slice(status.reason().as_bytes());
+        out.push(b'"');
+    }
 }
 
 pub fn side_name(side: Side) -> &'static str {
@@ -405,6 +423,29 @@ mod tests {
             text.ends_with(r#""price":"1.50","size":"-1","side":"sell"}"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn status_layout_and_json() {
+        let mut s = quote();
+        s.update.kind = UpdateKind::Status(SymbolStatus::StaleGap);
+        let e = FrameEncoder::new().encode(&s, FMT);
+        // TC0: the 48-byte update header, type 4, the status in byte 1.
+        assert_eq!(&e.binary[..4], &[0x82, 48, msg_type::STATUS, 1]);
+        assert_eq!(e.binary.len(), 2 + STATUS_LEN);
+        let q = FrameEncoder::new().encode(&quote(), FMT);
+        assert_eq!(&e.binary[4..50], &q.binary[4..50]);
+        let json = frame_payload(&e.json);
+        let text = std::str::from_utf8(&json).unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"status","symbol":"BTCUSDT","id":7,"seq":42,"symbol_seq":5,"exchange_ts":0,"receive_ts":1723161253937000000,"publish_ts":1900000000000000000,"state":"stale","reason":"gap"}"#
+        );
+        // TC1: live has no reason.
+        s.update.kind = UpdateKind::Status(SymbolStatus::Live);
+        let e = FrameEncoder::new().encode(&s, FMT);
+        assert_eq!(e.binary[3], 0);
+        assert!(e.json.ends_with(br#""state":"live"}"#));
     }
 
     #[test]

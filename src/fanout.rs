@@ -211,8 +211,9 @@ pub struct Subscriber {
     subscribed_count: usize,
     /// Symbols whose definition this connection has been sent.
     defined: BitSet,
-    /// After a snapshot or a catch-up: the per-symbol sequence already sent
-    /// from the cache; ring entries at or below it are skipped.
+    /// After a snapshot or a catch-up: per symbol, the global sequence of
+    /// the newest entry (update or status) sent from the cache; ring entries
+    /// of that symbol at or below it are skipped.
     floors: HashMap<SymbolId, u64>,
     /// Ring position from which every entry is newer than anything the
     /// floors hold; the floors are dropped there.
@@ -363,9 +364,7 @@ impl Subscriber {
         }
         let mut snapshot = Vec::with_capacity(new.len());
         for &s in &new {
-            if let Some(p) = self.market.lvc.get(s) {
-                snapshot.push(p);
-            }
+            snapshot.extend(self.market.lvc.values(s).in_order());
         }
         out.push(protocol::ack_reply(
             "subscribe",
@@ -433,7 +432,8 @@ impl Subscriber {
     fn send_latest(&mut self, p: &Published, out: &mut Outbox) {
         self.define(p.symbol, out);
         out.push(p.frame(self.format).clone());
-        self.floors.insert(p.symbol, p.symbol_seq);
+        let floor = self.floors.entry(p.symbol).or_insert(0);
+        *floor = (*floor).max(p.seq);
         // p sits at ring position p.seq - 1; everything from p.seq on is newer.
         self.floor_until = self.floor_until.max(p.seq);
     }
@@ -465,7 +465,7 @@ impl Subscriber {
                         continue;
                     }
                     if let Some(&floor) = self.floors.get(&p.symbol) {
-                        if p.symbol_seq <= floor {
+                        if p.seq <= floor {
                             continue;
                         }
                     }
@@ -494,11 +494,11 @@ impl Subscriber {
         };
         let mut latest: Vec<Published> = candidates
             .into_iter()
-            .filter_map(|s| self.market.lvc.get(s))
+            .flat_map(|s| self.market.lvc.values(s).in_order())
             .filter(|p| {
                 // Changed since the cursor (entry at position p.seq - 1 >= old),
                 // and newer than anything already sent from the cache.
-                p.seq > old && self.floors.get(&p.symbol).is_none_or(|&f| p.symbol_seq > f)
+                p.seq > old && self.floors.get(&p.symbol).is_none_or(|&f| p.seq > f)
             })
             .collect();
         latest.sort_unstable_by_key(|p| p.seq);
@@ -516,7 +516,7 @@ mod tests {
     use crate::publish::Publisher;
     use crate::ring::RingWriter;
     use crate::symbols::{Normalizer, SymbolTable};
-    use crate::update::{Update, UpdateKind};
+    use crate::update::{SymbolStatus, Update, UpdateKind};
 
     struct Fixture {
         market: Arc<Market>,
@@ -548,6 +548,17 @@ mod tests {
                     ask_px: (bid + 1) * m,
                     ask_sz: m,
                 },
+                exchange_ts_ns: 0,
+                receive_ts_ns: 1,
+                origin_seq: 0,
+            });
+        }
+
+        fn status(&mut self, symbol: &str, status: SymbolStatus) {
+            let id = self.normalizer.scale(symbol, b"1", b"1").unwrap().id;
+            self.publisher.publish(Update {
+                symbol: id,
+                kind: UpdateKind::Status(status),
                 exchange_ts_ns: 0,
                 receive_ts_ns: 1,
                 origin_seq: 0,
@@ -669,6 +680,47 @@ mod tests {
         f.quote("A", 11);
         sub.fill(&mut out);
         assert_eq!(drain(&mut out), [msg("quote", "A", 11)]);
+    }
+
+    #[test]
+    fn statuses_ride_with_the_data_in_snapshots_and_catch_ups() {
+        let mut f = fixture(8);
+        f.quote("A", 1);
+        f.status("A", SymbolStatus::StaleGap);
+        // TC0: a snapshot has the update, then the status after it.
+        let mut sub = f.subscriber(4);
+        let mut out = Outbox::default();
+        sub.handle(request("subscribe", &["A"]), &mut out);
+        assert_eq!(
+            drain(&mut out),
+            [
+                msg("ack", "", 0),
+                msg("symbol", "A", 0),
+                msg("quote", "A", 1),
+                msg("status", "A", 1)
+            ]
+        );
+        // TC1: live, then an update, through the ring in order.
+        f.status("A", SymbolStatus::Live);
+        f.quote("A", 2);
+        sub.fill(&mut out);
+        assert_eq!(
+            drain(&mut out),
+            [msg("status", "A", 1), msg("quote", "A", 2)]
+        );
+        // TC2: a client that lags learns the newest of both, in order.
+        for i in 3..10 {
+            f.quote("A", i);
+        }
+        f.status("A", SymbolStatus::StaleDisconnected);
+        sub.fill(&mut out);
+        let got = drain(&mut out);
+        assert_eq!(got[0].0, "conflated");
+        assert_eq!(&got[1..], [msg("quote", "A", 9), msg("status", "A", 9)]);
+        // TC3: the skipped ring entries are not sent after the catch-up.
+        f.quote("A", 10);
+        sub.fill(&mut out);
+        assert_eq!(drain(&mut out), [msg("quote", "A", 10)]);
     }
 
     #[test]

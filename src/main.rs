@@ -203,8 +203,12 @@ struct ServeArgs {
     #[arg(long, env = "TICKWIRE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
     /// A feed: a recorded file (Tardis CSV, Binance or Coinbase JSON lines,
-    /// plain, gzip or zstd) or `synthetic:symbols=N,rate=R`. Repeatable.
-    /// Without any, the bundled recording replays in a loop.
+    /// plain, gzip or zstd), `synthetic:symbols=N,rate=R`, or a live venue
+    /// WebSocket as VENUE:URL:
+    /// `binance:wss://stream.binance.com:9443/stream?streams=btcusdt@bookTicker/btcusdt@trade`
+    /// (or `?subscribe=...` to subscribe by message),
+    /// `coinbase:wss://ws-feed.exchange.coinbase.com?products=BTC-USD,ETH-USD&channels=ticker,matches,heartbeat`.
+    /// Repeatable. Without any, the bundled recording replays in a loop.
     #[arg(long = "feed", env = "TICKWIRE_FEED", value_delimiter = ';')]
     feeds: Vec<String>,
     /// Replay speed: 1 (recorded pace), 10, 0.5, or max [default: 1].
@@ -243,6 +247,16 @@ struct ServeArgs {
     /// Hold the feeds until this many connections have subscribed [default: 0].
     #[arg(long, env = "TICKWIRE_MIN_SUBSCRIBERS")]
     min_subscribers: Option<usize>,
+    /// Live feeds: a venue silent this long (no data, no pong) is
+    /// reconnected and its symbols marked stale [default: 10000].
+    #[arg(long, env = "TICKWIRE_UPSTREAM_SILENCE_TIMEOUT_MS")]
+    upstream_silence_timeout_ms: Option<u64>,
+    /// Live feeds: first reconnect delay, doubled per attempt, with jitter [default: 250].
+    #[arg(long, env = "TICKWIRE_UPSTREAM_BACKOFF_INITIAL_MS")]
+    upstream_backoff_initial_ms: Option<u64>,
+    /// Live feeds: largest reconnect delay [default: 30000].
+    #[arg(long, env = "TICKWIRE_UPSTREAM_BACKOFF_MAX_MS")]
+    upstream_backoff_max_ms: Option<u64>,
     /// Serve /echo (every message echoed by the /ws connection code), for
     /// conformance testing with Autobahn|Testsuite.
     #[arg(long, env = "TICKWIRE_ECHO")]
@@ -270,7 +284,10 @@ impl ServeArgs {
             max_message_bytes,
             max_subscriptions,
             shutdown_timeout_ms,
-            min_subscribers
+            min_subscribers,
+            upstream_silence_timeout_ms,
+            upstream_backoff_initial_ms,
+            upstream_backoff_max_ms
         );
         if !self.feeds.is_empty() {
             c.feeds = self.feeds;

@@ -20,7 +20,11 @@ pub struct Published {
     /// Global sequence; also the entry's position in the ring plus one.
     pub seq: u64,
     pub symbol: SymbolId,
+    /// For a status: the `symbol_seq` of the symbol's last update.
     pub symbol_seq: u64,
+    /// A status entry: the symbol turned stale or live. The cache keeps the
+    /// newest of each kind.
+    pub is_status: bool,
     pub frames: EncodedUpdate,
 }
 
@@ -33,40 +37,77 @@ impl Published {
     }
 }
 
-/// The newest update of every symbol, for snapshots and for slow clients
-/// that catch up.
+/// What the cache holds for one symbol: its newest update and, once an
+/// upstream feed has reported on it, its newest status. Kept together under
+/// one lock so that a reader gets a pair as the publisher left it, never a
+/// status from before an update and the update from after it.
+#[derive(Debug, Clone, Default)]
+pub struct LastValues {
+    pub update: Option<Published>,
+    pub status: Option<Published>,
+}
+
+impl LastValues {
+    /// The entries, oldest first (the order they were published in).
+    pub fn in_order(self) -> impl Iterator<Item = Published> {
+        let (a, b) = match (self.update, self.status) {
+            (Some(u), Some(s)) if s.seq < u.seq => (Some(s), Some(u)),
+            (u, s) => (u, s),
+        };
+        a.into_iter().chain(b)
+    }
+}
+
+/// The newest update (and status) of every symbol, for snapshots and for
+/// slow clients that catch up.
 ///
-/// Each symbol has its own mutex, held only for the clone of two `Bytes`
-/// (two refcount increments): the publisher can be delayed by a reader only
+/// Each symbol has its own mutex, held only for the clone of a few `Bytes`
+/// (refcount increments): the publisher can be delayed by a reader only
 /// for that long, and only on the one symbol the reader is copying. The
 /// outer `RwLock` is write-locked only to add a symbol.
 #[derive(Default)]
 pub struct LastValueCache {
-    slots: RwLock<Vec<Mutex<Option<Published>>>>,
+    slots: RwLock<Vec<Mutex<LastValues>>>,
 }
 
 impl LastValueCache {
     pub fn store(&self, p: &Published) {
         let index = p.symbol as usize;
+        let put = |slot: &Mutex<LastValues>| {
+            let mut values = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if p.is_status {
+                values.status = Some(p.clone());
+            } else {
+                values.update = Some(p.clone());
+            }
+        };
         {
             let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
             if let Some(slot) = slots.get(index) {
-                *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+                put(slot);
                 return;
             }
         }
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         if slots.len() <= index {
-            slots.resize_with(index + 1, || Mutex::new(None));
+            slots.resize_with(index + 1, Mutex::default);
         }
-        *slots[index].lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
+        put(&slots[index]);
     }
 
+    /// The symbol's newest update.
     pub fn get(&self, symbol: SymbolId) -> Option<Published> {
+        self.values(symbol).update
+    }
+
+    /// The symbol's newest update and newest status, read together.
+    pub fn values(&self, symbol: SymbolId) -> LastValues {
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        let slot = slots.get(symbol as usize)?;
-        let value = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        value
+        let Some(slot) = slots.get(symbol as usize) else {
+            return LastValues::default();
+        };
+        let values = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        values
     }
 
     /// Number of symbol slots (the highest symbol id seen, plus one).

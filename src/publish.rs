@@ -10,7 +10,7 @@ use crate::encode::{FrameEncoder, SymbolFormat};
 use crate::market::{Market, Published};
 use crate::ring::RingWriter;
 use crate::symbols::SymbolDef;
-use crate::update::{now_ns, Sequenced, Update};
+use crate::update::{now_ns, Sequenced, Update, UpdateKind};
 
 /// Most updates taken from the feeds before connections are woken. Bounds
 /// the latency a burst adds to its first update.
@@ -64,7 +64,11 @@ impl Publisher {
             }
         }
         let def = self.defs[id].as_ref()?;
-        if update.origin_seq == 0 {
+        let is_status = matches!(update.kind, UpdateKind::Status(_));
+        if is_status {
+            // A status is not data: it keeps the symbol's sequence (the
+            // last update it follows) and is never dropped as old.
+        } else if update.origin_seq == 0 {
             self.symbol_seqs[id] += 1;
         } else if update.origin_seq > self.symbol_seqs[id] {
             self.symbol_seqs[id] = update.origin_seq;
@@ -99,6 +103,7 @@ impl Publisher {
             seq: sequenced.seq,
             symbol: update.symbol,
             symbol_seq: sequenced.symbol_seq,
+            is_status,
             frames,
         };
         // The cache first: a connection that finds an entry in the ring and
@@ -139,7 +144,6 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::symbols::{Normalizer, SymbolTable};
-    use crate::update::UpdateKind;
 
     fn trade(symbol: u32, px: i64, origin_seq: u64) -> Update {
         Update {
@@ -177,5 +181,14 @@ mod tests {
         assert_eq!(market.lvc.get(id).unwrap().symbol_seq, 7);
         // TC3: the global sequence stays gapless across the drops.
         assert_eq!(publisher.publish(trade(id, 14, 9)).unwrap().seq, 3);
+        // TC4: a status takes a global sequence, keeps the symbol's, and is
+        // cached beside the update, not in its place.
+        let mut stale = trade(id, 0, 0);
+        stale.kind = UpdateKind::Status(crate::update::SymbolStatus::StaleGap);
+        let s = publisher.publish(stale).unwrap();
+        assert_eq!((s.seq, s.symbol_seq), (4, 9));
+        let values = market.lvc.values(id);
+        assert_eq!(values.update.unwrap().seq, 3);
+        assert_eq!(values.status.unwrap().seq, 4);
     }
 }

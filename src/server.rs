@@ -299,7 +299,7 @@ fn render_metrics(state: &AppState) -> String {
     let _ = writeln!(out, "# HELP tickwire_ring_tail Next ring position (updates published).\n# TYPE tickwire_ring_tail counter");
     let _ = writeln!(out, "tickwire_ring_tail {}", state.market.ring.tail());
     type Counter = fn(&FeedStats) -> &std::sync::atomic::AtomicU64;
-    let counters: [(&str, &str, Counter); 7] = [
+    let counters: [(&str, &str, Counter); 9] = [
         ("records", "Records (lines, rows) read by a feed.", |s| {
             &s.records
         }),
@@ -324,6 +324,16 @@ fn render_metrics(state: &AppState) -> String {
             "gaps",
             "Sequence gaps a network feed detected upstream.",
             |s| &s.gaps,
+        ),
+        (
+            "outdated",
+            "Upstream messages dropped as not newer than what the feed already published.",
+            |s| &s.outdated,
+        ),
+        (
+            "refusals",
+            "Subscriptions a network feed's upstream refused.",
+            |s| &s.refusals,
         ),
     ];
     for (metric, help, counter) in counters {

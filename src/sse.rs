@@ -204,12 +204,18 @@ fn first_chunk(outbox: &mut Outbox, symbols: &Symbols, last_seen: Option<u64>) -
     chunk.freeze()
 }
 
-/// The global sequence of a quote or trade payload, None for anything else.
+/// The global sequence of a quote, trade or status payload, None for
+/// anything else.
 /// The encoder writes `type` first and `seq` as the fourth key
 /// (`encode::write_json`); a `,"seq":` cannot occur inside the symbol name
 /// before it, where every `"` is escaped.
 fn update_seq(payload: &[u8]) -> Option<u64> {
-    if !payload.starts_with(br#"{"type":"quote""#) && !payload.starts_with(br#"{"type":"trade""#) {
+    let sequenced = [
+        &br#"{"type":"quote""#[..],
+        br#"{"type":"trade""#,
+        br#"{"type":"status""#,
+    ];
+    if !sequenced.iter().any(|t| payload.starts_with(t)) {
         return None;
     }
     const KEY: &[u8] = br#","seq":"#;
@@ -358,7 +364,12 @@ mod tests {
             ),
             Some(3)
         );
-        // TC2: control messages and definitions have none.
+        // TC2: a status is sequenced like the updates.
+        assert_eq!(
+            update_seq(br#"{"type":"status","symbol":"X","id":0,"seq":7,"symbol_seq":1}"#),
+            Some(7)
+        );
+        // TC3: control messages and definitions have none.
         assert_eq!(
             update_seq(br#"{"type":"conflated","dropped":1,"latest":1}"#),
             None

@@ -26,6 +26,50 @@ pub enum UpdateKind {
     },
     /// One trade (or one aggregated trade, for `aggTrade`).
     Trade { px: i64, sz: i64, side: Side },
+    /// The symbol's data became stale or live again (an upstream connector
+    /// lost its venue, or saw a gap in the venue's numbering). Carries no
+    /// price; it travels the same path as the data so that clients get it
+    /// in order with the updates around it.
+    Status(SymbolStatus),
+}
+
+/// Whether a symbol's last values can be trusted, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SymbolStatus {
+    /// Fresh data arrived after the symbol was stale.
+    Live = 0,
+    /// The venue's sequence numbers skipped: updates were lost.
+    StaleGap = 1,
+    /// The connection to the venue was lost (closed, reset, refused).
+    StaleDisconnected = 2,
+    /// The venue sent nothing, not even a pong, for the silence timeout.
+    StaleSilent = 3,
+}
+
+impl SymbolStatus {
+    pub fn is_stale(self) -> bool {
+        self != SymbolStatus::Live
+    }
+
+    /// `live` or `stale`, as the JSON `state`.
+    pub fn state(self) -> &'static str {
+        if self.is_stale() {
+            "stale"
+        } else {
+            "live"
+        }
+    }
+
+    /// Why, as the JSON `reason`; `""` for live.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SymbolStatus::Live => "",
+            SymbolStatus::StaleGap => "gap",
+            SymbolStatus::StaleDisconnected => "disconnected",
+            SymbolStatus::StaleSilent => "silent",
+        }
+    }
 }
 
 /// One normalized update on its way from a feed to the publisher.

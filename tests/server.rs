@@ -146,6 +146,7 @@ async fn collect_data(client: &mut Client, n: usize) -> Vec<Msg> {
             Msg::Closed(c) => panic!("closed after {} updates: {c:?}", data.len()),
             Msg::Control(v) => assert_ne!(v["type"], "conflated", "unexpected conflation"),
             Msg::Symbol { .. } => {}
+            Msg::Status { .. } => panic!("a status from a recording"),
         }
     }
     data
@@ -319,6 +320,7 @@ async fn slow_client_is_conflated_then_closed_while_fast_client_gets_everything(
                     Msg::Control(v) => assert_ne!(v["type"], "conflated"),
                     Msg::Closed(c) => panic!("fast client closed: {c:?}"),
                     Msg::Symbol { .. } => {}
+                    Msg::Status { .. } => panic!("a status from a synthetic feed"),
                 },
             }
         }

@@ -15,7 +15,7 @@ use tickwire::decimal::Fixed;
 use tickwire::encode::{
     frame_payload, side_name, symbol_binary, symbol_json, FrameEncoder, SymbolFormat,
 };
-use tickwire::update::{Sequenced, Side, Update, UpdateKind};
+use tickwire::update::{Sequenced, Side, SymbolStatus, Update, UpdateKind};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/test/fixtures/frames.json");
 
@@ -86,6 +86,21 @@ fn trade(symbol: u32, seq: u64, px: i64, sz: i64, side: Side, ts: [u64; 3]) -> S
     }
 }
 
+fn status(symbol: u32, seq: u64, symbol_seq: u64, status: SymbolStatus) -> Sequenced {
+    Sequenced {
+        update: Update {
+            symbol,
+            kind: UpdateKind::Status(status),
+            exchange_ts_ns: 0,
+            receive_ts_ns: 1_723_161_256_000_000_007,
+            origin_seq: 0,
+        },
+        seq,
+        symbol_seq,
+        publish_ts_ns: 1_900_000_000_000_200_009,
+    }
+}
+
 fn updates() -> Vec<Sequenced> {
     vec![
         // TC0: the quote of docs/PROTOCOL.md.
@@ -127,6 +142,11 @@ fn updates() -> Vec<Sequenced> {
         ),
         // TC4: an unknown aggressor side and a zero price.
         trade(65_535, 46, 0, 0, Side::Unknown, [0, 0, 0]),
+        // TC5: statuses: stale for each reason, then live again.
+        status(0, 47, 6, SymbolStatus::StaleGap),
+        status(0, 48, 6, SymbolStatus::StaleDisconnected),
+        status(7, 49, 44, SymbolStatus::StaleSilent),
+        status(0, 50, 6, SymbolStatus::Live),
     ]
 }
 
@@ -173,6 +193,11 @@ fn expected(s: &Sequenced, sym: &Sym) -> Value {
             "type": "trade",
             "price": fixed(px, pd), "size": fixed(sz, sd), "side": side_name(side),
             "px": px.to_string(), "sz": sz.to_string(),
+        }),
+        UpdateKind::Status(status) => json!({
+            "type": "status",
+            "state": status.state(),
+            "reason": if status.is_stale() { Value::from(status.reason()) } else { Value::Null },
         }),
     };
     if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {

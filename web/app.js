@@ -161,6 +161,7 @@ function insertRowElement(r) {
   const after = [...body.rows].find((x) => x.dataset.symbol > r.name);
   body.insertBefore(tr, after ?? null);
   if (r.name === selected) tr.classList.add("selected");
+  if (client.stale.has(r.name)) tr.classList.add("stale");
   $("empty").hidden = true;
 }
 
@@ -495,6 +496,14 @@ client.addEventListener("batch", () => {
   if (chartDirty || tradesDirty) drawDetail();
 });
 client.addEventListener("status", (e) => setState(e.detail));
+// A stale row: its upstream feed lost the symbol; the values are the last known.
+client.addEventListener("symbolstatus", (e) => {
+  const m = e.detail;
+  const tr = rows.get(m.symbol)?.el?.tr;
+  if (!tr) return;
+  tr.classList.toggle("stale", m.state === "stale");
+  tr.title = m.state === "stale" ? `stale: ${m.reason}` : "";
+});
 client.addEventListener("error", (e) => {
   if (e.detail.code) $("notice").textContent = e.detail.reason;
   if (e.detail.request?.op === "subscribe") saveWatchlist();

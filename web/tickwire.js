@@ -14,9 +14,13 @@ export const SUBPROTOCOL = "tickwire.v1";
 export const MSG_QUOTE = 1;
 export const MSG_TRADE = 2;
 export const MSG_SYMBOL = 3;
+export const MSG_STATUS = 4;
 export const QUOTE_LEN = 80;
 export const TRADE_LEN = 64;
+export const STATUS_LEN = 48;
 const SIDES = ["unknown", "buy", "sell"];
+// A status's byte 1: 0 live, else stale for this reason.
+const STALE_REASONS = [null, "gap", "disconnected", "silent"];
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** `mantissa × 10^-decimals` as a string with exactly `decimals` decimals. */
@@ -72,14 +76,14 @@ export function decodeBinary(data, symbols) {
     symbols.set(def.id, def);
     return def;
   }
-  if (type !== MSG_QUOTE && type !== MSG_TRADE) throw new Error(`unknown binary message type ${type}`);
-  const want = type === MSG_QUOTE ? QUOTE_LEN : TRADE_LEN;
+  if (type !== MSG_QUOTE && type !== MSG_TRADE && type !== MSG_STATUS) throw new Error(`unknown binary message type ${type}`);
+  const want = type === MSG_QUOTE ? QUOTE_LEN : type === MSG_TRADE ? TRADE_LEN : STATUS_LEN;
   if (v.byteLength !== want) throw new Error(`message type ${type} of ${v.byteLength} bytes, not ${want}`);
   const id = v.getUint32(4, true);
   const def = symbols.get(id);
   if (!def) throw new Error(`update for symbol ${id} before its definition`);
   const m = {
-    type: type === MSG_QUOTE ? "quote" : "trade",
+    type: type === MSG_QUOTE ? "quote" : type === MSG_TRADE ? "trade" : "status",
     id,
     symbol: def.symbol,
     seq: seqAt(v, 8),
@@ -91,7 +95,11 @@ export function decodeBinary(data, symbols) {
     sizeDecimals: def.sizeDecimals,
   };
   const px = (o) => v.getBigInt64(o, true);
-  if (type === MSG_QUOTE) {
+  if (type === MSG_STATUS) {
+    const code = v.getUint8(1);
+    m.state = code === 0 ? "live" : "stale";
+    m.reason = code === 0 ? null : (STALE_REASONS[code] ?? "unknown");
+  } else if (type === MSG_QUOTE) {
     m.bidPx = px(48);
     m.bidSz = px(56);
     m.askPx = px(64);
@@ -137,7 +145,7 @@ export function decodeJson(text, symbols) {
     symbols.set(def.id, def);
     return def;
   }
-  if (j.type !== "quote" && j.type !== "trade") return j;
+  if (j.type !== "quote" && j.type !== "trade" && j.type !== "status") return j;
   const def = symbols.get(j.id);
   if (!def) throw new Error(`update for symbol ${j.id} before its definition`);
   const m = {
@@ -154,7 +162,9 @@ export function decodeJson(text, symbols) {
   };
   const pd = def.priceDecimals;
   const sd = def.sizeDecimals;
-  if (j.type === "quote") {
+  if (j.type === "status") {
+    Object.assign(m, { state: j.state, reason: j.reason ?? null });
+  } else if (j.type === "quote") {
     Object.assign(m, { bid: j.bid, bidSize: j.bid_size, ask: j.ask, askSize: j.ask_size });
     m.bidPx = parseFixed(j.bid, pd);
     m.bidSz = parseFixed(j.bid_size, sd);
@@ -184,6 +194,9 @@ const MAX_QUEUED = 50_000;
  *   than live, `latencyMs` is publish-to-arrival;
  * - `status`: `{state, transport, subprotocol, ...}` on every change;
  *   state is `connecting`, `live`, `reconnecting` or `closed`;
+ * - `symbolstatus`: a symbol's data turned `stale` (`reason`: `gap`,
+ *   `disconnected`, `silent`: the server's upstream feed lost it) or
+ *   `live` again; `client.stale` maps the stale symbols to their reason;
  * - `gap`: a jump in a symbol's sequence (`explained` when the server
  *   announced it: conflation, or a resumed SSE stream);
  * - `conflated`: the server's notice; `error`: a refused request;
@@ -216,6 +229,8 @@ export class TickwireClient extends EventTarget {
     this.conflatedUpdates = 0;
     this.gaps = 0;
     this.missedUpdates = 0;
+    /** Symbols the server says are stale now: name -> reason. */
+    this.stale = new Map();
     this.lastError = null;
 
     this._ws = null;
@@ -483,6 +498,14 @@ export class TickwireClient extends EventTarget {
       case "quote":
       case "trade":
         return this._update(m, receivedAt);
+      case "status":
+        // Counted in a snapshot like the updates it comes with.
+        if (this._cacheFramesLeft > 0) this._cacheFramesLeft--;
+        if (!this.wants(m.symbol)) return false;
+        if (m.state === "stale") this.stale.set(m.symbol, m.reason);
+        else this.stale.delete(m.symbol);
+        this._emit("symbolstatus", m);
+        return true;
       case "ack":
         this._requests.delete(m.id);
         this._cacheFramesLeft += m.snapshot ?? 0;

@@ -39,6 +39,8 @@ pub struct ConnRecord {
     pub duplicates: u64,
     /// `conflated` notices from the server.
     pub conflated_notices: u64,
+    /// Stale / live status messages (upstream feeds only).
+    pub status_notices: u64,
     /// `error` messages from the server.
     pub server_errors: u64,
     /// The close code the server sent, if it closed.
@@ -175,6 +177,12 @@ impl ThreadStats {
                     self.clients[slot].definitions += 1;
                     Ok(None)
                 }
+                // A symbol's stale / live status: not an update, and it
+                // carries the symbol's last sequence, not a new one.
+                (Some(4), 48) => {
+                    self.clients[slot].status_notices += 1;
+                    Ok(None)
+                }
                 (t, n) => Err(FrameError::NotTickwire(format!(
                     "binary message of type {t:?} and {n} bytes"
                 ))),
@@ -227,6 +235,7 @@ impl ThreadStats {
             }
             Some(b"symbol") => c.definitions += 1,
             Some(b"conflated") => c.conflated_notices += 1,
+            Some(b"status") => c.status_notices += 1,
             Some(b"error") => {
                 c.server_errors += 1;
                 let text = String::from_utf8_lossy(p).into_owned();
@@ -329,6 +338,69 @@ mod tests {
         let c = &s.clients[0];
         assert_eq!((c.gaps, c.missed, c.duplicates, c.reorders), (1, 2, 1, 1));
         assert_eq!(s.publish.len(), 5);
+    }
+
+    #[test]
+    fn statuses_are_neither_updates_nor_gaps() {
+        use crate::encode::{symbol_binary, FrameEncoder, SymbolFormat};
+        use crate::update::{Sequenced, SymbolStatus, Update, UpdateKind};
+        let fmt = SymbolFormat {
+            name: "A",
+            price_decimals: 2,
+            size_decimals: 2,
+        };
+        let mut enc = FrameEncoder::new();
+        let mut frame = |seq, symbol_seq, kind| {
+            let s = Sequenced {
+                update: Update {
+                    symbol: 0,
+                    kind,
+                    exchange_ts_ns: 0,
+                    receive_ts_ns: 1,
+                    origin_seq: 0,
+                },
+                seq,
+                symbol_seq,
+                publish_ts_ns: now_ns(),
+            };
+            enc.encode(&s, fmt)
+        };
+        let trade = UpdateKind::Trade {
+            px: 1,
+            sz: 1,
+            side: crate::update::Side::Buy,
+        };
+        let stale = UpdateKind::Status(SymbolStatus::StaleGap);
+        let live = UpdateKind::Status(SymbolStatus::Live);
+        // A trade, stale and live (both with the trade's symbol_seq), a trade.
+        let frames = [
+            frame(1, 1, trade),
+            frame(2, 1, stale),
+            frame(3, 1, live),
+            frame(4, 2, trade),
+        ];
+        for (protocol, json) in [
+            (Protocol::TickwireBinary, false),
+            (Protocol::TickwireJson, true),
+        ] {
+            let mut s = ThreadStats::new(1, protocol);
+            let mut bytes = symbol_binary(0, "A", 2, 2).to_vec();
+            for f in &frames {
+                bytes.extend_from_slice(if json { &f.json } else { &f.binary });
+            }
+            if json {
+                bytes.drain(..symbol_binary(0, "A", 2, 2).len());
+            }
+            s.parse_frames(0, &bytes, Phase::Measure, false).unwrap();
+            let c = &s.clients[0];
+            assert_eq!(c.status_notices, 2, "json: {json}");
+            assert_eq!(c.updates_total, 2, "json: {json}");
+            assert_eq!(
+                (c.gaps, c.duplicates, c.reorders),
+                (0, 0, 0),
+                "json: {json}"
+            );
+        }
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub struct Sequence {
     pub reorders: u64,
     pub duplicates: u64,
     pub conflated_notices: u64,
+    /// Stale / live statuses (not updates, not counted in the above).
+    pub status_notices: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,6 +197,7 @@ pub(crate) fn build(
             reorders: sum(|c| c.reorders),
             duplicates: sum(|c| c.duplicates),
             conflated_notices: sum(|c| c.conflated_notices),
+            status_notices: sum(|c| c.status_notices),
         },
         latency_us: Latencies {
             publish: Percentiles::of(&publish),

@@ -10,6 +10,9 @@
 //! - [`binance`], [`coinbase`], [`tardis`]: one file per venue format, each
 //!   with its raw message structs and their normalization.
 //! - [`synthetic`]: the generator behind `synthetic:symbols=N,rate=R`.
+//! - [`upstream`]: live venue WebSocket feeds (`binance:wss://...`,
+//!   `coinbase:wss://...`): reconnection, sequence checks, stale / live
+//!   status; over [`ws_client`], the `ws://` / `wss://` client.
 //! - `timestamp`: exact epoch / RFC 3339 parsing to nanoseconds.
 
 pub mod binance;
@@ -18,6 +21,8 @@ pub mod replay;
 pub mod synthetic;
 pub mod tardis;
 mod timestamp;
+pub mod upstream;
+pub mod ws_client;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -33,6 +38,7 @@ use crate::update::{now_ns, Side, Update, UpdateKind};
 
 pub use replay::{read_all, FileReader, Timed};
 pub use synthetic::{Rate, SyntheticSpec};
+pub use upstream::{UpstreamSpec, UpstreamTiming};
 
 /// The recording the server replays when no feed is named: the first 60 s of
 /// Binance spot BTCUSDT and ETHUSDT and COIN-M BTCUSD_PERP on 2024-08-08,
@@ -56,6 +62,8 @@ pub enum FeedSpec {
         bytes: &'static [u8],
     },
     Synthetic(SyntheticSpec),
+    /// A live venue WebSocket: `binance:wss://...`, `coinbase:wss://...`.
+    Upstream(UpstreamSpec),
 }
 
 impl FeedSpec {
@@ -65,6 +73,7 @@ impl FeedSpec {
             FeedSpec::File(path) => path.display().to_string(),
             FeedSpec::Embedded { name, .. } => (*name).to_owned(),
             FeedSpec::Synthetic(spec) => spec.to_string(),
+            FeedSpec::Upstream(spec) => spec.spec.clone(),
         }
     }
 }
@@ -80,6 +89,7 @@ impl fmt::Debug for FeedSpec {
                 .field("len", &bytes.len())
                 .finish(),
             FeedSpec::Synthetic(spec) => f.debug_tuple("Synthetic").field(spec).finish(),
+            FeedSpec::Upstream(spec) => f.debug_tuple("Upstream").field(spec).finish(),
         }
     }
 }
@@ -87,9 +97,13 @@ impl fmt::Debug for FeedSpec {
 impl FromStr for FeedSpec {
     type Err = SpecError;
 
-    /// `synthetic:symbols=N,rate=R[,seed=S]` is the generator; anything else
-    /// is a path.
+    /// `synthetic:symbols=N,rate=R[,seed=S]` is the generator;
+    /// `binance:wss://...` and `coinbase:wss://...` are live venues; anything
+    /// else is a path.
     fn from_str(s: &str) -> Result<Self, SpecError> {
+        if let Some(upstream) = UpstreamSpec::parse(s) {
+            return upstream.map(FeedSpec::Upstream);
+        }
         match s.strip_prefix("synthetic:") {
             Some(params) => Ok(FeedSpec::Synthetic(SyntheticSpec::parse(s, params)?)),
             None if s == "synthetic" => Ok(FeedSpec::Synthetic(SyntheticSpec::parse(s, "")?)),
@@ -156,6 +170,12 @@ pub struct FeedStats {
     pub reconnects: AtomicU64,
     /// Network feeds: sequence gaps detected in the upstream's numbering.
     pub gaps: AtomicU64,
+    /// Network feeds: messages dropped because they were not newer than
+    /// what the feed already published for their symbol (resent after a
+    /// reconnect, out of order).
+    pub outdated: AtomicU64,
+    /// Network feeds: subscriptions the upstream refused.
+    pub refusals: AtomicU64,
     /// Network feeds: wall-clock time of the last message from upstream, in
     /// nanoseconds since the epoch; 0 before the first.
     pub last_message_ns: AtomicU64,
@@ -189,7 +209,7 @@ pub enum FeedError {
         line: u64,
         what: String,
     },
-    #[error("{name}: a synthetic feed has no records to read")]
+    #[error("{name}: a synthetic or live feed has no records to read")]
     NotRecorded { name: String },
     #[error("{name}: {source}")]
     Symbol {
@@ -211,6 +231,8 @@ pub enum SpecError {
     Synthetic { spec: String, reason: String },
     #[error("speed `{0}`: expected a positive number such as 1, 10 or 0.5, or `max`")]
     Speed(String),
+    #[error("live feed `{spec}`: {reason}")]
+    Upstream { spec: String, reason: String },
 }
 
 /// Runs a feed until a recording ends (when not looped), the receiver is
@@ -224,6 +246,7 @@ pub async fn run(
 ) -> Result<(), FeedError> {
     match spec {
         FeedSpec::Synthetic(spec) => synthetic::run(spec, normalizer, tx, stats).await,
+        FeedSpec::Upstream(spec) => upstream::run(spec, normalizer, tx, stats).await,
         recorded => replay::run(recorded, opts, normalizer, tx, stats).await,
     }
 }
@@ -419,5 +442,16 @@ mod tests {
         }
         // TC3: empty.
         assert_eq!("".parse::<FeedSpec>(), Err(SpecError::EmptyPath));
+        // TC4: live venues (the URL rules are tested in `upstream`).
+        let live = "coinbase:wss://ws-feed.exchange.coinbase.com?products=BTC-USD";
+        match live.parse::<FeedSpec>() {
+            Ok(FeedSpec::Upstream(spec)) => assert_eq!(spec.venue, upstream::Venue::Coinbase),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(live.parse::<FeedSpec>().unwrap().name(), live);
+        assert!(matches!(
+            "wss://x/".parse::<FeedSpec>(),
+            Err(SpecError::Upstream { .. })
+        ));
     }
 }

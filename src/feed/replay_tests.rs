@@ -392,6 +392,7 @@ fn assert_exact(path: &Path) -> usize {
                     decimals: sd,
                 },
             ],
+            UpdateKind::Status(s) => panic!("{file}: a recording yielded status {s:?}"),
         };
         assert_eq!(got.len(), texts.len(), "{file} update {i}: kind");
         for (g, t) in got.iter().zip(texts) {

@@ -273,6 +273,7 @@ mod tests {
                     assert!(px > 0 && sz > 0);
                     trades += 1;
                 }
+                UpdateKind::Status(s) => panic!("the generator yielded status {s:?}"),
             }
         }
         // About one in ten.

@@ -81,6 +81,14 @@ pub enum Msg {
         size: String,
         side: String,
     },
+    /// A symbol turned stale (`reason`: gap, disconnected, silent) or live.
+    Status {
+        id: u32,
+        seq: u64,
+        symbol_seq: u64,
+        stale: bool,
+        reason: Option<String>,
+    },
     Control(serde_json::Value),
     Closed(Option<(u16, String)>),
 }
@@ -97,7 +105,7 @@ impl Msg {
 
     pub fn seq(&self) -> Option<u64> {
         match self {
-            Msg::Quote { seq, .. } | Msg::Trade { seq, .. } => Some(*seq),
+            Msg::Quote { seq, .. } | Msg::Trade { seq, .. } | Msg::Status { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -229,6 +237,25 @@ impl Client {
                     side: ["unknown", "buy", "sell"][p[1] as usize].to_owned(),
                 }
             }
+            4 => {
+                assert_eq!(p.len(), 48);
+                let id = u32::from_le_bytes(p[4..8].try_into().unwrap());
+                assert!(self.symbols.contains_key(&id), "status before definition");
+                let reason = match p[1] {
+                    0 => None,
+                    1 => Some("gap"),
+                    2 => Some("disconnected"),
+                    3 => Some("silent"),
+                    r => panic!("unknown status {r}"),
+                };
+                Msg::Status {
+                    id,
+                    seq: u64_at(p, 8),
+                    symbol_seq: u64_at(p, 16),
+                    stale: p[1] != 0,
+                    reason: reason.map(str::to_owned),
+                }
+            }
             t => panic!("unknown binary message type {t}"),
         }
     }
@@ -274,6 +301,21 @@ impl Client {
                     price: s("price"),
                     size: s("size"),
                     side: s("side"),
+                }
+            }
+            "status" => {
+                assert!(self.symbols.contains_key(&(n("id") as u32)));
+                let stale = match v["state"].as_str().unwrap() {
+                    "stale" => true,
+                    "live" => false,
+                    other => panic!("unknown state {other}"),
+                };
+                Msg::Status {
+                    id: n("id") as u32,
+                    seq: n("seq"),
+                    symbol_seq: n("symbol_seq"),
+                    stale,
+                    reason: v["reason"].as_str().map(str::to_owned),
                 }
             }
             _ => Msg::Control(v),

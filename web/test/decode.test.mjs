@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { decodeBinary, decodeJson, formatFixed, parseFixed } from "../tickwire.js";
+import { TickwireClient, decodeBinary, decodeJson, formatFixed, parseFixed } from "../tickwire.js";
 
 const fixture = JSON.parse(readFileSync(new URL("./fixtures/frames.json", import.meta.url), "utf8"));
 
@@ -19,9 +19,9 @@ function comparable(decoded, expect) {
   return out;
 }
 
-test("the fixture covers definitions, quotes and trades", () => {
+test("the fixture covers definitions, quotes, trades and statuses", () => {
   const types = new Set(fixture.messages.map((m) => m.expect.type));
-  assert.deepEqual([...types].sort(), ["quote", "symbol", "trade"]);
+  assert.deepEqual([...types].sort(), ["quote", "status", "symbol", "trade"]);
 });
 
 test("binary frames decode to the encoder's values", () => {
@@ -85,4 +85,30 @@ test("formatFixed places the point in the digits", () => {
   }
   assert.equal(parseFixed("1.5", 8), 150000000n);
   assert.throws(() => parseFixed("1.123", 2));
+});
+
+test("the client keeps which symbols are stale, in order with the data", () => {
+  // No connection: the fixture's frames are handed to the client as if
+  // they had arrived, in the fixture's order (definitions, updates, then
+  // BTCUSDT stale for a gap, stale disconnected, X"Y/é stale silent,
+  // BTCUSDT live).
+  const client = new TickwireClient({ url: "http://127.0.0.1:9", symbols: ["*"] });
+  const events = [];
+  client.addEventListener("symbolstatus", (e) => events.push(`${e.detail.symbol} ${e.detail.state} ${e.detail.reason}`));
+  const seen = [];
+  for (const m of fixture.messages) {
+    client._handle(bytes(m.binary).buffer, 0);
+    seen.push(new Map(client.stale));
+  }
+  assert.deepEqual(events, [
+    "BTCUSDT stale gap",
+    "BTCUSDT stale disconnected",
+    'X"Y/é stale silent',
+    "BTCUSDT live null",
+  ]);
+  assert.deepEqual([...client.stale], [['X"Y/é', "silent"]]);
+  // Stale from the first status on, not before.
+  const first = fixture.messages.findIndex((m) => m.expect.type === "status");
+  assert.equal(seen[first - 1].size, 0);
+  assert.equal(seen[first].get("BTCUSDT"), "gap");
 });

@@ -1,0 +1,515 @@
+//! Live exchange feeds: a WebSocket connection to a venue that stays up for
+//! days, and never serves a wrong or an older price.
+//!
+//! # The spec
+//!
+//! `VENUE:URL`, where VENUE is `binance` or `coinbase` and URL a `ws://` or
+//! `wss://` address. The venue's own query parameters stay in the URL;
+//! tickwire's are taken out before it connects:
+//!
+//! - `binance:wss://stream.binance.com:9443/stream?streams=btcusdt@bookTicker/btcusdt@trade`
+//!   subscribes by URL (Binance's combined streams);
+//!   `binance:wss://stream.binance.com:9443/stream?subscribe=btcusdt@bookTicker/ethusdt@aggTrade`
+//!   connects bare and sends a `SUBSCRIBE` message (the list may be
+//!   separated by `/` or `,`). Payloads may come wrapped
+//!   (`/stream`: `{"stream":..,"data":..}`) or bare (`/ws`).
+//! - `coinbase:wss://ws-feed.exchange.coinbase.com?products=BTC-USD,ETH-USD&channels=ticker,matches,heartbeat`
+//!   sends a `subscribe` message with those `product_ids` and `channels`
+//!   (`channels` defaults to `ticker,matches,heartbeat`).
+//!
+//! Messages are normalized by the same venue parsers as recordings
+//! ([`super::binance`], [`super::coinbase`]).
+//!
+//! # Staying up
+//!
+//! A connection that closes, fails, refuses the subscription, or stays
+//! silent for the silence timeout (nothing at all: a ping is sent after half
+//! of it, so a quiet but healthy venue answers with a pong) is dropped and
+//! opened again after an exponential backoff with jitter (each delay drawn
+//! from the upper half of the current step; the step doubles up to its
+//! maximum, and starts over once a connection delivers data). Every
+//! connection subscribes again. The venue's pings are answered with a pong
+//! carrying the same payload (Binance closes a connection that does not
+//! answer within a minute); Binance's disconnect after 24 h is an ordinary
+//! close, followed by an ordinary reconnect.
+//!
+//! # Sequence rules
+//!
+//! Per symbol and per stream, the connector keeps the venue's last id:
+//!
+//! | message | id | contiguous (a jump is a gap) |
+//! |---|---|---|
+//! | Binance `trade` | `t` (trade id) | yes, +1 per trade per symbol |
+//! | Binance `aggTrade` | `a` (aggregate trade id) | yes |
+//! | Binance `bookTicker` | `u` (order book update id) | no: only top-of-book changes are sent |
+//! | Coinbase `match`, `last_match` | `trade_id` | yes, +1 per match per product |
+//! | Coinbase `ticker` | `sequence` (the product's feed sequence) | no: it numbers every order event of the full channel |
+//! | Coinbase `heartbeat` | `last_trade_id` | a value past the last `trade_id` seen means matches were missed |
+//!
+//! A message whose id is not above the last one published for its symbol
+//! and stream (a venue resending after a reconnect, `last_match` repeating
+//! the last trade, messages out of order) is dropped and counted
+//! (`tickwire_feed_outdated_total`), so no client ever sees an older value
+//! after a newer one.
+//!
+//! # Status
+//!
+//! Every symbol the feed has published is `live` or `stale`. When the
+//! connection is lost (or silent), every live symbol of the feed is marked
+//! stale at once; when a gap is found, its symbol is. The update that
+//! revealed a gap is still published (it is real), but it does not make the
+//! symbol live: the next update of the symbol does, with a `live` status
+//! just before it. The statuses go down the same channel as the updates, so
+//! clients receive them in order with the data.
+
+mod sequence;
+mod spec;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+// Relaxed: the FeedStats fields are independent counters and flags, read
+// one by one (see FeedStats); none orders other memory.
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastwebsockets::{Frame, OpCode, Payload};
+use simd_json::prelude::*;
+use simd_json::BorrowedValue;
+use tokio::sync::mpsc;
+
+use super::ws_client::{self, ClientSocket};
+use super::{binance, coinbase, Emitter, FeedError, FeedStats, Outcome, Timed};
+use crate::symbols::Normalizer;
+use crate::update::{now_ns, SymbolId, SymbolStatus, Update, UpdateKind};
+use sequence::{binance_control, coinbase_control, Control, Numbering, Stream};
+pub use spec::{UpstreamSpec, UpstreamTiming, Venue};
+
+/// Runs a live feed until the publisher is gone (the server is shutting
+/// down). It never gives up on the venue: every failure is a reconnect.
+pub(crate) async fn run(
+    spec: UpstreamSpec,
+    normalizer: Normalizer,
+    tx: mpsc::Sender<Update>,
+    stats: Arc<FeedStats>,
+) -> Result<(), FeedError> {
+    stats.network.store(true, Relaxed);
+    let mut connector = Connector {
+        numbering: Numbering::default(),
+        status: HashMap::new(),
+        out: Vec::new(),
+        scratch: Vec::new(),
+        warned: 0,
+        spec,
+        normalizer,
+        tx,
+        stats,
+    };
+    connector.run().await;
+    Ok(())
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("the venue closed it: {0}")]
+    Closed(String),
+    #[error("silent past the timeout")]
+    Silent,
+    #[error("subscription refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+    /// The publisher is gone.
+    #[error("shutting down")]
+    Shutdown,
+}
+
+/// What one message did.
+enum Step {
+    Continue { data: bool },
+    Refused(String),
+    Shutdown,
+}
+
+struct Connector {
+    spec: UpstreamSpec,
+    normalizer: Normalizer,
+    tx: mpsc::Sender<Update>,
+    stats: Arc<FeedStats>,
+    numbering: Numbering,
+    /// Every symbol this feed has published, and whether it is stale now.
+    status: HashMap<SymbolId, bool>,
+    out: Vec<Timed>,
+    scratch: Vec<u8>,
+    /// Rejected messages logged so far.
+    warned: u64,
+}
+
+impl Connector {
+    async fn run(&mut self) {
+        let mut backoff = Backoff::new(self.spec.timing);
+        let mut connections = 0u64;
+        let name = self.spec.spec.clone();
+        loop {
+            match ws_client::connect(&self.spec.endpoint, self.spec.timing.silence_timeout).await {
+                Ok(ws) => {
+                    connections += 1;
+                    if connections > 1 {
+                        self.stats.reconnects.fetch_add(1, Relaxed);
+                    }
+                    self.stats.connected.store(true, Relaxed);
+                    tracing::info!(feed = %name, "connected upstream");
+                    let (end, delivered) = self.session(ws).await;
+                    self.stats.connected.store(false, Relaxed);
+                    let status = match &end {
+                        End::Shutdown => return,
+                        End::Refused(reason) => {
+                            self.stats.refusals.fetch_add(1, Relaxed);
+                            tracing::warn!(feed = %name, "subscription refused: {reason}");
+                            SymbolStatus::StaleDisconnected
+                        }
+                        End::Silent => SymbolStatus::StaleSilent,
+                        End::Closed(_) | End::Failed(_) => SymbolStatus::StaleDisconnected,
+                    };
+                    tracing::warn!(feed = %name, "upstream connection ended: {end}; reconnecting");
+                    if delivered {
+                        backoff.reset();
+                    }
+                    if !self.mark_all_stale(status).await {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(feed = %name, "cannot connect upstream: {e}"),
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.tx.closed() => return,
+            }
+        }
+    }
+
+    /// Serves one connection until it ends; also says whether it delivered
+    /// any market data.
+    async fn session(&mut self, ws: ClientSocket) -> (End, bool) {
+        let ClientSocket {
+            read: mut rx,
+            write: mut wx,
+        } = ws;
+        let mut delivered = false;
+        for msg in self.spec.subscribe_messages() {
+            let frame = Frame::text(Payload::Owned(msg.into_bytes()));
+            if let Err(e) = wx.write_frame(frame).await {
+                return (End::Failed(format!("sending the subscription: {e}")), false);
+            }
+        }
+        // Half the silence timeout with nothing, then a ping; the other half
+        // with nothing still, and the venue is gone.
+        let half = self.spec.timing.silence_timeout / 2;
+        // Auto-pong and auto-close are off: reads never need to send.
+        let mut no_send = |_: Frame<'_>| std::future::ready(Ok::<(), std::io::Error>(()));
+        loop {
+            // One read per frame, kept pending across the ping: a read
+            // dropped halfway through a frame would lose the framing.
+            let read = rx.read_frame(&mut no_send);
+            tokio::pin!(read);
+            let mut pinged = false;
+            let frame = loop {
+                tokio::select! {
+                    frame = &mut read => break frame,
+                    _ = tokio::time::sleep(half) => {
+                        if pinged {
+                            return (End::Silent, delivered);
+                        }
+                        pinged = true;
+                        let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"tickwire"));
+                        if let Err(e) = wx.write_frame(ping).await {
+                            return (End::Failed(e.to_string()), delivered);
+                        }
+                    }
+                    _ = self.tx.closed() => return (End::Shutdown, delivered),
+                }
+            };
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => return (End::Failed(e.to_string()), delivered),
+            };
+            self.stats.last_message_ns.store(now_ns(), Relaxed);
+            match frame.opcode {
+                OpCode::Text => match self.message(&frame.payload).await {
+                    Step::Continue { data } => delivered |= data,
+                    Step::Refused(reason) => return (End::Refused(reason), delivered),
+                    Step::Shutdown => return (End::Shutdown, delivered),
+                },
+                OpCode::Ping => {
+                    let pong = Frame::pong(Payload::Owned(frame.payload.to_vec()));
+                    if let Err(e) = wx.write_frame(pong).await {
+                        return (End::Failed(e.to_string()), delivered);
+                    }
+                }
+                OpCode::Close => {
+                    let reason = close_reason(&frame.payload);
+                    // Echo it, as RFC 6455 asks; the connection is over anyway.
+                    let echo = Frame::close_raw(Payload::Owned(frame.payload.to_vec()));
+                    let _ = wx.write_frame(echo).await;
+                    return (End::Closed(reason), delivered);
+                }
+                OpCode::Binary => self.reject("a binary message (venues send JSON text)"),
+                OpCode::Pong | OpCode::Continuation => {}
+            }
+        }
+    }
+
+    /// Handles one text message.
+    async fn message(&mut self, payload: &[u8]) -> Step {
+        self.stats.records.fetch_add(1, Relaxed);
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(payload);
+        let step = match simd_json::to_borrowed_value(&mut buf) {
+            Ok(value) => self.value(&value).await,
+            Err(e) => {
+                self.reject(&format!("broken JSON: {e}"));
+                Step::Continue { data: false }
+            }
+        };
+        self.scratch = buf;
+        step
+    }
+
+    async fn value(&mut self, value: &BorrowedValue<'_>) -> Step {
+        // Binance's combined streams wrap the payload.
+        let value = match (self.spec.venue, value.get("stream"), value.get("data")) {
+            (Venue::Binance, Some(stream), Some(data)) if stream.is_str() => data,
+            _ => value,
+        };
+        let control = match self.spec.venue {
+            Venue::Binance => binance_control(value),
+            Venue::Coinbase => coinbase_control(value),
+        };
+        let numbered = match control {
+            Control::Subscribed => {
+                self.stats.skipped.fetch_add(1, Relaxed);
+                return Step::Continue { data: false };
+            }
+            Control::Refused(reason) => return Step::Refused(reason),
+            Control::Heartbeat {
+                symbol,
+                last_trade_id,
+            } => {
+                self.stats.skipped.fetch_add(1, Relaxed);
+                let last = self.numbering.get(symbol, Stream::Trade);
+                let watching = self.spec.channels.iter().any(|c| c == "matches");
+                if watching && last != 0 && last_trade_id > last {
+                    self.stats.gaps.fetch_add(1, Relaxed);
+                    self.numbering.set(symbol, Stream::Trade, last_trade_id);
+                    let id = self.normalizer.table().get_by_name(symbol).map(|d| d.id);
+                    if let Some(id) = id {
+                        if !self.set_stale(id, SymbolStatus::StaleGap).await {
+                            return Step::Shutdown;
+                        }
+                    }
+                }
+                return Step::Continue { data: false };
+            }
+            Control::Data(numbered) => numbered,
+        };
+        let mut gap = false;
+        if let Some(n) = &numbered {
+            let last = self.numbering.get(n.symbol, n.stream);
+            if last != 0 && n.id <= last {
+                self.stats.outdated.fetch_add(1, Relaxed);
+                return Step::Continue { data: false };
+            }
+            if n.contiguous && last != 0 && n.id > last + 1 {
+                self.stats.gaps.fetch_add(1, Relaxed);
+                gap = true;
+            }
+        }
+        self.out.clear();
+        let mut emit = Emitter {
+            normalizer: &mut self.normalizer,
+            receive_ts_ns: None,
+            out: &mut self.out,
+        };
+        let parsed = match self.spec.venue {
+            Venue::Binance => binance::parse(value, &mut emit),
+            Venue::Coinbase => coinbase::parse(value, &mut emit),
+        };
+        match parsed {
+            Ok(Outcome::Emitted) => {}
+            Ok(Outcome::Skipped) => {
+                self.stats.skipped.fetch_add(1, Relaxed);
+                return Step::Continue { data: false };
+            }
+            Ok(Outcome::Foreign) => {
+                self.reject("not a message of this venue");
+                return Step::Continue { data: false };
+            }
+            Err(e) => {
+                self.reject(&e.to_string());
+                return Step::Continue { data: false };
+            }
+        }
+        if let Some(n) = &numbered {
+            self.numbering.set(n.symbol, n.stream, n.id);
+        }
+        let updates = std::mem::take(&mut self.out);
+        for timed in &updates {
+            if !self.publish(timed.update, gap).await {
+                return Step::Shutdown;
+            }
+        }
+        self.out = updates;
+        Step::Continue { data: true }
+    }
+
+    /// Sends one update, with the status change it brings: a gap makes the
+    /// symbol stale before it; a stale symbol's first update without a gap
+    /// makes it live.
+    async fn publish(&mut self, update: Update, gap: bool) -> bool {
+        let stale = *self.status.entry(update.symbol).or_insert(false);
+        if gap && !stale && !self.set_stale(update.symbol, SymbolStatus::StaleGap).await {
+            return false;
+        }
+        if stale && !gap {
+            self.status.insert(update.symbol, false);
+            if !self.send_status(update.symbol, SymbolStatus::Live).await {
+                return false;
+            }
+        }
+        if self.tx.send(update).await.is_err() {
+            return false;
+        }
+        self.stats.updates.fetch_add(1, Relaxed);
+        true
+    }
+
+    async fn set_stale(&mut self, symbol: SymbolId, why: SymbolStatus) -> bool {
+        match self.status.insert(symbol, true) {
+            Some(true) => true,
+            _ => self.send_status(symbol, why).await,
+        }
+    }
+
+    /// Marks every live symbol of the feed stale. False if the publisher
+    /// is gone.
+    async fn mark_all_stale(&mut self, why: SymbolStatus) -> bool {
+        let mut live: Vec<SymbolId> = self
+            .status
+            .iter()
+            .filter(|(_, stale)| !**stale)
+            .map(|(id, _)| *id)
+            .collect();
+        live.sort_unstable();
+        for id in live {
+            if !self.set_stale(id, why).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn send_status(&mut self, symbol: SymbolId, status: SymbolStatus) -> bool {
+        let update = Update {
+            symbol,
+            kind: UpdateKind::Status(status),
+            exchange_ts_ns: 0,
+            receive_ts_ns: now_ns(),
+            origin_seq: 0,
+        };
+        self.tx.send(update).await.is_ok()
+    }
+
+    fn reject(&mut self, why: &str) {
+        self.stats.rejected.fetch_add(1, Relaxed);
+        self.warned += 1;
+        if self.warned <= 10 || self.warned.is_multiple_of(1000) {
+            tracing::warn!(feed = %self.spec.spec, "rejected upstream message ({} so far): {why}", self.warned);
+        }
+    }
+}
+
+/// The code and reason of a close frame, for the log.
+fn close_reason(payload: &[u8]) -> String {
+    match payload {
+        [a, b, reason @ ..] => format!(
+            "close {} {}",
+            u16::from_be_bytes([*a, *b]),
+            String::from_utf8_lossy(reason)
+        ),
+        _ => "close without a code".into(),
+    }
+}
+
+/// Exponential backoff with jitter: each delay is drawn from the upper
+/// half of the current step, and the step doubles up to the maximum.
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    step: Duration,
+    random: RandomState,
+    draws: u64,
+}
+
+impl Backoff {
+    fn new(timing: UpstreamTiming) -> Self {
+        Backoff {
+            initial: timing.backoff_initial,
+            max: timing.backoff_max.max(timing.backoff_initial),
+            step: timing.backoff_initial,
+            random: RandomState::new(),
+            draws: 0,
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        self.draws += 1;
+        // Each RandomState has random keys: its hash of a counter is a
+        // fresh uniform u64, plenty for jitter.
+        let r = self.random.hash_one(self.draws);
+        let half = self.step / 2;
+        let jitter = half.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64);
+        let delay = half + jitter;
+        self.step = (self.step * 2).min(self.max);
+        delay
+    }
+
+    fn reset(&mut self) {
+        self.step = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_resets() {
+        let mut b = Backoff::new(UpstreamTiming {
+            silence_timeout: Duration::from_secs(1),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(800),
+        });
+        // TC0: each delay in the upper half of its step: 100, 200, 400, 800, 800.
+        for step in [100u64, 200, 400, 800, 800] {
+            let d = b.next_delay();
+            assert!(
+                d >= Duration::from_millis(step / 2) && d <= Duration::from_millis(step),
+                "{d:?} for step {step}"
+            );
+        }
+        // TC1: after a reset it starts over.
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+        // TC2: the jitter varies.
+        let draws: std::collections::HashSet<_> = (0..20)
+            .map(|_| {
+                b.reset();
+                b.next_delay()
+            })
+            .collect();
+        assert!(draws.len() > 1);
+    }
+}

@@ -1,0 +1,237 @@
+//! The WebSocket client of the upstream connectors: `ws://` over TCP and
+//! `wss://` over rustls, with fastwebsockets' client handshake on a hyper
+//! client connection (the same WebSocket library as the server side).
+//!
+//! TLS uses rustls with the `ring` provider and Mozilla's root certificates
+//! compiled in (`webpki-roots`): the binary verifies an exchange the same
+//! way on any host, a minimal container without a CA bundle included, and
+//! no system configuration can quietly change whom it trusts. (A venue
+//! behind a corporate TLS-inspecting proxy would need the system roots
+//! instead; no such deployment is supported yet.)
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fastwebsockets::{FragmentCollectorRead, WebSocketError, WebSocketWrite};
+use http_body_util::Empty;
+use hyper::header::{CONNECTION, HOST, UPGRADE};
+use hyper::upgrade::Upgraded;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+
+type Io = TokioIo<Upgraded>;
+
+/// An open client WebSocket, in two halves so that a read can stay pending
+/// while a ping or a pong is written (fastwebsockets' reads are not
+/// cancel-safe: a read dropped halfway through a frame loses the framing).
+/// Fragmented messages are reassembled. Nothing is answered on the
+/// caller's behalf: pings and close frames come up to it.
+pub struct ClientSocket {
+    pub read: FragmentCollectorRead<ReadHalf<Io>>,
+    pub write: WebSocketWrite<WriteHalf<Io>>,
+}
+
+/// Where to connect, taken apart from a `ws://` or `wss://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, as sent in the request line.
+    pub path_and_query: String,
+}
+
+impl Endpoint {
+    /// Parses `ws://host[:port]/path?query` or `wss://...`.
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("wss") => true,
+            Some("ws") => false,
+            _ => return Err("the URL must start with ws:// or wss://".into()),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or("the URL has no host")?;
+        // An IPv6 literal is bracketed in the URL but not in a socket address
+        // or a TLS server name.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let path_and_query = uri
+            .path_and_query()
+            .map_or("/".to_owned(), |p| p.as_str().to_owned());
+        Ok(Endpoint {
+            tls,
+            host,
+            port,
+            path_and_query,
+        })
+    }
+
+    /// The `Host` header: the port only when it is not the scheme's default.
+    fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match (self.tls, self.port) {
+            (true, 443) | (false, 80) => host,
+            (_, port) => format!("{host}:{port}"),
+        }
+    }
+}
+
+/// Why a connection to an upstream could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {host}:{port}: {source}")]
+    Tcp {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("TLS with {host}: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("cannot build the upgrade request: {0}")]
+    Request(String),
+    #[error("WebSocket handshake: {0}")]
+    Handshake(#[from] WebSocketError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Opens a WebSocket to `endpoint` within `timeout`: TCP, TLS for `wss`,
+/// then the HTTP upgrade. Pings and closes are left to the caller
+/// (auto-pong and auto-close are off), so that it sees every ping as a sign
+/// of life and answers it itself.
+pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<ClientSocket, ConnectError> {
+    tokio::time::timeout(timeout, connect_inner(endpoint))
+        .await
+        .map_err(|_| ConnectError::Timeout(timeout))?
+}
+
+async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, ConnectError> {
+    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+        .await
+        .map_err(|source| ConnectError::Tcp {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            source,
+        })?;
+    // Market data is many small messages; Nagle would only delay our pongs.
+    let _ = tcp.set_nodelay(true);
+    let request = Request::builder()
+        .method("GET")
+        .uri(endpoint.path_and_query.as_str())
+        .header(HOST, endpoint.host_header())
+        .header(UPGRADE, "websocket")
+        .header(CONNECTION, "upgrade")
+        .header(
+            "Sec-WebSocket-Key",
+            fastwebsockets::handshake::generate_key(),
+        )
+        .header("Sec-WebSocket-Version", "13")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ConnectError::Request(e.to_string()))?;
+    let mut ws = if endpoint.tls {
+        let tls_err = |reason: String| ConnectError::Tls {
+            host: endpoint.host.clone(),
+            reason,
+        };
+        let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+            .map_err(|e| tls_err(e.to_string()))?;
+        let connector = tokio_rustls::TlsConnector::from(tls_config().map_err(tls_err)?);
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| tls_err(e.to_string()))?;
+        fastwebsockets::handshake::client(&SpawnExecutor, request, tls)
+            .await?
+            .0
+    } else {
+        fastwebsockets::handshake::client(&SpawnExecutor, request, tcp)
+            .await?
+            .0
+    };
+    ws.set_auto_pong(false);
+    ws.set_auto_close(false);
+    let (read, write) = ws.split(tokio::io::split);
+    Ok(ClientSocket {
+        read: FragmentCollectorRead::new(read),
+        write,
+    })
+}
+
+/// One client configuration for the whole process: the root store is
+/// parsed once.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
+/// Runs hyper's connection task (which carries the upgrade) on tokio.
+struct SpawnExecutor;
+
+impl<F> hyper::rt::Executor<F> for SpawnExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(fut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        // TC0: wss with a port and a Binance combined-stream query.
+        let e = Endpoint::parse(
+            "wss://stream.binance.com:9443/stream?streams=btcusdt@bookTicker/btcusdt@trade",
+        )
+        .unwrap();
+        assert!(e.tls);
+        assert_eq!((e.host.as_str(), e.port), ("stream.binance.com", 9443));
+        assert_eq!(
+            e.path_and_query,
+            "/stream?streams=btcusdt@bookTicker/btcusdt@trade"
+        );
+        assert_eq!(e.host_header(), "stream.binance.com:9443");
+        // TC1: default ports and path.
+        let e = Endpoint::parse("wss://ws-feed.exchange.coinbase.com").unwrap();
+        assert_eq!((e.port, e.path_and_query.as_str()), (443, "/"));
+        assert_eq!(e.host_header(), "ws-feed.exchange.coinbase.com");
+        let e = Endpoint::parse("ws://127.0.0.1:9/x").unwrap();
+        assert!(!e.tls);
+        assert_eq!(e.host_header(), "127.0.0.1:9");
+        // TC2: other schemes and junk are refused.
+        for bad in ["http://x/", "wss://", "x", ""] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
