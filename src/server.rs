@@ -17,12 +17,13 @@ use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::admission::{self, Admission, Admitted};
 use crate::config::Validated;
 use crate::connection::{self, ConnectionConfig, Service};
 use crate::encode::write_json_str;
@@ -57,6 +58,8 @@ struct AppState {
     connection: ConnectionConfig,
     send_buffer_bytes: usize,
     echo: bool,
+    admission: Arc<Admission>,
+    handshake_timeout: Duration,
     feeds: Vec<Arc<FeedStatus>>,
     shutdown: watch::Receiver<bool>,
     started: Instant,
@@ -143,6 +146,8 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         connection: v.config.connection(),
         send_buffer_bytes: v.config.send_buffer_bytes,
         echo: v.config.echo,
+        admission: Admission::new(v.config.admission(), Arc::clone(&metrics)),
+        handshake_timeout: Duration::from_millis(v.config.handshake_timeout_ms),
         feeds,
         shutdown: shutdown_rx.clone(),
         started: Instant::now(),
@@ -223,6 +228,20 @@ async fn accept_loop(
                 }
             },
         };
+        // Before anything else is set up for it: a refused connection
+        // costs a small task that writes a fixed answer.
+        let admitted = match state.admission.admit(peer.ip()) {
+            Ok(a) => Arc::new(a),
+            Err(refused) => {
+                tracing::debug!(%peer, ?refused, "connection refused");
+                tokio::spawn(admission::refuse(
+                    stream,
+                    refused,
+                    *state.admission.limits(),
+                ));
+                continue;
+            }
+        };
         // We batch frames ourselves; Nagle would only add latency.
         let _ = stream.set_nodelay(true);
         if state.send_buffer_bytes > 0 {
@@ -230,15 +249,27 @@ async fn accept_loop(
         }
         let state = Arc::clone(&state);
         tokio::spawn(async move {
+            let metrics = Arc::clone(&state.market.metrics);
+            let handshake_timeout = state.handshake_timeout;
+            // The service holds the connection's place; an upgraded
+            // connection takes a clone along.
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(req, &state)) }
+                let admitted = Arc::clone(&admitted);
+                async move { Ok::<_, Infallible>(route(req, &state, admitted)) }
             });
             let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(handshake_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(e) = conn.await {
-                tracing::debug!(%peer, "http connection error: {e}");
+                if e.is_timeout() {
+                    metrics.handshake_timeouts_total.fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, "closed: no request headers within {handshake_timeout:?}");
+                } else {
+                    tracing::debug!(%peer, "http connection error: {e}");
+                }
             }
         });
     }
@@ -258,10 +289,10 @@ fn respond(
     r
 }
 
-fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+fn route(req: Request<Incoming>, state: &Arc<AppState>, admitted: Arc<Admitted>) -> Response<Body> {
     match req.uri().path() {
-        "/ws" => upgrade(req, state, false),
-        "/echo" if state.echo => upgrade(req, state, true),
+        "/ws" => upgrade(req, state, false, admitted),
+        "/echo" if state.echo => upgrade(req, state, true, admitted),
         "/sse" => match sse::open(
             req.method(),
             req.uri(),
@@ -432,7 +463,12 @@ fn refuse_upgrade(state: &AppState, status: StatusCode, reason: &str) -> Respons
     r
 }
 
-fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>, echo: bool) -> Response<Body> {
+fn upgrade(
+    mut req: Request<Incoming>,
+    state: &Arc<AppState>,
+    echo: bool,
+    admitted: Arc<Admitted>,
+) -> Response<Body> {
     if req.method() != Method::GET {
         return refuse_upgrade(
             state,
@@ -485,6 +521,7 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>, echo: bool) -> Res
     };
     let state = Arc::clone(state);
     tokio::spawn(async move {
+        let _admitted = admitted;
         let upgraded = match fut.await {
             Ok(ws) => ws.into_inner().into_inner(),
             Err(e) => {
