@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,14 @@ pub struct Admission {
     limits: AdmissionLimits,
     metrics: Arc<Metrics>,
     per_ip: Mutex<PerIp>,
+    /// Refused connections still lingering (see [`refuse`]).
+    lingering: AtomicUsize,
 }
+
+/// Most refused connections that linger at once; past it, a refusal is
+/// written if the socket takes it at once and the socket is closed, so that
+/// a flood of refused connections cannot pile up descriptors.
+const MAX_LINGERING: usize = 1024;
 
 #[derive(Debug)]
 struct PerIp {
@@ -142,6 +149,7 @@ impl Admission {
                 ips: HashMap::new(),
                 swept: Instant::now(),
             }),
+            lingering: AtomicUsize::new(0),
         })
     }
 
@@ -259,8 +267,23 @@ impl Drop for Admitted {
 /// Answers a refused connection and closes it: the response goes out at
 /// once, then whatever the client sends is read and discarded for up to
 /// [`REFUSAL_LINGER`] so that the close does not reset the answer away.
-pub async fn refuse(mut stream: TcpStream, refused: Refused, limits: AdmissionLimits) {
-    let response = refused.response(&limits);
+/// Past [`MAX_LINGERING`] refusals at once, it does not linger.
+pub fn refuse(admission: &Arc<Admission>, stream: TcpStream, refused: Refused) {
+    let response = refused.response(&admission.limits);
+    // Relaxed: an independent count, only compared with a bound.
+    if admission.lingering.fetch_add(1, Relaxed) >= MAX_LINGERING {
+        admission.lingering.fetch_sub(1, Relaxed);
+        let _ = stream.try_write(response.as_bytes());
+        return;
+    }
+    let admission = Arc::clone(admission);
+    tokio::spawn(async move {
+        linger(stream, response).await;
+        admission.lingering.fetch_sub(1, Relaxed);
+    });
+}
+
+async fn linger(mut stream: TcpStream, response: String) {
     if stream.write_all(response.as_bytes()).await.is_err() {
         return;
     }

@@ -180,6 +180,7 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    raise_descriptor_limit(v.config.max_connections);
     let running = start(listener, v).context("starting the server")?;
     let addr = running.addr;
     println!("tickwire serving on http://{addr}/ (WebSocket: ws://{addr}/ws)");
@@ -187,6 +188,45 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
     tracing::info!("shutting down: closing connections with 1001");
     running.stop().await;
     Ok(())
+}
+
+/// Raises the soft open-files limit to the hard one (as Go's runtime does
+/// at start), and warns when the process may still run out of descriptors
+/// before `max_connections` is reached: accept then fails (and is retried)
+/// instead of answering 503.
+fn raise_descriptor_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct we
+        // pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+        }
+        // Feeds, the listener and the runtime need some descriptors too.
+        let needed = max_connections as u64 + 64;
+        if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < needed {
+            tracing::warn!(
+                "max_connections {max_connections} needs about {needed} file descriptors, \
+                 the limit is {}: raise it (ulimit -n) or lower max_connections",
+                lim.rlim_cur
+            );
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -234,11 +274,7 @@ async fn accept_loop(
             Ok(a) => Arc::new(a),
             Err(refused) => {
                 tracing::debug!(%peer, ?refused, "connection refused");
-                tokio::spawn(admission::refuse(
-                    stream,
-                    refused,
-                    *state.admission.limits(),
-                ));
+                admission::refuse(&state.admission, stream, refused);
                 continue;
             }
         };
