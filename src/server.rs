@@ -180,10 +180,20 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    raise_descriptor_limit(v.config.max_connections);
+    let max_connections = v.config.max_connections;
+    let fd_limit = raise_descriptor_limit();
     let running = start(listener, v).context("starting the server")?;
     let addr = running.addr;
     println!("tickwire serving on http://{addr}/ (WebSocket: ws://{addr}/ws)");
+    // Feeds, the listener and the runtime need some descriptors too. Short
+    // of them, accept fails (and is retried) instead of answering 503.
+    let needed = max_connections as u64 + 64;
+    if let Some(limit) = fd_limit.filter(|&l| l < needed) {
+        tracing::warn!(
+            "max_connections {max_connections} needs about {needed} file descriptors, \
+             the limit is {limit}: raise it (ulimit -n) or lower max_connections"
+        );
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: closing connections with 1001");
     running.stop().await;
@@ -191,10 +201,8 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
 }
 
 /// Raises the soft open-files limit to the hard one (as Go's runtime does
-/// at start), and warns when the process may still run out of descriptors
-/// before `max_connections` is reached: accept then fails (and is retried)
-/// instead of answering 503.
-fn raise_descriptor_limit(max_connections: usize) {
+/// at start); returns the limit, if there is one.
+fn raise_descriptor_limit() -> Option<u64> {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit {
@@ -205,7 +213,7 @@ fn raise_descriptor_limit(max_connections: usize) {
         // pass.
         unsafe {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-                return;
+                return None;
             }
             if lim.rlim_cur < lim.rlim_max {
                 let raised = libc::rlimit {
@@ -217,16 +225,10 @@ fn raise_descriptor_limit(max_connections: usize) {
                 }
             }
         }
-        // Feeds, the listener and the runtime need some descriptors too.
-        let needed = max_connections as u64 + 64;
-        if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < needed {
-            tracing::warn!(
-                "max_connections {max_connections} needs about {needed} file descriptors, \
-                 the limit is {}: raise it (ulimit -n) or lower max_connections",
-                lim.rlim_cur
-            );
-        }
+        (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
     }
+    #[cfg(not(unix))]
+    None
 }
 
 async fn shutdown_signal() {
