@@ -454,3 +454,72 @@ async fn a_handshake_that_never_ends_times_out() {
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscription_limit_holds_per_request_and_per_connection() {
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=5,rate=200".into()],
+        max_subscriptions: 3,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    let mut by = bystander(server.addr).await;
+    let mut c = Client::connect(server.addr, "tickwire.v1.json").await;
+    // TC0: more than the limit in one request.
+    c.send(r#"{"op":"subscribe","symbols":["SYN0000","SYN0001","SYN0002","SYN0003"],"id":1}"#)
+        .await;
+    let e = c.next_control().await;
+    assert_eq!(
+        (e["code"].as_u64(), e["id"].as_u64()),
+        (Some(4003), Some(1)),
+        "{e}"
+    );
+    // TC1: past the limit with what the connection has already (once the
+    // feed has defined its symbols).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.market.symbols.len() < 5 {
+        assert!(Instant::now() < deadline, "the feed defined no symbols");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.send(r#"{"op":"subscribe","symbols":["SYN0000","SYN0001"],"id":2}"#)
+        .await;
+    assert_eq!(c.next_control().await["type"], "ack");
+    c.send(r#"{"op":"subscribe","symbols":["SYN0002","SYN0003"],"id":3}"#)
+        .await;
+    let e = loop {
+        let v = c.next_control().await;
+        if v["type"] == "error" {
+            break v;
+        }
+    };
+    assert_eq!(
+        (e["code"].as_u64(), e["id"].as_u64()),
+        (Some(4003), Some(3)),
+        "{e}"
+    );
+    // Nothing changed, and the connection lives on: one more fits.
+    assert_eq!(
+        m.subscriptions.load(Relaxed),
+        1 + 2,
+        "the bystander's * and two"
+    );
+    c.send(r#"{"op":"subscribe","symbols":["SYN0002"],"id":4}"#)
+        .await;
+    let ack = loop {
+        let v = c.next_control().await;
+        if v["type"] == "ack" {
+            break v;
+        }
+    };
+    assert_eq!(ack["id"], 4);
+    assert_eq!(
+        metric(
+            &m.render(),
+            "tickwire_protocol_errors_total{code=\"4003\",reason=\"too_many_symbols\"}"
+        ),
+        2
+    );
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
