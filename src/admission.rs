@@ -246,10 +246,6 @@ impl Admission {
             .ips
             .len()
     }
-
-    pub fn limits(&self) -> &AdmissionLimits {
-        &self.limits
-    }
 }
 
 /// The bucket's level at `now`, without storing it.
