@@ -178,6 +178,7 @@ impl Admission {
                 ip: None,
             });
         }
+        let ip = client_key(ip);
         let verdict = self.admit_ip(ip, now);
         if verdict.is_err() {
             self.metrics.tcp_connections.fetch_sub(1, Relaxed);
@@ -245,6 +246,15 @@ impl Admission {
             .unwrap_or_else(|e| e.into_inner())
             .ips
             .len()
+    }
+}
+
+/// The per-IP limits' key: an IPv4 address, or an IPv6 /64 (one host's
+/// usual allocation: an attacker gets 2^64 addresses with it).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
     }
 }
 
@@ -360,6 +370,24 @@ mod tests {
         drop(a.try_admit(B, t2).unwrap());
         assert_eq!(a.tracked_ips(), 1, "only B, whose bucket is refilling");
         assert_eq!(a.metrics.tcp_connections.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_its_slash_64() {
+        let a = admission(100, 2, 1000);
+        let now = Instant::now();
+        let host =
+            |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
+        let _one = a.try_admit(host(1), now).unwrap();
+        let _two = a.try_admit(host(2), now).unwrap();
+        assert_eq!(a.try_admit(host(3), now).unwrap_err(), Refused::IpFull);
+        let next_net = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert!(a.try_admit(next_net, now).is_ok());
+        // An IPv4-mapped address is its IPv4 address.
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
+        let _v4 = a.try_admit(mapped, now).unwrap();
+        let _v4b = a.try_admit(A, now).unwrap();
+        assert_eq!(a.try_admit(A, now).unwrap_err(), Refused::IpFull);
     }
 
     #[test]

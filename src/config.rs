@@ -60,7 +60,8 @@ pub struct ServeConfig {
     /// Most TCP connections open at once (HTTP, WebSocket and SSE); past it
     /// a new connection gets 503 before any request is read.
     pub max_connections: usize,
-    /// Most connections open at once from one client IP (429 past it).
+    /// Most connections open at once from one client IP, IPv6 by /64 (429
+    /// past it).
     pub max_connections_per_ip: usize,
     /// Connection attempts one client IP may make per minute (429 with
     /// Retry-After past it): a bucket of this many, refilled continuously.
