@@ -229,7 +229,13 @@ async fn read_messages<R: AsyncRead + Unpin>(
             )),
             // The echo of the client's close went out through send_fn.
             Ok(Message::Close) => Inbound::Close(None),
-            Err(e) => Inbound::Close(e.close(metrics)),
+            Err(e) => {
+                let close = e.close(metrics);
+                if let Some((code, reason)) = &close {
+                    tracing::debug!(code, "closing a client: {reason}");
+                }
+                Inbound::Close(close)
+            }
         };
         let errored = matches!(inbound, Inbound::Close(Some(_)));
         let last = matches!(inbound, Inbound::Close(_));
