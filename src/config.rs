@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admission::AdmissionLimits;
 use crate::connection::ConnectionConfig;
 use crate::fanout::FanoutLimits;
 use crate::feed::{FeedSpec, Speed, UpstreamTiming};
+use crate::inbound::InboundRate;
 
 /// Everything `tickwire serve` can be told. Units are in the names.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -64,6 +66,37 @@ pub struct ServeConfig {
     pub upstream_backoff_initial_ms: u64,
     /// Live feeds: the largest reconnect delay.
     pub upstream_backoff_max_ms: u64,
+    /// Most TCP connections open at once (HTTP, WebSocket and SSE); past it
+    /// a new connection gets 503 before any request is read.
+    pub max_connections: usize,
+    /// Most connections open at once from one client IP, IPv6 by /64 (429
+    /// past it).
+    pub max_connections_per_ip: usize,
+    /// Connection attempts one client IP may make per minute (429 with
+    /// Retry-After past it): a bucket of this many, refilled continuously.
+    pub connection_attempts_per_ip_per_min: u32,
+    /// Apply the per-IP limits to loopback clients too. Off by default: the
+    /// benchmark harness and local tools open thousands of connections from
+    /// 127.0.0.1, and a reverse proxy on the same host would otherwise be
+    /// limited as one client.
+    pub limit_loopback: bool,
+    /// Time a client gets to send its complete HTTP request headers
+    /// (slowloris); also how long an idle keep-alive HTTP connection stays.
+    pub handshake_timeout_ms: u64,
+    /// Messages (requests, pings, pongs) a WebSocket client may send per
+    /// second on average.
+    pub max_inbound_per_sec: u32,
+    /// Messages a client may send at once above the average rate; as many
+    /// more past that are dropped (the first gets error 4005), and the next
+    /// one closes the connection with 1008.
+    pub inbound_burst: u32,
+    /// Most frames one client message may arrive in (1008 past it).
+    pub max_fragments: usize,
+    /// The server pings every connection this often.
+    pub heartbeat_interval_ms: u64,
+    /// A connection from which nothing (no pong, no message) has arrived
+    /// for this long is closed with 1001.
+    pub heartbeat_timeout_ms: u64,
 }
 
 impl Default for ServeConfig {
@@ -87,6 +120,16 @@ impl Default for ServeConfig {
             upstream_silence_timeout_ms: 10_000,
             upstream_backoff_initial_ms: 250,
             upstream_backoff_max_ms: 30_000,
+            max_connections: 50_000,
+            max_connections_per_ip: 100,
+            connection_attempts_per_ip_per_min: 120,
+            limit_loopback: false,
+            handshake_timeout_ms: 10_000,
+            max_inbound_per_sec: 10,
+            inbound_burst: 20,
+            max_fragments: 16,
+            heartbeat_interval_ms: 20_000,
+            heartbeat_timeout_ms: 60_000,
         }
     }
 }
@@ -175,6 +218,17 @@ impl ServeConfig {
                 "upstream_backoff_initial_ms",
                 self.upstream_backoff_initial_ms,
             ),
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            (
+                "connection_attempts_per_ip_per_min",
+                u64::from(self.connection_attempts_per_ip_per_min),
+            ),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("max_inbound_per_sec", u64::from(self.max_inbound_per_sec)),
+            ("inbound_burst", u64::from(self.inbound_burst)),
+            ("max_fragments", self.max_fragments as u64),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -185,6 +239,12 @@ impl ServeConfig {
             errors.push(format!(
                 "upstream_backoff_max_ms {} must be at least upstream_backoff_initial_ms {}",
                 self.upstream_backoff_max_ms, self.upstream_backoff_initial_ms
+            ));
+        }
+        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
+            errors.push(format!(
+                "heartbeat_timeout_ms {} must be greater than heartbeat_interval_ms {}",
+                self.heartbeat_timeout_ms, self.heartbeat_interval_ms
             ));
         }
         if !errors.is_empty() {
@@ -221,6 +281,22 @@ impl ServeConfig {
             stall_timeout: Duration::from_millis(self.stall_timeout_ms),
             close_timeout: Duration::from_millis(self.close_timeout_ms),
             max_message_bytes: self.max_message_bytes,
+            max_fragments: self.max_fragments,
+            inbound_rate: InboundRate {
+                per_sec: self.max_inbound_per_sec,
+                burst: self.inbound_burst,
+            },
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
+            heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
+        }
+    }
+
+    pub fn admission(&self) -> AdmissionLimits {
+        AdmissionLimits {
+            max_connections: self.max_connections,
+            max_per_ip: self.max_connections_per_ip,
+            attempts_per_ip_per_min: self.connection_attempts_per_ip_per_min,
+            limit_loopback: self.limit_loopback,
         }
     }
 }
@@ -243,6 +319,9 @@ mod tests {
             speed: "fast".into(),
             ring_capacity: 1000,
             stall_timeout_ms: 0,
+            max_connections: 0,
+            heartbeat_interval_ms: 5_000,
+            heartbeat_timeout_ms: 5_000,
             ..ServeConfig::default()
         };
         let ConfigError::Invalid(errors) = bad.validate().unwrap_err() else {
@@ -255,6 +334,8 @@ mod tests {
             "speed",
             "ring_capacity",
             "stall_timeout_ms",
+            "max_connections",
+            "heartbeat_timeout_ms",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }

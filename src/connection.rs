@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{FragmentCollectorRead, Frame, OpCode, WebSocketError};
+use fastwebsockets::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout_at, Instant};
 
 use crate::encode::{self, close_frame};
 use crate::fanout::{FanoutLimits, Outbox, Subscriber, MAX_IOV};
+use crate::inbound::{InboundLimits, InboundRate, Message, MessageReader};
 use crate::market::Market;
+use crate::metrics::Metrics;
 use crate::protocol::{self, close_code, ErrorCode, Format, Refusal};
 
 /// Per-connection settings, from the server config.
@@ -35,6 +37,14 @@ pub struct ConnectionConfig {
     pub close_timeout: Duration,
     /// Largest message a client may send (close 1009 past it).
     pub max_message_bytes: usize,
+    /// Most frames a client message may arrive in (close 1008 past it).
+    pub max_fragments: usize,
+    /// Messages a client may send (error 4005, then close 1008 past it).
+    pub inbound_rate: InboundRate,
+    /// How often the server pings the client.
+    pub heartbeat_interval: Duration,
+    /// A client that sends nothing for this long is closed with 1001.
+    pub heartbeat_timeout: Duration,
 }
 
 /// What a connection serves.
@@ -94,14 +104,27 @@ pub async fn serve<R, W>(
         Service::Market(format) => (format, false),
         Service::Echo => (Format::Binary, true),
     };
-    let max_message = if echo {
-        ECHO_MAX_MESSAGE_BYTES
+    // The echo service is for conformance suites, which send large
+    // messages in many fragments as fast as they can.
+    let limits = if echo {
+        InboundLimits {
+            max_message_bytes: ECHO_MAX_MESSAGE_BYTES,
+            max_fragments: usize::MAX,
+            rate: None,
+            heartbeat_timeout: config.heartbeat_timeout,
+        }
     } else {
-        config.max_message_bytes
+        InboundLimits {
+            max_message_bytes: config.max_message_bytes,
+            max_fragments: config.max_fragments,
+            rate: Some(config.inbound_rate),
+            heartbeat_timeout: config.heartbeat_timeout,
+        }
     };
     let mut read_task = tokio::spawn(read_loop(
         reader,
-        max_message,
+        limits,
+        Arc::clone(&metrics),
         tx,
         config.limits.max_subscriptions,
         echo,
@@ -147,30 +170,31 @@ const ECHO_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// destroy the close frame we sent before the client reads it.
 async fn read_loop<R: AsyncRead + Unpin>(
     mut reader: R,
-    max_message: usize,
+    limits: InboundLimits,
+    metrics: Arc<Metrics>,
     tx: mpsc::Sender<Inbound>,
     max_symbols: usize,
     echo: bool,
 ) {
-    let mut ws = fastwebsockets::after_handshake_split(
+    let ws = fastwebsockets::after_handshake_split(
         &mut reader,
         tokio::io::sink(),
         fastwebsockets::Role::Server,
     )
     .0;
-    ws.set_max_message_size(max_message);
-    let ws = FragmentCollectorRead::new(ws);
-    if read_messages(ws, tx, max_symbols, echo).await {
+    let ws = MessageReader::new(ws, limits, Arc::clone(&metrics));
+    if read_messages(ws, tx, max_symbols, echo, &metrics).await {
         let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
     }
 }
 
 /// Returns whether it stopped on a protocol error (and so should drain).
 async fn read_messages<R: AsyncRead + Unpin>(
-    mut ws: FragmentCollectorRead<R>,
+    mut ws: MessageReader<R>,
     tx: mpsc::Sender<Inbound>,
     max_symbols: usize,
     echo: bool,
+    metrics: &Metrics,
 ) -> bool {
     let obligated = tx.clone();
     let mut send_fn = move |frame: Frame<'_>| {
@@ -183,25 +207,35 @@ async fn read_messages<R: AsyncRead + Unpin>(
         }
     };
     loop {
-        let inbound = match ws.read_frame(&mut send_fn).await {
-            Ok(frame) => match frame.opcode {
-                OpCode::Text | OpCode::Binary if echo => {
-                    Inbound::Echo(encode::frame(frame.opcode as u8, &frame.payload))
-                }
-                OpCode::Text => match protocol::parse_request(&frame.payload, max_symbols) {
-                    Ok(req) => Inbound::Request(req),
-                    Err(refusal) => Inbound::Refused(refusal),
-                },
-                OpCode::Binary => Inbound::Refused(Refusal::new(
-                    None,
-                    ErrorCode::BinaryNotAccepted,
-                    "requests are JSON text messages; binary messages are not accepted",
-                )),
-                // The echo of the client's close went out through send_fn.
-                OpCode::Close => Inbound::Close(None),
-                _ => continue,
+        let inbound = match ws.next(&mut send_fn).await {
+            Ok(Message::Text(p)) if echo => Inbound::Echo(encode::frame(encode::OPCODE_TEXT, &p)),
+            Ok(Message::Binary(p)) if echo => {
+                Inbound::Echo(encode::frame(encode::OPCODE_BINARY, &p))
+            }
+            Ok(Message::Text(p)) => match protocol::parse_request(&p, max_symbols) {
+                Ok(req) => Inbound::Request(req),
+                Err(refusal) => Inbound::Refused(refusal),
             },
-            Err(e) => Inbound::Close(close_for(&e)),
+            Ok(Message::Binary(_)) => Inbound::Refused(Refusal::new(
+                None,
+                ErrorCode::BinaryNotAccepted,
+                "requests are JSON text messages; binary messages are not accepted",
+            )),
+            Ok(Message::Ping(p)) => Inbound::Obligated(encode::frame(encode::OPCODE_PONG, &p)),
+            Ok(Message::RateLimited) => Inbound::Refused(Refusal::new(
+                None,
+                ErrorCode::RateLimited,
+                "too many messages: this and further messages are dropped until you slow down",
+            )),
+            // The echo of the client's close went out through send_fn.
+            Ok(Message::Close) => Inbound::Close(None),
+            Err(e) => {
+                let close = e.close(metrics);
+                if let Some((code, reason)) = &close {
+                    tracing::debug!(code, "closing a client: {reason}");
+                }
+                Inbound::Close(close)
+            }
         };
         let errored = matches!(inbound, Inbound::Close(Some(_)));
         let last = matches!(inbound, Inbound::Close(_));
@@ -212,20 +246,6 @@ async fn read_messages<R: AsyncRead + Unpin>(
             return errored;
         }
     }
-}
-
-/// The close frame owed to a client whose input failed, if any: framing
-/// errors get a close code, a vanished peer gets nothing.
-fn close_for(e: &WebSocketError) -> Option<(u16, String)> {
-    let code = match e {
-        WebSocketError::IoError(_)
-        | WebSocketError::UnexpectedEOF
-        | WebSocketError::ConnectionClosed => return None,
-        WebSocketError::FrameTooLarge => close_code::MESSAGE_TOO_BIG,
-        WebSocketError::InvalidUTF8 => close_code::INVALID_PAYLOAD,
-        _ => close_code::PROTOCOL_ERROR,
-    };
-    Some((code, e.to_string()))
 }
 
 struct Writer<W> {
@@ -245,7 +265,18 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         shutdown: &mut watch::Receiver<bool>,
     ) -> End {
         let market = Arc::clone(&self.market);
+        let interval = self.config.heartbeat_interval;
+        let ping = tokio::time::sleep(interval);
+        tokio::pin!(ping);
         loop {
+            // Checked here, not only when idle: a connection kept busy by
+            // updates must be pinged too, or a client that only reads would
+            // time out.
+            if ping.is_elapsed() {
+                self.outbox.push(encode::frame(encode::OPCODE_PING, b""));
+                market.metrics.heartbeat_pings_total.fetch_add(1, Relaxed);
+                ping.as_mut().reset(Instant::now() + interval);
+            }
             // Register for the wake-up before looking at the ring, so that
             // an update published between the look and the wait still wakes
             // us (tokio's Notify::notified + enable contract).
@@ -280,6 +311,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 },
                 // A connection with no subscriptions is not woken by updates.
                 _ = &mut wakeup, if !idle => {}
+                () = &mut ping => {}
             }
         }
     }

@@ -20,11 +20,14 @@
 //!   last-value cache it makes up the [`market`] every connection reads.
 //! - [`fanout`]: what one connection is sent: subscriptions, the ring
 //!   cursor, conflation.
-//! - [`connection`]: one WebSocket connection's reader and vectored writer.
+//! - [`connection`]: one WebSocket connection's reader and vectored writer;
+//!   [`inbound`] reassembles what the client sends within its limits
+//!   (size, fragments, rate, heartbeat).
 //! - [`sse`]: the same frames as Server-Sent Events, for clients that cannot
 //!   open a WebSocket.
 //! - [`server`]: HTTP routes (`/`, `/ws`, `/sse`, `/metrics`, `/healthz`),
-//!   feeds and publisher start-up, graceful shutdown; [`config`], [`metrics`],
+//!   feeds and publisher start-up, graceful shutdown; [`admission`] (the
+//!   connection limits, checked at accept), [`config`], [`metrics`],
 //!   [`protocol`] (client requests, error and close codes) and [`web`]
 //!   (the embedded dashboard) serve it.
 //! - [`bench`]: the load harness behind `tickwire bench`, a WebSocket
@@ -34,6 +37,7 @@
 //! `ConfigError`, `DecimalError`, ...); the hot path (fan-out, writes) has
 //! no error type beyond `io::Error`, and only the binary uses `anyhow`.
 
+pub mod admission;
 pub mod bench;
 pub mod config;
 pub mod connection;
@@ -41,6 +45,7 @@ pub mod decimal;
 pub mod encode;
 pub mod fanout;
 pub mod feed;
+pub mod inbound;
 pub mod market;
 pub mod metrics;
 pub mod protocol;

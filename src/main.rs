@@ -261,6 +261,36 @@ struct ServeArgs {
     /// conformance testing with Autobahn|Testsuite.
     #[arg(long, env = "TICKWIRE_ECHO")]
     echo: bool,
+    /// Most TCP connections open at once; 503 past it [default: 50000].
+    #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Most connections open at once from one IP; 429 past it [default: 100].
+    #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Connection attempts one IP may make per minute; 429 past it [default: 120].
+    #[arg(long, env = "TICKWIRE_CONNECTION_ATTEMPTS_PER_IP_PER_MIN")]
+    connection_attempts_per_ip_per_min: Option<u32>,
+    /// Apply the per-IP limits to loopback (127.0.0.0/8, ::1) clients too.
+    #[arg(long, env = "TICKWIRE_LIMIT_LOOPBACK")]
+    limit_loopback: bool,
+    /// Time a client gets to send its HTTP request headers [default: 10000].
+    #[arg(long, env = "TICKWIRE_HANDSHAKE_TIMEOUT_MS")]
+    handshake_timeout_ms: Option<u64>,
+    /// Messages per second a WebSocket client may send on average (4005, then 1008) [default: 10].
+    #[arg(long, env = "TICKWIRE_MAX_INBOUND_PER_SEC")]
+    max_inbound_per_sec: Option<u32>,
+    /// Messages a client may send at once above that rate [default: 20].
+    #[arg(long, env = "TICKWIRE_INBOUND_BURST")]
+    inbound_burst: Option<u32>,
+    /// Most frames one client message may arrive in (1008 past it) [default: 16].
+    #[arg(long, env = "TICKWIRE_MAX_FRAGMENTS")]
+    max_fragments: Option<usize>,
+    /// Ping every connection this often [default: 20000].
+    #[arg(long, env = "TICKWIRE_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Close (1001) a connection that sent nothing for this long [default: 60000].
+    #[arg(long, env = "TICKWIRE_HEARTBEAT_TIMEOUT_MS")]
+    heartbeat_timeout_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -287,13 +317,23 @@ impl ServeArgs {
             min_subscribers,
             upstream_silence_timeout_ms,
             upstream_backoff_initial_ms,
-            upstream_backoff_max_ms
+            upstream_backoff_max_ms,
+            max_connections,
+            max_connections_per_ip,
+            connection_attempts_per_ip_per_min,
+            handshake_timeout_ms,
+            max_inbound_per_sec,
+            inbound_burst,
+            max_fragments,
+            heartbeat_interval_ms,
+            heartbeat_timeout_ms
         );
         if !self.feeds.is_empty() {
             c.feeds = self.feeds;
         }
         c.r#loop |= self.looped;
         c.echo |= self.echo;
+        c.limit_loopback |= self.limit_loopback;
         Ok(c)
     }
 }

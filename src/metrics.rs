@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::admission::Refused;
 use crate::protocol::ErrorCode;
 
 macro_rules! counters {
@@ -17,6 +18,8 @@ macro_rules! counters {
             $( $(#[doc = $doc])* pub $name: AtomicU64, )*
             /// Protocol errors sent to clients, by error code.
             pub protocol_errors: [AtomicU64; ErrorCode::ALL.len()],
+            /// Connections refused at accept, by [`Refused`] reason.
+            pub connections_refused: [AtomicU64; Refused::REASONS.len()],
         }
 
         impl Metrics {
@@ -41,6 +44,12 @@ macro_rules! counters {
                         code.name(),
                         n.load(Relaxed)
                     );
+                }
+                let name = "tickwire_connections_refused_total";
+                let _ = writeln!(out, "# HELP {name} Connections refused before any request was read (503, 429), by limit.");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for (reason, n) in Refused::REASONS.iter().zip(&self.connections_refused) {
+                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
                 }
                 out
             }
@@ -81,6 +90,22 @@ counters! {
     upgrade_rejections_total: "counter",
     /// Feeds that stopped with an error.
     feed_errors_total: "counter",
+    /// Open TCP connections (HTTP, WebSocket, SSE), counted against max_connections.
+    tcp_connections: "gauge",
+    /// Connections closed because their HTTP request headers did not arrive within handshake_timeout_ms (slowloris), or an idle keep-alive connection timed out.
+    handshake_timeouts_total: "counter",
+    /// Connections closed with 1001 because nothing arrived from the client within heartbeat_timeout_ms.
+    heartbeat_timeouts_total: "counter",
+    /// Pings sent to WebSocket clients by the heartbeat.
+    heartbeat_pings_total: "counter",
+    /// Client messages (requests, pings, pongs) dropped for exceeding the inbound rate.
+    rate_limited_messages_total: "counter",
+    /// Connections closed with 1008 for going on exceeding the inbound rate.
+    rate_limit_closes_total: "counter",
+    /// Connections closed with 1008 for a message in more than max_fragments frames.
+    too_many_fragments_closes_total: "counter",
+    /// Connections closed with 1009 for a message larger than max_message_bytes.
+    message_too_big_closes_total: "counter",
 }
 
 impl Metrics {

@@ -69,15 +69,19 @@ pub enum ErrorCode {
     TooManySymbols = 4003,
     /// A binary frame arrived; requests are JSON text.
     BinaryNotAccepted = 4004,
+    /// The client sends messages faster than its inbound rate; this and
+    /// further messages are dropped until it slows down.
+    RateLimited = 4005,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 5] = [
+    pub const ALL: [ErrorCode; 6] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnknownOp,
         ErrorCode::UnknownSymbol,
         ErrorCode::TooManySymbols,
         ErrorCode::BinaryNotAccepted,
+        ErrorCode::RateLimited,
     ];
 
     pub fn index(self) -> usize {
@@ -91,21 +95,23 @@ impl ErrorCode {
             ErrorCode::UnknownSymbol => "unknown_symbol",
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::BinaryNotAccepted => "binary_not_accepted",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
 
 /// WebSocket close codes the server sends (RFC 6455 §7.4.1).
 pub mod close_code {
-    /// The server is shutting down.
+    /// The server is shutting down, or the client stopped answering pings.
     pub const GOING_AWAY: u16 = 1001;
     /// The client broke the WebSocket framing rules.
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text message was not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// The client stopped reading for longer than the stall timeout.
+    /// The client stopped reading for longer than the stall timeout, went on
+    /// past its inbound rate, or sent a message in too many fragments.
     pub const POLICY_VIOLATION: u16 = 1008;
-    /// A message was larger than the inbound limit.
+    /// A message (its frames together) was larger than the inbound limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
 }
 

@@ -17,12 +17,13 @@ use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::admission::{self, Admission, Admitted};
 use crate::config::Validated;
 use crate::connection::{self, ConnectionConfig, Service};
 use crate::encode::write_json_str;
@@ -57,6 +58,8 @@ struct AppState {
     connection: ConnectionConfig,
     send_buffer_bytes: usize,
     echo: bool,
+    admission: Arc<Admission>,
+    handshake_timeout: Duration,
     feeds: Vec<Arc<FeedStatus>>,
     shutdown: watch::Receiver<bool>,
     started: Instant,
@@ -143,6 +146,8 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         connection: v.config.connection(),
         send_buffer_bytes: v.config.send_buffer_bytes,
         echo: v.config.echo,
+        admission: Admission::new(v.config.admission(), Arc::clone(&metrics)),
+        handshake_timeout: Duration::from_millis(v.config.handshake_timeout_ms),
         feeds,
         shutdown: shutdown_rx.clone(),
         started: Instant::now(),
@@ -175,13 +180,55 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let max_connections = v.config.max_connections;
+    let fd_limit = raise_descriptor_limit();
     let running = start(listener, v).context("starting the server")?;
     let addr = running.addr;
     println!("tickwire serving on http://{addr}/ (WebSocket: ws://{addr}/ws)");
+    // Feeds, the listener and the runtime need some descriptors too. Short
+    // of them, accept fails (and is retried) instead of answering 503.
+    let needed = max_connections as u64 + 64;
+    if let Some(limit) = fd_limit.filter(|&l| l < needed) {
+        tracing::warn!(
+            "max_connections {max_connections} needs about {needed} file descriptors, \
+             the limit is {limit}: raise it (ulimit -n) or lower max_connections"
+        );
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: closing connections with 1001");
     running.stop().await;
     Ok(())
+}
+
+/// Raises the soft open-files limit to the hard one (as Go's runtime does
+/// at start); returns the limit, if there is one.
+fn raise_descriptor_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct we
+        // pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return None;
+            }
+            if lim.rlim_cur < lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: lim.rlim_max,
+                    rlim_max: lim.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    lim = raised;
+                }
+            }
+        }
+        (lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 async fn shutdown_signal() {
@@ -223,6 +270,16 @@ async fn accept_loop(
                 }
             },
         };
+        // Before anything else is set up for it: a refused connection
+        // costs a small task that writes a fixed answer.
+        let admitted = match state.admission.admit(peer.ip()) {
+            Ok(a) => Arc::new(a),
+            Err(refused) => {
+                tracing::debug!(%peer, ?refused, "connection refused");
+                admission::refuse(&state.admission, stream, refused);
+                continue;
+            }
+        };
         // We batch frames ourselves; Nagle would only add latency.
         let _ = stream.set_nodelay(true);
         if state.send_buffer_bytes > 0 {
@@ -230,15 +287,27 @@ async fn accept_loop(
         }
         let state = Arc::clone(&state);
         tokio::spawn(async move {
+            let metrics = Arc::clone(&state.market.metrics);
+            let handshake_timeout = state.handshake_timeout;
+            // The service holds the connection's place; an upgraded
+            // connection takes a clone along.
             let service = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(req, &state)) }
+                let admitted = Arc::clone(&admitted);
+                async move { Ok::<_, Infallible>(route(req, &state, admitted)) }
             });
             let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(handshake_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(e) = conn.await {
-                tracing::debug!(%peer, "http connection error: {e}");
+                if e.is_timeout() {
+                    metrics.handshake_timeouts_total.fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, "closed: no request headers within {handshake_timeout:?}");
+                } else {
+                    tracing::debug!(%peer, "http connection error: {e}");
+                }
             }
         });
     }
@@ -258,10 +327,10 @@ fn respond(
     r
 }
 
-fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+fn route(req: Request<Incoming>, state: &Arc<AppState>, admitted: Arc<Admitted>) -> Response<Body> {
     match req.uri().path() {
-        "/ws" => upgrade(req, state, false),
-        "/echo" if state.echo => upgrade(req, state, true),
+        "/ws" => upgrade(req, state, false, admitted),
+        "/echo" if state.echo => upgrade(req, state, true, admitted),
         "/sse" => match sse::open(
             req.method(),
             req.uri(),
@@ -442,7 +511,12 @@ fn refuse_upgrade(state: &AppState, status: StatusCode, reason: &str) -> Respons
     r
 }
 
-fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>, echo: bool) -> Response<Body> {
+fn upgrade(
+    mut req: Request<Incoming>,
+    state: &Arc<AppState>,
+    echo: bool,
+    admitted: Arc<Admitted>,
+) -> Response<Body> {
     if req.method() != Method::GET {
         return refuse_upgrade(
             state,
@@ -495,6 +569,7 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>, echo: bool) -> Res
     };
     let state = Arc::clone(state);
     tokio::spawn(async move {
+        let _admitted = admitted;
         let upgraded = match fut.await {
             Ok(ws) => ws.into_inner().into_inner(),
             Err(e) => {

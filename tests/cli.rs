@@ -97,3 +97,29 @@ fn bad_configuration_lists_every_problem_and_exits_non_zero() {
         assert!(err.contains(needle), "{needle} not in {err}");
     }
 }
+
+#[test]
+fn limits_come_from_flags_environment_and_file_and_are_validated() {
+    let config = std::env::temp_dir().join(format!("tickwire-limits-{}.toml", std::process::id()));
+    std::fs::write(&config, "max_fragments = 0\nheartbeat_interval_ms = 2000\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--heartbeat-timeout-ms", "1000", "--max-connections", "0"])
+        .env("TICKWIRE_MAX_INBOUND_PER_SEC", "0")
+        .env("TICKWIRE_CONNECTION_ATTEMPTS_PER_IP_PER_MIN", "0")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "max_fragments must be greater than 0",
+        "heartbeat_timeout_ms 1000 must be greater than heartbeat_interval_ms 2000",
+        "max_connections must be greater than 0",
+        "max_inbound_per_sec must be greater than 0",
+        "connection_attempts_per_ip_per_min must be greater than 0",
+    ] {
+        assert!(err.contains(needle), "{needle} not in {err}");
+    }
+}

@@ -2,6 +2,8 @@
 //! clients, and decode what they receive exactly as docs/PROTOCOL.md says.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

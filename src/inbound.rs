@@ -1,0 +1,395 @@
+//! What a WebSocket client sends, as whole messages, within the limits of
+//! its connection: the size of a message (its frames together), the number
+//! of frames it may arrive in, the rate of messages, and the heartbeat (a
+//! client must send something, at least the pong to our ping, within the
+//! heartbeat timeout).
+//!
+//! Frames come from fastwebsockets' reader; reassembly is ours, not its
+//! `FragmentCollectorRead`, to count fragments and bound the whole
+//! message's size (its limit applies to each frame alone).
+//!
+//! ## The inbound rate
+//!
+//! Every message counts (requests, binary messages, pings, pongs) against a
+//! token bucket of `burst` messages refilled at `per_sec`. A message that
+//! finds the bucket empty is dropped: the first of a run gets error 4005
+//! `rate_limited`, the rest of the run nothing. The bucket goes into debt
+//! for dropped messages; once `burst` messages are owed the connection is
+//! closed with 1008. A client that slows down to the rate pays the debt
+//! back and is served again.
+
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastwebsockets::{OpCode, WebSocketError, WebSocketRead};
+use tokio::io::AsyncRead;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::protocol::close_code;
+
+/// The inbound rate: on average `per_sec` messages, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundRate {
+    pub per_sec: u32,
+    pub burst: u32,
+}
+
+/// The limits one connection's input is read within.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundLimits {
+    pub max_message_bytes: usize,
+    pub max_fragments: usize,
+    /// None: not rate-limited (the echo service of conformance suites).
+    pub rate: Option<InboundRate>,
+    pub heartbeat_timeout: Duration,
+}
+
+/// A whole message, or what the reader owes the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message {
+    Text(Vec<u8>),
+    Binary(Vec<u8>),
+    /// A ping within the rate: answer with a pong carrying this payload.
+    Ping(Vec<u8>),
+    /// The client closed; the echo of its close went out through the
+    /// reader's `send_fn`.
+    Close,
+    /// A message was dropped for the rate, the first of a run: answer with
+    /// error 4005.
+    RateLimited,
+}
+
+/// Why a client's input ended.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error(transparent)]
+    Ws(#[from] WebSocketError),
+    #[error("message too big: more than {0} bytes")]
+    TooBig(usize),
+    #[error("too many fragments: more than {0} frames in one message")]
+    TooManyFragments(usize),
+    #[error("rate limit exceeded: more than {0} messages per second")]
+    RateExceeded(u32),
+    #[error("ping timeout: nothing received for {} ms", .0.as_millis())]
+    Silent(Duration),
+}
+
+impl InboundError {
+    /// The close frame owed to the client, if any (a vanished peer gets
+    /// nothing), counted in the metric of its cause.
+    pub fn close(&self, metrics: &Metrics) -> Option<(u16, String)> {
+        let code = match self {
+            InboundError::Ws(
+                WebSocketError::IoError(_)
+                | WebSocketError::UnexpectedEOF
+                | WebSocketError::ConnectionClosed,
+            ) => return None,
+            InboundError::Ws(WebSocketError::FrameTooLarge) | InboundError::TooBig(_) => {
+                metrics.message_too_big_closes_total.fetch_add(1, Relaxed);
+                close_code::MESSAGE_TOO_BIG
+            }
+            InboundError::Ws(WebSocketError::InvalidUTF8) => close_code::INVALID_PAYLOAD,
+            InboundError::Ws(_) => close_code::PROTOCOL_ERROR,
+            InboundError::TooManyFragments(_) => {
+                metrics
+                    .too_many_fragments_closes_total
+                    .fetch_add(1, Relaxed);
+                close_code::POLICY_VIOLATION
+            }
+            InboundError::RateExceeded(_) => {
+                metrics.rate_limit_closes_total.fetch_add(1, Relaxed);
+                close_code::POLICY_VIOLATION
+            }
+            InboundError::Silent(_) => {
+                metrics.heartbeat_timeouts_total.fetch_add(1, Relaxed);
+                close_code::GOING_AWAY
+            }
+        };
+        Some((code, self.to_string()))
+    }
+}
+
+/// What the bucket says about one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Take,
+    /// Drop it and tell the client (the first of a run).
+    Warn,
+    Drop,
+    Close,
+}
+
+/// The token bucket of the module docs.
+#[derive(Debug)]
+struct Budget {
+    rate: InboundRate,
+    /// Negative: messages owed.
+    tokens: f64,
+    refilled: Instant,
+    /// In a run of dropped messages (told already).
+    limited: bool,
+}
+
+impl Budget {
+    fn new(rate: InboundRate, now: Instant) -> Self {
+        Budget {
+            rate,
+            tokens: f64::from(rate.burst),
+            refilled: now,
+            limited: false,
+        }
+    }
+
+    fn charge(&mut self, now: Instant) -> Verdict {
+        let burst = f64::from(self.rate.burst);
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * f64::from(self.rate.per_sec)).min(burst);
+        self.refilled = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            self.limited = false;
+            Verdict::Take
+        } else if self.tokens < -burst {
+            Verdict::Close
+        } else if !self.limited {
+            self.limited = true;
+            Verdict::Warn
+        } else {
+            Verdict::Drop
+        }
+    }
+}
+
+/// A message being reassembled from its frames.
+struct Partial {
+    text: bool,
+    data: Vec<u8>,
+    frames: usize,
+    /// Bytes of `data` known to be valid UTF-8 (text only).
+    checked: usize,
+}
+
+/// Reads whole messages from a client within [`InboundLimits`].
+pub struct MessageReader<R> {
+    ws: WebSocketRead<R>,
+    limits: InboundLimits,
+    budget: Option<Budget>,
+    partial: Option<Partial>,
+    metrics: Arc<Metrics>,
+}
+
+impl<R: AsyncRead + Unpin> MessageReader<R> {
+    pub fn new(mut ws: WebSocketRead<R>, limits: InboundLimits, metrics: Arc<Metrics>) -> Self {
+        ws.set_max_message_size(limits.max_message_bytes);
+        // Pings are answered by us, within the rate.
+        ws.set_auto_pong(false);
+        MessageReader {
+            ws,
+            limits,
+            budget: limits.rate.map(|r| Budget::new(r, Instant::now())),
+            partial: None,
+            metrics,
+        }
+    }
+
+    /// The next message; `send_fn` takes what the protocol obliges us to
+    /// send at once (the echo of a close).
+    pub async fn next<F, E>(
+        &mut self,
+        send_fn: &mut impl FnMut(fastwebsockets::Frame<'_>) -> F,
+    ) -> Result<Message, InboundError>
+    where
+        F: Future<Output = Result<(), E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
+        loop {
+            let read = self.ws.read_frame(send_fn);
+            let frame = match tokio::time::timeout(self.limits.heartbeat_timeout, read).await {
+                Err(_) => return Err(InboundError::Silent(self.limits.heartbeat_timeout)),
+                Ok(frame) => frame?,
+            };
+            let message = match frame.opcode {
+                OpCode::Close => return Ok(Message::Close),
+                OpCode::Ping => Message::Ping(frame.payload.to_vec()),
+                OpCode::Pong => {
+                    // Counts for the rate; otherwise only proves liveness.
+                    match self.charge()? {
+                        Verdict::Warn => return Ok(Message::RateLimited),
+                        _ => continue,
+                    }
+                }
+                OpCode::Text | OpCode::Binary => {
+                    if self.partial.is_some() {
+                        return Err(WebSocketError::InvalidFragment.into());
+                    }
+                    let text = frame.opcode == OpCode::Text;
+                    if !frame.fin {
+                        // Text frames with FIN were checked for UTF-8 by fastwebsockets.
+                        let mut p = Partial {
+                            text,
+                            data: frame.payload.to_vec(),
+                            frames: 1,
+                            checked: 0,
+                        };
+                        check_utf8(&mut p, false)?;
+                        self.partial = Some(p);
+                        continue;
+                    }
+                    let data = frame.payload.to_vec();
+                    if text {
+                        Message::Text(data)
+                    } else {
+                        Message::Binary(data)
+                    }
+                }
+                OpCode::Continuation => {
+                    let Some(p) = self.partial.as_mut() else {
+                        return Err(WebSocketError::InvalidContinuationFrame.into());
+                    };
+                    p.frames += 1;
+                    if p.frames > self.limits.max_fragments {
+                        return Err(InboundError::TooManyFragments(self.limits.max_fragments));
+                    }
+                    if p.data.len() + frame.payload.len() > self.limits.max_message_bytes {
+                        return Err(InboundError::TooBig(self.limits.max_message_bytes));
+                    }
+                    p.data.extend_from_slice(&frame.payload);
+                    check_utf8(p, frame.fin)?;
+                    if !frame.fin {
+                        continue;
+                    }
+                    let Some(p) = self.partial.take() else {
+                        continue;
+                    };
+                    if p.text {
+                        Message::Text(p.data)
+                    } else {
+                        Message::Binary(p.data)
+                    }
+                }
+            };
+            match self.charge()? {
+                Verdict::Take => return Ok(message),
+                Verdict::Warn => return Ok(Message::RateLimited),
+                Verdict::Drop | Verdict::Close => continue,
+            }
+        }
+    }
+
+    /// Charges one message to the budget; `Close` comes back as the error.
+    fn charge(&mut self) -> Result<Verdict, InboundError> {
+        let Some(budget) = &mut self.budget else {
+            return Ok(Verdict::Take);
+        };
+        let verdict = budget.charge(Instant::now());
+        match verdict {
+            Verdict::Take => {}
+            Verdict::Close => return Err(InboundError::RateExceeded(budget.rate.per_sec)),
+            Verdict::Warn | Verdict::Drop => {
+                self.metrics
+                    .rate_limited_messages_total
+                    .fetch_add(1, Relaxed);
+            }
+        }
+        Ok(verdict)
+    }
+}
+
+/// Checks the UTF-8 of a text message as its fragments arrive, so that an
+/// invalid one fails at the first bad byte; a character split between
+/// fragments is checked when its end arrives.
+fn check_utf8(p: &mut Partial, fin: bool) -> Result<(), InboundError> {
+    if !p.text {
+        return Ok(());
+    }
+    match std::str::from_utf8(&p.data[p.checked..]) {
+        Ok(_) => p.checked = p.data.len(),
+        Err(e) if e.error_len().is_none() && !fin => p.checked += e.valid_up_to(),
+        Err(_) => return Err(WebSocketError::InvalidUTF8.into()),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_allows_the_burst_warns_once_then_closes() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(
+            InboundRate {
+                per_sec: 10,
+                burst: 3,
+            },
+            t0,
+        );
+        // TC0: the burst goes through at once.
+        for _ in 0..3 {
+            assert_eq!(b.charge(t0), Verdict::Take);
+        }
+        // TC1: then one warning, then silent drops, `burst` in debt in all.
+        assert_eq!(b.charge(t0), Verdict::Warn);
+        assert_eq!(b.charge(t0), Verdict::Drop);
+        assert_eq!(b.charge(t0), Verdict::Drop);
+        // TC2: one more while the debt is full closes.
+        assert_eq!(b.charge(t0), Verdict::Close);
+    }
+
+    #[test]
+    fn budget_forgives_a_client_that_slows_down() {
+        let t0 = Instant::now();
+        let rate = InboundRate {
+            per_sec: 10,
+            burst: 2,
+        };
+        let mut b = Budget::new(rate, t0);
+        for _ in 0..2 {
+            assert_eq!(b.charge(t0), Verdict::Take);
+        }
+        assert_eq!(b.charge(t0), Verdict::Warn);
+        // TC0: 100 ms later a message is still owed: dropped, not warned again.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(b.charge(t1), Verdict::Drop);
+        // TC1: at half the rate the debt is paid, messages are taken again,
+        // and a new run gets a new warning.
+        let mut t = t1;
+        let mut verdicts = Vec::new();
+        for _ in 0..30 {
+            t += Duration::from_millis(200);
+            verdicts.push(b.charge(t));
+        }
+        assert!(verdicts.iter().all(|v| *v != Verdict::Close));
+        assert_eq!(verdicts.last(), Some(&Verdict::Take));
+        assert_eq!(b.charge(t), Verdict::Take);
+        assert_eq!(b.charge(t), Verdict::Warn);
+    }
+
+    #[test]
+    fn utf8_is_checked_across_fragments() {
+        let mut p = Partial {
+            text: true,
+            data: "h\u{e9}".as_bytes()[..2].to_vec(),
+            frames: 1,
+            checked: 0,
+        };
+        // TC0: a character cut between fragments waits for its end.
+        check_utf8(&mut p, false).unwrap();
+        assert_eq!(p.checked, 1);
+        p.data.push("\u{e9}".as_bytes()[1]);
+        check_utf8(&mut p, true).unwrap();
+        // TC1: a bad byte fails at once; a cut character at the end fails.
+        p.data.push(0xff);
+        assert!(check_utf8(&mut p, false).is_err());
+        let mut cut = Partial {
+            text: true,
+            data: vec![b'a', 0xc3],
+            frames: 2,
+            checked: 0,
+        };
+        assert!(check_utf8(&mut cut, true).is_err());
+    }
+}

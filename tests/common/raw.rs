@@ -1,0 +1,181 @@
+//! A bare WebSocket client over a TCP socket, for what a well-behaved
+//! client library will not do: fragments of our choosing, never answering
+//! pings, vanishing without a close, handshakes left half-sent.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+pub const TEXT: u8 = 0x1;
+pub const CONTINUATION: u8 = 0x0;
+pub const CLOSE: u8 = 0x8;
+pub const PING: u8 = 0x9;
+pub const PONG: u8 = 0xA;
+
+/// Connects to `addr` from `source` (any 127.0.0.0/8 address works on
+/// Linux loopback without configuration).
+pub async fn connect_from(source: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
+pub fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: tickwire\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: tickwire.v1\r\n\r\n"
+    )
+}
+
+/// Reads an HTTP response head (through the blank line); returns it and
+/// any bytes read past it.
+pub async fn read_head(s: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok((String::from_utf8_lossy(&buf).into_owned(), rest));
+        }
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The status code of a response head.
+pub fn status(head: &str) -> u16 {
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A header's value in a response head (name case-insensitive).
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A client frame, masked as RFC 6455 requires.
+pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![u8::from(fin) << 7 | opcode];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// An upgraded connection.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    /// Connects from `source` and upgrades `/ws`; panics if refused.
+    pub async fn connect(source: IpAddr, addr: SocketAddr) -> RawWs {
+        let stream = connect_from(source, addr).await.unwrap();
+        RawWs::upgrade(stream).await.unwrap()
+    }
+
+    pub async fn upgrade(mut stream: TcpStream) -> std::io::Result<RawWs> {
+        stream.write_all(upgrade_request("/ws").as_bytes()).await?;
+        let (head, buf) = read_head(&mut stream).await?;
+        if status(&head) != 101 {
+            return Err(std::io::Error::other(head));
+        }
+        Ok(RawWs { stream, buf })
+    }
+
+    pub async fn send(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        self.stream
+            .write_all(&frame(fin, opcode, payload))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send(true, TEXT, text.as_bytes()).await;
+    }
+
+    async fn fill(&mut self, n: usize) -> std::io::Result<()> {
+        let mut chunk = [0u8; 4096];
+        while self.buf.len() < n {
+            let got = self.stream.read(&mut chunk).await?;
+            if got == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&chunk[..got]);
+        }
+        Ok(())
+    }
+
+    /// The next server frame: (opcode, payload); Err at EOF or reset.
+    pub async fn read_frame(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        self.fill(2).await?;
+        let opcode = self.buf[0] & 0x0f;
+        let (len, header) = match self.buf[1] & 0x7f {
+            126 => {
+                self.fill(4).await?;
+                (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+            }
+            127 => {
+                self.fill(10).await?;
+                (
+                    u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                    10,
+                )
+            }
+            n => (n as usize, 2),
+        };
+        self.fill(header + len).await?;
+        let payload = self.buf[header..header + len].to_vec();
+        self.buf.drain(..header + len);
+        Ok((opcode, payload))
+    }
+
+    /// Reads frames until a close (code, reason) or the socket ends (None);
+    /// returns them with the text messages seen before it.
+    pub async fn read_until_close(
+        &mut self,
+        limit: Duration,
+    ) -> (Option<(u16, String)>, Vec<String>) {
+        let mut texts = Vec::new();
+        let read = async {
+            loop {
+                match self.read_frame().await {
+                    Ok((CLOSE, p)) if p.len() >= 2 => {
+                        let code = u16::from_be_bytes([p[0], p[1]]);
+                        return Some((code, String::from_utf8_lossy(&p[2..]).into_owned()));
+                    }
+                    Ok((CLOSE, _)) | Err(_) => return None,
+                    Ok((TEXT, p)) => texts.push(String::from_utf8(p).unwrap()),
+                    Ok(_) => {}
+                }
+            }
+        };
+        let close = tokio::time::timeout(limit, read)
+            .await
+            .expect("the server closed within the limit");
+        (close, texts)
+    }
+}

@@ -1,0 +1,525 @@
+//! Every limit through the real server, with real clients: the refused or
+//! closed client gets the documented answer, the metric counts it, and a
+//! client that behaves is not disturbed.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use common::raw::{self, RawWs};
+use common::*;
+use tickwire::config::ServeConfig;
+use tickwire::metrics::Metrics;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+async fn limited_server(config: ServeConfig) -> tickwire::server::Running {
+    start(ServeConfig {
+        feeds: vec!["synthetic:symbols=5,rate=200".into()],
+        ..config
+    })
+    .await
+}
+
+/// A subscribed client that must keep working whatever the others do.
+async fn bystander(addr: std::net::SocketAddr) -> Client {
+    let mut c = Client::connect(addr, "tickwire.v1").await;
+    c.send(r#"{"op":"subscribe","symbols":["*"],"id":1}"#).await;
+    assert_eq!(c.next_control().await["type"], "ack");
+    c
+}
+
+/// The bystander still gets live data and answers to its requests.
+async fn assert_undisturbed(c: &mut Client) {
+    let mut quotes = 0;
+    while quotes < 5 {
+        match c.next().await {
+            Msg::Quote { .. } | Msg::Trade { .. } => quotes += 1,
+            Msg::Closed(close) => panic!("the bystander was closed: {close:?}"),
+            _ => {}
+        }
+    }
+    c.send(r#"{"op":"ping","id":77}"#).await;
+    loop {
+        let v = c.next_control().await;
+        if v["type"] == "pong" {
+            assert_eq!(v["id"], 77);
+            break;
+        }
+    }
+}
+
+/// Waits (up to 10 s) for a metric to reach a value.
+async fn eventually(metrics: &Metrics, what: &str, f: impl Fn(&Metrics) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f(metrics) {
+        assert!(Instant::now() < deadline, "{what}:\n{}", metrics.render());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn refused(metrics: &Metrics, reason: &str) -> u64 {
+    metric(
+        &metrics.render(),
+        &format!("tickwire_connections_refused_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// Sends an upgrade from `source` and returns the response head.
+async fn try_upgrade(source: IpAddr, addr: std::net::SocketAddr) -> String {
+    let mut s = raw::connect_from(source, addr).await.unwrap();
+    s.write_all(raw::upgrade_request("/ws").as_bytes())
+        .await
+        .unwrap();
+    raw::read_head(&mut s).await.unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_answers_503_with_retry_after_before_reading() {
+    let server = limited_server(ServeConfig {
+        max_connections: 3,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    let mut by = bystander(server.addr).await;
+    // Two idle TCP connections fill the server: the limit counts sockets,
+    // not only upgraded ones.
+    let idle1 = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _idle2 = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    eventually(m, "three connections", |m| {
+        m.tcp_connections.load(Relaxed) == 3
+    })
+    .await;
+
+    let head = try_upgrade(ip(1), server.addr).await;
+    assert_eq!(raw::status(&head), 503, "{head}");
+    assert_eq!(raw::header(&head, "retry-after"), Some("5"));
+    // Loopback is not exempt from the total.
+    let mut plain = raw::connect_from(ip(1), server.addr).await.unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.ends_with("(max_connections)\n"), "{answer}");
+    assert_eq!(refused(m, "max_connections"), 2);
+    assert_eq!(m.connections_total.load(Relaxed), 1, "nothing was upgraded");
+
+    // A place freed is a place taken.
+    drop(idle1);
+    eventually(m, "the idle socket released", |m| {
+        m.tcp_connections.load(Relaxed) == 2
+    })
+    .await;
+    let mut late = RawWs::connect(ip(1), server.addr).await;
+    late.send_text(r#"{"op":"ping","id":5}"#).await;
+    let (op, pong) = late.read_frame().await.unwrap();
+    assert_eq!(op, raw::TEXT);
+    assert!(String::from_utf8(pong).unwrap().contains("\"pong\""));
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_gets_429_past_its_open_connections_others_get_in() {
+    let server = limited_server(ServeConfig {
+        max_connections_per_ip: 2,
+        limit_loopback: true,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    let mut by = bystander(server.addr).await; // from 127.0.0.1
+    let _a1 = RawWs::connect(ip(2), server.addr).await;
+    let a2 = RawWs::connect(ip(2), server.addr).await;
+    let head = try_upgrade(ip(2), server.addr).await;
+    assert_eq!(raw::status(&head), 429, "{head}");
+    assert_eq!(raw::header(&head, "retry-after"), Some("5"));
+    assert_eq!(refused(m, "max_connections_per_ip"), 1);
+    // Another address is not affected.
+    let _b = RawWs::connect(ip(3), server.addr).await;
+    // A closed connection gives its address a place back.
+    drop(a2);
+    eventually(m, "a2 released", |m| m.tcp_connections.load(Relaxed) == 3).await;
+    let _a3 = RawWs::connect(ip(2), server.addr).await;
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+
+    // By default loopback clients are not limited per address (the bench
+    // harness opens thousands from 127.0.0.1).
+    let server = limited_server(ServeConfig {
+        max_connections_per_ip: 2,
+        connection_attempts_per_ip_per_min: 2,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..6 {
+        open.push(RawWs::connect(ip(2), server.addr).await);
+    }
+    assert_eq!(refused(&server.market.metrics, "max_connections_per_ip"), 0);
+    assert_eq!(refused(&server.market.metrics, "rate"), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_attempts_per_minute_get_429_with_the_wait() {
+    let server = limited_server(ServeConfig {
+        connection_attempts_per_ip_per_min: 3,
+        limit_loopback: true,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    for _ in 0..3 {
+        drop(RawWs::connect(ip(4), server.addr).await);
+    }
+    let head = try_upgrade(ip(4), server.addr).await;
+    assert_eq!(raw::status(&head), 429, "{head}");
+    // One attempt comes back every 20 s at 3 per minute.
+    let wait: u64 = raw::header(&head, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=20).contains(&wait), "{head}");
+    assert!(head.len() < 300, "a small fixed answer: {head}");
+    assert_eq!(refused(m, "rate"), 1);
+    // Refusals are attempts too: a client hammering stays refused.
+    assert_eq!(raw::status(&try_upgrade(ip(4), server.addr).await), 429);
+    assert_eq!(refused(m, "rate"), 2);
+    // Another address is not affected.
+    let mut other = RawWs::connect(ip(5), server.addr).await;
+    other.send_text(r#"{"op":"ping"}"#).await;
+    assert_eq!(other.read_frame().await.unwrap().0, raw::TEXT);
+    eventually(m, "refused sockets released", |m| {
+        m.tcp_connections.load(Relaxed) == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+fn rate_limited_config() -> ServeConfig {
+    ServeConfig {
+        // One a second: what a test sends in a burst gains no tokens back
+        // unless the machine stalls for a second.
+        max_inbound_per_sec: 1,
+        inbound_burst: 5,
+        ..ServeConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_flood_gets_4005_then_1008() {
+    let server = limited_server(rate_limited_config()).await;
+    let m = &server.market.metrics;
+    let mut by = bystander(server.addr).await;
+    let mut flood = RawWs::connect(ip(6), server.addr).await;
+    let mut sent = 0;
+    for i in 0..11 {
+        flood
+            .send_text(&format!(r#"{{"op":"ping","id":{i}}}"#))
+            .await;
+        sent += 1;
+    }
+    let (close, texts) = flood.read_until_close(Duration::from_secs(10)).await;
+    let (code, reason) = close.expect("a close frame");
+    assert_eq!(code, 1008);
+    assert_eq!(
+        reason,
+        "rate limit exceeded: more than 1 messages per second"
+    );
+    let pongs = texts.iter().filter(|t| t.contains("\"pong\"")).count();
+    let errors: Vec<_> = texts.iter().filter(|t| t.contains("\"error\"")).collect();
+    // The burst is served, the first message past it is answered with 4005,
+    // the next ones are dropped, and the 11th (5 owed already) closes.
+    assert_eq!(pongs, 5, "{texts:?}");
+    assert_eq!(errors.len(), 1, "{texts:?}");
+    assert!(errors[0].contains("\"code\":4005"), "{}", errors[0]);
+    assert_eq!(sent, 11);
+    let text = m.render();
+    assert_eq!(
+        metric(
+            &text,
+            "tickwire_protocol_errors_total{code=\"4005\",reason=\"rate_limited\"}"
+        ),
+        1
+    );
+    assert_eq!(m.rate_limited_messages_total.load(Relaxed), 5);
+    assert_eq!(m.rate_limit_closes_total.load(Relaxed), 1);
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_is_rate_limited_and_a_client_that_slows_down_recovers() {
+    let server = limited_server(ServeConfig {
+        max_inbound_per_sec: 2,
+        ..rate_limited_config()
+    })
+    .await;
+    let m = &server.market.metrics;
+    let mut by = bystander(server.addr).await;
+
+    // WebSocket pings count like requests: 5 pongs, then one 4005, then 1008.
+    let mut pinger = RawWs::connect(ip(7), server.addr).await;
+    for _ in 0..40 {
+        pinger.send(true, raw::PING, b"hi").await;
+    }
+    let mut pongs = 0;
+    let mut errors = 0;
+    let close = loop {
+        match pinger.read_frame().await {
+            Ok((raw::PONG, p)) => {
+                assert_eq!(p, b"hi");
+                pongs += 1;
+            }
+            Ok((raw::TEXT, t)) => {
+                assert!(String::from_utf8(t).unwrap().contains("4005"));
+                errors += 1;
+            }
+            Ok((raw::CLOSE, p)) => break u16::from_be_bytes([p[0], p[1]]),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!((pongs, errors, close), (5, 1, 1008));
+
+    // A client over its burst that then slows down is served again.
+    let mut eager = RawWs::connect(ip(8), server.addr).await;
+    for i in 0..6 {
+        eager
+            .send_text(&format!(r#"{{"op":"ping","id":{i}}}"#))
+            .await;
+    }
+    let mut replies = Vec::new();
+    while replies.len() < 6 {
+        let (_, t) = eager.read_frame().await.unwrap();
+        replies.push(String::from_utf8(t).unwrap());
+    }
+    assert!(replies[5].contains("4005"), "{replies:?}");
+    // One owed at 2 per second: paid back within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eager.send_text(r#"{"op":"ping","id":99}"#).await;
+    let (_, t) = eager.read_frame().await.unwrap();
+    let t = String::from_utf8(t).unwrap();
+    assert!(t.contains("\"pong\"") && t.contains("\"id\":99"), "{t}");
+    assert_eq!(m.rate_limit_closes_total.load(Relaxed), 1);
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_or_over_fragmented_messages_are_closed() {
+    let server = limited_server(ServeConfig {
+        max_message_bytes: 1024,
+        max_fragments: 4,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    let mut by = bystander(server.addr).await;
+
+    // TC0: one frame over the limit.
+    let mut c = RawWs::connect(ip(9), server.addr).await;
+    c.send(true, raw::TEXT, &[b' '; 2000]).await;
+    let (close, _) = c.read_until_close(Duration::from_secs(10)).await;
+    assert_eq!(close.map(|c| c.0), Some(1009));
+
+    // TC1: frames each under the limit, over it together.
+    let mut c = RawWs::connect(ip(9), server.addr).await;
+    c.send(false, raw::TEXT, &[b' '; 600]).await;
+    c.send(false, raw::CONTINUATION, &[b' '; 600]).await;
+    let (close, _) = c.read_until_close(Duration::from_secs(10)).await;
+    let (code, reason) = close.unwrap();
+    assert_eq!(
+        (code, reason.as_str()),
+        (1009, "message too big: more than 1024 bytes")
+    );
+    assert_eq!(m.message_too_big_closes_total.load(Relaxed), 2);
+
+    // TC2: a message within 4 frames is served, with a ping between them.
+    let mut c = RawWs::connect(ip(9), server.addr).await;
+    let req = br#"{"op":"ping","id":4}"#;
+    c.send(false, raw::TEXT, &req[..5]).await;
+    c.send(true, raw::PING, b"").await;
+    c.send(false, raw::CONTINUATION, &req[5..10]).await;
+    c.send(false, raw::CONTINUATION, &req[10..15]).await;
+    c.send(true, raw::CONTINUATION, &req[15..]).await;
+    assert_eq!(c.read_frame().await.unwrap().0, raw::PONG);
+    let (op, t) = c.read_frame().await.unwrap();
+    assert_eq!(op, raw::TEXT);
+    assert!(String::from_utf8(t).unwrap().contains("\"id\":4"));
+
+    // TC3: the fifth frame of one message closes with 1008.
+    let mut c = RawWs::connect(ip(9), server.addr).await;
+    c.send(false, raw::TEXT, b"{").await;
+    for _ in 0..4 {
+        c.send(false, raw::CONTINUATION, b" ").await;
+    }
+    let (close, _) = c.read_until_close(Duration::from_secs(10)).await;
+    let (code, reason) = close.unwrap();
+    assert_eq!(
+        (code, reason.as_str()),
+        (
+            1008,
+            "too many fragments: more than 4 frames in one message"
+        )
+    );
+    assert_eq!(m.too_many_fragments_closes_total.load(Relaxed), 1);
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_answering_pings_is_closed_with_1001() {
+    let server = limited_server(ServeConfig {
+        heartbeat_interval_ms: 200,
+        heartbeat_timeout_ms: 1000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    // A client library answers pings while it reads: it outlives many
+    // timeouts.
+    let mut alive = Client::connect(server.addr, "tickwire.v1").await;
+    let alive = tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            if let Some(Msg::Closed(c)) = alive.next_within(Duration::from_millis(100)).await {
+                panic!("a client that answers pings was closed: {c:?}");
+            }
+        }
+        alive.send(r#"{"op":"ping","id":1}"#).await;
+        assert_eq!(alive.next_control().await["type"], "pong");
+    });
+    let mut silent = RawWs::connect(ip(10), server.addr).await;
+    let started = Instant::now();
+    let mut pings = 0;
+    let close = loop {
+        match silent.read_frame().await {
+            Ok((raw::PING, _)) => pings += 1,
+            Ok((raw::CLOSE, p)) => {
+                break (
+                    u16::from_be_bytes([p[0], p[1]]),
+                    String::from_utf8_lossy(&p[2..]).into_owned(),
+                )
+            }
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(close.0, 1001);
+    assert_eq!(close.1, "ping timeout: nothing received for 1000 ms");
+    assert!(pings >= 2, "pinged every 200 ms before giving up: {pings}");
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    assert_eq!(m.heartbeat_timeouts_total.load(Relaxed), 1);
+    // Sockets read past the close: the server let go of the connection.
+    eventually(m, "silent released", |m| m.connections.load(Relaxed) == 1).await;
+
+    // The library client, reading all along, is still there after 4
+    // timeouts' worth.
+    alive.await.unwrap();
+    assert_eq!(m.heartbeat_timeouts_total.load(Relaxed), 1);
+    assert!(m.heartbeat_pings_total.load(Relaxed) >= 15);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_that_never_ends_times_out() {
+    let server = limited_server(ServeConfig {
+        handshake_timeout_ms: 500,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    let mut by = bystander(server.addr).await;
+    // TC0: headers started, never finished (slowloris).
+    let mut slow = raw::connect_from(ip(11), server.addr).await.unwrap();
+    slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // TC1: connected, nothing sent.
+    let mut mute = raw::connect_from(ip(11), server.addr).await.unwrap();
+    for s in [&mut slow, &mut mute] {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the server closed it");
+    }
+    assert_eq!(m.handshake_timeouts_total.load(Relaxed), 2);
+    eventually(m, "sockets released", |m| {
+        m.tcp_connections.load(Relaxed) == 1
+    })
+    .await;
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscription_limit_holds_per_request_and_per_connection() {
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=5,rate=200".into()],
+        max_subscriptions: 3,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    let mut by = bystander(server.addr).await;
+    let mut c = Client::connect(server.addr, "tickwire.v1.json").await;
+    // TC0: more than the limit in one request.
+    c.send(r#"{"op":"subscribe","symbols":["SYN0000","SYN0001","SYN0002","SYN0003"],"id":1}"#)
+        .await;
+    let e = c.next_control().await;
+    assert_eq!(
+        (e["code"].as_u64(), e["id"].as_u64()),
+        (Some(4003), Some(1)),
+        "{e}"
+    );
+    // TC1: past the limit with what the connection has already (once the
+    // feed has defined its symbols).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.market.symbols.len() < 5 {
+        assert!(Instant::now() < deadline, "the feed defined no symbols");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    c.send(r#"{"op":"subscribe","symbols":["SYN0000","SYN0001"],"id":2}"#)
+        .await;
+    assert_eq!(c.next_control().await["type"], "ack");
+    c.send(r#"{"op":"subscribe","symbols":["SYN0002","SYN0003"],"id":3}"#)
+        .await;
+    let e = loop {
+        let v = c.next_control().await;
+        if v["type"] == "error" {
+            break v;
+        }
+    };
+    assert_eq!(
+        (e["code"].as_u64(), e["id"].as_u64()),
+        (Some(4003), Some(3)),
+        "{e}"
+    );
+    // Nothing changed, and the connection lives on: one more fits.
+    assert_eq!(
+        m.subscriptions.load(Relaxed),
+        1 + 2,
+        "the bystander's * and two"
+    );
+    c.send(r#"{"op":"subscribe","symbols":["SYN0002"],"id":4}"#)
+        .await;
+    let ack = loop {
+        let v = c.next_control().await;
+        if v["type"] == "ack" {
+            break v;
+        }
+    };
+    assert_eq!(ack["id"], 4);
+    assert_eq!(
+        metric(
+            &m.render(),
+            "tickwire_protocol_errors_total{code=\"4003\",reason=\"too_many_symbols\"}"
+        ),
+        2
+    );
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
