@@ -4,13 +4,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::access::OriginPolicy;
+use crate::auth::{Secret, Verifier};
 use crate::connection::ConnectionConfig;
 use crate::fanout::FanoutLimits;
 use crate::feed::{FeedSpec, Speed};
+use crate::tls::CertStore;
 
 /// Everything `tickwire serve` can be told. Units are in the names.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -55,6 +59,23 @@ pub struct ServeConfig {
     /// Serve `/echo`: every message echoed back by the same connection code
     /// as `/ws`, for WebSocket conformance suites. Off by default.
     pub echo: bool,
+    /// PEM certificate chain (leaf first): with `tls_key`, the port serves
+    /// HTTPS and wss only. Reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Time a client gets to complete the TLS handshake.
+    pub tls_handshake_timeout_ms: u64,
+    /// Browser origins (`scheme://host[:port]`) allowed on `/ws` and `/sse`
+    /// besides the server's own; `*` allows any (unsafe).
+    pub allow_origins: Vec<String>,
+    /// File holding the HS256 secret that access tokens are signed with.
+    /// Without it (or `TICKWIRE_AUTH_SECRET`), no token is required.
+    pub auth_secret_file: Option<PathBuf>,
+    /// The secret itself, from the environment only (never from the file
+    /// config, which tends to be shared).
+    #[serde(skip)]
+    pub auth_secret: Option<Secret>,
 }
 
 impl Default for ServeConfig {
@@ -75,6 +96,12 @@ impl Default for ServeConfig {
             shutdown_timeout_ms: 5_000,
             min_subscribers: 0,
             echo: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout_ms: 10_000,
+            allow_origins: Vec::new(),
+            auth_secret_file: None,
+            auth_secret: None,
         }
     }
 }
@@ -102,6 +129,11 @@ pub struct Validated {
     pub feeds: Vec<FeedSpec>,
     pub speed: Speed,
     pub looped: bool,
+    /// The certificate store, when TLS is on.
+    pub tls: Option<Arc<CertStore>>,
+    pub origins: OriginPolicy,
+    /// Checks access tokens, when auth is on.
+    pub auth: Option<Verifier>,
 }
 
 impl ServeConfig {
@@ -151,12 +183,42 @@ impl ServeConfig {
             ("close_timeout_ms", self.close_timeout_ms),
             ("max_message_bytes", self.max_message_bytes as u64),
             ("max_subscriptions", self.max_subscriptions as u64),
+            ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
         ];
         for (name, value) in positive {
             if value == 0 {
                 errors.push(format!("{name} must be greater than 0"));
             }
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => CertStore::open(cert.clone(), key.clone())
+                .map_err(|e| errors.push(e.to_string()))
+                .ok()
+                .map(Arc::new),
+            _ => {
+                errors.push("tls_cert and tls_key go together: give both or neither".into());
+                None
+            }
+        };
+        let origins = OriginPolicy::new(&self.allow_origins).unwrap_or_else(|e| {
+            errors.extend(e);
+            OriginPolicy::default()
+        });
+        let secret = match (&self.auth_secret, &self.auth_secret_file) {
+            (Some(_), Some(_)) => Err(
+                "auth secret given twice: use auth_secret_file or TICKWIRE_AUTH_SECRET, not both"
+                    .to_owned(),
+            ),
+            (Some(s), None) => Ok(Some(s.clone())),
+            (None, Some(path)) => Secret::from_file(path).map(Some),
+            (None, None) => Ok(None),
+        };
+        let auth = secret
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten()
+            .map(Verifier::new);
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors));
         }
@@ -170,6 +232,9 @@ impl ServeConfig {
             feeds,
             speed,
             looped,
+            tls,
+            origins,
+            auth,
         })
     }
 

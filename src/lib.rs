@@ -26,7 +26,9 @@
 //! - [`server`]: HTTP routes (`/`, `/ws`, `/sse`, `/metrics`, `/healthz`),
 //!   feeds and publisher start-up, graceful shutdown; [`config`], [`metrics`],
 //!   [`protocol`] (client requests, error and close codes) and [`web`]
-//!   (the embedded dashboard) serve it.
+//!   (the embedded dashboard) serve it; [`tls`] (HTTPS and wss, certificate
+//!   reload), [`access`] (Origin allowlist, the handshake's token check) and
+//!   [`auth`] (HS256 tokens) guard it.
 //! - [`bench`]: the load harness behind `tickwire bench`, a WebSocket
 //!   client of its own that measures any server from the outside.
 //!
@@ -34,6 +36,8 @@
 //! `ConfigError`, `DecimalError`, ...); the hot path (fan-out, writes) has
 //! no error type beyond `io::Error`, and only the binary uses `anyhow`.
 
+pub mod access;
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod connection;
@@ -49,5 +53,6 @@ pub mod ring;
 pub mod server;
 pub mod sse;
 pub mod symbols;
+pub mod tls;
 pub mod update;
 pub mod web;

@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::auth::AuthError;
 use crate::protocol::ErrorCode;
 
 macro_rules! counters {
@@ -17,6 +18,8 @@ macro_rules! counters {
             $( $(#[doc = $doc])* pub $name: AtomicU64, )*
             /// Protocol errors sent to clients, by error code.
             pub protocol_errors: [AtomicU64; ErrorCode::ALL.len()],
+            /// Requests refused for their access token, by reason.
+            pub auth_rejections: [AtomicU64; AuthError::ALL.len()],
         }
 
         impl Metrics {
@@ -41,6 +44,12 @@ macro_rules! counters {
                         code.name(),
                         n.load(Relaxed)
                     );
+                }
+                let name = "tickwire_auth_rejections_total";
+                let _ = writeln!(out, "# HELP {name} Requests on /ws and /sse refused with 401, by reason.");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for (reason, n) in AuthError::ALL.iter().zip(&self.auth_rejections) {
+                    let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.name(), n.load(Relaxed));
                 }
                 out
             }
@@ -81,11 +90,25 @@ counters! {
     upgrade_rejections_total: "counter",
     /// Feeds that stopped with an error.
     feed_errors_total: "counter",
+    /// Requests on /ws and /sse refused with 403 for their Origin.
+    origin_rejections_total: "counter",
+    /// Connections closed (1008, or the SSE stream ended) when their access token expired.
+    token_expired_closes_total: "counter",
+    /// TLS handshakes that failed or timed out (including plain HTTP sent to the TLS port).
+    tls_handshake_failures_total: "counter",
+    /// Certificate reloads (SIGHUP) that put a new certificate in service.
+    tls_reloads_total: "counter",
+    /// Certificate reloads that failed and kept the old certificate.
+    tls_reload_failures_total: "counter",
 }
 
 impl Metrics {
     pub fn protocol_error(&self, code: ErrorCode) {
         self.protocol_errors[code.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn auth_rejection(&self, reason: AuthError) {
+        self.auth_rejections[reason.index()].fetch_add(1, Relaxed);
     }
 }
 

@@ -69,19 +69,26 @@ pub enum ErrorCode {
     TooManySymbols = 4003,
     /// A binary frame arrived; requests are JSON text.
     BinaryNotAccepted = 4004,
+    /// The connection's access token does not allow a requested symbol.
+    Forbidden = 4006,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 5] = [
+    pub const ALL: [ErrorCode; 6] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnknownOp,
         ErrorCode::UnknownSymbol,
         ErrorCode::TooManySymbols,
         ErrorCode::BinaryNotAccepted,
+        ErrorCode::Forbidden,
     ];
 
+    /// Position in [`ErrorCode::ALL`] (the codes are not contiguous).
     pub fn index(self) -> usize {
-        self as usize - ErrorCode::MalformedMessage as usize
+        ErrorCode::ALL
+            .iter()
+            .position(|&c| c == self)
+            .unwrap_or_default()
     }
 
     pub fn name(self) -> &'static str {
@@ -91,6 +98,7 @@ impl ErrorCode {
             ErrorCode::UnknownSymbol => "unknown_symbol",
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::BinaryNotAccepted => "binary_not_accepted",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -103,7 +111,8 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text message was not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// The client stopped reading for longer than the stall timeout.
+    /// The client stopped reading for longer than the stall timeout, or
+    /// its access token expired.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A message was larger than the inbound limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;

@@ -1,6 +1,13 @@
 //! The server: one port for the dashboard (`/`), the WebSocket (`/ws`), its
-//! Server-Sent Events fallback (`/sse`), `/metrics` and `/healthz`; the feed
-//! tasks and the publisher behind it.
+//! Server-Sent Events fallback (`/sse`), `/metrics` and `/healthz`, in plain
+//! HTTP or, with a certificate, HTTPS and wss; the feed tasks and the
+//! publisher behind it.
+//!
+//! One connection is served by [`serve_http`] over any byte stream: a TCP
+//! socket, or the TLS stream [`tls`](crate::tls) makes of one. Upgraded
+//! WebSocket connections on plain TCP get the socket's owned halves, so the
+//! writer's `writev` goes straight to the kernel; over TLS the writer's
+//! batches go through the TLS stream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,11 +25,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::access::{self, Grant, OriginPolicy};
+use crate::auth::{AuthError, Verifier};
 use crate::config::Validated;
 use crate::connection::{self, ConnectionConfig, Service};
 use crate::encode::write_json_str;
@@ -32,6 +41,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Format;
 use crate::publish::Publisher;
 use crate::symbols::{Normalizer, SymbolTable};
+use crate::tls::CertStore;
 use crate::update::now_ns;
 use crate::{sse, web};
 
@@ -60,6 +70,12 @@ struct AppState {
     feeds: Vec<Arc<FeedStatus>>,
     shutdown: watch::Receiver<bool>,
     started: Instant,
+    /// Set when the port speaks TLS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls_handshake_timeout: Duration,
+    origins: OriginPolicy,
+    /// Set when `/ws` and `/sse` need an access token.
+    auth: Option<Verifier>,
 }
 
 /// A server started by [`start`]: its address, its market, and the handle
@@ -67,11 +83,28 @@ struct AppState {
 pub struct Running {
     pub addr: SocketAddr,
     pub market: Arc<Market>,
+    tls: Option<Arc<CertStore>>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Running {
+    /// Whether the port speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Loads the certificate and key again (what SIGHUP does): the next
+    /// handshakes get the new pair, open connections keep theirs. A pair
+    /// that does not load leaves the old one in service. Without TLS, does
+    /// nothing.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        match &self.tls {
+            Some(store) => store.reload(&self.market.metrics),
+            None => Ok(()),
+        }
+    }
+
     /// Asks every connection to close (1001), waits for them up to the
     /// shutdown timeout, and stops the server.
     pub async fn stop(self) {
@@ -138,6 +171,17 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
     }
     drop(tx);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if v.auth.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "listening beyond loopback without access tokens: anyone who can reach this port \
+             gets the feed; set --auth-secret-file (see README, \"Access control\")"
+        );
+    }
+    if v.origins.allows_any() {
+        tracing::warn!("--allow-origin '*': any web page may open a connection to this server");
+    }
+    let tls_store = v.tls.clone();
     let state = Arc::new(AppState {
         market: Arc::clone(&market),
         connection: v.config.connection(),
@@ -146,6 +190,12 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         feeds,
         shutdown: shutdown_rx.clone(),
         started: Instant::now(),
+        tls: v
+            .tls
+            .map(|store| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(store))),
+        tls_handshake_timeout: Duration::from_millis(v.config.tls_handshake_timeout_ms),
+        origins: v.origins,
+        auth: v.auth,
     });
     let shutdown_timeout = Duration::from_millis(v.config.shutdown_timeout_ms);
     let task = tokio::spawn(async move {
@@ -162,6 +212,7 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
     Ok(Running {
         addr,
         market,
+        tls: tls_store,
         shutdown: shutdown_tx,
         task,
     })
@@ -177,7 +228,24 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     let running = start(listener, v).context("starting the server")?;
     let addr = running.addr;
-    println!("tickwire serving on http://{addr}/ (WebSocket: ws://{addr}/ws)");
+    if running.is_tls() {
+        println!("tickwire serving on https://{addr}/ (WebSocket: wss://{addr}/ws)");
+    } else {
+        println!("tickwire serving on http://{addr}/ (WebSocket: ws://{addr}/ws)");
+    }
+    #[cfg(unix)]
+    if let Some(store) = running.tls.clone() {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        let metrics = Arc::clone(&running.market.metrics);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the TLS certificate");
+                // Logged and counted by reload.
+                let _ = store.reload(&metrics);
+            }
+        });
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: closing connections with 1001");
     running.stop().await;
@@ -230,17 +298,82 @@ async fn accept_loop(
         }
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(req, &state)) }
-            });
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "http connection error: {e}");
+            let Some(acceptor) = state.tls.clone() else {
+                return serve_http(stream, peer, state).await;
+            };
+            let handshake = accept_tls(&acceptor, stream);
+            match tokio::time::timeout(state.tls_handshake_timeout, handshake).await {
+                Ok(Ok(tls)) => serve_http(tls, peer, state).await,
+                Ok(Err(e)) => {
+                    state
+                        .market
+                        .metrics
+                        .tls_handshake_failures_total
+                        .fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    state
+                        .market
+                        .metrics
+                        .tls_handshake_failures_total
+                        .fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
             }
         });
+    }
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain\r\nConnection: close\r\nContent-Length: 45\r\n\r\n\
+this port speaks TLS: use https:// or wss://\n";
+
+/// Runs the server side of a TLS handshake. A client that speaks plain
+/// HTTP to the TLS port gets a plain-text 400 saying so, rather than a TLS
+/// alert its HTTP parser cannot read.
+async fn accept_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    mut stream: TcpStream,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        // Take the request off the socket so that closing it does not
+        // reset the connection before the client reads the answer.
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request).await;
+        stream.write_all(PLAIN_HTTP_ON_TLS_PORT).await?;
+        stream.shutdown().await?;
+        let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "plain HTTP sent to the TLS port",
+        ));
+    }
+    acceptor.accept(stream).await
+}
+
+/// Serves HTTP/1.1 (and the upgrades it leads to) on one connection, over
+/// any byte stream.
+async fn serve_http<S>(io: S, peer: SocketAddr, state: Arc<AppState>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(route(req, &state)) }
+    });
+    let conn = http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, "http connection error: {e}");
     }
 }
 
@@ -262,17 +395,33 @@ fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
     match req.uri().path() {
         "/ws" => upgrade(req, state, false),
         "/echo" if state.echo => upgrade(req, state, true),
-        "/sse" => match sse::open(
-            req.method(),
-            req.uri(),
-            req.headers(),
-            &state.market,
-            state.connection,
-            state.shutdown.clone(),
-        ) {
-            Ok(r) => r.map(Either::Right),
-            Err(e) => respond(e.status(), "text/plain", format!("{e}\n")),
-        },
+        "/sse" => {
+            let grant = match admit(&req, state) {
+                Ok(grant) => grant,
+                Err(refused) => return refused,
+            };
+            match sse::open(
+                req.method(),
+                req.uri(),
+                req.headers(),
+                &state.market,
+                state.connection,
+                grant,
+                state.shutdown.clone(),
+            ) {
+                Ok(r) => {
+                    let mut r = r.map(Either::Right);
+                    // An allowed cross-origin page may read the stream.
+                    if let Some(origin) = req.headers().get(header::ORIGIN) {
+                        let h = r.headers_mut();
+                        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+                    }
+                    r
+                }
+                Err(e) => respond(e.status(), "text/plain", format!("{e}\n")),
+            }
+        }
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -407,6 +556,40 @@ fn healthz(state: &AppState) -> Response<Body> {
     respond(status, "application/json", body)
 }
 
+/// Checks a request for `/ws` or `/sse` against the Origin policy (403)
+/// and, when auth is on, its access token (401); returns what the token
+/// allows.
+fn admit(req: &Request<Incoming>, state: &AppState) -> Result<Grant, Response<Body>> {
+    let metrics = &state.market.metrics;
+    if let Err(e) = state.origins.check(req.headers()) {
+        metrics.origin_rejections_total.fetch_add(1, Relaxed);
+        tracing::info!(origin = %e.0, path = req.uri().path(), "refused a cross-origin request (403)");
+        return Err(respond(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            format!("{e}\n"),
+        ));
+    }
+    access::authorize(state.auth.as_ref(), req.headers(), req.uri()).map_err(|e| {
+        metrics.auth_rejection(e);
+        tracing::info!(
+            reason = e.name(),
+            path = req.uri().path(),
+            "refused an access token (401)"
+        );
+        refuse_token(e)
+    })
+}
+
+/// 401 with the RFC 6750 challenge.
+fn refuse_token(e: AuthError) -> Response<Body> {
+    let mut r = respond(StatusCode::UNAUTHORIZED, "text/plain", format!("{e}\n"));
+    if let Ok(v) = HeaderValue::from_str(&access::www_authenticate(e)) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
 /// Refuses a request on `/ws` that is not a valid WebSocket upgrade, with
 /// the status and reason docs/PROTOCOL.md lists.
 fn refuse_upgrade(state: &AppState, status: StatusCode, reason: &str) -> Response<Body> {
@@ -479,6 +662,15 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>, echo: bool) -> Res
         Ok(f) => f,
         Err(e) => return refuse_upgrade(state, StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    // The echo route serves no market data and is for conformance suites.
+    let grant = if echo {
+        Grant::default()
+    } else {
+        match admit(&req, state) {
+            Ok(grant) => grant,
+            Err(refused) => return refused,
+        }
+    };
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(u) => u,
         Err(e) => return refuse_upgrade(state, StatusCode::BAD_REQUEST, &e.to_string()),
@@ -508,11 +700,30 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>, echo: bool) -> Res
                     prefix: parts.read_buf,
                     inner: read,
                 };
-                connection::serve(read, write, service, market, state.connection, shutdown).await;
+                connection::serve(
+                    read,
+                    write,
+                    service,
+                    market,
+                    state.connection,
+                    grant,
+                    shutdown,
+                )
+                .await;
             }
             Err(upgraded) => {
+                // TLS (or any other stream): one object, shared by the halves.
                 let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-                connection::serve(read, write, service, market, state.connection, shutdown).await;
+                connection::serve(
+                    read,
+                    write,
+                    service,
+                    market,
+                    state.connection,
+                    grant,
+                    shutdown,
+                )
+                .await;
             }
         }
     });
