@@ -398,7 +398,7 @@ fn route(req: Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
         "/sse" => {
             let grant = match admit(&req, state) {
                 Ok(grant) => grant,
-                Err(refused) => return refused,
+                Err(refused) => return *refused,
             };
             match sse::open(
                 req.method(),
@@ -558,17 +558,14 @@ fn healthz(state: &AppState) -> Response<Body> {
 
 /// Checks a request for `/ws` or `/sse` against the Origin policy (403)
 /// and, when auth is on, its access token (401); returns what the token
-/// allows.
-fn admit(req: &Request<Incoming>, state: &AppState) -> Result<Grant, Response<Body>> {
+/// allows. The refusal is boxed: a cold path, and a large type.
+fn admit(req: &Request<Incoming>, state: &AppState) -> Result<Grant, Box<Response<Body>>> {
     let metrics = &state.market.metrics;
     if let Err(e) = state.origins.check(req.headers()) {
         metrics.origin_rejections_total.fetch_add(1, Relaxed);
         tracing::info!(origin = %e.0, path = req.uri().path(), "refused a cross-origin request (403)");
-        return Err(respond(
-            StatusCode::FORBIDDEN,
-            "text/plain",
-            format!("{e}\n"),
-        ));
+        let refused = respond(StatusCode::FORBIDDEN, "text/plain", format!("{e}\n"));
+        return Err(Box::new(refused));
     }
     access::authorize(state.auth.as_ref(), req.headers(), req.uri()).map_err(|e| {
         metrics.auth_rejection(e);
@@ -577,7 +574,7 @@ fn admit(req: &Request<Incoming>, state: &AppState) -> Result<Grant, Response<Bo
             path = req.uri().path(),
             "refused an access token (401)"
         );
-        refuse_token(e)
+        Box::new(refuse_token(e))
     })
 }
 
@@ -668,7 +665,7 @@ fn upgrade(mut req: Request<Incoming>, state: &Arc<AppState>, echo: bool) -> Res
     } else {
         match admit(&req, state) {
             Ok(grant) => grant,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         }
     };
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
