@@ -126,6 +126,11 @@ pub async fn serve<R, W>(
     // A token valid for longer than the clock can count never expires here.
     let expiry = grant.expires_in.and_then(|d| Instant::now().checked_add(d));
     let end = conn.run(rx, &mut shutdown, expiry).await;
+    if matches!(end, End::TokenExpired) {
+        // Counted now, not after the client's close reply is awaited.
+        metrics.token_expired_closes_total.fetch_add(1, Relaxed);
+        tracing::info!("closed a connection whose access token expired");
+    }
     if matches!(end, End::ClientClosed | End::TokenExpired) {
         // Let the reader drain what the client is still sending, so that
         // closing the socket does not reset it and lose our close frame.
@@ -142,10 +147,7 @@ pub async fn serve<R, W>(
                 config.stall_timeout
             );
         }
-        End::TokenExpired => {
-            metrics.token_expired_closes_total.fetch_add(1, Relaxed);
-            tracing::info!("closed a connection whose access token expired");
-        }
+        End::TokenExpired => {}
         End::Io(e) => tracing::debug!("connection ended: {e}"),
         End::ClientClosed | End::Shutdown => {}
     }

@@ -776,6 +776,50 @@ mod tests {
     }
 
     #[test]
+    fn a_restricted_subscriber_gets_only_its_symbols_even_new_ones() {
+        let mut f = fixture(16);
+        f.quote("A", 1);
+        f.quote("B", 1);
+        let mut sub = f.subscriber(8);
+        sub.restrict(["B", "D"].into_iter().map(String::from).collect());
+        let mut out = Outbox::default();
+        // TC0: a name outside the grant is refused, the allowed one not.
+        let refused = sub.request(request("subscribe", &["A", "B"]), &mut out);
+        assert_eq!(refused.err().map(|r| r.code), Some(ErrorCode::Forbidden));
+        // TC1: `*` snapshots only B, and takes D, interned later, live.
+        sub.handle(request("subscribe", &["*"]), &mut out);
+        assert_eq!(
+            drain(&mut out),
+            [
+                msg("ack", "", 0),
+                msg("symbol", "B", 0),
+                msg("quote", "B", 1)
+            ]
+        );
+        f.quote("A", 2);
+        f.quote("C", 1);
+        f.quote("D", 1);
+        f.quote("B", 2);
+        sub.fill(&mut out);
+        assert_eq!(
+            drain(&mut out),
+            [
+                msg("symbol", "D", 0),
+                msg("quote", "D", 1),
+                msg("quote", "B", 2)
+            ]
+        );
+        // TC2: unsubscribing one name under `*` keeps only the other.
+        sub.handle(request("unsubscribe", &["B"]), &mut out);
+        drain(&mut out);
+        f.quote("A", 3);
+        f.quote("B", 3);
+        f.quote("D", 2);
+        sub.fill(&mut out);
+        assert_eq!(drain(&mut out), [msg("quote", "D", 2)]);
+    }
+
+    #[test]
     fn outbox_tracks_partial_writes() {
         let mut out = Outbox::default();
         out.push(Bytes::from_static(b"abc"));

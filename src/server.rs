@@ -171,15 +171,8 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
     }
     drop(tx);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    if v.auth.is_none() && !addr.ip().is_loopback() {
-        tracing::warn!(
-            %addr,
-            "listening beyond loopback without access tokens: anyone who can reach this port \
-             gets the feed; set --auth-secret-file (see README, \"Access control\")"
-        );
-    }
-    if v.origins.allows_any() {
-        tracing::warn!("--allow-origin '*': any web page may open a connection to this server");
+    for warning in exposure_warnings(addr, v.auth.is_some(), v.origins.allows_any()) {
+        tracing::warn!(%addr, "{warning}");
     }
     let tls_store = v.tls.clone();
     let state = Arc::new(AppState {
@@ -216,6 +209,21 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// What start-up warns about: a server anyone may reach and read.
+fn exposure_warnings(addr: SocketAddr, auth: bool, any_origin: bool) -> Vec<&'static str> {
+    let mut w = Vec::new();
+    if !auth && !addr.ip().is_loopback() {
+        w.push(
+            "listening beyond loopback without access tokens: anyone who can reach this port \
+             gets the feed; set --auth-secret-file (see README, \"Access control\")",
+        );
+    }
+    if any_origin {
+        w.push("--allow-origin '*': any web page may open a connection to this server");
+    }
+    w
 }
 
 /// Binds the configured address, prints where to connect, and serves until
@@ -769,6 +777,18 @@ impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exposure_is_warned_about() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let all: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let v6: SocketAddr = "[::]:8080".parse().unwrap();
+        assert!(exposure_warnings(lo, false, false).is_empty());
+        assert!(exposure_warnings(all, true, false).is_empty());
+        assert!(exposure_warnings(all, false, false)[0].contains("without access tokens"));
+        assert!(exposure_warnings(v6, false, false)[0].contains("without access tokens"));
+        assert!(exposure_warnings(lo, true, true)[0].contains("allow-origin"));
+    }
 
     #[test]
     fn websocket_keys() {

@@ -403,3 +403,30 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     };
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tcp_still_batches_frames_into_vectored_writes() {
+    // The connection code now runs over any stream; on plain TCP it must
+    // still hand the kernel many frames per writev.
+    let server = start(ServeConfig {
+        feeds: vec![RECORDING.into()],
+        speed: "max".into(),
+        min_subscribers: 1,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(server.addr, "tickwire.v1").await;
+    c.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    assert_eq!(c.next_control().await["type"], "ack");
+    data(&mut c, expected().len()).await;
+    let m = metrics_text(server.addr).await;
+    let (writes, frames) = (
+        metric(&m, "tickwire_writev_calls_total"),
+        metric(&m, "tickwire_frames_out_total"),
+    );
+    assert!(
+        frames > 200 && writes * 2 < frames,
+        "{writes} writes for {frames} frames"
+    );
+    server.stop().await;
+}
