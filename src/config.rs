@@ -288,6 +288,48 @@ mod tests {
     }
 
     #[test]
+    fn tls_origins_and_secret_are_checked_with_the_rest() {
+        let short = std::env::temp_dir().join(format!("tickwire-short-{}", std::process::id()));
+        std::fs::write(&short, "too short\n").unwrap();
+        let bad = ServeConfig {
+            tls_cert: Some("/no/such/cert.pem".into()),
+            allow_origins: vec!["app.example".into(), "https://ok.example".into()],
+            auth_secret_file: Some(short.clone()),
+            ring_capacity: 1000,
+            ..ServeConfig::default()
+        };
+        let ConfigError::Invalid(errors) = bad.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let _ = std::fs::remove_file(&short);
+        let text = errors.join("\n");
+        for needle in [
+            "tls_cert and tls_key go together",
+            "allow_origins \"app.example\"",
+            "at least 32",
+            "ring_capacity",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        assert!(!text.contains("ok.example"), "{text}");
+        // TC1: the TOML keys; the secret itself is not one.
+        let c: ServeConfig = toml::from_str(
+            "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nallow_origins = [\"https://a.example\"]\n\
+             auth_secret_file = \"s\"\ntls_handshake_timeout_ms = 5",
+        )
+        .unwrap();
+        assert_eq!(c.allow_origins, ["https://a.example"]);
+        assert_eq!(c.tls_handshake_timeout_ms, 5);
+        assert!(toml::from_str::<ServeConfig>("auth_secret = \"x\"").is_err());
+        // TC2: the secret never shows in Debug.
+        let with_secret = ServeConfig {
+            auth_secret: Some(Secret::new(&[b'z'; 40]).unwrap()),
+            ..ServeConfig::default()
+        };
+        assert!(!format!("{with_secret:?}").contains("zzzz"));
+    }
+
+    #[test]
     fn toml_with_unknown_keys_is_refused() {
         let err = toml::from_str::<ServeConfig>("stall_timeout = 5").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");

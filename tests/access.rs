@@ -460,3 +460,100 @@ async fn an_expiring_token_closes_its_connection_with_1008_and_no_other() {
     }
     server.stop().await;
 }
+
+/// Starts the binary with `args` and `env`; returns it and its address.
+fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
+        .arg("synthetic:symbols=3,rate=500")
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    // Keep draining its log so that it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+fn stop_binary(mut child: std::process::Child) {
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_secret_and_origins_from_flags_and_environment() {
+    let dir = TempDir::new("auth-bin");
+    let secret_file = dir.path("secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let secret_file = secret_file.to_str().unwrap();
+    let (child, addr) = spawn_binary(
+        &[
+            "--auth-secret-file",
+            secret_file,
+            "--allow-origin",
+            "https://a.example",
+            "--allow-origin",
+            "https://b.example",
+        ],
+        &[],
+    );
+    let Err((code, ..)) = open(addr, "", &[]).await else {
+        panic!("no token needed");
+    };
+    assert_eq!(code, 401);
+    // A token from `tickwire token` with the secret in the environment.
+    let secret_text = std::str::from_utf8(SECRET).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["token", "--exp-secs", "600"])
+        .env("TICKWIRE_AUTH_SECRET", secret_text)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let bearer = format!("Bearer {}", String::from_utf8(out.stdout).unwrap().trim());
+    let c = open(
+        addr,
+        "",
+        &[("Authorization", &bearer), ("Origin", "https://b.example")],
+    )
+    .await
+    .unwrap();
+    let mut c = subscribed(c, r#"["*"]"#).await;
+    data_symbols(&mut c, 5).await;
+    let Err((code, ..)) = open(
+        addr,
+        "",
+        &[("Authorization", &bearer), ("Origin", "https://c.example")],
+    )
+    .await
+    else {
+        panic!("an unlisted origin was accepted");
+    };
+    assert_eq!(code, 403);
+    drop(c);
+    stop_binary(child);
+
+    // The secret from the environment instead of a file.
+    let (child, addr) = spawn_binary(&[], &[("TICKWIRE_AUTH_SECRET", secret_text)]);
+    let Err((code, ..)) = open(addr, "", &[]).await else {
+        panic!("no token needed");
+    };
+    assert_eq!(code, 401);
+    assert!(open(addr, "", &[("Authorization", &bearer)]).await.is_ok());
+    stop_binary(child);
+}

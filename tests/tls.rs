@@ -125,6 +125,12 @@ async fn wss_carries_the_exact_recording_and_every_route_works_over_https() {
     let (status, metrics) = https_get(addr, Arc::clone(&trust), "/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(metric(&metrics, "tickwire_tls_handshake_failures_total"), 0);
+    // Over TLS too, the writer hands down batches of frames per write.
+    let (writes, frames) = (
+        metric(&metrics, "tickwire_writev_calls_total"),
+        metric(&metrics, "tickwire_frames_out_total"),
+    );
+    assert!(writes * 2 < frames, "{writes} writes for {frames} frames");
     // TC1: /sse streams over TLS.
     let mut s = tls_connect(addr, Arc::clone(&trust)).await.unwrap();
     s.write_all(b"GET /sse?symbols=BTCUSDT HTTP/1.1\r\nHost: localhost\r\n\r\n")
