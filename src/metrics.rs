@@ -108,6 +108,7 @@ impl Metrics {
     }
 
     pub fn auth_rejection(&self, reason: AuthError) {
+        // Relaxed: independent counter.
         self.auth_rejections[reason.index()].fetch_add(1, Relaxed);
     }
 }

@@ -289,6 +289,7 @@ async fn stream(
     };
     tokio::pin!(expired);
     let token_expired = || {
+        // Relaxed: independent counter.
         market
             .metrics
             .token_expired_closes_total

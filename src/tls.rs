@@ -99,6 +99,7 @@ impl CertStore {
         match load(&self.cert_path, &self.key_path) {
             Ok(new) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+                // Relaxed: independent counters (also below).
                 metrics.tls_reloads_total.fetch_add(1, Relaxed);
                 tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
                 Ok(())
