@@ -4,15 +4,19 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::access::OriginPolicy;
 use crate::admission::AdmissionLimits;
+use crate::auth::{Secret, Verifier};
 use crate::connection::ConnectionConfig;
 use crate::fanout::FanoutLimits;
 use crate::feed::{FeedSpec, Speed, UpstreamTiming};
 use crate::inbound::InboundRate;
+use crate::tls::CertStore;
 
 /// Everything `tickwire serve` can be told. Units are in the names.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -97,6 +101,23 @@ pub struct ServeConfig {
     /// A connection from which nothing (no pong, no message) has arrived
     /// for this long is closed with 1001.
     pub heartbeat_timeout_ms: u64,
+    /// PEM certificate chain (leaf first): with `tls_key`, the port serves
+    /// HTTPS and wss only. Reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Time a client gets to complete the TLS handshake.
+    pub tls_handshake_timeout_ms: u64,
+    /// Browser origins (`scheme://host[:port]`) allowed on `/ws` and `/sse`
+    /// besides the server's own; `*` allows any (unsafe).
+    pub allow_origins: Vec<String>,
+    /// File holding the HS256 secret that access tokens are signed with.
+    /// Without it (or `TICKWIRE_AUTH_SECRET`), no token is required.
+    pub auth_secret_file: Option<PathBuf>,
+    /// The secret itself, from the environment only (never from the file
+    /// config, which tends to be shared).
+    #[serde(skip)]
+    pub auth_secret: Option<Secret>,
 }
 
 impl Default for ServeConfig {
@@ -130,6 +151,12 @@ impl Default for ServeConfig {
             max_fragments: 16,
             heartbeat_interval_ms: 20_000,
             heartbeat_timeout_ms: 60_000,
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout_ms: 10_000,
+            allow_origins: Vec::new(),
+            auth_secret_file: None,
+            auth_secret: None,
         }
     }
 }
@@ -157,6 +184,11 @@ pub struct Validated {
     pub feeds: Vec<FeedSpec>,
     pub speed: Speed,
     pub looped: bool,
+    /// The certificate store, when TLS is on.
+    pub tls: Option<Arc<CertStore>>,
+    pub origins: OriginPolicy,
+    /// Checks access tokens, when auth is on.
+    pub auth: Option<Verifier>,
 }
 
 impl ServeConfig {
@@ -229,6 +261,7 @@ impl ServeConfig {
             ("inbound_burst", u64::from(self.inbound_burst)),
             ("max_fragments", self.max_fragments as u64),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -247,6 +280,35 @@ impl ServeConfig {
                 self.heartbeat_timeout_ms, self.heartbeat_interval_ms
             ));
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => CertStore::open(cert.clone(), key.clone())
+                .map_err(|e| errors.push(e.to_string()))
+                .ok()
+                .map(Arc::new),
+            _ => {
+                errors.push("tls_cert and tls_key go together: give both or neither".into());
+                None
+            }
+        };
+        let origins = OriginPolicy::new(&self.allow_origins).unwrap_or_else(|e| {
+            errors.extend(e);
+            OriginPolicy::default()
+        });
+        let secret = match (&self.auth_secret, &self.auth_secret_file) {
+            (Some(_), Some(_)) => Err(
+                "auth secret given twice: use auth_secret_file or TICKWIRE_AUTH_SECRET, not both"
+                    .to_owned(),
+            ),
+            (Some(s), None) => Ok(Some(s.clone())),
+            (None, Some(path)) => Secret::from_file(path).map(Some),
+            (None, None) => Ok(None),
+        };
+        let auth = secret
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten()
+            .map(Verifier::new);
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors));
         }
@@ -260,6 +322,9 @@ impl ServeConfig {
             feeds,
             speed,
             looped,
+            tls,
+            origins,
+            auth,
         })
     }
 
@@ -372,6 +437,48 @@ mod tests {
         let text = errors.join("\n");
         assert!(text.contains("upstream_silence_timeout_ms"), "{text}");
         assert!(text.contains("upstream_backoff_max_ms"), "{text}");
+    }
+
+    #[test]
+    fn tls_origins_and_secret_are_checked_with_the_rest() {
+        let short = std::env::temp_dir().join(format!("tickwire-short-{}", std::process::id()));
+        std::fs::write(&short, "too short\n").unwrap();
+        let bad = ServeConfig {
+            tls_cert: Some("/no/such/cert.pem".into()),
+            allow_origins: vec!["app.example".into(), "https://ok.example".into()],
+            auth_secret_file: Some(short.clone()),
+            ring_capacity: 1000,
+            ..ServeConfig::default()
+        };
+        let ConfigError::Invalid(errors) = bad.validate().unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let _ = std::fs::remove_file(&short);
+        let text = errors.join("\n");
+        for needle in [
+            "tls_cert and tls_key go together",
+            "allow_origins \"app.example\"",
+            "at least 32",
+            "ring_capacity",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        assert!(!text.contains("ok.example"), "{text}");
+        // TC1: the TOML keys; the secret itself is not one.
+        let c: ServeConfig = toml::from_str(
+            "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nallow_origins = [\"https://a.example\"]\n\
+             auth_secret_file = \"s\"\ntls_handshake_timeout_ms = 5",
+        )
+        .unwrap();
+        assert_eq!(c.allow_origins, ["https://a.example"]);
+        assert_eq!(c.tls_handshake_timeout_ms, 5);
+        assert!(toml::from_str::<ServeConfig>("auth_secret = \"x\"").is_err());
+        // TC2: the secret never shows in Debug.
+        let with_secret = ServeConfig {
+            auth_secret: Some(Secret::new(&[b'z'; 40]).unwrap()),
+            ..ServeConfig::default()
+        };
+        assert!(!format!("{with_secret:?}").contains("zzzz"));
     }
 
     #[test]

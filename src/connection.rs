@@ -17,8 +17,9 @@ use bytes::Bytes;
 use fastwebsockets::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{timeout_at, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 
+use crate::access::Grant;
 use crate::encode::{self, close_frame};
 use crate::fanout::{FanoutLimits, Outbox, Subscriber, MAX_IOV};
 use crate::inbound::{InboundLimits, InboundRate, Message, MessageReader};
@@ -78,17 +79,21 @@ enum End {
     ClientClosed,
     Shutdown,
     Stalled,
+    /// The access token expired.
+    TokenExpired,
     Io(io::Error),
 }
 
 /// Serves one upgraded connection until the client leaves, breaks the
-/// protocol, stalls, or the server shuts down.
+/// protocol, stalls, its access token expires, or the server shuts down.
+/// `grant` is what the token allows.
 pub async fn serve<R, W>(
     reader: R,
     writer: W,
     service: Service,
     market: Arc<Market>,
     config: ConnectionConfig,
+    grant: Grant,
     mut shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
@@ -129,16 +134,28 @@ pub async fn serve<R, W>(
         config.limits.max_subscriptions,
         echo,
     ));
+    let mut sub = Subscriber::new(Arc::clone(&market), format, config.limits);
+    if let Some(symbols) = grant.symbols {
+        sub.restrict(symbols);
+    }
     let mut conn = Writer {
         io: writer,
         outbox: Outbox::default(),
         reported_queue: 0,
-        sub: Subscriber::new(Arc::clone(&market), format, config.limits),
+        sub,
         market,
         config,
     };
-    let end = conn.run(rx, &mut shutdown).await;
-    if matches!(end, End::ClientClosed) {
+    // A token valid for longer than the clock can count never expires here.
+    let expiry = grant.expires_in.and_then(|d| Instant::now().checked_add(d));
+    let end = conn.run(rx, &mut shutdown, expiry).await;
+    if matches!(end, End::TokenExpired) {
+        // Counted now, not after the client's close reply is awaited.
+        // Relaxed: independent counter.
+        metrics.token_expired_closes_total.fetch_add(1, Relaxed);
+        tracing::info!("closed a connection whose access token expired");
+    }
+    if matches!(end, End::ClientClosed | End::TokenExpired) {
         // Let the reader drain what the client is still sending, so that
         // closing the socket does not reset it and lose our close frame.
         let _ = tokio::time::timeout(config.close_timeout, &mut read_task).await;
@@ -154,6 +171,7 @@ pub async fn serve<R, W>(
                 config.stall_timeout
             );
         }
+        End::TokenExpired => {}
         End::Io(e) => tracing::debug!("connection ended: {e}"),
         End::ClientClosed | End::Shutdown => {}
     }
@@ -263,11 +281,19 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         &mut self,
         mut rx: mpsc::Receiver<Inbound>,
         shutdown: &mut watch::Receiver<bool>,
+        expiry: Option<Instant>,
     ) -> End {
         let market = Arc::clone(&self.market);
         let interval = self.config.heartbeat_interval;
         let ping = tokio::time::sleep(interval);
         tokio::pin!(ping);
+        let expired = async move {
+            match expiry {
+                Some(at) => sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
         loop {
             // Checked here, not only when idle: a connection kept busy by
             // updates must be pinged too, or a client that only reads would
@@ -295,6 +321,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => return self.shutdown().await,
+                    _ = &mut expired => return self.finish(End::TokenExpired).await,
                     r = self.flush(self.config.stall_timeout) => if let Err(end) = r { return self.finish(end).await },
                 }
                 continue;
@@ -303,6 +330,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return self.shutdown().await,
+                _ = &mut expired => return self.finish(End::TokenExpired).await,
                 inbound = rx.recv() => match inbound {
                     Some(inbound) => if let Some(end) = self.take(inbound) {
                         return self.finish(end).await;
@@ -394,7 +422,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     }
 
     /// Ends the connection for `end`: writes what is owed (a close frame for
-    /// a stalled client), bounded by the close timeout.
+    /// a stalled client or an expired token), bounded by the close timeout.
     async fn finish(&mut self, end: End) -> End {
         match end {
             End::ClientClosed => self.close_within_timeout().await,
@@ -406,6 +434,12 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 );
                 self.outbox
                     .push(close_frame(close_code::POLICY_VIOLATION, &reason));
+                self.close_within_timeout().await;
+            }
+            End::TokenExpired => {
+                self.outbox.keep_partial_only();
+                self.outbox
+                    .push(close_frame(close_code::POLICY_VIOLATION, "token expired"));
                 self.close_within_timeout().await;
             }
             End::Shutdown | End::Io(_) => {}

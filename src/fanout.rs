@@ -10,7 +10,7 @@
 //! last-value cache. Per-symbol *floors* then make sure no ring entry older
 //! than what was sent from the cache goes out after it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IoSlice;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -198,6 +198,15 @@ impl Drop for Subscriber {
     }
 }
 
+/// The symbols an access token restricts a connection to, by name (as the
+/// token says) and by id (as the ring says), resolved as symbols appear.
+struct Allowed {
+    names: HashSet<String>,
+    ids: BitSet,
+    /// Symbol ids below this have been looked up in `names`.
+    resolved: usize,
+}
+
 /// One connection's view of the market: what it subscribes to, where it is
 /// in the ring, and what it has been told.
 pub struct Subscriber {
@@ -218,6 +227,8 @@ pub struct Subscriber {
     /// Ring position from which every entry is newer than anything the
     /// floors hold; the floors are dropped there.
     floor_until: u64,
+    /// What the access token allows; None for everything.
+    allowed: Option<Allowed>,
 }
 
 impl Subscriber {
@@ -234,7 +245,54 @@ impl Subscriber {
             defined: BitSet::default(),
             floors: HashMap::new(),
             floor_until: 0,
+            allowed: None,
         }
+    }
+
+    /// Restricts the connection to `names` (an access token's `symbols`
+    /// claim): subscribing to another is refused with `forbidden`, and `*`
+    /// means every symbol among them.
+    pub fn restrict(&mut self, names: HashSet<String>) {
+        self.allowed = Some(Allowed {
+            names,
+            ids: BitSet::default(),
+            resolved: 0,
+        });
+    }
+
+    /// Whether the token allows symbol `id`.
+    fn allowed(&self, id: SymbolId) -> bool {
+        match &self.allowed {
+            None => true,
+            Some(a) if (id as usize) < a.resolved => a.ids.contains(id),
+            // Interned since the last refresh: look it up by name.
+            Some(a) => self
+                .market
+                .symbols
+                .get(id)
+                .is_some_and(|d| a.names.contains(&*d.name)),
+        }
+    }
+
+    /// Resolves the allowed names of symbols interned since the last call,
+    /// so that `allowed` is a bit test on the hot path.
+    fn refresh_allowed(&mut self) {
+        let Some(a) = &mut self.allowed else {
+            return;
+        };
+        let known = self.market.symbols.len();
+        for id in a.resolved..known {
+            let id = id as SymbolId;
+            if self
+                .market
+                .symbols
+                .get(id)
+                .is_some_and(|d| a.names.contains(&*d.name))
+            {
+                a.ids.insert(id);
+            }
+        }
+        a.resolved = a.resolved.max(known);
     }
 
     /// Whether the connection subscribes to nothing (and so need not be
@@ -252,7 +310,7 @@ impl Subscriber {
     }
 
     fn wants(&self, id: SymbolId) -> bool {
-        self.all || self.subscribed.contains(id)
+        (self.all && self.allowed(id)) || self.subscribed.contains(id)
     }
 
     /// Answers one request, queueing the reply (and for a subscribe, the
@@ -326,14 +384,34 @@ impl Subscriber {
         let was_idle = self.is_idle();
         let new: Vec<SymbolId> = match symbols {
             Symbols::All => {
+                self.refresh_allowed();
                 let every = self.market.symbols.len() as SymbolId;
-                let new = (0..every).filter(|&s| !self.wants(s)).collect();
+                let new = (0..every)
+                    .filter(|&s| self.allowed(s) && !self.wants(s))
+                    .collect();
                 self.all = true;
                 self.subscribed.clear();
                 self.subscribed_count = 0;
                 new
             }
             Symbols::Names(names) => {
+                if let Some(a) = &self.allowed {
+                    let forbidden: Vec<&str> = names
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|n| !a.names.contains(*n))
+                        .collect();
+                    if !forbidden.is_empty() {
+                        return Err(Refusal::new(
+                            id,
+                            ErrorCode::Forbidden,
+                            format!(
+                                "the access token does not allow symbol(s): {}",
+                                forbidden.join(", ")
+                            ),
+                        ));
+                    }
+                }
                 let ids = self.resolve(id, names)?;
                 let mut new: Vec<SymbolId> = ids.into_iter().filter(|&s| !self.wants(s)).collect();
                 new.sort_unstable();
@@ -399,10 +477,11 @@ impl Subscriber {
                     // From "everything" to "everything known now, but these".
                     self.all = false;
                     let every = self.market.symbols.len() as SymbolId;
-                    for s in 0..every {
+                    let allowed: Vec<SymbolId> = (0..every).filter(|&s| self.allowed(s)).collect();
+                    for s in allowed {
                         self.subscribed.insert(s);
+                        self.subscribed_count += 1;
                     }
-                    self.subscribed_count = every as usize;
                 }
                 for s in ids {
                     if self.subscribed.remove(s) {
@@ -445,6 +524,9 @@ impl Subscriber {
             return 0;
         }
         let start = self.cursor;
+        if self.all {
+            self.refresh_allowed();
+        }
         let ring = self.market.ring.clone();
         let guard = ring.pin();
         // Once per fill, not per entry: a fill is bounded by the outbox, and
@@ -488,7 +570,9 @@ impl Subscriber {
         metrics.lapped_readers_total.fetch_add(1, Relaxed);
         metrics.conflated_updates_total.fetch_add(dropped, Relaxed);
         let candidates: Vec<SymbolId> = if self.all {
-            (0..self.market.lvc.len() as SymbolId).collect()
+            (0..self.market.lvc.len() as SymbolId)
+                .filter(|&s| self.allowed(s))
+                .collect()
         } else {
             self.subscribed.iter().collect()
         };
@@ -741,6 +825,50 @@ mod tests {
         drop(sub);
         assert_eq!(f.market.metrics.subscriptions.load(Relaxed), 0);
         assert_eq!(f.market.metrics.subscribers.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_restricted_subscriber_gets_only_its_symbols_even_new_ones() {
+        let mut f = fixture(16);
+        f.quote("A", 1);
+        f.quote("B", 1);
+        let mut sub = f.subscriber(8);
+        sub.restrict(["B", "D"].into_iter().map(String::from).collect());
+        let mut out = Outbox::default();
+        // TC0: a name outside the grant is refused, the allowed one not.
+        let refused = sub.request(request("subscribe", &["A", "B"]), &mut out);
+        assert_eq!(refused.err().map(|r| r.code), Some(ErrorCode::Forbidden));
+        // TC1: `*` snapshots only B, and takes D, interned later, live.
+        sub.handle(request("subscribe", &["*"]), &mut out);
+        assert_eq!(
+            drain(&mut out),
+            [
+                msg("ack", "", 0),
+                msg("symbol", "B", 0),
+                msg("quote", "B", 1)
+            ]
+        );
+        f.quote("A", 2);
+        f.quote("C", 1);
+        f.quote("D", 1);
+        f.quote("B", 2);
+        sub.fill(&mut out);
+        assert_eq!(
+            drain(&mut out),
+            [
+                msg("symbol", "D", 0),
+                msg("quote", "D", 1),
+                msg("quote", "B", 2)
+            ]
+        );
+        // TC2: unsubscribing one name under `*` keeps only the other.
+        sub.handle(request("unsubscribe", &["B"]), &mut out);
+        drain(&mut out);
+        f.quote("A", 3);
+        f.quote("B", 3);
+        f.quote("D", 2);
+        sub.fill(&mut out);
+        assert_eq!(drain(&mut out), [msg("quote", "D", 2)]);
     }
 
     #[test]

@@ -29,7 +29,9 @@
 //!   feeds and publisher start-up, graceful shutdown; [`admission`] (the
 //!   connection limits, checked at accept), [`config`], [`metrics`],
 //!   [`protocol`] (client requests, error and close codes) and [`web`]
-//!   (the embedded dashboard) serve it.
+//!   (the embedded dashboard) serve it; [`tls`] (HTTPS and wss, certificate
+//!   reload), [`access`] (Origin allowlist, the handshake's token check) and
+//!   [`auth`] (HS256 tokens) guard it.
 //! - [`bench`]: the load harness behind `tickwire bench`, a WebSocket
 //!   client of its own that measures any server from the outside.
 //!
@@ -37,7 +39,9 @@
 //! `ConfigError`, `DecimalError`, ...); the hot path (fan-out, writes) has
 //! no error type beyond `io::Error`, and only the binary uses `anyhow`.
 
+pub mod access;
 pub mod admission;
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod connection;
@@ -54,5 +58,6 @@ pub mod ring;
 pub mod server;
 pub mod sse;
 pub mod symbols;
+pub mod tls;
 pub mod update;
 pub mod web;

@@ -26,12 +26,52 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve feeds to WebSocket subscribers (the default command).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure a server with many WebSocket subscribers: throughput,
     /// end-to-end latency, sequence gaps.
     Bench(BenchArgs),
     /// Overlay latency distributions (`.hgrm` files) in one SVG plot.
     Plot(PlotArgs),
+    /// Print an access token (an HS256 JWT) for a server that requires
+    /// them (`serve --auth-secret-file`).
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// File with the server's secret; or set TICKWIRE_AUTH_SECRET.
+    #[arg(long, env = "TICKWIRE_AUTH_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// Seconds from now until the token expires.
+    #[arg(long, default_value_t = 3600)]
+    exp_secs: u64,
+    /// Seconds from now until the token becomes valid (the nbf claim).
+    #[arg(long)]
+    nbf_secs: Option<u64>,
+    /// The only symbols the token lets its holder subscribe to,
+    /// comma-separated. Without it, every symbol.
+    #[arg(long, value_delimiter = ',')]
+    symbols: Vec<String>,
+}
+
+fn run_token(args: TokenArgs) -> anyhow::Result<()> {
+    use tickwire::auth::{self, Secret};
+    let secret = match (&args.secret_file, std::env::var("TICKWIRE_AUTH_SECRET")) {
+        (Some(path), _) => Secret::from_file(path),
+        (None, Ok(text)) => Secret::new(text.as_bytes()),
+        (None, Err(_)) => Err("give --secret-file or set TICKWIRE_AUTH_SECRET".to_owned()),
+    }
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let now = auth::now_secs();
+    let mut claims = serde_json::json!({ "exp": now + args.exp_secs });
+    if let Some(nbf) = args.nbf_secs {
+        claims["nbf"] = (now + nbf).into();
+    }
+    if !args.symbols.is_empty() {
+        claims["symbols"] = args.symbols.into();
+    }
+    println!("{}", auth::sign(&secret, &claims));
+    Ok(())
 }
 
 #[derive(Args)]
@@ -291,6 +331,30 @@ struct ServeArgs {
     /// Close (1001) a connection that sent nothing for this long [default: 60000].
     #[arg(long, env = "TICKWIRE_HEARTBEAT_TIMEOUT_MS")]
     heartbeat_timeout_ms: Option<u64>,
+    /// PEM certificate chain: with --tls-key, serve HTTPS and wss (only) on
+    /// the port. SIGHUP reloads both files.
+    #[arg(long, env = "TICKWIRE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TICKWIRE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Time a client gets to finish the TLS handshake [default: 10000].
+    #[arg(long, env = "TICKWIRE_TLS_HANDSHAKE_TIMEOUT_MS")]
+    tls_handshake_timeout_ms: Option<u64>,
+    /// A browser origin (scheme://host[:port]) allowed on /ws and /sse
+    /// besides the server's own. Repeatable. `*` allows any web page
+    /// (unsafe).
+    #[arg(
+        long = "allow-origin",
+        env = "TICKWIRE_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    allow_origins: Vec<String>,
+    /// Require an access token (HS256 JWT) signed with the secret in this
+    /// file on /ws and /sse. The secret may instead come from the
+    /// TICKWIRE_AUTH_SECRET environment variable.
+    #[arg(long, env = "TICKWIRE_AUTH_SECRET_FILE")]
+    auth_secret_file: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -326,8 +390,26 @@ impl ServeArgs {
             inbound_burst,
             max_fragments,
             heartbeat_interval_ms,
-            heartbeat_timeout_ms
+            heartbeat_timeout_ms,
+            tls_handshake_timeout_ms
         );
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key;
+        }
+        if !self.allow_origins.is_empty() {
+            c.allow_origins = self.allow_origins;
+        }
+        if self.auth_secret_file.is_some() {
+            c.auth_secret_file = self.auth_secret_file;
+        }
+        // From the environment only: a flag would show it in `ps`.
+        if let Ok(text) = std::env::var("TICKWIRE_AUTH_SECRET") {
+            c.auth_secret =
+                Some(tickwire::auth::Secret::new(text.as_bytes()).map_err(|e| anyhow::anyhow!(e))?);
+        }
         if !self.feeds.is_empty() {
             c.feeds = self.feeds;
         }
@@ -347,9 +429,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let args = match cli.command {
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         Some(Command::Bench(args)) => return run_bench(args),
         Some(Command::Plot(args)) => return run_plot(args),
+        Some(Command::Token(args)) => return run_token(args),
         None => ServeArgs::default(),
     };
     let validated = args.into_config()?.validate()?;

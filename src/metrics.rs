@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::admission::Refused;
+use crate::auth::AuthError;
 use crate::protocol::ErrorCode;
 
 macro_rules! counters {
@@ -20,6 +21,8 @@ macro_rules! counters {
             pub protocol_errors: [AtomicU64; ErrorCode::ALL.len()],
             /// Connections refused at accept, by [`Refused`] reason.
             pub connections_refused: [AtomicU64; Refused::REASONS.len()],
+            /// Requests refused for their access token, by reason.
+            pub auth_rejections: [AtomicU64; AuthError::ALL.len()],
         }
 
         impl Metrics {
@@ -50,6 +53,12 @@ macro_rules! counters {
                 let _ = writeln!(out, "# TYPE {name} counter");
                 for (reason, n) in Refused::REASONS.iter().zip(&self.connections_refused) {
                     let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
+                }
+                let name = "tickwire_auth_rejections_total";
+                let _ = writeln!(out, "# HELP {name} Requests on /ws and /sse refused with 401, by reason.");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for (reason, n) in AuthError::ALL.iter().zip(&self.auth_rejections) {
+                    let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.name(), n.load(Relaxed));
                 }
                 out
             }
@@ -106,11 +115,26 @@ counters! {
     too_many_fragments_closes_total: "counter",
     /// Connections closed with 1009 for a message larger than max_message_bytes.
     message_too_big_closes_total: "counter",
+    /// Requests on /ws and /sse refused with 403 for their Origin.
+    origin_rejections_total: "counter",
+    /// Connections closed (1008, or the SSE stream ended) when their access token expired.
+    token_expired_closes_total: "counter",
+    /// TLS handshakes that failed or timed out (including plain HTTP sent to the TLS port).
+    tls_handshake_failures_total: "counter",
+    /// Certificate reloads (SIGHUP) that put a new certificate in service.
+    tls_reloads_total: "counter",
+    /// Certificate reloads that failed and kept the old certificate.
+    tls_reload_failures_total: "counter",
 }
 
 impl Metrics {
     pub fn protocol_error(&self, code: ErrorCode) {
         self.protocol_errors[code.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn auth_rejection(&self, reason: AuthError) {
+        // Relaxed: independent counter.
+        self.auth_rejections[reason.index()].fetch_add(1, Relaxed);
     }
 }
 

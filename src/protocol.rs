@@ -72,20 +72,27 @@ pub enum ErrorCode {
     /// The client sends messages faster than its inbound rate; this and
     /// further messages are dropped until it slows down.
     RateLimited = 4005,
+    /// The connection's access token does not allow a requested symbol.
+    Forbidden = 4006,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 6] = [
+    pub const ALL: [ErrorCode; 7] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnknownOp,
         ErrorCode::UnknownSymbol,
         ErrorCode::TooManySymbols,
         ErrorCode::BinaryNotAccepted,
         ErrorCode::RateLimited,
+        ErrorCode::Forbidden,
     ];
 
+    /// Position in [`ErrorCode::ALL`] (the codes are not contiguous).
     pub fn index(self) -> usize {
-        self as usize - ErrorCode::MalformedMessage as usize
+        ErrorCode::ALL
+            .iter()
+            .position(|&c| c == self)
+            .unwrap_or_default()
     }
 
     pub fn name(self) -> &'static str {
@@ -96,6 +103,7 @@ impl ErrorCode {
             ErrorCode::TooManySymbols => "too_many_symbols",
             ErrorCode::BinaryNotAccepted => "binary_not_accepted",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -110,6 +118,8 @@ pub mod close_code {
     pub const INVALID_PAYLOAD: u16 = 1007;
     /// The client stopped reading for longer than the stall timeout, went on
     /// past its inbound rate, or sent a message in too many fragments.
+    /// The client stopped reading for longer than the stall timeout, or
+    /// its access token expired.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A message (its frames together) was larger than the inbound limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;

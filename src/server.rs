@@ -1,6 +1,13 @@
 //! The server: one port for the dashboard (`/`), the WebSocket (`/ws`), its
-//! Server-Sent Events fallback (`/sse`), `/metrics` and `/healthz`; the feed
-//! tasks and the publisher behind it.
+//! Server-Sent Events fallback (`/sse`), `/metrics` and `/healthz`, in plain
+//! HTTP or, with a certificate, HTTPS and wss; the feed tasks and the
+//! publisher behind it.
+//!
+//! One connection is served by [`serve_http`] over any byte stream: a TCP
+//! socket, or the TLS stream [`tls`](crate::tls) makes of one. Upgraded
+//! WebSocket connections on plain TCP get the socket's owned halves, so the
+//! writer's `writev` goes straight to the kernel; over TLS the writer's
+//! batches go through the TLS stream.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,12 +25,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::access::{self, Grant, OriginPolicy};
 use crate::admission::{self, Admission, Admitted};
+use crate::auth::{AuthError, Verifier};
 use crate::config::Validated;
 use crate::connection::{self, ConnectionConfig, Service};
 use crate::encode::write_json_str;
@@ -33,6 +42,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Format;
 use crate::publish::Publisher;
 use crate::symbols::{Normalizer, SymbolTable};
+use crate::tls::CertStore;
 use crate::update::now_ns;
 use crate::{sse, web};
 
@@ -63,6 +73,12 @@ struct AppState {
     feeds: Vec<Arc<FeedStatus>>,
     shutdown: watch::Receiver<bool>,
     started: Instant,
+    /// Set when the port speaks TLS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls_handshake_timeout: Duration,
+    origins: OriginPolicy,
+    /// Set when `/ws` and `/sse` need an access token.
+    auth: Option<Verifier>,
 }
 
 /// A server started by [`start`]: its address, its market, and the handle
@@ -70,11 +86,28 @@ struct AppState {
 pub struct Running {
     pub addr: SocketAddr,
     pub market: Arc<Market>,
+    tls: Option<Arc<CertStore>>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Running {
+    /// Whether the port speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Loads the certificate and key again (what SIGHUP does): the next
+    /// handshakes get the new pair, open connections keep theirs. A pair
+    /// that does not load leaves the old one in service. Without TLS, does
+    /// nothing.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        match &self.tls {
+            Some(store) => store.reload(&self.market.metrics),
+            None => Ok(()),
+        }
+    }
+
     /// Asks every connection to close (1001), waits for them up to the
     /// shutdown timeout, and stops the server.
     pub async fn stop(self) {
@@ -141,6 +174,10 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
     }
     drop(tx);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    for warning in exposure_warnings(addr, v.auth.is_some(), v.origins.allows_any()) {
+        tracing::warn!(%addr, "{warning}");
+    }
+    let tls_store = v.tls.clone();
     let state = Arc::new(AppState {
         market: Arc::clone(&market),
         connection: v.config.connection(),
@@ -151,6 +188,12 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         feeds,
         shutdown: shutdown_rx.clone(),
         started: Instant::now(),
+        tls: v
+            .tls
+            .map(|store| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(store))),
+        tls_handshake_timeout: Duration::from_millis(v.config.tls_handshake_timeout_ms),
+        origins: v.origins,
+        auth: v.auth,
     });
     let shutdown_timeout = Duration::from_millis(v.config.shutdown_timeout_ms);
     let task = tokio::spawn(async move {
@@ -167,9 +210,25 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
     Ok(Running {
         addr,
         market,
+        tls: tls_store,
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// What start-up warns about: a server anyone may reach and read.
+fn exposure_warnings(addr: SocketAddr, auth: bool, any_origin: bool) -> Vec<&'static str> {
+    let mut w = Vec::new();
+    if !auth && !addr.ip().is_loopback() {
+        w.push(
+            "listening beyond loopback without access tokens: anyone who can reach this port \
+             gets the feed; set --auth-secret-file (see README, \"Access control\")",
+        );
+    }
+    if any_origin {
+        w.push("--allow-origin '*': any web page may open a connection to this server");
+    }
+    w
 }
 
 /// Binds the configured address, prints where to connect, and serves until
@@ -184,7 +243,11 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
     let fd_limit = raise_descriptor_limit();
     let running = start(listener, v).context("starting the server")?;
     let addr = running.addr;
-    println!("tickwire serving on http://{addr}/ (WebSocket: ws://{addr}/ws)");
+    if running.is_tls() {
+        println!("tickwire serving on https://{addr}/ (WebSocket: wss://{addr}/ws)");
+    } else {
+        println!("tickwire serving on http://{addr}/ (WebSocket: ws://{addr}/ws)");
+    }
     // Feeds, the listener and the runtime need some descriptors too. Short
     // of them, accept fails (and is retried) instead of answering 503.
     let needed = max_connections as u64 + 64;
@@ -193,6 +256,19 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
             "max_connections {max_connections} needs about {needed} file descriptors, \
              the limit is {limit}: raise it (ulimit -n) or lower max_connections"
         );
+    }
+    #[cfg(unix)]
+    if let Some(store) = running.tls.clone() {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        let metrics = Arc::clone(&running.market.metrics);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the TLS certificate");
+                // Logged and counted by reload.
+                let _ = store.reload(&metrics);
+            }
+        });
     }
     shutdown_signal().await;
     tracing::info!("shutting down: closing connections with 1001");
@@ -287,29 +363,90 @@ async fn accept_loop(
         }
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let metrics = Arc::clone(&state.market.metrics);
-            let handshake_timeout = state.handshake_timeout;
-            // The service holds the connection's place; an upgraded
-            // connection takes a clone along.
-            let service = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                let admitted = Arc::clone(&admitted);
-                async move { Ok::<_, Infallible>(route(req, &state, admitted)) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(handshake_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                if e.is_timeout() {
-                    metrics.handshake_timeouts_total.fetch_add(1, Relaxed);
-                    tracing::debug!(%peer, "closed: no request headers within {handshake_timeout:?}");
-                } else {
-                    tracing::debug!(%peer, "http connection error: {e}");
+            let Some(acceptor) = state.tls.clone() else {
+                return serve_http(stream, peer, state, admitted).await;
+            };
+            let handshake = accept_tls(&acceptor, stream);
+            let tls = match tokio::time::timeout(state.tls_handshake_timeout, handshake).await {
+                Ok(result) => result,
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            };
+            match tls {
+                Ok(tls) => serve_http(tls, peer, state, admitted).await,
+                Err(e) => {
+                    // Relaxed: independent counter.
+                    let failures = &state.market.metrics.tls_handshake_failures_total;
+                    failures.fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
                 }
             }
         });
+    }
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain\r\nConnection: close\r\nContent-Length: 45\r\n\r\n\
+this port speaks TLS: use https:// or wss://\n";
+
+/// Runs the server side of a TLS handshake. A client that speaks plain
+/// HTTP to the TLS port gets a plain-text 400 saying so, rather than a TLS
+/// alert its HTTP parser cannot read.
+async fn accept_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    mut stream: TcpStream,
+) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        // Take the request off the socket so that closing it does not
+        // reset the connection before the client reads the answer.
+        let mut request = [0u8; 4096];
+        let _ = stream.read(&mut request).await;
+        stream.write_all(PLAIN_HTTP_ON_TLS_PORT).await?;
+        stream.shutdown().await?;
+        let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "plain HTTP sent to the TLS port",
+        ));
+    }
+    acceptor.accept(stream).await
+}
+
+/// Serves HTTP/1.1 (and the upgrades it leads to) on one connection, over
+/// any byte stream.
+///
+/// `admitted` holds the connection's place against the connection limits;
+/// an upgraded connection takes a clone along.
+async fn serve_http<S>(io: S, peer: SocketAddr, state: Arc<AppState>, admitted: Arc<Admitted>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics = Arc::clone(&state.market.metrics);
+    let handshake_timeout = state.handshake_timeout;
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        let admitted = Arc::clone(&admitted);
+        async move { Ok::<_, Infallible>(route(req, &state, admitted)) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        if e.is_timeout() {
+            // Relaxed: independent counter.
+            metrics.handshake_timeouts_total.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "closed: no request headers within {handshake_timeout:?}");
+        } else {
+            tracing::debug!(%peer, "http connection error: {e}");
+        }
     }
 }
 
@@ -331,17 +468,33 @@ fn route(req: Request<Incoming>, state: &Arc<AppState>, admitted: Arc<Admitted>)
     match req.uri().path() {
         "/ws" => upgrade(req, state, false, admitted),
         "/echo" if state.echo => upgrade(req, state, true, admitted),
-        "/sse" => match sse::open(
-            req.method(),
-            req.uri(),
-            req.headers(),
-            &state.market,
-            state.connection,
-            state.shutdown.clone(),
-        ) {
-            Ok(r) => r.map(Either::Right),
-            Err(e) => respond(e.status(), "text/plain", format!("{e}\n")),
-        },
+        "/sse" => {
+            let grant = match admit(&req, state) {
+                Ok(grant) => grant,
+                Err(refused) => return *refused,
+            };
+            match sse::open(
+                req.method(),
+                req.uri(),
+                req.headers(),
+                &state.market,
+                state.connection,
+                grant,
+                state.shutdown.clone(),
+            ) {
+                Ok(r) => {
+                    let mut r = r.map(Either::Right);
+                    // An allowed cross-origin page may read the stream.
+                    if let Some(origin) = req.headers().get(header::ORIGIN) {
+                        let h = r.headers_mut();
+                        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+                    }
+                    r
+                }
+                Err(e) => respond(e.status(), "text/plain", format!("{e}\n")),
+            }
+        }
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -486,6 +639,38 @@ fn healthz(state: &AppState) -> Response<Body> {
     respond(status, "application/json", body)
 }
 
+/// Checks a request for `/ws` or `/sse` against the Origin policy (403)
+/// and, when auth is on, its access token (401); returns what the token
+/// allows. The refusal is boxed: a cold path, and a large type.
+fn admit(req: &Request<Incoming>, state: &AppState) -> Result<Grant, Box<Response<Body>>> {
+    let metrics = &state.market.metrics;
+    if let Err(e) = state.origins.check(req.headers()) {
+        // Relaxed: independent counter.
+        metrics.origin_rejections_total.fetch_add(1, Relaxed);
+        tracing::info!(origin = %e.0, path = req.uri().path(), "refused a cross-origin request (403)");
+        let refused = respond(StatusCode::FORBIDDEN, "text/plain", format!("{e}\n"));
+        return Err(Box::new(refused));
+    }
+    access::authorize(state.auth.as_ref(), req.headers(), req.uri()).map_err(|e| {
+        metrics.auth_rejection(e);
+        tracing::info!(
+            reason = e.name(),
+            path = req.uri().path(),
+            "refused an access token (401)"
+        );
+        Box::new(refuse_token(e))
+    })
+}
+
+/// 401 with the RFC 6750 challenge.
+fn refuse_token(e: AuthError) -> Response<Body> {
+    let mut r = respond(StatusCode::UNAUTHORIZED, "text/plain", format!("{e}\n"));
+    if let Ok(v) = HeaderValue::from_str(&access::www_authenticate(e)) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
 /// Refuses a request on `/ws` that is not a valid WebSocket upgrade, with
 /// the status and reason docs/PROTOCOL.md lists.
 fn refuse_upgrade(state: &AppState, status: StatusCode, reason: &str) -> Response<Body> {
@@ -563,6 +748,15 @@ fn upgrade(
         Ok(f) => f,
         Err(e) => return refuse_upgrade(state, StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    // The echo route serves no market data and is for conformance suites.
+    let grant = if echo {
+        Grant::default()
+    } else {
+        match admit(&req, state) {
+            Ok(grant) => grant,
+            Err(refused) => return *refused,
+        }
+    };
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(u) => u,
         Err(e) => return refuse_upgrade(state, StatusCode::BAD_REQUEST, &e.to_string()),
@@ -593,11 +787,30 @@ fn upgrade(
                     prefix: parts.read_buf,
                     inner: read,
                 };
-                connection::serve(read, write, service, market, state.connection, shutdown).await;
+                connection::serve(
+                    read,
+                    write,
+                    service,
+                    market,
+                    state.connection,
+                    grant,
+                    shutdown,
+                )
+                .await;
             }
             Err(upgraded) => {
+                // TLS (or any other stream): one object, shared by the halves.
                 let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-                connection::serve(read, write, service, market, state.connection, shutdown).await;
+                connection::serve(
+                    read,
+                    write,
+                    service,
+                    market,
+                    state.connection,
+                    grant,
+                    shutdown,
+                )
+                .await;
             }
         }
     });
@@ -646,6 +859,18 @@ impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exposure_is_warned_about() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let all: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let v6: SocketAddr = "[::]:8080".parse().unwrap();
+        assert!(exposure_warnings(lo, false, false).is_empty());
+        assert!(exposure_warnings(all, true, false).is_empty());
+        assert!(exposure_warnings(all, false, false)[0].contains("without access tokens"));
+        assert!(exposure_warnings(v6, false, false)[0].contains("without access tokens"));
+        assert!(exposure_warnings(lo, true, true)[0].contains("allow-origin"));
+    }
 
     #[test]
     fn websocket_keys() {

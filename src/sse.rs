@@ -28,12 +28,13 @@ use hyper::{HeaderMap, Method, Response, StatusCode, Uri};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
+use crate::access::Grant;
 use crate::connection::ConnectionConfig;
 use crate::encode::frame_payload;
 use crate::fanout::{Outbox, Subscriber};
 use crate::market::Market;
 use crate::metrics::Metrics;
-use crate::protocol::{self, Format, Op, Request, Symbols};
+use crate::protocol::{self, ErrorCode, Format, Op, Request, Symbols};
 
 /// A comment line goes out after this long without an event, so that
 /// proxies and the browser do not take a quiet market for a dead stream.
@@ -52,6 +53,9 @@ pub enum SseError {
     /// A refusal of the subscription: unknown symbol, too many symbols.
     #[error("{0}")]
     Refused(String),
+    /// The access token does not allow a requested symbol.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl SseError {
@@ -59,6 +63,7 @@ impl SseError {
         match self {
             SseError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SseError::NoSymbols | SseError::Refused(_) => StatusCode::BAD_REQUEST,
+            SseError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -85,13 +90,14 @@ impl hyper::body::Body for EventStream {
 /// Opens an event stream for a GET on `/sse`: subscribes as the query
 /// says, queues the snapshot (or, with `Last-Event-ID`, what changed since),
 /// and starts the task that streams live updates until the client leaves,
-/// stalls, or the server shuts down.
+/// stalls, its access token (`grant`) expires, or the server shuts down.
 pub fn open(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     market: &Arc<Market>,
     config: ConnectionConfig,
+    grant: Grant,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Response<EventStream>, SseError> {
     if method != Method::GET {
@@ -106,20 +112,35 @@ pub fn open(
         // run of it (sequences restart at 1): the client needs everything.
         .filter(|&id| id < market.ring.tail());
     let mut sub = Subscriber::new(Arc::clone(market), Format::Json, config.limits);
+    if let Some(symbols) = grant.symbols {
+        sub.restrict(symbols);
+    }
     let mut outbox = Outbox::default();
     let request = Request {
         id: None,
         op: Op::Subscribe(symbols.clone()),
     };
     sub.request(request, &mut outbox)
-        .map_err(|r| SseError::Refused(r.reason))?;
+        .map_err(|r| match r.code {
+            ErrorCode::Forbidden => SseError::Forbidden(r.reason),
+            _ => SseError::Refused(r.reason),
+        })?;
     let first = first_chunk(&mut outbox, &symbols, last_seen);
 
     let (tx, rx) = mpsc::channel(1);
     let metrics = Arc::clone(&market.metrics);
     metrics.connections.fetch_add(1, Relaxed);
     metrics.connections_total.fetch_add(1, Relaxed);
-    tokio::spawn(stream(sub, first, tx, Arc::clone(market), config, shutdown));
+    let expiry = grant.expires_in.and_then(|d| Instant::now().checked_add(d));
+    tokio::spawn(stream(
+        sub,
+        first,
+        tx,
+        Arc::clone(market),
+        config,
+        expiry,
+        shutdown,
+    ));
     let mut r = Response::new(EventStream { rx });
     let h = r.headers_mut();
     h.insert(
@@ -154,7 +175,7 @@ fn symbols_param(query: Option<&str>) -> Option<Symbols> {
 
 /// RFC 3986 percent-decoding (`+` is a plus, not a space); None if the
 /// result is not UTF-8 or an escape is cut short.
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -253,17 +274,34 @@ impl Drop for Counted {
     }
 }
 
-/// Streams one client's events until it leaves, stalls or the server shuts
-/// down; the body ends when `tx` is dropped.
+/// Streams one client's events until it leaves, stalls, its token expires
+/// at `expiry`, or the server shuts down; the body ends when `tx` is
+/// dropped.
 async fn stream(
     mut sub: Subscriber,
     first: Bytes,
     tx: mpsc::Sender<Bytes>,
     market: Arc<Market>,
     config: ConnectionConfig,
+    expiry: Option<Instant>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _counted = Counted(Arc::clone(&market.metrics));
+    let expired = async move {
+        match expiry {
+            Some(at) => sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
+    let token_expired = || {
+        // Relaxed: independent counter.
+        market
+            .metrics
+            .token_expired_closes_total
+            .fetch_add(1, Relaxed);
+        tracing::info!("ended an SSE stream whose access token expired");
+    };
     let mut outbox = Outbox::default();
     let mut pending = Some(first);
     let mut quiet_since = Instant::now();
@@ -293,6 +331,7 @@ async fn stream(
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => return,
+                _ = &mut expired => return token_expired(),
                 sent = timeout(config.stall_timeout, tx.send(chunk)) => match sent {
                     Ok(Ok(())) => {}
                     // The client went away (hyper dropped the body).
@@ -310,6 +349,7 @@ async fn stream(
         tokio::select! {
             biased;
             _ = shutdown.changed() => return,
+            _ = &mut expired => return token_expired(),
             _ = tx.closed() => return,
             _ = &mut wakeup => {}
             _ = sleep_until(quiet_since + HEARTBEAT) => {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -129,6 +130,14 @@ fn i64_at(p: &[u8], o: usize) -> i64 {
 }
 
 impl Client {
+    /// A client over an already open WebSocket (wss, extra headers).
+    pub fn new(ws: Ws) -> Client {
+        Client {
+            ws,
+            symbols: HashMap::new(),
+        }
+    }
+
     pub async fn connect(addr: std::net::SocketAddr, subprotocol: &str) -> Client {
         Client {
             ws: connect(addr, subprotocol).await,

@@ -1,0 +1,137 @@
+//! TLS test helpers: a self-signed certificate made at run time (rcgen),
+//! and rustls clients that trust only it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::handshake::client::{Request, Response};
+use tokio_tungstenite::Connector;
+
+use super::Ws;
+
+/// A certificate for `localhost` and its key, in PEM and (the certificate)
+/// in DER.
+pub struct TestCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub der: CertificateDer<'static>,
+}
+
+pub fn self_signed() -> TestCert {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    TestCert {
+        cert_pem: cert.pem(),
+        key_pem: signing_key.serialize_pem(),
+        der: cert.der().clone(),
+    }
+}
+
+/// A fresh directory under the system's temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tickwire-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes the pair as `cert.pem` and `key.pem` in `dir`, replacing what is
+/// there.
+pub fn write_pair(dir: &Path, c: &TestCert) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &c.cert_pem).unwrap();
+    std::fs::write(&key, &c.key_pem).unwrap();
+    (cert, key)
+}
+
+/// A client configuration that trusts `cert` only.
+pub fn client_config(cert: &CertificateDer<'static>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    TlsConnector::from(config).connect(name, tcp).await
+}
+
+/// The end-entity certificate the server presents to a new connection.
+pub async fn presented_cert(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<CertificateDer<'static>> {
+    let tls = tls_connect(addr, config).await?;
+    let (_, session) = tls.get_ref();
+    Ok(session.peer_certificates().unwrap()[0].clone())
+}
+
+/// A WebSocket handshake over TLS: `request`'s URL is wss://localhost:PORT/...
+pub async fn wss_connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+    request: Request,
+) -> Result<(Ws, Response), tokio_tungstenite::tungstenite::Error> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_tungstenite::client_async_tls_with_config(
+        request,
+        tcp,
+        None,
+        Some(Connector::Rustls(config)),
+    )
+    .await
+}
+
+/// GET `path` over HTTPS; returns (status, head and body).
+pub async fn https_get(addr: SocketAddr, config: Arc<ClientConfig>, path: &str) -> (u16, String) {
+    let mut s = tls_connect(addr, config).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
