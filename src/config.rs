@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::connection::ConnectionConfig;
 use crate::fanout::FanoutLimits;
 use crate::feed::{FeedSpec, Speed};
+use crate::nats::PublishTarget;
 
 /// Everything `tickwire serve` can be told. Units are in the names.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -18,9 +19,16 @@ use crate::feed::{FeedSpec, Speed};
 pub struct ServeConfig {
     /// Address to listen on for HTTP and WebSocket.
     pub listen: SocketAddr,
-    /// Feed sources: file paths or `synthetic:symbols=N,rate=R`. Empty means
-    /// the recording bundled in the binary, looped.
+    /// Feed sources: file paths, `synthetic:symbols=N,rate=R`, or
+    /// `nats://HOST:PORT[/FILTER]` (an edge node). Empty means the recording
+    /// bundled in the binary, looped.
     pub feeds: Vec<String>,
+    /// `nats://HOST:PORT[/PREFIX]`: publish every update to NATS, for edge
+    /// nodes (a feed node). Not set: no publishing.
+    pub publish: Option<String>,
+    /// Updates a feed node holds for NATS (while it is down or slow) before
+    /// it keeps only the newest of each symbol.
+    pub publish_buffer_updates: usize,
     /// Replay speed: a factor (`1`, `10`, `0.5`) or `max`.
     pub speed: String,
     /// Restart recorded files when they end.
@@ -62,6 +70,8 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             feeds: Vec::new(),
+            publish: None,
+            publish_buffer_updates: 16_384,
             speed: "1".into(),
             r#loop: false,
             ring_capacity: 16_384,
@@ -100,6 +110,8 @@ pub enum ConfigError {
 pub struct Validated {
     pub config: ServeConfig,
     pub feeds: Vec<FeedSpec>,
+    /// Where to publish every update, if anywhere.
+    pub publish: Option<PublishTarget>,
     pub speed: Speed,
     pub looped: bool,
 }
@@ -129,6 +141,19 @@ impl ServeConfig {
                 Err(e) => errors.push(format!("feed {f:?}: {e}")),
             }
         }
+        let publish = match self.publish.as_deref().map(str::parse::<PublishTarget>) {
+            None => None,
+            Some(Ok(target)) => Some(target),
+            Some(Err(e)) => {
+                errors.push(format!("publish: {e}"));
+                None
+            }
+        };
+        if self.publish.is_some() && feeds.iter().any(|f| matches!(f, FeedSpec::Nats(_))) {
+            errors.push(
+                "publish: an edge node (a nats:// feed) does not publish to NATS itself".into(),
+            );
+        }
         let speed = self.speed.parse::<Speed>().unwrap_or_else(|e| {
             errors.push(format!("speed {:?}: {e}", self.speed));
             Speed::Max
@@ -151,6 +176,7 @@ impl ServeConfig {
             ("close_timeout_ms", self.close_timeout_ms),
             ("max_message_bytes", self.max_message_bytes as u64),
             ("max_subscriptions", self.max_subscriptions as u64),
+            ("publish_buffer_updates", self.publish_buffer_updates as u64),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -168,6 +194,7 @@ impl ServeConfig {
         Ok(Validated {
             config: self,
             feeds,
+            publish,
             speed,
             looped,
         })
@@ -205,6 +232,7 @@ mod tests {
             speed: "fast".into(),
             ring_capacity: 1000,
             stall_timeout_ms: 0,
+            publish: Some("http://h:1".into()),
             ..ServeConfig::default()
         };
         let ConfigError::Invalid(errors) = bad.validate().unwrap_err() else {
@@ -217,9 +245,34 @@ mod tests {
             "speed",
             "ring_capacity",
             "stall_timeout_ms",
+            "publish: `http://h:1`",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn nats_roles_are_validated() {
+        // TC0: a feed node and an edge node.
+        let feed_node = ServeConfig {
+            feeds: vec!["synthetic:symbols=2,rate=10".into()],
+            publish: Some("nats://127.0.0.1:4222/md".into()),
+            ..ServeConfig::default()
+        };
+        assert_eq!(feed_node.validate().unwrap().publish.unwrap().prefix, "md");
+        let edge = ServeConfig {
+            feeds: vec!["nats://127.0.0.1:4222".into()],
+            ..ServeConfig::default()
+        };
+        assert!(edge.validate().unwrap().publish.is_none());
+        // TC1: both at once would republish its own input.
+        let both = ServeConfig {
+            feeds: vec!["nats://127.0.0.1:4222".into()],
+            publish: Some("nats://127.0.0.1:4222".into()),
+            ..ServeConfig::default()
+        };
+        let err = both.validate().unwrap_err().to_string();
+        assert!(err.contains("edge node"), "{err}");
     }
 
     #[test]

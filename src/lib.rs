@@ -27,6 +27,9 @@
 //!   feeds and publisher start-up, graceful shutdown; [`config`], [`metrics`],
 //!   [`protocol`] (client requests, error and close codes) and [`web`]
 //!   (the embedded dashboard) serve it.
+//! - [`nats`], [`nats_publish`]: beyond one machine: a feed node publishes
+//!   every update to NATS; edge nodes take them back with the
+//!   `nats://` feed ([`feed::nats`]).
 //! - [`bench`]: the load harness behind `tickwire bench`, a WebSocket
 //!   client of its own that measures any server from the outside.
 //!
@@ -43,6 +46,8 @@ pub mod fanout;
 pub mod feed;
 pub mod market;
 pub mod metrics;
+pub mod nats;
+pub mod nats_publish;
 pub mod protocol;
 pub mod publish;
 pub mod ring;

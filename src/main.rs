@@ -203,10 +203,21 @@ struct ServeArgs {
     #[arg(long, env = "TICKWIRE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
     /// A feed: a recorded file (Tardis CSV, Binance or Coinbase JSON lines,
-    /// plain, gzip or zstd) or `synthetic:symbols=N,rate=R`. Repeatable.
-    /// Without any, the bundled recording replays in a loop.
+    /// plain, gzip or zstd), `synthetic:symbols=N,rate=R`, or
+    /// `nats://HOST:PORT[/FILTER]` (an edge node: a feed node's updates from
+    /// NATS; FILTER defaults to `tickwire.>`). Repeatable. Without any, the
+    /// bundled recording replays in a loop.
     #[arg(long = "feed", env = "TICKWIRE_FEED", value_delimiter = ';')]
     feeds: Vec<String>,
+    /// Publish every update to NATS for edge nodes (a feed node):
+    /// `nats://HOST:PORT[/PREFIX]`, subjects `PREFIX.SYMBOL`, PREFIX
+    /// defaulting to `tickwire`; a JetStream stream keeps each symbol's last.
+    #[arg(long, env = "TICKWIRE_PUBLISH")]
+    publish: Option<String>,
+    /// Updates a feed node holds while NATS is down or slow, before it keeps
+    /// only the newest of each symbol [default: 16384].
+    #[arg(long, env = "TICKWIRE_PUBLISH_BUFFER_UPDATES")]
+    publish_buffer_updates: Option<usize>,
     /// Replay speed: 1 (recorded pace), 10, 0.5, or max [default: 1].
     #[arg(long, env = "TICKWIRE_SPEED")]
     speed: Option<String>,
@@ -270,10 +281,14 @@ impl ServeArgs {
             max_message_bytes,
             max_subscriptions,
             shutdown_timeout_ms,
-            min_subscribers
+            min_subscribers,
+            publish_buffer_updates
         );
         if !self.feeds.is_empty() {
             c.feeds = self.feeds;
+        }
+        if self.publish.is_some() {
+            c.publish = self.publish;
         }
         c.r#loop |= self.looped;
         c.echo |= self.echo;

@@ -10,10 +10,13 @@
 //! - [`binance`], [`coinbase`], [`tardis`]: one file per venue format, each
 //!   with its raw message structs and their normalization.
 //! - [`synthetic`]: the generator behind `synthetic:symbols=N,rate=R`.
+//! - [`nats`]: an edge node's feed, a feed node's updates from NATS
+//!   (`nats://HOST:PORT[/FILTER]`).
 //! - `timestamp`: exact epoch / RFC 3339 parsing to nanoseconds.
 
 pub mod binance;
 pub mod coinbase;
+pub mod nats;
 pub mod replay;
 pub mod synthetic;
 pub mod tardis;
@@ -56,6 +59,8 @@ pub enum FeedSpec {
         bytes: &'static [u8],
     },
     Synthetic(SyntheticSpec),
+    /// A feed node's updates over NATS: this process is an edge node.
+    Nats(crate::nats::NatsSource),
 }
 
 impl FeedSpec {
@@ -65,6 +70,7 @@ impl FeedSpec {
             FeedSpec::File(path) => path.display().to_string(),
             FeedSpec::Embedded { name, .. } => (*name).to_owned(),
             FeedSpec::Synthetic(spec) => spec.to_string(),
+            FeedSpec::Nats(source) => source.url.clone(),
         }
     }
 }
@@ -80,6 +86,7 @@ impl fmt::Debug for FeedSpec {
                 .field("len", &bytes.len())
                 .finish(),
             FeedSpec::Synthetic(spec) => f.debug_tuple("Synthetic").field(spec).finish(),
+            FeedSpec::Nats(source) => f.debug_tuple("Nats").field(source).finish(),
         }
     }
 }
@@ -87,9 +94,13 @@ impl fmt::Debug for FeedSpec {
 impl FromStr for FeedSpec {
     type Err = SpecError;
 
-    /// `synthetic:symbols=N,rate=R[,seed=S]` is the generator; anything else
-    /// is a path.
+    /// `synthetic:symbols=N,rate=R[,seed=S]` is the generator,
+    /// `nats://HOST:PORT[/FILTER]` a feed node over NATS; anything else is a
+    /// path.
     fn from_str(s: &str) -> Result<Self, SpecError> {
+        if s.starts_with("nats://") {
+            return Ok(FeedSpec::Nats(s.parse()?));
+        }
         match s.strip_prefix("synthetic:") {
             Some(params) => Ok(FeedSpec::Synthetic(SyntheticSpec::parse(s, params)?)),
             None if s == "synthetic" => Ok(FeedSpec::Synthetic(SyntheticSpec::parse(s, "")?)),
@@ -189,7 +200,7 @@ pub enum FeedError {
         line: u64,
         what: String,
     },
-    #[error("{name}: a synthetic feed has no records to read")]
+    #[error("{name}: a synthetic or NATS feed has no records to read")]
     NotRecorded { name: String },
     #[error("{name}: {source}")]
     Symbol {
@@ -198,6 +209,8 @@ pub enum FeedError {
     },
     #[error("{file}: reader thread failed: {reason}")]
     Reader { file: String, reason: String },
+    #[error("{name}: {reason}")]
+    Nats { name: String, reason: String },
 }
 
 /// A `--feed` or `--speed` value that does not parse.
@@ -211,6 +224,8 @@ pub enum SpecError {
     Synthetic { spec: String, reason: String },
     #[error("speed `{0}`: expected a positive number such as 1, 10 or 0.5, or `max`")]
     Speed(String),
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsUrlError),
 }
 
 /// Runs a feed until a recording ends (when not looped), the receiver is
@@ -224,6 +239,7 @@ pub async fn run(
 ) -> Result<(), FeedError> {
     match spec {
         FeedSpec::Synthetic(spec) => synthetic::run(spec, normalizer, tx, stats).await,
+        FeedSpec::Nats(source) => nats::run(source, normalizer, tx, stats).await,
         recorded => replay::run(recorded, opts, normalizer, tx, stats).await,
     }
 }
@@ -342,6 +358,7 @@ impl Emitter<'_> {
             exchange_ts_ns,
             receive_ts_ns: self.receive_ts_ns.unwrap_or_else(now_ns),
             origin_seq: 0,
+            origin_publish_ts_ns: 0,
         };
         // Pace by capture time; a capture without one is paced by the
         // venue's clock, and a record with neither is sent unpaced.
@@ -419,5 +436,12 @@ mod tests {
         }
         // TC3: empty.
         assert_eq!("".parse::<FeedSpec>(), Err(SpecError::EmptyPath));
+        // TC4: NATS, with and without a filter; a bad one names the problem.
+        let Ok(FeedSpec::Nats(source)) = "nats://127.0.0.1:4222".parse::<FeedSpec>() else {
+            panic!("not a NATS feed");
+        };
+        assert_eq!(source.filter, "tickwire.>");
+        let err = "nats://h:1/a..b".parse::<FeedSpec>().unwrap_err();
+        assert!(err.to_string().contains("empty token"), "{err}");
     }
 }
