@@ -134,8 +134,8 @@ pub(crate) async fn run(
 /// The per-symbol state between NATS and the publisher.
 struct Edge {
     normalizer: Normalizer,
-    /// Symbol name to id here.
-    ids: HashMap<Box<str>, SymbolId>,
+    /// Symbol name to id and (price, size) decimals here.
+    ids: HashMap<Box<str>, (SymbolId, (u8, u8))>,
     /// The feed node's `symbol_seq` last passed on, by id here.
     last_seq: Vec<u64>,
     stats: Arc<FeedStats>,
@@ -152,32 +152,28 @@ impl Edge {
             Ok(d) => d,
             Err(e) => return self.reject(format_args!("undecodable payload: {e}")),
         };
-        let id = match self.ids.get(decoded.name) {
-            Some(&id) => id,
+        let scales = (decoded.price_decimals, decoded.size_decimals);
+        let (id, known) = match self.ids.get(decoded.name) {
+            Some(&entry) => entry,
             None => {
                 let table = self.normalizer.table();
-                match table.intern(decoded.name, decoded.price_decimals, decoded.size_decimals) {
-                    Ok(def)
-                        if (def.price_decimals, def.size_decimals)
-                            == (decoded.price_decimals, decoded.size_decimals) =>
-                    {
-                        self.ids.insert(decoded.name.into(), def.id);
-                        def.id
-                    }
+                match table.intern(decoded.name, scales.0, scales.1) {
                     Ok(def) => {
-                        return self.reject(format_args!(
-                            "symbol {} has {}/{} decimals here but {}/{} at the feed node",
-                            def.name,
-                            def.price_decimals,
-                            def.size_decimals,
-                            decoded.price_decimals,
-                            decoded.size_decimals
-                        ))
+                        let entry = (def.id, (def.price_decimals, def.size_decimals));
+                        self.ids.insert(decoded.name.into(), entry);
+                        entry
                     }
                     Err(e) => return self.reject(format_args!("symbol {:?}: {e}", decoded.name)),
                 }
             }
         };
+        if known != scales {
+            // Mantissas at other scales would be served as other prices.
+            return self.reject(format_args!(
+                "symbol {} has {}/{} decimals here but {}/{} in the message",
+                decoded.name, known.0, known.1, scales.0, scales.1
+            ));
+        }
         let index = id as usize;
         if self.last_seq.len() <= index {
             self.last_seq.resize(index + 1, 0);
@@ -239,5 +235,79 @@ async fn load_snapshot(
                 tokio::time::sleep(backoff(attempt)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nats::encode_payload;
+    use crate::symbols::SymbolTable;
+    use crate::update::{Sequenced, Side, UpdateKind};
+
+    fn payload(name: &str, symbol_seq: u64, px: i64, decimals: u8) -> Bytes {
+        let s = Sequenced {
+            update: Update {
+                symbol: 0,
+                kind: UpdateKind::Trade {
+                    px,
+                    sz: 1,
+                    side: Side::Sell,
+                },
+                exchange_ts_ns: 1,
+                receive_ts_ns: 2,
+                origin_seq: 0,
+                origin_publish_ts_ns: 0,
+            },
+            seq: 99,
+            symbol_seq,
+            publish_ts_ns: 3,
+        };
+        encode_payload(&s, name, decimals, 8)
+    }
+
+    #[tokio::test]
+    async fn edges_pass_on_new_updates_and_count_the_rest() {
+        let table = SymbolTable::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        let stats = Arc::new(FeedStats::default());
+        let mut edge = Edge {
+            normalizer: Normalizer::new(Arc::clone(&table)),
+            ids: HashMap::new(),
+            last_seq: Vec::new(),
+            stats: Arc::clone(&stats),
+            tx,
+        };
+        // TC0: the first update of a symbol, at any number, is passed on with
+        // the feed node's numbers; the symbol is interned with its decimals.
+        assert!(edge.handle(&payload("BTCUSDT", 5, 10, 2)).await);
+        let u = rx.try_recv().unwrap();
+        assert_eq!((u.origin_seq, u.origin_publish_ts_ns), (5, 3));
+        assert_eq!(table.get(u.symbol).unwrap().price_decimals, 2);
+        // TC1: the next one; then a duplicate and an older one are dropped.
+        assert!(edge.handle(&payload("BTCUSDT", 6, 11, 2)).await);
+        assert!(edge.handle(&payload("BTCUSDT", 6, 11, 2)).await);
+        assert!(edge.handle(&payload("BTCUSDT", 4, 9, 2)).await);
+        assert_eq!(rx.try_recv().unwrap().origin_seq, 6);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(stats.skipped.load(Relaxed), 2);
+        // TC2: a jump is passed on and counted as a gap.
+        assert!(edge.handle(&payload("BTCUSDT", 9, 12, 2)).await);
+        assert_eq!(rx.try_recv().unwrap().origin_seq, 9);
+        assert_eq!(stats.gaps.load(Relaxed), 1);
+        // TC3: garbage, and decimals that differ from the symbol's, are
+        // rejected; the symbol's sequence is untouched.
+        assert!(edge.handle(b"\x01\x01garbage").await);
+        assert!(edge.handle(&payload("BTCUSDT", 10, 12, 3)).await);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(stats.rejected.load(Relaxed), 2);
+        assert!(edge.handle(&payload("BTCUSDT", 10, 13, 2)).await);
+        assert_eq!(rx.try_recv().unwrap().origin_seq, 10);
+        assert_eq!(stats.gaps.load(Relaxed), 1);
+        assert_eq!(stats.records.load(Relaxed), 8);
+        assert_eq!(stats.updates.load(Relaxed), 4);
+        // TC4: the publisher is gone (shutdown): the feed stops.
+        drop(rx);
+        assert!(!edge.handle(&payload("ETHUSDT", 1, 1, 2)).await);
     }
 }
