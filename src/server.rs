@@ -112,7 +112,12 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         feed_tasks.push(nats.task);
         restored = Some(nats.restored);
     }
-    publisher.spawn(rx)?;
+    if let Err(e) = publisher.spawn(rx) {
+        for t in &feed_tasks {
+            t.abort();
+        }
+        return Err(e);
+    }
     let opts = ReplayOptions {
         speed: v.speed,
         looped: v.looped,
