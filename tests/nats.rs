@@ -29,6 +29,20 @@ fn nats_server_bin() -> PathBuf {
         .expect("nats-server not found: scripts/test installs it (apt-get install nats-server)")
 }
 
+/// The child is killed when the thread that starts it (the test's) ends,
+/// even if the test process is killed before its destructors run.
+fn dies_with_test(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec; prctl is
+    // async-signal-safe and only sets a flag of the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -60,7 +74,7 @@ impl NatsServer {
     /// Starts (again) on the same port and store.
     fn restart(&mut self) {
         assert!(self.child.is_none());
-        let child = Command::new(nats_server_bin())
+        let child = dies_with_test(&mut Command::new(nats_server_bin()))
             .args([
                 "-a",
                 "127.0.0.1",
@@ -110,7 +124,7 @@ struct Node {
 
 impl Node {
     fn spawn(label: &str, args: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        let mut child = dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_tickwire")))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -569,4 +583,49 @@ async fn a_new_edge_starts_from_the_full_snapshot_and_takes_over_clients() {
         );
     }
     assert_eq!(moved.latest(), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_feed_node_continues_each_symbols_numbering() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let recording = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/binance-spot-BTCUSDT-20230405-head300.jsonl"
+    );
+    let args = feed_args(&url, "max", recording);
+    let mut first = Node::spawn("feed-run1", &args);
+    first
+        .wait_health("feed node connected", |h| h["publish"]["connected"] == true)
+        .await;
+    let edge = spawn_edge("edge", &url);
+    edge.wait_live().await;
+    let on_edge = Watcher::subscribe_all(edge.addr, "tickwire.v1").await;
+    let _release = Watcher::subscribe_all(first.addr, "tickwire.v1").await;
+    let n = wait_finished(&first).await as u64;
+    assert!(n > 100, "{n}");
+    on_edge.wait_for(|t| t.len() as u64 >= n).await;
+    first.kill();
+
+    // The same recording again: a new run of the feed node starts from the
+    // stream's last values, and numbers on from there.
+    let second = Node::spawn("feed-run2", &args);
+    // Its feed is held (--min-subscribers); the restored value is published.
+    second.wait_health("restored", |h| h["updates"] == 1).await;
+    let on_second = Watcher::subscribe_all(second.addr, "tickwire.v1").await;
+    assert_eq!(on_second.snapshot, 1, "the restored last value");
+    assert_eq!(on_second.ticks()[0].symbol_seq, n);
+    // Restored value plus the replay.
+    let published = wait_finished(&second).await as u64;
+    assert_eq!(published, n + 1);
+    on_second.wait_for(|t| t.len() as u64 > n).await;
+    let seqs: Vec<u64> = on_second.ticks().iter().map(|t| t.symbol_seq).collect();
+    assert_eq!(seqs, (n..=2 * n).collect::<Vec<_>>());
+    // The edge, which outlived the first run, takes the second run whole.
+    on_edge.wait_for(|t| t.len() as u64 >= 2 * n).await;
+    let ticks = on_edge.ticks();
+    assert_increasing("edge", &ticks);
+    assert_eq!(ticks.last().map(|t| t.symbol_seq), Some(2 * n));
+    let metrics = metrics_text(edge.addr).await;
+    assert_eq!(metric(&metrics, "tickwire_updates_out_of_order_total"), 0);
 }
