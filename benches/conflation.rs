@@ -58,6 +58,7 @@ fn quote(symbol: u32, i: u32) -> Update {
         exchange_ts_ns: 0,
         receive_ts_ns: 1,
         origin_seq: 0,
+        origin_publish_ts_ns: 0,
     }
 }
 

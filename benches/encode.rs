@@ -23,6 +23,7 @@ fn sequenced(kind: UpdateKind) -> Sequenced {
             exchange_ts_ns: 1_723_161_255_210_000_000,
             receive_ts_ns: 1_723_161_253_937_000_000,
             origin_seq: 0,
+            origin_publish_ts_ns: 0,
         },
         seq: 42,
         symbol_seq: 5,

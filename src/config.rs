@@ -16,6 +16,7 @@ use crate::connection::ConnectionConfig;
 use crate::fanout::FanoutLimits;
 use crate::feed::{FeedSpec, Speed, UpstreamTiming};
 use crate::inbound::InboundRate;
+use crate::nats::PublishTarget;
 use crate::tls::CertStore;
 
 /// Everything `tickwire serve` can be told. Units are in the names.
@@ -24,10 +25,17 @@ use crate::tls::CertStore;
 pub struct ServeConfig {
     /// Address to listen on for HTTP and WebSocket.
     pub listen: SocketAddr,
-    /// Feed sources: file paths, `synthetic:symbols=N,rate=R`, or live
-    /// venues (`binance:wss://...`, `coinbase:wss://...`). Empty means the
-    /// recording bundled in the binary, looped.
+    /// Feed sources: file paths, `synthetic:symbols=N,rate=R`, live venues
+    /// (`binance:wss://...`, `coinbase:wss://...`), or
+    /// `nats://HOST:PORT[/FILTER]` (an edge node). Empty means the recording
+    /// bundled in the binary, looped.
     pub feeds: Vec<String>,
+    /// `nats://HOST:PORT[/PREFIX]`: publish every update to NATS, for edge
+    /// nodes (a feed node). Not set: no publishing.
+    pub publish: Option<String>,
+    /// Updates a feed node holds for NATS (while it is down or slow) before
+    /// it keeps only the newest of each symbol.
+    pub publish_buffer_updates: usize,
     /// Replay speed: a factor (`1`, `10`, `0.5`) or `max`.
     pub speed: String,
     /// Restart recorded files when they end.
@@ -125,6 +133,8 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             feeds: Vec::new(),
+            publish: None,
+            publish_buffer_updates: 16_384,
             speed: "1".into(),
             r#loop: false,
             ring_capacity: 16_384,
@@ -182,6 +192,8 @@ pub enum ConfigError {
 pub struct Validated {
     pub config: ServeConfig,
     pub feeds: Vec<FeedSpec>,
+    /// Where to publish every update, if anywhere.
+    pub publish: Option<PublishTarget>,
     pub speed: Speed,
     pub looped: bool,
     /// The certificate store, when TLS is on.
@@ -219,6 +231,19 @@ impl ServeConfig {
                 Ok(spec) => feeds.push(spec),
                 Err(e) => errors.push(format!("feed {f:?}: {e}")),
             }
+        }
+        let publish = match self.publish.as_deref().map(str::parse::<PublishTarget>) {
+            None => None,
+            Some(Ok(target)) => Some(target),
+            Some(Err(e)) => {
+                errors.push(format!("publish: {e}"));
+                None
+            }
+        };
+        if self.publish.is_some() && feeds.iter().any(|f| matches!(f, FeedSpec::Nats(_))) {
+            errors.push(
+                "publish: an edge node (a nats:// feed) does not publish to NATS itself".into(),
+            );
         }
         let speed = self.speed.parse::<Speed>().unwrap_or_else(|e| {
             errors.push(format!("speed {:?}: {e}", self.speed));
@@ -262,6 +287,7 @@ impl ServeConfig {
             ("max_fragments", self.max_fragments as u64),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
+            ("publish_buffer_updates", self.publish_buffer_updates as u64),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -320,6 +346,7 @@ impl ServeConfig {
         Ok(Validated {
             config: self,
             feeds,
+            publish,
             speed,
             looped,
             tls,
@@ -387,6 +414,7 @@ mod tests {
             max_connections: 0,
             heartbeat_interval_ms: 5_000,
             heartbeat_timeout_ms: 5_000,
+            publish: Some("http://h:1".into()),
             ..ServeConfig::default()
         };
         let ConfigError::Invalid(errors) = bad.validate().unwrap_err() else {
@@ -401,6 +429,7 @@ mod tests {
             "stall_timeout_ms",
             "max_connections",
             "heartbeat_timeout_ms",
+            "publish: `http://h:1`",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
@@ -479,6 +508,30 @@ mod tests {
             ..ServeConfig::default()
         };
         assert!(!format!("{with_secret:?}").contains("zzzz"));
+    }
+
+    #[test]
+    fn nats_roles_are_validated() {
+        // TC0: a feed node and an edge node.
+        let feed_node = ServeConfig {
+            feeds: vec!["synthetic:symbols=2,rate=10".into()],
+            publish: Some("nats://127.0.0.1:4222/md".into()),
+            ..ServeConfig::default()
+        };
+        assert_eq!(feed_node.validate().unwrap().publish.unwrap().prefix, "md");
+        let edge = ServeConfig {
+            feeds: vec!["nats://127.0.0.1:4222".into()],
+            ..ServeConfig::default()
+        };
+        assert!(edge.validate().unwrap().publish.is_none());
+        // TC1: both at once would republish its own input.
+        let both = ServeConfig {
+            feeds: vec!["nats://127.0.0.1:4222".into()],
+            publish: Some("nats://127.0.0.1:4222".into()),
+            ..ServeConfig::default()
+        };
+        let err = both.validate().unwrap_err().to_string();
+        assert!(err.contains("edge node"), "{err}");
     }
 
     #[test]

@@ -336,6 +336,7 @@ mod tests {
                 exchange_ts_ns: 0,
                 receive_ts_ns: 1_723_161_253_937_000_000,
                 origin_seq: 0,
+                origin_publish_ts_ns: 0,
             },
             seq: 42,
             symbol_seq: 5,

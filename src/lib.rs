@@ -32,6 +32,9 @@
 //!   (the embedded dashboard) serve it; [`tls`] (HTTPS and wss, certificate
 //!   reload), [`access`] (Origin allowlist, the handshake's token check) and
 //!   [`auth`] (HS256 tokens) guard it.
+//! - [`nats`], [`nats_publish`]: beyond one machine: a feed node publishes
+//!   every update to NATS; edge nodes take them back with the
+//!   `nats://` feed ([`feed::nats`]).
 //! - [`bench`]: the load harness behind `tickwire bench`, a WebSocket
 //!   client of its own that measures any server from the outside.
 //!
@@ -52,6 +55,8 @@ pub mod feed;
 pub mod inbound;
 pub mod market;
 pub mod metrics;
+pub mod nats;
+pub mod nats_publish;
 pub mod protocol;
 pub mod publish;
 pub mod ring;

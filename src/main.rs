@@ -243,14 +243,25 @@ struct ServeArgs {
     #[arg(long, env = "TICKWIRE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
     /// A feed: a recorded file (Tardis CSV, Binance or Coinbase JSON lines,
-    /// plain, gzip or zstd), `synthetic:symbols=N,rate=R`, or a live venue
+    /// plain, gzip or zstd), `synthetic:symbols=N,rate=R`, a live venue
     /// WebSocket as VENUE:URL:
     /// `binance:wss://stream.binance.com:9443/stream?streams=btcusdt@bookTicker/btcusdt@trade`
     /// (or `?subscribe=...` to subscribe by message),
-    /// `coinbase:wss://ws-feed.exchange.coinbase.com?products=BTC-USD,ETH-USD&channels=ticker,matches,heartbeat`.
-    /// Repeatable. Without any, the bundled recording replays in a loop.
+    /// `coinbase:wss://ws-feed.exchange.coinbase.com?products=BTC-USD,ETH-USD&channels=ticker,matches,heartbeat`,
+    /// or `nats://HOST:PORT[/FILTER]` (an edge node: a feed node's updates
+    /// from NATS; FILTER defaults to `tickwire.>`). Repeatable. Without any,
+    /// the bundled recording replays in a loop.
     #[arg(long = "feed", env = "TICKWIRE_FEED", value_delimiter = ';')]
     feeds: Vec<String>,
+    /// Publish every update to NATS for edge nodes (a feed node):
+    /// `nats://HOST:PORT[/PREFIX]`, subjects `PREFIX.SYMBOL`, PREFIX
+    /// defaulting to `tickwire`; a JetStream stream keeps each symbol's last.
+    #[arg(long, env = "TICKWIRE_PUBLISH")]
+    publish: Option<String>,
+    /// Updates a feed node holds while NATS is down or slow, before it keeps
+    /// only the newest of each symbol [default: 16384].
+    #[arg(long, env = "TICKWIRE_PUBLISH_BUFFER_UPDATES")]
+    publish_buffer_updates: Option<usize>,
     /// Replay speed: 1 (recorded pace), 10, 0.5, or max [default: 1].
     #[arg(long, env = "TICKWIRE_SPEED")]
     speed: Option<String>,
@@ -391,7 +402,8 @@ impl ServeArgs {
             max_fragments,
             heartbeat_interval_ms,
             heartbeat_timeout_ms,
-            tls_handshake_timeout_ms
+            tls_handshake_timeout_ms,
+            publish_buffer_updates
         );
         if self.tls_cert.is_some() {
             c.tls_cert = self.tls_cert;
@@ -412,6 +424,9 @@ impl ServeArgs {
         }
         if !self.feeds.is_empty() {
             c.feeds = self.feeds;
+        }
+        if self.publish.is_some() {
+            c.publish = self.publish;
         }
         c.r#loop |= self.looped;
         c.echo |= self.echo;

@@ -125,6 +125,18 @@ counters! {
     tls_reloads_total: "counter",
     /// Certificate reloads that failed and kept the old certificate.
     tls_reload_failures_total: "counter",
+    /// Feed node: whether the connection to NATS is up (1) or not (0).
+    nats_publish_connected: "gauge",
+    /// Feed node: updates published to NATS.
+    nats_published_total: "counter",
+    /// Feed node: updates replaced by a newer one of the same symbol before NATS took them (NATS down or slower than the feeds).
+    nats_publish_conflated_total: "counter",
+    /// Feed node: last values published again after a reconnect to NATS.
+    nats_republished_total: "counter",
+    /// Feed node: reconnects to NATS after the first connection.
+    nats_publish_reconnects_total: "counter",
+    /// Feed node: publishes NATS refused.
+    nats_publish_errors_total: "counter",
 }
 
 impl Metrics {

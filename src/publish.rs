@@ -16,6 +16,16 @@ use crate::update::{now_ns, Sequenced, Update, UpdateKind};
 /// the latency a burst adds to its first update.
 const MAX_BATCH: usize = 256;
 
+/// Where the publisher hands every update it publishes besides the ring: the
+/// NATS outbox of a feed node ([`crate::nats_publish`]). Both methods run on
+/// the publisher's thread and must never block it.
+pub trait PublishSink: Send {
+    /// One update, after it is sequenced and in the ring.
+    fn send(&mut self, update: &Sequenced);
+    /// The end of a batch: wake whoever drains the sink.
+    fn flush(&mut self);
+}
+
 pub struct Publisher {
     market: Arc<Market>,
     writer: RingWriter<Published>,
@@ -25,6 +35,7 @@ pub struct Publisher {
     /// The definitions of symbols already published, by id.
     defs: Vec<Option<SymbolDef>>,
     next_seq: u64,
+    sink: Option<Box<dyn PublishSink>>,
 }
 
 impl Publisher {
@@ -36,7 +47,14 @@ impl Publisher {
             symbol_seqs: Vec::new(),
             defs: Vec::new(),
             next_seq: 1,
+            sink: None,
         }
+    }
+
+    /// Also hands every published update to `sink`.
+    pub fn with_sink(mut self, sink: Box<dyn PublishSink>) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     /// Sequences, encodes and publishes one update. Returns what was
@@ -85,7 +103,10 @@ impl Publisher {
             update,
             seq: self.next_seq,
             symbol_seq: self.symbol_seqs[id],
-            publish_ts_ns: now_ns(),
+            publish_ts_ns: match update.origin_publish_ts_ns {
+                0 => now_ns(),
+                origin => origin,
+            },
         };
         self.next_seq += 1;
         let frames = self.encoder.encode(
@@ -111,6 +132,9 @@ impl Publisher {
         self.market.lvc.store(&published);
         let pos = self.writer.push(published);
         debug_assert_eq!(pos + 1, sequenced.seq);
+        if let Some(sink) = &mut self.sink {
+            sink.send(&sequenced);
+        }
         Some(sequenced)
     }
 
@@ -127,6 +151,9 @@ impl Publisher {
                 self.publish(update);
             }
             self.market.wakeup.notify_waiters();
+            if let Some(sink) = &mut self.sink {
+                sink.flush();
+            }
         }
     }
 
@@ -156,6 +183,7 @@ mod tests {
             exchange_ts_ns: 0,
             receive_ts_ns: 1,
             origin_seq,
+            origin_publish_ts_ns: 0,
         }
     }
 
@@ -190,5 +218,14 @@ mod tests {
         let values = market.lvc.values(id);
         assert_eq!(values.update.unwrap().seq, 3);
         assert_eq!(values.status.unwrap().seq, 4);
+        // TC5: an upstream publish time is kept; without one it is stamped.
+        let upstream = Update {
+            origin_publish_ts_ns: 1_700_000_000_000_000_000,
+            ..trade(id, 15, 10)
+        };
+        let s = publisher.publish(upstream).unwrap();
+        assert_eq!(s.publish_ts_ns, 1_700_000_000_000_000_000);
+        let s = publisher.publish(trade(id, 16, 11)).unwrap();
+        assert!(s.publish_ts_ns > 1_700_000_000_000_000_000);
     }
 }

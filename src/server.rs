@@ -44,7 +44,7 @@ use crate::publish::Publisher;
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::tls::CertStore;
 use crate::update::now_ns;
-use crate::{sse, web};
+use crate::{nats_publish, sse, web};
 
 /// Updates a feed may have in flight to the publisher.
 const FEED_CHANNEL: usize = 4096;
@@ -71,6 +71,8 @@ struct AppState {
     admission: Arc<Admission>,
     handshake_timeout: Duration,
     feeds: Vec<Arc<FeedStatus>>,
+    /// The NATS URL a feed node publishes to, if it does.
+    publish: Option<String>,
     shutdown: watch::Receiver<bool>,
     started: Instant,
     /// Set when the port speaks TLS.
@@ -130,13 +132,33 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         Arc::clone(&metrics),
     );
     let (tx, rx) = mpsc::channel(FEED_CHANNEL);
-    Publisher::new(Arc::clone(&market), writer).spawn(rx)?;
+    let mut publisher = Publisher::new(Arc::clone(&market), writer);
+    let mut feed_tasks = Vec::new();
+    let (mut publish, mut restored) = (None, None);
+    if let Some(target) = v.publish {
+        publish = Some(format!("{}/{}", target.server, target.prefix));
+        let nats = nats_publish::start(
+            target,
+            v.config.publish_buffer_updates,
+            Arc::clone(&market),
+            tx.clone(),
+        );
+        publisher = publisher.with_sink(nats.sink);
+        // Stopped with the feeds at shutdown.
+        feed_tasks.push(nats.task);
+        restored = Some(nats.restored);
+    }
+    if let Err(e) = publisher.spawn(rx) {
+        for t in &feed_tasks {
+            t.abort();
+        }
+        return Err(e);
+    }
     let opts = ReplayOptions {
         speed: v.speed,
         looped: v.looped,
     };
     let mut feeds = Vec::new();
-    let mut feed_tasks = Vec::new();
     for spec in v.feeds {
         let status = Arc::new(FeedStatus {
             name: spec.name(),
@@ -154,7 +176,12 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         );
         let metrics = Arc::clone(&metrics);
         let min_subscribers = v.config.min_subscribers as u64;
+        let mut restored = restored.clone();
         feed_tasks.push(tokio::spawn(async move {
+            // A feed node continues its numbering from NATS: feeds wait.
+            if let Some(restored) = &mut restored {
+                let _ = restored.wait_for(|done| *done).await;
+            }
             while metrics.subscribers.load(Relaxed) < min_subscribers {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -186,6 +213,7 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         admission: Admission::new(v.config.admission(), Arc::clone(&metrics)),
         handshake_timeout: Duration::from_millis(v.config.handshake_timeout_ms),
         feeds,
+        publish,
         shutdown: shutdown_rx.clone(),
         started: Instant::now(),
         tls: v
@@ -621,9 +649,25 @@ fn healthz(state: &AppState) -> Response<Body> {
     }
     let healthy = failed < state.feeds.len() && !*state.shutdown.borrow();
     let m = &state.market.metrics;
+    body.push(b']');
+    if let Some(url) = &state.publish {
+        body.extend_from_slice(b",\"publish\":{\"url\":");
+        write_json_str(&mut body, url);
+        body.extend_from_slice(
+            format!(
+                ",\"connected\":{},\"reconnects\":{},\"published\":{},\"republished\":{},\"conflated\":{}}}",
+                m.nats_publish_connected.load(Relaxed) == 1,
+                m.nats_publish_reconnects_total.load(Relaxed),
+                m.nats_published_total.load(Relaxed),
+                m.nats_republished_total.load(Relaxed),
+                m.nats_publish_conflated_total.load(Relaxed),
+            )
+            .as_bytes(),
+        );
+    }
     body.extend_from_slice(
         format!(
-            "],\"status\":\"{}\",\"connections\":{},\"updates\":{},\"uptime_ms\":{}}}\n",
+            ",\"status\":\"{}\",\"connections\":{},\"updates\":{},\"uptime_ms\":{}}}\n",
             if healthy { "ok" } else { "unavailable" },
             m.connections.load(Relaxed),
             m.updates_in_total.load(Relaxed),

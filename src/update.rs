@@ -91,6 +91,12 @@ pub struct Update {
     /// the same update carries the same number on every edge, and drops an
     /// update whose number is not above what the symbol already published.
     pub origin_seq: u64,
+    /// When an upstream tickwire's publisher published it, or 0 when this
+    /// process publishes it first. The publisher keeps a nonzero one as the
+    /// update's `publish_ts`, so that every node serves the same timestamps
+    /// and latency measured at an edge node includes the hop from the feed
+    /// node.
+    pub origin_publish_ts_ns: u64,
 }
 
 /// An [`Update`] after the publisher has sequenced and stamped it.
@@ -101,7 +107,8 @@ pub struct Sequenced {
     pub seq: u64,
     /// Position in the symbol's own stream, from 1, with no gaps.
     pub symbol_seq: u64,
-    /// When the publisher encoded it.
+    /// When the publisher encoded it, or when the origin's did
+    /// ([`Update::origin_publish_ts_ns`]).
     pub publish_ts_ns: u64,
 }
 

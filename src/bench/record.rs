@@ -358,6 +358,7 @@ mod tests {
                     exchange_ts_ns: 0,
                     receive_ts_ns: 1,
                     origin_seq: 0,
+                    origin_publish_ts_ns: 0,
                 },
                 seq,
                 symbol_seq,

@@ -13,10 +13,13 @@
 //! - [`upstream`]: live venue WebSocket feeds (`binance:wss://...`,
 //!   `coinbase:wss://...`): reconnection, sequence checks, stale / live
 //!   status; over [`ws_client`], the `ws://` / `wss://` client.
+//! - [`nats`]: an edge node's feed, a feed node's updates from NATS
+//!   (`nats://HOST:PORT[/FILTER]`).
 //! - `timestamp`: exact epoch / RFC 3339 parsing to nanoseconds.
 
 pub mod binance;
 pub mod coinbase;
+pub mod nats;
 pub mod replay;
 pub mod synthetic;
 pub mod tardis;
@@ -64,6 +67,8 @@ pub enum FeedSpec {
     Synthetic(SyntheticSpec),
     /// A live venue WebSocket: `binance:wss://...`, `coinbase:wss://...`.
     Upstream(UpstreamSpec),
+    /// A feed node's updates over NATS: this process is an edge node.
+    Nats(crate::nats::NatsSource),
 }
 
 impl FeedSpec {
@@ -74,6 +79,7 @@ impl FeedSpec {
             FeedSpec::Embedded { name, .. } => (*name).to_owned(),
             FeedSpec::Synthetic(spec) => spec.to_string(),
             FeedSpec::Upstream(spec) => spec.spec.clone(),
+            FeedSpec::Nats(source) => source.url.clone(),
         }
     }
 }
@@ -90,6 +96,7 @@ impl fmt::Debug for FeedSpec {
                 .finish(),
             FeedSpec::Synthetic(spec) => f.debug_tuple("Synthetic").field(spec).finish(),
             FeedSpec::Upstream(spec) => f.debug_tuple("Upstream").field(spec).finish(),
+            FeedSpec::Nats(source) => f.debug_tuple("Nats").field(source).finish(),
         }
     }
 }
@@ -98,11 +105,15 @@ impl FromStr for FeedSpec {
     type Err = SpecError;
 
     /// `synthetic:symbols=N,rate=R[,seed=S]` is the generator;
-    /// `binance:wss://...` and `coinbase:wss://...` are live venues; anything
-    /// else is a path.
+    /// `binance:wss://...` and `coinbase:wss://...` are live venues;
+    /// `nats://HOST:PORT[/FILTER]` a feed node over NATS; anything else is a
+    /// path.
     fn from_str(s: &str) -> Result<Self, SpecError> {
         if let Some(upstream) = UpstreamSpec::parse(s) {
             return upstream.map(FeedSpec::Upstream);
+        }
+        if s.starts_with("nats://") {
+            return Ok(FeedSpec::Nats(s.parse()?));
         }
         match s.strip_prefix("synthetic:") {
             Some(params) => Ok(FeedSpec::Synthetic(SyntheticSpec::parse(s, params)?)),
@@ -209,7 +220,7 @@ pub enum FeedError {
         line: u64,
         what: String,
     },
-    #[error("{name}: a synthetic or live feed has no records to read")]
+    #[error("{name}: a synthetic, live or NATS feed has no records to read")]
     NotRecorded { name: String },
     #[error("{name}: {source}")]
     Symbol {
@@ -218,6 +229,8 @@ pub enum FeedError {
     },
     #[error("{file}: reader thread failed: {reason}")]
     Reader { file: String, reason: String },
+    #[error("{name}: {reason}")]
+    Nats { name: String, reason: String },
 }
 
 /// A `--feed` or `--speed` value that does not parse.
@@ -233,6 +246,8 @@ pub enum SpecError {
     Speed(String),
     #[error("live feed `{spec}`: {reason}")]
     Upstream { spec: String, reason: String },
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsUrlError),
 }
 
 /// Runs a feed until a recording ends (when not looped), the receiver is
@@ -247,6 +262,7 @@ pub async fn run(
     match spec {
         FeedSpec::Synthetic(spec) => synthetic::run(spec, normalizer, tx, stats).await,
         FeedSpec::Upstream(spec) => upstream::run(spec, normalizer, tx, stats).await,
+        FeedSpec::Nats(source) => nats::run(source, normalizer, tx, stats).await,
         recorded => replay::run(recorded, opts, normalizer, tx, stats).await,
     }
 }
@@ -365,6 +381,7 @@ impl Emitter<'_> {
             exchange_ts_ns,
             receive_ts_ns: self.receive_ts_ns.unwrap_or_else(now_ns),
             origin_seq: 0,
+            origin_publish_ts_ns: 0,
         };
         // Pace by capture time; a capture without one is paced by the
         // venue's clock, and a record with neither is sent unpaced.
@@ -453,5 +470,12 @@ mod tests {
             "wss://x/".parse::<FeedSpec>(),
             Err(SpecError::Upstream { .. })
         ));
+        // TC5: NATS, with and without a filter; a bad one names the problem.
+        let Ok(FeedSpec::Nats(source)) = "nats://127.0.0.1:4222".parse::<FeedSpec>() else {
+            panic!("not a NATS feed");
+        };
+        assert_eq!(source.filter, "tickwire.>");
+        let err = "nats://h:1/a..b".parse::<FeedSpec>().unwrap_err();
+        assert!(err.to_string().contains("empty token"), "{err}");
     }
 }

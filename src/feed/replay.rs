@@ -100,7 +100,7 @@ impl<'n> FileReader<'n> {
                 decompress(BufReader::with_capacity(READ_BUF, raw)).map_err(open_err)?
             }
             FeedSpec::Embedded { bytes, .. } => decompress(*bytes).map_err(open_err)?,
-            FeedSpec::Synthetic(_) | FeedSpec::Upstream(_) => {
+            FeedSpec::Synthetic(_) | FeedSpec::Upstream(_) | FeedSpec::Nats(_) => {
                 return Err(FeedError::NotRecorded { name: file })
             }
         };

@@ -202,6 +202,7 @@ impl Generator {
             exchange_ts_ns: now,
             receive_ts_ns: now,
             origin_seq: 0,
+            origin_publish_ts_ns: 0,
         }
     }
 }

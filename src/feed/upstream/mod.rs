@@ -418,6 +418,7 @@ impl Connector {
             exchange_ts_ns: 0,
             receive_ts_ns: now_ns(),
             origin_seq: 0,
+            origin_publish_ts_ns: 0,
         };
         self.tx.send(update).await.is_ok()
     }

@@ -1,0 +1,313 @@
+//! The edge node's feed: `--feed nats://HOST:PORT[/FILTER]` takes a feed
+//! node's updates from NATS into this process's publisher, like any feed.
+//!
+//! On every (re)connection to NATS: the subscription to `FILTER` (core NATS)
+//! is in place first, then the *snapshot* (the last message of every
+//! matching subject, from the feed node's JetStream stream) is read, and
+//! both go through one per-symbol check: an update whose feed-node
+//! `symbol_seq` is not above the last one this edge passed on is dropped (a
+//! duplicate from the snapshot, or the feed node republishing after a
+//! reconnect), and one more than one above it is a gap (counted). The
+//! update keeps the feed node's `symbol_seq` and `publish_ts`, so that
+//! every edge serves the same update under the same numbers.
+//!
+//! `/healthz` reports the feed `connected` once the subscription is live
+//! and the snapshot loaded; `reconnects` and `gaps` as they happen.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use async_nats::{Client, Event};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{FeedError, FeedStats};
+use crate::nats::{backoff, connect_options, decode_payload, read_last_values, NatsSource};
+use crate::symbols::Normalizer;
+use crate::update::{now_ns, SymbolId, Update};
+
+/// Snapshot messages in flight from the loader to the feed loop.
+const SNAPSHOT_CHANNEL: usize = 1024;
+
+/// Decode errors logged before only counting them.
+const LOGGED_REJECTS: u64 = 10;
+
+/// What the snapshot loader sends the feed loop, tagged with the connection
+/// it was loaded for (a newer connection makes an older load moot).
+#[derive(Debug)]
+enum Snapshot {
+    Message(u64, Bytes),
+    Done(u64, u64),
+}
+
+/// Runs until the publisher hangs up (shutdown). Reconnects to NATS for
+/// ever, with backoff.
+pub(crate) async fn run(
+    source: NatsSource,
+    normalizer: Normalizer,
+    tx: mpsc::Sender<Update>,
+    stats: Arc<FeedStats>,
+) -> Result<(), FeedError> {
+    // Relaxed everywhere on the stats: independent counters and flags.
+    stats.network.store(true, Relaxed);
+    let error = |reason: String| FeedError::Nats {
+        name: source.url.clone(),
+        reason,
+    };
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let client = connect_options("tickwire edge node", events_tx)
+        .connect(source.server.as_str())
+        .await
+        .map_err(|e| error(e.to_string()))?;
+    let mut subscription = client
+        .subscribe(source.filter.clone())
+        .await
+        .map_err(|e| error(e.to_string()))?;
+    let mut edge = Edge {
+        normalizer,
+        ids: HashMap::new(),
+        last_seq: Vec::new(),
+        stats,
+        tx,
+    };
+    let (snapshot_tx, mut snapshots) = mpsc::channel(SNAPSHOT_CHANNEL);
+    let mut loader: Option<JoinHandle<()>> = None;
+    let mut connection = 0u64;
+    loop {
+        let more = tokio::select! {
+            message = subscription.next() => match message {
+                Some(m) => edge.handle(&m.payload).await,
+                None => return Err(error("the NATS subscription ended".into())),
+            },
+            event = events.recv() => {
+                match event {
+                    Some(Event::Connected) => {
+                        connection += 1;
+                        if connection > 1 {
+                            edge.stats.reconnects.fetch_add(1, Relaxed);
+                        }
+                        tracing::info!(feed = %source.url, "connected to NATS; loading the snapshot");
+                        if let Some(l) = loader.take() {
+                            l.abort();
+                        }
+                        loader = Some(tokio::spawn(load_snapshot(
+                            client.clone(),
+                            source.filter.clone(),
+                            connection,
+                            snapshot_tx.clone(),
+                        )));
+                    }
+                    Some(Event::Disconnected) => {
+                        edge.stats.connected.store(false, Relaxed);
+                        tracing::warn!(feed = %source.url, "NATS disconnected; reconnecting");
+                    }
+                    Some(Event::SlowConsumer(_)) => {
+                        tracing::warn!(feed = %source.url, "NATS dropped messages for this slow edge; sequence gaps follow");
+                    }
+                    Some(other) => tracing::debug!(feed = %source.url, "NATS: {other}"),
+                    None => return Err(error("the NATS client stopped".into())),
+                }
+                true
+            }
+            Some(item) = snapshots.recv() => match item {
+                Snapshot::Message(c, payload) if c == connection => edge.handle(&payload).await,
+                Snapshot::Done(c, n) if c == connection => {
+                    tracing::info!(feed = %source.url, symbols = n, "snapshot loaded; live");
+                    edge.stats.connected.store(true, Relaxed);
+                    true
+                }
+                _ => true,
+            },
+        };
+        if !more {
+            if let Some(l) = loader {
+                l.abort();
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// The per-symbol state between NATS and the publisher.
+struct Edge {
+    normalizer: Normalizer,
+    /// Symbol name to id and (price, size) decimals here.
+    ids: HashMap<Box<str>, (SymbolId, (u8, u8))>,
+    /// The feed node's `symbol_seq` last passed on, by id here.
+    last_seq: Vec<u64>,
+    stats: Arc<FeedStats>,
+    tx: mpsc::Sender<Update>,
+}
+
+impl Edge {
+    /// Passes one payload on if it is new. False when the publisher is gone.
+    async fn handle(&mut self, payload: &[u8]) -> bool {
+        let stats = &self.stats;
+        stats.records.fetch_add(1, Relaxed);
+        stats.last_message_ns.store(now_ns(), Relaxed);
+        let decoded = match decode_payload(payload) {
+            Ok(d) => d,
+            Err(e) => return self.reject(format_args!("undecodable payload: {e}")),
+        };
+        let scales = (decoded.price_decimals, decoded.size_decimals);
+        let (id, known) = match self.ids.get(decoded.name) {
+            Some(&entry) => entry,
+            None => {
+                let table = self.normalizer.table();
+                match table.intern(decoded.name, scales.0, scales.1) {
+                    Ok(def) => {
+                        let entry = (def.id, (def.price_decimals, def.size_decimals));
+                        self.ids.insert(decoded.name.into(), entry);
+                        entry
+                    }
+                    Err(e) => return self.reject(format_args!("symbol {:?}: {e}", decoded.name)),
+                }
+            }
+        };
+        if known != scales {
+            // Mantissas at other scales would be served as other prices.
+            return self.reject(format_args!(
+                "symbol {} has {}/{} decimals here but {}/{} in the message",
+                decoded.name, known.0, known.1, scales.0, scales.1
+            ));
+        }
+        let index = id as usize;
+        if self.last_seq.len() <= index {
+            self.last_seq.resize(index + 1, 0);
+        }
+        let (last, seq) = (self.last_seq[index], decoded.update.origin_seq);
+        if seq <= last {
+            // Already passed on: the snapshot overlapping the live stream,
+            // or the feed node republishing after a reconnect.
+            self.stats.skipped.fetch_add(1, Relaxed);
+            return true;
+        }
+        if last != 0 && seq > last + 1 {
+            self.stats.gaps.fetch_add(1, Relaxed);
+        }
+        self.last_seq[index] = seq;
+        let update = Update {
+            symbol: id,
+            ..decoded.update
+        };
+        if self.tx.send(update).await.is_err() {
+            return false;
+        }
+        self.stats.updates.fetch_add(1, Relaxed);
+        true
+    }
+
+    fn reject(&self, reason: std::fmt::Arguments<'_>) -> bool {
+        let n = self.stats.rejected.fetch_add(1, Relaxed);
+        if n < LOGGED_REJECTS {
+            tracing::warn!("NATS message rejected: {reason}");
+        }
+        true
+    }
+}
+
+/// Loads the snapshot for connection `connection`, retrying with backoff
+/// until JetStream answers.
+async fn load_snapshot(
+    client: Client,
+    filter: String,
+    connection: u64,
+    out: mpsc::Sender<Snapshot>,
+) {
+    for attempt in 2.. {
+        let each = |payload| {
+            let out = out.clone();
+            async move {
+                out.send(Snapshot::Message(connection, payload)).await?;
+                Ok(())
+            }
+        };
+        match read_last_values(&client, &filter, each).await {
+            Ok(n) => {
+                let _ = out.send(Snapshot::Done(connection, n)).await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%filter, "cannot load the snapshot yet: {e}");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nats::encode_payload;
+    use crate::symbols::SymbolTable;
+    use crate::update::{Sequenced, Side, UpdateKind};
+
+    fn payload(name: &str, symbol_seq: u64, px: i64, decimals: u8) -> Bytes {
+        let s = Sequenced {
+            update: Update {
+                symbol: 0,
+                kind: UpdateKind::Trade {
+                    px,
+                    sz: 1,
+                    side: Side::Sell,
+                },
+                exchange_ts_ns: 1,
+                receive_ts_ns: 2,
+                origin_seq: 0,
+                origin_publish_ts_ns: 0,
+            },
+            seq: 99,
+            symbol_seq,
+            publish_ts_ns: 3,
+        };
+        encode_payload(&s, name, decimals, 8)
+    }
+
+    #[tokio::test]
+    async fn edges_pass_on_new_updates_and_count_the_rest() {
+        let table = SymbolTable::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        let stats = Arc::new(FeedStats::default());
+        let mut edge = Edge {
+            normalizer: Normalizer::new(Arc::clone(&table)),
+            ids: HashMap::new(),
+            last_seq: Vec::new(),
+            stats: Arc::clone(&stats),
+            tx,
+        };
+        // TC0: the first update of a symbol, at any number, is passed on with
+        // the feed node's numbers; the symbol is interned with its decimals.
+        assert!(edge.handle(&payload("BTCUSDT", 5, 10, 2)).await);
+        let u = rx.try_recv().unwrap();
+        assert_eq!((u.origin_seq, u.origin_publish_ts_ns), (5, 3));
+        assert_eq!(table.get(u.symbol).unwrap().price_decimals, 2);
+        // TC1: the next one; then a duplicate and an older one are dropped.
+        assert!(edge.handle(&payload("BTCUSDT", 6, 11, 2)).await);
+        assert!(edge.handle(&payload("BTCUSDT", 6, 11, 2)).await);
+        assert!(edge.handle(&payload("BTCUSDT", 4, 9, 2)).await);
+        assert_eq!(rx.try_recv().unwrap().origin_seq, 6);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(stats.skipped.load(Relaxed), 2);
+        // TC2: a jump is passed on and counted as a gap.
+        assert!(edge.handle(&payload("BTCUSDT", 9, 12, 2)).await);
+        assert_eq!(rx.try_recv().unwrap().origin_seq, 9);
+        assert_eq!(stats.gaps.load(Relaxed), 1);
+        // TC3: garbage, and decimals that differ from the symbol's, are
+        // rejected; the symbol's sequence is untouched.
+        assert!(edge.handle(b"\x01\x01garbage").await);
+        assert!(edge.handle(&payload("BTCUSDT", 10, 12, 3)).await);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(stats.rejected.load(Relaxed), 2);
+        assert!(edge.handle(&payload("BTCUSDT", 10, 13, 2)).await);
+        assert_eq!(rx.try_recv().unwrap().origin_seq, 10);
+        assert_eq!(stats.gaps.load(Relaxed), 1);
+        assert_eq!(stats.records.load(Relaxed), 8);
+        assert_eq!(stats.updates.load(Relaxed), 4);
+        // TC4: the publisher is gone (shutdown): the feed stops.
+        drop(rx);
+        assert!(!edge.handle(&payload("ETHUSDT", 1, 1, 2)).await);
+    }
+}
