@@ -9,11 +9,15 @@
 //!   parsing path, [`FileReader`], serves both [`run`] and [`read_all`].
 //! - [`binance`], [`coinbase`], [`tardis`]: one file per venue format, each
 //!   with its raw message structs and their normalization.
+//! - [`log`]: tickwire's own binary log of what a publisher published
+//!   (written by `tickwire record` and `tickwire convert`), detected by its
+//!   magic bytes and replayed with its recorded symbol sequences.
 //! - [`synthetic`]: the generator behind `synthetic:symbols=N,rate=R`.
 //! - `timestamp`: exact epoch / RFC 3339 parsing to nanoseconds.
 
 pub mod binance;
 pub mod coinbase;
+pub mod log;
 pub mod replay;
 pub mod synthetic;
 pub mod tardis;

@@ -4,6 +4,9 @@
 //! Everything is decided from the content, never from the file name:
 //!
 //! - compression by magic bytes: gzip `1f 8b`, zstd `28 b5 2f fd`, else plain;
+//! - after that, [`log::MAGIC`] makes the file a tickwire log, read by blocks
+//!   ([`LogFeed`]); its recorded symbol sequences go on as `origin_seq`,
+//!   raised on every loop so that a pass never goes back ([`LoopedSequences`]);
 //! - a first line starting with [`tardis::HEADER_PREFIX`] makes the file a
 //!   Tardis CSV; anything else is JSON lines, where each line may be a bare
 //!   JSON object, `<integer epoch ns|µs|ms> <json>` (hftbacktest),
@@ -26,6 +29,7 @@ use simd_json::BorrowedValue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::log::{self, LogFeed, LoopedSequences};
 use super::timestamp::{decimal_secs_ns, epoch_int_ns};
 use super::{
     binance, coinbase, tardis, Emitter, FeedError, FeedSpec, FeedStats, Outcome, RecordError,
@@ -81,6 +85,8 @@ pub struct FileReader<'n> {
     out: Vec<Timed>,
     pending: VecDeque<Timed>,
     done: bool,
+    /// Set when the file is a tickwire log, which is read by blocks.
+    log: Option<LogFeed<Box<dyn BufRead + Send>>>,
 }
 
 impl<'n> FileReader<'n> {
@@ -94,13 +100,19 @@ impl<'n> FileReader<'n> {
             file: file.clone(),
             source,
         };
-        let src = match spec {
+        let mut src = match spec {
             FeedSpec::File(path) => {
                 let raw = File::open(path).map_err(open_err)?;
                 decompress(BufReader::with_capacity(READ_BUF, raw)).map_err(open_err)?
             }
             FeedSpec::Embedded { bytes, .. } => decompress(*bytes).map_err(open_err)?,
             FeedSpec::Synthetic(_) => return Err(FeedError::NotRecorded { name: file }),
+        };
+        let is_log = log::is_log(src.fill_buf().map_err(open_err)?);
+        let (src, log): (Box<dyn BufRead + Send>, _) = if is_log {
+            (Box::new(io::empty()), Some(LogFeed::open(src, file.clone())?))
+        } else {
+            (src, None)
         };
         Ok(FileReader {
             file,
@@ -118,6 +130,7 @@ impl<'n> FileReader<'n> {
             out: Vec::new(),
             pending: VecDeque::new(),
             done: false,
+            log,
         })
     }
 
@@ -247,7 +260,16 @@ impl Iterator for FileReader<'_> {
             if self.done {
                 return None;
             }
-            match self.read_line() {
+            let read = match &mut self.log {
+                Some(log) => log
+                    .next_block(self.normalizer, &self.stats, &mut self.out)
+                    .map(|more| {
+                        self.pending.extend(self.out.drain(..));
+                        more
+                    }),
+                None => self.read_line(),
+            };
+            match read {
                 Ok(true) => {}
                 Ok(false) => self.done = true,
                 Err(err) => {
@@ -479,11 +501,12 @@ fn read_batches(
     stats: &Arc<FeedStats>,
     batch_tx: &mpsc::Sender<Batch>,
 ) -> Result<(), FeedError> {
+    let mut sequences = LoopedSequences::default();
     loop {
         let mut produced = false;
         let mut batch = Vec::with_capacity(BATCH);
         for item in FileReader::open(spec, &mut normalizer, stats.clone())? {
-            let timed = match item {
+            let mut timed = match item {
                 Ok(timed) => timed,
                 Err(err) => {
                     // Deliver what was read before the error; the caller
@@ -493,6 +516,7 @@ fn read_batches(
                 }
             };
             produced = true;
+            sequences.apply(&mut timed.update);
             batch.push(timed);
             if batch.len() == BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -510,6 +534,7 @@ fn read_batches(
             return Ok(());
         }
         stats.loops.fetch_add(1, Relaxed);
+        sequences.next_pass();
         if batch_tx.blocking_send(Batch::Restart).is_err() {
             return Ok(());
         }
