@@ -27,6 +27,9 @@
 //!   feeds and publisher start-up, graceful shutdown; [`config`], [`metrics`],
 //!   [`protocol`] (client requests, error and close codes) and [`web`]
 //!   (the embedded dashboard) serve it.
+//! - [`record`], [`convert`]: `tickwire record` writes what the publisher
+//!   published to a tickwire log ([`feed::log`]); `tickwire convert` turns
+//!   recordings into logs and logs into Tardis CSV.
 //! - [`bench`]: the load harness behind `tickwire bench`, a WebSocket
 //!   client of its own that measures any server from the outside.
 //!
@@ -37,6 +40,7 @@
 pub mod bench;
 pub mod config;
 pub mod connection;
+pub mod convert;
 pub mod decimal;
 pub mod encode;
 pub mod fanout;
@@ -45,6 +49,7 @@ pub mod market;
 pub mod metrics;
 pub mod protocol;
 pub mod publish;
+pub mod record;
 pub mod ring;
 pub mod server;
 pub mod sse;

@@ -25,6 +25,8 @@ pub struct Publisher {
     /// The definitions of symbols already published, by id.
     defs: Vec<Option<SymbolDef>>,
     next_seq: u64,
+    /// Gets what each batch published (`tickwire record`).
+    recorder: Option<std::sync::mpsc::Sender<Vec<Sequenced>>>,
 }
 
 impl Publisher {
@@ -36,7 +38,16 @@ impl Publisher {
             symbol_seqs: Vec::new(),
             defs: Vec::new(),
             next_seq: 1,
+            recorder: None,
         }
+    }
+
+    /// Also hands every published update, one batch at a time, to `tx`. The
+    /// channel is unbounded so that the publisher never waits for the disk;
+    /// a recorder that hangs up is dropped and publishing goes on.
+    pub fn record_to(mut self, tx: std::sync::mpsc::Sender<Vec<Sequenced>>) -> Self {
+        self.recorder = Some(tx);
+        self
     }
 
     /// Sequences, encodes and publishes one update. Returns what was
@@ -118,10 +129,20 @@ impl Publisher {
     pub fn run(mut self, mut rx: mpsc::Receiver<Update>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+            let mut published = Vec::new();
             for update in batch.drain(..) {
-                self.publish(update);
+                let sequenced = self.publish(update);
+                if let (Some(s), Some(_)) = (sequenced, &self.recorder) {
+                    published.push(s);
+                }
             }
             self.market.wakeup.notify_waiters();
+            if let Some(tx) = &self.recorder {
+                if tx.send(published).is_err() {
+                    tracing::error!("the recorder stopped; publishing goes on unrecorded");
+                    self.recorder = None;
+                }
+            }
         }
     }
 

@@ -151,6 +151,7 @@ pub struct LogWriter<W: Write> {
     out: W,
     payload: Vec<u8>,
     updates: u32,
+    block_updates: u32,
     deltas: Deltas,
     /// Blocks and updates written so far.
     pub blocks_written: u64,
@@ -165,10 +166,19 @@ impl<W: Write> LogWriter<W> {
             out,
             payload: Vec::with_capacity(BLOCK_BYTES + 256),
             updates: 0,
+            block_updates: BLOCK_UPDATES,
             deltas: Deltas::default(),
             blocks_written: 0,
             updates_written: 0,
         })
+    }
+
+    /// Closes blocks at `n` updates (at least 1) instead of
+    /// [`BLOCK_UPDATES`]: smaller blocks lose less to a corrupt byte and
+    /// compress less.
+    pub fn with_block_updates(mut self, n: u32) -> Self {
+        self.block_updates = n.max(1);
+        self
     }
 
     /// Adds one update; `symbol` is its definition (`symbol.id` must be
@@ -227,7 +237,7 @@ impl<W: Write> LogWriter<W> {
         d.publish_ts = s.publish_ts_ns;
         d.symbols.insert(id, (s.symbol_seq, px));
         self.updates += 1;
-        if self.updates >= BLOCK_UPDATES || self.payload.len() >= BLOCK_BYTES {
+        if self.updates >= self.block_updates || self.payload.len() >= BLOCK_BYTES {
             self.finish_block()?;
         }
         Ok(())
@@ -510,14 +520,14 @@ enum Attempt {
 
 fn crc_ok(block: &[u8], len: usize) -> bool {
     let crc = u32::from_le_bytes([block[12], block[13], block[14], block[15]]);
-    block_crc(&block[4..12], &block[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + len]) == crc
+    block_crc(
+        &block[4..12],
+        &block[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + len],
+    ) == crc
 }
 
 /// Checks a whole block's CRC and decodes it; `None` if either fails.
-fn verify(
-    block: &[u8],
-    known: &mut HashMap<SymbolId, LogSymbol>,
-) -> Option<(Vec<Entry>, u64)> {
+fn verify(block: &[u8], known: &mut HashMap<SymbolId, LogSymbol>) -> Option<(Vec<Entry>, u64)> {
     let len = u32::from_le_bytes([block[4], block[5], block[6], block[7]]) as usize;
     let count = u32::from_le_bytes([block[8], block[9], block[10], block[11]]);
     if !crc_ok(block, len) {
@@ -571,10 +581,7 @@ impl Cursor<'_> {
 /// Decodes one verified payload. Definitions are checked against every
 /// earlier one: a block that redefines an id differently is refused whole,
 /// and only a whole good block adds its definitions.
-fn decode_payload(
-    bytes: &[u8],
-    known: &mut HashMap<SymbolId, LogSymbol>,
-) -> Option<Vec<Entry>> {
+fn decode_payload(bytes: &[u8], known: &mut HashMap<SymbolId, LogSymbol>) -> Option<Vec<Entry>> {
     let mut c = Cursor { bytes, at: 0 };
     let mut d = Deltas::default();
     let mut entries = Vec::new();

@@ -116,7 +116,10 @@ fn round_trips_every_field_and_extremes() {
     let (entries, stats) = read_entries(&log).unwrap();
     assert_eq!(updates_of(&entries), updates);
     assert_eq!(stats.blocks as usize, ends.len());
-    assert_eq!(stats.corrupt + stats.skipped_bytes + stats.torn_tail_bytes, 0);
+    assert_eq!(
+        stats.corrupt + stats.skipped_bytes + stats.torn_tail_bytes,
+        0
+    );
     // Every block defines the symbols it uses before their first update.
     let defs = entries
         .iter()
@@ -132,7 +135,10 @@ fn round_trips_every_field_and_extremes() {
 fn header_is_checked() {
     let (log, _) = write(&stream(10, 2), 5);
     // TC0: not a log.
-    assert!(matches!(LogReader::new(&b"{\"a\":1}\n"[..]), Err(LogError::Magic)));
+    assert!(matches!(
+        LogReader::new(&b"{\"a\":1}\n"[..]),
+        Err(LogError::Magic)
+    ));
     assert!(matches!(LogReader::new(&[][..]), Err(LogError::Magic)));
     // TC1: truncated header.
     assert!(matches!(LogReader::new(&log[..12]), Err(LogError::Header)));
@@ -201,16 +207,10 @@ fn varints_refuse_overlong_and_overflowing_encodings() {
     let mut max = Vec::new();
     put_varint(&mut max, u64::MAX);
     assert_eq!(max.len(), 10);
-    let mut c = Cursor {
-        bytes: &max,
-        at: 0,
-    };
+    let mut c = Cursor { bytes: &max, at: 0 };
     assert_eq!(c.varint(), Some(u64::MAX));
     max[9] = 2;
-    let mut c = Cursor {
-        bytes: &max,
-        at: 0,
-    };
+    let mut c = Cursor { bytes: &max, at: 0 };
     assert_eq!(c.varint(), None);
     for v in [0i64, 1, -1, i64::MIN, i64::MAX] {
         assert_eq!(unzigzag(zigzag(v)), v);

@@ -110,7 +110,10 @@ impl<'n> FileReader<'n> {
         };
         let is_log = log::is_log(src.fill_buf().map_err(open_err)?);
         let (src, log): (Box<dyn BufRead + Send>, _) = if is_log {
-            (Box::new(io::empty()), Some(LogFeed::open(src, file.clone())?))
+            (
+                Box::new(io::empty()),
+                Some(LogFeed::open(src, file.clone())?),
+            )
         } else {
             (src, None)
         };
@@ -263,10 +266,7 @@ impl Iterator for FileReader<'_> {
             let read = match &mut self.log {
                 Some(log) => log
                     .next_block(self.normalizer, &self.stats, &mut self.out)
-                    .map(|more| {
-                        self.pending.extend(self.out.drain(..));
-                        more
-                    }),
+                    .inspect(|_| self.pending.extend(self.out.drain(..))),
                 None => self.read_line(),
             };
             match read {
@@ -288,7 +288,9 @@ pub fn read_all(spec: &FeedSpec, normalizer: &mut Normalizer) -> Result<Vec<Upda
         .collect()
 }
 
-fn decompress<R: BufRead + Send + 'static>(mut src: R) -> io::Result<Box<dyn BufRead + Send>> {
+pub(crate) fn decompress<R: BufRead + Send + 'static>(
+    mut src: R,
+) -> io::Result<Box<dyn BufRead + Send>> {
     let head = src.fill_buf()?;
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
         // Multi-member, so that concatenated gzip files (`cat a.gz b.gz`)
