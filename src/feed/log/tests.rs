@@ -1,4 +1,6 @@
+use super::read::Cursor;
 use super::*;
+use crate::update::{Side, Update, UpdateKind};
 
 /// A small deterministic generator (SplitMix64), so failures reproduce.
 struct Rng(u64);
