@@ -5,8 +5,8 @@
 //!
 //! - compression by magic bytes: gzip `1f 8b`, zstd `28 b5 2f fd`, else plain;
 //! - after that, [`log::MAGIC`] makes the file a tickwire log, read by blocks
-//!   ([`LogFeed`]); its recorded symbol sequences go on as `origin_seq`,
-//!   raised on every loop so that a pass never goes back ([`LoopedSequences`]);
+//!   (`LogFeed`); its recorded symbol sequences go on as `origin_seq`,
+//!   raised on every loop so that a pass never goes back (`LoopedSequences`);
 //! - a first line starting with [`tardis::HEADER_PREFIX`] makes the file a
 //!   Tardis CSV; anything else is JSON lines, where each line may be a bare
 //!   JSON object, `<integer epoch ns|µs|ms> <json>` (hftbacktest),
