@@ -1,6 +1,7 @@
 use super::read::Cursor;
 use super::*;
 use crate::update::{Side, Update, UpdateKind};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// A small deterministic generator (SplitMix64), so failures reproduce.
 struct Rng(u64);
@@ -279,4 +280,63 @@ fn fuzz_body_survives_mutated_logs() {
         // Blocks cut out of a log and fed alone (no header) must not panic.
         fuzz_read(&input[input.len().min(HEADER_LEN)..]);
     }
+}
+
+#[test]
+fn log_feed_serves_recorded_numbers_paced_by_publish_time() {
+    use crate::feed::FeedStats;
+    use crate::symbols::{Normalizer, SymbolTable};
+    let mut updates = stream(6, 8);
+    updates[1].publish_ts_ns = 0;
+    updates[2].publish_ts_ns = 0;
+    updates[2].update.receive_ts_ns = 0;
+    updates[2].update.exchange_ts_ns = 77;
+    let (log, _) = write(&updates, 100);
+    let table = SymbolTable::new();
+    // ETHUSDT (log id 7) is already served with other decimals.
+    table.intern("ETHUSDT", 2, 2).unwrap();
+    let mut normalizer = Normalizer::new(table.clone());
+    let stats = FeedStats::default();
+    let mut feed = LogFeed::open(&log[..], "test".into()).unwrap();
+    let mut out = Vec::new();
+    assert!(feed.next_block(&mut normalizer, &stats, &mut out).unwrap());
+    assert!(!feed.next_block(&mut normalizer, &stats, &mut out).unwrap());
+    let by_log_id = |id: u32| symbols().into_iter().find(|s| s.id == id).unwrap().name;
+    let served: Vec<&Sequenced> = updates
+        .iter()
+        .filter(|u| by_log_id(u.update.symbol) != "ETHUSDT")
+        .collect();
+    assert_eq!(out.len(), served.len());
+    for (t, s) in out.iter().zip(served) {
+        // TC0: the server's own id for the name, the recorded symbol_seq as
+        // origin_seq, everything else as recorded.
+        let def = table.get(t.update.symbol).unwrap();
+        assert_eq!(&*def.name, by_log_id(s.update.symbol));
+        assert_eq!(t.update.origin_seq, s.symbol_seq);
+        assert_eq!(
+            (
+                t.update.kind,
+                t.update.exchange_ts_ns,
+                t.update.receive_ts_ns
+            ),
+            (
+                s.update.kind,
+                s.update.exchange_ts_ns,
+                s.update.receive_ts_ns
+            )
+        );
+        // TC1: paced by publish time, else receive time, else exchange time.
+        let want = [
+            s.publish_ts_ns,
+            s.update.receive_ts_ns,
+            s.update.exchange_ts_ns,
+        ]
+        .into_iter()
+        .find(|&t| t != 0);
+        assert_eq!(t.pace_ns, want);
+    }
+    // TC2: the conflicting symbol's updates are rejected and counted.
+    let rejected = updates.len() - out.len();
+    assert!(rejected > 0);
+    assert_eq!(stats.rejected.load(Relaxed), rejected as u64);
 }
