@@ -299,7 +299,8 @@ struct ServeArgs {
     #[arg(long, env = "TICKWIRE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
     /// A feed: a recorded file (Tardis CSV, Binance or Coinbase JSON lines,
-    /// plain, gzip or zstd) or `synthetic:symbols=N,rate=R`. Repeatable.
+    /// a tickwire log; plain, gzip or zstd) or `synthetic:symbols=N,rate=R`.
+    /// Repeatable.
     /// Without any, the bundled recording replays in a loop.
     #[arg(long = "feed", env = "TICKWIRE_FEED", value_delimiter = ';')]
     feeds: Vec<String>,
