@@ -35,6 +35,9 @@
 //! - [`nats`], [`nats_publish`]: beyond one machine: a feed node publishes
 //!   every update to NATS; edge nodes take them back with the
 //!   `nats://` feed ([`feed::nats`]).
+//! - [`record`], [`convert`]: `tickwire record` writes what the publisher
+//!   published to a tickwire log ([`feed::log`]); `tickwire convert` turns
+//!   recordings into logs and logs into Tardis CSV.
 //! - [`bench`]: the load harness behind `tickwire bench`, a WebSocket
 //!   client of its own that measures any server from the outside.
 //!
@@ -48,6 +51,7 @@ pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod connection;
+pub mod convert;
 pub mod decimal;
 pub mod encode;
 pub mod fanout;
@@ -59,6 +63,7 @@ pub mod nats;
 pub mod nats_publish;
 pub mod protocol;
 pub mod publish;
+pub mod record;
 pub mod ring;
 pub mod server;
 pub mod sse;

@@ -35,6 +35,12 @@ enum Command {
     /// Print an access token (an HS256 JWT) for a server that requires
     /// them (`serve --auth-secret-file`).
     Token(TokenArgs),
+    /// Record what the publisher publishes from the feeds to a tickwire
+    /// log, until the feeds end or SIGINT/SIGTERM.
+    Record(RecordArgs),
+    /// Convert a recording: any feed format to a tickwire log, or a log
+    /// (or any format) to Tardis CSV when OUT ends in `.csv`.
+    Convert(ConvertArgs),
 }
 
 #[derive(Args)]
@@ -71,6 +77,96 @@ fn run_token(args: TokenArgs) -> anyhow::Result<()> {
         claims["symbols"] = args.symbols.into();
     }
     println!("{}", auth::sign(&secret, &claims));
+    Ok(())
+}
+
+#[derive(Args)]
+struct RecordArgs {
+    /// A feed, as for `serve --feed`. Repeatable.
+    #[arg(long = "feed", required = true, value_delimiter = ';')]
+    feeds: Vec<String>,
+    /// The log to create (never overwritten).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replay speed of recorded feeds: 1, 10, 0.5, or max.
+    #[arg(long, default_value = "1")]
+    speed: String,
+    /// Restart recorded files when they end (stop with SIGINT/SIGTERM).
+    #[arg(long = "loop")]
+    looped: bool,
+    /// Longest time an update is held before its block is written.
+    #[arg(long, default_value_t = 1000)]
+    flush_ms: u64,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// Any recording tickwire reads (a tickwire log, Tardis CSV, Binance
+    /// or Coinbase JSON lines; plain, gzip or zstd).
+    input: PathBuf,
+    /// A tickwire log, or Tardis CSV if it ends in `.csv` (quotes and
+    /// trades both present: STEM.quotes.csv and STEM.trades.csv).
+    output: PathBuf,
+    /// The `exchange` column of CSV output.
+    #[arg(long, default_value = "")]
+    exchange: String,
+}
+
+fn run_record(args: RecordArgs) -> anyhow::Result<()> {
+    use tickwire::feed::{FeedSpec, ReplayOptions, Speed};
+    let feeds = args
+        .feeds
+        .iter()
+        .map(|f| f.parse::<FeedSpec>().with_context(|| format!("--feed {f}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let speed: Speed = args.speed.parse()?;
+    let opts = tickwire::record::RecordOptions {
+        feeds,
+        replay: ReplayOptions {
+            speed,
+            looped: args.looped,
+        },
+        out: args.out,
+        flush: Duration::from_millis(args.flush_ms.max(1)),
+    };
+    let out = opts.out.display().to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let summary = runtime.block_on(tickwire::record::record(
+        opts,
+        tickwire::server::shutdown_signal(),
+    ))?;
+    println!(
+        "{out}: {} updates of {} symbols in {} blocks",
+        summary.updates, summary.symbols, summary.blocks
+    );
+    if !summary.failed.is_empty() {
+        anyhow::bail!("feed(s) failed: {}", summary.failed.join("; "));
+    }
+    Ok(())
+}
+
+fn run_convert(args: ConvertArgs) -> anyhow::Result<()> {
+    let summary = tickwire::convert::convert(&args.input, &args.output, &args.exchange)?;
+    let outputs: Vec<String> = summary
+        .outputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    println!("{} updates -> {}", summary.updates, outputs.join(", "));
+    if let Some(d) = summary.damage {
+        if d.corrupt > 0 || d.torn_tail_bytes > 0 {
+            eprintln!(
+                "warning: {}: {} corrupt place(s) skipped ({} bytes), torn tail of {} bytes ignored",
+                args.input.display(),
+                d.corrupt,
+                d.skipped_bytes,
+                d.torn_tail_bytes
+            );
+        }
+    }
     Ok(())
 }
 
@@ -243,8 +339,8 @@ struct ServeArgs {
     #[arg(long, env = "TICKWIRE_LISTEN")]
     listen: Option<std::net::SocketAddr>,
     /// A feed: a recorded file (Tardis CSV, Binance or Coinbase JSON lines,
-    /// plain, gzip or zstd), `synthetic:symbols=N,rate=R`, a live venue
-    /// WebSocket as VENUE:URL:
+    /// plain, gzip or zstd, or a tickwire log), `synthetic:symbols=N,rate=R`,
+    /// a live venue WebSocket as VENUE:URL:
     /// `binance:wss://stream.binance.com:9443/stream?streams=btcusdt@bookTicker/btcusdt@trade`
     /// (or `?subscribe=...` to subscribe by message),
     /// `coinbase:wss://ws-feed.exchange.coinbase.com?products=BTC-USD,ETH-USD&channels=ticker,matches,heartbeat`,
@@ -448,6 +544,8 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Bench(args)) => return run_bench(args),
         Some(Command::Plot(args)) => return run_plot(args),
         Some(Command::Token(args)) => return run_token(args),
+        Some(Command::Record(args)) => return run_record(args),
+        Some(Command::Convert(args)) => return run_convert(args),
         None => ServeArgs::default(),
     };
     let validated = args.into_config()?.validate()?;

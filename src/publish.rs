@@ -17,8 +17,9 @@ use crate::update::{now_ns, Sequenced, Update, UpdateKind};
 const MAX_BATCH: usize = 256;
 
 /// Where the publisher hands every update it publishes besides the ring: the
-/// NATS outbox of a feed node ([`crate::nats_publish`]). Both methods run on
-/// the publisher's thread and must never block it.
+/// NATS outbox of a feed node ([`crate::nats_publish`]), the log writer of
+/// `tickwire record` ([`crate::record`]). Both methods run on the
+/// publisher's thread and must never block it.
 pub trait PublishSink: Send {
     /// One update, after it is sequenced and in the ring.
     fn send(&mut self, update: &Sequenced);

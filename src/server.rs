@@ -335,7 +335,8 @@ fn raise_descriptor_limit() -> Option<u64> {
     None
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -9,6 +9,9 @@
 //!   parsing path, [`FileReader`], serves both [`run`] and [`read_all`].
 //! - [`binance`], [`coinbase`], [`tardis`]: one file per venue format, each
 //!   with its raw message structs and their normalization.
+//! - [`log`]: tickwire's own binary log of what a publisher published
+//!   (written by `tickwire record` and `tickwire convert`), detected by its
+//!   magic bytes and replayed with its recorded symbol sequences.
 //! - [`synthetic`]: the generator behind `synthetic:symbols=N,rate=R`.
 //! - [`upstream`]: live venue WebSocket feeds (`binance:wss://...`,
 //!   `coinbase:wss://...`): reconnection, sequence checks, stale / live
@@ -19,6 +22,7 @@
 
 pub mod binance;
 pub mod coinbase;
+pub mod log;
 pub mod nats;
 pub mod replay;
 pub mod synthetic;

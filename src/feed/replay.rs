@@ -4,6 +4,9 @@
 //! Everything is decided from the content, never from the file name:
 //!
 //! - compression by magic bytes: gzip `1f 8b`, zstd `28 b5 2f fd`, else plain;
+//! - after that, [`log::MAGIC`] makes the file a tickwire log, read by blocks
+//!   (`LogFeed`); its recorded symbol sequences go on as `origin_seq`,
+//!   raised on every loop so that a pass never goes back (`LoopedSequences`);
 //! - a first line starting with [`tardis::HEADER_PREFIX`] makes the file a
 //!   Tardis CSV; anything else is JSON lines, where each line may be a bare
 //!   JSON object, `<integer epoch ns|µs|ms> <json>` (hftbacktest),
@@ -26,6 +29,7 @@ use simd_json::BorrowedValue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::log::{self, LogFeed, LoopedSequences};
 use super::timestamp::{decimal_secs_ns, epoch_int_ns};
 use super::{
     binance, coinbase, tardis, Emitter, FeedError, FeedSpec, FeedStats, Outcome, RecordError,
@@ -81,6 +85,8 @@ pub struct FileReader<'n> {
     out: Vec<Timed>,
     pending: VecDeque<Timed>,
     done: bool,
+    /// Set when the file is a tickwire log, which is read by blocks.
+    log: Option<LogFeed<Box<dyn BufRead + Send>>>,
 }
 
 impl<'n> FileReader<'n> {
@@ -94,7 +100,7 @@ impl<'n> FileReader<'n> {
             file: file.clone(),
             source,
         };
-        let src = match spec {
+        let mut src = match spec {
             FeedSpec::File(path) => {
                 let raw = File::open(path).map_err(open_err)?;
                 decompress(BufReader::with_capacity(READ_BUF, raw)).map_err(open_err)?
@@ -103,6 +109,15 @@ impl<'n> FileReader<'n> {
             FeedSpec::Synthetic(_) | FeedSpec::Upstream(_) | FeedSpec::Nats(_) => {
                 return Err(FeedError::NotRecorded { name: file })
             }
+        };
+        let is_log = log::is_log(src.fill_buf().map_err(open_err)?);
+        let (src, log): (Box<dyn BufRead + Send>, _) = if is_log {
+            (
+                Box::new(io::empty()),
+                Some(LogFeed::open(src, file.clone())?),
+            )
+        } else {
+            (src, None)
         };
         Ok(FileReader {
             file,
@@ -120,6 +135,7 @@ impl<'n> FileReader<'n> {
             out: Vec::new(),
             pending: VecDeque::new(),
             done: false,
+            log,
         })
     }
 
@@ -249,7 +265,13 @@ impl Iterator for FileReader<'_> {
             if self.done {
                 return None;
             }
-            match self.read_line() {
+            let read = match &mut self.log {
+                Some(log) => log
+                    .next_block(self.normalizer, &self.stats, &mut self.out)
+                    .inspect(|_| self.pending.extend(self.out.drain(..))),
+                None => self.read_line(),
+            };
+            match read {
                 Ok(true) => {}
                 Ok(false) => self.done = true,
                 Err(err) => {
@@ -268,7 +290,9 @@ pub fn read_all(spec: &FeedSpec, normalizer: &mut Normalizer) -> Result<Vec<Upda
         .collect()
 }
 
-fn decompress<R: BufRead + Send + 'static>(mut src: R) -> io::Result<Box<dyn BufRead + Send>> {
+pub(crate) fn decompress<R: BufRead + Send + 'static>(
+    mut src: R,
+) -> io::Result<Box<dyn BufRead + Send>> {
     let head = src.fill_buf()?;
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
         // Multi-member, so that concatenated gzip files (`cat a.gz b.gz`)
@@ -481,11 +505,12 @@ fn read_batches(
     stats: &Arc<FeedStats>,
     batch_tx: &mpsc::Sender<Batch>,
 ) -> Result<(), FeedError> {
+    let mut sequences = LoopedSequences::default();
     loop {
         let mut produced = false;
         let mut batch = Vec::with_capacity(BATCH);
         for item in FileReader::open(spec, &mut normalizer, stats.clone())? {
-            let timed = match item {
+            let mut timed = match item {
                 Ok(timed) => timed,
                 Err(err) => {
                     // Deliver what was read before the error; the caller
@@ -495,6 +520,7 @@ fn read_batches(
                 }
             };
             produced = true;
+            sequences.apply(&mut timed.update);
             batch.push(timed);
             if batch.len() == BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -512,6 +538,7 @@ fn read_batches(
             return Ok(());
         }
         stats.loops.fetch_add(1, Relaxed);
+        sequences.next_pass();
         if batch_tx.blocking_send(Batch::Restart).is_err() {
             return Ok(());
         }

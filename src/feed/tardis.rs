@@ -4,7 +4,8 @@
 //! Columns are found by header name. Tardis never quotes fields in these
 //! files (numbers, symbols and the literals buy/sell/unknown), so a row is
 //! split on commas. Times are µs: `timestamp` is the exchange's,
-//! `local_timestamp` Tardis's receive time.
+//! `local_timestamp` Tardis's receive time (optionally with a `.nnn` ns
+//! fraction, as `tickwire convert` writes for ns recordings).
 
 use super::{Emitter, Outcome, RecordError};
 use crate::update::Side;
@@ -152,10 +153,19 @@ impl Columns {
     }
 }
 
+/// µs as Tardis writes them; `tickwire convert` adds `.nnn` (ns) when a
+/// recording has finer times than µs.
 fn micros(field: &str) -> Result<u64, RecordError> {
-    field
-        .parse::<u64>()
+    let (us, ns) = match field.split_once('.') {
+        Some((us, frac)) if frac.len() <= 3 && frac.bytes().all(|b| b.is_ascii_digit()) => {
+            let ns = format!("{frac:0<3}").parse::<u64>().ok();
+            (us, ns)
+        }
+        Some(_) => ("", None),
+        None => (field, Some(0)),
+    };
+    us.parse::<u64>()
         .ok()
-        .and_then(|us| us.checked_mul(1_000))
+        .and_then(|us| us.checked_mul(1_000)?.checked_add(ns?))
         .ok_or_else(|| RecordError::Timestamp(field.to_owned()))
 }

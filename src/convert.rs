@@ -1,0 +1,323 @@
+//! `tickwire convert IN OUT`: any recording tickwire reads into a tickwire
+//! log, and a log (or any other recording) into Tardis-style CSV.
+//!
+//! - OUT ending in `.csv` gets Tardis CSV: `quotes`
+//!   (`exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount`)
+//!   or `trades` (`exchange,symbol,timestamp,local_timestamp,id,side,price,amount`).
+//!   A recording with both kinds gets `STEM.quotes.csv` and
+//!   `STEM.trades.csv` instead. Times are µs as Tardis writes them, with
+//!   `.nnn` added only when the recording has finer (ns) times; prices and
+//!   sizes are written with all of the symbol's decimals.
+//! - Any other OUT gets a log. From a log, every field is kept. From other
+//!   formats, updates are numbered as the publisher would number them
+//!   (`seq` from 1, `symbol_seq` from 1 per symbol) and `publish_ts` is 0:
+//!   they were never served.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::decimal::write_fixed;
+use crate::feed::log::{Entry, LogReader, LogSymbol, LogWriter, ReadStats};
+use crate::feed::{replay, FeedError, FeedSpec, FileReader};
+use crate::symbols::{Normalizer, SymbolTable};
+use crate::update::{Sequenced, Side, UpdateKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{0}")]
+    Feed(#[from] FeedError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {reason}")]
+    Log { path: PathBuf, reason: String },
+    #[error("symbol {0:?} has a comma, which Tardis CSV cannot hold")]
+    CsvSymbol(String),
+}
+
+/// What a conversion read and wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConvertSummary {
+    pub updates: u64,
+    /// The files written.
+    pub outputs: Vec<PathBuf>,
+    /// When the input was a log: what its reader skipped.
+    pub damage: Option<ReadStats>,
+}
+
+/// Converts `input` to `output` (see the module docs). `exchange` fills the
+/// CSV's `exchange` column: the log does not know the venue.
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    exchange: &str,
+) -> Result<ConvertSummary, ConvertError> {
+    let mut sink: Box<dyn Sink> = if is_csv(output) {
+        Box::new(CsvSink::new(output, exchange))
+    } else {
+        Box::new(LogSink::create(output)?)
+    };
+    let mut summary = ConvertSummary::default();
+    let mut src = open(input)?;
+    let head = src.fill_buf().map_err(io_at(input))?;
+    if crate::feed::log::is_log(head) {
+        let mut reader = LogReader::new(src).map_err(|e| log_err(input, e))?;
+        let mut symbols = std::collections::HashMap::new();
+        while let Some(block) = reader.next_block().map_err(|e| log_err(input, e))? {
+            for entry in block {
+                match entry {
+                    Entry::Symbol(sym) => {
+                        symbols.insert(sym.id, sym);
+                    }
+                    Entry::Update(s) => {
+                        let sym = symbols.get(&s.update.symbol).ok_or_else(|| {
+                            log_err(input, "update before its symbol's definition")
+                        })?;
+                        sink.push(sym, &s)?;
+                        summary.updates += 1;
+                    }
+                }
+            }
+        }
+        summary.damage = Some(reader.stats());
+    } else {
+        drop(src);
+        let table = SymbolTable::new();
+        let mut normalizer = Normalizer::new(Arc::clone(&table));
+        let spec = FeedSpec::File(input.to_owned());
+        let mut defs: Vec<LogSymbol> = Vec::new();
+        let mut symbol_seqs: Vec<u64> = Vec::new();
+        let reader = FileReader::open(&spec, &mut normalizer, Arc::default())?;
+        for (i, timed) in reader.enumerate() {
+            let update = timed?.update;
+            let id = update.symbol as usize;
+            while defs.len() <= id {
+                let def = table
+                    .get(defs.len() as u32)
+                    .ok_or_else(|| log_err(input, "update for a symbol not interned"))?;
+                defs.push(LogSymbol {
+                    id: def.id,
+                    name: def.name.to_string(),
+                    price_decimals: def.price_decimals,
+                    size_decimals: def.size_decimals,
+                });
+                symbol_seqs.push(0);
+            }
+            symbol_seqs[id] += 1;
+            let s = Sequenced {
+                update,
+                seq: i as u64 + 1,
+                symbol_seq: symbol_seqs[id],
+                publish_ts_ns: 0,
+            };
+            sink.push(&defs[id], &s)?;
+            summary.updates += 1;
+        }
+    }
+    summary.outputs = sink.finish()?;
+    Ok(summary)
+}
+
+fn is_csv(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
+fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, ConvertError> {
+    let file = File::open(path).map_err(io_at(path))?;
+    replay::decompress(BufReader::with_capacity(1 << 16, file)).map_err(io_at(path))
+}
+
+fn io_at(path: &Path) -> impl Fn(io::Error) -> ConvertError + '_ {
+    move |source| ConvertError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn log_err(path: &Path, reason: impl ToString) -> ConvertError {
+    ConvertError::Log {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+trait Sink {
+    fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<(), ConvertError>;
+    /// Flushes and returns the files written.
+    fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, ConvertError>;
+}
+
+struct LogSink {
+    path: PathBuf,
+    log: LogWriter<BufWriter<File>>,
+}
+
+impl LogSink {
+    fn create(path: &Path) -> Result<Self, ConvertError> {
+        let file = File::create_new(path).map_err(io_at(path))?;
+        let log =
+            LogWriter::new(BufWriter::with_capacity(1 << 16, file), 0).map_err(io_at(path))?;
+        Ok(LogSink {
+            path: path.to_owned(),
+            log,
+        })
+    }
+}
+
+impl Sink for LogSink {
+    fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<(), ConvertError> {
+        self.log.push(symbol, s).map_err(io_at(&self.path))
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, ConvertError> {
+        let out = self.log.finish().map_err(io_at(&self.path))?;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|f| f.sync_all())
+            .map_err(io_at(&self.path))?;
+        Ok(vec![self.path])
+    }
+}
+
+/// Quotes and trades go to files of their own, opened on first use.
+struct CsvSink {
+    output: PathBuf,
+    exchange: String,
+    quotes: Option<(PathBuf, BufWriter<File>)>,
+    trades: Option<(PathBuf, BufWriter<File>)>,
+    line: Vec<u8>,
+}
+
+const QUOTES_HEADER: &str =
+    "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount";
+const TRADES_HEADER: &str = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount";
+
+impl CsvSink {
+    fn new(output: &Path, exchange: &str) -> Self {
+        CsvSink {
+            output: output.to_owned(),
+            exchange: exchange.to_owned(),
+            quotes: None,
+            trades: None,
+            line: Vec::with_capacity(256),
+        }
+    }
+
+    /// `STEM.quotes.csv` or `STEM.trades.csv` beside the output.
+    fn part(&self, kind: &str) -> PathBuf {
+        let stem = self
+            .output
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy();
+        self.output.with_file_name(format!("{stem}.{kind}.csv"))
+    }
+}
+
+fn open_part(path: PathBuf, header: &str) -> Result<(PathBuf, BufWriter<File>), ConvertError> {
+    let file = File::create_new(&path).map_err(io_at(&path))?;
+    let mut out = BufWriter::with_capacity(1 << 16, file);
+    writeln!(out, "{header}").map_err(io_at(&path))?;
+    Ok((path, out))
+}
+
+/// ns as Tardis's µs, with the sub-µs part only when there is one.
+fn write_micros(line: &mut Vec<u8>, ns: u64) {
+    let (us, rest) = (ns / 1000, ns % 1000);
+    if rest == 0 {
+        let _ = write!(line, "{us}");
+    } else {
+        let _ = write!(line, "{us}.{rest:03}");
+    }
+}
+
+impl Sink for CsvSink {
+    fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<(), ConvertError> {
+        // Tardis CSV has quotes and trades only; a live venue's stale / live
+        // status has no row there.
+        if matches!(s.update.kind, UpdateKind::Status(_)) {
+            return Ok(());
+        }
+        if symbol.name.contains(',') {
+            return Err(ConvertError::CsvSymbol(symbol.name.clone()));
+        }
+        let mut buf = std::mem::take(&mut self.line);
+        let line = &mut buf;
+        line.clear();
+        line.extend_from_slice(self.exchange.as_bytes());
+        line.push(b',');
+        line.extend_from_slice(symbol.name.as_bytes());
+        line.push(b',');
+        write_micros(line, s.update.exchange_ts_ns);
+        line.push(b',');
+        write_micros(line, s.update.receive_ts_ns);
+        line.push(b',');
+        let (pd, sd) = (symbol.price_decimals, symbol.size_decimals);
+        let slot = match s.update.kind {
+            UpdateKind::Quote {
+                bid_px,
+                bid_sz,
+                ask_px,
+                ask_sz,
+            } => {
+                write_fixed(line, ask_sz, sd);
+                line.push(b',');
+                write_fixed(line, ask_px, pd);
+                line.push(b',');
+                write_fixed(line, bid_px, pd);
+                line.push(b',');
+                write_fixed(line, bid_sz, sd);
+                if self.quotes.is_none() {
+                    self.quotes = Some(open_part(self.part("quotes"), QUOTES_HEADER)?);
+                }
+                &mut self.quotes
+            }
+            UpdateKind::Status(_) => unreachable!("statuses return above"),
+            UpdateKind::Trade { px, sz, side } => {
+                // No trade id: the normalized stream does not carry one.
+                line.push(b',');
+                line.extend_from_slice(match side {
+                    Side::Buy => b"buy",
+                    Side::Sell => b"sell",
+                    Side::Unknown => b"unknown",
+                });
+                line.push(b',');
+                write_fixed(line, px, pd);
+                line.push(b',');
+                write_fixed(line, sz, sd);
+                if self.trades.is_none() {
+                    self.trades = Some(open_part(self.part("trades"), TRADES_HEADER)?);
+                }
+                &mut self.trades
+            }
+        };
+        line.push(b'\n');
+        if let Some((path, out)) = slot {
+            out.write_all(line).map_err(io_at(path))?;
+        }
+        self.line = buf;
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, ConvertError> {
+        let mut written = Vec::new();
+        for (path, mut out) in [self.quotes, self.trades].into_iter().flatten() {
+            out.flush().map_err(io_at(&path))?;
+            written.push(path);
+        }
+        if let [only] = written.as_mut_slice() {
+            // One kind: it gets the name asked for.
+            if self.output.exists() {
+                return Err(ConvertError::Io {
+                    path: self.output.clone(),
+                    source: io::Error::from(io::ErrorKind::AlreadyExists),
+                });
+            }
+            std::fs::rename(&*only, &self.output).map_err(io_at(&self.output))?;
+            *only = self.output.clone();
+        }
+        Ok(written)
+    }
+}

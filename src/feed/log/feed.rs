@@ -1,0 +1,172 @@
+//! A log as a feed source, and sequences across loops.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{Entry, LogError, LogReader, LogSymbol, ReadStats};
+use crate::feed::{FeedError, FeedStats, Timed};
+use crate::symbols::Normalizer;
+use crate::update::{SymbolId, Update};
+
+/// A log replayed as a feed: symbols are interned by name with their
+/// recorded decimals, and each update carries its recorded `symbol_seq` as
+/// `origin_seq`, so the replaying publisher serves the same numbers.
+pub(crate) struct LogFeed<R: Read> {
+    reader: LogReader<R>,
+    file: String,
+    /// Log id to this server's id; `None` for a symbol whose name this
+    /// server already knows with other decimals.
+    ids: HashMap<SymbolId, Option<SymbolId>>,
+    reported: ReadStats,
+}
+
+impl<R: Read> LogFeed<R> {
+    pub fn open(src: R, file: String) -> Result<Self, FeedError> {
+        let reader = LogReader::new(src).map_err(|e| FeedError::Unrecognized {
+            file: file.clone(),
+            line: 0,
+            reason: e.to_string(),
+        })?;
+        Ok(LogFeed {
+            reader,
+            file,
+            ids: HashMap::new(),
+            reported: ReadStats::default(),
+        })
+    }
+
+    /// The next block's updates, or `None` at the end of the log. Corrupt
+    /// blocks count as rejected records, with a warning; a torn tail is
+    /// only warned about.
+    pub fn next_block(
+        &mut self,
+        normalizer: &mut Normalizer,
+        stats: &FeedStats,
+        out: &mut Vec<Timed>,
+    ) -> Result<bool, FeedError> {
+        let block = self.reader.next_block().map_err(|e| FeedError::Read {
+            file: self.file.clone(),
+            line: self.reader.stats().blocks + 1,
+            source: match e {
+                LogError::Io(e) => e,
+                other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+            },
+        })?;
+        self.report(stats);
+        let Some(entries) = block else {
+            return Ok(false);
+        };
+        for entry in entries {
+            match entry {
+                Entry::Symbol(sym) => {
+                    stats.skipped.fetch_add(1, Relaxed);
+                    if self.ids.contains_key(&sym.id) {
+                        continue;
+                    }
+                    let local = self.intern(normalizer, &sym)?;
+                    self.ids.insert(sym.id, local);
+                }
+                Entry::Update(s) => {
+                    stats.records.fetch_add(1, Relaxed);
+                    let Some(Some(symbol)) = self.ids.get(&s.update.symbol).copied() else {
+                        stats.rejected.fetch_add(1, Relaxed);
+                        continue;
+                    };
+                    let update = Update {
+                        symbol,
+                        origin_seq: s.symbol_seq,
+                        ..s.update
+                    };
+                    // Paced by when it was served; a converted log was
+                    // never served, so by capture time, else venue time.
+                    let pace = [s.publish_ts_ns, update.receive_ts_ns, update.exchange_ts_ns]
+                        .into_iter()
+                        .find(|&t| t != 0);
+                    out.push(Timed {
+                        update,
+                        pace_ns: pace,
+                    });
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn intern(
+        &self,
+        normalizer: &mut Normalizer,
+        sym: &LogSymbol,
+    ) -> Result<Option<SymbolId>, FeedError> {
+        let def = normalizer
+            .table()
+            .intern(&sym.name, sym.price_decimals, sym.size_decimals)
+            .map_err(|e| FeedError::Symbol {
+                name: self.file.clone(),
+                source: e.into(),
+            })?;
+        if (def.price_decimals, def.size_decimals) == (sym.price_decimals, sym.size_decimals) {
+            return Ok(Some(def.id));
+        }
+        tracing::warn!(
+            "{}: symbol {} is recorded with {}/{} decimals but already served with {}/{}; \
+             its updates are rejected",
+            self.file,
+            sym.name,
+            sym.price_decimals,
+            sym.size_decimals,
+            def.price_decimals,
+            def.size_decimals
+        );
+        Ok(None)
+    }
+
+    fn report(&mut self, stats: &FeedStats) {
+        let now = self.reader.stats();
+        if now.corrupt > self.reported.corrupt {
+            stats
+                .rejected
+                .fetch_add(now.corrupt - self.reported.corrupt, Relaxed);
+            tracing::warn!(
+                "{}: corrupt log data skipped ({} place(s), {} bytes so far)",
+                self.file,
+                now.corrupt,
+                now.skipped_bytes
+            );
+        }
+        if now.torn_tail_bytes > self.reported.torn_tail_bytes {
+            tracing::warn!(
+                "{}: log ends in an incomplete block ({} bytes ignored)",
+                self.file,
+                now.torn_tail_bytes
+            );
+        }
+        self.reported = now;
+    }
+}
+
+/// Gives a looped replay's origin sequences room to grow: each pass adds,
+/// per symbol, the last number the previous passes reached. A recording
+/// numbered 1..n replays as 1..n, n+1..2n, ...: never older than what was
+/// served, and gapless if the recording was.
+#[derive(Default)]
+pub(crate) struct LoopedSequences {
+    offset: HashMap<SymbolId, u64>,
+    last: HashMap<SymbolId, u64>,
+}
+
+impl LoopedSequences {
+    pub fn apply(&mut self, update: &mut Update) {
+        if update.origin_seq == 0 {
+            return;
+        }
+        let offset = self.offset.get(&update.symbol).copied().unwrap_or(0);
+        update.origin_seq = update.origin_seq.saturating_add(offset);
+        let last = self.last.entry(update.symbol).or_insert(0);
+        *last = (*last).max(update.origin_seq);
+    }
+
+    pub fn next_pass(&mut self) {
+        self.offset.clone_from(&self.last);
+    }
+}

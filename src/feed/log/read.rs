@@ -1,0 +1,398 @@
+//! Reading a log: whole blocks only, with resynchronization past damage.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+
+use super::{
+    block_crc, unzigzag, Deltas, Entry, LogError, LogSymbol, ReadStats, BLOCK_HEADER_LEN,
+    BLOCK_MARKER, HEADER_LEN, MAGIC, MAX_BLOCK_PAYLOAD, TAG_QUOTE, TAG_STATUS, TAG_SYMBOL,
+    TAG_TRADE, VERSION,
+};
+use crate::symbols::MAX_NAME_LEN;
+use crate::update::{Sequenced, Side, SymbolId, SymbolStatus, Update, UpdateKind};
+
+/// Reads a log block by block. Damage after the header never fails a read:
+/// a corrupt block is skipped (scanning for the next marker whose block
+/// verifies) and counted, a torn tail ends the log; both show in
+/// [`stats`](Self::stats).
+pub struct LogReader<R: Read> {
+    src: R,
+    /// Bytes read from `src` and not yet consumed, from `pos`.
+    buf: Vec<u8>,
+    pos: usize,
+    eof: bool,
+    /// When the recording started, from the header.
+    pub started_ns: u64,
+    stats: ReadStats,
+    /// Every definition met so far, to refuse a block that redefines an id
+    /// differently (which only a broken writer or corruption could do).
+    symbols: HashMap<SymbolId, LogSymbol>,
+}
+
+impl<R: Read> LogReader<R> {
+    /// Reads and checks the header.
+    pub fn new(src: R) -> Result<Self, LogError> {
+        let mut r = LogReader {
+            src,
+            buf: Vec::with_capacity(1 << 16),
+            pos: 0,
+            eof: false,
+            started_ns: 0,
+            stats: ReadStats::default(),
+            symbols: HashMap::new(),
+        };
+        r.fill(HEADER_LEN)?;
+        let h = r.available();
+        if !h.starts_with(&MAGIC[..h.len().min(MAGIC.len())]) || h.is_empty() {
+            return Err(LogError::Magic);
+        }
+        if h.len() < HEADER_LEN {
+            return Err(LogError::Header);
+        }
+        let crc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
+        if crc32fast::hash(&h[..20]) != crc {
+            return Err(LogError::Header);
+        }
+        let version = u16::from_le_bytes([h[8], h[9]]);
+        if version != VERSION {
+            return Err(LogError::Version(version));
+        }
+        r.started_ns = u64::from_le_bytes(h[12..20].try_into().unwrap_or_default());
+        r.pos += HEADER_LEN;
+        Ok(r)
+    }
+
+    pub fn stats(&self) -> ReadStats {
+        self.stats
+    }
+
+    fn available(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Reads until `n` bytes are available or the source ends.
+    fn fill(&mut self, n: usize) -> io::Result<()> {
+        if self.buf.len() - self.pos >= n || self.eof {
+            return Ok(());
+        }
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        while self.buf.len() < n {
+            let start = self.buf.len();
+            let want = (n - start).clamp(1 << 12, 1 << 16);
+            self.buf.resize(start + want, 0);
+            let got = loop {
+                match self.src.read(&mut self.buf[start..]) {
+                    Ok(got) => break got,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.buf.truncate(start);
+                        return Err(e);
+                    }
+                }
+            };
+            self.buf.truncate(start + got);
+            if got == 0 {
+                self.eof = true;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next whole block's records, or `None` at the end of the log.
+    pub fn next_block(&mut self) -> Result<Option<Vec<Entry>>, LogError> {
+        let mut damaged = false;
+        loop {
+            self.fill(BLOCK_HEADER_LEN)?;
+            let avail = self.available().len();
+            if avail == 0 {
+                return Ok(None);
+            }
+            match self.try_block()? {
+                Attempt::Block(entries, len) => {
+                    self.pos += len;
+                    self.stats.blocks += 1;
+                    return Ok(Some(entries));
+                }
+                Attempt::Short => {
+                    // Everything to the end is buffered now. A later block
+                    // that verifies means this one's length was corrupt;
+                    // none means a torn tail.
+                    match self.find_block(1)? {
+                        Some(skip) => {
+                            self.skip(skip, &mut damaged);
+                        }
+                        None => {
+                            self.stats.torn_tail_bytes += self.available().len() as u64;
+                            self.pos = self.buf.len();
+                            return Ok(None);
+                        }
+                    }
+                }
+                Attempt::Bad => match self.find_block(1)? {
+                    Some(skip) => self.skip(skip, &mut damaged),
+                    None => {
+                        let rest = self.available().len();
+                        self.skip(rest, &mut damaged);
+                        return Ok(None);
+                    }
+                },
+            }
+        }
+    }
+
+    fn skip(&mut self, n: usize, damaged: &mut bool) {
+        if !*damaged {
+            self.stats.corrupt += 1;
+            *damaged = true;
+        }
+        self.stats.skipped_bytes += n as u64;
+        self.pos += n;
+    }
+
+    /// Tries to read a block at `pos`, consuming nothing.
+    fn try_block(&mut self) -> Result<Attempt, LogError> {
+        let head = self.available();
+        if head.len() < BLOCK_HEADER_LEN {
+            return Ok(if BLOCK_MARKER.starts_with(&head[..head.len().min(4)]) {
+                Attempt::Short
+            } else {
+                Attempt::Bad
+            });
+        }
+        if head[..4] != BLOCK_MARKER {
+            return Ok(Attempt::Bad);
+        }
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        if len > MAX_BLOCK_PAYLOAD {
+            return Ok(Attempt::Bad);
+        }
+        self.fill(BLOCK_HEADER_LEN + len)?;
+        let block = &self.buf[self.pos..];
+        if block.len() < BLOCK_HEADER_LEN + len {
+            return Ok(Attempt::Short);
+        }
+        match verify(block, &mut self.symbols) {
+            Some((entries, updates)) => {
+                self.stats.updates += updates;
+                Ok(Attempt::Block(entries, BLOCK_HEADER_LEN + len))
+            }
+            None => Ok(Attempt::Bad),
+        }
+    }
+
+    /// The distance from `pos` to the next block that verifies, searching
+    /// from `pos + from`, reading on as needed; `None` if there is none.
+    fn find_block(&mut self, from: usize) -> Result<Option<usize>, LogError> {
+        let mut at = from;
+        loop {
+            self.fill(at + BLOCK_HEADER_LEN + (1 << 16))?;
+            let avail = self.available();
+            let Some(found) = avail
+                .get(at..)
+                .and_then(|rest| rest.windows(4).position(|w| w == BLOCK_MARKER))
+            else {
+                if self.eof {
+                    return Ok(None);
+                }
+                // Keep the last 3 bytes: a marker may straddle the refill.
+                at = avail.len().saturating_sub(3).max(at);
+                continue;
+            };
+            let cand = at + found;
+            let avail = &self.buf[self.pos + cand..];
+            if avail.len() >= BLOCK_HEADER_LEN {
+                let len = u32::from_le_bytes([avail[4], avail[5], avail[6], avail[7]]) as usize;
+                if len <= MAX_BLOCK_PAYLOAD {
+                    self.fill(cand + BLOCK_HEADER_LEN + len)?;
+                    let block = &self.buf[self.pos + cand..];
+                    // A candidate is only checked, not decoded: decoding
+                    // would record its symbols before it is really read.
+                    if block.len() >= BLOCK_HEADER_LEN + len && crc_ok(block, len) {
+                        return Ok(Some(cand));
+                    }
+                }
+            }
+            at = cand + 1;
+        }
+    }
+}
+
+enum Attempt {
+    /// A whole, verified block and its length in bytes.
+    Block(Vec<Entry>, usize),
+    /// The data ends inside what looks like a block.
+    Short,
+    /// Not a block.
+    Bad,
+}
+
+fn crc_ok(block: &[u8], len: usize) -> bool {
+    let crc = u32::from_le_bytes([block[12], block[13], block[14], block[15]]);
+    block_crc(
+        &block[4..12],
+        &block[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + len],
+    ) == crc
+}
+
+/// Checks a whole block's CRC and decodes it; `None` if either fails.
+fn verify(block: &[u8], known: &mut HashMap<SymbolId, LogSymbol>) -> Option<(Vec<Entry>, u64)> {
+    let len = u32::from_le_bytes([block[4], block[5], block[6], block[7]]) as usize;
+    let count = u32::from_le_bytes([block[8], block[9], block[10], block[11]]);
+    if !crc_ok(block, len) {
+        return None;
+    }
+    let entries = decode_payload(&block[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + len], known)?;
+    let updates = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Update(_)))
+        .count() as u64;
+    (updates == u64::from(count)).then_some((entries, updates))
+}
+
+pub(super) struct Cursor<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
+}
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.at)?;
+        self.at += 1;
+        Some(b)
+    }
+
+    pub(super) fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.byte()?;
+            // The 10th byte holds only the top bit of a u64.
+            if i == 9 && b > 1 {
+                return None;
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn delta(&mut self, prev: u64) -> Option<u64> {
+        Some(prev.wrapping_add(unzigzag(self.varint()?) as u64))
+    }
+
+    fn signed(&mut self) -> Option<i64> {
+        Some(unzigzag(self.varint()?))
+    }
+}
+
+/// Decodes one verified payload. Definitions are checked against every
+/// earlier one: a block that redefines an id differently is refused whole,
+/// and only a whole good block adds its definitions.
+fn decode_payload(bytes: &[u8], known: &mut HashMap<SymbolId, LogSymbol>) -> Option<Vec<Entry>> {
+    let mut c = Cursor { bytes, at: 0 };
+    let mut d = Deltas::default();
+    let mut entries = Vec::new();
+    let mut defined: HashMap<SymbolId, LogSymbol> = HashMap::new();
+    while c.at < bytes.len() {
+        let tag = c.byte()?;
+        if tag == TAG_SYMBOL {
+            let id = SymbolId::try_from(c.varint()?).ok()?;
+            let price_decimals = c.byte()?;
+            let size_decimals = c.byte()?;
+            let len = usize::from(c.byte()?);
+            let name = bytes.get(c.at..c.at + len)?;
+            c.at += len;
+            let name = std::str::from_utf8(name).ok()?;
+            let bad_decimals = price_decimals > crate::decimal::MAX_DECIMALS
+                || size_decimals > crate::decimal::MAX_DECIMALS;
+            if name.is_empty() || len > MAX_NAME_LEN || bad_decimals {
+                return None;
+            }
+            let sym = LogSymbol {
+                id,
+                name: name.to_owned(),
+                price_decimals,
+                size_decimals,
+            };
+            let earlier = defined.get(&id).or_else(|| known.get(&id));
+            if earlier.is_some_and(|e| *e != sym) || defined.contains_key(&id) {
+                return None;
+            }
+            defined.insert(id, sym.clone());
+            entries.push(Entry::Symbol(sym));
+            continue;
+        }
+        let kind_tag = tag;
+        if kind_tag != TAG_QUOTE
+            && !(TAG_TRADE..=TAG_TRADE + 2).contains(&kind_tag)
+            && !(TAG_STATUS..=TAG_STATUS + 3).contains(&kind_tag)
+        {
+            return None;
+        }
+        let id = SymbolId::try_from(c.varint()?).ok()?;
+        if !defined.contains_key(&id) {
+            return None;
+        }
+        let (last_symbol_seq, last_px) = d.symbols.get(&id).copied().unwrap_or((0, 0));
+        let seq = c.delta(d.seq)?;
+        let symbol_seq = c.delta(last_symbol_seq)?;
+        let exchange_ts_ns = c.delta(d.exchange_ts)?;
+        let receive_ts_ns = c.delta(d.receive_ts)?;
+        let publish_ts_ns = c.delta(d.publish_ts)?;
+        let (kind, px) = if kind_tag >= TAG_STATUS {
+            let status = match kind_tag - TAG_STATUS {
+                0 => SymbolStatus::Live,
+                1 => SymbolStatus::StaleGap,
+                2 => SymbolStatus::StaleDisconnected,
+                _ => SymbolStatus::StaleSilent,
+            };
+            (UpdateKind::Status(status), last_px)
+        } else if kind_tag == TAG_QUOTE {
+            let bid_px = last_px.wrapping_add(c.signed()?);
+            let bid_sz = c.signed()?;
+            let ask_px = bid_px.wrapping_add(c.signed()?);
+            let ask_sz = c.signed()?;
+            let kind = UpdateKind::Quote {
+                bid_px,
+                bid_sz,
+                ask_px,
+                ask_sz,
+            };
+            (kind, bid_px)
+        } else {
+            let px = last_px.wrapping_add(c.signed()?);
+            let sz = c.signed()?;
+            let side = match kind_tag - TAG_TRADE {
+                1 => Side::Buy,
+                2 => Side::Sell,
+                _ => Side::Unknown,
+            };
+            (UpdateKind::Trade { px, sz, side }, px)
+        };
+        d.seq = seq;
+        d.exchange_ts = exchange_ts_ns;
+        d.receive_ts = receive_ts_ns;
+        d.publish_ts = publish_ts_ns;
+        d.symbols.insert(id, (symbol_seq, px));
+        entries.push(Entry::Update(Sequenced {
+            update: Update {
+                symbol: id,
+                kind,
+                exchange_ts_ns,
+                receive_ts_ns,
+                origin_seq: 0,
+                origin_publish_ts_ns: 0,
+            },
+            seq,
+            symbol_seq,
+            publish_ts_ns,
+        }));
+    }
+    known.extend(defined);
+    Some(entries)
+}

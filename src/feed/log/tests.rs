@@ -1,0 +1,353 @@
+use super::read::Cursor;
+use super::*;
+use crate::update::{Side, SymbolStatus, Update, UpdateKind};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// A small deterministic generator (SplitMix64), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn symbols() -> Vec<LogSymbol> {
+    ["BTCUSDT", "ETHUSDT", "BTC-USD"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| LogSymbol {
+            id: i as u32 * 7,
+            name: (*name).to_owned(),
+            price_decimals: 8,
+            size_decimals: 3 + i as u8,
+        })
+        .collect()
+}
+
+/// `n` updates over three symbols, with extremes mixed in.
+fn stream(n: usize, seed: u64) -> Vec<Sequenced> {
+    let mut rng = Rng(seed);
+    let syms = symbols();
+    let mut symbol_seqs = [0u64; 3];
+    let mut t = 1_723_161_253_937_085_768u64;
+    (0..n)
+        .map(|i| {
+            let s = rng.below(3) as usize;
+            symbol_seqs[s] += 1 + rng.below(2);
+            t += rng.below(5_000_000);
+            let wild = i % 97 == 13;
+            let px = 6_183_763_000_000 + rng.below(1_000_000) as i64;
+            let kind = match (rng.below(3), wild) {
+                // A live venue's statuses are recorded too (they keep the
+                // symbol's sequence; the deltas must not mind).
+                _ if i % 31 == 7 => UpdateKind::Status(
+                    [
+                        SymbolStatus::Live,
+                        SymbolStatus::StaleGap,
+                        SymbolStatus::StaleDisconnected,
+                        SymbolStatus::StaleSilent,
+                    ][rng.below(4) as usize],
+                ),
+                (_, true) => UpdateKind::Quote {
+                    bid_px: i64::MIN,
+                    bid_sz: i64::MAX,
+                    ask_px: i64::MAX,
+                    ask_sz: -1,
+                },
+                (0, _) => UpdateKind::Trade {
+                    px,
+                    sz: rng.below(1 << 40) as i64,
+                    side: [Side::Unknown, Side::Buy, Side::Sell][rng.below(3) as usize],
+                },
+                _ => UpdateKind::Quote {
+                    bid_px: px,
+                    bid_sz: rng.below(1 << 30) as i64,
+                    ask_px: px + 1 + rng.below(100) as i64,
+                    ask_sz: rng.below(1 << 30) as i64,
+                },
+            };
+            Sequenced {
+                update: Update {
+                    symbol: syms[s].id,
+                    kind,
+                    exchange_ts_ns: if wild { 0 } else { t - 1_270_000_000 },
+                    receive_ts_ns: if wild { u64::MAX } else { t },
+                    origin_seq: 0,
+                    origin_publish_ts_ns: 0,
+                },
+                seq: i as u64 + 1,
+                symbol_seq: symbol_seqs[s],
+                publish_ts_ns: t + rng.below(100_000),
+            }
+        })
+        .collect()
+}
+
+/// Writes `updates` with blocks closed every `per_block` updates; returns
+/// the log and the byte offset where each block ends.
+fn write(updates: &[Sequenced], per_block: usize) -> (Vec<u8>, Vec<usize>) {
+    let syms = symbols();
+    let mut w = LogWriter::new(Vec::new(), 42).unwrap();
+    let mut ends = Vec::new();
+    for (i, u) in updates.iter().enumerate() {
+        let sym = syms.iter().find(|s| s.id == u.update.symbol).unwrap();
+        w.push(sym, u).unwrap();
+        if (i + 1) % per_block == 0 {
+            w.finish_block().unwrap();
+            ends.push(w.out.len());
+        }
+    }
+    w.finish_block().unwrap();
+    if ends.last() != Some(&w.out.len()) {
+        ends.push(w.out.len());
+    }
+    (w.finish().unwrap(), ends)
+}
+
+fn updates_of(entries: &[Entry]) -> Vec<Sequenced> {
+    entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Update(u) => Some(*u),
+            Entry::Symbol(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn round_trips_every_field_and_extremes() {
+    let updates = stream(5000, 1);
+    let (log, ends) = write(&updates, 700);
+    let (entries, stats) = read_entries(&log).unwrap();
+    assert_eq!(updates_of(&entries), updates);
+    assert_eq!(stats.blocks as usize, ends.len());
+    assert_eq!(
+        stats.corrupt + stats.skipped_bytes + stats.torn_tail_bytes,
+        0
+    );
+    // Every block defines the symbols it uses before their first update.
+    let defs = entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Symbol(_)))
+        .count();
+    assert!(defs >= ends.len() && defs <= 3 * ends.len(), "{defs}");
+    // Compact: well under the 80 bytes of a binary quote frame.
+    let per_update = log.len() as f64 / updates.len() as f64;
+    assert!(per_update < 40.0, "{per_update} bytes per update");
+}
+
+#[test]
+fn header_is_checked() {
+    let (log, _) = write(&stream(10, 2), 5);
+    // TC0: not a log.
+    assert!(matches!(
+        LogReader::new(&b"{\"a\":1}\n"[..]),
+        Err(LogError::Magic)
+    ));
+    assert!(matches!(LogReader::new(&[][..]), Err(LogError::Magic)));
+    // TC1: truncated header.
+    assert!(matches!(LogReader::new(&log[..12]), Err(LogError::Header)));
+    // TC2: header CRC.
+    let mut bad = log.clone();
+    bad[14] ^= 1;
+    assert!(matches!(LogReader::new(&bad[..]), Err(LogError::Header)));
+    // TC3: a future version, with a valid CRC.
+    let mut v2 = log[..HEADER_LEN].to_vec();
+    v2[8] = 2;
+    let crc = crc32fast::hash(&v2[..20]);
+    v2[20..24].copy_from_slice(&crc.to_le_bytes());
+    assert!(matches!(LogReader::new(&v2[..]), Err(LogError::Version(2))));
+    assert_eq!(LogReader::new(&log[..]).unwrap().started_ns, 42);
+}
+
+#[test]
+fn truncation_anywhere_yields_exactly_the_whole_blocks() {
+    let updates = stream(240, 3);
+    let (log, ends) = write(&updates, 20);
+    for cut in HEADER_LEN..=log.len() {
+        let (entries, stats) = read_entries(&log[..cut]).unwrap();
+        let whole = ends.iter().filter(|&&e| e <= cut).count();
+        assert_eq!(
+            updates_of(&entries),
+            updates[..(whole * 20).min(updates.len())],
+            "cut at {cut}"
+        );
+        let last_end = ends[..whole].last().copied().unwrap_or(HEADER_LEN);
+        assert_eq!(stats.torn_tail_bytes as usize, cut - last_end, "cut {cut}");
+        assert_eq!(stats.corrupt, 0, "cut {cut}");
+    }
+}
+
+#[test]
+fn any_corrupt_byte_loses_only_its_block() {
+    let updates = stream(200, 4);
+    let (log, ends) = write(&updates, 20);
+    let mut starts = vec![HEADER_LEN];
+    starts.extend_from_slice(&ends[..ends.len() - 1]);
+    let mut rng = Rng(99);
+    for at in HEADER_LEN..log.len() {
+        let mut bad = log.clone();
+        bad[at] ^= 1 + rng.below(255) as u8;
+        let (entries, stats) = read_entries(&bad).unwrap();
+        let block = starts.iter().rposition(|&s| s <= at).unwrap();
+        let mut want = updates.clone();
+        want.drain(block * 20..((block + 1) * 20).min(updates.len()));
+        assert_eq!(updates_of(&entries), want, "byte {at}");
+        if block + 1 == starts.len() && stats.corrupt == 0 {
+            // A corrupt length in the last block can make it look torn.
+            assert!(stats.torn_tail_bytes > 0, "byte {at}");
+        } else {
+            assert_eq!(stats.corrupt, 1, "byte {at}");
+        }
+    }
+}
+
+#[test]
+fn varints_refuse_overlong_and_overflowing_encodings() {
+    let mut c = Cursor {
+        bytes: &[0xff; 11],
+        at: 0,
+    };
+    assert_eq!(c.varint(), None);
+    let mut max = Vec::new();
+    put_varint(&mut max, u64::MAX);
+    assert_eq!(max.len(), 10);
+    let mut c = Cursor { bytes: &max, at: 0 };
+    assert_eq!(c.varint(), Some(u64::MAX));
+    max[9] = 2;
+    let mut c = Cursor { bytes: &max, at: 0 };
+    assert_eq!(c.varint(), None);
+    for v in [0i64, 1, -1, i64::MIN, i64::MAX] {
+        assert_eq!(unzigzag(zigzag(v)), v);
+    }
+}
+
+#[test]
+fn looped_sequences_continue_per_symbol() {
+    let mut seqs = LoopedSequences::default();
+    let pass = |seqs: &mut LoopedSequences| -> Vec<u64> {
+        let out = [(0, 1), (1, 1), (0, 2), (0, 3), (1, 2), (2, 0)]
+            .iter()
+            .map(|&(symbol, origin_seq)| {
+                let mut u = stream(1, 5)[0].update;
+                u.symbol = symbol;
+                u.origin_seq = origin_seq;
+                seqs.apply(&mut u);
+                u.origin_seq
+            })
+            .collect();
+        seqs.next_pass();
+        out
+    };
+    assert_eq!(pass(&mut seqs), [1, 1, 2, 3, 2, 0]);
+    // Symbol 0 ended at 3, symbol 1 at 2; 0 (numbered here) stays 0.
+    assert_eq!(pass(&mut seqs), [4, 3, 5, 6, 4, 0]);
+    assert_eq!(pass(&mut seqs), [7, 5, 8, 9, 6, 0]);
+}
+
+/// The fuzz target's body over inputs derived from a real log:
+/// truncated, bit-flipped, spliced, and random. A stable stand-in for
+/// `cargo fuzz run log_reader`.
+#[test]
+fn fuzz_body_survives_mutated_logs() {
+    let (log, _) = write(&stream(300, 6), 37);
+    let mut rng = Rng(7);
+    fuzz_read(&log);
+    for round in 0..3000 {
+        let mut input = log.clone();
+        match round % 5 {
+            0 => input.truncate(rng.below(log.len() as u64) as usize),
+            1 => {
+                for _ in 0..1 + rng.below(8) {
+                    let at = rng.below(input.len() as u64) as usize;
+                    input[at] = rng.next() as u8;
+                }
+            }
+            2 => {
+                let a = rng.below(log.len() as u64) as usize;
+                let b = rng.below(log.len() as u64) as usize;
+                let (a, b) = (a.min(b), a.max(b));
+                input.splice(a..a, log[a..b].iter().copied());
+            }
+            3 => input = (0..rng.below(600)).map(|_| rng.next() as u8).collect(),
+            _ => {
+                // A huge declared length right after the header.
+                input.truncate(HEADER_LEN);
+                input.extend_from_slice(&BLOCK_MARKER);
+                input.extend_from_slice(&(rng.next() as u32).to_le_bytes());
+                input.extend((0..rng.below(64)).map(|_| rng.next() as u8));
+            }
+        }
+        fuzz_read(&input);
+        // Blocks cut out of a log and fed alone (no header) must not panic.
+        fuzz_read(&input[input.len().min(HEADER_LEN)..]);
+    }
+}
+
+#[test]
+fn log_feed_serves_recorded_numbers_paced_by_publish_time() {
+    use crate::feed::FeedStats;
+    use crate::symbols::{Normalizer, SymbolTable};
+    let mut updates = stream(6, 8);
+    updates[1].publish_ts_ns = 0;
+    updates[2].publish_ts_ns = 0;
+    updates[2].update.receive_ts_ns = 0;
+    updates[2].update.exchange_ts_ns = 77;
+    let (log, _) = write(&updates, 100);
+    let table = SymbolTable::new();
+    // ETHUSDT (log id 7) is already served with other decimals.
+    table.intern("ETHUSDT", 2, 2).unwrap();
+    let mut normalizer = Normalizer::new(table.clone());
+    let stats = FeedStats::default();
+    let mut feed = LogFeed::open(&log[..], "test".into()).unwrap();
+    let mut out = Vec::new();
+    assert!(feed.next_block(&mut normalizer, &stats, &mut out).unwrap());
+    assert!(!feed.next_block(&mut normalizer, &stats, &mut out).unwrap());
+    let by_log_id = |id: u32| symbols().into_iter().find(|s| s.id == id).unwrap().name;
+    let served: Vec<&Sequenced> = updates
+        .iter()
+        .filter(|u| by_log_id(u.update.symbol) != "ETHUSDT")
+        .collect();
+    assert_eq!(out.len(), served.len());
+    for (t, s) in out.iter().zip(served) {
+        // TC0: the server's own id for the name, the recorded symbol_seq as
+        // origin_seq, everything else as recorded.
+        let def = table.get(t.update.symbol).unwrap();
+        assert_eq!(&*def.name, by_log_id(s.update.symbol));
+        assert_eq!(t.update.origin_seq, s.symbol_seq);
+        assert_eq!(
+            (
+                t.update.kind,
+                t.update.exchange_ts_ns,
+                t.update.receive_ts_ns
+            ),
+            (
+                s.update.kind,
+                s.update.exchange_ts_ns,
+                s.update.receive_ts_ns
+            )
+        );
+        // TC1: paced by publish time, else receive time, else exchange time.
+        let want = [
+            s.publish_ts_ns,
+            s.update.receive_ts_ns,
+            s.update.exchange_ts_ns,
+        ]
+        .into_iter()
+        .find(|&t| t != 0);
+        assert_eq!(t.pace_ns, want);
+    }
+    // TC2: the conflicting symbol's updates are rejected and counted.
+    let rejected = updates.len() - out.len();
+    assert!(rejected > 0);
+    assert_eq!(stats.rejected.load(Relaxed), rejected as u64);
+}
