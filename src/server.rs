@@ -18,7 +18,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -69,6 +69,7 @@ pub struct Running {
     pub market: Arc<Market>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    state: Arc<AppState>,
 }
 
 impl Running {
@@ -77,6 +78,19 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+    }
+
+    /// Serves one HTTP connection over `io` exactly as an accepted TCP
+    /// connection is served (the same routes, upgrade checks and WebSocket
+    /// connection code), until it ends. The fuzz targets (`fuzz/`) drive it
+    /// with arbitrary bytes over an in-memory stream.
+    pub async fn serve_stream<IO>(&self, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        if let Err(e) = serve_http(io, Arc::clone(&self.state)).await {
+            tracing::debug!("http connection error: {e}");
+        }
     }
 }
 
@@ -148,7 +162,9 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         started: Instant::now(),
     });
     let shutdown_timeout = Duration::from_millis(v.config.shutdown_timeout_ms);
+    let accept_state = Arc::clone(&state);
     let task = tokio::spawn(async move {
+        let state = accept_state;
         accept_loop(listener, Arc::clone(&state), shutdown_rx).await;
         for t in &feed_tasks {
             t.abort();
@@ -164,6 +180,7 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         market,
         shutdown: shutdown_tx,
         task,
+        state,
     })
 }
 
@@ -230,18 +247,26 @@ async fn accept_loop(
         }
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(req, &state)) }
-            });
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
+            if let Err(e) = serve_http(stream, state).await {
                 tracing::debug!(%peer, "http connection error: {e}");
             }
         });
     }
+}
+
+/// One HTTP/1 connection, with upgrades to WebSocket.
+async fn serve_http<IO>(io: IO, state: Arc<AppState>) -> hyper::Result<()>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(route(req, &state)) }
+    });
+    http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
+        .await
 }
 
 type Body = Either<Full<Bytes>, sse::EventStream>;

@@ -102,7 +102,33 @@ impl<'n> FileReader<'n> {
             FeedSpec::Embedded { bytes, .. } => decompress(*bytes).map_err(open_err)?,
             FeedSpec::Synthetic(_) => return Err(FeedError::NotRecorded { name: file }),
         };
-        Ok(FileReader {
+        Ok(Self::with_source(file, src, normalizer, stats))
+    }
+
+    /// Reads a recording held in memory, in any supported format and
+    /// compression, named `name` in errors: the same parsing path as
+    /// [`open`](Self::open) on a file. The fuzz targets (`fuzz/`) feed
+    /// arbitrary bytes through it.
+    pub fn from_bytes(
+        name: &str,
+        bytes: Vec<u8>,
+        normalizer: &'n mut Normalizer,
+        stats: Arc<FeedStats>,
+    ) -> Result<Self, FeedError> {
+        let src = decompress(io::Cursor::new(bytes)).map_err(|source| FeedError::Open {
+            file: name.to_owned(),
+            source,
+        })?;
+        Ok(Self::with_source(name.to_owned(), src, normalizer, stats))
+    }
+
+    fn with_source(
+        file: String,
+        src: Box<dyn BufRead + Send>,
+        normalizer: &'n mut Normalizer,
+        stats: Arc<FeedStats>,
+    ) -> Self {
+        FileReader {
             file,
             src,
             normalizer,
@@ -118,7 +144,7 @@ impl<'n> FileReader<'n> {
             out: Vec::new(),
             pending: VecDeque::new(),
             done: false,
-        })
+        }
     }
 
     /// Reads one line into `pending`. `Ok(false)` at the end of the file.

@@ -1,0 +1,215 @@
+//! The fuzz targets on stable, under `cargo test`: each target's body
+//! (fuzz/src/lib.rs, the same code cargo-fuzz runs) over its committed
+//! seeds (fuzz/seeds/<target>/), every crash input kept as a regression
+//! (fuzz/regressions/<target>/), and a few thousand inputs made from them by
+//! a small deterministic mutator. See docs/FUZZING.md.
+
+#[path = "../fuzz/src/lib.rs"]
+mod targets;
+
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Once;
+
+thread_local! {
+    /// Panics on this thread, including in tasks a current-thread runtime
+    /// ran here: tokio catches those, and they must fail the test too.
+    static PANICS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.set(p.get() + 1));
+            default(info);
+        }));
+    });
+}
+
+/// The files of `fuzz/<dir>/<target>/`, in name order.
+fn inputs(dir: &str, target: &str) -> Vec<Vec<u8>> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join(dir)
+        .join(target);
+    let Ok(entries) = std::fs::read_dir(&path) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))
+        .collect()
+}
+
+/// xorshift64*: the same inputs on every run.
+struct Mutator(u64);
+
+impl Mutator {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// A seed with one to four of libFuzzer's simpler mutations applied.
+    fn mutate(&mut self, seeds: &[Vec<u8>], tokens: &[&[u8]]) -> Vec<u8> {
+        let mut data = seeds[self.below(seeds.len())].clone();
+        for _ in 0..1 + self.below(4) {
+            let at = self.below(data.len() + 1);
+            match self.below(8) {
+                0 if !data.is_empty() => {
+                    let i = self.below(data.len());
+                    data[i] ^= 1 << self.below(8);
+                }
+                1 if !data.is_empty() => {
+                    let i = self.below(data.len());
+                    data[i] = self.next() as u8;
+                }
+                2 => data.insert(at, self.next() as u8),
+                3 if !data.is_empty() => {
+                    let end = (at + 1 + self.below(16)).min(data.len());
+                    data.drain(at.min(end)..end);
+                }
+                4 if !data.is_empty() => {
+                    let from = self.below(data.len());
+                    let len = self.below(data.len() - from).min(64);
+                    let chunk = data[from..from + len].to_vec();
+                    data.splice(at..at, chunk);
+                }
+                5 => {
+                    let other = &seeds[self.below(seeds.len())];
+                    let from = self.below(other.len());
+                    let len = self.below(other.len() - from + 1);
+                    data.splice(at..at, other[from..from + len].iter().copied());
+                }
+                6 if !tokens.is_empty() => {
+                    let token = tokens[self.below(tokens.len())];
+                    data.splice(at..at, token.iter().copied());
+                }
+                _ => data.truncate(at),
+            }
+        }
+        data
+    }
+}
+
+/// Runs `target` over the seeds, the regressions and `mutations` mutated
+/// inputs; a failing input is printed so that it can be kept.
+fn run(name: &str, target: fn(&[u8]), mutations: usize, tokens: &[&[u8]]) {
+    count_panics();
+    let seeds = inputs("seeds", name);
+    assert!(!seeds.is_empty(), "no seeds in fuzz/seeds/{name}");
+    let regressions = inputs("regressions", name);
+    let mut mutator = Mutator(0x7469_636b_7769_7265 ^ name.len() as u64);
+    let generated = (0..mutations).map(|_| mutator.mutate(&seeds, tokens));
+    let all = seeds.iter().chain(&regressions).cloned().chain(generated);
+    for (i, input) in all.enumerate() {
+        let before = PANICS.with(Cell::get);
+        let result = panic::catch_unwind(AssertUnwindSafe(|| target(&input)));
+        let panicked = result.is_err() || PANICS.with(Cell::get) != before;
+        assert!(
+            !panicked,
+            "{name}: input {i} panicked: {:?}\n(bytes: {input:?})",
+            String::from_utf8_lossy(&input)
+        );
+    }
+}
+
+const JSON_TOKENS: &[&[u8]] = &[
+    b"\"",
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b"\\u0000",
+    b"\"e\":\"trade\"",
+    b"\"stream\":\"x\",\"data\":",
+    b"-",
+    b".",
+    b"e",
+    b"1e999",
+    b"18446744073709551616",
+    b"null",
+    b"true",
+    b"0.000000000000000000001",
+    b"\n",
+];
+
+#[test]
+fn feed_binance() {
+    run("feed_binance", targets::feed_json_lines, 3000, JSON_TOKENS);
+}
+
+#[test]
+fn feed_coinbase() {
+    run("feed_coinbase", targets::feed_json_lines, 3000, JSON_TOKENS);
+}
+
+#[test]
+fn feed_tardis() {
+    let tokens: &[&[u8]] = &[
+        b",",
+        b"\n",
+        b"-",
+        b".",
+        b"buy",
+        b"bids[0].price",
+        b"99999999999999999999",
+    ];
+    run("feed_tardis", targets::feed_tardis, 3000, tokens);
+}
+
+#[test]
+fn control_message() {
+    run(
+        "control_message",
+        targets::control_message,
+        5000,
+        JSON_TOKENS,
+    );
+}
+
+#[test]
+fn upgrade() {
+    let tokens: &[&[u8]] = &[
+        b"\r\n",
+        b"\r\n\r\n",
+        b"Upgrade: websocket\r\n",
+        b"Connection: Upgrade\r\n",
+        b"Sec-WebSocket-Version: 13\r\n",
+        b"Sec-WebSocket-Protocol: tickwire.v1\r\n",
+        b"Content-Length: 5\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"\x81\x80\0\0\0\0",
+        b"\x88\x82\0\0\0\0\x03\xe8",
+    ];
+    run("upgrade", targets::upgrade, 1500, tokens);
+}
+
+#[test]
+fn frame_roundtrip() {
+    run("frame_roundtrip", targets::frame_roundtrip, 3000, &[]);
+}
+
+#[test]
+fn frame_decode() {
+    let tokens: &[&[u8]] = &[
+        b"\x82\x50",
+        b"\x81\x7e\x01\x00",
+        b"\x82\x7f",
+        b"\x88\x02\x03\xe8",
+    ];
+    run("frame_decode", targets::frame_decode, 5000, tokens);
+}
