@@ -36,7 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// parsing path of `--feed` files. The `feed_binance` and `feed_coinbase`
 /// targets both run this, seeded from their venue's captures.
 pub fn feed_json_lines(data: &[u8]) {
-    read_recording(data.to_vec());
+    recording_updates(data.to_vec());
 }
 
 /// A Tardis CSV recording. Input that does not start like a Tardis header
@@ -54,10 +54,12 @@ pub fn feed_tardis(data: &[u8]) {
         b.extend_from_slice(data);
         b
     };
-    read_recording(bytes);
+    recording_updates(bytes);
 }
 
-fn read_recording(bytes: Vec<u8>) {
+/// Reads a whole recording, checking each update; returns how many it
+/// had.
+pub fn recording_updates(bytes: Vec<u8>) -> u64 {
     let compressed =
         bytes.starts_with(&[0x1f, 0x8b]) || bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
     let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64
@@ -68,12 +70,16 @@ fn read_recording(bytes: Vec<u8>) {
     let Ok(reader) =
         FileReader::from_bytes("fuzz-input", bytes, &mut normalizer, Arc::clone(&stats))
     else {
-        return;
+        return 0;
     };
     let mut failed = false;
+    let mut updates = 0;
     for item in reader {
         match item {
-            Ok(timed) => check_update(&table, &timed.update),
+            Ok(timed) => {
+                check_update(&table, &timed.update);
+                updates += 1;
+            }
             // The error ends the iteration; nothing to check in its text.
             Err(_) => failed = true,
         }
@@ -88,6 +94,7 @@ fn read_recording(bytes: Vec<u8>) {
     if !compressed && !failed {
         assert_eq!(records, lines, "every line is counted as a record");
     }
+    updates
 }
 
 /// An update's symbol is defined, and its numbers print and parse back
@@ -253,6 +260,11 @@ fn upgrade_server() -> &'static UpgradeServer {
 /// and every connection's resources are released (the connection gauge and
 /// the queued-bytes gauge are back to zero).
 pub fn upgrade(data: &[u8]) {
+    upgrade_answer(data);
+}
+
+/// [`upgrade`], returning every byte the client received.
+pub fn upgrade_answer(data: &[u8]) -> Vec<u8> {
     let s = upgrade_server();
     let out = s.rt.block_on(async {
         let (client, server_end) = tokio::io::duplex(64 * 1024);
@@ -276,6 +288,7 @@ pub fn upgrade(data: &[u8]) {
         out
     });
     check_http_answer(&out);
+    out
 }
 
 async fn talk(client: tokio::io::DuplexStream, data: &[u8]) -> Vec<u8> {
