@@ -271,3 +271,65 @@ fn the_targets_reach_the_code_they_fuzz() {
         assert!(a.starts_with(&format!("HTTP/1.1 {status}")), "{name}: {a}");
     }
 }
+
+/// The server's frames after a 101: (opcode, payload).
+fn frames_after_upgrade(answer: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let head = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP head")
+        + 4;
+    assert!(answer.starts_with(b"HTTP/1.1 101"));
+    let mut rest = &answer[head..];
+    let mut frames = Vec::new();
+    while let Ok(Some((f, used))) = targets::next_frame(rest) {
+        frames.push((f.opcode, f.payload.to_vec()));
+        rest = &rest[used..];
+    }
+    assert!(rest.is_empty(), "a partial frame");
+    frames
+}
+
+/// Frames a client must not send, through the real connection code behind
+/// a real upgrade: the close code docs/PROTOCOL.md gives, and nothing after.
+#[test]
+fn bad_frames_get_their_close_codes() {
+    // TC0: a close frame with a 1-byte body: 1002.
+    // TC1: a text message that is not UTF-8: 1007.
+    for (name, code) in [("close-1-byte", 1002), ("bad-utf8", 1007)] {
+        let frames = frames_after_upgrade(&targets::upgrade_answer(&seed("upgrade", name)));
+        let (opcode, payload) = frames.last().expect("a close frame");
+        assert_eq!(*opcode, 8, "{name}: {frames:?}");
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code, "{name}");
+    }
+    // TC2: a binary message gets error 4004 and the connection stays: the
+    // client's own close is echoed (1000 would be its code; here none).
+    let frames = frames_after_upgrade(&targets::upgrade_answer(&seed("upgrade", "binary-message")));
+    let error: serde_json::Value = serde_json::from_slice(&frames[0].1).unwrap();
+    assert_eq!(error["code"], 4004);
+    // TC3: a ping between messages is answered with its payload, and the
+    // subscribe after it is served.
+    let frames = frames_after_upgrade(&targets::upgrade_answer(&seed("upgrade", "ping-frame")));
+    assert_eq!(frames[0], (0xA, b"hello".to_vec()));
+    assert!(String::from_utf8_lossy(&frames[1].1).contains(r#""type":"ack""#));
+    // TC4: a fragmented request is put together before it is parsed.
+    let frames = frames_after_upgrade(&targets::upgrade_answer(&seed("upgrade", "fragmented")));
+    assert!(
+        String::from_utf8_lossy(&frames[0].1).contains(r#""type":"pong""#),
+        "{frames:?}"
+    );
+}
+
+/// RFC 6455 §5.1: a server MUST close with 1002 on an unmasked client
+/// frame, and docs/PROTOCOL.md says so. tickwire does not: fastwebsockets
+/// unmasks when there is a mask and does not tell the caller when there is
+/// none, so an unmasked `{}` is read as a request (error 4000). Found while
+/// writing these tests; see docs/SECURITY.md.
+#[test]
+#[ignore = "known gap: unmasked client frames are accepted (docs/SECURITY.md)"]
+fn unmasked_client_frames_are_closed_with_1002() {
+    let frames = frames_after_upgrade(&targets::upgrade_answer(&seed("upgrade", "unmasked")));
+    let (opcode, payload) = frames.last().expect("a close frame");
+    assert_eq!(*opcode, 8, "{frames:?}");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+}
