@@ -200,7 +200,7 @@ fn upgrade() {
 
 #[test]
 fn frame_roundtrip() {
-    run("frame_roundtrip", targets::frame_roundtrip, 500, &[]);
+    run("frame_roundtrip", targets::frame_roundtrip, 5000, &[]);
 }
 
 #[test]
@@ -211,7 +211,7 @@ fn frame_decode() {
         b"\x82\x7f",
         b"\x88\x02\x03\xe8",
     ];
-    run("frame_decode", targets::frame_decode, 2000, tokens);
+    run("frame_decode", targets::frame_decode, 5000, tokens);
 }
 
 /// The seed named `prefix` (seed files are `<name>-<hash>`).
