@@ -302,8 +302,7 @@ fn bad_frames_get_their_close_codes() {
         assert_eq!(*opcode, 8, "{name}: {frames:?}");
         assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code, "{name}");
     }
-    // TC2: a binary message gets error 4004 and the connection stays: the
-    // client's own close is echoed (1000 would be its code; here none).
+    // TC2: a binary message gets error 4004.
     let frames = frames_after_upgrade(&targets::upgrade_answer(&seed("upgrade", "binary-message")));
     let error: serde_json::Value = serde_json::from_slice(&frames[0].1).unwrap();
     assert_eq!(error["code"], 4004);
