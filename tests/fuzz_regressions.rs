@@ -149,12 +149,22 @@ const JSON_TOKENS: &[&[u8]] = &[
 
 #[test]
 fn feed_binance() {
-    run("feed_binance", targets::feed_json_lines, 3000, JSON_TOKENS);
+    run(
+        "feed_binance",
+        targets::feed_json_lines,
+        10_000,
+        JSON_TOKENS,
+    );
 }
 
 #[test]
 fn feed_coinbase() {
-    run("feed_coinbase", targets::feed_json_lines, 3000, JSON_TOKENS);
+    run(
+        "feed_coinbase",
+        targets::feed_json_lines,
+        10_000,
+        JSON_TOKENS,
+    );
 }
 
 #[test]
@@ -168,7 +178,7 @@ fn feed_tardis() {
         b"bids[0].price",
         b"99999999999999999999",
     ];
-    run("feed_tardis", targets::feed_tardis, 3000, tokens);
+    run("feed_tardis", targets::feed_tardis, 10_000, tokens);
 }
 
 #[test]
@@ -176,7 +186,7 @@ fn control_message() {
     run(
         "control_message",
         targets::control_message,
-        5000,
+        20_000,
         JSON_TOKENS,
     );
 }
@@ -195,12 +205,12 @@ fn upgrade() {
         b"\x81\x80\0\0\0\0",
         b"\x88\x82\0\0\0\0\x03\xe8",
     ];
-    run("upgrade", targets::upgrade, 3000, tokens);
+    run("upgrade", targets::upgrade, 6000, tokens);
 }
 
 #[test]
 fn frame_roundtrip() {
-    run("frame_roundtrip", targets::frame_roundtrip, 5000, &[]);
+    run("frame_roundtrip", targets::frame_roundtrip, 10_000, &[]);
 }
 
 #[test]
@@ -211,7 +221,7 @@ fn frame_decode() {
         b"\x82\x7f",
         b"\x88\x02\x03\xe8",
     ];
-    run("frame_decode", targets::frame_decode, 5000, tokens);
+    run("frame_decode", targets::frame_decode, 20_000, tokens);
 }
 
 /// The seed named `prefix` (seed files are `<name>-<hash>`).
