@@ -91,6 +91,7 @@ pub struct Running {
     tls: Option<Arc<CertStore>>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    state: Arc<AppState>,
 }
 
 impl Running {
@@ -115,6 +116,21 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+    }
+
+    /// Serves one HTTP connection over `io` exactly as an accepted TCP
+    /// connection is served (the same routes, upgrade checks and WebSocket
+    /// connection code), until it ends. The fuzz targets (`fuzz/`) drive it
+    /// with arbitrary bytes over an in-memory stream.
+    pub async fn serve_stream<IO>(&self, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 0));
+        match self.state.admission.admit(peer.ip()) {
+            Ok(admitted) => serve_http(io, peer, Arc::clone(&self.state), Arc::new(admitted)).await,
+            Err(refused) => tracing::debug!(?refused, "stream refused"),
+        }
     }
 }
 
@@ -224,7 +240,9 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         auth: v.auth,
     });
     let shutdown_timeout = Duration::from_millis(v.config.shutdown_timeout_ms);
+    let accept_state = Arc::clone(&state);
     let task = tokio::spawn(async move {
+        let state = accept_state;
         accept_loop(listener, Arc::clone(&state), shutdown_rx).await;
         for t in &feed_tasks {
             t.abort();
@@ -241,6 +259,7 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         tls: tls_store,
         shutdown: shutdown_tx,
         task,
+        state,
     })
 }
 

@@ -100,7 +100,7 @@ impl<'n> FileReader<'n> {
             file: file.clone(),
             source,
         };
-        let mut src = match spec {
+        let src = match spec {
             FeedSpec::File(path) => {
                 let raw = File::open(path).map_err(open_err)?;
                 decompress(BufReader::with_capacity(READ_BUF, raw)).map_err(open_err)?
@@ -109,6 +109,38 @@ impl<'n> FileReader<'n> {
             FeedSpec::Synthetic(_) | FeedSpec::Upstream(_) | FeedSpec::Nats(_) => {
                 return Err(FeedError::NotRecorded { name: file })
             }
+        };
+        Self::with_source(file, src, normalizer, stats)
+    }
+
+    /// Reads a recording held in memory, in any supported format and
+    /// compression, named `name` in errors: the same parsing path as
+    /// [`open`](Self::open) on a file. The fuzz targets (`fuzz/`) feed
+    /// arbitrary bytes through it.
+    pub fn from_bytes(
+        name: &str,
+        bytes: Vec<u8>,
+        normalizer: &'n mut Normalizer,
+        stats: Arc<FeedStats>,
+    ) -> Result<Self, FeedError> {
+        let src = decompress(io::Cursor::new(bytes)).map_err(|source| FeedError::Open {
+            file: name.to_owned(),
+            source,
+        })?;
+        Self::with_source(name.to_owned(), src, normalizer, stats)
+    }
+
+    /// Over decompressed bytes: a tickwire log (by its magic) is read by
+    /// blocks, anything else by lines.
+    fn with_source(
+        file: String,
+        mut src: Box<dyn BufRead + Send>,
+        normalizer: &'n mut Normalizer,
+        stats: Arc<FeedStats>,
+    ) -> Result<Self, FeedError> {
+        let open_err = |source| FeedError::Open {
+            file: file.clone(),
+            source,
         };
         let is_log = log::is_log(src.fill_buf().map_err(open_err)?);
         let (src, log): (Box<dyn BufRead + Send>, _) = if is_log {

@@ -1,0 +1,881 @@
+//! The bodies of tickwire's fuzz targets, in one place for both harnesses:
+//! cargo-fuzz (`fuzz/fuzz_targets/*.rs`, nightly, libFuzzer) and the stable
+//! one (`tests/fuzz_regressions.rs`, which includes this file as a module and
+//! runs every target over the committed seeds and thousands of mutations
+//! under `cargo test`). See docs/FUZZING.md.
+//!
+//! Each function takes arbitrary bytes, drives a real tickwire entry point
+//! with them, and panics only when tickwire breaks a promise: a panic inside
+//! tickwire, an update of a symbol that was never defined, a reply that is
+//! not the JSON it claims, a frame that does not decode to what was
+//! encoded, a connection that outlives its peer.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tickwire::bench::{record::parse_server_bytes, Protocol};
+use tickwire::config::ServeConfig;
+use tickwire::decimal::{parse_scaled, write_fixed, MAX_DECIMALS};
+use tickwire::encode::{self, FrameEncoder, SymbolFormat};
+use tickwire::feed::{tardis, FeedStats, FileReader};
+use tickwire::protocol::{self, Op, Symbols};
+use tickwire::server::{self, Running};
+use tickwire::symbols::{Normalizer, SymbolTable};
+use tickwire::update::{Sequenced, Side, SymbolStatus, Update, UpdateKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// ---------------------------------------------------------------------------
+// Feeds
+// ---------------------------------------------------------------------------
+
+/// A recording of JSON lines (Binance, Coinbase; bare, wrapped, prefixed or
+/// cryptofeed lines; or compressed), read through [`FileReader`], the one
+/// parsing path of `--feed` files. The `feed_binance` and `feed_coinbase`
+/// targets both run this, seeded from their venue's captures.
+pub fn feed_json_lines(data: &[u8]) {
+    recording_updates(data.to_vec());
+}
+
+/// A Tardis CSV recording. Input that does not start like a Tardis header
+/// gets the header's fixed prefix in front, so that the fuzzer mutates the
+/// rest of the header (which columns, in which order) and the rows, instead
+/// of mostly falling back to JSON lines.
+pub fn feed_tardis(data: &[u8]) {
+    let prefix = tardis::HEADER_PREFIX.as_bytes();
+    let bytes = if data.starts_with(prefix) {
+        data.to_vec()
+    } else {
+        let mut b = Vec::with_capacity(prefix.len() + 1 + data.len());
+        b.extend_from_slice(prefix);
+        b.push(b',');
+        b.extend_from_slice(data);
+        b
+    };
+    recording_updates(bytes);
+}
+
+/// Reads a whole recording, checking each update; returns how many it
+/// had.
+pub fn recording_updates(bytes: Vec<u8>) -> u64 {
+    let compressed =
+        bytes.starts_with(&[0x1f, 0x8b]) || bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64
+        + u64::from(bytes.last().is_some_and(|&b| b != b'\n'));
+    let table = SymbolTable::new();
+    let mut normalizer = Normalizer::new(Arc::clone(&table));
+    let stats = Arc::new(FeedStats::default());
+    let Ok(reader) =
+        FileReader::from_bytes("fuzz-input", bytes, &mut normalizer, Arc::clone(&stats))
+    else {
+        return 0;
+    };
+    let mut failed = false;
+    let mut updates = 0;
+    for item in reader {
+        match item {
+            Ok(timed) => {
+                check_update(&table, &timed.update);
+                updates += 1;
+            }
+            // The error ends the iteration; nothing to check in its text.
+            Err(_) => failed = true,
+        }
+    }
+    let records = stats.records.load(Relaxed);
+    let skipped = stats.skipped.load(Relaxed);
+    let rejected = stats.rejected.load(Relaxed);
+    assert!(
+        skipped + rejected <= records,
+        "{skipped} skipped + {rejected} rejected of {records} records"
+    );
+    if !compressed && !failed {
+        assert_eq!(records, lines, "every line is counted as a record");
+    }
+    updates
+}
+
+/// An update's symbol is defined, and its numbers print and parse back
+/// exactly at the symbol's scale.
+fn check_update(table: &SymbolTable, u: &Update) {
+    let def = table
+        .get(u.symbol)
+        .unwrap_or_else(|| panic!("update of undefined symbol id {}", u.symbol));
+    assert!(def.price_decimals <= MAX_DECIMALS && def.size_decimals <= MAX_DECIMALS);
+    let (prices, sizes) = match u.kind {
+        UpdateKind::Quote {
+            bid_px,
+            bid_sz,
+            ask_px,
+            ask_sz,
+        } => (vec![bid_px, ask_px], vec![bid_sz, ask_sz]),
+        UpdateKind::Trade { px, sz, .. } => (vec![px], vec![sz]),
+        UpdateKind::Status(_) => (vec![], vec![]),
+    };
+    for (values, decimals) in [(prices, def.price_decimals), (sizes, def.size_decimals)] {
+        for m in values {
+            let mut text = Vec::new();
+            write_fixed(&mut text, m, decimals);
+            assert_eq!(parse_scaled(&text, decimals), Ok(m), "{m} at {decimals}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Client requests
+// ---------------------------------------------------------------------------
+
+/// One client text message through `protocol::parse_request`, at a small
+/// and at the default subscription limit, and the reply it would get.
+pub fn control_message(data: &[u8]) {
+    for max in [4, 1024] {
+        match protocol::parse_request(data, max) {
+            Ok(req) => {
+                let (op, symbols) = match &req.op {
+                    Op::Subscribe(s) => ("subscribe", Some(s)),
+                    Op::Unsubscribe(s) => ("unsubscribe", Some(s)),
+                    Op::Ping => ("ping", None),
+                };
+                if let Some(Symbols::Names(names)) = symbols {
+                    assert!(!names.is_empty() && names.len() <= max, "{names:?}");
+                }
+                let reply = match symbols {
+                    Some(s) => protocol::ack_reply(op, req.id, s, 3),
+                    None => protocol::pong_reply(req.id, 7),
+                };
+                let v = text_json(&reply);
+                assert_eq!(v["id"].as_u64(), req.id);
+                if let Some(s) = symbols {
+                    let expected: Vec<Value> = match s {
+                        Symbols::All => vec!["*".into()],
+                        Symbols::Names(n) => n.iter().map(|n| n.as_str().into()).collect(),
+                    };
+                    assert_eq!(v["symbols"], Value::Array(expected));
+                    assert_eq!(v["op"], op);
+                }
+            }
+            Err(refusal) => {
+                let v = text_json(&protocol::error_reply(&refusal));
+                assert_eq!(v["type"], "error");
+                assert_eq!(v["code"].as_u64(), Some(refusal.code as u64));
+                assert_eq!(v["reason"], refusal.reason.as_str());
+                assert_eq!(v["id"].as_u64(), refusal.id);
+            }
+        }
+    }
+}
+
+/// The JSON object in a complete text frame.
+fn text_json(frame: &[u8]) -> Value {
+    let (f, used) = next_frame(frame)
+        .expect("a valid frame")
+        .expect("a complete frame");
+    assert_eq!(used, frame.len(), "one frame");
+    assert_eq!(f.opcode, encode::OPCODE_TEXT);
+    let v: Value = serde_json::from_slice(f.payload).expect("JSON");
+    assert!(v.is_object(), "{v}");
+    v
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP upgrade and the connection behind it
+// ---------------------------------------------------------------------------
+
+/// A real server, started once per process: a small recording replayed at
+/// full speed and finished before the first input, so that every input
+/// meets the same state. The clock is paused: an input that leaves the
+/// server waiting costs no wall time.
+struct UpgradeServer {
+    rt: tokio::runtime::Runtime,
+    running: Running,
+}
+
+/// Two symbols, a quote and a trade each.
+const FEED: &str = concat!(
+    r#"{"u":1,"s":"BTCUSDT","b":"61837.63000000","B":"3.78826000","a":"61837.64000000","A":"1.54698000"}"#,
+    "\n",
+    r#"{"e":"trade","E":1723161255343,"s":"BTCUSDT","t":3,"p":"61837.63000000","q":"0.02000000","T":1723161255342,"m":true,"M":true}"#,
+    "\n",
+    r#"{"u":2,"s":"ETHUSDT","b":"2545.80000000","B":"1.5","a":"2545.81000000","A":"0.25"}"#,
+    "\n",
+    r#"{"e":"aggTrade","E":1723161256322,"s":"ETHUSDT","a":1,"p":"2545.81000000","q":"0.12050000","f":1,"l":2,"T":1723161256321,"m":false,"M":true}"#,
+    "\n",
+);
+const FEED_UPDATES: u64 = 4;
+
+/// How long (on the paused clock) the client waits for the server's answer
+/// before it leaves; a server that is waiting for more input lets the
+/// clock run to it at once.
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn upgrade_server() -> &'static UpgradeServer {
+    static SERVER: OnceLock<UpgradeServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a runtime");
+        let feed = std::env::temp_dir().join(format!("tickwire-fuzz-{}.jsonl", std::process::id()));
+        std::fs::write(&feed, FEED).expect("writing the feed");
+        let config = ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            feeds: vec![feed.to_string_lossy().into_owned()],
+            speed: "max".into(),
+            ..ServeConfig::default()
+        };
+        let running = rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let running =
+                server::start(listener, config.validate().expect("config")).expect("start");
+            // The publisher and the feed's reader are threads of their own:
+            // wait in real time until the recording is published.
+            for _ in 0..10_000 {
+                if running.market.ring.tail() >= FEED_UPDATES {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(running.market.ring.tail(), FEED_UPDATES, "feed published");
+            running
+        });
+        let _ = std::fs::remove_file(&feed);
+        UpgradeServer { rt, running }
+    })
+}
+
+/// The bytes a client sends on one connection: an HTTP request (or
+/// several, or garbage), and after a successful upgrade the WebSocket
+/// frames that follow, served by [`Running::serve_stream`], the code every
+/// accepted TCP connection runs. The client reads everything, then leaves.
+///
+/// Checks: the answer is HTTP; a 101 names one of our subprotocols (or
+/// none) and is followed only by complete, valid server frames (JSON
+/// control messages, market data as docs/PROTOCOL.md lays it out, at most
+/// one close frame, last); the connection ends once the client has gone,
+/// and every connection's resources are released (the connection gauge and
+/// the queued-bytes gauge are back to zero).
+pub fn upgrade(data: &[u8]) {
+    upgrade_answer(data);
+}
+
+/// [`upgrade`], returning every byte the client received.
+pub fn upgrade_answer(data: &[u8]) -> Vec<u8> {
+    let s = upgrade_server();
+    let out = s.rt.block_on(async {
+        let (client, server_end) = tokio::io::duplex(64 * 1024);
+        let serve = async {
+            let served = tokio::time::timeout(
+                Duration::from_secs(3600),
+                s.running.serve_stream(server_end),
+            );
+            assert!(served.await.is_ok(), "the connection outlived its client");
+        };
+        let (_, out) = tokio::join!(serve, talk(client, data));
+        let metrics = &s.running.market.metrics;
+        // The WebSocket connection runs in a task of its own.
+        let released = wait_until(|| metrics.connections.load(Relaxed) == 0);
+        assert!(released.await, "a connection outlived its client");
+        assert_eq!(
+            metrics.queued_bytes.load(Relaxed),
+            0,
+            "queued bytes released"
+        );
+        out
+    });
+    check_http_answer(&out);
+    out
+}
+
+async fn talk(client: tokio::io::DuplexStream, data: &[u8]) -> Vec<u8> {
+    let (mut rd, mut wr) = tokio::io::split(client);
+    let mut out = Vec::new();
+    let io = async {
+        // The server may stop reading (a refusal, a close): then the write
+        // fails, and that is fine.
+        let _ = tokio::join!(wr.write_all(data), rd.read_to_end(&mut out));
+    };
+    let _ = tokio::time::timeout(SETTLE, io).await;
+    out
+}
+
+async fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..1000 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+fn check_http_answer(out: &[u8]) {
+    if out.is_empty() {
+        // hyper closes without an answer on some garbage (no request line).
+        return;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(out) {
+        Ok(httparse::Status::Complete(n)) => n,
+        other => panic!(
+            "not an HTTP answer ({other:?}): {:?}",
+            String::from_utf8_lossy(&out[..out.len().min(200)])
+        ),
+    };
+    // HTTP/1.0 requests are answered in HTTP/1.0.
+    assert!(matches!(resp.version, Some(0 | 1)));
+    if resp.code != Some(101) {
+        return;
+    }
+    let header = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    assert!(
+        header("sec-websocket-accept").is_some(),
+        "101 without accept"
+    );
+    let format = match header("sec-websocket-protocol") {
+        None | Some(b"tickwire.v1") => Protocol::TickwireBinary,
+        Some(b"tickwire.v1.json") => Protocol::TickwireJson,
+        Some(p) => panic!("101 with subprotocol {:?}", String::from_utf8_lossy(p)),
+    };
+    check_server_frames(&out[head_len..], format);
+}
+
+/// Everything after a 101 is complete server frames: text frames are JSON
+/// objects with a `type`, binary frames are tickwire messages, and a close
+/// frame, if any, is last.
+fn check_server_frames(all: &[u8], format: Protocol) {
+    let mut bytes = all;
+    let mut closed = false;
+    while !bytes.is_empty() {
+        assert!(!closed, "a frame after the close frame");
+        let (f, used) = match next_frame(bytes) {
+            Ok(Some(x)) => x,
+            other => panic!("bad server frame: {other:?}"),
+        };
+        match f.opcode {
+            encode::OPCODE_TEXT => {
+                let v: Value = serde_json::from_slice(f.payload).expect("JSON text frame");
+                assert!(v["type"].is_string(), "{v}");
+            }
+            encode::OPCODE_BINARY => {
+                assert_eq!(
+                    format,
+                    Protocol::TickwireBinary,
+                    "binary on the JSON subprotocol"
+                );
+                decode_binary(f.payload).expect("a tickwire binary message");
+            }
+            encode::OPCODE_CLOSE => {
+                closed = true;
+                assert!(f.payload.len() != 1 && f.payload.len() <= 125);
+                if f.payload.len() >= 2 {
+                    std::str::from_utf8(&f.payload[2..]).expect("UTF-8 close reason");
+                }
+            }
+            // Pongs answer the client's pings; pings are the heartbeat.
+            encode::OPCODE_PONG | encode::OPCODE_PING => {}
+            other => panic!("server sent opcode {other:#x}"),
+        }
+        bytes = &bytes[used..];
+    }
+    // The bench harness's parser takes the same bytes.
+    if let Err(e) = parse_server_bytes(format, all) {
+        panic!("the bench parser refused the server's frames: {e}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Frames
+// ---------------------------------------------------------------------------
+
+/// Arbitrary updates, symbol definitions and close frames, encoded by the
+/// server's encoders (`FrameEncoder`, `SymbolTable::intern`,
+/// `encode::close_frame`) and decoded per docs/PROTOCOL.md: every field
+/// comes back as it went in, in both subprotocols, and the bench harness's
+/// parser (`tickwire bench`) takes each frame.
+pub fn frame_roundtrip(data: &[u8]) {
+    let mut input = Input(data);
+    let mut encoder = FrameEncoder::new();
+    let table = SymbolTable::new();
+    while let Some(kind) = input.take_u8() {
+        match kind % 5 {
+            0 | 1 | 4 => roundtrip_update(&mut input, &mut encoder, kind % 5),
+            2 => roundtrip_symbol(&mut input, &table),
+            _ => roundtrip_close(&mut input),
+        }
+    }
+}
+
+/// `which`: 0 a quote, 1 a trade, anything else a live venue's status.
+fn roundtrip_update(input: &mut Input<'_>, encoder: &mut FrameEncoder, which: u8) {
+    let kind = if which == 0 {
+        UpdateKind::Quote {
+            bid_px: input.i64(),
+            bid_sz: input.i64(),
+            ask_px: input.i64(),
+            ask_sz: input.i64(),
+        }
+    } else if which != 1 {
+        UpdateKind::Status(
+            [
+                SymbolStatus::Live,
+                SymbolStatus::StaleGap,
+                SymbolStatus::StaleDisconnected,
+                SymbolStatus::StaleSilent,
+            ][usize::from(input.u8() % 4)],
+        )
+    } else {
+        let side = match input.u8() % 3 {
+            0 => Side::Unknown,
+            1 => Side::Buy,
+            _ => Side::Sell,
+        };
+        UpdateKind::Trade {
+            px: input.i64(),
+            sz: input.i64(),
+            side,
+        }
+    };
+    let s = Sequenced {
+        update: Update {
+            // Shifted by a fuzzed amount, so that small ids (real ones) are
+            // as common as large ones.
+            symbol: input
+                .u32()
+                .checked_shr(u32::from(input.u8() % 33))
+                .unwrap_or(0),
+            kind,
+            exchange_ts_ns: input.u64(),
+            receive_ts_ns: input.u64(),
+            origin_seq: 0,
+            origin_publish_ts_ns: 0,
+        },
+        seq: input.u64(),
+        symbol_seq: input.u64(),
+        publish_ts_ns: input.u64(),
+    };
+    let price_decimals = input.u8() % (MAX_DECIMALS + 1);
+    let size_decimals = input.u8() % (MAX_DECIMALS + 1);
+    let name = input.string();
+    let sym = SymbolFormat {
+        name: &name,
+        price_decimals,
+        size_decimals,
+    };
+    let encoded = encoder.encode(&s, sym);
+
+    // Binary.
+    let (f, used) = next_frame(&encoded.binary).unwrap().unwrap();
+    assert_eq!(
+        (f.opcode, used),
+        (encode::OPCODE_BINARY, encoded.binary.len())
+    );
+    assert_eq!(decode_binary(f.payload), Ok(Decoded::Update(s)));
+    // The bench harness keeps a sequence slot per symbol id up to 2^20, so
+    // it is given only ids of up to 16 bits (one more 8 MB vector per input
+    // would be most of the time spent), and ids past 2^20, which it must
+    // take for a sign of a foreign server.
+    let checked_by_bench = s.update.symbol <= u32::from(u16::MAX);
+    let is_status = matches!(s.update.kind, UpdateKind::Status(_));
+    // What the bench harness counts: an update, or a status notice.
+    let counted = |r: tickwire::bench::record::ConnRecord| (r.updates_total, r.status_notices);
+    let want = if is_status { (0, 1) } else { (1, 0) };
+    let rec = || parse_server_bytes(Protocol::TickwireBinary, &encoded.binary);
+    if s.update.symbol > 1 << 20 && !is_status {
+        assert!(rec().is_err());
+    } else if checked_by_bench {
+        assert_eq!(rec().map(counted).ok(), Some(want));
+    }
+
+    // JSON.
+    let v = text_json(&encoded.json);
+    let u = &s.update;
+    let type_name = match u.kind {
+        UpdateKind::Quote { .. } => "quote",
+        UpdateKind::Trade { .. } => "trade",
+        UpdateKind::Status(_) => "status",
+    };
+    assert_eq!(v["type"], type_name);
+    assert_eq!(v["symbol"], name.as_str());
+    for (key, want) in [
+        ("id", u64::from(u.symbol)),
+        ("seq", s.seq),
+        ("symbol_seq", s.symbol_seq),
+        ("exchange_ts", u.exchange_ts_ns),
+        ("receive_ts", u.receive_ts_ns),
+        ("publish_ts", s.publish_ts_ns),
+    ] {
+        assert_eq!(v[key].as_u64(), Some(want), "{key} in {v}");
+    }
+    let numbers: Vec<(&str, i64, u8)> = match u.kind {
+        UpdateKind::Quote {
+            bid_px,
+            bid_sz,
+            ask_px,
+            ask_sz,
+        } => vec![
+            ("bid", bid_px, price_decimals),
+            ("bid_size", bid_sz, size_decimals),
+            ("ask", ask_px, price_decimals),
+            ("ask_size", ask_sz, size_decimals),
+        ],
+        UpdateKind::Trade { px, sz, side } => {
+            assert_eq!(v["side"], encode::side_name(side));
+            vec![("price", px, price_decimals), ("size", sz, size_decimals)]
+        }
+        UpdateKind::Status(status) => {
+            assert_eq!(v["state"], status.state());
+            if status.is_stale() {
+                assert_eq!(v["reason"], status.reason());
+            }
+            vec![]
+        }
+    };
+    for (key, mantissa, decimals) in numbers {
+        let text = v[key].as_str().unwrap_or_else(|| panic!("{key} in {v}"));
+        assert_eq!(
+            decimal_mantissa(text, decimals),
+            Some(mantissa),
+            "{key} {text:?}"
+        );
+    }
+    if checked_by_bench {
+        let rec = parse_server_bytes(Protocol::TickwireJson, &encoded.json);
+        assert_eq!(rec.map(counted).ok(), Some(want));
+    }
+}
+
+/// `mantissa × 10^-decimals` written with exactly `decimals` fraction
+/// digits and no superfluous leading zero, read back independently of
+/// tickwire's decimal code.
+fn decimal_mantissa(text: &str, decimals: u8) -> Option<i64> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = match body.split_once('.') {
+        Some((i, f)) if decimals > 0 && f.len() == usize::from(decimals) => (i, f),
+        None if decimals == 0 => (body, ""),
+        _ => return None,
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || (decimals > 0 && !digits(frac)) || (int.len() > 1 && int.starts_with('0')) {
+        return None;
+    }
+    let magnitude: i128 = format!("{int}{frac}").parse().ok()?;
+    let value = if negative { -magnitude } else { magnitude };
+    if negative && magnitude == 0 {
+        return None;
+    }
+    i64::try_from(value).ok()
+}
+
+fn roundtrip_symbol(input: &mut Input<'_>, table: &SymbolTable) {
+    let name = input.string();
+    let (pd, sd) = (
+        input.u8() % (MAX_DECIMALS + 1),
+        input.u8() % (MAX_DECIMALS + 1),
+    );
+    let Ok(def) = table.intern(&name, pd, sd) else {
+        return;
+    };
+    // Interned earlier with other scales: the first ones stay.
+    let (pd, sd) = (def.price_decimals, def.size_decimals);
+    let (f, used) = next_frame(&def.frame_binary).unwrap().unwrap();
+    assert_eq!(
+        (f.opcode, used),
+        (encode::OPCODE_BINARY, def.frame_binary.len())
+    );
+    assert_eq!(
+        decode_binary(f.payload),
+        Ok(Decoded::Symbol {
+            id: def.id,
+            name: name.clone(),
+            price_decimals: pd,
+            size_decimals: sd
+        })
+    );
+    let v = text_json(&def.frame_json);
+    assert_eq!(v["type"], "symbol");
+    assert_eq!(v["id"].as_u64(), Some(u64::from(def.id)));
+    assert_eq!(v["symbol"], name.as_str());
+    assert_eq!(v["price_decimals"].as_u64(), Some(u64::from(pd)));
+    assert_eq!(v["size_decimals"].as_u64(), Some(u64::from(sd)));
+    for (format, frame) in [
+        (Protocol::TickwireBinary, &def.frame_binary),
+        (Protocol::TickwireJson, &def.frame_json),
+    ] {
+        let rec = parse_server_bytes(format, frame).expect("the harness takes a definition");
+        assert_eq!(rec.definitions, 1);
+    }
+}
+
+fn roundtrip_close(input: &mut Input<'_>) {
+    let code = u16::from_le_bytes([input.u8(), input.u8()]);
+    let reason = input.string();
+    let frame = encode::close_frame(code, &reason);
+    let (f, used) = next_frame(&frame).unwrap().unwrap();
+    assert_eq!((f.opcode, used), (encode::OPCODE_CLOSE, frame.len()));
+    assert!(
+        f.payload.len() <= 125,
+        "control frames carry at most 125 bytes"
+    );
+    assert_eq!(u16::from_be_bytes([f.payload[0], f.payload[1]]), code);
+    let sent = std::str::from_utf8(&f.payload[2..]).expect("UTF-8 reason");
+    assert!(reason.starts_with(sent));
+    // Cut only to fit, at a character boundary.
+    assert!(
+        sent.len() == reason.len() || sent.len() + 4 > 123,
+        "{sent:?}"
+    );
+    let rec = parse_server_bytes(Protocol::TickwireBinary, &frame).unwrap();
+    assert_eq!(rec.close_code, Some(code));
+}
+
+/// Arbitrary bytes as a server's stream: the PROTOCOL.md decoder here and
+/// the bench harness's parser (`tickwire bench` reads whatever any server
+/// sends) must refuse what they cannot take, never panic.
+pub fn frame_decode(data: &[u8]) {
+    let mut rest = data;
+    while let Ok(Some((f, used))) = next_frame(rest) {
+        if f.opcode == encode::OPCODE_BINARY {
+            let _ = decode_binary(f.payload);
+        }
+        rest = &rest[used..];
+    }
+    for p in [
+        Protocol::TickwireBinary,
+        Protocol::TickwireJson,
+        Protocol::TsPrefix,
+        Protocol::RawTcp,
+    ] {
+        let _ = parse_server_bytes(p, data);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A decoder written from docs/PROTOCOL.md alone
+// ---------------------------------------------------------------------------
+
+/// One complete server frame: FIN set, unmasked (RFC 6455 §5.2).
+#[derive(Debug, PartialEq, Eq)]
+pub struct ServerFrame<'a> {
+    pub opcode: u8,
+    pub payload: &'a [u8],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameError {
+    NotFinal,
+    Reserved,
+    Masked,
+    /// A length not written in the shortest form (RFC 6455 §5.2: "the
+    /// minimal number of bytes MUST be used").
+    LongLength,
+}
+
+/// The frame at the start of `bytes` and the bytes it takes, `None` if
+/// incomplete.
+pub fn next_frame(bytes: &[u8]) -> Result<Option<(ServerFrame<'_>, usize)>, FrameError> {
+    let (Some(&b0), Some(&b1)) = (bytes.first(), bytes.get(1)) else {
+        return Ok(None);
+    };
+    if b0 & 0x80 == 0 {
+        return Err(FrameError::NotFinal);
+    }
+    if b0 & 0x70 != 0 {
+        return Err(FrameError::Reserved);
+    }
+    if b1 & 0x80 != 0 {
+        return Err(FrameError::Masked);
+    }
+    let (header, len) = match b1 & 0x7f {
+        126 => {
+            let Some(b) = bytes.get(2..4) else {
+                return Ok(None);
+            };
+            let len = u64::from(u16::from_be_bytes([b[0], b[1]]));
+            if len < 126 {
+                return Err(FrameError::LongLength);
+            }
+            (4, len)
+        }
+        127 => {
+            let Some(b) = bytes.get(2..10) else {
+                return Ok(None);
+            };
+            let len = u64::from_be_bytes(b.try_into().unwrap_or_default());
+            if len <= u64::from(u16::MAX) {
+                return Err(FrameError::LongLength);
+            }
+            (10, len)
+        }
+        n => (2, u64::from(n)),
+    };
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|len| len.checked_add(header));
+    match end.and_then(|end| bytes.get(header..end).map(|p| (p, end))) {
+        Some((payload, end)) => Ok(Some((
+            ServerFrame {
+                opcode: b0 & 0x0f,
+                payload,
+            },
+            end,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// A `tickwire.v1` binary message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Update(Sequenced),
+    Symbol {
+        id: u32,
+        name: String,
+        price_decimals: u8,
+        size_decimals: u8,
+    },
+}
+
+/// Decodes a binary message by the tables of docs/PROTOCOL.md.
+pub fn decode_binary(p: &[u8]) -> Result<Decoded, String> {
+    let u64_at = |o: usize| u64::from_le_bytes(p[o..o + 8].try_into().unwrap_or_default());
+    let i64_at = |o: usize| u64_at(o) as i64;
+    let u32_at = |o: usize| u32::from_le_bytes(p[o..o + 4].try_into().unwrap_or_default());
+    match (p.first(), p.len()) {
+        (Some(3), n) if n >= 8 => {
+            let name_len = usize::from(p[3]);
+            if n != 8 + name_len {
+                return Err(format!(
+                    "symbol definition of {n} bytes, name_len {name_len}"
+                ));
+            }
+            let name = std::str::from_utf8(&p[8..]).map_err(|e| e.to_string())?;
+            Ok(Decoded::Symbol {
+                id: u32_at(4),
+                name: name.to_owned(),
+                price_decimals: p[1],
+                size_decimals: p[2],
+            })
+        }
+        (Some(4), 48) => {
+            if p[2] != 0 || p[3] != 0 {
+                return Err("reserved bytes are not 0".into());
+            }
+            let status = match p[1] {
+                0 => SymbolStatus::Live,
+                1 => SymbolStatus::StaleGap,
+                2 => SymbolStatus::StaleDisconnected,
+                3 => SymbolStatus::StaleSilent,
+                s => return Err(format!("status {s}")),
+            };
+            Ok(Decoded::Update(Sequenced {
+                update: Update {
+                    symbol: u32_at(4),
+                    kind: UpdateKind::Status(status),
+                    exchange_ts_ns: u64_at(24),
+                    receive_ts_ns: u64_at(32),
+                    origin_seq: 0,
+                    origin_publish_ts_ns: 0,
+                },
+                seq: u64_at(8),
+                symbol_seq: u64_at(16),
+                publish_ts_ns: u64_at(40),
+            }))
+        }
+        (Some(t @ (1 | 2)), n) if n == if *t == 1 { 80 } else { 64 } => {
+            if p[2] != 0 || p[3] != 0 {
+                return Err("reserved bytes are not 0".into());
+            }
+            let kind = if *t == 1 {
+                if p[1] != 0 {
+                    return Err("a quote's byte 1 is not 0".into());
+                }
+                UpdateKind::Quote {
+                    bid_px: i64_at(48),
+                    bid_sz: i64_at(56),
+                    ask_px: i64_at(64),
+                    ask_sz: i64_at(72),
+                }
+            } else {
+                let side = match p[1] {
+                    0 => Side::Unknown,
+                    1 => Side::Buy,
+                    2 => Side::Sell,
+                    s => return Err(format!("trade side {s}")),
+                };
+                UpdateKind::Trade {
+                    px: i64_at(48),
+                    sz: i64_at(56),
+                    side,
+                }
+            };
+            Ok(Decoded::Update(Sequenced {
+                update: Update {
+                    symbol: u32_at(4),
+                    kind,
+                    exchange_ts_ns: u64_at(24),
+                    receive_ts_ns: u64_at(32),
+                    origin_seq: 0,
+                    origin_publish_ts_ns: 0,
+                },
+                seq: u64_at(8),
+                symbol_seq: u64_at(16),
+                publish_ts_ns: u64_at(40),
+            }))
+        }
+        (t, n) => Err(format!("binary message of type {t:?}, {n} bytes")),
+    }
+}
+
+/// Fuzz bytes read as a sequence of values; past the end, zeros.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn take_u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn u8(&mut self) -> u8 {
+        self.take_u8().unwrap_or(0)
+    }
+
+    fn u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        for x in &mut b {
+            *x = self.u8();
+        }
+        u64::from_le_bytes(b)
+    }
+
+    fn i64(&mut self) -> i64 {
+        self.u64() as i64
+    }
+
+    fn u32(&mut self) -> u32 {
+        self.u64() as u32
+    }
+
+    /// A length byte (up to 80), then that many bytes as (lossy) UTF-8.
+    fn string(&mut self) -> String {
+        let len = usize::from(self.u8() % 81).min(self.0.len());
+        let (s, rest) = self.0.split_at(len);
+        self.0 = rest;
+        String::from_utf8_lossy(s).into_owned()
+    }
+}
