@@ -274,7 +274,8 @@ impl Sink for CsvSink {
                 }
                 &mut self.quotes
             }
-            UpdateKind::Status(_) => unreachable!("statuses return above"),
+            // Returned above; nothing to write either way.
+            UpdateKind::Status(_) => return Ok(()),
             UpdateKind::Trade { px, sz, side } => {
                 // No trade id: the normalized stream does not carry one.
                 line.push(b',');

@@ -12,6 +12,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IoSlice;
+// Relaxed throughout: these atomics are counters and gauges (metrics,
+// feed stats, the harness's progress), each read on its own; nothing is
+// ordered through them, so they pair with nothing.
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 

@@ -19,6 +19,9 @@
 //! back and is served again.
 
 use std::future::Future;
+// Relaxed throughout: these atomics are counters and gauges (metrics,
+// feed stats, the harness's progress), each read on its own; nothing is
+// ordered through them, so they pair with nothing.
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;

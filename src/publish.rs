@@ -1,6 +1,9 @@
 //! The one writer: sequences updates, encodes each once, and publishes it to
 //! the last-value cache and the ring.
 
+// Relaxed throughout: these atomics are counters and gauges (metrics,
+// feed stats, the harness's progress), each read on its own; nothing is
+// ordered through them, so they pair with nothing.
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 

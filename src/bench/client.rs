@@ -11,6 +11,9 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
+// Relaxed throughout: progress counters and the highest sequence seen,
+// each read on its own by the progress line; nothing is ordered through
+// them, so they pair with nothing.
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;

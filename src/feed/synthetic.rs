@@ -7,6 +7,9 @@
 //! and never at or below zero.
 
 use std::fmt;
+// Relaxed throughout: these atomics are counters and gauges (metrics,
+// feed stats, the harness's progress), each read on its own; nothing is
+// ordered through them, so they pair with nothing.
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;

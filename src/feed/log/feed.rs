@@ -2,6 +2,9 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
+// Relaxed throughout: these atomics are counters and gauges (metrics,
+// feed stats, the harness's progress), each read on its own; nothing is
+// ordered through them, so they pair with nothing.
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Entry, LogError, LogReader, LogSymbol, ReadStats};
