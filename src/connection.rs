@@ -24,6 +24,7 @@ use crate::encode::{self, close_frame};
 use crate::fanout::{FanoutLimits, Outbox, Subscriber, MAX_IOV};
 use crate::inbound::{InboundLimits, InboundRate, Message, MessageReader};
 use crate::market::Market;
+use crate::mask_check::MaskCheck;
 use crate::metrics::Metrics;
 use crate::protocol::{self, close_code, ErrorCode, Format, Refusal};
 
@@ -187,13 +188,15 @@ const ECHO_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// closes: a socket closed with unread input is reset, and the reset can
 /// destroy the close frame we sent before the client reads it.
 async fn read_loop<R: AsyncRead + Unpin>(
-    mut reader: R,
+    reader: R,
     limits: InboundLimits,
     metrics: Arc<Metrics>,
     tx: mpsc::Sender<Inbound>,
     max_symbols: usize,
     echo: bool,
 ) {
+    // Under fastwebsockets: it does not say whether a frame was masked.
+    let mut reader = MaskCheck::new(reader);
     let ws = fastwebsockets::after_handshake_split(
         &mut reader,
         tokio::io::sink(),
@@ -202,7 +205,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
     .0;
     let ws = MessageReader::new(ws, limits, Arc::clone(&metrics));
     if read_messages(ws, tx, max_symbols, echo, &metrics).await {
-        let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+        // Past the check: after an unmasked frame it would fail at once.
+        let _ = tokio::io::copy(reader.get_mut(), &mut tokio::io::sink()).await;
     }
 }
 

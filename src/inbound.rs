@@ -30,6 +30,7 @@ use fastwebsockets::{OpCode, WebSocketError, WebSocketRead};
 use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
+use crate::mask_check::is_unmasked;
 use crate::metrics::Metrics;
 use crate::protocol::close_code;
 
@@ -78,6 +79,9 @@ pub enum InboundError {
     RateExceeded(u32),
     #[error("ping timeout: nothing received for {} ms", .0.as_millis())]
     Silent(Duration),
+    /// RFC 6455 §5.1 (found by [`crate::mask_check`]).
+    #[error("unmasked client frame")]
+    Unmasked,
 }
 
 impl InboundError {
@@ -85,6 +89,11 @@ impl InboundError {
     /// nothing), counted in the metric of its cause.
     pub fn close(&self, metrics: &Metrics) -> Option<(u16, String)> {
         let code = match self {
+            InboundError::Unmasked => {
+                // Relaxed: independent counter.
+                metrics.unmasked_frame_closes_total.fetch_add(1, Relaxed);
+                close_code::PROTOCOL_ERROR
+            }
             InboundError::Ws(
                 WebSocketError::IoError(_)
                 | WebSocketError::UnexpectedEOF
@@ -212,6 +221,9 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             let read = self.ws.read_frame(send_fn);
             let frame = match tokio::time::timeout(self.limits.heartbeat_timeout, read).await {
                 Err(_) => return Err(InboundError::Silent(self.limits.heartbeat_timeout)),
+                Ok(Err(WebSocketError::IoError(e))) if is_unmasked(&e) => {
+                    return Err(InboundError::Unmasked)
+                }
                 Ok(frame) => frame?,
             };
             let message = match frame.opcode {

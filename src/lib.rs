@@ -22,7 +22,8 @@
 //!   cursor, conflation.
 //! - [`connection`]: one WebSocket connection's reader and vectored writer;
 //!   [`inbound`] reassembles what the client sends within its limits
-//!   (size, fragments, rate, heartbeat).
+//!   (size, fragments, rate, heartbeat); [`mask_check`] closes on an
+//!   unmasked client frame.
 //! - [`sse`]: the same frames as Server-Sent Events, for clients that cannot
 //!   open a WebSocket.
 //! - [`server`]: HTTP routes (`/`, `/ws`, `/sse`, `/metrics`, `/healthz`),
@@ -58,6 +59,7 @@ pub mod fanout;
 pub mod feed;
 pub mod inbound;
 pub mod market;
+pub mod mask_check;
 pub mod metrics;
 pub mod nats;
 pub mod nats_publish;

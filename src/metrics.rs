@@ -115,6 +115,8 @@ counters! {
     too_many_fragments_closes_total: "counter",
     /// Connections closed with 1009 for a message larger than max_message_bytes.
     message_too_big_closes_total: "counter",
+    /// Connections closed with 1002 for an unmasked client frame (RFC 6455 section 5.1).
+    unmasked_frame_closes_total: "counter",
     /// Requests on /ws and /sse refused with 403 for their Origin.
     origin_rejections_total: "counter",
     /// Connections closed (1008, or the SSE stream ended) when their access token expired.

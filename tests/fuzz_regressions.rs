@@ -330,15 +330,17 @@ fn bad_frames_get_their_close_codes() {
 }
 
 /// RFC 6455 §5.1: a server MUST close with 1002 on an unmasked client
-/// frame, and docs/PROTOCOL.md says so. tickwire does not: fastwebsockets
-/// unmasks when there is a mask and does not tell the caller when there is
-/// none, so an unmasked `{}` is read as a request (error 4000). Found while
-/// writing these tests; see docs/SECURITY.md.
+/// frame, and docs/PROTOCOL.md says so. fastwebsockets unmasks when there
+/// is a mask and does not tell the caller when there is none, so before
+/// `src/mask_check.rs` an unmasked `{}` was read as a request (error 4000).
+/// Found while writing these tests; see docs/SECURITY.md.
 #[test]
-#[ignore = "known gap: unmasked client frames are accepted (docs/SECURITY.md)"]
 fn unmasked_client_frames_are_closed_with_1002() {
     let frames = frames_after_upgrade(&targets::upgrade_answer(&seed("upgrade", "unmasked")));
     let (opcode, payload) = frames.last().expect("a close frame");
     assert_eq!(*opcode, 8, "{frames:?}");
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+    assert_eq!(&payload[2..], b"unmasked client frame");
+    // Not read as a request: nothing but the close.
+    assert_eq!(frames.len(), 1, "{frames:?}");
 }

@@ -523,3 +523,44 @@ async fn the_subscription_limit_holds_per_request_and_per_connection() {
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmasked_client_frame_is_closed_with_1002() {
+    let server = limited_server(ServeConfig::default()).await;
+    let m = &server.market.metrics;
+    let mut by = bystander(server.addr).await;
+
+    // TC0: a masked request, then the same request unmasked, in one write:
+    // the first is answered, the second closes with 1002 (RFC 6455 §5.1).
+    let mut c = RawWs::connect(ip(10), server.addr).await;
+    let mut bytes = raw::frame(true, raw::TEXT, br#"{"op":"ping","id":1}"#);
+    let unmasked = br#"{"op":"ping","id":2}"#;
+    bytes.extend_from_slice(&[0x80 | raw::TEXT, unmasked.len() as u8]);
+    bytes.extend_from_slice(unmasked);
+    c.stream.write_all(&bytes).await.unwrap();
+    let (close, texts) = c.read_until_close(Duration::from_secs(10)).await;
+    assert_eq!(
+        close,
+        Some((1002, "unmasked client frame".to_string())),
+        "{texts:?}"
+    );
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(texts[0].contains(r#""id":1"#), "{texts:?}");
+
+    // TC1: an unmasked control frame (a ping) as the first frame.
+    let mut c = RawWs::connect(ip(10), server.addr).await;
+    c.stream.write_all(&[0x80 | raw::PING, 0]).await.unwrap();
+    let (close, texts) = c.read_until_close(Duration::from_secs(10)).await;
+    assert_eq!(close.map(|c| c.0), Some(1002), "{texts:?}");
+
+    assert_eq!(m.unmasked_frame_closes_total.load(Relaxed), 2);
+    assert_eq!(
+        metric(
+            &metrics_text(server.addr).await,
+            "tickwire_unmasked_frame_closes_total"
+        ),
+        2
+    );
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}

@@ -1,0 +1,354 @@
+//! RFC 6455 §5.1: every frame a client sends must be masked, and a server
+//! must close the connection (1002) on one that is not.
+//!
+//! fastwebsockets unmasks a masked frame and reads an unmasked one as it
+//! is, without telling its caller which it was. [`MaskCheck`] sits under
+//! its reader and follows the frame boundaries in the byte stream as the
+//! bytes pass through: it reads each frame header's mask bit and length,
+//! and steps over payloads by arithmetic alone (no copy, no allocation).
+//! The bytes before an unmasked frame's second header byte (the one with
+//! the mask bit) are passed on, so the frames before it are served; the
+//! next read fails with an [`io::Error`] that [`is_unmasked`] recognises,
+//! which the reader turns into close 1002 `unmasked client frame`.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// Where [`FrameScanner`] is in the frame stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At a header's first byte (FIN, RSV, opcode).
+    First,
+    /// At a header's second byte (mask bit, 7-bit length).
+    Second,
+    /// In a 16- or 64-bit extended length: `left` bytes to go.
+    Length { left: u8, len: u64 },
+    /// In the masking key: `left` bytes to go, then `len` payload bytes.
+    Key { left: u8, len: u64 },
+    /// `left` payload bytes to go.
+    Payload { left: u64 },
+    /// An unmasked frame was seen; nothing after it is looked at.
+    Unmasked,
+}
+
+/// Follows frame boundaries in a client's byte stream and finds the first
+/// unmasked frame.
+#[derive(Debug, Clone)]
+pub struct FrameScanner {
+    state: State,
+}
+
+impl Default for FrameScanner {
+    fn default() -> Self {
+        FrameScanner {
+            state: State::First,
+        }
+    }
+}
+
+impl FrameScanner {
+    /// Takes the next bytes of the stream. `Err(i)`: `bytes[i]` is the
+    /// second header byte of an unmasked frame (and every later call fails
+    /// with `Err(0)`).
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), usize> {
+        let mut i = 0;
+        while i < bytes.len() {
+            self.state = match self.state {
+                State::Unmasked => return Err(0),
+                State::First => State::Second,
+                State::Second => {
+                    let b = bytes[i];
+                    if b & 0x80 == 0 {
+                        self.state = State::Unmasked;
+                        return Err(i);
+                    }
+                    match b & 0x7f {
+                        126 => State::Length { left: 2, len: 0 },
+                        127 => State::Length { left: 8, len: 0 },
+                        len => State::Key {
+                            left: 4,
+                            len: u64::from(len),
+                        },
+                    }
+                }
+                State::Length { left, len } => {
+                    // Eight bytes at most: the first one's bits end at the
+                    // top of the u64, none are shifted out.
+                    let len = (len << 8) | u64::from(bytes[i]);
+                    if left == 1 {
+                        State::Key { left: 4, len }
+                    } else {
+                        State::Length {
+                            left: left - 1,
+                            len,
+                        }
+                    }
+                }
+                State::Key { left, len } => match (left, len) {
+                    (1, 0) => State::First,
+                    (1, len) => State::Payload { left: len },
+                    (left, len) => State::Key {
+                        left: left - 1,
+                        len,
+                    },
+                },
+                State::Payload { left } => {
+                    // Step over as much of the payload as is here.
+                    let here = (bytes.len() - i) as u64;
+                    let skip = left.min(here);
+                    i += skip as usize;
+                    self.state = if skip == left {
+                        State::First
+                    } else {
+                        State::Payload { left: left - skip }
+                    };
+                    continue;
+                }
+            };
+            i += 1;
+        }
+        if self.state == State::Unmasked {
+            return Err(0);
+        }
+        Ok(())
+    }
+}
+
+/// The error a [`MaskCheck`] read fails with after an unmasked frame.
+#[derive(Debug)]
+struct UnmaskedFrame;
+
+impl fmt::Display for UnmaskedFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("unmasked client frame")
+    }
+}
+
+impl std::error::Error for UnmaskedFrame {}
+
+fn unmasked_error() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, UnmaskedFrame)
+}
+
+/// Whether `e` is a [`MaskCheck`]'s unmasked-frame error.
+pub fn is_unmasked(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<UnmaskedFrame>())
+}
+
+/// A client's read half that fails on the first unmasked frame (module
+/// docs).
+#[derive(Debug)]
+pub struct MaskCheck<R> {
+    inner: R,
+    scanner: FrameScanner,
+}
+
+impl<R> MaskCheck<R> {
+    pub fn new(inner: R) -> Self {
+        MaskCheck {
+            inner,
+            scanner: FrameScanner::default(),
+        }
+    }
+
+    /// The stream under the check (to drain what the client still sends
+    /// after an error).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for MaskCheck<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.scanner.state == State::Unmasked {
+            return Poll::Ready(Err(unmasked_error()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if let Err(at) = this.scanner.feed(&buf.filled()[before..]) {
+            if at == 0 {
+                // Nothing to pass on: an empty read would look like EOF.
+                buf.set_filled(before);
+                return Poll::Ready(Err(unmasked_error()));
+            }
+            // The bytes before it now; the error on the next read.
+            buf.set_filled(before + at);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A client frame: FIN, `opcode`, the given length encoding, masked or
+    /// not (the key is arbitrary: the scanner never unmasks).
+    fn frame(opcode: u8, len: usize, masked: bool, ext: u8) -> Vec<u8> {
+        let m = if masked { 0x80 } else { 0 };
+        let mut f = vec![0x80 | opcode];
+        match ext {
+            0 => f.push(m | len as u8),
+            2 => {
+                f.push(m | 126);
+                f.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                f.push(m | 127);
+                f.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            f.extend_from_slice(&[0x37, 0xfa, 0x21, 0x3d]);
+        }
+        // Payload bytes that look like headers, unmasked ones included.
+        f.extend((0..len).map(|i| [0x81, 0x05, 0x00][i % 3]));
+        f
+    }
+
+    /// Feeds `stream` cut at `cuts` (ascending offsets); returns the
+    /// stream offset of the reported byte, if any.
+    fn scan(stream: &[u8], cuts: &[usize]) -> Option<usize> {
+        let mut s = FrameScanner::default();
+        let mut start = 0;
+        for &end in cuts.iter().chain([stream.len()].iter()) {
+            if let Err(i) = s.feed(&stream[start..end]) {
+                return Some(start + i);
+            }
+            start = end;
+        }
+        None
+    }
+
+    fn masked_stream() -> Vec<u8> {
+        let mut stream = Vec::new();
+        // 7-bit, 16-bit and 64-bit lengths; empty, control and data frames.
+        for (opcode, len, ext) in [
+            (0x1, 2, 0),
+            (0x9, 0, 0),
+            (0xA, 125, 0),
+            (0x2, 126, 2),
+            (0x1, 300, 2),
+            (0x0, 65535, 2),
+            (0x2, 65536, 8),
+            (0x1, 5, 8),
+            (0x8, 2, 0),
+        ] {
+            stream.extend(frame(opcode, len, true, ext));
+        }
+        stream
+    }
+
+    #[test]
+    fn masked_frames_pass_at_every_cut() {
+        let stream = masked_stream();
+        // TC0: whole; TC1: cut once at every offset (headers split at every
+        // byte); TC2: one byte at a time.
+        assert_eq!(scan(&stream, &[]), None);
+        for cut in 0..=stream.len() {
+            assert_eq!(scan(&stream, &[cut]), None, "cut at {cut}");
+        }
+        let bytes: Vec<usize> = (1..stream.len()).collect();
+        assert_eq!(scan(&stream, &bytes), None);
+    }
+
+    #[test]
+    fn an_unmasked_frame_is_found_at_every_cut() {
+        for (opcode, len, ext) in [
+            (0x1, 2, 0),
+            (0x9, 0, 0),
+            (0x8, 2, 0),
+            (0x2, 200, 2),
+            (0x0, 70000, 8),
+        ] {
+            let mut stream = masked_stream();
+            let at = stream.len() + 1;
+            stream.extend(frame(opcode, len, false, ext));
+            // A masked frame after it changes nothing.
+            stream.extend(frame(0x1, 3, true, 0));
+            assert_eq!(scan(&stream, &[]), Some(at));
+            for cut in 0..=stream.len() {
+                assert_eq!(scan(&stream, &[cut]), Some(at), "{opcode} cut at {cut}");
+            }
+            let bytes: Vec<usize> = (1..stream.len()).collect();
+            assert_eq!(scan(&stream, &bytes), Some(at));
+        }
+        // TC: the very first frame.
+        assert_eq!(scan(&frame(0x1, 2, false, 0), &[]), Some(1));
+    }
+
+    #[test]
+    fn once_unmasked_every_feed_fails() {
+        let mut s = FrameScanner::default();
+        assert_eq!(s.feed(&[0x81, 0x02]), Err(1));
+        assert_eq!(s.feed(&[0x81]), Err(0));
+        assert_eq!(s.feed(&[]), Err(0));
+    }
+
+    /// Reads `stream` through a [`MaskCheck`] over a reader that returns
+    /// `chunk` bytes at a time; returns what got through and the error.
+    async fn read_through(stream: &[u8], chunk: usize) -> (Vec<u8>, Option<io::Error>) {
+        let (mut client, server) = tokio::io::duplex(chunk);
+        let writer = async {
+            for c in stream.chunks(chunk) {
+                use tokio::io::AsyncWriteExt;
+                if client.write_all(c).await.is_err() {
+                    break;
+                }
+            }
+            drop(client);
+        };
+        let reader = async {
+            let mut r = MaskCheck::new(server);
+            let mut got = Vec::new();
+            let mut buf = [0u8; 7];
+            loop {
+                match r.read(&mut buf).await {
+                    Ok(0) => return (got, None),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => {
+                        // The stream under it still reads (the drain).
+                        let mut rest = Vec::new();
+                        r.get_mut().read_to_end(&mut rest).await.unwrap();
+                        return (got, Some(e));
+                    }
+                }
+            }
+        };
+        tokio::join!(writer, reader).1
+    }
+
+    #[tokio::test]
+    async fn the_reader_passes_what_precedes_an_unmasked_frame_then_fails() {
+        // Small frames of every length encoding, read a byte at a time too.
+        let mut good = Vec::new();
+        for (opcode, len, ext) in [(0x1, 2, 0), (0x9, 0, 0), (0x2, 300, 2), (0x1, 5, 8)] {
+            good.extend(frame(opcode, len, true, ext));
+        }
+        for chunk in [1, 2, 3, 64, 1 << 20] {
+            // TC0: masked frames all get through, then EOF.
+            let (got, err) = read_through(&good, chunk).await;
+            assert_eq!(got, good, "chunk {chunk}");
+            assert!(err.is_none());
+            // TC1: everything before the unmasked frame's mask byte, then
+            // the unmasked-frame error.
+            let mut bad = good.clone();
+            bad.extend(frame(0x1, 2, false, 0));
+            let (got, err) = read_through(&bad, chunk).await;
+            assert_eq!(got, bad[..good.len() + 1], "chunk {chunk}");
+            assert!(is_unmasked(&err.expect("an error")));
+        }
+        // Other I/O errors are not taken for it.
+        assert!(!is_unmasked(&io::Error::from(io::ErrorKind::InvalidData)));
+    }
+}
