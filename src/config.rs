@@ -14,6 +14,7 @@ use crate::admission::AdmissionLimits;
 use crate::auth::{Secret, Verifier};
 use crate::connection::ConnectionConfig;
 use crate::fanout::FanoutLimits;
+use crate::feed::ws_client::UpstreamTls;
 use crate::feed::{FeedSpec, Speed, UpstreamTiming};
 use crate::inbound::InboundRate;
 use crate::nats::PublishTarget;
@@ -78,6 +79,10 @@ pub struct ServeConfig {
     pub upstream_backoff_initial_ms: u64,
     /// Live feeds: the largest reconnect delay.
     pub upstream_backoff_max_ms: u64,
+    /// Live feeds: a PEM bundle of CA certificates that `wss://` venues are
+    /// trusted by, besides Mozilla's roots compiled in (a TLS-intercepting
+    /// proxy's CA, a private venue's). Not set: Mozilla's roots only.
+    pub upstream_ca_file: Option<PathBuf>,
     /// Most TCP connections open at once (HTTP, WebSocket and SSE); past it
     /// a new connection gets 503 before any request is read.
     pub max_connections: usize,
@@ -151,6 +156,7 @@ impl Default for ServeConfig {
             upstream_silence_timeout_ms: 10_000,
             upstream_backoff_initial_ms: 250,
             upstream_backoff_max_ms: 30_000,
+            upstream_ca_file: None,
             max_connections: 50_000,
             max_connections_per_ip: 100,
             connection_attempts_per_ip_per_min: 120,
@@ -218,6 +224,13 @@ impl ServeConfig {
     /// Checks every field and parses the feeds; lists every problem found.
     pub fn validate(self) -> Result<Validated, ConfigError> {
         let mut errors = Vec::new();
+        let upstream_tls = match &self.upstream_ca_file {
+            None => UpstreamTls::default(),
+            Some(path) => UpstreamTls::from_pem_file(path).unwrap_or_else(|e| {
+                errors.push(e);
+                UpstreamTls::default()
+            }),
+        };
         let mut feeds = Vec::new();
         for f in &self.feeds {
             match f.parse::<FeedSpec>() {
@@ -226,6 +239,7 @@ impl ServeConfig {
                 }
                 Ok(FeedSpec::Upstream(mut spec)) => {
                     spec.timing = self.upstream_timing();
+                    spec.tls = upstream_tls.clone();
                     feeds.push(FeedSpec::Upstream(spec));
                 }
                 Ok(spec) => feeds.push(spec),
@@ -466,6 +480,79 @@ mod tests {
         let text = errors.join("\n");
         assert!(text.contains("upstream_silence_timeout_ms"), "{text}");
         assert!(text.contains("upstream_backoff_max_ms"), "{text}");
+    }
+
+    #[test]
+    fn upstream_ca_file_is_checked_and_reaches_live_feeds() {
+        let dir = std::env::temp_dir().join(format!("tickwire-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let good = file("good.pem", &ca.cert.pem());
+        let key_only = file("key.pem", &ca.signing_key.serialize_pem());
+        let not_base64 = file(
+            "junk.pem",
+            "-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n",
+        );
+        // Valid base64 and PEM, but not a certificate.
+        let not_der = file(
+            "notder.pem",
+            "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+        );
+        let validate = |path: &Path| {
+            ServeConfig {
+                feeds: vec!["binance:wss://localhost:9/stream?streams=a@trade".into()],
+                upstream_ca_file: Some(path.to_owned()),
+                ..ServeConfig::default()
+            }
+            .validate()
+        };
+        // TC0: a good bundle reaches the live feed: its roots are not the
+        // default ones.
+        let v = validate(&good).unwrap();
+        let FeedSpec::Upstream(spec) = &v.feeds[0] else {
+            panic!("not a live feed: {:?}", v.feeds);
+        };
+        assert_ne!(spec.tls, UpstreamTls::default());
+        assert!(format!("{:?}", spec.tls).contains("extra_roots: 1"));
+        // TC1: without the option, the default roots.
+        let v = ServeConfig {
+            feeds: vec!["binance:wss://localhost:9/stream?streams=a@trade".into()],
+            ..ServeConfig::default()
+        }
+        .validate()
+        .unwrap();
+        let FeedSpec::Upstream(spec) = &v.feeds[0] else {
+            panic!("not a live feed: {:?}", v.feeds);
+        };
+        assert_eq!(spec.tls, UpstreamTls::default());
+        // TC2: each bad file is refused at start, naming the file and why,
+        // with the other problems.
+        for (path, why) in [
+            (dir.join("missing.pem"), "No such file"),
+            (key_only, "no PEM CERTIFICATE"),
+            (not_base64, "not a PEM certificate bundle"),
+            (not_der, "not a usable CA"),
+        ] {
+            let ConfigError::Invalid(errors) = ServeConfig {
+                upstream_ca_file: Some(path.clone()),
+                ring_capacity: 1000,
+                ..ServeConfig::default()
+            }
+            .validate()
+            .unwrap_err() else {
+                panic!("expected Invalid");
+            };
+            let text = errors.join("\n");
+            let name = format!("upstream_ca_file {}", path.display());
+            assert!(text.contains(&name) && text.contains(why), "{why}: {text}");
+            assert!(text.contains("ring_capacity"), "{text}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -404,6 +404,11 @@ struct ServeArgs {
     /// Live feeds: largest reconnect delay [default: 30000].
     #[arg(long, env = "TICKWIRE_UPSTREAM_BACKOFF_MAX_MS")]
     upstream_backoff_max_ms: Option<u64>,
+    /// Live feeds: also trust the CA certificates in this PEM bundle for
+    /// wss:// venues (a TLS-intercepting proxy's, a private venue's), besides
+    /// the Mozilla roots compiled in.
+    #[arg(long, env = "TICKWIRE_UPSTREAM_CA_FILE")]
+    upstream_ca_file: Option<PathBuf>,
     /// Serve /echo (every message echoed by the /ws connection code), for
     /// conformance testing with Autobahn|Testsuite.
     #[arg(long, env = "TICKWIRE_ECHO")]
@@ -501,6 +506,9 @@ impl ServeArgs {
             tls_handshake_timeout_ms,
             publish_buffer_updates
         );
+        if self.upstream_ca_file.is_some() {
+            c.upstream_ca_file = self.upstream_ca_file;
+        }
         if self.tls_cert.is_some() {
             c.tls_cert = self.tls_cert;
         }

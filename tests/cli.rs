@@ -88,12 +88,19 @@ fn bad_configuration_lists_every_problem_and_exits_non_zero() {
             "1000",
             "--stall-timeout-ms",
             "0",
+            "--upstream-ca-file",
+            "/no/such/ca.pem",
         ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["no such file", "ring_capacity", "stall_timeout_ms"] {
+    for needle in [
+        "no such file",
+        "ring_capacity",
+        "stall_timeout_ms",
+        "upstream_ca_file /no/such/ca.pem",
+    ] {
         assert!(err.contains(needle), "{needle} not in {err}");
     }
 }
@@ -108,6 +115,8 @@ fn limits_come_from_flags_environment_and_file_and_are_validated() {
         .args(["--heartbeat-timeout-ms", "1000", "--max-connections", "0"])
         .env("TICKWIRE_MAX_INBOUND_PER_SEC", "0")
         .env("TICKWIRE_CONNECTION_ATTEMPTS_PER_IP_PER_MIN", "0")
+        // A file with no certificate in it (the TOML file itself).
+        .env("TICKWIRE_UPSTREAM_CA_FILE", &config)
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&config);
@@ -119,6 +128,7 @@ fn limits_come_from_flags_environment_and_file_and_are_validated() {
         "max_connections must be greater than 0",
         "max_inbound_per_sec must be greater than 0",
         "connection_attempts_per_ip_per_min must be greater than 0",
+        "no PEM CERTIFICATE in it",
     ] {
         assert!(err.contains(needle), "{needle} not in {err}");
     }

@@ -21,8 +21,10 @@ use tickwire::decimal::Fixed;
 use tickwire::feed::{read_all, FeedSpec};
 use tickwire::symbols::{Normalizer, SymbolTable};
 use tickwire::update::{Side, UpdateKind};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -191,15 +193,28 @@ enum Act {
 
 #[derive(Debug)]
 enum Event {
-    Connected { path: String },
+    Connected {
+        path: String,
+    },
     Text(String),
     Pong(Vec<u8>),
+    /// A TLS handshake (a venue over TLS only): done, or why it failed.
+    Tls(Result<(), String>),
 }
 
 /// Serves connection `i` with `scripts[i]` (the last script for any after
 /// them); after its script a connection keeps reading (which answers
 /// pings) until the client leaves.
 async fn fake_venue(scripts: Vec<Vec<Act>>) -> (SocketAddr, mpsc::UnboundedReceiver<Event>) {
+    fake_venue_on(scripts, None).await
+}
+
+/// [`fake_venue`], over TLS with `tls` when given: every TLS handshake's
+/// outcome is reported too.
+async fn fake_venue_on(
+    scripts: Vec<Vec<Act>>,
+    tls: Option<TlsAcceptor>,
+) -> (SocketAddr, mpsc::UnboundedReceiver<Event>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -210,82 +225,101 @@ async fn fake_venue(scripts: Vec<Vec<Act>>) -> (SocketAddr, mpsc::UnboundedRecei
             };
             let script = scripts[i.min(scripts.len() - 1)].clone();
             let tx = tx.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut path = String::new();
-                // The callback's type, large error and all, is tungstenite's.
-                #[allow(clippy::result_large_err)]
-                let callback =
-                    |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
-                        path = req.uri().to_string();
-                        Ok(resp)
-                    };
-                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
-                    return;
-                };
-                let _ = tx.send(Event::Connected { path });
-                for act in script {
-                    match act {
-                        Act::Send(text) => {
-                            if ws.send(Message::text(text)).await.is_err() {
-                                return;
-                            }
+                match tls {
+                    None => serve_script(tcp, script, tx).await,
+                    Some(acceptor) => match acceptor.accept(tcp).await {
+                        Ok(stream) => {
+                            let _ = tx.send(Event::Tls(Ok(())));
+                            serve_script(stream, script, tx).await;
                         }
-                        Act::Binary(b) => {
-                            if ws.send(Message::binary(b)).await.is_err() {
-                                return;
-                            }
+                        Err(e) => {
+                            let _ = tx.send(Event::Tls(Err(e.to_string())));
                         }
-                        Act::ExpectText => loop {
-                            match ws.next().await {
-                                Some(Ok(Message::Text(t))) => {
-                                    let _ = tx.send(Event::Text(t.to_string()));
-                                    break;
-                                }
-                                Some(Ok(_)) => {}
-                                _ => return,
-                            }
-                        },
-                        Act::Ping(payload) => {
-                            if ws.send(Message::Ping(payload.into())).await.is_err() {
-                                return;
-                            }
-                            loop {
-                                match ws.next().await {
-                                    Some(Ok(Message::Pong(p))) => {
-                                        let _ = tx.send(Event::Pong(p.to_vec()));
-                                        break;
-                                    }
-                                    Some(Ok(_)) => {}
-                                    _ => return,
-                                }
-                            }
-                        }
-                        Act::Close => {
-                            let _ = ws
-                                .close(Some(CloseFrame {
-                                    code: CloseCode::Away,
-                                    reason: "24 hours".into(),
-                                }))
-                                .await;
-                            while let Some(Ok(_)) = ws.next().await {}
-                            return;
-                        }
-                        Act::Drop => return,
-                        Act::Stall => {
-                            tokio::time::sleep(Duration::from_secs(60)).await;
-                            return;
-                        }
-                        Act::Quiet(d) => {
-                            let read = async { while let Some(Ok(_)) = ws.next().await {} };
-                            let _ = tokio::time::timeout(d, read).await;
-                        }
-                    }
+                    },
                 }
-                while let Some(Ok(_)) = ws.next().await {}
             });
         }
     });
     (addr, rx)
+}
+
+/// One fake venue connection: the WebSocket handshake, then `script`.
+async fn serve_script<S>(stream: S, script: Vec<Act>, tx: mpsc::UnboundedSender<Event>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut path = String::new();
+    // The callback's type, large error and all, is tungstenite's.
+    #[allow(clippy::result_large_err)]
+    let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+        path = req.uri().to_string();
+        Ok(resp)
+    };
+    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    let _ = tx.send(Event::Connected { path });
+    for act in script {
+        match act {
+            Act::Send(text) => {
+                if ws.send(Message::text(text)).await.is_err() {
+                    return;
+                }
+            }
+            Act::Binary(b) => {
+                if ws.send(Message::binary(b)).await.is_err() {
+                    return;
+                }
+            }
+            Act::ExpectText => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        let _ = tx.send(Event::Text(t.to_string()));
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            },
+            Act::Ping(payload) => {
+                if ws.send(Message::Ping(payload.into())).await.is_err() {
+                    return;
+                }
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Pong(p))) => {
+                            let _ = tx.send(Event::Pong(p.to_vec()));
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    }
+                }
+            }
+            Act::Close => {
+                let _ = ws
+                    .close(Some(CloseFrame {
+                        code: CloseCode::Away,
+                        reason: "24 hours".into(),
+                    }))
+                    .await;
+                while let Some(Ok(_)) = ws.next().await {}
+                return;
+            }
+            Act::Drop => return,
+            Act::Stall => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return;
+            }
+            Act::Quiet(d) => {
+                let read = async { while let Some(Ok(_)) = ws.next().await {} };
+                let _ = tokio::time::timeout(d, read).await;
+            }
+        }
+    }
+    while let Some(Ok(_)) = ws.next().await {}
 }
 
 async fn next_event(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
@@ -300,8 +334,18 @@ async fn next_event(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
 /// tickwire with one live feed, held until a client subscribes, with
 /// short timeouts: the venue is down after `silence_ms` of nothing.
 async fn tickwire(feed: String, silence_ms: u64) -> (tickwire::server::Running, Client) {
+    tickwire_ca(feed, silence_ms, None).await
+}
+
+/// [`tickwire`], trusting the CA certificates in `upstream_ca_file` too.
+async fn tickwire_ca(
+    feed: String,
+    silence_ms: u64,
+    upstream_ca_file: Option<PathBuf>,
+) -> (tickwire::server::Running, Client) {
     let server = start(ServeConfig {
         feeds: vec![feed],
+        upstream_ca_file,
         min_subscribers: 1,
         upstream_silence_timeout_ms: silence_ms,
         upstream_backoff_initial_ms: 20,
@@ -863,4 +907,88 @@ async fn wss_to_a_server_without_tls_is_retried_with_backoff() {
     assert_eq!(h["connected"], false, "{h}");
     assert_eq!(h["reconnects"].as_u64(), Some(0), "never connected: {h}");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binance_over_wss_trusting_an_added_ca_serves_exact_prices() {
+    // A fake Binance over TLS with a certificate for localhost that no
+    // public root signed; tickwire is told to trust it by upstream_ca_file.
+    let cert = tls::self_signed();
+    let dir = tls::TempDir::new("upstream-ca");
+    let (ca_file, _key) = tls::write_pair(&dir.0, &cert);
+    let messages = binance_messages();
+    let (venue, mut events) =
+        fake_venue_on(vec![sends(&messages)], Some(tls::acceptor(&cert))).await;
+    let feed = format!("binance:wss://localhost:{}{BINANCE_URL_FEED}", venue.port());
+    let (server, mut client) = tickwire_ca(feed, 5_000, Some(ca_file)).await;
+    // TC0: the TLS handshake succeeds, then the WebSocket one, on the URL's
+    // path.
+    let tls = next_event(&mut events).await;
+    assert!(matches!(tls, Event::Tls(Ok(()))), "{tls:?}");
+    let Event::Connected { path } = next_event(&mut events).await else {
+        panic!("expected a connection");
+    };
+    assert_eq!(path, BINANCE_URL_FEED);
+    // TC1: every quote and trade of the recording, in order, exact, as
+    // over ws://.
+    let want = expected(&messages);
+    assert_eq!(want.len(), 129 + 104);
+    let seen = collect(&mut client, want.len(), Duration::from_millis(200)).await;
+    assert_eq!(seen, want, "no statuses, nothing else");
+    // TC2: /healthz: connected once, nothing lost.
+    let h = healthz(server.addr).await;
+    assert_eq!(h["connected"], true, "{h}");
+    assert_eq!(h["reconnects"].as_u64(), Some(0), "{h}");
+    assert_eq!(h["updates"].as_u64(), Some(want.len() as u64));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_to_an_untrusted_certificate_is_refused_and_retried() {
+    // The same TLS venue, with no CA option, and with a CA file holding
+    // another certificate: every handshake fails on the certificate, the
+    // feed keeps trying, and the server serves on.
+    let cert = tls::self_signed();
+    let other = tls::self_signed();
+    let dir = tls::TempDir::new("upstream-other-ca");
+    let (other_ca, _key) = tls::write_pair(&dir.0, &other);
+    // The alert tickwire sends: no root has the certificate's issuer
+    // (UnknownCA); or the other certificate has the same issuer name (rcgen's
+    // default) but its key did not sign this one (DecryptError, rustls's
+    // alert for a bad signature).
+    for (ca, alert) in [(None, "UnknownCA"), (Some(other_ca), "DecryptError")] {
+        let (venue, mut events) =
+            fake_venue_on(vec![sends(&binance_messages())], Some(tls::acceptor(&cert))).await;
+        let feed = format!("binance:wss://localhost:{}{BINANCE_URL_FEED}", venue.port());
+        let (server, mut client) = tickwire_ca(feed, 5_000, ca.clone()).await;
+        // TC0: three attempts in a row, each refused by tickwire on the
+        // certificate; no WebSocket handshake ever.
+        for _ in 0..3 {
+            match next_event(&mut events).await {
+                Event::Tls(Err(e)) => assert!(e.contains(alert), "{ca:?}: {e}"),
+                other => panic!("{ca:?}: expected a refused handshake, got {other:?}"),
+            }
+        }
+        // TC1: the feed is down and retrying, the server healthy.
+        let h = healthz(server.addr).await;
+        assert_eq!(h["state"], "running", "{h}");
+        assert_eq!(h["connected"], false, "{h}");
+        assert_eq!(h["reconnects"].as_u64(), Some(0), "never connected: {h}");
+        assert_eq!(h["updates"].as_u64(), Some(0), "{h}");
+        // TC2: its client is still served: a ping is answered, and nothing
+        // else came.
+        client.send(r#"{"op":"ping","id":7}"#).await;
+        loop {
+            match client.next_within(Duration::from_secs(5)).await {
+                Some(Msg::Control(v)) if v["type"] == "pong" => {
+                    assert_eq!(v["id"], 7, "{v}");
+                    break;
+                }
+                // The subscription's ack.
+                Some(Msg::Control(v)) if v["type"] == "ack" => {}
+                other => panic!("{ca:?}: expected the pong, got {other:?}"),
+            }
+        }
+        server.stop().await;
+    }
 }

@@ -5,11 +5,14 @@
 //! TLS uses rustls with the `ring` provider and Mozilla's root certificates
 //! compiled in (`webpki-roots`): the binary verifies an exchange the same
 //! way on any host, a minimal container without a CA bundle included, and
-//! no system configuration can quietly change whom it trusts. (A venue
-//! behind a corporate TLS-inspecting proxy would need the system roots
-//! instead; no such deployment is supported yet.)
+//! no system configuration can quietly change whom it trusts. A venue
+//! behind a TLS-inspecting proxy, or a private venue with its own CA, is
+//! trusted by naming its CA certificates (`upstream_ca_file`, a PEM
+//! bundle): the roots are then Mozilla's plus those, never the system's.
 
+use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -20,6 +23,8 @@ use hyper::header::{CONNECTION, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
@@ -113,13 +118,21 @@ pub enum ConnectError {
 /// then the HTTP upgrade. Pings and closes are left to the caller
 /// (auto-pong and auto-close are off), so that it sees every ping as a sign
 /// of life and answers it itself.
-pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<ClientSocket, ConnectError> {
-    tokio::time::timeout(timeout, connect_inner(endpoint))
+/// `wss` trusts the roots of `tls`.
+pub async fn connect(
+    endpoint: &Endpoint,
+    tls: &UpstreamTls,
+    timeout: Duration,
+) -> Result<ClientSocket, ConnectError> {
+    tokio::time::timeout(timeout, connect_inner(endpoint, tls))
         .await
         .map_err(|_| ConnectError::Timeout(timeout))?
 }
 
-async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, ConnectError> {
+async fn connect_inner(
+    endpoint: &Endpoint,
+    tls: &UpstreamTls,
+) -> Result<ClientSocket, ConnectError> {
     let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
         .await
         .map_err(|source| ConnectError::Tcp {
@@ -149,7 +162,7 @@ async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, ConnectError
         };
         let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
             .map_err(|e| tls_err(e.to_string()))?;
-        let connector = tokio_rustls::TlsConnector::from(tls_config().map_err(tls_err)?);
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
         let tls = connector
             .connect(name, tcp)
             .await
@@ -171,24 +184,84 @@ async fn connect_inner(endpoint: &Endpoint) -> Result<ClientSocket, ConnectError
     })
 }
 
-/// One client configuration for the whole process: the root store is
-/// parsed once.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            };
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Ok(Arc::new(config))
+/// The TLS client configuration of upstream connections: Mozilla's roots
+/// (`webpki-roots`) plus the CA certificates the operator added. Cheap to
+/// clone; equal when it is the same configuration.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    config: Arc<rustls::ClientConfig>,
+    /// CA certificates added to Mozilla's roots.
+    extra_roots: usize,
+}
+
+impl UpstreamTls {
+    /// Mozilla's roots plus `extra`; an `extra` certificate that is not a
+    /// usable trust anchor is an error.
+    pub fn with_extra_roots(extra: Vec<CertificateDer<'static>>) -> Result<UpstreamTls, String> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let extra_roots = extra.len();
+        for (i, cert) in extra.into_iter().enumerate() {
+            roots
+                .add(cert)
+                .map_err(|e| format!("certificate {} is not a usable CA: {e}", i + 1))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(UpstreamTls {
+            config: Arc::new(config),
+            extra_roots,
         })
-        .clone()
+    }
+
+    /// Mozilla's roots plus every certificate in the PEM bundle at `path`
+    /// (other PEM sections, such as keys, are ignored). A file that cannot
+    /// be read, is not PEM, or holds no certificate is an error.
+    pub fn from_pem_file(path: &Path) -> Result<UpstreamTls, String> {
+        let err = |reason: String| format!("upstream_ca_file {}: {reason}", path.display());
+        // Read first, so that a missing file says so (the PEM reader's error
+        // would not).
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let certs = CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(format!("not a PEM certificate bundle: {e}")))?;
+        if certs.is_empty() {
+            return Err(err("no PEM CERTIFICATE in it".into()));
+        }
+        UpstreamTls::with_extra_roots(certs).map_err(err)
+    }
+}
+
+impl Default for UpstreamTls {
+    /// Mozilla's roots only, parsed once for the whole process.
+    fn default() -> Self {
+        static DEFAULT: OnceLock<UpstreamTls> = OnceLock::new();
+        DEFAULT
+            .get_or_init(|| {
+                UpstreamTls::with_extra_roots(Vec::new())
+                    .expect("the ring provider supports the default TLS versions")
+            })
+            .clone()
+    }
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("extra_roots", &self.extra_roots)
+            .finish()
+    }
 }
 
 /// Runs hyper's connection task (which carries the upgrade) on tokio.

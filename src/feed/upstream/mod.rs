@@ -152,7 +152,12 @@ impl Connector {
         let mut connections = 0u64;
         let name = self.spec.spec.clone();
         loop {
-            match ws_client::connect(&self.spec.endpoint, self.spec.timing.silence_timeout).await {
+            let connect = ws_client::connect(
+                &self.spec.endpoint,
+                &self.spec.tls,
+                self.spec.timing.silence_timeout,
+            );
+            match connect.await {
                 Ok(ws) => {
                     connections += 1;
                     if connections > 1 {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::feed::ws_client::Endpoint;
+use crate::feed::ws_client::{Endpoint, UpstreamTls};
 use crate::feed::SpecError;
 
 /// The venues whose WebSocket protocol a connector speaks.
@@ -47,6 +47,8 @@ pub struct UpstreamSpec {
     /// Coinbase channels.
     pub channels: Vec<String>,
     pub timing: UpstreamTiming,
+    /// Whom `wss` trusts, from the server configuration.
+    pub tls: UpstreamTls,
 }
 
 /// Coinbase channels a connector may ask for: the ones that carry quotes,
@@ -158,6 +160,7 @@ impl UpstreamSpec {
             subscribe,
             channels,
             timing: UpstreamTiming::default(),
+            tls: UpstreamTls::default(),
         })
     }
 
