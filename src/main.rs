@@ -134,10 +134,11 @@ fn run_record(args: RecordArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    let summary = runtime.block_on(tickwire::record::record(
-        opts,
-        tickwire::server::shutdown_signal(),
-    ))?;
+    // The signal handlers are installed inside the runtime, before the
+    // feeds start.
+    let summary = runtime.block_on(async {
+        tickwire::record::record(opts, tickwire::server::shutdown_signal()).await
+    })?;
     println!(
         "{out}: {} updates of {} symbols in {} blocks",
         summary.updates, summary.symbols, summary.blocks

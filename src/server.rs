@@ -290,6 +290,22 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
     let fd_limit = raise_descriptor_limit();
     let running = start(listener, v).context("starting the server")?;
     let addr = running.addr;
+    // Every handler before the address line: whoever reads it may signal us
+    // at once.
+    let stop = shutdown_signal();
+    #[cfg(unix)]
+    if let Some(store) = running.tls.clone() {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        let metrics = Arc::clone(&running.market.metrics);
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the TLS certificate");
+                // Logged and counted by reload.
+                let _ = store.reload(&metrics);
+            }
+        });
+    }
     if running.is_tls() {
         println!("tickwire serving on https://{addr}/ (WebSocket: wss://{addr}/ws)");
     } else {
@@ -304,20 +320,7 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
              the limit is {limit}: raise it (ulimit -n) or lower max_connections"
         );
     }
-    #[cfg(unix)]
-    if let Some(store) = running.tls.clone() {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
-        let metrics = Arc::clone(&running.market.metrics);
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading the TLS certificate");
-                // Logged and counted by reload.
-                let _ = store.reload(&metrics);
-            }
-        });
-    }
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down: closing connections with 1001");
     running.stop().await;
     Ok(())
@@ -354,26 +357,34 @@ fn raise_descriptor_limit() -> Option<u64> {
     None
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: a signal that arrives in
+/// between is not lost (and does not kill the process). Call it inside the
+/// runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {},
+                        _ = terminate.recv() => {},
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 async fn accept_loop(

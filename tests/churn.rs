@@ -382,9 +382,13 @@ async fn a_hundred_thousand_connections_leave_nothing_behind() {
         rss1 <= rss0 + RSS_SLACK_KIB,
         "RSS grew from {rss0} to {rss1} KiB"
     );
+    // From halfway, three quarters of the slack: on a loaded machine the
+    // allocator's slack once still moved by 2.1 MiB in the second half. A
+    // leak of 64 bytes per connection (6 MiB over the run) fails the check
+    // above.
     let rss_half = rss[4];
     assert!(
-        rss1 <= rss_half + RSS_SLACK_KIB / 2,
+        rss1 <= rss_half + RSS_SLACK_KIB * 3 / 4,
         "RSS grew from {rss_half} KiB halfway to {rss1} KiB"
     );
 
