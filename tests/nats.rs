@@ -420,15 +420,14 @@ async fn wait_finished(feed: &Node) -> usize {
     feed.healthz().await["updates"].as_u64().unwrap() as usize
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_edges_serve_the_feed_nodes_exact_sequences() {
-    let nats = NatsServer::start();
-    let url = nats.url();
-    let recording = bundled_path();
-    let feed = Node::spawn("feed", &feed_args(&url, "8", &recording));
+/// A feed node started with `args`, connected to NATS, and two live edges;
+/// a binary client on the first edge and a JSON one on the second, then a
+/// binary one on the feed node (the subscriber that releases the feed).
+async fn feed_and_two_edges(url: &str, args: &[&str]) -> (Node, [Node; 2], [Watcher; 2], Watcher) {
+    let feed = Node::spawn("feed", args);
     feed.wait_health("feed node connected", |h| h["publish"]["connected"] == true)
         .await;
-    let edges = [spawn_edge("edge1", &url), spawn_edge("edge2", &url)];
+    let edges = [spawn_edge("edge1", url), spawn_edge("edge2", url)];
     for e in &edges {
         e.wait_live().await;
     }
@@ -436,8 +435,17 @@ async fn two_edges_serve_the_feed_nodes_exact_sequences() {
         Watcher::subscribe_all(edges[0].addr, "tickwire.v1").await,
         Watcher::subscribe_all(edges[1].addr, "tickwire.v1.json").await,
     ];
-    // This subscriber releases the feed.
     let on_feed = Watcher::subscribe_all(feed.addr, "tickwire.v1").await;
+    (feed, edges, on_edges, on_feed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edges_serve_the_feed_nodes_exact_sequences() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let recording = bundled_path();
+    let (feed, edges, on_edges, on_feed) =
+        feed_and_two_edges(&url, &feed_args(&url, "8", &recording)).await;
     let total = wait_finished(&feed).await;
     assert!(total > 5000, "{total}");
     on_feed.wait_for(|t| t.len() >= total).await;
@@ -476,18 +484,7 @@ async fn nats_restart_keeps_edge_clients_and_they_converge() {
     // A small buffer, so that the outage shows latest-value-wins.
     let mut args = feed_args(&url, "5", &recording);
     args.extend(["--publish-buffer-updates", "64"]);
-    let feed = Node::spawn("feed", &args);
-    feed.wait_health("feed node connected", |h| h["publish"]["connected"] == true)
-        .await;
-    let edges = [spawn_edge("edge1", &url), spawn_edge("edge2", &url)];
-    for e in &edges {
-        e.wait_live().await;
-    }
-    let on_edges = [
-        Watcher::subscribe_all(edges[0].addr, "tickwire.v1").await,
-        Watcher::subscribe_all(edges[1].addr, "tickwire.v1.json").await,
-    ];
-    let on_feed = Watcher::subscribe_all(feed.addr, "tickwire.v1").await;
+    let (feed, edges, on_edges, on_feed) = feed_and_two_edges(&url, &args).await;
 
     // Mid-stream: a crash, 1.5 s down, back on the same port and store.
     on_edges[0].wait_for(|t| t.len() >= 500).await;

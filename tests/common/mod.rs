@@ -353,8 +353,17 @@ pub fn metric(text: &str, name: &str) -> u64 {
 
 /// GET over a raw socket, returning (status, headers+body text).
 pub async fn http_get(addr: std::net::SocketAddr, raw_request: &str) -> (u16, String) {
+    let s = TcpStream::connect(addr).await.unwrap();
+    exchange(s, raw_request).await
+}
+
+/// Writes `raw_request` on `s` and reads the answer until the server closes
+/// (at most 5 s): (status, headers+body text).
+pub async fn exchange<S>(mut s: S, raw_request: &str) -> (u16, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(raw_request.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
