@@ -73,7 +73,7 @@ fn json(c: &mut Criterion) {
             for p in &payloads {
                 scratch.clear();
                 scratch.extend_from_slice(p.as_bytes());
-                let Ok(value) = simd_json::to_borrowed_value(&mut scratch) else {
+                let Ok(value) = tickwire::json::parse(&mut scratch) else {
                     continue;
                 };
                 n += if is_trade(p) {

@@ -58,6 +58,7 @@ pub mod encode;
 pub mod fanout;
 pub mod feed;
 pub mod inbound;
+pub mod json;
 pub mod market;
 pub mod mask_check;
 pub mod metrics;

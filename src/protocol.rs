@@ -168,8 +168,7 @@ impl Refusal {
 pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal> {
     let malformed = |id, why: &str| Refusal::new(id, ErrorCode::MalformedMessage, why);
     let mut buf = text.to_vec();
-    let value = simd_json::to_borrowed_value(&mut buf)
-        .map_err(|e| malformed(None, &format!("not valid JSON: {e}")))?;
+    let value = crate::json::parse(&mut buf).map_err(|e| malformed(None, &e.to_string()))?;
     let obj = value
         .as_object()
         .ok_or_else(|| malformed(None, "a request must be a JSON object"))?;

@@ -287,7 +287,7 @@ pub(crate) enum Outcome {
 pub(crate) enum RecordError {
     #[error("{0}")]
     Unrecognized(String),
-    #[error("broken JSON: {0}")]
+    #[error("{0}")]
     Json(String),
     #[error("{kind}: {reason}")]
     Fields { kind: &'static str, reason: String },

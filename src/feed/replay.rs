@@ -402,7 +402,7 @@ fn json_line(
     } else {
         None
     };
-    let value = simd_json::to_borrowed_value(json).map_err(|e| RecordError::Json(e.to_string()))?;
+    let value = crate::json::parse(json).map_err(|e| RecordError::Json(e.to_string()))?;
     if let Some(kind) = cryptofeed_kind(&value) {
         if kind != "recv" {
             // header, http, connect, send: the capture's own bookkeeping.
@@ -414,8 +414,7 @@ fn json_line(
             .ok_or_else(|| RecordError::fields("cryptofeed recv", "no `data` string"))?;
         scratch.clear();
         scratch.extend_from_slice(data.as_bytes());
-        let inner =
-            simd_json::to_borrowed_value(scratch).map_err(|e| RecordError::Json(e.to_string()))?;
+        let inner = crate::json::parse(scratch).map_err(|e| RecordError::Json(e.to_string()))?;
         emit.receive_ts_ns = capture_ts.or(prefix_ts);
         return payload(&inner, emit);
     }

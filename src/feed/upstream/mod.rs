@@ -272,10 +272,10 @@ impl Connector {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(payload);
-        let step = match simd_json::to_borrowed_value(&mut buf) {
+        let step = match crate::json::parse(&mut buf) {
             Ok(value) => self.value(&value).await,
             Err(e) => {
-                self.reject(&format!("broken JSON: {e}"));
+                self.reject(&e.to_string());
                 Step::Continue { data: false }
             }
         };
