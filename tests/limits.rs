@@ -564,3 +564,86 @@ async fn an_unmasked_client_frame_is_closed_with_1002() {
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
+
+/// What a bystander saw while others misbehaved: every global sequence
+/// number in order, with no gap and no conflation.
+async fn watch(mut by: Client, stop: tokio::sync::oneshot::Receiver<()>) -> (Client, u64) {
+    let mut stop = stop;
+    let mut last: Option<u64> = None;
+    let mut seen = 0;
+    loop {
+        let msg = tokio::select! {
+            _ = &mut stop => return (by, seen),
+            m = by.next() => m,
+        };
+        match msg {
+            Msg::Closed(c) => panic!("the bystander was closed: {c:?}"),
+            Msg::Control(v) if v["type"] == "conflated" => {
+                panic!("the bystander was conflated: {v}")
+            }
+            m => {
+                if let Some(seq) = m.seq() {
+                    if let Some(prev) = last {
+                        assert_eq!(seq, prev + 1, "a gap in the bystander's updates");
+                    }
+                    last = Some(seq);
+                    seen += 1;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_requests_get_4000_and_the_server_lives_on() {
+    // Default limits: the deepest nesting that fits in a message is tried.
+    let server = limited_server(ServeConfig::default()).await;
+    let max = ServeConfig::default().max_message_bytes;
+    let m = &server.market.metrics;
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let watcher = tokio::spawn(watch(bystander(server.addr).await, stopped));
+
+    let arrays = |d: usize| format!("{}{}", "[".repeat(d), "]".repeat(d));
+    let objects = |d: usize| format!("{}{{}}{}", "{\"\":".repeat(d - 1), "}".repeat(d - 1));
+    let cases = [
+        // TC0: 12,000 levels, where the stack overflowed.
+        arrays(12_000),
+        // TC1: 30,000 levels, 60 KB, just under the message limit.
+        arrays(30_000),
+        // TC2: the deepest array nesting that fits in max_message_bytes.
+        arrays(max / 2),
+        // TC3: objects, 12,000 levels and the deepest that fits.
+        objects(12_000),
+        objects(max / 5),
+        // TC4: a request object whose `symbols` is nested too deep.
+        format!(
+            r#"{{"op":"subscribe","id":5,"symbols":{}}}"#,
+            arrays(20_000)
+        ),
+    ];
+    let mut c = Client::connect(server.addr, "tickwire.v1").await;
+    for (i, text) in cases.iter().enumerate() {
+        assert!(text.len() <= max, "TC{i} fits in a message");
+        c.send(text).await;
+        let v = c.next_control().await;
+        assert_eq!(v["type"], "error", "TC{i}: {v}");
+        assert_eq!(v["code"], 4000, "TC{i}: {v}");
+        let reason = v["reason"].as_str().unwrap();
+        assert!(reason.contains("nested deeper than 64"), "TC{i}: {reason}");
+    }
+    // The same connection still works.
+    c.send(r#"{"op":"ping","id":9}"#).await;
+    assert_eq!(c.next_control().await["id"], 9);
+    assert_eq!(
+        m.protocol_errors[tickwire::protocol::ErrorCode::MalformedMessage.index()].load(Relaxed),
+        cases.len() as u64
+    );
+    let _ = stop.send(());
+    let (mut by, seen) = watcher.await.unwrap();
+    assert!(
+        seen > 0,
+        "the bystander got updates while the attack went on"
+    );
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
