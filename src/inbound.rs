@@ -26,7 +26,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fastwebsockets::{OpCode, WebSocketError, WebSocketRead};
+use fastwebsockets::{Frame, OpCode, WebSocketError, WebSocketRead};
 use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
@@ -82,6 +82,9 @@ pub enum InboundError {
     /// RFC 6455 §5.1 (found by [`crate::mask_check`]).
     #[error("unmasked client frame")]
     Unmasked,
+    /// A close frame whose code a peer may not send (RFC 6455 §7.4).
+    #[error("invalid close code {0}")]
+    CloseCode(u16),
 }
 
 impl InboundError {
@@ -99,12 +102,18 @@ impl InboundError {
                 | WebSocketError::UnexpectedEOF
                 | WebSocketError::ConnectionClosed,
             ) => return None,
-            InboundError::Ws(WebSocketError::FrameTooLarge) | InboundError::TooBig(_) => {
+            InboundError::TooBig(_) => {
                 metrics.message_too_big_closes_total.fetch_add(1, Relaxed);
                 close_code::MESSAGE_TOO_BIG
             }
-            InboundError::Ws(WebSocketError::InvalidUTF8) => close_code::INVALID_PAYLOAD,
-            InboundError::Ws(_) => close_code::PROTOCOL_ERROR,
+            InboundError::Ws(WebSocketError::InvalidUTF8) => {
+                metrics.protocol_error_closes_total.fetch_add(1, Relaxed);
+                close_code::INVALID_PAYLOAD
+            }
+            InboundError::Ws(_) | InboundError::CloseCode(_) => {
+                metrics.protocol_error_closes_total.fetch_add(1, Relaxed);
+                close_code::PROTOCOL_ERROR
+            }
             InboundError::TooManyFragments(_) => {
                 metrics
                     .too_many_fragments_closes_total
@@ -120,7 +129,33 @@ impl InboundError {
                 close_code::GOING_AWAY
             }
         };
-        Some((code, self.to_string()))
+        Some((code, self.reason()))
+    }
+
+    /// The close reason: ours, saying what was wrong, never a library's
+    /// wording (nor text the client sent).
+    fn reason(&self) -> String {
+        let InboundError::Ws(e) = self else {
+            return self.to_string();
+        };
+        match e {
+            WebSocketError::InvalidFragment => {
+                "a data frame arrived while a fragmented message was unfinished"
+            }
+            WebSocketError::InvalidContinuationFrame => {
+                "a continuation frame with no fragmented message to continue"
+            }
+            WebSocketError::InvalidUTF8 => "a text message or close reason is not valid UTF-8",
+            WebSocketError::InvalidCloseFrame => "a close frame with a 1-byte payload",
+            WebSocketError::ReservedBitsNotZero => {
+                "RSV1, RSV2 or RSV3 set, and no extension was negotiated"
+            }
+            WebSocketError::ControlFrameFragmented => "a control frame without FIN",
+            WebSocketError::PingFrameTooLarge => "a control frame over 125 bytes",
+            WebSocketError::InvalidValue => "a frame with a reserved opcode (3-7 or 11-15)",
+            _ => "framing error",
+        }
+        .to_owned()
     }
 }
 
@@ -195,9 +230,13 @@ pub struct MessageReader<R> {
 
 impl<R: AsyncRead + Unpin> MessageReader<R> {
     pub fn new(mut ws: WebSocketRead<R>, limits: InboundLimits, metrics: Arc<Metrics>) -> Self {
-        ws.set_max_message_size(limits.max_message_bytes);
-        // Pings are answered by us, within the rate.
+        // fastwebsockets refuses a frame of `max` bytes or more; ours is
+        // "more than max_message_bytes", so a frame of exactly the limit passes.
+        ws.set_max_message_size(limits.max_message_bytes.saturating_add(1));
+        // Pings are answered by us, within the rate; closes are checked and
+        // echoed by us, so that a bad one gets our reason, not its own text.
         ws.set_auto_pong(false);
+        ws.set_auto_close(false);
         MessageReader {
             ws,
             limits,
@@ -224,10 +263,20 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 Ok(Err(WebSocketError::IoError(e))) if is_unmasked(&e) => {
                     return Err(InboundError::Unmasked)
                 }
+                Ok(Err(WebSocketError::FrameTooLarge)) => {
+                    return Err(InboundError::TooBig(self.limits.max_message_bytes))
+                }
                 Ok(frame) => frame?,
             };
             let message = match frame.opcode {
-                OpCode::Close => return Ok(Message::Close),
+                OpCode::Close => {
+                    check_close(&frame.payload)?;
+                    // RFC 6455 §5.5.1: echo the close. A peer gone already
+                    // is no error: the connection ends either way.
+                    let echo = Frame::close_raw(frame.payload.to_vec().into());
+                    let _ = send_fn(echo).await;
+                    return Ok(Message::Close);
+                }
                 OpCode::Ping => Message::Ping(frame.payload.to_vec()),
                 OpCode::Pong => {
                     // Counts for the rate; otherwise only proves liveness.
@@ -310,6 +359,23 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             }
         }
         Ok(verdict)
+    }
+}
+
+/// Checks a client's close frame (RFC 6455 §5.5.1, §7.4): no payload, or a
+/// code a peer may send followed by a UTF-8 reason.
+fn check_close(payload: &[u8]) -> Result<(), InboundError> {
+    match payload {
+        [] => Ok(()),
+        [_] => Err(WebSocketError::InvalidCloseFrame.into()),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !fastwebsockets::CloseCode::from(code).is_allowed() {
+                return Err(InboundError::CloseCode(code));
+            }
+            std::str::from_utf8(reason).map_err(|_| WebSocketError::InvalidUTF8)?;
+            Ok(())
+        }
     }
 }
 

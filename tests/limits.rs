@@ -647,3 +647,85 @@ async fn deeply_nested_requests_get_4000_and_the_server_lives_on() {
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_errors_are_closed_with_tickwire_reasons_not_the_clients() {
+    let server = limited_server(ServeConfig::default()).await;
+    let m = &server.market.metrics;
+    let mut by = bystander(server.addr).await;
+    let close = |code: u16, reason: &str| {
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(reason.as_bytes());
+        p
+    };
+    let cases: [(u8, Vec<u8>, u16, &str); 7] = [
+        // TC0: close codes a peer may not send get 1002 with our reason,
+        // never the client's own text echoed back.
+        (
+            raw::CLOSE,
+            close(999, "my text"),
+            1002,
+            "invalid close code 999",
+        ),
+        (
+            raw::CLOSE,
+            close(1005, "my text"),
+            1002,
+            "invalid close code 1005",
+        ),
+        (raw::CLOSE, close(2999, ""), 1002, "invalid close code 2999"),
+        // TC1: a reserved opcode, and RSV1 with no extension.
+        (
+            0x3,
+            b"x".to_vec(),
+            1002,
+            "a frame with a reserved opcode (3-7 or 11-15)",
+        ),
+        (
+            0x40 | raw::TEXT,
+            b"{}".to_vec(),
+            1002,
+            "RSV1, RSV2 or RSV3 set, and no extension was negotiated",
+        ),
+        // TC2: a continuation with nothing to continue.
+        (
+            raw::CONTINUATION,
+            b"x".to_vec(),
+            1002,
+            "a continuation frame with no fragmented message to continue",
+        ),
+        // TC3: a close reason that is not UTF-8.
+        (
+            raw::CLOSE,
+            vec![0x03, 0xe8, 0xff],
+            1007,
+            "a text message or close reason is not valid UTF-8",
+        ),
+    ];
+    for (i, (opcode, payload, code, reason)) in cases.iter().enumerate() {
+        let mut c = RawWs::connect(ip(3), server.addr).await;
+        c.send(true, *opcode, payload).await;
+        let (got, _) = c.read_until_close(Duration::from_secs(10)).await;
+        let (got_code, got_reason) = got.unwrap();
+        assert_eq!(
+            (got_code, got_reason.as_str()),
+            (*code, *reason),
+            "case {i}"
+        );
+    }
+    assert_eq!(
+        m.protocol_error_closes_total.load(Relaxed),
+        cases.len() as u64
+    );
+    // A valid close is echoed as it came.
+    let mut c = RawWs::connect(ip(3), server.addr).await;
+    c.send(true, raw::CLOSE, &close(4321, "bye")).await;
+    let (got, _) = c.read_until_close(Duration::from_secs(10)).await;
+    assert_eq!(got, Some((4321, "bye".to_owned())));
+    assert_eq!(
+        m.protocol_error_closes_total.load(Relaxed),
+        cases.len() as u64
+    );
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
