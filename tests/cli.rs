@@ -133,3 +133,129 @@ fn limits_come_from_flags_environment_and_file_and_are_validated() {
         assert!(err.contains(needle), "{needle} not in {err}");
     }
 }
+
+/// The Binance sample with lines nested far past any stack spliced into its
+/// middle (after format detection): a 1 MB line of `[`, 400,000 balanced
+/// levels of arrays, 150,000 of objects.
+fn recording_with_deep_lines(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/binance-spot-BTCUSDT-20230405-head300.jsonl"
+    ))
+    .unwrap();
+    let lines: Vec<&str> = sample.lines().collect();
+    let deep = [
+        "[".repeat(1 << 20),
+        format!(
+            "1680652800004107 {}{}",
+            "[".repeat(400_000),
+            "]".repeat(400_000)
+        ),
+        format!(
+            "{}{{}}{}",
+            "{\"data\":".repeat(150_000),
+            "}".repeat(150_000)
+        ),
+    ];
+    let mut bad = lines[..100].join("\n");
+    for d in &deep {
+        bad.push('\n');
+        bad.push_str(d);
+    }
+    bad.push('\n');
+    bad.push_str(&lines[100..].join("\n"));
+    bad.push('\n');
+    let clean = dir.join("clean.jsonl");
+    std::fs::write(&clean, lines.join("\n") + "\n").unwrap();
+    let path = dir.join("deep.jsonl");
+    std::fs::write(&path, bad).unwrap();
+    (clean, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_recording_lines_are_rejected_by_serve_and_convert() {
+    let dir = std::env::temp_dir().join(format!("tickwire-deep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (clean, deep) = recording_with_deep_lines(&dir);
+
+    // convert: the deep lines are rejected, every other line converted as
+    // from the clean file.
+    let rows = |input: &std::path::Path, stem: &str| {
+        let out = dir.join(format!("{stem}.csv"));
+        let run = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(["convert", input.to_str().unwrap(), out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(run.status.success(), "{run:?}");
+        ["quotes", "trades"].map(|kind| {
+            std::fs::read_to_string(dir.join(format!("{stem}.{kind}.csv")))
+                .unwrap()
+                .lines()
+                .count()
+        })
+    };
+    let clean_rows = rows(&clean, "clean");
+    assert_eq!(rows(&deep, "deep"), clean_rows);
+
+    // serve --feed: the process lives, counts three rejected lines, and
+    // publishes every other update.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--speed", "max"])
+        .args(["--feed", deep.to_str().unwrap()])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: std::net::SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, health) = http_get(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if health.contains("\"state\":\"finished\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed did not finish: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = metrics_text(addr).await;
+    assert_eq!(metric_line(&metrics, "tickwire_feed_rejected_total"), 3);
+    // Every other line: as many updates as CSV rows from the clean file
+    // (less the two header rows).
+    let updates = clean_rows.iter().sum::<usize>() as u64 - 2;
+    assert_eq!(
+        metric_line(&metrics, "tickwire_feed_updates_total"),
+        updates
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the server died");
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The value of the first sample of a labelled metric.
+fn metric_line(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+}
