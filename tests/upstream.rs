@@ -992,3 +992,47 @@ async fn wss_to_an_untrusted_certificate_is_refused_and_retried() {
         server.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_venue_messages_are_rejected_and_change_nothing() {
+    let messages = binance_messages();
+    let deep = |d: usize| format!("{}{}", "[".repeat(d), "]".repeat(d));
+    let garbage = [
+        // TC0: nesting far past a worker's stack, bare and in the envelope.
+        Act::Send(deep(200_000)),
+        Act::Send(format!(
+            r#"{{"stream":"btcusdt@trade","data":{}}}"#,
+            deep(100_000)
+        )),
+        // TC1: objects, and just past the limit.
+        Act::Send(format!(
+            "{}{{}}{}",
+            "{\"a\":".repeat(100_000),
+            "}".repeat(100_000)
+        )),
+        Act::Send(deep(65)),
+    ];
+    let mut script = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        if i == messages.len() / 2 {
+            script.extend(garbage.iter().cloned());
+        }
+        script.push(Act::Send(m.clone()));
+    }
+    let (venue, _events) = fake_venue(vec![script]).await;
+    let (server, mut client) =
+        tickwire(format!("binance:ws://{venue}{BINANCE_URL_FEED}"), 5_000).await;
+    let want = expected(&messages);
+    let seen = collect(&mut client, want.len(), Duration::from_millis(200)).await;
+    assert_eq!(seen, want, "every update exact, no status");
+    let h = healthz(server.addr).await;
+    assert_eq!(h["reconnects"].as_u64(), Some(0), "{h}");
+    let m = metrics_text(server.addr).await;
+    let rejected = m
+        .lines()
+        .find(|l| l.starts_with("tickwire_feed_rejected_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap();
+    assert_eq!(rejected, garbage.len() as u64);
+    server.stop().await;
+}
