@@ -60,7 +60,8 @@ pub struct ServeConfig {
     pub close_timeout_ms: u64,
     /// Largest message a client may send; larger ones are closed with 1009.
     pub max_message_bytes: usize,
-    /// Most symbols a connection may subscribe to.
+    /// Most symbols a connection may subscribe to, or name in one request;
+    /// `*` counts every symbol it covers (docs/PROTOCOL.md).
     pub max_subscriptions: usize,
     /// Time connections get to close on SIGINT/SIGTERM before the process
     /// exits anyway.

@@ -34,7 +34,8 @@ pub struct FanoutLimits {
     /// A connection further behind the head of the ring than this is
     /// conflated.
     pub max_lag_updates: u64,
-    /// Most symbols one connection may subscribe to (`*` counts as one).
+    /// Most symbols one connection may subscribe to, and may name in one
+    /// request; `*` counts as every symbol it covers.
     pub max_subscriptions: usize,
 }
 
@@ -192,10 +193,11 @@ impl BitSet {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        let n = self.subscription_count() as u64;
         let metrics = &self.market.metrics;
-        metrics.subscriptions.fetch_sub(n, Relaxed);
-        if n > 0 {
+        metrics
+            .subscriptions
+            .fetch_sub(self.subscribed_count as u64, Relaxed);
+        if !self.is_idle() {
             metrics.subscribers.fetch_sub(1, Relaxed);
         }
     }
@@ -218,7 +220,12 @@ pub struct Subscriber {
     limits: FanoutLimits,
     /// Ring position of the next entry to look at.
     cursor: u64,
+    /// Subscribed with `*`: symbols that appear later join `subscribed`
+    /// while the connection is within `max_subscriptions`.
     all: bool,
+    /// Symbol ids below this have been offered to the `*` subscription.
+    all_checked: SymbolId,
+    /// Every symbol the connection gets, named or through `*`.
     subscribed: BitSet,
     subscribed_count: usize,
     /// Symbols whose definition this connection has been sent.
@@ -243,6 +250,7 @@ impl Subscriber {
             limits,
             cursor,
             all: false,
+            all_checked: 0,
             subscribed: BitSet::default(),
             subscribed_count: 0,
             defined: BitSet::default(),
@@ -304,16 +312,42 @@ impl Subscriber {
         !self.all && self.subscribed_count == 0
     }
 
-    fn subscription_count(&self) -> usize {
-        if self.all {
-            1
-        } else {
-            self.subscribed_count
+    /// Whether the connection gets `id`; a symbol new to a `*`
+    /// subscription joins it here, if the limit allows.
+    fn wants(&mut self, id: SymbolId) -> bool {
+        if self.subscribed.contains(id) {
+            return true;
         }
+        if self.all && id >= self.all_checked {
+            self.follow(id + 1);
+            return self.subscribed.contains(id);
+        }
+        false
     }
 
-    fn wants(&self, id: SymbolId) -> bool {
-        (self.all && self.allowed(id)) || self.subscribed.contains(id)
+    /// Offers symbols `all_checked..until` to the `*` subscription, in id
+    /// order, each one the token allows taken while the connection is
+    /// within `max_subscriptions`.
+    fn follow(&mut self, until: SymbolId) {
+        if !self.all || until <= self.all_checked {
+            return;
+        }
+        self.refresh_allowed();
+        let mut added = 0;
+        for id in self.all_checked..until {
+            if self.subscribed_count + added >= self.limits.max_subscriptions {
+                break;
+            }
+            if self.allowed(id) && self.subscribed.insert(id) {
+                added += 1;
+            }
+        }
+        self.all_checked = until;
+        self.subscribed_count += added;
+        self.market
+            .metrics
+            .subscriptions
+            .fetch_add(added as u64, Relaxed);
     }
 
     /// Answers one request, queueing the reply (and for a subscribe, the
@@ -329,7 +363,7 @@ impl Subscriber {
     /// instead of queueing it: for the SSE stream, which refuses a bad
     /// subscription with an HTTP status.
     pub fn request(&mut self, req: Request, out: &mut Outbox) -> Result<(), Refusal> {
-        let before = self.subscription_count();
+        let (before, was_idle) = (self.subscribed_count, self.is_idle());
         let result = match &req.op {
             Op::Ping => {
                 out.push(protocol::pong_reply(req.id, now_ns()));
@@ -338,13 +372,14 @@ impl Subscriber {
             Op::Subscribe(symbols) => self.subscribe(req.id, symbols, out),
             Op::Unsubscribe(symbols) => self.unsubscribe(req.id, symbols, out),
         };
-        let after = self.subscription_count();
         let metrics = &self.market.metrics;
-        metrics.subscriptions.fetch_add(after as u64, Relaxed);
+        metrics
+            .subscriptions
+            .fetch_add(self.subscribed_count as u64, Relaxed);
         metrics.subscriptions.fetch_sub(before as u64, Relaxed);
-        match (before, after) {
-            (0, 1..) => metrics.subscribers.fetch_add(1, Relaxed),
-            (1.., 0) => metrics.subscribers.fetch_sub(1, Relaxed),
+        match (was_idle, self.is_idle()) {
+            (true, false) => metrics.subscribers.fetch_add(1, Relaxed),
+            (false, true) => metrics.subscribers.fetch_sub(1, Relaxed),
             _ => 0,
         };
         if let Err(refusal) = &result {
@@ -385,19 +420,32 @@ impl Subscriber {
         out: &mut Outbox,
     ) -> Result<(), Refusal> {
         let was_idle = self.is_idle();
+        let limit = self.limits.max_subscriptions;
         let new: Vec<SymbolId> = match symbols {
             Symbols::All => {
                 self.refresh_allowed();
                 let every = self.market.symbols.len() as SymbolId;
-                let new = (0..every)
-                    .filter(|&s| self.allowed(s) && !self.wants(s))
+                let new: Vec<SymbolId> = (0..every)
+                    .filter(|&s| self.allowed(s) && !self.subscribed.contains(s))
                     .collect();
+                if self.subscribed_count + new.len() > limit {
+                    return Err(Refusal::new(
+                        id,
+                        ErrorCode::TooManySymbols,
+                        format!(
+                            "* covers {} symbols; the limit is {limit} per connection: name the symbols instead",
+                            self.subscribed_count + new.len()
+                        ),
+                    ));
+                }
                 self.all = true;
-                self.subscribed.clear();
-                self.subscribed_count = 0;
+                self.all_checked = every;
                 new
             }
             Symbols::Names(names) => {
+                if names.len() > limit {
+                    return Err(protocol::too_many_in_request(id, names.len(), limit));
+                }
                 if let Some(a) = &self.allowed {
                     let forbidden: Vec<&str> = names
                         .iter()
@@ -419,26 +467,23 @@ impl Subscriber {
                 let mut new: Vec<SymbolId> = ids.into_iter().filter(|&s| !self.wants(s)).collect();
                 new.sort_unstable();
                 new.dedup();
-                if !self.all && self.subscribed_count + new.len() > self.limits.max_subscriptions {
+                if self.subscribed_count + new.len() > limit {
                     return Err(Refusal::new(
                         id,
                         ErrorCode::TooManySymbols,
                         format!(
-                            "subscribing to {} more symbol(s) would pass the limit of {} per connection",
+                            "subscribing to {} more symbol(s) would pass the limit of {limit} per connection",
                             new.len(),
-                            self.limits.max_subscriptions
                         ),
                     ));
-                }
-                if !self.all {
-                    for &s in &new {
-                        self.subscribed.insert(s);
-                    }
-                    self.subscribed_count += new.len();
                 }
                 new
             }
         };
+        for &s in &new {
+            self.subscribed.insert(s);
+        }
+        self.subscribed_count += new.len();
         if was_idle {
             // Nothing before now is of interest; the snapshot covers it.
             self.cursor = self.market.ring.tail();
@@ -471,6 +516,7 @@ impl Subscriber {
         match symbols {
             Symbols::All => {
                 self.all = false;
+                self.all_checked = 0;
                 self.subscribed.clear();
                 self.subscribed_count = 0;
             }
@@ -478,13 +524,9 @@ impl Subscriber {
                 let ids = self.resolve(id, names)?;
                 if self.all {
                     // From "everything" to "everything known now, but these".
+                    self.follow(self.market.symbols.len() as SymbolId);
                     self.all = false;
-                    let every = self.market.symbols.len() as SymbolId;
-                    let allowed: Vec<SymbolId> = (0..every).filter(|&s| self.allowed(s)).collect();
-                    for s in allowed {
-                        self.subscribed.insert(s);
-                        self.subscribed_count += 1;
-                    }
+                    self.all_checked = 0;
                 }
                 for s in ids {
                     if self.subscribed.remove(s) {
@@ -527,9 +569,6 @@ impl Subscriber {
             return 0;
         }
         let start = self.cursor;
-        if self.all {
-            self.refresh_allowed();
-        }
         let ring = self.market.ring.clone();
         let guard = ring.pin();
         // Once per fill, not per entry: a fill is bounded by the outbox, and
@@ -572,13 +611,8 @@ impl Subscriber {
         let metrics = &self.market.metrics;
         metrics.lapped_readers_total.fetch_add(1, Relaxed);
         metrics.conflated_updates_total.fetch_add(dropped, Relaxed);
-        let candidates: Vec<SymbolId> = if self.all {
-            (0..self.market.lvc.len() as SymbolId)
-                .filter(|&s| self.allowed(s))
-                .collect()
-        } else {
-            self.subscribed.iter().collect()
-        };
+        self.follow(self.market.lvc.len() as SymbolId);
+        let candidates: Vec<SymbolId> = self.subscribed.iter().collect();
         let mut latest: Vec<Published> = candidates
             .into_iter()
             .flat_map(|s| self.market.lvc.values(s).in_order())
@@ -874,6 +908,59 @@ mod tests {
         f.quote("D", 2);
         sub.fill(&mut out);
         assert_eq!(drain(&mut out), [msg("quote", "D", 2)]);
+    }
+
+    #[test]
+    fn star_counts_every_symbol_it_covers_and_follows_new_ones_within_the_limit() {
+        let mut f = fixture(32);
+        f.quote("A", 1);
+        f.quote("B", 1);
+        f.quote("C", 1);
+        let metrics = Arc::clone(&f.market.metrics);
+        let mut sub = f.subscriber(8);
+        sub.limits.max_subscriptions = 2;
+        let mut out = Outbox::default();
+        // TC0: three symbols under `*`, over a limit of two: refused,
+        // nothing changed.
+        let refused = sub.request(request("subscribe", &["*"]), &mut out);
+        assert_eq!(
+            refused.err().map(|r| r.code),
+            Some(ErrorCode::TooManySymbols)
+        );
+        assert!(sub.is_idle());
+        let mut sub = f.subscriber(8);
+        sub.limits.max_subscriptions = 4;
+        // TC1: within the limit, `*` is taken and counts three.
+        sub.handle(request("subscribe", &["*"]), &mut out);
+        drain(&mut out);
+        assert_eq!(metrics.subscriptions.load(Relaxed), 3);
+        // TC2: new symbols join while the connection is within its limit:
+        // D does, E does not; E is then not sent, and naming it is refused.
+        f.quote("D", 1);
+        f.quote("E", 1);
+        f.quote("A", 2);
+        sub.fill(&mut out);
+        assert_eq!(
+            drain(&mut out),
+            [
+                msg("symbol", "D", 0),
+                msg("quote", "D", 1),
+                msg("quote", "A", 2)
+            ]
+        );
+        assert_eq!(metrics.subscriptions.load(Relaxed), 4);
+        let refused = sub.request(request("subscribe", &["E"]), &mut out);
+        assert_eq!(
+            refused.err().map(|r| r.code),
+            Some(ErrorCode::TooManySymbols)
+        );
+        // TC3: after dropping one name, there is room to name E.
+        sub.handle(request("unsubscribe", &["A"]), &mut out);
+        sub.handle(request("subscribe", &["E"]), &mut out);
+        assert_eq!(metrics.subscriptions.load(Relaxed), 4);
+        drop(sub);
+        assert_eq!(metrics.subscriptions.load(Relaxed), 0);
+        assert_eq!(metrics.subscribers.load(Relaxed), 0);
     }
 
     #[test]

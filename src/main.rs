@@ -386,7 +386,8 @@ struct ServeArgs {
     /// Largest message a client may send (1009 past it) [default: 65536].
     #[arg(long, env = "TICKWIRE_MAX_MESSAGE_BYTES")]
     max_message_bytes: Option<usize>,
-    /// Most symbols one connection may subscribe to [default: 1024].
+    /// Most symbols one connection may subscribe to, or name in one
+    /// request; `*` counts every symbol it covers [default: 1024].
     #[arg(long, env = "TICKWIRE_MAX_SUBSCRIPTIONS")]
     max_subscriptions: Option<usize>,
     /// Time connections get to close on SIGINT/SIGTERM [default: 5000].

@@ -75,7 +75,7 @@ counters! {
     subscribers: "gauge",
     /// Bytes queued in connections' outboxes, not yet taken by their sockets.
     queued_bytes: "gauge",
-    /// Subscribed symbols summed over connections (a `*` subscription counts once).
+    /// Subscribed symbols summed over connections (a `*` subscription counts every symbol it covers).
     subscriptions: "gauge",
     /// Updates received from feeds.
     updates_in_total: "counter",

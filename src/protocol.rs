@@ -191,14 +191,7 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
             .as_array()
             .ok_or_else(|| malformed(id, "\"symbols\" must be an array of strings"))?;
         if list.len() > max_symbols {
-            return Err(Refusal::new(
-                id,
-                ErrorCode::TooManySymbols,
-                format!(
-                    "{} symbols in one request; the limit is {max_symbols}",
-                    list.len()
-                ),
-            ));
+            return Err(too_many_in_request(id, list.len(), max_symbols));
         }
         let mut names = Vec::with_capacity(list.len());
         for s in list {
@@ -228,6 +221,16 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
         }
     };
     Ok(Request { id, op })
+}
+
+/// A request that names more symbols than a connection may subscribe to,
+/// duplicates included: the same refusal on `/ws` and `/sse`.
+pub fn too_many_in_request(id: Option<u64>, named: usize, max_symbols: usize) -> Refusal {
+    Refusal::new(
+        id,
+        ErrorCode::TooManySymbols,
+        format!("{named} symbols in one request; the limit is {max_symbols}"),
+    )
 }
 
 fn text_frame(body: impl FnOnce(&mut Vec<u8>)) -> Bytes {

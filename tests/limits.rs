@@ -464,24 +464,62 @@ async fn the_subscription_limit_holds_per_request_and_per_connection() {
     })
     .await;
     let m = &server.market.metrics;
-    let mut by = bystander(server.addr).await;
-    let mut c = Client::connect(server.addr, "tickwire.v1.json").await;
-    // TC0: more than the limit in one request.
-    c.send(r#"{"op":"subscribe","symbols":["SYN0000","SYN0001","SYN0002","SYN0003"],"id":1}"#)
-        .await;
-    let e = c.next_control().await;
-    assert_eq!(
-        (e["code"].as_u64(), e["id"].as_u64()),
-        (Some(4003), Some(1)),
-        "{e}"
-    );
-    // TC1: past the limit with what the connection has already (once the
-    // feed has defined its symbols).
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.market.symbols.len() < 5 {
         assert!(Instant::now() < deadline, "the feed defined no symbols");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let mut by = Client::connect(server.addr, "tickwire.v1").await;
+    by.send(r#"{"op":"subscribe","symbols":["SYN0004"],"id":1}"#)
+        .await;
+    assert_eq!(by.next_control().await["type"], "ack");
+    let mut c = Client::connect(server.addr, "tickwire.v1.json").await;
+    // TC0: more than the limit in one request, and as many copies of one
+    // name: a request names at most the limit, duplicates included.
+    for (i, names) in [
+        r#""SYN0000","SYN0001","SYN0002","SYN0003""#,
+        r#""SYN0000","SYN0000","SYN0000","SYN0000""#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        c.send(&format!(
+            r#"{{"op":"subscribe","symbols":[{names}],"id":{i}}}"#
+        ))
+        .await;
+        let e = c.next_control().await;
+        assert_eq!(
+            (e["code"].as_u64(), e["id"].as_u64(), e["reason"].as_str()),
+            (
+                Some(4003),
+                Some(i as u64),
+                Some("4 symbols in one request; the limit is 3")
+            ),
+            "{e}"
+        );
+    }
+    // TC1: `*` counts as every symbol it covers: five, over three.
+    c.send(r#"{"op":"subscribe","symbols":["*"],"id":9}"#).await;
+    let e = c.next_control().await;
+    assert_eq!(
+        (e["code"].as_u64(), e["reason"].as_str()),
+        (
+            Some(4003),
+            Some("* covers 5 symbols; the limit is 3 per connection: name the symbols instead")
+        ),
+        "{e}"
+    );
+    // TC2: the same rule on /sse: four copies of one name, and `*`.
+    for query in ["SYN0000,SYN0000,SYN0000,SYN0000", "*"] {
+        let (status, text) = http_get(
+            server.addr,
+            &format!("GET /sse?symbols={query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status, 400, "{query}: {text}");
+        assert!(text.contains("the limit is 3"), "{query}: {text}");
+    }
+    // TC3: past the limit with what the connection has already.
     c.send(r#"{"op":"subscribe","symbols":["SYN0000","SYN0001"],"id":2}"#)
         .await;
     assert_eq!(c.next_control().await["type"], "ack");
@@ -502,7 +540,7 @@ async fn the_subscription_limit_holds_per_request_and_per_connection() {
     assert_eq!(
         m.subscriptions.load(Relaxed),
         1 + 2,
-        "the bystander's * and two"
+        "the bystander's one and two"
     );
     c.send(r#"{"op":"subscribe","symbols":["SYN0002"],"id":4}"#)
         .await;
@@ -518,7 +556,7 @@ async fn the_subscription_limit_holds_per_request_and_per_connection() {
             &m.render(),
             "tickwire_protocol_errors_total{code=\"4003\",reason=\"too_many_symbols\"}"
         ),
-        2
+        6
     );
     assert_undisturbed(&mut by).await;
     server.stop().await;
