@@ -98,7 +98,7 @@ pub async fn serve<R, W>(
     mut shutdown: watch::Receiver<bool>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin,
+    W: AsyncWrite + CloseRoom + Unpin,
 {
     let metrics = Arc::clone(&market.metrics);
     metrics.connections.fetch_add(1, Relaxed);
@@ -280,7 +280,47 @@ struct Writer<W> {
     config: ConnectionConfig,
 }
 
-impl<W: AsyncWrite + Unpin> Writer<W> {
+/// A connection's write side that can put a close frame into the kernel
+/// behind data a stalled client has not read.
+///
+/// A stalled client's socket buffer is full, so a close frame queued behind
+/// it reached the client only if it read again within the close timeout;
+/// otherwise it saw the data end without a close. Growing the send buffer
+/// by a few KiB when the stall is declared, and writing the close at once
+/// (directly: the runtime waits for a writability event that a larger
+/// buffer does not raise), lets the close frame into the kernel, which
+/// delivers it, and the FIN after it, whenever the client reads again, after
+/// the process has let go of the socket.
+pub trait CloseRoom {
+    /// Grows the send buffer and writes what it can of `bufs` without
+    /// waiting; `Ok(0)` where the stream cannot do this.
+    fn write_past_stall(&self, _bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Ok(0)
+    }
+}
+
+/// Room for the close frame and what is left of a partly written frame,
+/// and for the kernel's overhead on them.
+const CLOSE_ROOM_BYTES: usize = 8 << 10;
+
+impl CloseRoom for tokio::net::tcp::OwnedWriteHalf {
+    fn write_past_stall(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let socket = socket2::SockRef::from(self.as_ref());
+        // Linux reports twice what was set (the doubling covers its
+        // bookkeeping) and doubles what is set: ask for half plus the room.
+        // A buffer grown by autotuning past net.core.wmem_max comes out
+        // smaller, which only means the close does not fit either.
+        let size = socket.send_buffer_size()?;
+        socket.set_send_buffer_size(size / 2 + CLOSE_ROOM_BYTES)?;
+        socket.send_vectored(bufs)
+    }
+}
+
+/// TLS and in-memory streams: the close frame waits in the TLS layer, and
+/// arrives only if the client reads within the close timeout.
+impl<T> CloseRoom for tokio::io::WriteHalf<T> {}
+
+impl<W: AsyncWrite + CloseRoom + Unpin> Writer<W> {
     async fn run(
         &mut self,
         mut rx: mpsc::Receiver<Inbound>,
@@ -438,6 +478,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 );
                 self.outbox
                     .push(close_frame(close_code::POLICY_VIOLATION, &reason));
+                let mut iov = [IoSlice::new(&[]); 2];
+                let n = self.outbox.io_slices(&mut iov);
+                if let Ok(written) = self.io.write_past_stall(&iov[..n]) {
+                    self.outbox.advance(written);
+                }
                 self.close_within_timeout().await;
             }
             End::TokenExpired => {

@@ -603,11 +603,11 @@ async fn an_unmasked_client_frame_is_closed_with_1002() {
     server.stop().await;
 }
 
-/// What a bystander saw while others misbehaved: every global sequence
-/// number in order, with no gap and no conflation.
+/// What a bystander saw while others misbehaved: every update of every
+/// symbol (per-symbol sequences with no gap) and no conflation.
 async fn watch(mut by: Client, stop: tokio::sync::oneshot::Receiver<()>) -> (Client, u64) {
     let mut stop = stop;
-    let mut last: Option<u64> = None;
+    let mut last = std::collections::HashMap::new();
     let mut seen = 0;
     loop {
         let msg = tokio::select! {
@@ -620,11 +620,10 @@ async fn watch(mut by: Client, stop: tokio::sync::oneshot::Receiver<()>) -> (Cli
                 panic!("the bystander was conflated: {v}")
             }
             m => {
-                if let Some(seq) = m.seq() {
-                    if let Some(prev) = last {
-                        assert_eq!(seq, prev + 1, "a gap in the bystander's updates");
+                if let Some((id, seq)) = m.symbol_seq() {
+                    if let Some(prev) = last.insert(id, seq) {
+                        assert_eq!(seq, prev + 1, "a gap in symbol {id}'s updates");
                     }
-                    last = Some(seq);
                     seen += 1;
                 }
             }
@@ -764,6 +763,54 @@ async fn framing_errors_are_closed_with_tickwire_reasons_not_the_clients() {
         m.protocol_error_closes_total.load(Relaxed),
         cases.len() as u64
     );
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stays_stalled_still_finds_the_1008_close_behind_its_data() {
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=5,rate=20000".into()],
+        stall_timeout_ms: 300,
+        close_timeout_ms: 100,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    // A bystander that reads all the while (at this rate it may be
+    // conflated; what matters is that it stays served).
+    let mut by = bystander(server.addr).await;
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return by,
+                m = by.next() => assert!(!matches!(m, Msg::Closed(_)), "the bystander was closed"),
+            }
+        }
+    });
+    // A small receive buffer fills in a moment.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind((ip(4), 0).into()).unwrap();
+    let mut c = RawWs::upgrade(socket.connect(server.addr).await.unwrap())
+        .await
+        .unwrap();
+    c.send_text(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    // Not a byte read until the server has declared the stall, waited its
+    // close timeout, and let go of the socket.
+    eventually(m, "the stall close", |m| {
+        m.slow_client_closes_total.load(Relaxed) == 1
+    })
+    .await;
+    let (close, _) = c.read_until_close(Duration::from_secs(10)).await;
+    assert_eq!(
+        close,
+        Some((1008, "slow consumer: no progress for 300 ms".to_owned())),
+        "the data ends with the close frame, not a bare end of stream"
+    );
+    let _ = stop.send(());
+    let mut by = reader.await.unwrap();
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
