@@ -27,7 +27,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::access::{self, Grant, OriginPolicy};
@@ -488,17 +488,27 @@ where
 {
     let metrics = Arc::clone(&state.market.metrics);
     let handshake_timeout = state.handshake_timeout;
+    // A stalled event stream ends the connection with it.
+    let close = Arc::new(Notify::new());
+    let close_on_stall = Arc::clone(&close);
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
         let admitted = Arc::clone(&admitted);
-        async move { Ok::<_, Infallible>(route(req, &state, admitted)) }
+        let close = Arc::clone(&close_on_stall);
+        async move { Ok::<_, Infallible>(route(req, &state, admitted, close)) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    let served = tokio::select! {
+        served = conn => served,
+        // Dropping the connection closes the socket, and what hyper still
+        // held for the client with it.
+        () = close.notified() => Ok(()),
+    };
+    if let Err(e) = served {
         if e.is_timeout() {
             // Relaxed: independent counter.
             metrics.handshake_timeouts_total.fetch_add(1, Relaxed);
@@ -523,7 +533,12 @@ fn respond(
     r
 }
 
-fn route(req: Request<Incoming>, state: &Arc<AppState>, admitted: Arc<Admitted>) -> Response<Body> {
+fn route(
+    req: Request<Incoming>,
+    state: &Arc<AppState>,
+    admitted: Arc<Admitted>,
+    close_connection: Arc<Notify>,
+) -> Response<Body> {
     match req.uri().path() {
         "/ws" => upgrade(req, state, false, admitted),
         "/echo" if state.echo => upgrade(req, state, true, admitted),
@@ -539,7 +554,10 @@ fn route(req: Request<Incoming>, state: &Arc<AppState>, admitted: Arc<Admitted>)
                 &state.market,
                 state.connection,
                 grant,
-                state.shutdown.clone(),
+                sse::StreamControl {
+                    shutdown: state.shutdown.clone(),
+                    close_connection,
+                },
             ) {
                 Ok(r) => {
                     let mut r = r.map(Either::Right);

@@ -25,7 +25,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Method, Response, StatusCode, Uri};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::access::Grant;
@@ -87,6 +87,15 @@ impl hyper::body::Body for EventStream {
     }
 }
 
+/// How a stream's task learns of the server's shutdown, and how it ends its
+/// HTTP connection at once.
+pub struct StreamControl {
+    pub shutdown: watch::Receiver<bool>,
+    /// Notified when the stream stalls: the connection is closed then, not
+    /// kept alive for another request behind bytes the client never read.
+    pub close_connection: Arc<Notify>,
+}
+
 /// Opens an event stream for a GET on `/sse`: subscribes as the query
 /// says, queues the snapshot (or, with `Last-Event-ID`, what changed since),
 /// and starts the task that streams live updates until the client leaves,
@@ -98,7 +107,7 @@ pub fn open(
     market: &Arc<Market>,
     config: ConnectionConfig,
     grant: Grant,
-    shutdown: watch::Receiver<bool>,
+    control: StreamControl,
 ) -> Result<Response<EventStream>, SseError> {
     if method != Method::GET {
         return Err(SseError::MethodNotAllowed);
@@ -139,7 +148,7 @@ pub fn open(
         Arc::clone(market),
         config,
         expiry,
-        shutdown,
+        control,
     ));
     let mut r = Response::new(EventStream { rx });
     let h = r.headers_mut();
@@ -284,8 +293,12 @@ async fn stream(
     market: Arc<Market>,
     config: ConnectionConfig,
     expiry: Option<Instant>,
-    mut shutdown: watch::Receiver<bool>,
+    control: StreamControl,
 ) {
+    let StreamControl {
+        mut shutdown,
+        close_connection,
+    } = control;
     let _counted = Counted(Arc::clone(&market.metrics));
     let expired = async move {
         match expiry {
@@ -339,6 +352,7 @@ async fn stream(
                     Err(_) => {
                         market.metrics.slow_client_closes_total.fetch_add(1, Relaxed);
                         tracing::info!("closed a slow SSE client: no progress for {:?}", config.stall_timeout);
+                        close_connection.notify_one();
                         return;
                     }
                 },

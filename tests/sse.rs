@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::{connect, http_get, start};
@@ -205,4 +206,39 @@ async fn sse_refusals() {
         .await
         .expect("the stream ends")
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_closes_its_connection() {
+    let server = start(ServeConfig {
+        feeds: vec![format!("synthetic:symbols={SYMBOLS},rate=20000")],
+        stall_timeout_ms: 300,
+        // Far longer than the wait below: an idle keep-alive connection is
+        // not what ends this one.
+        handshake_timeout_ms: 120_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut s = socket.connect(server.addr).await.unwrap();
+    s.write_all(b"GET /sse?symbols=* HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Not a byte read: the stream stalls, and its connection must go with
+    // it rather than wait, kept alive, behind bytes never read.
+    common::eventually(Duration::from_secs(10), "the stall", || {
+        m.slow_client_closes_total.load(Relaxed) == 1
+    })
+    .await;
+    common::eventually(Duration::from_secs(10), "the connection closed", || {
+        m.tcp_connections.load(Relaxed) == 0
+    })
+    .await;
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the socket ends");
+    server.stop().await;
 }

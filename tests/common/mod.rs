@@ -400,3 +400,16 @@ pub fn raise_fd_limit() {
         }
     }
 }
+
+/// Waits until `done` holds, looking every 10 ms; fails with `what` once
+/// `limit` has passed, so that a bug fails the test instead of hanging it.
+pub async fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
