@@ -189,6 +189,11 @@ enum Act {
     Stall,
     /// Send nothing, but read (which answers pings) for this long.
     Quiet(Duration),
+    /// One text message of spaces in `frames` fragments of `bytes` each.
+    Fragmented {
+        frames: usize,
+        bytes: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -316,6 +321,18 @@ where
             Act::Quiet(d) => {
                 let read = async { while let Some(Ok(_)) = ws.next().await {} };
                 let _ = tokio::time::timeout(d, read).await;
+            }
+            Act::Fragmented { frames, bytes } => {
+                use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+                use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+                for i in 0..frames {
+                    let opcode = if i == 0 { Data::Text } else { Data::Continue };
+                    let f =
+                        Frame::message(vec![b' '; bytes], OpCode::Data(opcode), i + 1 == frames);
+                    if ws.send(Message::Frame(f)).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -1034,5 +1051,29 @@ async fn deeply_nested_venue_messages_are_rejected_and_change_nothing() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .unwrap();
     assert_eq!(rejected, garbage.len() as u64);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_venue_message_over_16_mib_fails_the_connection_and_it_is_made_again() {
+    let messages = binance_messages();
+    // Connection 1: 100 messages, then one 17 MiB frame; connection 2: a
+    // message of 20 fragments of 1 MiB; connection 3: the rest.
+    let mut first = sends(&messages[..100]);
+    first.push(Act::Send(" ".repeat(17 << 20)));
+    let second = vec![Act::Fragmented {
+        frames: 20,
+        bytes: 1 << 20,
+    }];
+    let third = sends(&messages[100..]);
+    let (venue, _events) = fake_venue(vec![first, second, third]).await;
+    let (server, mut client) =
+        tickwire(format!("binance:ws://{venue}{BINANCE_URL_FEED}"), 5_000).await;
+    let want = expected(&messages);
+    let seen = collect(&mut client, want.len(), Duration::from_millis(200)).await;
+    let (data, _) = split(&seen);
+    assert_eq!(data, want, "every update exact around the two failures");
+    let h = healthz(server.addr).await;
+    assert_eq!(h["reconnects"].as_u64(), Some(2), "{h}");
     server.stop().await;
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::{FragmentCollectorRead, WebSocketError, WebSocketWrite};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError, WebSocketRead, WebSocketWrite};
 use http_body_util::Empty;
 use hyper::header::{CONNECTION, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
@@ -33,11 +33,93 @@ type Io = TokioIo<Upgraded>;
 /// An open client WebSocket, in two halves so that a read can stay pending
 /// while a ping or a pong is written (fastwebsockets' reads are not
 /// cancel-safe: a read dropped halfway through a frame loses the framing).
-/// Fragmented messages are reassembled. Nothing is answered on the
-/// caller's behalf: pings and close frames come up to it.
+/// Fragmented messages are reassembled, up to [`MAX_MESSAGE_BYTES`].
+/// Nothing is answered on the caller's behalf: pings and close frames come
+/// up to it.
 pub struct ClientSocket {
-    pub read: FragmentCollectorRead<ReadHalf<Io>>,
+    pub read: MessageRead<ReadHalf<Io>>,
     pub write: WebSocketWrite<WriteHalf<Io>>,
+}
+
+/// The largest message a venue may send, in one frame or in fragments
+/// together. Venue messages are a few KB; a full-book snapshot (Coinbase
+/// `level2`) runs to a few MB. Past it the connection fails (and is made
+/// again, with back-off): fastwebsockets would otherwise take frames of up
+/// to 64 MiB and fragments without end, and the JSON parse of such a
+/// message costs many times its size.
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Whole messages from a venue: data frames reassembled within
+/// [`MAX_MESSAGE_BYTES`], control frames as they come.
+pub struct MessageRead<S> {
+    ws: WebSocketRead<S>,
+    /// The opcode and bytes of a fragmented message so far.
+    partial: Option<(OpCode, Vec<u8>)>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> MessageRead<S> {
+    fn new(mut ws: WebSocketRead<S>) -> Self {
+        // fastwebsockets refuses a frame of `max` bytes or more.
+        ws.set_max_message_size(MAX_MESSAGE_BYTES + 1);
+        MessageRead { ws, partial: None }
+    }
+
+    /// The next whole message or control frame.
+    pub async fn read_frame<R, E>(
+        &mut self,
+        send_fn: &mut impl FnMut(Frame<'_>) -> R,
+    ) -> Result<Frame<'static>, WebSocketError>
+    where
+        R: Future<Output = Result<(), E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
+        loop {
+            let frame = self.ws.read_frame(send_fn).await?;
+            let (data, done) = match frame.opcode {
+                OpCode::Text | OpCode::Binary if frame.fin => {
+                    if self.partial.is_some() {
+                        return Err(WebSocketError::InvalidFragment);
+                    }
+                    (frame.payload.to_vec(), Some(frame.opcode))
+                }
+                OpCode::Text | OpCode::Binary => {
+                    if self.partial.is_some() {
+                        return Err(WebSocketError::InvalidFragment);
+                    }
+                    self.partial = Some((frame.opcode, frame.payload.to_vec()));
+                    continue;
+                }
+                OpCode::Continuation => {
+                    let Some((_, data)) = self.partial.as_mut() else {
+                        return Err(WebSocketError::InvalidContinuationFrame);
+                    };
+                    if data.len() + frame.payload.len() > MAX_MESSAGE_BYTES {
+                        return Err(WebSocketError::FrameTooLarge);
+                    }
+                    data.extend_from_slice(&frame.payload);
+                    if !frame.fin {
+                        continue;
+                    }
+                    let Some((opcode, data)) = self.partial.take() else {
+                        continue;
+                    };
+                    (data, Some(opcode))
+                }
+                // Control frames: at most 125 bytes by RFC 6455 §5.5,
+                // not enforced for close frames by the library.
+                _ => {
+                    let mut payload = frame.payload.to_vec();
+                    payload.truncate(125);
+                    (payload, None)
+                }
+            };
+            let opcode = done.unwrap_or(frame.opcode);
+            if opcode == OpCode::Text && std::str::from_utf8(&data).is_err() {
+                return Err(WebSocketError::InvalidUTF8);
+            }
+            return Ok(Frame::new(true, opcode, None, Payload::Owned(data)));
+        }
+    }
 }
 
 /// Where to connect, taken apart from a `ws://` or `wss://` URL.
@@ -179,7 +261,7 @@ async fn connect_inner(
     ws.set_auto_close(false);
     let (read, write) = ws.split(tokio::io::split);
     Ok(ClientSocket {
-        read: FragmentCollectorRead::new(read),
+        read: MessageRead::new(read),
         write,
     })
 }
