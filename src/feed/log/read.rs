@@ -5,8 +5,8 @@ use std::io::{self, Read};
 
 use super::{
     block_crc, unzigzag, Deltas, Entry, LogError, LogSymbol, ReadStats, BLOCK_HEADER_LEN,
-    BLOCK_MARKER, HEADER_LEN, MAGIC, MAX_BLOCK_PAYLOAD, TAG_QUOTE, TAG_STATUS, TAG_SYMBOL,
-    TAG_TRADE, VERSION,
+    BLOCK_MARKER, BLOCK_UPDATES, HEADER_LEN, MAGIC, MAX_BLOCK_PAYLOAD, TAG_QUOTE, TAG_STATUS,
+    TAG_SYMBOL, TAG_TRADE, VERSION,
 };
 use crate::symbols::MAX_NAME_LEN;
 use crate::update::{Sequenced, Side, SymbolId, SymbolStatus, Update, UpdateKind};
@@ -121,7 +121,7 @@ impl<R: Read> LogReader<R> {
                     // Everything to the end is buffered now. A later block
                     // that verifies means this one's length was corrupt;
                     // none means a torn tail.
-                    match self.find_block(1)? {
+                    match self.find_block(1, &mut damaged)? {
                         Some(skip) => {
                             self.skip(skip, &mut damaged);
                         }
@@ -132,7 +132,7 @@ impl<R: Read> LogReader<R> {
                         }
                     }
                 }
-                Attempt::Bad => match self.find_block(1)? {
+                Attempt::Bad => match self.find_block(1, &mut damaged)? {
                     Some(skip) => self.skip(skip, &mut damaged),
                     None => {
                         let rest = self.available().len();
@@ -166,10 +166,10 @@ impl<R: Read> LogReader<R> {
         if head[..4] != BLOCK_MARKER {
             return Ok(Attempt::Bad);
         }
-        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-        if len > MAX_BLOCK_PAYLOAD {
+        if !plausible(head) {
             return Ok(Attempt::Bad);
         }
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
         self.fill(BLOCK_HEADER_LEN + len)?;
         let block = &self.buf[self.pos..];
         if block.len() < BLOCK_HEADER_LEN + len {
@@ -186,9 +186,24 @@ impl<R: Read> LogReader<R> {
 
     /// The distance from `pos` to the next block that verifies, searching
     /// from `pos + from`, reading on as needed; `None` if there is none.
-    fn find_block(&mut self, from: usize) -> Result<Option<usize>, LogError> {
+    ///
+    /// Bounded in memory and time whatever the damage: the stretch searched
+    /// is let go (skipped) every [`SEARCH_WINDOW`] bytes instead of held
+    /// whole, and the CRCs of candidate blocks may cost [`CRC_BUDGET_BASE`]
+    /// bytes plus [`CRC_BUDGET_PER_BYTE`] per byte searched: a file of
+    /// nothing but plausible block headers, each claiming 16 MiB, would
+    /// otherwise cost a CRC of 16 MiB per byte.
+    fn find_block(&mut self, from: usize, damaged: &mut bool) -> Result<Option<usize>, LogError> {
         let mut at = from;
+        let mut searched = 0usize;
+        let mut crc_spent = 0usize;
         loop {
+            if at > SEARCH_WINDOW {
+                // No block starts before `at`: the candidates there failed.
+                self.skip(at, damaged);
+                searched += at;
+                at = 0;
+            }
             self.fill(at + BLOCK_HEADER_LEN + (1 << 16))?;
             let avail = self.available();
             let Some(found) = avail
@@ -204,15 +219,20 @@ impl<R: Read> LogReader<R> {
             };
             let cand = at + found;
             let avail = &self.buf[self.pos + cand..];
-            if avail.len() >= BLOCK_HEADER_LEN {
+            let budget = CRC_BUDGET_BASE
+                .saturating_add((searched + cand).saturating_mul(CRC_BUDGET_PER_BYTE));
+            if avail.len() >= BLOCK_HEADER_LEN && plausible(avail) {
                 let len = u32::from_le_bytes([avail[4], avail[5], avail[6], avail[7]]) as usize;
-                if len <= MAX_BLOCK_PAYLOAD {
+                if crc_spent + len <= budget {
                     self.fill(cand + BLOCK_HEADER_LEN + len)?;
                     let block = &self.buf[self.pos + cand..];
                     // A candidate is only checked, not decoded: decoding
                     // would record its symbols before it is really read.
-                    if block.len() >= BLOCK_HEADER_LEN + len && crc_ok(block, len) {
-                        return Ok(Some(cand));
+                    if block.len() >= BLOCK_HEADER_LEN + len {
+                        crc_spent += len;
+                        if crc_ok(block, len) {
+                            return Ok(Some(cand));
+                        }
                     }
                 }
             }
@@ -228,6 +248,22 @@ enum Attempt {
     Short,
     /// Not a block.
     Bad,
+}
+
+/// Bytes searched for the next block before they are let go.
+const SEARCH_WINDOW: usize = 1 << 20;
+/// CRC work a search may always do: two blocks of the largest size.
+const CRC_BUDGET_BASE: usize = 2 * MAX_BLOCK_PAYLOAD;
+/// CRC work a search earns per byte it has searched.
+const CRC_BUDGET_PER_BYTE: usize = 64;
+
+/// Whether a block header (at least [`BLOCK_HEADER_LEN`] bytes, marker
+/// checked) could be one the writer wrote: its length within
+/// [`MAX_BLOCK_PAYLOAD`] and its update count within [`BLOCK_UPDATES`].
+fn plausible(head: &[u8]) -> bool {
+    let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    let count = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    len <= MAX_BLOCK_PAYLOAD && count <= BLOCK_UPDATES
 }
 
 fn crc_ok(block: &[u8], len: usize) -> bool {

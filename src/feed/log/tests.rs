@@ -212,6 +212,38 @@ fn any_corrupt_byte_loses_only_its_block() {
 }
 
 #[test]
+fn damage_made_of_block_headers_costs_bounded_work_and_loses_nothing_else() {
+    // 4 MiB of headers that each pass the marker, length and count checks
+    // and claim 1 MiB: checking every candidate's CRC would cost 4 TiB of
+    // CRC; the search's budget keeps it to a few hundred MiB. Then 3 MiB of
+    // zeros (let go as the search passes, not held whole), then a block.
+    let updates = stream(60, 5);
+    let (log, ends) = write(&updates, 20);
+    let mut bad = log[..ends[0]].to_vec();
+    let mut fake = BLOCK_MARKER.to_vec();
+    fake.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    fake.extend_from_slice(&1u32.to_le_bytes());
+    fake.extend_from_slice(&0u32.to_le_bytes());
+    for _ in 0..(4 << 20) / fake.len() {
+        bad.extend_from_slice(&fake);
+    }
+    bad.extend(std::iter::repeat_n(0u8, 3 << 20));
+    bad.extend_from_slice(&log[ends[0]..]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(read_entries(&bad));
+    });
+    // A deadline, so that a regression fails here instead of running for
+    // hours.
+    let (entries, stats) = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the reader finished")
+        .unwrap();
+    assert_eq!(updates_of(&entries), updates, "every block but the damage");
+    assert_eq!(stats.corrupt, 1);
+}
+
+#[test]
 fn varints_refuse_overlong_and_overflowing_encodings() {
     let mut c = Cursor {
         bytes: &[0xff; 11],

@@ -40,11 +40,12 @@ impl<W: Write> LogWriter<W> {
         })
     }
 
-    /// Closes blocks at `n` updates (at least 1) instead of
+    /// Closes blocks at `n` updates (at least 1, at most
+    /// [`BLOCK_UPDATES`], which readers hold a block to) instead of
     /// [`BLOCK_UPDATES`]: smaller blocks lose less to a corrupt byte and
     /// compress less.
     pub fn with_block_updates(mut self, n: u32) -> Self {
-        self.block_updates = n.max(1);
+        self.block_updates = n.clamp(1, BLOCK_UPDATES);
         self
     }
 
