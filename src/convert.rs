@@ -262,13 +262,13 @@ impl Sink for CsvSink {
                 ask_px,
                 ask_sz,
             } => {
-                write_fixed(line, ask_sz, sd);
+                write_fixed(line, ask_sz.unwrap_or(0), sd);
                 line.push(b',');
                 write_fixed(line, ask_px, pd);
                 line.push(b',');
                 write_fixed(line, bid_px, pd);
                 line.push(b',');
-                write_fixed(line, bid_sz, sd);
+                write_fixed(line, bid_sz.unwrap_or(0), sd);
                 if self.quotes.is_none() {
                     self.quotes = Some(open_part(self.part("quotes"), QUOTES_HEADER)?);
                 }

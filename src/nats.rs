@@ -305,7 +305,11 @@ pub fn encode_payload(s: &Sequenced, name: &str, price_decimals: u8, size_decima
             bid_sz,
             ask_px,
             ask_sz,
-        } => (1, 0, &[*bid_px, *bid_sz, *ask_px, *ask_sz]),
+        } => (
+            1,
+            0,
+            &[*bid_px, bid_sz.unwrap_or(0), *ask_px, ask_sz.unwrap_or(0)],
+        ),
         UpdateKind::Trade { px, sz, side } => (2, *side as u8, &[*px, *sz]),
         // The feed node's sink never takes a status (see `OutboxSink`);
         // kind 0 is one an edge rejects.
@@ -380,9 +384,9 @@ pub fn decode_payload(p: &[u8]) -> Result<Decoded<'_>, PayloadError> {
     let kind = match p[1] {
         1 => UpdateKind::Quote {
             bid_px: i64_at(40),
-            bid_sz: i64_at(48),
+            bid_sz: Some(i64_at(48)),
             ask_px: i64_at(56),
-            ask_sz: i64_at(64),
+            ask_sz: Some(i64_at(64)),
         },
         _ => UpdateKind::Trade {
             px: i64_at(40),
@@ -439,9 +443,9 @@ mod tests {
         // The quote of docs/PROTOCOL.md's example, as a NATS payload.
         let s = sequenced(UpdateKind::Quote {
             bid_px: 6_183_763_000_000,
-            bid_sz: 378_826_000,
+            bid_sz: Some(378_826_000),
             ask_px: 6_183_764_000_000,
-            ask_sz: 154_698_000,
+            ask_sz: Some(154_698_000),
         });
         let p = encode_payload(&s, "BTCUSDT", 8, 8);
         assert_eq!(p.len(), QUOTE_PAYLOAD_LEN + 7);
@@ -463,9 +467,9 @@ mod tests {
         // TC0: a quote; TC1: a trade with each side.
         let mut kinds = vec![UpdateKind::Quote {
             bid_px: -1,
-            bid_sz: i64::MAX,
+            bid_sz: Some(i64::MAX),
             ask_px: 3,
-            ask_sz: 4,
+            ask_sz: Some(4),
         }];
         for side in [Side::Unknown, Side::Buy, Side::Sell] {
             kinds.push(UpdateKind::Trade { px: 7, sz: 8, side });

@@ -221,7 +221,7 @@ fn tick(c: &Client, m: &Msg) -> Option<Tick> {
             symbol_seq,
             receive_ts,
             publish_ts,
-            format!("{bid}x{bid_size}/{ask}x{ask_size}"),
+            format!("{bid}x{bid_size:?}/{ask}x{ask_size:?}"),
         ),
         Msg::Trade {
             id,

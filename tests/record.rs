@@ -97,8 +97,9 @@ struct Seen {
     exchange_ts: u64,
     receive_ts: u64,
     publish_ts: u64,
-    /// Type byte, side byte, then the mantissas.
-    kind: (u8, u8, Vec<i64>),
+    /// Type byte, side byte, then the mantissas (`None`: a size flagged
+    /// unknown).
+    kind: (u8, u8, Vec<Option<i64>>),
 }
 
 fn seen_from_log(entries: &[Entry]) -> Vec<Seen> {
@@ -117,8 +118,8 @@ fn seen_from_log(entries: &[Entry]) -> Vec<Seen> {
                         bid_sz,
                         ask_px,
                         ask_sz,
-                    } => (1, 0, vec![bid_px, bid_sz, ask_px, ask_sz]),
-                    UpdateKind::Trade { px, sz, side } => (2, side as u8, vec![px, sz]),
+                    } => (1, 0, vec![Some(bid_px), bid_sz, Some(ask_px), ask_sz]),
+                    UpdateKind::Trade { px, sz, side } => (2, side as u8, vec![Some(px), Some(sz)]),
                     UpdateKind::Status(status) => (4, status as u8, vec![]),
                 };
                 out.push(Seen {
@@ -164,6 +165,14 @@ async fn collect(addr: std::net::SocketAddr, n: usize) -> Vec<Seen> {
         }
         let (name, pd, sd) = symbols[&id].clone();
         let words = if p[0] == 1 { 4 } else { 2 };
+        // A quote's flags: bit 0 marks the bid size (word 1) unknown, bit 1
+        // the ask size (word 3).
+        let flags = u16::from_le_bytes([p[2], p[3]]);
+        let unknown = |word: usize| match word {
+            1 => flags & 1 != 0,
+            3 => flags & 2 != 0,
+            _ => false,
+        };
         out.push(Seen {
             name,
             decimals: (pd, sd),
@@ -175,7 +184,9 @@ async fn collect(addr: std::net::SocketAddr, n: usize) -> Vec<Seen> {
             kind: (
                 p[0],
                 p[1],
-                (0..words).map(|i| u64_at(&p, 48 + 8 * i) as i64).collect(),
+                (0..words)
+                    .map(|i| (!unknown(i)).then(|| u64_at(&p, 48 + 8 * i) as i64))
+                    .collect(),
             ),
         });
     }
@@ -221,7 +232,7 @@ fn feed_metric(text: &str, name: &str) -> u64 {
 }
 
 /// A source update's side byte, mantissas, exchange and receive times.
-type Fields = (u8, Vec<i64>, u64, u64);
+type Fields = (u8, Vec<Option<i64>>, u64, u64);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_session_replays_identically_to_a_websocket_client() {

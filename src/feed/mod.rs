@@ -337,9 +337,9 @@ impl Emitter<'_> {
         let scale = self.scale(symbol, bid_px, bid_sz)?;
         let kind = UpdateKind::Quote {
             bid_px: decimal("bid price", bid_px, scale.price(bid_px.as_bytes()))?,
-            bid_sz: decimal("bid size", bid_sz, scale.size(bid_sz.as_bytes()))?,
+            bid_sz: Some(decimal("bid size", bid_sz, scale.size(bid_sz.as_bytes()))?),
             ask_px: decimal("ask price", ask_px, scale.price(ask_px.as_bytes()))?,
-            ask_sz: decimal("ask size", ask_sz, scale.size(ask_sz.as_bytes()))?,
+            ask_sz: Some(decimal("ask size", ask_sz, scale.size(ask_sz.as_bytes()))?),
         };
         self.push(scale.id, kind, exchange_ts_ns);
         Ok(())

@@ -354,9 +354,9 @@ fn decode_payload(bytes: &[u8], known: &mut HashMap<SymbolId, LogSymbol>) -> Opt
             (UpdateKind::Status(status), last_px)
         } else if kind_tag == TAG_QUOTE {
             let bid_px = last_px.wrapping_add(c.signed()?);
-            let bid_sz = c.signed()?;
+            let bid_sz = Some(c.signed()?);
             let ask_px = bid_px.wrapping_add(c.signed()?);
-            let ask_sz = c.signed()?;
+            let ask_sz = Some(c.signed()?);
             let kind = UpdateKind::Quote {
                 bid_px,
                 bid_sz,

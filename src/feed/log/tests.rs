@@ -59,9 +59,9 @@ fn stream(n: usize, seed: u64) -> Vec<Sequenced> {
                 ),
                 (_, true) => UpdateKind::Quote {
                     bid_px: i64::MIN,
-                    bid_sz: i64::MAX,
+                    bid_sz: Some(i64::MAX),
                     ask_px: i64::MAX,
-                    ask_sz: -1,
+                    ask_sz: Some(-1),
                 },
                 (0, _) => UpdateKind::Trade {
                     px,
@@ -70,9 +70,9 @@ fn stream(n: usize, seed: u64) -> Vec<Sequenced> {
                 },
                 _ => UpdateKind::Quote {
                     bid_px: px,
-                    bid_sz: rng.below(1 << 30) as i64,
+                    bid_sz: Some(rng.below(1 << 30) as i64),
                     ask_px: px + 1 + rng.below(100) as i64,
-                    ask_sz: rng.below(1 << 30) as i64,
+                    ask_sz: Some(rng.below(1 << 30) as i64),
                 },
             };
             Sequenced {

@@ -88,9 +88,9 @@ impl<W: Write> LogWriter<W> {
                 ask_sz,
             } => {
                 put_varint(out, zigzag(bid_px.wrapping_sub(last_px)));
-                put_varint(out, zigzag(bid_sz));
+                put_varint(out, zigzag(bid_sz.unwrap_or(0)));
                 put_varint(out, zigzag(ask_px.wrapping_sub(bid_px)));
-                put_varint(out, zigzag(ask_sz));
+                put_varint(out, zigzag(ask_sz.unwrap_or(0)));
                 bid_px
             }
             UpdateKind::Trade { px, sz, .. } => {
