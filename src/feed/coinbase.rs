@@ -156,8 +156,8 @@ pub(crate) fn parse(
             let t: ExchangeTicker<'_> = simd_json::serde::from_refborrowed_value(value)
                 .map_err(|e| RecordError::fields("Coinbase ticker", e))?;
             let ts = time_ns(t.time)?;
-            let bid = (t.best_bid, t.best_bid_size.unwrap_or("0"));
-            let ask = (t.best_ask, t.best_ask_size.unwrap_or("0"));
+            let bid = (t.best_bid, Some(t.best_bid_size.unwrap_or("0")));
+            let ask = (t.best_ask, Some(t.best_ask_size.unwrap_or("0")));
             emit.quote(t.product_id, bid, ask, ts)?;
             Ok(Outcome::Emitted)
         }
@@ -185,8 +185,8 @@ fn advanced(
             let ts = time_ns(msg.timestamp)?;
             let mut emitted = false;
             for t in msg.events.iter().flat_map(|e| &e.tickers) {
-                let bid = (t.best_bid, t.best_bid_quantity);
-                let ask = (t.best_ask, t.best_ask_quantity);
+                let bid = (t.best_bid, Some(t.best_bid_quantity));
+                let ask = (t.best_ask, Some(t.best_ask_quantity));
                 emit.quote(t.product_id, bid, ask, ts)?;
                 emitted = true;
             }

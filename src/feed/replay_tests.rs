@@ -482,6 +482,36 @@ fn unrecognized_files_are_refused() {
 }
 
 #[test]
+fn tardis_empty_amounts_are_unknown_sizes() {
+    let text =
+        "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount\n\
+                x,BTCUSDT,1,2,0.84,9682,9681.92,\n\
+                x,BTCUSDT,1,2,,9682,9681.92,0.67\n\
+                x,BTCUSDT,1,2,0,9682,9681.92,0.00\n\
+                x,BTCUSDT,1,2,0.84,9682,,0.67\n";
+    let (u, stats, _) = read_counted(&embedded("q.csv", text));
+    let sizes: Vec<_> = u
+        .iter()
+        .map(|u| match u.kind {
+            UpdateKind::Quote { bid_sz, ask_sz, .. } => (bid_sz, ask_sz),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // TC0: an empty amount beside a price: that size unknown; TC1: zeros
+    // are sizes of 0.
+    assert_eq!(
+        sizes,
+        [
+            (None, Some(84_000_000)),
+            (Some(67_000_000), None),
+            (Some(0), Some(0)),
+        ]
+    );
+    // TC2: an empty price is still refused.
+    assert_eq!(stats.rejected.load(Relaxed), 1);
+}
+
+#[test]
 fn detection_window_and_later_rejections() {
     let good = "{\"u\":1,\"s\":\"BTCUSDT\",\"b\":\"1.5\",\"B\":\"2\",\"a\":\"1.6\",\"A\":\"3\"}\n";
     // TC0: a few bad lines before the first good one are rejected, not fatal.
