@@ -100,6 +100,8 @@ fn excerpts_parse_into_expected_counts() {
         ("epoch-seconds.jsonl", 2, 1, 1, 4),
         // TC6: Coinbase Exchange ws-feed.
         ("coinbase-exchange.jsonl", 2, 2, 4, 8),
+        // TC7: Coinbase tickers of both APIs with sizes missing.
+        ("coinbase-sizes-unknown.jsonl", 4, 0, 0, 4),
     ];
     for &(name, quotes, trades, skipped, records) in cases {
         let (updates, stats, _) = read_counted(&FeedSpec::File(data(name)));
@@ -145,16 +147,36 @@ fn timestamps_and_sides_are_carried() {
     assert_eq!(u[2].receive_ts_ns, 1_723_161_255_000_000_000);
 
     let (u, _, _) = read_counted(&FeedSpec::File(data("coinbase-exchange.jsonl")));
-    // TC2: Coinbase Exchange ticker without sizes has size 0; RFC 3339 time.
+    // TC2: a Coinbase Exchange ticker without sizes has them unknown, not
+    // 0; RFC 3339 time.
     assert_eq!(u[1].exchange_ts_ns, 1_504_371_949_250_000_000);
     assert!(matches!(
         u[1].kind,
         UpdateKind::Quote {
-            bid_sz: Some(0),
-            ask_sz: Some(0),
+            bid_sz: None,
+            ask_sz: None,
             ..
         }
     ));
+    let (q, _, _) = read_counted(&FeedSpec::File(data("coinbase-sizes-unknown.jsonl")));
+    let sizes: Vec<_> = q
+        .iter()
+        .map(|u| match u.kind {
+            UpdateKind::Quote { bid_sz, ask_sz, .. } => (bid_sz, ask_sz),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // TC2b: one size missing of an Exchange ticker, a real zero, and one
+    // missing of an Advanced Trade ticker.
+    assert_eq!(
+        sizes,
+        [
+            (None, None),
+            (Some(420_000_000), None),
+            (Some(0), Some(1_250_000_000)),
+            (None, Some(150_050_000_000)),
+        ]
+    );
     // TC3: `side` is the maker's: buy maker = sell aggressor and back.
     assert!(matches!(
         u[2].kind,
@@ -300,12 +322,11 @@ fn expected_json(v: &Value, out: &mut Vec<Expected>) {
             }
         }
         (None, Some("ticker"), _) => {
-            let sz = |k| s(v, k).or_else(|| Some("0".into()));
             let f = vec![
                 s(v, "best_bid"),
-                sz("best_bid_size"),
+                s(v, "best_bid_size"),
                 s(v, "best_ask"),
-                sz("best_ask_size"),
+                s(v, "best_ask_size"),
             ];
             out.push((s(v, "product_id").unwrap(), f));
         }
