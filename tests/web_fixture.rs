@@ -155,6 +155,20 @@ fn updates() -> Vec<Sequenced> {
         status(0, 48, 6, SymbolStatus::StaleDisconnected),
         status(7, 49, 44, SymbolStatus::StaleSilent),
         status(0, 50, 6, SymbolStatus::Live),
+        // TC6: sizes the venue did not give: the bid's, then both (flags 1
+        // and 3, null in JSON); TC7: real zeros, which are sizes.
+        quote(
+            0,
+            51,
+            7,
+            (
+                [6_183_763_000_000, 6_183_764_000_000],
+                [None, Some(154_698_000)],
+            ),
+            [0, 1_723_161_257_000_000_011, 1_900_000_000_000_400_013],
+        ),
+        quote(7, 52, 45, ([150, 151], [None, None]), [4, 5, 6]),
+        quote(65_535, 53, 2, ([-5, -4], [Some(0), Some(0)]), [7, 8, 9]),
     ]
 }
 
