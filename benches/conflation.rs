@@ -51,9 +51,9 @@ fn quote(symbol: u32, i: u32) -> Update {
         symbol,
         kind: UpdateKind::Quote {
             bid_px: px,
-            bid_sz: 1_000,
+            bid_sz: Some(1_000),
             ask_px: px + 1,
-            ask_sz: 2_000,
+            ask_sz: Some(2_000),
         },
         exchange_ts_ns: 0,
         receive_ts_ns: 1,

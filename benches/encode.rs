@@ -34,9 +34,9 @@ fn sequenced(kind: UpdateKind) -> Sequenced {
 fn encode(c: &mut Criterion) {
     let quote = sequenced(UpdateKind::Quote {
         bid_px: 6_183_763_000_000,
-        bid_sz: 378_826_000,
+        bid_sz: Some(378_826_000),
         ask_px: 6_183_764_000_000,
-        ask_sz: 154_698_000,
+        ask_sz: Some(154_698_000),
     });
     let trade = sequenced(UpdateKind::Trade {
         px: 6_183_764_000_000,

@@ -262,13 +262,18 @@ impl Sink for CsvSink {
                 ask_px,
                 ask_sz,
             } => {
-                write_fixed(line, ask_sz, sd);
+                // An unknown size is an empty field: 0 would be a size.
+                if let Some(sz) = ask_sz {
+                    write_fixed(line, sz, sd);
+                }
                 line.push(b',');
                 write_fixed(line, ask_px, pd);
                 line.push(b',');
                 write_fixed(line, bid_px, pd);
                 line.push(b',');
-                write_fixed(line, bid_sz, sd);
+                if let Some(sz) = bid_sz {
+                    write_fixed(line, sz, sd);
+                }
                 if self.quotes.is_none() {
                     self.quotes = Some(open_part(self.part("quotes"), QUOTES_HEADER)?);
                 }

@@ -19,6 +19,29 @@ pub mod msg_type {
     pub const STATUS: u8 = 4;
 }
 
+/// Bits of the u16 at offset 2 of a binary quote, which is 0 in every
+/// other message. A flagged size's mantissa is written as 0, so that a
+/// client that predates the flags reads what it always read (see "Unknown
+/// sizes" in `docs/PROTOCOL.md` for why a flag and not a sentinel value).
+pub mod quote_flags {
+    /// The bid size is unknown: the venue did not send one.
+    pub const BID_SIZE_UNKNOWN: u16 = 1 << 0;
+    /// The ask size is unknown.
+    pub const ASK_SIZE_UNKNOWN: u16 = 1 << 1;
+
+    /// The flags of a quote with these sizes.
+    pub fn of(bid_sz: Option<i64>, ask_sz: Option<i64>) -> u16 {
+        let mut flags = 0;
+        if bid_sz.is_none() {
+            flags |= BID_SIZE_UNKNOWN;
+        }
+        if ask_sz.is_none() {
+            flags |= ASK_SIZE_UNKNOWN;
+        }
+        flags
+    }
+}
+
 pub const QUOTE_LEN: usize = 80;
 pub const TRADE_LEN: usize = 64;
 /// A status is the 48-byte header every update starts with, and no more.
@@ -137,15 +160,20 @@ impl FrameEncoder {
 
     fn encode_binary(&mut self, s: &Sequenced) -> Bytes {
         let u = &s.update;
-        let (kind, side, len) = match u.kind {
-            UpdateKind::Quote { .. } => (msg_type::QUOTE, 0, QUOTE_LEN),
-            UpdateKind::Trade { side, .. } => (msg_type::TRADE, side as u8, TRADE_LEN),
-            UpdateKind::Status(status) => (msg_type::STATUS, status as u8, STATUS_LEN),
+        let (kind, side, flags, len) = match u.kind {
+            UpdateKind::Quote { bid_sz, ask_sz, .. } => (
+                msg_type::QUOTE,
+                0,
+                quote_flags::of(bid_sz, ask_sz),
+                QUOTE_LEN,
+            ),
+            UpdateKind::Trade { side, .. } => (msg_type::TRADE, side as u8, 0, TRADE_LEN),
+            UpdateKind::Status(status) => (msg_type::STATUS, status as u8, 0, STATUS_LEN),
         };
         let out = self.carve(OPCODE_BINARY, len);
         out.put_u8(kind);
         out.put_u8(side);
-        out.put_u16_le(0);
+        out.put_u16_le(flags);
         out.put_u32_le(u.symbol);
         out.put_u64_le(s.seq);
         out.put_u64_le(s.symbol_seq);
@@ -160,9 +188,9 @@ impl FrameEncoder {
                 ask_sz,
             } => {
                 out.put_i64_le(bid_px);
-                out.put_i64_le(bid_sz);
+                out.put_i64_le(bid_sz.unwrap_or(0));
                 out.put_i64_le(ask_px);
-                out.put_i64_le(ask_sz);
+                out.put_i64_le(ask_sz.unwrap_or(0));
             }
             UpdateKind::Trade { px, sz, .. } => {
                 out.put_i64_le(px);
@@ -208,12 +236,19 @@ fn write_json(out: &mut Vec<u8>, s: &Sequenced, sym: SymbolFormat<'_>) {
         out.extend_from_slice(b"\":");
         write_u64(out, value);
     }
-    let decimal = |out: &mut Vec<u8>, key: &str, v: i64, d: u8| {
+    // An unknown size is `null`, never a number.
+    let decimal = |out: &mut Vec<u8>, key: &str, v: Option<i64>, d: u8| {
         out.extend_from_slice(b",\"");
         out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":\"");
-        write_fixed(out, v, d);
-        out.push(b'"');
+        out.extend_from_slice(b"\":");
+        match v {
+            Some(v) => {
+                out.push(b'"');
+                write_fixed(out, v, d);
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
     };
     let (pd, sd) = (sym.price_decimals, sym.size_decimals);
     match u.kind {
@@ -223,14 +258,14 @@ fn write_json(out: &mut Vec<u8>, s: &Sequenced, sym: SymbolFormat<'_>) {
             ask_px,
             ask_sz,
         } => {
-            decimal(out, "bid", bid_px, pd);
+            decimal(out, "bid", Some(bid_px), pd);
             decimal(out, "bid_size", bid_sz, sd);
-            decimal(out, "ask", ask_px, pd);
+            decimal(out, "ask", Some(ask_px), pd);
             decimal(out, "ask_size", ask_sz, sd);
         }
         UpdateKind::Trade { px, sz, side } => {
-            decimal(out, "price", px, pd);
-            decimal(out, "size", sz, sd);
+            decimal(out, "price", Some(px), pd);
+            decimal(out, "size", Some(sz), sd);
             out.extend_from_slice(b",\"side\":\"");
             out.extend_from_slice(side_name(side).as_bytes());
             out.push(b'"');
@@ -329,9 +364,9 @@ mod tests {
                 symbol: 7,
                 kind: UpdateKind::Quote {
                     bid_px: 6_183_763_000_000,
-                    bid_sz: 378_826_000,
+                    bid_sz: Some(378_826_000),
                     ask_px: 6_183_764_000_000,
-                    ask_sz: 154_698_000,
+                    ask_sz: Some(154_698_000),
                 },
                 exchange_ts_ns: 0,
                 receive_ts_ns: 1_723_161_253_937_000_000,
@@ -394,6 +429,71 @@ mod tests {
             text,
             r#"{"type":"quote","symbol":"BTCUSDT","id":7,"seq":42,"symbol_seq":5,"exchange_ts":0,"receive_ts":1723161253937000000,"publish_ts":1900000000000000000,"bid":"61837.63000000","bid_size":"3.78826000","ask":"61837.64000000","ask_size":"1.54698000"}"#
         );
+    }
+
+    #[test]
+    fn unknown_sizes_are_flagged_in_binary_and_null_in_json() {
+        let u64_at = |p: &[u8], o: usize| u64::from_le_bytes(p[o..o + 8].try_into().unwrap());
+        let with_sizes = |bid_sz, ask_sz| {
+            let mut s = quote();
+            s.update.kind = UpdateKind::Quote {
+                bid_px: 6_183_763_000_000,
+                bid_sz,
+                ask_px: 6_183_764_000_000,
+                ask_sz,
+            };
+            FrameEncoder::new().encode(&s, FMT)
+        };
+        // TC0: no bid size: flag bit 0, mantissa 0, `null`; the ask intact.
+        let e = with_sizes(None, Some(154_698_000));
+        let p = &frame_payload(&e.binary);
+        assert_eq!(p.len(), QUOTE_LEN);
+        assert_eq!(&p[..4], &[msg_type::QUOTE, 0, 1, 0]);
+        assert_eq!((u64_at(p, 56), u64_at(p, 72)), (0, 154_698_000));
+        let json = frame_payload(&e.json);
+        let text = std::str::from_utf8(&json).unwrap();
+        assert!(
+            text.ends_with(r#""bid":"61837.63000000","bid_size":null,"ask":"61837.64000000","ask_size":"1.54698000"}"#),
+            "{text}"
+        );
+        // TC1: no ask size: bit 1.
+        let e = with_sizes(Some(378_826_000), None);
+        let p = &frame_payload(&e.binary);
+        assert_eq!(&p[2..4], &[2, 0]);
+        assert_eq!((u64_at(p, 56), u64_at(p, 72)), (378_826_000, 0));
+        assert!(e.json.ends_with(br#""ask_size":null}"#));
+        // TC2: neither, as the docs/PROTOCOL.md example shows it.
+        let e = with_sizes(None, None);
+        let mut want = frame_payload(&FrameEncoder::new().encode(&quote(), FMT).binary).to_vec();
+        want[2] = 3;
+        want[56..64].fill(0);
+        want[72..80].fill(0);
+        assert_eq!(&frame_payload(&e.binary)[..], &want[..]);
+        let json = frame_payload(&e.json);
+        let text = std::str::from_utf8(&json).unwrap();
+        let doc = include_str!("../docs/PROTOCOL.md");
+        assert!(doc.lines().any(|l| l == text), "not in PROTOCOL.md: {text}");
+        // TC3: a real zero is a number, unflagged.
+        let e = with_sizes(Some(0), Some(0));
+        let p = &frame_payload(&e.binary);
+        assert_eq!(&p[2..4], &[0, 0]);
+        assert!(e.json.ends_with(
+            br#""bid_size":"0.00000000","ask":"61837.64000000","ask_size":"0.00000000"}"#
+        ));
+        // TC4: trades and statuses never carry flags.
+        for kind in [
+            UpdateKind::Trade {
+                px: 1,
+                sz: 0,
+                side: Side::Buy,
+            },
+            UpdateKind::Status(SymbolStatus::StaleSilent),
+        ] {
+            let mut s = quote();
+            s.update.kind = kind;
+            let e = FrameEncoder::new().encode(&s, FMT);
+            assert_eq!(&frame_payload(&e.binary)[2..4], &[0, 0], "{kind:?}");
+        }
     }
 
     #[test]

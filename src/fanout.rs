@@ -665,9 +665,9 @@ mod tests {
                 symbol: scale.id,
                 kind: UpdateKind::Quote {
                     bid_px: bid * m,
-                    bid_sz: m,
+                    bid_sz: Some(m),
                     ask_px: (bid + 1) * m,
-                    ask_sz: m,
+                    ask_sz: Some(m),
                 },
                 exchange_ts_ns: 0,
                 receive_ts_ns: 1,

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::encode::quote_flags;
 use crate::update::{Sequenced, Side, Update, UpdateKind};
 
 /// The subject prefix when the URL names none.
@@ -299,17 +300,23 @@ where
 /// "Feed node and edge nodes", has the layout). All integers little-endian.
 pub fn encode_payload(s: &Sequenced, name: &str, price_decimals: u8, size_decimals: u8) -> Bytes {
     let name = &name.as_bytes()[..name.len().min(u8::MAX as usize)];
-    let (kind, side, numbers): (u8, u8, &[i64]) = match &s.update.kind {
+    // An unknown size is flagged as on the wire, its mantissa 0.
+    let (kind, side, flags, numbers): (u8, u8, u16, &[i64]) = match &s.update.kind {
         UpdateKind::Quote {
             bid_px,
             bid_sz,
             ask_px,
             ask_sz,
-        } => (1, 0, &[*bid_px, *bid_sz, *ask_px, *ask_sz]),
-        UpdateKind::Trade { px, sz, side } => (2, *side as u8, &[*px, *sz]),
+        } => (
+            1,
+            0,
+            quote_flags::of(*bid_sz, *ask_sz),
+            &[*bid_px, bid_sz.unwrap_or(0), *ask_px, ask_sz.unwrap_or(0)],
+        ),
+        UpdateKind::Trade { px, sz, side } => (2, *side as u8, 0, &[*px, *sz]),
         // The feed node's sink never takes a status (see `OutboxSink`);
         // kind 0 is one an edge rejects.
-        UpdateKind::Status(_) => (0, 0, &[]),
+        UpdateKind::Status(_) => (0, 0, 0, &[]),
     };
     let mut out = BytesMut::with_capacity(HEADER_LEN + numbers.len() * 8 + name.len());
     out.put_u8(PAYLOAD_VERSION);
@@ -318,7 +325,7 @@ pub fn encode_payload(s: &Sequenced, name: &str, price_decimals: u8, size_decima
     out.put_u8(price_decimals);
     out.put_u8(size_decimals);
     out.put_u8(name.len() as u8);
-    out.put_u16_le(0);
+    out.put_u16_le(flags);
     out.put_u64_le(s.symbol_seq);
     out.put_u64_le(s.update.exchange_ts_ns);
     out.put_u64_le(s.update.receive_ts_ns);
@@ -352,6 +359,8 @@ pub enum PayloadError {
     Kind(u8),
     #[error("unknown trade side {0}")]
     Side(u8),
+    #[error("flags {0:#06x} are not defined for this kind")]
+    Flags(u16),
     #[error("symbol name is not UTF-8")]
     Name,
     #[error("symbol sequence 0")]
@@ -377,12 +386,21 @@ pub fn decode_payload(p: &[u8]) -> Result<Decoded<'_>, PayloadError> {
         return Err(PayloadError::Length(p.len()));
     }
     let name = std::str::from_utf8(&p[fixed..]).map_err(|_| PayloadError::Name)?;
+    let flags = u16::from_le_bytes([p[6], p[7]]);
+    let defined = match p[1] {
+        1 => quote_flags::BID_SIZE_UNKNOWN | quote_flags::ASK_SIZE_UNKNOWN,
+        _ => 0,
+    };
+    if flags & !defined != 0 {
+        return Err(PayloadError::Flags(flags));
+    }
+    let size = |bit: u16, o: usize| (flags & bit == 0).then(|| i64_at(o));
     let kind = match p[1] {
         1 => UpdateKind::Quote {
             bid_px: i64_at(40),
-            bid_sz: i64_at(48),
+            bid_sz: size(quote_flags::BID_SIZE_UNKNOWN, 48),
             ask_px: i64_at(56),
-            ask_sz: i64_at(64),
+            ask_sz: size(quote_flags::ASK_SIZE_UNKNOWN, 64),
         },
         _ => UpdateKind::Trade {
             px: i64_at(40),
@@ -439,9 +457,9 @@ mod tests {
         // The quote of docs/PROTOCOL.md's example, as a NATS payload.
         let s = sequenced(UpdateKind::Quote {
             bid_px: 6_183_763_000_000,
-            bid_sz: 378_826_000,
+            bid_sz: Some(378_826_000),
             ask_px: 6_183_764_000_000,
-            ask_sz: 154_698_000,
+            ask_sz: Some(154_698_000),
         });
         let p = encode_payload(&s, "BTCUSDT", 8, 8);
         assert_eq!(p.len(), QUOTE_PAYLOAD_LEN + 7);
@@ -456,17 +474,37 @@ mod tests {
             6_183_763_000_000
         );
         assert_eq!(&p[72..], b"BTCUSDT");
+        // Without its ask size: flag bit 1 at offset 6, the mantissa 0.
+        let s = sequenced(UpdateKind::Quote {
+            bid_px: 6_183_763_000_000,
+            bid_sz: Some(378_826_000),
+            ask_px: 6_183_764_000_000,
+            ask_sz: None,
+        });
+        let q = encode_payload(&s, "BTCUSDT", 8, 8);
+        assert_eq!(&q[..8], &[1, 1, 0, 8, 8, 7, 2, 0]);
+        assert_eq!(&q[48..56], &p[48..56]);
+        assert_eq!(&q[64..72], &[0; 8]);
     }
 
     #[test]
     fn payloads_round_trip() {
-        // TC0: a quote; TC1: a trade with each side.
-        let mut kinds = vec![UpdateKind::Quote {
-            bid_px: -1,
-            bid_sz: i64::MAX,
-            ask_px: 3,
-            ask_sz: 4,
-        }];
+        // TC0: quotes, with each size known and unknown (and a real 0);
+        // TC1: a trade with each side.
+        let mut kinds = Vec::new();
+        for (bid_sz, ask_sz) in [
+            (Some(i64::MAX), Some(4)),
+            (None, Some(0)),
+            (Some(0), None),
+            (None, None),
+        ] {
+            kinds.push(UpdateKind::Quote {
+                bid_px: -1,
+                bid_sz,
+                ask_px: 3,
+                ask_sz,
+            });
+        }
         for side in [Side::Unknown, Side::Buy, Side::Sell] {
             kinds.push(UpdateKind::Trade { px: 7, sz: 8, side });
         }
@@ -520,7 +558,24 @@ mod tests {
         assert_eq!(decode_payload(&with(0, 2)), Err(PayloadError::Version(2)));
         assert_eq!(decode_payload(&with(1, 9)), Err(PayloadError::Kind(9)));
         assert_eq!(decode_payload(&with(2, 3)), Err(PayloadError::Side(3)));
-        // TC2: a name that is not UTF-8; a zero sequence.
+        // TC3: flags on a trade, and a quote flag this version does not
+        // define.
+        assert_eq!(decode_payload(&with(6, 1)), Err(PayloadError::Flags(1)));
+        let quote = encode_payload(
+            &sequenced(UpdateKind::Quote {
+                bid_px: 1,
+                bid_sz: None,
+                ask_px: 2,
+                ask_sz: Some(3),
+            }),
+            "X",
+            8,
+            8,
+        );
+        let mut bad = quote.to_vec();
+        bad[7] = 0x80;
+        assert_eq!(decode_payload(&bad), Err(PayloadError::Flags(0x8001)));
+        // TC4: a name that is not UTF-8; a zero sequence.
         let last = good.len() - 1;
         assert_eq!(decode_payload(&with(last, 0xff)), Err(PayloadError::Name));
         assert_eq!(decode_payload(&with(8, 0)), Err(PayloadError::Sequence));

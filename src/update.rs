@@ -17,12 +17,13 @@ pub enum Side {
 /// `price_decimals` / `size_decimals` (see [`crate::decimal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpdateKind {
-    /// Best bid and offer.
+    /// Best bid and offer. A size is `None` when the venue did not say
+    /// (Coinbase tickers may carry prices only): unknown, which is not 0.
     Quote {
         bid_px: i64,
-        bid_sz: i64,
+        bid_sz: Option<i64>,
         ask_px: i64,
-        ask_sz: i64,
+        ask_sz: Option<i64>,
     },
     /// One trade (or one aggregated trade, for `aggTrade`).
     Trade { px: i64, sz: i64, side: Side },

@@ -221,7 +221,7 @@ fn tick(c: &Client, m: &Msg) -> Option<Tick> {
             symbol_seq,
             receive_ts,
             publish_ts,
-            format!("{bid}x{bid_size}/{ask}x{ask_size}"),
+            format!("{bid}x{bid_size:?}/{ask}x{ask_size:?}"),
         ),
         Msg::Trade {
             id,
@@ -625,4 +625,41 @@ async fn a_restarted_feed_node_continues_each_symbols_numbering() {
     assert_eq!(ticks.last().map(|t| t.symbol_seq), Some(2 * n));
     let metrics = metrics_text(edge.addr).await;
     assert_eq!(metric(&metrics, "tickwire_updates_out_of_order_total"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_sizes_stay_unknown_from_the_feed_node_to_the_edges() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let recording = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/coinbase-sizes-unknown.jsonl"
+    );
+    let (feed, _edges, on_edges, on_feed) =
+        feed_and_two_edges(&url, &feed_args(&url, "max", recording)).await;
+    let total = wait_finished(&feed).await;
+    on_feed.wait_for(|t| t.len() >= total).await;
+    let want = on_feed.ticks();
+    let values: Vec<&str> = want.iter().map(|t| t.values.as_str()).collect();
+    // What the feed node serves (tests/server.rs checks it against the
+    // recording): unknown is `None`, a real 0 is 0.
+    assert_eq!(
+        values,
+        [
+            "61.83000000xNone/61.85000000xNone",
+            r#"31.21000000xSome("4.20000000")/31.23000000xNone"#,
+            r#"31.21000000xSome("0.00000000")/31.23000000xSome("12.50000000")"#,
+            r#"0.12330000xNone/0.12350000xSome("1500.50000000")"#,
+        ]
+    );
+    // TC0: live, to a binary and a JSON client of the edges.
+    for (i, w) in on_edges.iter().enumerate() {
+        w.wait_for(|t| t.len() >= total).await;
+        assert_eq!(w.ticks(), want, "edge {i}");
+    }
+    // TC1: from the JetStream snapshot, to an edge started afterwards.
+    let late = spawn_edge("edge3", &url);
+    late.wait_live().await;
+    let fresh = Watcher::subscribe_all(late.addr, "tickwire.v1").await;
+    assert_eq!(fresh.latest(), on_feed.latest());
 }

@@ -22,9 +22,11 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
 
 /// Real samples: Binance USD-M (ns capture times, quotes and trades) and
 /// Coinbase Advanced Trade (two symbols).
-const SAMPLES: [&str; 2] = [
+const SAMPLES: [&str; 3] = [
     "binance-usdm-BTCUSDT-20240808-head300.jsonl.gz",
     "coinbase-advtrade-BTC-ETH-USD-head300.jsonl.zst",
+    // Quotes whose sizes are unknown, which the log and CSV must keep so.
+    "coinbase-sizes-unknown.jsonl",
 ];
 
 /// A fresh scratch directory for one test; removed by `Drop`.
@@ -67,23 +69,17 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Records both samples with the real binary, as fast as they go.
+/// Records the samples with the real binary, as fast as they go.
 fn record_samples(dir: &Scratch) -> PathBuf {
     let out = dir.path("session.twlog");
-    let a = format!("{DATA}/{}", SAMPLES[0]);
-    let b = format!("{DATA}/{}", SAMPLES[1]);
-    let said = tickwire(&[
-        "record",
-        "--feed",
-        &a,
-        "--feed",
-        &b,
-        "--speed",
-        "max",
-        "--out",
-        s(&out),
-    ]);
-    assert!(said.contains("updates of 3 symbols"), "{said}");
+    let feeds: Vec<String> = SAMPLES.iter().map(|f| format!("{DATA}/{f}")).collect();
+    let mut args = vec!["record"];
+    for feed in &feeds {
+        args.extend(["--feed", feed]);
+    }
+    args.extend(["--speed", "max", "--out", s(&out)]);
+    let said = tickwire(&args);
+    assert!(said.contains("updates of 6 symbols"), "{said}");
     out
 }
 
@@ -97,8 +93,9 @@ struct Seen {
     exchange_ts: u64,
     receive_ts: u64,
     publish_ts: u64,
-    /// Type byte, side byte, then the mantissas.
-    kind: (u8, u8, Vec<i64>),
+    /// Type byte, side byte, then the mantissas (`None`: a size flagged
+    /// unknown).
+    kind: (u8, u8, Vec<Option<i64>>),
 }
 
 fn seen_from_log(entries: &[Entry]) -> Vec<Seen> {
@@ -117,8 +114,8 @@ fn seen_from_log(entries: &[Entry]) -> Vec<Seen> {
                         bid_sz,
                         ask_px,
                         ask_sz,
-                    } => (1, 0, vec![bid_px, bid_sz, ask_px, ask_sz]),
-                    UpdateKind::Trade { px, sz, side } => (2, side as u8, vec![px, sz]),
+                    } => (1, 0, vec![Some(bid_px), bid_sz, Some(ask_px), ask_sz]),
+                    UpdateKind::Trade { px, sz, side } => (2, side as u8, vec![Some(px), Some(sz)]),
                     UpdateKind::Status(status) => (4, status as u8, vec![]),
                 };
                 out.push(Seen {
@@ -164,6 +161,14 @@ async fn collect(addr: std::net::SocketAddr, n: usize) -> Vec<Seen> {
         }
         let (name, pd, sd) = symbols[&id].clone();
         let words = if p[0] == 1 { 4 } else { 2 };
+        // A quote's flags: bit 0 marks the bid size (word 1) unknown, bit 1
+        // the ask size (word 3).
+        let flags = u16::from_le_bytes([p[2], p[3]]);
+        let unknown = |word: usize| match word {
+            1 => flags & 1 != 0,
+            3 => flags & 2 != 0,
+            _ => false,
+        };
         out.push(Seen {
             name,
             decimals: (pd, sd),
@@ -175,7 +180,9 @@ async fn collect(addr: std::net::SocketAddr, n: usize) -> Vec<Seen> {
             kind: (
                 p[0],
                 p[1],
-                (0..words).map(|i| u64_at(&p, 48 + 8 * i) as i64).collect(),
+                (0..words)
+                    .map(|i| (!unknown(i)).then(|| u64_at(&p, 48 + 8 * i) as i64))
+                    .collect(),
             ),
         });
     }
@@ -221,7 +228,7 @@ fn feed_metric(text: &str, name: &str) -> u64 {
 }
 
 /// A source update's side byte, mantissas, exchange and receive times.
-type Fields = (u8, Vec<i64>, u64, u64);
+type Fields = (u8, Vec<Option<i64>>, u64, u64);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_session_replays_identically_to_a_websocket_client() {
@@ -230,6 +237,10 @@ async fn recorded_session_replays_identically_to_a_websocket_client() {
     let (entries, stats) = read_log(&path);
     let recorded = seen_from_log(&entries);
     assert_eq!((stats.corrupt, stats.torn_tail_bytes), (0, 0));
+    assert!(
+        recorded.iter().any(|r| r.kind.2.contains(&None)),
+        "the recording has unknown sizes"
+    );
 
     // The recording is what the feeds held: per symbol, the same updates in
     // the same order, numbered 1.. with no gap; globally numbered 1.. too.
@@ -518,6 +529,25 @@ fn convert_round_trips_log_csv_log() {
             })
             .collect()
     };
+    // An unknown size is an empty field (never 0), and a real 0 is 0:
+    // ask_amount, ask_price, bid_price, bid_amount.
+    let quotes = std::fs::read_to_string(dir.path("s.quotes.csv")).unwrap();
+    let row = |symbol: &str| -> Vec<String> {
+        quotes
+            .lines()
+            .filter(|l| l.split(',').nth(1) == Some(symbol))
+            .map(|l| l.split(',').skip(4).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(row("LTC-USD"), [",61.85000000,61.83000000,"]);
+    assert_eq!(
+        row("SOL-USD"),
+        [
+            ",31.23000000,31.21000000,4.20000000",
+            "12.50000000,31.23000000,31.21000000,0.00000000"
+        ]
+    );
+    assert_eq!(row("DOGE-USD"), ["1500.50000000,0.12350000,0.12330000,"]);
     for (kind, type_byte) in [("quotes", 1), ("trades", 2)] {
         let part = dir.path(&format!("s.{kind}.csv"));
         let back = dir.path(&format!("s.{kind}.twlog"));

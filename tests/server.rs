@@ -100,9 +100,9 @@ fn matches(client: &Client, got: &Msg, want: &Expected) -> bool {
             client.name(*id) == symbol
                 && receive_ts == rt
                 && same_number(bid, b)
-                && same_number(bid_size, bs)
+                && bid_size.as_deref().is_some_and(|g| same_number(g, bs))
                 && same_number(ask, a)
-                && same_number(ask_size, az)
+                && ask_size.as_deref().is_some_and(|g| same_number(g, az))
         }
         (
             Msg::Trade {
@@ -589,6 +589,112 @@ async fn http_routes_and_refused_upgrades() {
     assert_eq!(status, 101, "{body}");
     let m = metrics_text(addr).await;
     assert_eq!(metric(&m, "tickwire_upgrade_rejections_total"), 6);
+    server.stop().await;
+}
+
+/// A quote as the unknown-size test compares it: symbol, bid, bid size,
+/// ask, ask size (`None`: unknown).
+type ShownQuote = (String, String, Option<String>, String, Option<String>);
+
+fn shown_quote(client: &Client, m: &Msg) -> ShownQuote {
+    let Msg::Quote {
+        id,
+        bid,
+        bid_size,
+        ask,
+        ask_size,
+        ..
+    } = m
+    else {
+        panic!("not a quote: {m:?}");
+    };
+    let name = client.name(*id).to_owned();
+    (
+        name,
+        bid.clone(),
+        bid_size.clone(),
+        ask.clone(),
+        ask_size.clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coinbase_tickers_without_sizes_are_served_as_unknown_and_zero_stays_zero() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/coinbase-sizes-unknown.jsonl"
+    );
+    let server = start(ServeConfig {
+        feeds: vec![path.into()],
+        speed: "max".into(),
+        min_subscribers: 2,
+        ..ServeConfig::default()
+    })
+    .await;
+    let q = |name: &str, bid, bid_size: Option<&str>, ask, ask_size: Option<&str>| {
+        let own = |s: &str| s.to_owned();
+        (
+            name.into(),
+            own(bid),
+            bid_size.map(own),
+            own(ask),
+            ask_size.map(own),
+        )
+    };
+    // TC0: neither size (Exchange); TC1: no ask size; TC2: a real zero
+    // bid size; TC3: no bid size (Advanced Trade).
+    let want: Vec<ShownQuote> = vec![
+        q("LTC-USD", "61.83000000", None, "61.85000000", None),
+        q(
+            "SOL-USD",
+            "31.21000000",
+            Some("4.20000000"),
+            "31.23000000",
+            None,
+        ),
+        q(
+            "SOL-USD",
+            "31.21000000",
+            Some("0.00000000"),
+            "31.23000000",
+            Some("12.50000000"),
+        ),
+        q(
+            "DOGE-USD",
+            "0.12330000",
+            None,
+            "0.12350000",
+            Some("1500.50000000"),
+        ),
+    ];
+    let mut clients = Vec::new();
+    for proto in ["tickwire.v1", "tickwire.v1.json"] {
+        let mut c = Client::connect(server.addr, proto).await;
+        c.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+        assert_eq!(c.next_control().await["snapshot"], 0, "{proto}");
+        clients.push((proto, c));
+    }
+    // Live: the binary client decodes the flags, the JSON one `null`s
+    // (tests/common checks both, and that a flagged mantissa is 0).
+    for (proto, c) in &mut clients {
+        let data = collect_data(c, want.len()).await;
+        let got: Vec<ShownQuote> = data.iter().map(|m| shown_quote(c, m)).collect();
+        assert_eq!(got, want, "{proto}");
+    }
+    // TC4: a client that comes later gets the same from the snapshot: the
+    // last quote of each symbol.
+    for proto in ["tickwire.v1", "tickwire.v1.json"] {
+        let mut c = Client::connect(server.addr, proto).await;
+        c.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+        assert_eq!(c.next_control().await["snapshot"], 3, "{proto}");
+        let data = collect_data(&mut c, 3).await;
+        let got: Vec<ShownQuote> = data.iter().map(|m| shown_quote(&c, m)).collect();
+        assert_eq!(
+            got,
+            [&want[0], &want[2], &want[3]].map(Clone::clone),
+            "{proto}"
+        );
+    }
     server.stop().await;
 }
 

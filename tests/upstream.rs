@@ -43,7 +43,8 @@ const COINBASE: &str = concat!(
 /// One thing a client of tickwire saw, by symbol name, prices as text.
 #[derive(Debug, Clone, PartialEq)]
 enum Seen {
-    Quote(String, [String; 4]),
+    /// Bid, bid size, ask, ask size; a size is `None` when unknown.
+    Quote(String, [Option<String>; 4]),
     Trade(String, String, String, String),
     Stale(String, String),
     Live(String),
@@ -69,6 +70,7 @@ fn expected(messages: &[String]) -> Vec<Seen> {
             let def = table.get(u.symbol).unwrap();
             let (pd, sd) = (def.price_decimals, def.size_decimals);
             let f = |mantissa, decimals| Fixed { mantissa, decimals }.to_string();
+            let opt = |m: Option<i64>, d| m.map(|m| f(m, d));
             let name = def.name.to_string();
             match u.kind {
                 UpdateKind::Quote {
@@ -78,7 +80,12 @@ fn expected(messages: &[String]) -> Vec<Seen> {
                     ask_sz,
                 } => Seen::Quote(
                     name,
-                    [f(bid_px, pd), f(bid_sz, sd), f(ask_px, pd), f(ask_sz, sd)],
+                    [
+                        Some(f(bid_px, pd)),
+                        opt(bid_sz, sd),
+                        Some(f(ask_px, pd)),
+                        opt(ask_sz, sd),
+                    ],
                 ),
                 UpdateKind::Trade { px, sz, side } => {
                     let side = match side {
@@ -129,7 +136,10 @@ async fn collect(client: &mut Client, data: usize, linger: Duration) -> Vec<Seen
                 ask,
                 ask_size,
                 ..
-            } => Seen::Quote(client.name(id).into(), [bid, bid_size, ask, ask_size]),
+            } => Seen::Quote(
+                client.name(id).into(),
+                [Some(bid), bid_size, Some(ask), ask_size],
+            ),
             Msg::Trade {
                 id,
                 price,
@@ -446,10 +456,10 @@ async fn binance_combined_streams_serve_exact_prices_and_answer_pings() {
         Seen::Quote(
             "BTCUSDT".into(),
             [
-                "28165.47000000".into(),
-                "7.98680000".into(),
-                "28165.48000000".into(),
-                "3.26888000".into()
+                Some("28165.47000000".into()),
+                Some("7.98680000".into()),
+                Some("28165.48000000".into()),
+                Some("3.26888000".into())
             ]
         )
     );
@@ -819,10 +829,10 @@ async fn coinbase_refused_then_subscribed_serves_exact_prices() {
     assert!(seen.contains(&Seen::Quote(
         "BTC-USD".into(),
         [
-            "65083.66000000".into(),
-            "0.20371215".into(),
-            "65083.67000000".into(),
-            "0.24290402".into()
+            Some("65083.66000000".into()),
+            Some("0.20371215".into()),
+            Some("65083.67000000".into()),
+            Some("0.24290402".into())
         ]
     )));
     let h = healthz(server.addr).await;

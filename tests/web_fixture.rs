@@ -51,15 +51,22 @@ const SYMBOLS: &[Sym] = &[
     },
 ];
 
-fn quote(symbol: u32, seq: u64, symbol_seq: u64, px: [i64; 4], ts: [u64; 3]) -> Sequenced {
+/// `sz`: the bid and ask sizes, `None` for unknown.
+fn quote(
+    symbol: u32,
+    seq: u64,
+    symbol_seq: u64,
+    (px, sz): ([i64; 2], [Option<i64>; 2]),
+    ts: [u64; 3],
+) -> Sequenced {
     Sequenced {
         update: Update {
             symbol,
             kind: UpdateKind::Quote {
                 bid_px: px[0],
-                bid_sz: px[1],
-                ask_px: px[2],
-                ask_sz: px[3],
+                bid_sz: sz[0],
+                ask_px: px[1],
+                ask_sz: sz[1],
             },
             exchange_ts_ns: ts[0],
             receive_ts_ns: ts[1],
@@ -111,12 +118,10 @@ fn updates() -> Vec<Sequenced> {
             0,
             42,
             5,
-            [
-                6_183_763_000_000,
-                378_826_000,
-                6_183_764_000_000,
-                154_698_000,
-            ],
+            (
+                [6_183_763_000_000, 6_183_764_000_000],
+                [Some(378_826_000), Some(154_698_000)],
+            ),
             [0, 1_723_161_253_937_000_000, 1_900_000_000_000_000_000],
         ),
         // TC1: a buy trade with every timestamp set, none a multiple of 256 ns
@@ -140,7 +145,7 @@ fn updates() -> Vec<Sequenced> {
             65_535,
             (1 << 53) - 1,
             1,
-            [-5, 1, i64::MAX, i64::MIN],
+            ([-5, i64::MAX], [Some(1), Some(i64::MIN)]),
             [u64::MAX, u64::MAX - 1, 0],
         ),
         // TC4: an unknown aggressor side and a zero price.
@@ -150,6 +155,20 @@ fn updates() -> Vec<Sequenced> {
         status(0, 48, 6, SymbolStatus::StaleDisconnected),
         status(7, 49, 44, SymbolStatus::StaleSilent),
         status(0, 50, 6, SymbolStatus::Live),
+        // TC6: sizes the venue did not give: the bid's, then both (flags 1
+        // and 3, null in JSON); TC7: real zeros, which are sizes.
+        quote(
+            0,
+            51,
+            7,
+            (
+                [6_183_763_000_000, 6_183_764_000_000],
+                [None, Some(154_698_000)],
+            ),
+            [0, 1_723_161_257_000_000_011, 1_900_000_000_000_400_013],
+        ),
+        quote(7, 52, 45, ([150, 151], [None, None]), [4, 5, 6]),
+        quote(65_535, 53, 2, ([-5, -4], [Some(0), Some(0)]), [7, 8, 9]),
     ]
 }
 
@@ -163,6 +182,15 @@ fn text(b: &Bytes) -> String {
 
 fn fixed(mantissa: i64, decimals: u8) -> String {
     Fixed { mantissa, decimals }.to_string()
+}
+
+/// A size as the decoder gives it: its text and its mantissa, or two nulls
+/// when it is unknown.
+fn size(mantissa: Option<i64>, decimals: u8) -> (Value, Value) {
+    match mantissa {
+        Some(m) => (fixed(m, decimals).into(), m.to_string().into()),
+        None => (Value::Null, Value::Null),
+    }
 }
 
 /// What the decoder must make of an update, computed here from the inputs,
@@ -185,13 +213,16 @@ fn expected(s: &Sequenced, sym: &Sym) -> Value {
             bid_sz,
             ask_px,
             ask_sz,
-        } => json!({
-            "type": "quote",
-            "bid": fixed(bid_px, pd), "bidSize": fixed(bid_sz, sd),
-            "ask": fixed(ask_px, pd), "askSize": fixed(ask_sz, sd),
-            "bidPx": bid_px.to_string(), "bidSz": bid_sz.to_string(),
-            "askPx": ask_px.to_string(), "askSz": ask_sz.to_string(),
-        }),
+        } => {
+            let ((bid_size, bid_sz), (ask_size, ask_sz)) = (size(bid_sz, sd), size(ask_sz, sd));
+            json!({
+                "type": "quote",
+                "bid": fixed(bid_px, pd), "bidSize": bid_size,
+                "ask": fixed(ask_px, pd), "askSize": ask_size,
+                "bidPx": bid_px.to_string(), "bidSz": bid_sz,
+                "askPx": ask_px.to_string(), "askSz": ask_sz,
+            })
+        }
         UpdateKind::Trade { px, sz, side } => json!({
             "type": "trade",
             "price": fixed(px, pd), "size": fixed(sz, sd), "side": side_name(side),

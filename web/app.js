@@ -269,8 +269,12 @@ function drawDetail() {
   }
   $("d-bid").textContent = r.bid ?? "—";
   $("d-ask").textContent = r.ask ?? "—";
-  $("d-bidsz").textContent = r.bidSize ? `× ${r.bidSize}` : "";
-  $("d-asksz").textContent = r.askSize ? `× ${r.askSize}` : "";
+  // A size the venue did not give is unknown ("—"), which 0 is not.
+  for (const [id, size] of [["d-bidsz", r.bidSize], ["d-asksz", r.askSize]]) {
+    const el = $(id);
+    el.textContent = r.bid === null ? "" : `× ${size ?? "—"}`;
+    el.title = r.bid !== null && size === null ? "size unknown: the venue did not send it" : "";
+  }
   $("d-meta").textContent = `${r.updates} updates · seq ${r.symbolSeq} · ${r.priceDecimals} decimals`;
   if (tradesDirty) {
     drawTrades(r);

@@ -9,6 +9,8 @@
 //
 // Prices and sizes stay exact: mantissas are BigInt and the strings are
 // made by placing the decimal point in the digits, never through a float.
+// A quote's size the venue did not give is unknown: `bidSize` / `askSize`
+// and `bidSz` / `askSz` are then null, never 0 (a real 0 is "0.00...").
 
 export const SUBPROTOCOL = "tickwire.v1";
 export const MSG_QUOTE = 1;
@@ -18,6 +20,9 @@ export const MSG_STATUS = 4;
 export const QUOTE_LEN = 80;
 export const TRADE_LEN = 64;
 export const STATUS_LEN = 48;
+// A binary quote's flags, the u16 at offset 2: a size is unknown.
+export const BID_SIZE_UNKNOWN = 1;
+export const ASK_SIZE_UNKNOWN = 2;
 const SIDES = ["unknown", "buy", "sell"];
 // A status's byte 1: 0 live, else stale for this reason.
 const STALE_REASONS = [null, "gap", "disconnected", "silent"];
@@ -34,6 +39,11 @@ export function formatFixed(mantissa, decimals) {
     digits = `${digits.slice(0, -decimals)}.${digits.slice(-decimals)}`;
   }
   return neg ? `-${digits}` : digits;
+}
+
+/** A size's text, or null when it is unknown (a null mantissa). */
+export function formatSize(mantissa, decimals) {
+  return mantissa === null ? null : formatFixed(mantissa, decimals);
 }
 
 /** The mantissa of a decimal string written with `decimals` decimals. */
@@ -100,14 +110,18 @@ export function decodeBinary(data, symbols) {
     m.state = code === 0 ? "live" : "stale";
     m.reason = code === 0 ? null : (STALE_REASONS[code] ?? "unknown");
   } else if (type === MSG_QUOTE) {
+    const flags = v.getUint16(2, true);
+    // Bits this version does not define would change what the numbers mean.
+    if (flags & ~(BID_SIZE_UNKNOWN | ASK_SIZE_UNKNOWN)) throw new Error(`quote flags 0x${flags.toString(16)} are not defined`);
+    const size = (bit, o) => (flags & bit ? null : px(o));
     m.bidPx = px(48);
-    m.bidSz = px(56);
+    m.bidSz = size(BID_SIZE_UNKNOWN, 56);
     m.askPx = px(64);
-    m.askSz = px(72);
+    m.askSz = size(ASK_SIZE_UNKNOWN, 72);
     m.bid = formatFixed(m.bidPx, def.priceDecimals);
-    m.bidSize = formatFixed(m.bidSz, def.sizeDecimals);
+    m.bidSize = formatSize(m.bidSz, def.sizeDecimals);
     m.ask = formatFixed(m.askPx, def.priceDecimals);
-    m.askSize = formatFixed(m.askSz, def.sizeDecimals);
+    m.askSize = formatSize(m.askSz, def.sizeDecimals);
   } else {
     m.side = SIDES[v.getUint8(1)] ?? "unknown";
     m.px = px(48);
@@ -165,11 +179,13 @@ export function decodeJson(text, symbols) {
   if (j.type === "status") {
     Object.assign(m, { state: j.state, reason: j.reason ?? null });
   } else if (j.type === "quote") {
+    // An unknown size is `null`.
+    const size = (text) => (text === null ? null : parseFixed(text, sd));
     Object.assign(m, { bid: j.bid, bidSize: j.bid_size, ask: j.ask, askSize: j.ask_size });
     m.bidPx = parseFixed(j.bid, pd);
-    m.bidSz = parseFixed(j.bid_size, sd);
+    m.bidSz = size(j.bid_size);
     m.askPx = parseFixed(j.ask, pd);
-    m.askSz = parseFixed(j.ask_size, sd);
+    m.askSz = size(j.ask_size);
   } else {
     Object.assign(m, { price: j.price, size: j.size, side: j.side });
     m.px = parseFixed(j.price, pd);

@@ -110,7 +110,10 @@ fn check_update(table: &SymbolTable, u: &Update) {
             bid_sz,
             ask_px,
             ask_sz,
-        } => (vec![bid_px, ask_px], vec![bid_sz, ask_sz]),
+        } => (
+            vec![bid_px, ask_px],
+            [bid_sz, ask_sz].into_iter().flatten().collect(),
+        ),
         UpdateKind::Trade { px, sz, .. } => (vec![px], vec![sz]),
         UpdateKind::Status(_) => (vec![], vec![]),
     };
@@ -410,21 +413,25 @@ pub fn frame_roundtrip(data: &[u8]) {
     let table = SymbolTable::new();
     while let Some(kind) = input.take_u8() {
         match kind % 5 {
-            0 | 1 | 4 => roundtrip_update(&mut input, &mut encoder, kind % 5),
+            0 | 1 | 4 => roundtrip_update(&mut input, &mut encoder, kind),
             2 => roundtrip_symbol(&mut input, &table),
             _ => roundtrip_close(&mut input),
         }
     }
 }
 
-/// `which`: 0 a quote, 1 a trade, anything else a live venue's status.
-fn roundtrip_update(input: &mut Input<'_>, encoder: &mut FrameEncoder, which: u8) {
+/// `op % 5`: 0 a quote, 1 a trade, anything else a live venue's status. A
+/// quote's sizes are unknown by the bits of `op / 5`: 1 the bid's, 2 the
+/// ask's (the mantissas are still read, so that the input lines up).
+fn roundtrip_update(input: &mut Input<'_>, encoder: &mut FrameEncoder, op: u8) {
+    let which = op % 5;
+    let known = |bit: u8, v: i64| ((op / 5) & bit == 0).then_some(v);
     let kind = if which == 0 {
         UpdateKind::Quote {
             bid_px: input.i64(),
-            bid_sz: input.i64(),
+            bid_sz: known(1, input.i64()),
             ask_px: input.i64(),
-            ask_sz: input.i64(),
+            ask_sz: known(2, input.i64()),
         }
     } else if which != 1 {
         UpdateKind::Status(
@@ -518,21 +525,25 @@ fn roundtrip_update(input: &mut Input<'_>, encoder: &mut FrameEncoder, which: u8
     ] {
         assert_eq!(v[key].as_u64(), Some(want), "{key} in {v}");
     }
-    let numbers: Vec<(&str, i64, u8)> = match u.kind {
+    // `None`: an unknown size, which must be `null`.
+    let numbers: Vec<(&str, Option<i64>, u8)> = match u.kind {
         UpdateKind::Quote {
             bid_px,
             bid_sz,
             ask_px,
             ask_sz,
         } => vec![
-            ("bid", bid_px, price_decimals),
+            ("bid", Some(bid_px), price_decimals),
             ("bid_size", bid_sz, size_decimals),
-            ("ask", ask_px, price_decimals),
+            ("ask", Some(ask_px), price_decimals),
             ("ask_size", ask_sz, size_decimals),
         ],
         UpdateKind::Trade { px, sz, side } => {
             assert_eq!(v["side"], encode::side_name(side));
-            vec![("price", px, price_decimals), ("size", sz, size_decimals)]
+            vec![
+                ("price", Some(px), price_decimals),
+                ("size", Some(sz), size_decimals),
+            ]
         }
         UpdateKind::Status(status) => {
             assert_eq!(v["state"], status.state());
@@ -543,6 +554,10 @@ fn roundtrip_update(input: &mut Input<'_>, encoder: &mut FrameEncoder, which: u8
         }
     };
     for (key, mantissa, decimals) in numbers {
+        let Some(mantissa) = mantissa else {
+            assert!(v[key].is_null(), "{key} in {v}");
+            continue;
+        };
         let text = v[key].as_str().unwrap_or_else(|| panic!("{key} in {v}"));
         assert_eq!(
             decimal_mantissa(text, decimals),
@@ -797,18 +812,28 @@ pub fn decode_binary(p: &[u8]) -> Result<Decoded, String> {
             }))
         }
         (Some(t @ (1 | 2)), n) if n == if *t == 1 { 80 } else { 64 } => {
-            if p[2] != 0 || p[3] != 0 {
-                return Err("reserved bytes are not 0".into());
+            // A quote's flags: bit 0 bid size unknown, bit 1 ask size
+            // unknown, the rest 0; a trade's are 0.
+            let flags = u16::from_le_bytes([p[2], p[3]]);
+            let defined = if *t == 1 { 0b11 } else { 0 };
+            if flags & !defined != 0 {
+                return Err(format!("flags {flags:#06x} in a message of type {t}"));
             }
             let kind = if *t == 1 {
                 if p[1] != 0 {
                     return Err("a quote's byte 1 is not 0".into());
                 }
+                // An unknown size's mantissa is 0.
+                let size = |bit: u16, o: usize| match (flags & bit != 0, i64_at(o)) {
+                    (false, m) => Ok(Some(m)),
+                    (true, 0) => Ok(None),
+                    (true, m) => Err(format!("unknown size with mantissa {m} at offset {o}")),
+                };
                 UpdateKind::Quote {
                     bid_px: i64_at(48),
-                    bid_sz: i64_at(56),
+                    bid_sz: size(1, 56)?,
                     ask_px: i64_at(64),
-                    ask_sz: i64_at(72),
+                    ask_sz: size(2, 72)?,
                 }
             } else {
                 let side = match p[1] {

@@ -112,7 +112,9 @@ fn book_ticker(value: &BorrowedValue<'_>, emit: &mut Emitter<'_>) -> Result<Outc
     let q: BookTicker<'_> = simd_json::serde::from_refborrowed_value(value)
         .map_err(|e| RecordError::fields("Binance bookTicker", e))?;
     let ts = ms_to_ns(q.transaction_ms.or(q.event_ms));
-    emit.quote(q.symbol, (q.bid_px, q.bid_sz), (q.ask_px, q.ask_sz), ts)?;
+    let bid = (q.bid_px, Some(q.bid_sz));
+    let ask = (q.ask_px, Some(q.ask_sz));
+    emit.quote(q.symbol, bid, ask, ts)?;
     Ok(Outcome::Emitted)
 }
 

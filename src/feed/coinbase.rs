@@ -17,14 +17,17 @@ use super::timestamp::rfc3339_ns;
 use super::{Emitter, Outcome, RecordError};
 use crate::update::Side;
 
-/// Exchange `ticker`: the best bid and offer after a match.
+/// Exchange `ticker`: the best bid and offer after a match. The sizes may be
+/// missing (older ws-feed versions never sent them):
+///
+/// `{"type":"ticker","trade_id":20153558,"sequence":3262786978,"time":"2017-09-02T17:05:49.250000Z","product_id":"BTC-USD","price":"4388.01000000","side":"buy","last_size":"0.03000000","best_bid":"4388","best_ask":"4388.01"}`
 ///
 /// `{"type":"ticker","sequence":37475248783,"product_id":"ETH-USD","price":"1285.22","open_24h":"1310.79","volume_24h":"245532.79269678","low_24h":"1280.52","high_24h":"1313.8","volume_30d":"9788783.60117027","best_bid":"1285.04","best_bid_size":"0.46688654","best_ask":"1285.27","best_ask_size":"1.56637040","side":"buy","time":"2022-10-19T23:28:22.061769Z","trade_id":370843401,"last_size":"11.4396987"}`
 #[derive(Debug, Deserialize)]
 pub struct ExchangeTicker<'a> {
     pub product_id: &'a str,
     pub best_bid: &'a str,
-    /// Older ws-feed versions sent no sizes; they are then 0.
+    /// `None` when the message has none: the size is unknown, not 0.
     #[serde(borrow)]
     pub best_bid_size: Option<&'a str>,
     pub best_ask: &'a str,
@@ -90,9 +93,12 @@ pub struct AdvancedTickerEvent<'a> {
 pub struct AdvancedTicker<'a> {
     pub product_id: &'a str,
     pub best_bid: &'a str,
-    pub best_bid_quantity: &'a str,
+    /// `None` when the ticker has none, as on the Exchange feed: unknown.
+    #[serde(borrow)]
+    pub best_bid_quantity: Option<&'a str>,
     pub best_ask: &'a str,
-    pub best_ask_quantity: &'a str,
+    #[serde(borrow)]
+    pub best_ask_quantity: Option<&'a str>,
 }
 
 /// Advanced Trade `market_trades`. The first message per product is a
@@ -156,8 +162,8 @@ pub(crate) fn parse(
             let t: ExchangeTicker<'_> = simd_json::serde::from_refborrowed_value(value)
                 .map_err(|e| RecordError::fields("Coinbase ticker", e))?;
             let ts = time_ns(t.time)?;
-            let bid = (t.best_bid, t.best_bid_size.unwrap_or("0"));
-            let ask = (t.best_ask, t.best_ask_size.unwrap_or("0"));
+            let bid = (t.best_bid, t.best_bid_size);
+            let ask = (t.best_ask, t.best_ask_size);
             emit.quote(t.product_id, bid, ask, ts)?;
             Ok(Outcome::Emitted)
         }

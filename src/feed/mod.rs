@@ -325,21 +325,28 @@ pub(crate) struct Emitter<'a> {
 }
 
 impl Emitter<'_> {
-    /// Pushes a best bid and offer. The symbol's scales are fixed from the
-    /// bid if this is the first time anyone sees it.
+    /// Pushes a best bid and offer; a size is `None` when the venue did not
+    /// give it (unknown, not 0). The symbol's scales are fixed from the bid
+    /// (or the ask's size, if the bid has none) if this is the first time
+    /// anyone sees it.
     pub fn quote(
         &mut self,
         symbol: &str,
-        (bid_px, bid_sz): (&str, &str),
-        (ask_px, ask_sz): (&str, &str),
+        (bid_px, bid_sz): (&str, Option<&str>),
+        (ask_px, ask_sz): (&str, Option<&str>),
         exchange_ts_ns: u64,
     ) -> Result<(), RecordError> {
-        let scale = self.scale(symbol, bid_px, bid_sz)?;
+        let size_sample = bid_sz.or(ask_sz).unwrap_or("0");
+        let scale = self.scale(symbol, bid_px, size_sample)?;
+        let size = |what, sz: Option<&str>| {
+            sz.map(|sz| decimal(what, sz, scale.size(sz.as_bytes())))
+                .transpose()
+        };
         let kind = UpdateKind::Quote {
             bid_px: decimal("bid price", bid_px, scale.price(bid_px.as_bytes()))?,
-            bid_sz: decimal("bid size", bid_sz, scale.size(bid_sz.as_bytes()))?,
+            bid_sz: size("bid size", bid_sz)?,
             ask_px: decimal("ask price", ask_px, scale.price(ask_px.as_bytes()))?,
-            ask_sz: decimal("ask size", ask_sz, scale.size(ask_sz.as_bytes()))?,
+            ask_sz: size("ask size", ask_sz)?,
         };
         self.push(scale.id, kind, exchange_ts_ns);
         Ok(())

@@ -193,9 +193,9 @@ impl Generator {
         } else {
             UpdateKind::Quote {
                 bid_px,
-                bid_sz: a,
+                bid_sz: Some(a),
                 ask_px,
-                ask_sz: b,
+                ask_sz: Some(b),
             }
         };
         let now = now_ns();

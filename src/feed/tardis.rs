@@ -131,8 +131,12 @@ impl Columns {
         let symbol = fields[common.symbol];
         match self {
             Columns::Quotes { book, .. } | Columns::BookSnapshot { book, .. } => {
-                let bid = (fields[book.bid_price], fields[book.bid_amount]);
-                let ask = (fields[book.ask_price], fields[book.ask_amount]);
+                // An empty amount beside a price is a size not known
+                // (`tickwire convert` writes one so); an empty price is
+                // still an error.
+                let amount = |i: usize| Some(fields[i]).filter(|a| !a.is_empty());
+                let bid = (fields[book.bid_price], amount(book.bid_amount));
+                let ask = (fields[book.ask_price], amount(book.ask_amount));
                 emit.quote(symbol, bid, ask, exchange_ts)?;
             }
             Columns::Trades {

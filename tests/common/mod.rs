@@ -62,7 +62,8 @@ pub enum Msg {
         price_decimals: u8,
         size_decimals: u8,
     },
-    /// Prices and sizes as decimal strings.
+    /// Prices and sizes as decimal strings; a size is `None` when the server
+    /// says it is unknown.
     Quote {
         id: u32,
         seq: u64,
@@ -70,9 +71,9 @@ pub enum Msg {
         publish_ts: u64,
         receive_ts: u64,
         bid: String,
-        bid_size: String,
+        bid_size: Option<String>,
         ask: String,
-        ask_size: String,
+        ask_size: Option<String>,
     },
     Trade {
         id: u32,
@@ -222,6 +223,17 @@ impl Client {
             1 => {
                 assert_eq!(p.len(), 80);
                 let id = u32::from_le_bytes(p[4..8].try_into().unwrap());
+                // Flags: bit 0 the bid size is unknown, bit 1 the ask size;
+                // an unknown size's mantissa is 0.
+                let flags = u16::from_le_bytes([p[2], p[3]]);
+                assert_eq!(flags & !0b11, 0, "undefined quote flags {flags:#x}");
+                let size = |bit: u16, o: usize| {
+                    if flags & bit == 0 {
+                        return Some(self.fixed(id, i64_at(p, o), false));
+                    }
+                    assert_eq!(i64_at(p, o), 0, "unknown size with a mantissa");
+                    None
+                };
                 Msg::Quote {
                     id,
                     seq: u64_at(p, 8),
@@ -229,13 +241,14 @@ impl Client {
                     receive_ts: u64_at(p, 32),
                     publish_ts: u64_at(p, 40),
                     bid: self.fixed(id, i64_at(p, 48), true),
-                    bid_size: self.fixed(id, i64_at(p, 56), false),
+                    bid_size: size(1, 56),
                     ask: self.fixed(id, i64_at(p, 64), true),
-                    ask_size: self.fixed(id, i64_at(p, 72), false),
+                    ask_size: size(2, 72),
                 }
             }
             2 => {
                 assert_eq!(p.len(), 64);
+                assert_eq!(&p[2..4], &[0, 0], "a trade's flags");
                 let id = u32::from_le_bytes(p[4..8].try_into().unwrap());
                 Msg::Trade {
                     id,
@@ -274,6 +287,14 @@ impl Client {
     fn decode_json(&mut self, text: &str) -> Msg {
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         let s = |k: &str| v[k].as_str().unwrap().to_owned();
+        // A size is a string, or `null` when unknown; never absent.
+        let size = |k: &str| match &v[k] {
+            serde_json::Value::Null => {
+                assert!(v.get(k).is_some(), "no {k} in {v}");
+                None
+            }
+            x => Some(x.as_str().unwrap().to_owned()),
+        };
         let n = |k: &str| v[k].as_u64().unwrap();
         match v["type"].as_str().unwrap() {
             "symbol" => {
@@ -296,9 +317,9 @@ impl Client {
                     receive_ts: n("receive_ts"),
                     publish_ts: n("publish_ts"),
                     bid: s("bid"),
-                    bid_size: s("bid_size"),
+                    bid_size: size("bid_size"),
                     ask: s("ask"),
-                    ask_size: s("ask_size"),
+                    ask_size: size("ask_size"),
                 }
             }
             "trade" => {

@@ -64,7 +64,14 @@ let server;
 let port = 0;
 
 async function startServer() {
-  const child = spawn(BIN, ["serve", "--listen", `127.0.0.1:${port}`, "--feed", FEED, "--speed", "1", "--loop"], {
+  const { child, port: bound } = await spawnServer(FEED, ["--speed", "1", "--loop"], port);
+  port = bound;
+  return child;
+}
+
+/** `tickwire serve --feed feed ...args` on `listenPort` (0: any). */
+async function spawnServer(feed, args, listenPort) {
+  const child = spawn(BIN, ["serve", "--listen", `127.0.0.1:${listenPort}`, "--feed", feed, ...args], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: "warn" },
   });
@@ -78,8 +85,7 @@ async function startServer() {
     });
     child.once("exit", (code) => reject(new Error(`tickwire exited (${code}) before listening: ${out}`)));
   });
-  port = addr;
-  return child;
+  return { child, port: addr };
 }
 
 async function stopServer() {
@@ -117,11 +123,11 @@ after(async () => {
   await stopServer();
 });
 
-async function newPage(query = "") {
+async function newPage(query = "", at = port) {
   const context = await browser.newContext({ viewport: { width: 1440, height: 820 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e));
-  await page.goto(`http://127.0.0.1:${port}/${query}`);
+  await page.goto(`http://127.0.0.1:${at}/${query}`);
   return page;
 }
 
@@ -239,4 +245,34 @@ test("with the WebSocket blocked, the SSE fallback delivers the same prices", as
   await page.waitForTimeout(1500);
   await page.screenshot({ path: join(SHOTS, "sse-fallback.png") });
   await page.context().close();
+});
+
+test("a size the venue did not send shows as —, and a real zero as 0", async () => {
+  // Coinbase tickers without sizes (tests/data/coinbase-sizes-unknown.jsonl),
+  // replayed to the end: the page gets the last quote of each symbol.
+  const feed = join(ROOT, "tests", "data", "coinbase-sizes-unknown.jsonl");
+  const other = await spawnServer(feed, ["--speed", "max"], 0);
+  try {
+    for (const [transport, query] of [["websocket", ""], ["sse", "&transport=sse"]]) {
+      const page = await newPage(`?symbol=LTC-USD${query}`, other.port);
+      await waitForPrices(page, ["LTC-USD", "SOL-USD", "DOGE-USD"]);
+      const detail = async (symbol) => {
+        await page.click(`#rows tr[data-symbol="${symbol}"] td.sym`);
+        await page.waitForFunction((s) => document.getElementById("d-symbol").textContent === s, symbol);
+        return page.evaluate(() => ["d-bid", "d-bidsz", "d-ask", "d-asksz"].map((id) => document.getElementById(id).textContent));
+      };
+      // TC0: neither size (Exchange ticker); TC1: a real zero bid size;
+      // TC2: no bid size (Advanced Trade ticker).
+      assert.deepEqual(await detail("LTC-USD"), ["61.83000000", "× —", "61.85000000", "× —"], transport);
+      assert.equal(await page.getAttribute("#d-bidsz", "title"), "size unknown: the venue did not send it");
+      assert.deepEqual(await detail("SOL-USD"), ["31.21000000", "× 0.00000000", "31.23000000", "× 12.50000000"], transport);
+      assert.equal(await page.getAttribute("#d-bidsz", "title"), "");
+      assert.deepEqual(await detail("DOGE-USD"), ["0.12330000", "× —", "0.12350000", "× 1500.50000000"], transport);
+      if (transport === "websocket") await page.screenshot({ path: join(SHOTS, "size-unknown.png") });
+      await page.context().close();
+    }
+  } finally {
+    other.child.kill("SIGTERM");
+    await once(other.child, "exit");
+  }
 });

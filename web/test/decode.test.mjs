@@ -69,6 +69,37 @@ test("malformed binary messages are refused", () => {
   assert.throws(() => decodeBinary(bytes(quote.binary), new Map()), /before its definition/);
 });
 
+test("an unknown size is null in both subprotocols, and a real zero is 0", () => {
+  const sb = new Map();
+  const sj = new Map();
+  const sizes = [];
+  for (const m of fixture.messages) {
+    const b = decodeBinary(bytes(m.binary), sb);
+    const j = decodeJson(m.json, sj);
+    if (b.type !== "quote") continue;
+    for (const d of [b, j]) assert.deepEqual([d.bidSz, d.askSz].map((x) => x === null), [d.bidSize === null, d.askSize === null]);
+    sizes.push([b.symbol, b.bidSize, b.askSize]);
+  }
+  // TC0: the bid's unknown (flags 1), TC1: both (flags 3), TC2: zeros.
+  assert.deepEqual(sizes.slice(-3), [
+    ["BTCUSDT", null, "1.54698000"],
+    ['X"Y/é', null, null],
+    ["EDGE", "0.000", "0.000"],
+  ]);
+  assert.deepEqual(
+    fixture.messages.filter((m) => m.expect.type === "quote").map((m) => bytes(m.binary)[2]),
+    [0, 0, 1, 3, 0],
+  );
+});
+
+test("a quote with flags this version does not define is refused", () => {
+  const symbols = new Map();
+  for (const m of fixture.messages.filter((m) => m.expect.type === "symbol")) decodeBinary(bytes(m.binary), symbols);
+  const quote = bytes(fixture.messages.find((m) => m.expect.type === "quote").binary);
+  quote[2] = 4;
+  assert.throws(() => decodeBinary(quote, symbols), /flags 0x4/);
+});
+
 test("formatFixed places the point in the digits", () => {
   for (const [m, d, want] of [
     [6183763000000n, 8, "61837.63000000"],

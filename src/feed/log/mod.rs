@@ -35,8 +35,13 @@ pub use write::LogWriter;
 /// and CR LF SUB LF to catch line-ending and text-mode mangling (as PNG's).
 pub const MAGIC: [u8; 8] = [0x89, b'T', b'W', b'L', b'\r', b'\n', 0x1a, b'\n'];
 
-/// The format version this code writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this code writes. Version 2 added quotes with
+/// unknown sizes (tags `0x03` to `0x05`); it reads 1 as well, which is the
+/// same format without them.
+pub const VERSION: u16 = 2;
+
+/// The oldest format version this code reads.
+pub const OLDEST_VERSION: u16 = 1;
 
 /// Bytes of the file header: magic, version, flags, start time, CRC.
 pub const HEADER_LEN: usize = 24;
@@ -57,7 +62,13 @@ pub const BLOCK_UPDATES: u32 = 4096;
 pub const BLOCK_BYTES: usize = 1 << 18;
 
 const TAG_SYMBOL: u8 = 0x01;
+/// A quote's tag is this plus its unknown sizes (version 2 on): bit 0 the
+/// bid's, bit 1 the ask's, as in the wire's quote flags. An unknown size
+/// has no varint.
 const TAG_QUOTE: u8 = 0x02;
+/// Bits of a quote's tag above [`TAG_QUOTE`].
+const QUOTE_BID_SIZE_UNKNOWN: u8 = 1;
+const QUOTE_ASK_SIZE_UNKNOWN: u8 = 2;
 /// A trade's tag is this plus its [`Side`] (0 unknown, 1 buy, 2 sell).
 const TAG_TRADE: u8 = 0x10;
 /// A live venue's per-symbol status: this plus the status (0 live, 1 stale
@@ -108,7 +119,7 @@ pub enum LogError {
     Magic,
     #[error("log header is truncated or corrupt (bad CRC)")]
     Header,
-    #[error("log format version {0} (this build reads {VERSION})")]
+    #[error("log format version {0} (this build reads {OLDEST_VERSION} to {VERSION})")]
     Version(u16),
     #[error("{0}")]
     Io(#[from] io::Error),

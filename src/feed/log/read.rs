@@ -5,8 +5,9 @@ use std::io::{self, Read};
 
 use super::{
     block_crc, unzigzag, Deltas, Entry, LogError, LogSymbol, ReadStats, BLOCK_HEADER_LEN,
-    BLOCK_MARKER, BLOCK_UPDATES, HEADER_LEN, MAGIC, MAX_BLOCK_PAYLOAD, TAG_QUOTE, TAG_STATUS,
-    TAG_SYMBOL, TAG_TRADE, VERSION,
+    BLOCK_MARKER, BLOCK_UPDATES, HEADER_LEN, MAGIC, MAX_BLOCK_PAYLOAD, OLDEST_VERSION,
+    QUOTE_ASK_SIZE_UNKNOWN, QUOTE_BID_SIZE_UNKNOWN, TAG_QUOTE, TAG_STATUS, TAG_SYMBOL, TAG_TRADE,
+    VERSION,
 };
 use crate::symbols::MAX_NAME_LEN;
 use crate::update::{Sequenced, Side, SymbolId, SymbolStatus, Update, UpdateKind};
@@ -23,6 +24,8 @@ pub struct LogReader<R: Read> {
     eof: bool,
     /// When the recording started, from the header.
     pub started_ns: u64,
+    /// The file's format version, which says which records may appear.
+    pub version: u16,
     stats: ReadStats,
     /// Every definition met so far, to refuse a block that redefines an id
     /// differently (which only a broken writer or corruption could do).
@@ -38,6 +41,7 @@ impl<R: Read> LogReader<R> {
             pos: 0,
             eof: false,
             started_ns: 0,
+            version: 0,
             stats: ReadStats::default(),
             symbols: HashMap::new(),
         };
@@ -54,10 +58,11 @@ impl<R: Read> LogReader<R> {
             return Err(LogError::Header);
         }
         let version = u16::from_le_bytes([h[8], h[9]]);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(LogError::Version(version));
         }
         r.started_ns = u64::from_le_bytes(h[12..20].try_into().unwrap_or_default());
+        r.version = version;
         r.pos += HEADER_LEN;
         Ok(r)
     }
@@ -175,7 +180,7 @@ impl<R: Read> LogReader<R> {
         if block.len() < BLOCK_HEADER_LEN + len {
             return Ok(Attempt::Short);
         }
-        match verify(block, &mut self.symbols) {
+        match verify(block, &mut self.symbols, self.version) {
             Some((entries, updates)) => {
                 self.stats.updates += updates;
                 Ok(Attempt::Block(entries, BLOCK_HEADER_LEN + len))
@@ -275,13 +280,18 @@ fn crc_ok(block: &[u8], len: usize) -> bool {
 }
 
 /// Checks a whole block's CRC and decodes it; `None` if either fails.
-fn verify(block: &[u8], known: &mut HashMap<SymbolId, LogSymbol>) -> Option<(Vec<Entry>, u64)> {
+fn verify(
+    block: &[u8],
+    known: &mut HashMap<SymbolId, LogSymbol>,
+    version: u16,
+) -> Option<(Vec<Entry>, u64)> {
     let len = u32::from_le_bytes([block[4], block[5], block[6], block[7]]) as usize;
     let count = u32::from_le_bytes([block[8], block[9], block[10], block[11]]);
     if !crc_ok(block, len) {
         return None;
     }
-    let entries = decode_payload(&block[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + len], known)?;
+    let payload = &block[BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + len];
+    let entries = decode_payload(payload, known, version)?;
     let updates = entries
         .iter()
         .filter(|e| matches!(e, Entry::Update(_)))
@@ -326,10 +336,21 @@ impl Cursor<'_> {
     }
 }
 
-/// Decodes one verified payload. Definitions are checked against every
-/// earlier one: a block that redefines an id differently is refused whole,
-/// and only a whole good block adds its definitions.
-fn decode_payload(bytes: &[u8], known: &mut HashMap<SymbolId, LogSymbol>) -> Option<Vec<Entry>> {
+/// Decodes one verified payload of a file of format `version`. Definitions
+/// are checked against every earlier one: a block that redefines an id
+/// differently is refused whole, and only a whole good block adds its
+/// definitions.
+fn decode_payload(
+    bytes: &[u8],
+    known: &mut HashMap<SymbolId, LogSymbol>,
+    version: u16,
+) -> Option<Vec<Entry>> {
+    // Quotes with unknown sizes came with version 2.
+    let last_quote_tag = if version >= 2 {
+        TAG_QUOTE + QUOTE_BID_SIZE_UNKNOWN + QUOTE_ASK_SIZE_UNKNOWN
+    } else {
+        TAG_QUOTE
+    };
     let mut c = Cursor { bytes, at: 0 };
     let mut d = Deltas::default();
     let mut entries = Vec::new();
@@ -364,7 +385,7 @@ fn decode_payload(bytes: &[u8], known: &mut HashMap<SymbolId, LogSymbol>) -> Opt
             continue;
         }
         let kind_tag = tag;
-        if kind_tag != TAG_QUOTE
+        if !(TAG_QUOTE..=last_quote_tag).contains(&kind_tag)
             && !(TAG_TRADE..=TAG_TRADE + 2).contains(&kind_tag)
             && !(TAG_STATUS..=TAG_STATUS + 3).contains(&kind_tag)
         {
@@ -388,11 +409,18 @@ fn decode_payload(bytes: &[u8], known: &mut HashMap<SymbolId, LogSymbol>) -> Opt
                 _ => SymbolStatus::StaleSilent,
             };
             (UpdateKind::Status(status), last_px)
-        } else if kind_tag == TAG_QUOTE {
+        } else if kind_tag <= last_quote_tag {
+            let unknown = kind_tag - TAG_QUOTE;
             let bid_px = last_px.wrapping_add(c.signed()?);
-            let bid_sz = c.signed()?;
+            let bid_sz = match unknown & QUOTE_BID_SIZE_UNKNOWN {
+                0 => Some(c.signed()?),
+                _ => None,
+            };
             let ask_px = bid_px.wrapping_add(c.signed()?);
-            let ask_sz = c.signed()?;
+            let ask_sz = match unknown & QUOTE_ASK_SIZE_UNKNOWN {
+                0 => Some(c.signed()?),
+                _ => None,
+            };
             let kind = UpdateKind::Quote {
                 bid_px,
                 bid_sz,

@@ -59,20 +59,21 @@ fn stream(n: usize, seed: u64) -> Vec<Sequenced> {
                 ),
                 (_, true) => UpdateKind::Quote {
                     bid_px: i64::MIN,
-                    bid_sz: i64::MAX,
+                    bid_sz: Some(i64::MAX),
                     ask_px: i64::MAX,
-                    ask_sz: -1,
+                    ask_sz: Some(-1),
                 },
                 (0, _) => UpdateKind::Trade {
                     px,
                     sz: rng.below(1 << 40) as i64,
                     side: [Side::Unknown, Side::Buy, Side::Sell][rng.below(3) as usize],
                 },
+                // A size the venue did not give, one time in five.
                 _ => UpdateKind::Quote {
                     bid_px: px,
-                    bid_sz: rng.below(1 << 30) as i64,
+                    bid_sz: Some(rng.below(1 << 30) as i64).filter(|_| rng.below(5) != 0),
                     ask_px: px + 1 + rng.below(100) as i64,
-                    ask_sz: rng.below(1 << 30) as i64,
+                    ask_sz: Some(rng.below(1 << 30) as i64).filter(|_| rng.below(5) != 0),
                 },
             };
             Sequenced {
@@ -160,13 +161,120 @@ fn header_is_checked() {
     let mut bad = log.clone();
     bad[14] ^= 1;
     assert!(matches!(LogReader::new(&bad[..]), Err(LogError::Header)));
-    // TC3: a future version, with a valid CRC.
-    let mut v2 = log[..HEADER_LEN].to_vec();
-    v2[8] = 2;
-    let crc = crc32fast::hash(&v2[..20]);
-    v2[20..24].copy_from_slice(&crc.to_le_bytes());
-    assert!(matches!(LogReader::new(&v2[..]), Err(LogError::Version(2))));
-    assert_eq!(LogReader::new(&log[..]).unwrap().started_ns, 42);
+    // TC3: a future version, and version 0, with a valid CRC.
+    for version in [VERSION + 1, 0] {
+        let other = with_version(&log[..HEADER_LEN], version);
+        assert!(
+            matches!(LogReader::new(&other[..]), Err(LogError::Version(v)) if v == version),
+            "{version}"
+        );
+    }
+    let r = LogReader::new(&log[..]).unwrap();
+    assert_eq!((r.started_ns, r.version), (42, VERSION));
+}
+
+/// `log` with its header's version changed, and the header CRC made good.
+fn with_version(log: &[u8], version: u16) -> Vec<u8> {
+    let mut out = log.to_vec();
+    out[8..10].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&out[..20]);
+    out[20..24].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn unknown_sizes_round_trip_without_bytes_of_their_own() {
+    let sym = &symbols()[0];
+    let quote = |bid_sz, ask_sz| Sequenced {
+        update: Update {
+            symbol: sym.id,
+            kind: UpdateKind::Quote {
+                bid_px: 10,
+                bid_sz,
+                ask_px: 11,
+                ask_sz,
+            },
+            exchange_ts_ns: 0,
+            receive_ts_ns: 0,
+            origin_seq: 0,
+            origin_publish_ts_ns: 0,
+        },
+        seq: 0,
+        symbol_seq: 0,
+        publish_ts_ns: 0,
+    };
+    // (bid size, ask size, tag, record bytes after the tag): the id, five
+    // zero deltas, the bid, and the ask's delta against the bid, 1 byte
+    // each (8), plus 1 byte per known size below 64 (zigzag 2).
+    for (bid_sz, ask_sz, tag, len) in [
+        (Some(1), Some(1), 0x02, 10),
+        (None, Some(1), 0x03, 9),
+        (Some(1), None, 0x04, 9),
+        (None, None, 0x05, 8),
+        // TC4: a real zero is a number, not unknown.
+        (Some(0), Some(0), 0x02, 10),
+    ] {
+        let mut w = LogWriter::new(Vec::new(), 0).unwrap();
+        w.push(sym, &quote(bid_sz, ask_sz)).unwrap();
+        let log = w.finish().unwrap();
+        // Header, block header, the symbol's definition (tag, id, two
+        // decimals, name length, name), then the quote.
+        let at = HEADER_LEN + BLOCK_HEADER_LEN + 5 + sym.name.len();
+        assert_eq!(log[at], tag, "{bid_sz:?} {ask_sz:?}");
+        assert_eq!(log.len() - at - 1, len, "{bid_sz:?} {ask_sz:?}");
+        let (entries, _) = read_entries(&log).unwrap();
+        assert_eq!(updates_of(&entries), [quote(bid_sz, ask_sz)]);
+    }
+}
+
+#[test]
+fn version_1_logs_stay_readable() {
+    // TC0: a log written by the version 1 writer (`tickwire convert
+    // tests/data/coinbase-exchange.jsonl`, before version 2): its quote
+    // without sizes was recorded, and is read back, as sizes of 0.
+    let v1 = include_bytes!("../../../tests/data/log-v1-coinbase-exchange.twlog");
+    let r = LogReader::new(&v1[..]).unwrap();
+    assert_eq!(r.version, 1);
+    let (entries, stats) = read_entries(v1).unwrap();
+    assert_eq!((stats.blocks, stats.corrupt), (1, 0));
+    let kinds: Vec<UpdateKind> = updates_of(&entries).iter().map(|u| u.update.kind).collect();
+    assert_eq!(kinds.len(), 4);
+    assert_eq!(
+        kinds[0],
+        UpdateKind::Quote {
+            bid_px: 128_504_000_000,
+            bid_sz: Some(46_688_654),
+            ask_px: 128_527_000_000,
+            ask_sz: Some(156_637_040),
+        }
+    );
+    assert!(matches!(
+        kinds[1],
+        UpdateKind::Quote {
+            bid_sz: Some(0),
+            ask_sz: Some(0),
+            ..
+        }
+    ));
+    // TC1: the tags of unknown sizes are not version 1's: a file that says
+    // version 1 and holds one is corrupt there, and only there.
+    let updates: Vec<Sequenced> = stream(40, 9)
+        .into_iter()
+        .filter(|u| !matches!(u.update.kind, UpdateKind::Status(_)))
+        .collect();
+    let unknown = |u: &Sequenced| {
+        matches!(
+            u.update.kind,
+            UpdateKind::Quote { bid_sz: None, .. } | UpdateKind::Quote { ask_sz: None, .. }
+        )
+    };
+    let (log, _) = write(&updates, 1);
+    let (entries, stats) = read_entries(&with_version(&log, 1)).unwrap();
+    let want: Vec<Sequenced> = updates.iter().filter(|u| !unknown(u)).copied().collect();
+    assert!(want.len() < updates.len() && !want.is_empty());
+    assert_eq!(updates_of(&entries), want);
+    // Neighbouring bad blocks are one damaged place.
+    assert!(stats.corrupt > 0);
 }
 
 #[test]

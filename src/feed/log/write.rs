@@ -5,7 +5,8 @@ use std::io::{self, Write};
 
 use super::{
     block_crc, header, put_delta, put_varint, zigzag, Deltas, LogSymbol, BLOCK_BYTES,
-    BLOCK_HEADER_LEN, BLOCK_MARKER, BLOCK_UPDATES, TAG_QUOTE, TAG_STATUS, TAG_SYMBOL, TAG_TRADE,
+    BLOCK_HEADER_LEN, BLOCK_MARKER, BLOCK_UPDATES, QUOTE_ASK_SIZE_UNKNOWN, QUOTE_BID_SIZE_UNKNOWN,
+    TAG_QUOTE, TAG_STATUS, TAG_SYMBOL, TAG_TRADE,
 };
 use crate::symbols::MAX_NAME_LEN;
 use crate::update::{Sequenced, UpdateKind};
@@ -71,7 +72,16 @@ impl<W: Write> LogWriter<W> {
             }
         };
         out.push(match s.update.kind {
-            UpdateKind::Quote { .. } => TAG_QUOTE,
+            UpdateKind::Quote { bid_sz, ask_sz, .. } => {
+                let mut tag = TAG_QUOTE;
+                if bid_sz.is_none() {
+                    tag += QUOTE_BID_SIZE_UNKNOWN;
+                }
+                if ask_sz.is_none() {
+                    tag += QUOTE_ASK_SIZE_UNKNOWN;
+                }
+                tag
+            }
             UpdateKind::Trade { side, .. } => TAG_TRADE + side as u8,
             UpdateKind::Status(status) => TAG_STATUS + status as u8,
         });
@@ -89,9 +99,13 @@ impl<W: Write> LogWriter<W> {
                 ask_sz,
             } => {
                 put_varint(out, zigzag(bid_px.wrapping_sub(last_px)));
-                put_varint(out, zigzag(bid_sz));
+                if let Some(sz) = bid_sz {
+                    put_varint(out, zigzag(sz));
+                }
                 put_varint(out, zigzag(ask_px.wrapping_sub(bid_px)));
-                put_varint(out, zigzag(ask_sz));
+                if let Some(sz) = ask_sz {
+                    put_varint(out, zigzag(sz));
+                }
                 bid_px
             }
             UpdateKind::Trade { px, sz, .. } => {
