@@ -542,10 +542,16 @@ impl ServeArgs {
 
 fn main() -> anyhow::Result<()> {
     disable_transparent_huge_pages();
+    // The log goes to stderr: stdout carries only what a command answers
+    // (the address `serve` listens on, `convert`'s summary, a token).
+    // Colours only for a terminal, not into a file or a pipe.
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let args = match cli.command {
