@@ -179,12 +179,12 @@ impl Default for ServeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: not a valid configuration file")]
     Parse {
         path: PathBuf,
         source: toml::de::Error,

@@ -24,12 +24,19 @@ use crate::feed::{replay, FeedError, FeedSpec, FileReader};
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::{Sequenced, Side, UpdateKind};
 
+/// Why a conversion failed. A cause is a source, not repeated in the
+/// message.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error("{0}")]
+    #[error(transparent)]
     Feed(#[from] FeedError),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: cannot {doing}")]
+    Io {
+        path: PathBuf,
+        /// `open`, `read`, `create`, `write`.
+        doing: &'static str,
+        source: io::Error,
+    },
     #[error("{path}: {reason}")]
     Log { path: PathBuf, reason: String },
     #[error("symbol {0:?} has a comma, which Tardis CSV cannot hold")]
@@ -60,7 +67,7 @@ pub fn convert(
     };
     let mut summary = ConvertSummary::default();
     let mut src = open(input)?;
-    let head = src.fill_buf().map_err(io_at(input))?;
+    let head = src.fill_buf().map_err(io_at(input, "read"))?;
     if crate::feed::log::is_log(head) {
         let mut reader = LogReader::new(src).map_err(|e| log_err(input, e))?;
         let mut symbols = std::collections::HashMap::new();
@@ -125,13 +132,14 @@ fn is_csv(path: &Path) -> bool {
 }
 
 fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, ConvertError> {
-    let file = File::open(path).map_err(io_at(path))?;
-    replay::decompress(BufReader::with_capacity(1 << 16, file)).map_err(io_at(path))
+    let file = File::open(path).map_err(io_at(path, "open"))?;
+    replay::decompress(BufReader::with_capacity(1 << 16, file)).map_err(io_at(path, "open"))
 }
 
-fn io_at(path: &Path) -> impl Fn(io::Error) -> ConvertError + '_ {
+fn io_at<'p>(path: &'p Path, doing: &'static str) -> impl Fn(io::Error) -> ConvertError + 'p {
     move |source| ConvertError::Io {
         path: path.to_owned(),
+        doing,
         source,
     }
 }
@@ -156,9 +164,9 @@ struct LogSink {
 
 impl LogSink {
     fn create(path: &Path) -> Result<Self, ConvertError> {
-        let file = File::create_new(path).map_err(io_at(path))?;
-        let log =
-            LogWriter::new(BufWriter::with_capacity(1 << 16, file), 0).map_err(io_at(path))?;
+        let file = File::create_new(path).map_err(io_at(path, "create"))?;
+        let log = LogWriter::new(BufWriter::with_capacity(1 << 16, file), 0)
+            .map_err(io_at(path, "write"))?;
         Ok(LogSink {
             path: path.to_owned(),
             log,
@@ -168,15 +176,15 @@ impl LogSink {
 
 impl Sink for LogSink {
     fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<(), ConvertError> {
-        self.log.push(symbol, s).map_err(io_at(&self.path))
+        self.log.push(symbol, s).map_err(io_at(&self.path, "write"))
     }
 
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, ConvertError> {
-        let out = self.log.finish().map_err(io_at(&self.path))?;
+        let out = self.log.finish().map_err(io_at(&self.path, "write"))?;
         out.into_inner()
             .map_err(|e| e.into_error())
             .and_then(|f| f.sync_all())
-            .map_err(io_at(&self.path))?;
+            .map_err(io_at(&self.path, "write"))?;
         Ok(vec![self.path])
     }
 }
@@ -217,9 +225,9 @@ impl CsvSink {
 }
 
 fn open_part(path: PathBuf, header: &str) -> Result<(PathBuf, BufWriter<File>), ConvertError> {
-    let file = File::create_new(&path).map_err(io_at(&path))?;
+    let file = File::create_new(&path).map_err(io_at(&path, "create"))?;
     let mut out = BufWriter::with_capacity(1 << 16, file);
-    writeln!(out, "{header}").map_err(io_at(&path))?;
+    writeln!(out, "{header}").map_err(io_at(&path, "write"))?;
     Ok((path, out))
 }
 
@@ -296,7 +304,7 @@ impl Sink for CsvSink {
         };
         line.push(b'\n');
         if let Some((path, out)) = slot {
-            out.write_all(line).map_err(io_at(path))?;
+            out.write_all(line).map_err(io_at(path, "write"))?;
         }
         self.line = buf;
         Ok(())
@@ -305,7 +313,7 @@ impl Sink for CsvSink {
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, ConvertError> {
         let mut written = Vec::new();
         for (path, mut out) in [self.quotes, self.trades].into_iter().flatten() {
-            out.flush().map_err(io_at(&path))?;
+            out.flush().map_err(io_at(&path, "write"))?;
             written.push(path);
         }
         if let [only] = written.as_mut_slice() {
@@ -313,10 +321,11 @@ impl Sink for CsvSink {
             if self.output.exists() {
                 return Err(ConvertError::Io {
                     path: self.output.clone(),
+                    doing: "create",
                     source: io::Error::from(io::ErrorKind::AlreadyExists),
                 });
             }
-            std::fs::rename(&*only, &self.output).map_err(io_at(&self.output))?;
+            std::fs::rename(&*only, &self.output).map_err(io_at(&self.output, "create"))?;
             *only = self.output.clone();
         }
         Ok(written)

@@ -540,6 +540,10 @@ impl ServeArgs {
     }
 }
 
+/// An error is printed once by `main`'s return: `Error: <message>` and,
+/// for each cause, a `Caused by:` line. The library's error types keep a
+/// cause out of their own message when it is their `source`, so that no
+/// text appears twice.
 fn main() -> anyhow::Result<()> {
     disable_transparent_huge_pages();
     // The log goes to stderr: stdout carries only what a command answers

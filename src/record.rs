@@ -52,14 +52,16 @@ pub struct RecordSummary {
     pub failed: Vec<String>,
 }
 
+/// Why a recording could not be made. The cause is a source, not repeated
+/// in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("{path}: cannot create the log: {source}")]
+    #[error("{path}: cannot create the log")]
     Create { path: PathBuf, source: io::Error },
-    #[error("{path}: writing the log failed: {source}")]
+    #[error("{path}: writing the log failed")]
     Write { path: PathBuf, source: io::Error },
-    #[error("cannot start a thread: {0}")]
-    Thread(io::Error),
+    #[error("cannot start a thread")]
+    Thread(#[source] io::Error),
 }
 
 /// Hands what the publisher published to the writer thread, a batch at a
@@ -133,7 +135,8 @@ pub async fn record(
             Arc::new(FeedStats::default()),
         );
         tasks.push(tokio::spawn(async move {
-            run.await.map_err(|e| format!("{name}: {e}"))
+            run.await
+                .map_err(|e| format!("{name}: {}", e.with_causes()))
         }));
     }
     drop(tx);

@@ -197,14 +197,19 @@ pub struct FeedStats {
 }
 
 /// Why a feed stopped.
+///
+/// A variant with a `source` does not repeat the source's text: printed as
+/// a chain (the binary's `Error: … Caused by: …`, or
+/// [`with_causes`](Self::with_causes) in a log line), each cause appears
+/// once.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    #[error("{file}: cannot open: {source}")]
+    #[error("{file}: cannot open")]
     Open {
         file: String,
         source: std::io::Error,
     },
-    #[error("{file}:{line}: read failed (truncated or corrupt stream?): {source}")]
+    #[error("{file}:{line}: read failed (truncated or corrupt stream?)")]
     Read {
         file: String,
         line: u64,
@@ -226,7 +231,7 @@ pub enum FeedError {
     },
     #[error("{name}: a synthetic, live or NATS feed has no records to read")]
     NotRecorded { name: String },
-    #[error("{name}: {source}")]
+    #[error("{name}: cannot intern a symbol")]
     Symbol {
         name: String,
         source: NormalizeError,
@@ -235,6 +240,29 @@ pub enum FeedError {
     Reader { file: String, reason: String },
     #[error("{name}: {reason}")]
     Nats { name: String, reason: String },
+}
+
+impl FeedError {
+    /// The error and its causes on one line (`a.gz:7: read failed (…): corrupt
+    /// deflate stream`), for logs, which print only what they are given.
+    pub fn with_causes(&self) -> WithCauses<'_> {
+        WithCauses(self)
+    }
+}
+
+/// An error followed by each of its sources, `: `-separated.
+pub struct WithCauses<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for WithCauses<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 /// A `--feed` or `--speed` value that does not parse.
@@ -411,6 +439,35 @@ fn decimal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_with_a_source_do_not_repeat_it() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let cases = [
+            // TC0: open and read failures: the message, then the cause once.
+            (
+                FeedError::Open {
+                    file: "a.gz".into(),
+                    source: io(),
+                },
+                "a.gz: cannot open",
+            ),
+            (
+                FeedError::Read {
+                    file: "a.gz".into(),
+                    line: 7,
+                    source: io(),
+                },
+                "a.gz:7: read failed (truncated or corrupt stream?)",
+            ),
+        ];
+        for (err, shown) in cases {
+            assert_eq!(err.to_string(), shown);
+            let cause = std::error::Error::source(&err).map(ToString::to_string);
+            assert_eq!(cause.as_deref(), Some("gone"));
+            assert_eq!(err.with_causes().to_string(), format!("{shown}: gone"));
+        }
+    }
 
     #[test]
     fn speed_parses() {
