@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::decimal::write_fixed;
 use crate::feed::log::{Entry, LogReader, LogSymbol, LogWriter, ReadStats};
-use crate::feed::{replay, FeedError, FeedSpec, FileReader};
+use crate::feed::{has_negative, replay, FeedError, FeedSpec, FileReader};
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::{Sequenced, Side, UpdateKind};
 
@@ -81,6 +81,19 @@ pub fn convert(
                         let sym = symbols.get(&s.update.symbol).ok_or_else(|| {
                             log_err(input, "update before its symbol's definition")
                         })?;
+                        // As a log feed does: no feed publishes them, so
+                        // only a damaged or hand-made log holds them.
+                        if has_negative(&s.update.kind) {
+                            tracing::warn!(
+                                "{}: block {}: rejected update: a negative price or size of \
+                                 {}, symbol_seq {}",
+                                input.display(),
+                                reader.stats().blocks,
+                                sym.name,
+                                s.symbol_seq
+                            );
+                            continue;
+                        }
                         sink.push(sym, &s)?;
                         summary.updates += 1;
                     }

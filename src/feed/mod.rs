@@ -332,6 +332,10 @@ pub(crate) enum RecordError {
     },
     #[error("bad timestamp {0:?}")]
     Timestamp(String),
+    /// A price or size below zero, which no venue means: a quote's empty
+    /// side has size 0, never less.
+    #[error("negative {what} {value:?}")]
+    Negative { what: &'static str, value: String },
 }
 
 impl RecordError {
@@ -340,6 +344,39 @@ impl RecordError {
             kind,
             reason: err.to_string(),
         }
+    }
+}
+
+/// Refuses a negative price or size, before anything else reads it: the
+/// same answer for a symbol's first update (whose scale it would set) and
+/// any later one. Zero passes, `-0` included (an empty side has size 0);
+/// text that is not a decimal at all is left to the decimal parser.
+fn non_negative(what: &'static str, value: &str) -> Result<(), RecordError> {
+    let Some(digits) = value.as_bytes().strip_prefix(b"-") else {
+        return Ok(());
+    };
+    let decimal = digits.iter().all(|b| b.is_ascii_digit() || *b == b'.');
+    if decimal && digits.iter().any(|b| (b'1'..=b'9').contains(b)) {
+        return Err(RecordError::Negative {
+            what,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether an update carries a price or size below zero (a tickwire log
+/// read back, which no venue parser checked).
+pub(crate) fn has_negative(kind: &UpdateKind) -> bool {
+    match *kind {
+        UpdateKind::Quote {
+            bid_px,
+            bid_sz,
+            ask_px,
+            ask_sz,
+        } => bid_px < 0 || bid_sz < 0 || ask_px < 0 || ask_sz < 0,
+        UpdateKind::Trade { px, sz, .. } => px < 0 || sz < 0,
+        UpdateKind::Status(_) => false,
     }
 }
 
@@ -362,6 +399,14 @@ impl Emitter<'_> {
         (ask_px, ask_sz): (&str, &str),
         exchange_ts_ns: u64,
     ) -> Result<(), RecordError> {
+        for (what, value) in [
+            ("bid price", bid_px),
+            ("bid size", bid_sz),
+            ("ask price", ask_px),
+            ("ask size", ask_sz),
+        ] {
+            non_negative(what, value)?;
+        }
         let scale = self.scale(symbol, bid_px, bid_sz)?;
         let kind = UpdateKind::Quote {
             bid_px: decimal("bid price", bid_px, scale.price(bid_px.as_bytes()))?,
@@ -382,6 +427,8 @@ impl Emitter<'_> {
         side: Side,
         exchange_ts_ns: u64,
     ) -> Result<(), RecordError> {
+        non_negative("price", px)?;
+        non_negative("size", sz)?;
         let scale = self.scale(symbol, px, sz)?;
         let kind = UpdateKind::Trade {
             px: decimal("price", px, scale.price(px.as_bytes()))?,
@@ -439,6 +486,83 @@ fn decimal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::symbols::SymbolTable;
+
+    #[test]
+    fn negative_prices_and_sizes_are_refused_first_or_later() {
+        enum Rec {
+            Quote([&'static str; 4]),
+            Trade(&'static str, &'static str),
+        }
+        use Rec::{Quote, Trade};
+        // (symbol, record, the field refused as negative or None if served)
+        let cases: &[(&str, Rec, Option<&str>)] = &[
+            // TC0: a symbol's first update, negative: refused as negative
+            // (not as a bad decimal), and the symbol is not interned.
+            ("A", Quote(["-1.5", "2", "1.6", "3"]), Some("bid price")),
+            ("A", Trade("1.5", "-0.1"), Some("size")),
+            // TC1: a good first update, then every field negative in turn.
+            ("B", Quote(["1.5", "2", "1.6", "3"]), None),
+            (
+                "B",
+                Quote(["-0.02667200", "2", "1.6", "3"]),
+                Some("bid price"),
+            ),
+            ("B", Quote(["1.5", "-2", "1.6", "3"]), Some("bid size")),
+            ("B", Quote(["1.5", "2", "-1.6", "3"]), Some("ask price")),
+            ("B", Quote(["1.5", "2", "1.6", "-.5"]), Some("ask size")),
+            ("B", Trade("-1.5", "1"), Some("price")),
+            ("B", Trade("1.5", "-1"), Some("size")),
+            // TC2: zero sizes (an empty side) are served, as before; so is
+            // a signed zero once the symbol is known.
+            ("B", Quote(["1.5", "0", "1.6", "0.00000000"]), None),
+            ("B", Quote(["1.5", "-0", "1.6", "-0.000"]), None),
+            ("B", Trade("1.5", "0"), None),
+        ];
+        let table = SymbolTable::new();
+        let mut normalizer = Normalizer::new(table.clone());
+        for (i, (symbol, rec, refused)) in cases.iter().enumerate() {
+            let mut out = Vec::new();
+            let mut emit = Emitter {
+                normalizer: &mut normalizer,
+                receive_ts_ns: None,
+                out: &mut out,
+            };
+            let result = match rec {
+                Quote([bp, bs, ap, asz]) => emit.quote(symbol, (bp, bs), (ap, asz), 0),
+                Trade(px, sz) => emit.trade(symbol, px, sz, Side::Buy, 0),
+            };
+            match (refused, result) {
+                (None, Ok(())) => {
+                    assert_eq!(out.len(), 1, "case {i}");
+                    assert!(!has_negative(&out[0].update.kind), "case {i}");
+                }
+                (Some(field), Err(RecordError::Negative { what, .. })) => {
+                    assert_eq!(&what, field, "case {i}");
+                    assert!(out.is_empty(), "case {i}");
+                }
+                (want, got) => panic!("case {i}: want {want:?}, got {got:?}"),
+            }
+        }
+        assert!(table.get_by_name("A").is_none());
+        // TC3: text that is not a decimal keeps its own error.
+        let mut out = Vec::new();
+        let mut emit = Emitter {
+            normalizer: &mut normalizer,
+            receive_ts_ns: None,
+            out: &mut out,
+        };
+        let err = emit.trade("B", "-1x", "1", Side::Buy, 0).unwrap_err();
+        assert!(matches!(err, RecordError::Decimal { .. }), "{err}");
+        assert_eq!(
+            RecordError::Negative {
+                what: "bid price",
+                value: "-0.02667200".into()
+            }
+            .to_string(),
+            "negative bid price \"-0.02667200\""
+        );
+    }
 
     #[test]
     fn errors_with_a_source_do_not_repeat_it() {

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::decimal::{same_number, Fixed};
+use crate::feed::has_negative;
 use crate::symbols::SymbolTable;
 use crate::update::{Side, UpdateKind};
 
@@ -668,4 +669,107 @@ async fn closed_receiver_stops_the_feed() {
     )
     .await
     .unwrap();
+}
+
+fn leak(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
+}
+
+// ---- Negative prices and sizes ----
+
+#[test]
+fn negative_prices_and_sizes_are_rejected_in_every_format() {
+    type Quote = fn(&str, [&str; 4]) -> String;
+    type Trade = fn(&str, [&str; 2]) -> String;
+    let quotes: &[(&str, &str, Quote)] = &[
+        // TC0: Binance spot bookTicker, bare.
+        ("binance-spot.jsonl", "", |s, [b, bs, a, as_]| {
+            format!(r#"{{"u":1,"s":"{s}","b":"{b}","B":"{bs}","a":"{a}","A":"{as_}"}}"#)
+        }),
+        // TC1: Binance USD-M bookTicker, `<ns> <combined stream>`.
+        ("binance-usdm.jsonl", "", |s, [b, bs, a, as_]| {
+            format!(
+                r#"1723161254087891268 {{"stream":"x@bookTicker","data":{{"e":"bookTicker","u":1,"s":"{s}","b":"{b}","B":"{bs}","a":"{a}","A":"{as_}","T":1,"E":1}}}}"#
+            )
+        }),
+        // TC2: Coinbase Exchange ticker.
+        ("coinbase-ticker.jsonl", "", |s, [b, bs, a, as_]| {
+            format!(
+                r#"{{"type":"ticker","product_id":"{s}","best_bid":"{b}","best_bid_size":"{bs}","best_ask":"{a}","best_ask_size":"{as_}","time":"2022-10-19T23:28:22.061769Z"}}"#
+            )
+        }),
+        // TC3: Coinbase Advanced Trade ticker.
+        ("coinbase-at-ticker.jsonl", "", |s, [b, bs, a, as_]| {
+            format!(
+                r#"{{"channel":"ticker","timestamp":"2026-08-09T21:05:48.229198328Z","events":[{{"type":"update","tickers":[{{"product_id":"{s}","best_bid":"{b}","best_bid_quantity":"{bs}","best_ask":"{a}","best_ask_quantity":"{as_}"}}]}}]}}"#
+            )
+        }),
+        // TC4: Tardis quotes and book_snapshot_N.
+        (
+            "tardis-quotes.csv",
+            "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount\n",
+            |s, [b, bs, a, as_]| format!("binance-futures,{s},1,2,{as_},{a},{b},{bs}"),
+        ),
+        (
+            "tardis-snapshot.csv",
+            "exchange,symbol,timestamp,local_timestamp,asks[0].price,asks[0].amount,bids[0].price,bids[0].amount\n",
+            |s, [b, bs, a, as_]| format!("binance-futures,{s},1,2,{a},{as_},{b},{bs}"),
+        ),
+    ];
+    let trades: &[(&str, &str, Trade)] = &[
+        // TC5: Binance trade.
+        ("binance-trade.jsonl", "", |s, [p, q]| {
+            format!(r#"{{"e":"trade","E":1,"s":"{s}","t":1,"p":"{p}","q":"{q}","T":1,"m":true}}"#)
+        }),
+        // TC6: Coinbase Exchange match.
+        ("coinbase-match.jsonl", "", |s, [p, q]| {
+            format!(
+                r#"{{"type":"match","product_id":"{s}","price":"{p}","size":"{q}","side":"sell","time":"2014-11-07T08:19:27.028459Z"}}"#
+            )
+        }),
+        // TC7: Coinbase Advanced Trade market_trades.
+        ("coinbase-at-trades.jsonl", "", |s, [p, q]| {
+            format!(
+                r#"{{"channel":"market_trades","timestamp":"2026-08-09T21:05:48.228568804Z","events":[{{"type":"update","trades":[{{"product_id":"{s}","trade_id":"1","price":"{p}","size":"{q}","time":"2026-08-09T21:05:42.514318Z","side":"SELL"}}]}}]}}"#
+            )
+        }),
+        // TC8: Tardis trades.
+        (
+            "tardis-trades.csv",
+            "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n",
+            |s, [p, q]| format!("binance-futures,{s},1,2,42,buy,{p},{q}"),
+        ),
+    ];
+    let good = ["1.5", "2", "1.6", "3"];
+    let check = |name: &str, header: &str, lines: Vec<String>, served: usize, refused: u64| {
+        let text = leak(format!("{header}{}\n", lines.join("\n")));
+        let (u, stats, _) = read_counted(&embedded(leak(name.to_owned()), text));
+        assert_eq!(u.len(), served, "{name}");
+        assert_eq!(stats.rejected.load(Relaxed), refused, "{name}");
+        assert!(u.iter().all(|u| !has_negative(&u.kind)), "{name}: {u:?}");
+    };
+    for (name, header, line) in quotes {
+        let mut lines = vec![line("A", good)];
+        // A known symbol: each field negative in turn.
+        for i in 0..4 {
+            let mut bad = good;
+            bad[i] = ["-0.02667200", "-2", "-1.6", "-3"][i];
+            lines.push(line("A", bad));
+        }
+        // A symbol's first update negative, then a good one; empty sides.
+        lines.push(line("B", ["-1.5", "2", "1.6", "3"]));
+        lines.push(line("B", good));
+        lines.push(line("A", ["1.5", "0", "1.6", "0.00000000"]));
+        check(name, header, lines, 3, 5);
+    }
+    for (name, header, line) in trades {
+        let lines = vec![
+            line("A", ["1.5", "2"]),
+            line("A", ["-1.5", "2"]),
+            line("A", ["1.5", "-2"]),
+            line("B", ["-1.5", "2"]),
+            line("B", ["1.5", "2"]),
+        ];
+        check(name, header, lines, 2, 3);
+    }
 }

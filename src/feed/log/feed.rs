@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Entry, LogError, LogReader, LogSymbol, ReadStats};
-use crate::feed::{FeedError, FeedStats, Timed};
+use crate::feed::{has_negative, FeedError, FeedStats, Timed};
 use crate::symbols::Normalizer;
 use crate::update::{SymbolId, Update};
 
@@ -40,8 +40,9 @@ impl<R: Read> LogFeed<R> {
     }
 
     /// The next block's updates, or `None` at the end of the log. Corrupt
-    /// blocks count as rejected records, with a warning; a torn tail is
-    /// only warned about.
+    /// blocks count as rejected records, with a warning; so do updates
+    /// with a negative price or size, which no feed publishes; a torn tail
+    /// is only warned about.
     pub fn next_block(
         &mut self,
         normalizer: &mut Normalizer,
@@ -76,6 +77,10 @@ impl<R: Read> LogFeed<R> {
                         stats.rejected.fetch_add(1, Relaxed);
                         continue;
                     };
+                    if has_negative(&s.update.kind) {
+                        stats.rejected.fetch_add(1, Relaxed);
+                        continue;
+                    }
                     let update = Update {
                         symbol,
                         origin_seq: s.symbol_seq,

@@ -351,3 +351,66 @@ fn log_feed_serves_recorded_numbers_paced_by_publish_time() {
     assert!(rejected > 0);
     assert_eq!(stats.rejected.load(Relaxed), rejected as u64);
 }
+
+#[test]
+fn log_feed_rejects_negative_prices_and_sizes() {
+    use crate::feed::FeedStats;
+    use crate::symbols::{Normalizer, SymbolTable};
+    let good = stream(40, 9)
+        .into_iter()
+        .filter(|u| !crate::feed::has_negative(&u.update.kind))
+        .take(3)
+        .collect::<Vec<_>>();
+    let template = good[0];
+    let with = |kind| Sequenced {
+        update: Update {
+            kind,
+            ..template.update
+        },
+        ..template
+    };
+    let quote = |bid_px, bid_sz, ask_px, ask_sz| {
+        with(UpdateKind::Quote {
+            bid_px,
+            bid_sz,
+            ask_px,
+            ask_sz,
+        })
+    };
+    let trade = |px, sz| {
+        with(UpdateKind::Trade {
+            px,
+            sz,
+            side: Side::Buy,
+        })
+    };
+    let cases = [
+        // TC0..TC3: each field of a quote below zero.
+        (quote(-1, 1, 2, 1), false),
+        (quote(1, -1, 2, 1), false),
+        (quote(1, 1, -2, 1), false),
+        (quote(1, 1, 2, -1), false),
+        // TC4, TC5: a trade's price or size below zero.
+        (trade(-5, 1), false),
+        (trade(5, -1), false),
+        // TC6: empty sides (size 0) and a status are served.
+        (quote(1, 0, 2, 0), true),
+        (with(UpdateKind::Status(SymbolStatus::Live)), true),
+    ];
+    let mut updates = good.clone();
+    updates.extend(cases.iter().map(|(u, _)| *u));
+    let (log, _) = write(&updates, 4);
+    let mut normalizer = Normalizer::new(SymbolTable::new());
+    let stats = FeedStats::default();
+    let mut feed = LogFeed::open(&log[..], "neg".into()).unwrap();
+    let mut out = Vec::new();
+    while feed.next_block(&mut normalizer, &stats, &mut out).unwrap() {}
+    let kinds: Vec<UpdateKind> = out.iter().map(|t| t.update.kind).collect();
+    let want: Vec<UpdateKind> = good
+        .iter()
+        .map(|u| u.update.kind)
+        .chain(cases.iter().filter(|c| c.1).map(|c| c.0.update.kind))
+        .collect();
+    assert_eq!(kinds, want);
+    assert_eq!(stats.rejected.load(Relaxed), 6);
+}

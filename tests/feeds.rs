@@ -1,0 +1,271 @@
+//! Recorded feeds through the real binary: what `serve` serves, counts and
+//! logs from files with negative prices.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A fresh scratch directory for one test; removed by `Drop`.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("tickwire-feeds-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn tickwire() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
+    cmd.env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
+    cmd
+}
+
+/// Runs a command that must end by itself within 20 s.
+
+/// `tickwire serve` on port 0, its log collected as it is written.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    fn start(args: &[&str]) -> Served {
+        Served::start_logging("info", args)
+    }
+
+    /// Started with `RUST_LOG=filter`.
+    fn start_logging(filter: &str, args: &[&str]) -> Served {
+        let mut child = tickwire()
+            .env("RUST_LOG", filter)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}; log:\n{}", log.lock().unwrap()));
+        Served { child, addr, log }
+    }
+
+    /// The log so far, once it has a line containing `needle` (the log
+    /// is read from a pipe, a moment behind the server; at most 5 s).
+    async fn log_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until every feed has finished (at most 10 s).
+    async fn until_finished(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, text) = http_get(
+                self.addr,
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+            let health: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let feeds = health["feeds"].as_array().cloned().unwrap_or_default();
+            if !feeds.is_empty() && feeds.iter().all(|f| f["state"] == "finished") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "feeds not finished: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A feed's counter from `/metrics`.
+    async fn feed_metric(&self, name: &str, feed: &Path) -> u64 {
+        let text = metrics_text(self.addr).await;
+        let prefix = format!("tickwire_feed_{name}_total{{feed=\"{}\"}} ", feed.display());
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} not in /metrics"))
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every quote and trade a `*` subscriber gets, as text, until nothing
+/// more comes for 500 ms.
+async fn everything(client: &mut Client) -> Vec<(String, Vec<String>)> {
+    let mut seen = Vec::new();
+    while let Some(msg) = client.next_within(Duration::from_millis(500)).await {
+        match msg {
+            Msg::Quote {
+                id,
+                bid,
+                bid_size,
+                ask,
+                ask_size,
+                ..
+            } => seen.push((
+                client.name(id).to_owned(),
+                vec![bid, bid_size, ask, ask_size],
+            )),
+            Msg::Trade {
+                id, price, size, ..
+            } => seen.push((client.name(id).to_owned(), vec![price, size])),
+            Msg::Closed(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    seen
+}
+
+const BINANCE: &str = r#"{"u":1,"s":"AAAUSDT","b":"0.02667300","B":"2","a":"0.02667400","A":"3"}
+{"u":2,"s":"AAAUSDT","b":"-0.02667200","B":"2","a":"0.02667400","A":"3"}
+{"u":3,"s":"BBBUSDT","b":"1.5","B":"2","a":"1.6","A":"-3"}
+{"u":4,"s":"BBBUSDT","b":"1.5","B":"2","a":"1.6","A":"3"}
+{"e":"trade","E":1,"s":"AAAUSDT","t":1,"p":"-0.0266","q":"1","T":1,"m":true}
+{"u":5,"s":"AAAUSDT","b":"0.02667300","B":"0","a":"0.02667400","A":"0.00000000"}
+"#;
+
+const TARDIS: &str = "\
+exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount
+binance-futures,CCCUSDT,1582329601096000,1582329603502092,0.84,9682,9681.92,0.67
+binance-futures,CCCUSDT,1582329601097000,1582329603503092,0.84,9682,9681.92,-0.67
+binance-futures,CCCUSDT,1582329601098000,1582329603504092,0.84,9682,9681.93,0.67
+";
+
+const COINBASE: &str = r#"{"type":"ticker","product_id":"DDD-USD","best_bid":"1285.04","best_bid_size":"0.46688654","best_ask":"1285.27","best_ask_size":"1.56637040","time":"2022-10-19T23:28:22.061769Z"}
+{"type":"match","product_id":"DDD-USD","price":"1285.27","size":"-5.2","side":"sell","time":"2022-10-19T23:28:23.061769Z"}
+{"channel":"market_trades","timestamp":"2026-08-09T21:05:48.228568804Z","events":[{"type":"update","trades":[{"product_id":"EEE-USD","trade_id":"1","price":"-65083.67","size":"0.002186","time":"2026-08-09T21:05:42.514318Z","side":"SELL"}]}]}
+{"type":"match","product_id":"DDD-USD","price":"1285.27","size":"5.2","side":"sell","time":"2022-10-19T23:28:24.061769Z"}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_prices_and_sizes_are_rejected_counted_and_logged_with_their_line() {
+    let dir = Scratch::new("negative");
+    let binance = dir.write("binance.jsonl", BINANCE);
+    let tardis = dir.write("tardis.csv", TARDIS);
+    let coinbase = dir.write("coinbase.jsonl", COINBASE);
+    let served = Served::start(&[
+        "--feed",
+        s(&binance),
+        "--feed",
+        s(&tardis),
+        "--feed",
+        s(&coinbase),
+        "--speed",
+        "max",
+        "--min-subscribers",
+        "1",
+    ]);
+    let mut client = Client::connect(served.addr, "tickwire.v1").await;
+    client.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    served.until_finished().await;
+    let seen = everything(&mut client).await;
+
+    // TC0: nothing negative is served, whether the bad value was a
+    // symbol's first update (BBBUSDT, EEE-USD) or a later one; every good
+    // update is, empty sides (size 0) included.
+    let negative: Vec<_> = seen
+        .iter()
+        .filter(|(_, v)| v.iter().any(|x| x.starts_with('-')))
+        .collect();
+    assert!(negative.is_empty(), "served: {negative:?}");
+    let count = |name: &str| seen.iter().filter(|(n, _)| n == name).count();
+    assert_eq!(
+        ["AAAUSDT", "BBBUSDT", "CCCUSDT", "DDD-USD", "EEE-USD"].map(count),
+        [2, 1, 2, 2, 0],
+        "{seen:?}"
+    );
+    assert!(seen.contains(&(
+        "AAAUSDT".into(),
+        ["0.02667300", "0.00000000", "0.02667400", "0.00000000"]
+            .map(String::from)
+            .to_vec()
+    )));
+
+    // TC1: each is counted as rejected, per feed.
+    for (feed, rejected) in [(&binance, 3), (&tardis, 1), (&coinbase, 2)] {
+        assert_eq!(
+            served.feed_metric("rejected", feed).await,
+            rejected,
+            "{}",
+            feed.display()
+        );
+    }
+
+    // TC2: each is logged with its file and line.
+    let last = format!("{}:3: rejected record", coinbase.display());
+    let log = served.log_with(&last).await;
+    for (feed, line, what) in [
+        (&binance, 2, "negative bid price \"-0.02667200\""),
+        (&binance, 3, "negative ask size \"-3\""),
+        (&binance, 5, "negative price \"-0.0266\""),
+        (&tardis, 3, "negative bid size \"-0.67\""),
+        (&coinbase, 2, "negative size \"-5.2\""),
+        (&coinbase, 3, "negative price \"-65083.67\""),
+    ] {
+        let want = format!("{}:{line}: rejected record", feed.display());
+        assert!(
+            log.lines().any(|l| l.contains(&want) && l.ends_with(what)),
+            "{want} … {what} not in:\n{log}"
+        );
+    }
+}
