@@ -1,5 +1,5 @@
 //! Recorded feeds through the real binary: what `serve` serves, counts and
-//! logs from files with negative prices.
+//! logs from files with negative prices and a capture tool's notes.
 
 mod common;
 
@@ -267,5 +267,50 @@ async fn negative_prices_and_sizes_are_rejected_counted_and_logged_with_their_li
             log.lines().any(|l| l.contains(&want) && l.ends_with(what)),
             "{want} … {what} not in:\n{log}"
         );
+    }
+}
+
+/// A cryptofeed raw capture (`AsyncFileCallback`): its configuration line,
+/// a connection, a subscribe it sent, a REST depth snapshot, then data.
+const CRYPTOFEED: &str = r#"configuration: {'exchange': 'BINANCE', 'symbols': ['BTC-USDT'], 'channels': ['bookTicker']}
+wss://stream.binance.com:9443/stream <-> 1723161254.001
+wss://stream.binance.com:9443/stream <- 1723161254.002: {"method":"SUBSCRIBE","params":["btcusdt@bookTicker"],"id":1}
+https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000 -> 1723161254.003: {"lastUpdateId":1,"bids":[["61837.63","3.8"]],"asks":[["61837.64","1.5"]]}
+1723161254.087891268: {"stream":"btcusdt@bookTicker","data":{"u":1,"s":"BTCUSDT","b":"61837.63000000","B":"3.78826000","a":"61837.64000000","A":"1.54698000"}}
+1723161254.1: {"stream":"btcusdt@bookTicker","data":{"u":2,"s":"BTCUSDT","b":"61837.62000000","B":"3.78826000","a":"61837.64000000","A":"1.54698000"}}
+wss://stream.binance.com:9443/stream <-> 1723161300.5
+wss://stream.binance.com:9443/stream <- 1723161300.6: {"method":"SUBSCRIBE","params":["btcusdt@bookTicker"],"id":2}
+1723161300.7: {"stream":"btcusdt@bookTicker","data":{"u":3,"s":"BTCUSDT","b":"61837.61000000","B":"3.78826000","a":"61837.64000000","A":"1.54698000"}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_tools_notes_are_skipped_not_rejected_nor_warned_about() {
+    let dir = Scratch::new("notes");
+    let capture = dir.write("capture.txt", CRYPTOFEED);
+    let served = Served::start_logging(
+        "info,tickwire::feed=debug",
+        &["--feed", s(&capture), "--speed", "max"],
+    );
+    served.until_finished().await;
+    // TC0: six notes skipped, nothing rejected, the three quotes served.
+    assert_eq!(served.feed_metric("records", &capture).await, 9);
+    assert_eq!(served.feed_metric("skipped", &capture).await, 6);
+    assert_eq!(served.feed_metric("rejected", &capture).await, 0);
+    assert_eq!(served.feed_metric("updates", &capture).await, 3);
+    // TC1: no warning about them, each at debug only.
+    let name = capture.display().to_string();
+    let log = served
+        .log_with(&format!("{name}:8: skipped sent message"))
+        .await;
+    let about: Vec<&str> = log.lines().filter(|l| l.contains(&name)).collect();
+    assert!(about.iter().all(|l| !l.contains("WARN")), "{log}");
+    for (line, kind) in [
+        (1, "capture configuration"),
+        (2, "connection note"),
+        (3, "sent message"),
+        (4, "REST response"),
+    ] {
+        let note = format!("DEBUG tickwire::feed::replay: {name}:{line}: skipped {kind}");
+        assert!(about.iter().any(|l| l.contains(&note)), "{note}:\n{log}");
     }
 }

@@ -14,6 +14,13 @@
 //!   `{"t":"recv","ts":<epoch s>,"data":"<json text>"}`, and the JSON may be
 //!   wrapped in Binance's `{"stream":..,"data":{..}}`.
 //!
+//! Lines a capture tool writes around the data are skipped, not rejected:
+//! cryptofeed's raw capture (`AsyncFileCallback`) starts with
+//! `configuration: {...}` and notes REST responses
+//! (`https://… -> <ts>: {...}`), messages it sent (`wss://… <- <ts>: {...}`)
+//! and connections (`wss://… <-> <ts>`) among the `<ts>: <json>` it received
+//! ([`capture_note`]). They do not count towards recognizing the file.
+//!
 //! If none of the first [`DETECT_LINES`] non-empty lines is a known record,
 //! the file is refused; after that a bad line is counted and skipped.
 
@@ -79,7 +86,10 @@ pub struct FileReader<'n> {
     stats: Arc<FeedStats>,
     format: Option<Format>,
     line_no: u64,
+    /// Non-empty lines that are not capture notes.
     nonempty: u64,
+    /// Capture notes skipped ([`capture_note`]).
+    notes: u64,
     recognized: bool,
     first_failure: Option<(u64, String)>,
     rejected_here: u64,
@@ -162,6 +172,7 @@ impl<'n> FileReader<'n> {
             format: None,
             line_no: 0,
             nonempty: 0,
+            notes: 0,
             recognized: false,
             first_failure: None,
             rejected_here: 0,
@@ -193,6 +204,15 @@ impl<'n> FileReader<'n> {
         let line = trim_ascii(&mut self.line);
         if line.is_empty() {
             return Ok(true);
+        }
+        if !matches!(self.format, Some(Format::Tardis(_))) {
+            let first = self.nonempty + self.notes == 0;
+            if let Some(kind) = capture_note(line, first) {
+                self.notes += 1;
+                self.stats.skipped.fetch_add(1, Relaxed);
+                tracing::debug!("{}:{}: skipped {kind}", self.file, self.line_no);
+                return Ok(true);
+            }
         }
         self.nonempty += 1;
         let mut emit = Emitter {
@@ -267,7 +287,7 @@ impl<'n> FileReader<'n> {
     fn finish(&mut self) -> Result<bool, FeedError> {
         if self.recognized {
             Ok(false)
-        } else if self.nonempty == 0 {
+        } else if self.nonempty == 0 && self.notes == 0 {
             Err(FeedError::Empty {
                 file: self.file.clone(),
             })
@@ -277,10 +297,15 @@ impl<'n> FileReader<'n> {
     }
 
     fn unrecognized(&mut self) -> FeedError {
-        let (line, reason) = self
-            .first_failure
-            .take()
-            .unwrap_or((self.line_no, "no records".into()));
+        let (line, reason) = self.first_failure.take().unwrap_or_else(|| {
+            let why = if self.notes > 0 {
+                "only a capture tool's notes (configuration, connections, sent \
+                 messages, REST responses), no market data"
+            } else {
+                "no records"
+            };
+            (self.line_no, why.into())
+        });
         FeedError::Unrecognized {
             file: self.file.clone(),
             line,
@@ -352,6 +377,51 @@ fn trim_ascii(line: &mut [u8]) -> &mut [u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |i| i + 1);
     &mut line[start..end]
+}
+
+/// What kind of capture-tool note `line` is, if it is one: cryptofeed's raw
+/// capture (`AsyncFileCallback`) writes `configuration: {...}` as its first
+/// line, then beside each received `<ts>: <message>`:
+///
+/// - `<http(s) URL> -> <ts>: <response>`, a REST response (a depth
+///   snapshot);
+/// - `<ws(s) URL> <- <ts>: <message>`, a message it sent (a subscribe);
+/// - `<ws(s) URL> <-> <ts>`, a connection it opened.
+///
+/// The shape is checked whole (scheme, arrow, an epoch-seconds timestamp),
+/// so that garbage is still rejected; the payload is not parsed.
+pub(crate) fn capture_note(line: &[u8], first: bool) -> Option<&'static str> {
+    // Every line is asked: data lines (a digit, `{`, `exchange,`) leave at
+    // the first byte.
+    if !matches!(line.first(), Some(b'c' | b'h' | b'w')) {
+        return None;
+    }
+    if first && line.starts_with(b"configuration:") {
+        return Some("capture configuration");
+    }
+    let scheme = [&b"https://"[..], b"http://", b"wss://", b"ws://"]
+        .into_iter()
+        .find(|s| line.starts_with(s))?;
+    let url_end = line.iter().position(|b| *b == b' ')?;
+    if url_end == scheme.len() {
+        return None;
+    }
+    let rest = &line[url_end..];
+    let (kind, after, payload) = if let Some(after) = rest.strip_prefix(b" <-> ") {
+        ("connection note", after, false)
+    } else if let Some(after) = rest.strip_prefix(b" <- ") {
+        ("sent message", after, true)
+    } else if let Some(after) = rest.strip_prefix(b" -> ") {
+        ("REST response", after, true)
+    } else {
+        return None;
+    };
+    let ts = match after.iter().position(|b| *b == b':') {
+        Some(colon) if payload => &after[..colon],
+        None if !payload => after,
+        _ => return None,
+    };
+    decimal_secs_ns(ts).map(|_| kind)
 }
 
 /// Splits a JSON-lines line into its capture timestamp, if any, and JSON.

@@ -671,6 +671,102 @@ async fn closed_receiver_stops_the_feed() {
     .unwrap();
 }
 
+// ---- Capture notes ----
+
+#[test]
+fn capture_note_shapes() {
+    let cases: &[(&str, bool, Option<&str>)] = &[
+        // TC0: cryptofeed's raw capture: its first line, REST responses,
+        // sent messages and connections.
+        (
+            "configuration: {'exchange': 'BINANCE'}",
+            true,
+            Some("capture configuration"),
+        ),
+        (
+            "https://api.binance.com/api/v3/depth?symbol=BTCUSDT -> 1723161254.003: {\"lastUpdateId\":1}",
+            false,
+            Some("REST response"),
+        ),
+        (
+            "wss://stream.binance.com:9443/ws <- 1723161254.002: {\"method\":\"SUBSCRIBE\"}",
+            false,
+            Some("sent message"),
+        ),
+        (
+            "wss://ws-feed.exchange.coinbase.com <-> 1723161254.001",
+            false,
+            Some("connection note"),
+        ),
+        ("ws://127.0.0.1:9/x <-> 1723161254", false, Some("connection note")),
+        // TC1: `configuration:` anywhere but first is not a note.
+        ("configuration: {}", false, None),
+        // TC2: the shape is checked whole: no URL, no arrow, a bad or
+        // missing timestamp, a payload where none belongs or none where
+        // one does, another scheme.
+        ("https:// -> 1.0: {}", false, None),
+        ("https://x -> {}", false, None),
+        ("https://x -> abc: {}", false, None),
+        ("wss://x <-> 1.0: {}", false, None),
+        ("wss://x <- 1.0", false, None),
+        ("wss://x => 1.0: {}", false, None),
+        ("ftp://x -> 1.0: {}", false, None),
+        // TC3: data lines are not notes.
+        ("1723161254.1: {\"u\":1}", false, None),
+        ("{\"u\":1}", true, None),
+    ];
+    for (line, first, want) in cases {
+        assert_eq!(
+            super::capture_note(line.as_bytes(), *first),
+            *want,
+            "{line}"
+        );
+    }
+}
+
+/// A cryptofeed raw capture (`AsyncFileCallback`) of Binance, with every
+/// kind of note around two quotes.
+const CRYPTOFEED_V1: &str = "\
+configuration: {'exchange': 'BINANCE', 'symbols': ['BTC-USDT']}
+wss://stream.binance.com:9443/stream <-> 1723161254.001
+wss://stream.binance.com:9443/stream <- 1723161254.002: {\"method\":\"SUBSCRIBE\",\"params\":[\"btcusdt@bookTicker\"],\"id\":1}
+https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000 -> 1723161254.003: {\"lastUpdateId\":1,\"bids\":[[\"1.0\",\"2\"]],\"asks\":[[\"1.1\",\"3\"]]}
+1723161254.087891268: {\"u\":1,\"s\":\"BTCUSDT\",\"b\":\"1.5\",\"B\":\"2\",\"a\":\"1.6\",\"A\":\"3\"}
+wss://stream.binance.com:9443/stream <-> 1723161300.5
+1723161300.6: {\"u\":2,\"s\":\"BTCUSDT\",\"b\":\"1.4\",\"B\":\"2\",\"a\":\"1.6\",\"A\":\"3\"}
+";
+
+#[test]
+fn capture_notes_are_skipped_not_rejected() {
+    // TC0: every note is skipped, none rejected.
+    let (u, stats, _) = read_counted(&embedded("cf.txt", CRYPTOFEED_V1));
+    assert_eq!(u.len(), 2);
+    assert_eq!(stats.records.load(Relaxed), 7);
+    assert_eq!(stats.skipped.load(Relaxed), 5);
+    assert_eq!(stats.rejected.load(Relaxed), 0);
+    // TC1: nothing but notes is no market data: refused, saying so.
+    let notes: String = CRYPTOFEED_V1
+        .lines()
+        .filter(|l| !l.starts_with("17"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let err = read_all(&embedded("notes.txt", leak(notes)), &mut normalizer())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only a capture tool's notes"), "{err}");
+    // TC2: notes do not count towards the detection window: 150 of them
+    // before the first quote, then a broken line, still read.
+    let many = format!(
+        "{}{}junk\n",
+        "wss://x <-> 1.5\n".repeat(150),
+        CRYPTOFEED_V1.lines().nth(4).unwrap().to_owned() + "\n"
+    );
+    let (u, stats, _) = read_counted(&embedded("many.txt", leak(many)));
+    assert_eq!(u.len(), 1);
+    assert_eq!(stats.skipped.load(Relaxed), 150);
+    assert_eq!(stats.rejected.load(Relaxed), 1);
+}
+
 fn leak(text: String) -> &'static str {
     Box::leak(text.into_boxed_str())
 }
