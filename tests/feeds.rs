@@ -251,8 +251,9 @@ async fn negative_prices_and_sizes_are_rejected_counted_and_logged_with_their_li
         );
     }
 
-    // TC2: each is logged with its file and line.
-    let last = format!("{}:3: rejected record", coinbase.display());
+    // TC2: each is logged with its file and line, and every file's pass
+    // ends with a summary by reason.
+    let last = format!("{}: end of file", coinbase.display());
     let log = served.log_with(&last).await;
     for (feed, line, what) in [
         (&binance, 2, "negative bid price \"-0.02667200\""),
@@ -262,11 +263,30 @@ async fn negative_prices_and_sizes_are_rejected_counted_and_logged_with_their_li
         (&coinbase, 2, "negative size \"-5.2\""),
         (&coinbase, 3, "negative price \"-65083.67\""),
     ] {
-        let want = format!("{}:{line}: rejected record", feed.display());
+        let want = format!("{}:{line}: rejected record (negative #", feed.display());
         assert!(
             log.lines().any(|l| l.contains(&want) && l.ends_with(what)),
             "{want} … {what} not in:\n{log}"
         );
+    }
+    for summary in [
+        format!(
+            "{}: end of file at line 6: 6 records, 3 updates, 0 skipped, 3 rejected: \
+             negative 3 (first at line 2)",
+            binance.display()
+        ),
+        format!(
+            "{}: end of file at line 4: 4 records, 2 updates, 1 skipped, 1 rejected: \
+             negative 1 (first at line 3)",
+            tardis.display()
+        ),
+        format!(
+            "{}: end of file at line 4: 4 records, 2 updates, 0 skipped, 2 rejected: \
+             negative 2 (first at line 2)",
+            coinbase.display()
+        ),
+    ] {
+        assert!(log.contains(&summary), "{summary} not in:\n{log}");
     }
 }
 
@@ -297,11 +317,16 @@ async fn a_capture_tools_notes_are_skipped_not_rejected_nor_warned_about() {
     assert_eq!(served.feed_metric("skipped", &capture).await, 6);
     assert_eq!(served.feed_metric("rejected", &capture).await, 0);
     assert_eq!(served.feed_metric("updates", &capture).await, 3);
-    // TC1: no warning about them, each at debug only.
+    // TC1: no warning about them, each at debug only; the summary says it
+    // at info.
+    let summary = format!(
+        "INFO tickwire::feed::replay: {}: end of file at line 9: 9 records, 3 updates, \
+         6 skipped, 0 rejected",
+        capture.display()
+    );
+    let log = served.log_with(&summary).await;
+    assert!(log.contains(&summary), "{summary} not in:\n{log}");
     let name = capture.display().to_string();
-    let log = served
-        .log_with(&format!("{name}:8: skipped sent message"))
-        .await;
     let about: Vec<&str> = log.lines().filter(|l| l.contains(&name)).collect();
     assert!(about.iter().all(|l| !l.contains("WARN")), "{log}");
     for (line, kind) in [

@@ -345,6 +345,133 @@ impl RecordError {
             reason: err.to_string(),
         }
     }
+
+    /// The kind of rejection this is, for counting and the log budget.
+    pub(crate) fn reason(&self) -> Reason {
+        match self {
+            RecordError::Unrecognized(_) => Reason::Unrecognized,
+            RecordError::Json(_) => Reason::Json,
+            RecordError::Fields { .. } => Reason::Fields,
+            RecordError::Decimal { .. } => Reason::Decimal,
+            RecordError::Symbol { .. } => Reason::Symbol,
+            RecordError::Timestamp(_) => Reason::Timestamp,
+            RecordError::Negative { .. } => Reason::Negative,
+        }
+    }
+}
+
+/// Why a record was rejected, as the log and the end-of-pass summary count
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// A line of no known shape or venue.
+    Unrecognized,
+    /// Broken JSON (or nested too deep).
+    Json,
+    /// A known message with fields missing or of the wrong type.
+    Fields,
+    /// A price or size that is not a decimal, or finer than its symbol's
+    /// scale.
+    Decimal,
+    /// A negative price or size.
+    Negative,
+    /// A symbol name that cannot be interned.
+    Symbol,
+    Timestamp,
+    /// A tickwire log's damaged bytes (one per place skipped).
+    Corrupt,
+}
+
+impl Reason {
+    const ALL: [Reason; 8] = [
+        Reason::Unrecognized,
+        Reason::Json,
+        Reason::Fields,
+        Reason::Decimal,
+        Reason::Negative,
+        Reason::Symbol,
+        Reason::Timestamp,
+        Reason::Corrupt,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Reason::Unrecognized => "unrecognized",
+            Reason::Json => "json",
+            Reason::Fields => "fields",
+            Reason::Decimal => "decimal",
+            Reason::Negative => "negative",
+            Reason::Symbol => "symbol",
+            Reason::Timestamp => "timestamp",
+            Reason::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// Rejections logged per reason before the log thins out to every
+/// [`LOG_EVERY`]th.
+pub(crate) const LOGGED_PER_REASON: u64 = 10;
+
+/// After the first [`LOGGED_PER_REASON`] of a reason, every this many-th of
+/// it is logged.
+pub(crate) const LOG_EVERY: u64 = 1000;
+
+/// The rejections of one pass over a recording (or of one live feed), by
+/// reason: how many, and where the first of each was.
+///
+/// Each reason has its own log budget, so that a flood of one kind (a
+/// capture's bookkeeping, one field a tool writes wrong) cannot use up the
+/// log before the first of another (a negative price further down). Fixed
+/// arrays: counting a rejection allocates nothing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RejectTally {
+    count: [u64; Reason::ALL.len()],
+    /// Line (or block, or message) number of each reason's first rejection.
+    first_at: [u64; Reason::ALL.len()],
+}
+
+impl RejectTally {
+    /// Counts `n` rejections for `reason` at `at`; returns how many of that
+    /// reason there are now.
+    pub fn add(&mut self, reason: Reason, at: u64, n: u64) -> u64 {
+        let i = reason as usize;
+        if self.count[i] == 0 {
+            self.first_at[i] = at;
+        }
+        self.count[i] += n;
+        self.count[i]
+    }
+
+    /// Whether the `n`th rejection of a reason is within its log budget.
+    pub fn logs(n: u64) -> bool {
+        n <= LOGGED_PER_REASON || n.is_multiple_of(LOG_EVERY)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.count.iter().sum()
+    }
+
+    /// `json 3 (first at line 17), negative 1 (first at line 9000)`; empty
+    /// when nothing was rejected. `unit` names what `at` counted.
+    pub fn by_reason(&self, unit: &str) -> String {
+        let mut out = String::new();
+        for reason in Reason::ALL {
+            let i = reason as usize;
+            if self.count[i] == 0 {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(&format!(
+                "{} {} (first at {unit} {})",
+                reason.name(),
+                self.count[i],
+                self.first_at[i]
+            ));
+        }
+        out
+    }
 }
 
 /// Refuses a negative price or size, before anything else reads it: the
@@ -553,7 +680,7 @@ mod tests {
             out: &mut out,
         };
         let err = emit.trade("B", "-1x", "1", Side::Buy, 0).unwrap_err();
-        assert!(matches!(err, RecordError::Decimal { .. }), "{err}");
+        assert_eq!(err.reason(), Reason::Decimal, "{err}");
         assert_eq!(
             RecordError::Negative {
                 what: "bid price",
@@ -562,6 +689,31 @@ mod tests {
             .to_string(),
             "negative bid price \"-0.02667200\""
         );
+    }
+
+    #[test]
+    fn rejections_are_budgeted_and_summarized_per_reason() {
+        let mut t = RejectTally::default();
+        // TC0: each reason has its own budget: 10, then every 1000th.
+        let logged: Vec<bool> = (1..=2000)
+            .map(|line| RejectTally::logs(t.add(Reason::Unrecognized, line, 1)))
+            .collect();
+        assert_eq!(logged.iter().filter(|l| **l).count(), 12);
+        assert!(logged[..10].iter().all(|l| *l) && logged[999] && logged[1999]);
+        // TC1: a flood of one reason leaves another's first one logged.
+        assert!(RejectTally::logs(t.add(Reason::Negative, 2001, 1)));
+        // TC2: several at once (a log's corrupt places) count from the
+        // first; the summary lists reasons in a fixed order with the first
+        // position of each.
+        assert_eq!(t.add(Reason::Corrupt, 7, 3), 3);
+        assert_eq!(t.total(), 2004);
+        assert_eq!(
+            t.by_reason("line"),
+            "unrecognized 2000 (first at line 1), negative 1 (first at line 2001), \
+             corrupt 3 (first at line 7)"
+        );
+        // TC3: nothing rejected, nothing listed.
+        assert_eq!(RejectTally::default().by_reason("line"), "");
     }
 
     #[test]

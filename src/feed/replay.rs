@@ -22,7 +22,10 @@
 //! ([`capture_note`]). They do not count towards recognizing the file.
 //!
 //! If none of the first [`DETECT_LINES`] non-empty lines is a known record,
-//! the file is refused; after that a bad line is counted and skipped.
+//! the file is refused; after that a bad line is counted and skipped. The
+//! log of rejections has a budget per reason ([`RejectTally`]), and every
+//! pass over a file ends with a summary line: records, updates, skipped,
+//! and the rejections by reason with the first line of each.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -43,7 +46,7 @@ use super::log::{self, LogFeed, LoopedSequences};
 use super::timestamp::{decimal_secs_ns, epoch_int_ns};
 use super::{
     binance, coinbase, tardis, Emitter, FeedError, FeedSpec, FeedStats, Outcome, RecordError,
-    ReplayOptions, Speed,
+    RejectTally, ReplayOptions, Speed,
 };
 use crate::symbols::Normalizer;
 use crate::update::Update;
@@ -75,6 +78,18 @@ enum Format {
     Tardis(tardis::Columns),
 }
 
+/// How loudly a reader reports its rejections and its end-of-pass summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Voice {
+    /// Rejections within budget at warn; the summary at info, or warn when
+    /// something was rejected.
+    Normal,
+    /// A looped replay's later passes, which repeat the first line for
+    /// line: rejections and the end-of-file summary at debug. A stop
+    /// mid-pass is still summarized at the normal level.
+    Repeat,
+}
+
 /// Reads a recording synchronously, yielding its updates in file order.
 ///
 /// A read error or an unrecognizable file ends the iteration with an `Err`
@@ -92,7 +107,14 @@ pub struct FileReader<'n> {
     notes: u64,
     recognized: bool,
     first_failure: Option<(u64, String)>,
-    rejected_here: u64,
+    rejections: RejectTally,
+    voice: Voice,
+    /// Updates handed out this pass, and the stats when it started: the
+    /// summary reports this pass alone.
+    yielded: u64,
+    start_records: u64,
+    start_skipped: u64,
+    summarized: bool,
     line: Vec<u8>,
     scratch: Vec<u8>,
     out: Vec<Timed>,
@@ -168,6 +190,8 @@ impl<'n> FileReader<'n> {
             file,
             src,
             normalizer,
+            start_records: stats.records.load(Relaxed),
+            start_skipped: stats.skipped.load(Relaxed),
             stats,
             format: None,
             line_no: 0,
@@ -175,7 +199,10 @@ impl<'n> FileReader<'n> {
             notes: 0,
             recognized: false,
             first_failure: None,
-            rejected_here: 0,
+            rejections: RejectTally::default(),
+            voice: Voice::Normal,
+            yielded: 0,
+            summarized: false,
             line: Vec::with_capacity(4096),
             scratch: Vec::new(),
             out: Vec::new(),
@@ -183,6 +210,13 @@ impl<'n> FileReader<'n> {
             done: false,
             log,
         })
+    }
+
+    /// A later pass of a looped replay: what it rejects and its summary
+    /// are logged at debug, as they repeat the first pass's.
+    pub(crate) fn repeat_pass(mut self) -> Self {
+        self.voice = Voice::Repeat;
+        self
     }
 
     /// Reads one line into `pending`. `Ok(false)` at the end of the file.
@@ -264,7 +298,11 @@ impl<'n> FileReader<'n> {
         // A record that failed halfway may have pushed some of its updates.
         self.out.clear();
         self.stats.rejected.fetch_add(1, Relaxed);
+        let reason = err.reason();
+        let n = self.rejections.add(reason, self.line_no, 1);
         if !self.recognized {
+            // Not logged one by one: the file may yet be refused, naming
+            // this line; if it is recognized, the summary counts them.
             self.first_failure
                 .get_or_insert_with(|| (self.line_no, err.to_string()));
             if self.nonempty >= DETECT_LINES {
@@ -272,13 +310,28 @@ impl<'n> FileReader<'n> {
             }
             return Ok(());
         }
-        self.rejected_here += 1;
-        let n = self.rejected_here;
-        if n <= 10 || n.is_multiple_of(1000) {
-            tracing::warn!(
-                "{}:{}: rejected record ({n} so far): {err}",
-                self.file,
-                self.line_no
+        if RejectTally::logs(n) {
+            let level = match self.voice {
+                Voice::Normal => Some(tracing::Level::WARN),
+                Voice::Repeat => Some(tracing::Level::DEBUG),
+            };
+            let budget = if n == super::LOGGED_PER_REASON {
+                format!(
+                    "; further `{}` rejections of this file are logged every {}th",
+                    reason.name(),
+                    super::LOG_EVERY
+                )
+            } else {
+                String::new()
+            };
+            log_at(
+                level,
+                format_args!(
+                    "{}:{}: rejected record ({} #{n}): {err}{budget}",
+                    self.file,
+                    self.line_no,
+                    reason.name()
+                ),
             );
         }
         Ok(())
@@ -286,6 +339,7 @@ impl<'n> FileReader<'n> {
 
     fn finish(&mut self) -> Result<bool, FeedError> {
         if self.recognized {
+            self.summarize(true);
             Ok(false)
         } else if self.nonempty == 0 && self.notes == 0 {
             Err(FeedError::Empty {
@@ -312,6 +366,58 @@ impl<'n> FileReader<'n> {
             reason,
         }
     }
+
+    /// Logs this pass's one summary line, at the end of the file or when
+    /// the reader is dropped before it (the feed stopped, or failed).
+    fn summarize(&mut self, at_end: bool) {
+        if std::mem::replace(&mut self.summarized, true) {
+            return;
+        }
+        let rejected = self.rejections.total();
+        let level = match (self.voice, at_end) {
+            (Voice::Repeat, true) => Some(tracing::Level::DEBUG),
+            _ if rejected > 0 => Some(tracing::Level::WARN),
+            _ => Some(tracing::Level::INFO),
+        };
+        if level.is_none() {
+            return;
+        }
+        let (unit, at) = match &self.log {
+            Some(log) => ("block", log.blocks()),
+            None => ("line", self.line_no),
+        };
+        let end = if at_end { "end of file" } else { "stopped" };
+        let records = self.stats.records.load(Relaxed) - self.start_records;
+        let skipped = self.stats.skipped.load(Relaxed) - self.start_skipped;
+        let by_reason = self.rejections.by_reason(unit);
+        let sep = if by_reason.is_empty() { "" } else { ": " };
+        log_at(
+            level,
+            format_args!(
+                "{}: {end} at {unit} {at}: {records} records, {} updates, {skipped} skipped, \
+                 {rejected} rejected{sep}{by_reason}",
+                self.file, self.yielded
+            ),
+        );
+    }
+}
+
+impl Drop for FileReader<'_> {
+    fn drop(&mut self) {
+        // Recognized or not, a pass that did not reach its end says where
+        // it stopped and what it had rejected by then.
+        self.summarize(false);
+    }
+}
+
+/// Logs at a level chosen at run time (tracing's macros take a constant).
+fn log_at(level: Option<tracing::Level>, args: std::fmt::Arguments<'_>) {
+    match level {
+        Some(tracing::Level::WARN) => tracing::warn!("{args}"),
+        Some(tracing::Level::INFO) => tracing::info!("{args}"),
+        Some(_) => tracing::debug!("{args}"),
+        None => {}
+    }
 }
 
 impl Iterator for FileReader<'_> {
@@ -320,15 +426,29 @@ impl Iterator for FileReader<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(timed) = self.pending.pop_front() {
+                self.yielded += 1;
                 return Some(Ok(timed));
             }
             if self.done {
                 return None;
             }
             let read = match &mut self.log {
-                Some(log) => log
-                    .next_block(self.normalizer, &self.stats, &mut self.out)
-                    .inspect(|_| self.pending.extend(self.out.drain(..))),
+                Some(log) => {
+                    let verbose = self.voice == Voice::Normal;
+                    log.next_block(
+                        self.normalizer,
+                        &self.stats,
+                        &mut self.rejections,
+                        verbose,
+                        &mut self.out,
+                    )
+                    .inspect(|more| {
+                        self.pending.extend(self.out.drain(..));
+                        if !more {
+                            self.summarize(true);
+                        }
+                    })
+                }
                 None => self.read_line(),
             };
             match read {
@@ -610,10 +730,15 @@ fn read_batches(
     batch_tx: &mpsc::Sender<Batch>,
 ) -> Result<(), FeedError> {
     let mut sequences = LoopedSequences::default();
+    let mut first_pass = true;
     loop {
         let mut produced = false;
         let mut batch = Vec::with_capacity(BATCH);
-        for item in FileReader::open(spec, &mut normalizer, stats.clone())? {
+        let mut reader = FileReader::open(spec, &mut normalizer, stats.clone())?;
+        if !std::mem::replace(&mut first_pass, false) {
+            reader = reader.repeat_pass();
+        }
+        for item in reader {
             let mut timed = match item {
                 Ok(timed) => timed,
                 Err(err) => {

@@ -869,3 +869,110 @@ fn negative_prices_and_sizes_are_rejected_in_every_format() {
         check(name, header, lines, 2, 3);
     }
 }
+
+// ---- The rejection log and the end-of-pass summary ----
+
+/// Runs `f` with the log captured at debug level; returns what it wrote.
+fn logged(f: impl FnOnce()) -> String {
+    use std::sync::Mutex;
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = buf.0.lock().unwrap().clone();
+    String::from_utf8(text).unwrap()
+}
+
+#[test]
+fn rejections_are_logged_per_reason_and_each_pass_ends_with_a_summary() {
+    let good = "{\"u\":1,\"s\":\"BTCUSDT\",\"b\":\"1.5\",\"B\":\"2\",\"a\":\"1.6\",\"A\":\"3\"}";
+    let negative = good.replace("\"b\":\"1.5\"", "\"b\":\"-1.5\"");
+    // A good line, 30 of a capture tool's lines no format knows, 30 broken
+    // JSON lines, then a negative price on line 62 and a good line.
+    let text = leak(format!(
+        "{good}\n{}{}{negative}\n{good}\n",
+        "ws-note 1\n".repeat(30),
+        "{\"u\":\n".repeat(30)
+    ));
+    let spec = embedded("noisy.jsonl", text);
+    let read = |repeat: bool| {
+        logged(|| {
+            let mut n = normalizer();
+            let mut reader = FileReader::open(&spec, &mut n, Arc::default()).unwrap();
+            if repeat {
+                reader = reader.repeat_pass();
+            }
+            assert_eq!(reader.count(), 2);
+        })
+    };
+    let log = read(false);
+    // TC0: ten of each reason are logged, the tenth saying what follows;
+    // the later negative price is logged with its line.
+    for reason in ["unrecognized", "json"] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("({reason} #")))
+            .collect();
+        assert_eq!(lines.len(), 10, "{reason}:\n{log}");
+        assert!(lines[9].contains("further `"), "{}", lines[9]);
+        assert!(lines.iter().all(|l| l.starts_with(" WARN ")), "{log}");
+    }
+    assert!(
+        log.contains(
+            "WARN noisy.jsonl:62: rejected record (negative #1): negative bid price \"-1.5\""
+        ),
+        "{log}"
+    );
+    // TC1: one summary line at the end: counts, then each reason with its
+    // first line.
+    let summary = "WARN noisy.jsonl: end of file at line 63: 63 records, 2 updates, 0 skipped, \
+                   61 rejected: unrecognized 30 (first at line 2), json 30 (first at line 32), \
+                   negative 1 (first at line 62)";
+    assert!(log.contains(summary), "{log}");
+    assert_eq!(log.matches("noisy.jsonl: ").count(), 1, "{log}");
+    // TC2: a looped replay's later pass repeats the first: at debug.
+    let again = read(true);
+    assert!(!again.contains("WARN"), "{again}");
+    assert!(again.contains(&summary.replace("WARN", "DEBUG")), "{again}");
+
+    // TC3: a clean pass is summarized at info.
+    let clean = logged(|| {
+        let mut n = normalizer();
+        let reader = FileReader::open(&embedded("three", THREE), &mut n, Arc::default()).unwrap();
+        assert_eq!(reader.count(), 3);
+    });
+    assert_eq!(
+        clean.trim(),
+        "INFO three: end of file at line 3: 3 records, 3 updates, 0 skipped, 0 rejected"
+    );
+    // TC4: a pass stopped before the end (the feed stopped) says where, at
+    // the normal level even on a repeated pass.
+    let stopped = logged(|| {
+        let mut n = normalizer();
+        let reader = FileReader::open(&spec, &mut n, Arc::default())
+            .unwrap()
+            .repeat_pass();
+        assert_eq!(reader.take(1).count(), 1);
+    });
+    assert_eq!(
+        stopped.lines().last().unwrap().trim(),
+        "INFO noisy.jsonl: stopped at line 1: 1 records, 1 updates, 0 skipped, 0 rejected"
+    );
+}

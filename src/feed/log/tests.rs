@@ -1,5 +1,6 @@
 use super::read::Cursor;
 use super::*;
+use crate::feed::RejectTally;
 use crate::update::{Side, SymbolStatus, Update, UpdateKind};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -310,8 +311,13 @@ fn log_feed_serves_recorded_numbers_paced_by_publish_time() {
     let stats = FeedStats::default();
     let mut feed = LogFeed::open(&log[..], "test".into()).unwrap();
     let mut out = Vec::new();
-    assert!(feed.next_block(&mut normalizer, &stats, &mut out).unwrap());
-    assert!(!feed.next_block(&mut normalizer, &stats, &mut out).unwrap());
+    let mut rejections = RejectTally::default();
+    let mut next = |out: &mut Vec<_>| {
+        feed.next_block(&mut normalizer, &stats, &mut rejections, true, out)
+            .unwrap()
+    };
+    assert!(next(&mut out));
+    assert!(!next(&mut out));
     let by_log_id = |id: u32| symbols().into_iter().find(|s| s.id == id).unwrap().name;
     let served: Vec<&Sequenced> = updates
         .iter()
@@ -350,11 +356,12 @@ fn log_feed_serves_recorded_numbers_paced_by_publish_time() {
     let rejected = updates.len() - out.len();
     assert!(rejected > 0);
     assert_eq!(stats.rejected.load(Relaxed), rejected as u64);
+    assert_eq!(rejections.total(), rejected as u64);
 }
 
 #[test]
 fn log_feed_rejects_negative_prices_and_sizes() {
-    use crate::feed::FeedStats;
+    use crate::feed::{FeedStats, Reason};
     use crate::symbols::{Normalizer, SymbolTable};
     let good = stream(40, 9)
         .into_iter()
@@ -402,9 +409,13 @@ fn log_feed_rejects_negative_prices_and_sizes() {
     let (log, _) = write(&updates, 4);
     let mut normalizer = Normalizer::new(SymbolTable::new());
     let stats = FeedStats::default();
+    let mut rejections = RejectTally::default();
     let mut feed = LogFeed::open(&log[..], "neg".into()).unwrap();
     let mut out = Vec::new();
-    while feed.next_block(&mut normalizer, &stats, &mut out).unwrap() {}
+    while feed
+        .next_block(&mut normalizer, &stats, &mut rejections, true, &mut out)
+        .unwrap()
+    {}
     let kinds: Vec<UpdateKind> = out.iter().map(|t| t.update.kind).collect();
     let want: Vec<UpdateKind> = good
         .iter()
@@ -413,4 +424,8 @@ fn log_feed_rejects_negative_prices_and_sizes() {
         .collect();
     assert_eq!(kinds, want);
     assert_eq!(stats.rejected.load(Relaxed), 6);
+    let mut negative_only = RejectTally::default();
+    // The first negative update is the last of the first block of four.
+    negative_only.add(Reason::Negative, 1, 6);
+    assert_eq!(rejections, negative_only);
 }
