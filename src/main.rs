@@ -156,7 +156,16 @@ fn run_convert(args: ConvertArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    println!("{} updates -> {}", summary.updates, outputs.join(", "));
+    // The result on stdout; warnings went to stderr with the log.
+    println!(
+        "{}: {} read, {} written to {}, {} skipped, {} rejected",
+        args.input.display(),
+        summary.read,
+        summary.updates,
+        outputs.join(", "),
+        summary.skipped,
+        summary.rejected
+    );
     if let Some(d) = summary.damage {
         if d.corrupt > 0 || d.torn_tail_bytes > 0 {
             eprintln!(

@@ -1,12 +1,13 @@
 //! Recorded feeds through the real binary: what `serve` serves, counts and
-//! logs from files with negative prices and a capture tool's notes.
+//! logs from files with negative prices and a capture tool's notes, and
+//! what `convert` writes and says where.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,10 @@ impl Scratch {
         let path = self.0.join(name);
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
     }
 }
 
@@ -51,6 +56,40 @@ fn tickwire() -> Command {
 }
 
 /// Runs a command that must end by itself within 20 s.
+
+/// Runs a command that must end by itself within 20 s.
+fn run(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{cmd:?} still running after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
 
 /// `tickwire serve` on port 0, its log collected as it is written.
 struct Served {
@@ -338,4 +377,143 @@ async fn a_capture_tools_notes_are_skipped_not_rejected_nor_warned_about() {
         let note = format!("DEBUG tickwire::feed::replay: {name}:{line}: skipped {kind}");
         assert!(about.iter().any(|l| l.contains(&note)), "{note}:\n{log}");
     }
+}
+
+#[test]
+fn convert_warns_on_stderr_and_sums_up_on_stdout() {
+    let dir = Scratch::new("convert");
+    // A quote, a capture's notes, 30 lines of an unknown shape and 20 of
+    // broken JSON (more than any one reason's log budget), a negative price
+    // on line 54, and a last quote.
+    let quote = r#"1723161254.1: {"u":1,"s":"BTCUSDT","b":"1.5","B":"2","a":"1.6","A":"3"}"#;
+    let text = format!(
+        "configuration: {{}}\n{quote}\nwss://x <-> 1723161254.2\n{}{}{}\n{quote}\n",
+        "?? 1\n".repeat(30),
+        "1723161254.3: {\"u\":\n".repeat(20),
+        quote.replace("\"b\":\"1.5\"", "\"b\":\"-1.5\"")
+    );
+    let input = dir.write("in.txt", &text);
+    let out = dir.path("out.twlog");
+    let done = run(tickwire().args(["convert", s(&input), s(&out)]));
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{stderr}");
+    // TC0: stdout is the one summary line: read, written, skipped, rejected.
+    assert_eq!(
+        stdout,
+        format!(
+            "{}: 55 read, 2 written to {}, 2 skipped, 51 rejected\n",
+            input.display(),
+            out.display()
+        )
+    );
+    // TC1: the warnings are on stderr, ten per reason, and the negative
+    // price after them is logged with its line.
+    let warned = |reason: &str| {
+        stderr
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains(&format!("({reason} #")))
+            .count()
+    };
+    assert_eq!(
+        (warned("unrecognized"), warned("json")),
+        (10, 10),
+        "{stderr}"
+    );
+    let negative = format!(
+        "{}:54: rejected record (negative #1): negative bid price \"-1.5\"",
+        input.display()
+    );
+    assert!(stderr.contains(&negative), "{negative} not in:\n{stderr}");
+    // TC2: with the reader's summary of the file by reason.
+    let summary = format!(
+        "{}: end of file at line 55: 55 records, 2 updates, 2 skipped, 51 rejected: \
+         unrecognized 30 (first at line 4), json 20 (first at line 34), \
+         negative 1 (first at line 54)",
+        input.display()
+    );
+    assert!(stderr.contains(&summary), "{summary} not in:\n{stderr}");
+}
+
+#[test]
+fn convert_rejects_a_logs_negative_updates() {
+    use tickwire::feed::log::{LogSymbol, LogWriter};
+    use tickwire::update::{Sequenced, Side, Update, UpdateKind};
+    let dir = Scratch::new("convert-log");
+    let sym = LogSymbol {
+        id: 0,
+        name: "BTCUSDT".into(),
+        price_decimals: 2,
+        size_decimals: 3,
+    };
+    let update = |i: u64, kind| Sequenced {
+        update: Update {
+            symbol: 0,
+            kind,
+            exchange_ts_ns: 1_000 * i,
+            receive_ts_ns: 1_000 * i,
+            origin_seq: 0,
+            origin_publish_ts_ns: 0,
+        },
+        seq: i,
+        symbol_seq: i,
+        publish_ts_ns: 1_000 * i,
+    };
+    // A log only a damaged file or a hand-made one could hold: a good
+    // quote, a quote with a negative bid, a trade with a negative size.
+    let mut log = LogWriter::new(Vec::new(), 1).unwrap();
+    for u in [
+        update(
+            1,
+            UpdateKind::Quote {
+                bid_px: 100,
+                bid_sz: 5,
+                ask_px: 101,
+                ask_sz: 0,
+            },
+        ),
+        update(
+            2,
+            UpdateKind::Quote {
+                bid_px: -100,
+                bid_sz: 5,
+                ask_px: 101,
+                ask_sz: 5,
+            },
+        ),
+        update(
+            3,
+            UpdateKind::Trade {
+                px: 101,
+                sz: -1,
+                side: Side::Buy,
+            },
+        ),
+    ] {
+        log.push(&sym, &u).unwrap();
+    }
+    let input = dir.write("in.twlog", "");
+    std::fs::write(&input, log.finish().unwrap()).unwrap();
+    let out = dir.path("out.csv");
+    let done = run(tickwire().args(["convert", s(&input), s(&out), "--exchange", "x"]));
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "{stderr}");
+    // TC0: both counted as rejected, neither written; the empty side is.
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout),
+        format!(
+            "{}: 3 read, 1 written to {}, 0 skipped, 2 rejected\n",
+            input.display(),
+            out.display()
+        )
+    );
+    let csv = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(!csv.contains('-'), "{csv}");
+    // TC1: each warned about on stderr, naming the block.
+    let warned = stderr
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains(": block 1: rejected update (negative #"))
+        .count();
+    assert_eq!(warned, 2, "{stderr}");
 }
