@@ -13,8 +13,10 @@
 //!   (`seq` from 1, `symbol_seq` from 1 per symbol) and `publish_ts` is 0:
 //!   they were never served.
 //!
-//! Bad records are rejected as a feed rejects them (logged per reason, with
-//! file and line) and counted in the [`ConvertSummary`].
+//! The input is opened and recognized before any output is created: a file
+//! tickwire cannot read leaves nothing behind. Bad records are rejected as
+//! a feed rejects them (logged per reason, with file and line) and counted
+//! in the [`ConvertSummary`].
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -76,12 +78,12 @@ pub fn convert(
     output: &Path,
     exchange: &str,
 ) -> Result<ConvertSummary, ConvertError> {
-    let mut sink = create_sink(output, exchange)?;
     let mut summary = ConvertSummary::default();
     let mut src = open(input)?;
     let head = src.fill_buf().map_err(io_at(input, "read"))?;
     if crate::feed::log::is_log(head) {
         let mut reader = LogReader::new(src).map_err(|e| log_err(input, e))?;
+        let mut sink = create_sink(output, exchange)?;
         let mut symbols = std::collections::HashMap::new();
         let mut rejections = RejectTally::default();
         while let Some(block) = reader.next_block().map_err(|e| log_err(input, e))? {
@@ -120,9 +122,12 @@ pub fn convert(
         let damage = reader.stats();
         summary.rejected += damage.corrupt;
         summary.damage = Some(damage);
+        summary.outputs = sink.finish()?;
     } else {
         drop(src);
         let spec = FeedSpec::File(input.to_owned());
+        crate::feed::probe(&spec)?;
+        let mut sink = create_sink(output, exchange)?;
         let table = SymbolTable::new();
         let mut normalizer = Normalizer::new(Arc::clone(&table));
         let mut defs: Vec<LogSymbol> = Vec::new();
@@ -159,8 +164,8 @@ pub fn convert(
         summary.read = stats.records.load(Relaxed);
         summary.skipped = stats.skipped.load(Relaxed);
         summary.rejected = stats.rejected.load(Relaxed);
+        summary.outputs = sink.finish()?;
     }
-    summary.outputs = sink.finish()?;
     Ok(summary)
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::feed::log::{LogSymbol, LogWriter};
-use crate::feed::{self, FeedSpec, FeedStats, ReplayOptions};
+use crate::feed::{self, FeedError, FeedSpec, FeedStats, ReplayOptions};
 use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::publish::{PublishSink, Publisher};
@@ -62,6 +62,10 @@ pub enum RecordError {
     Write { path: PathBuf, source: io::Error },
     #[error("cannot start a thread")]
     Thread(#[source] io::Error),
+    /// A recorded-file feed that cannot be opened or recognized: refused
+    /// before the log is created, as `serve` refuses it before it starts.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
 }
 
 /// Hands what the publisher published to the writer thread, a batch at a
@@ -92,11 +96,18 @@ impl PublishSink for RecorderSink {
 }
 
 /// Records until every feed has ended or `stop` completes, then writes the
-/// last block and returns.
+/// last block and returns. A recorded-file feed is opened and recognized
+/// first ([`feed::probe`]): one that could only fail stops the recording
+/// before the log is created.
 pub async fn record(
     opts: RecordOptions,
     stop: impl Future<Output = ()>,
 ) -> Result<RecordSummary, RecordError> {
+    for spec in &opts.feeds {
+        if let FeedSpec::File(_) = spec {
+            feed::probe(spec)?;
+        }
+    }
     let file = File::create_new(&opts.out).map_err(|source| RecordError::Create {
         path: opts.out.clone(),
         source,

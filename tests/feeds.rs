@@ -1,6 +1,7 @@
 //! Recorded feeds through the real binary: what `serve` serves, counts and
-//! logs from files with negative prices and a capture tool's notes, and
-//! what `convert` writes and says where.
+//! logs from files with negative prices and a capture tool's notes, what
+//! `convert` writes and says where, and the feed files `serve`, `record`
+//! and `convert` refuse before they start.
 
 mod common;
 
@@ -54,8 +55,6 @@ fn tickwire() -> Command {
         .env_remove("RUST_LIB_BACKTRACE");
     cmd
 }
-
-/// Runs a command that must end by itself within 20 s.
 
 /// Runs a command that must end by itself within 20 s.
 fn run(cmd: &mut Command) -> Output {
@@ -433,6 +432,72 @@ fn convert_warns_on_stderr_and_sums_up_on_stdout() {
         input.display()
     );
     assert!(stderr.contains(&summary), "{summary} not in:\n{stderr}");
+}
+
+#[test]
+fn feed_files_that_cannot_be_replayed_are_refused_at_start() {
+    let dir = Scratch::new("refused");
+    let bad: Vec<(PathBuf, &str)> = vec![
+        // TC0: empty and blank files.
+        (dir.write("empty.txt", ""), "empty: no records"),
+        (dir.write("blank.txt", "\n  \n"), "empty: no records"),
+        // TC1: a file in no format tickwire knows.
+        (
+            dir.write("words.txt", "hello\nworld\n"),
+            "words.txt:1: not a recognized record",
+        ),
+        // TC2: a capture tool's notes and no data.
+        (
+            dir.write("notes.txt", "wss://x <-> 1723161254.2\n"),
+            "only a capture tool's notes",
+        ),
+        // TC3: a Tardis type that is not supported.
+        (
+            dir.write(
+                "l2.csv",
+                "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n",
+            ),
+            "Tardis incremental_book_L2 CSV",
+        ),
+        // TC4: a directory cannot be read as a file.
+        (dir.path(""), "cannot open"),
+    ];
+    for (feed, why) in &bad {
+        let name = feed.display().to_string();
+        let name = name.trim_end_matches('/');
+        // TC5: `serve` exits non-zero at once, naming the file and the
+        // reason, with or without --loop.
+        for looped in [false, true] {
+            let mut cmd = tickwire();
+            cmd.args(["serve", "--listen", "127.0.0.1:0", "--feed", s(feed)]);
+            if looped {
+                cmd.arg("--loop");
+            }
+            let done = run(&mut cmd);
+            let stderr = String::from_utf8_lossy(&done.stderr);
+            assert!(!done.status.success(), "{name}: {stderr}");
+            assert!(done.stdout.is_empty(), "{name}: started");
+            assert!(
+                stderr.contains(&format!("feed \"{}", feed.display())) && stderr.contains(why),
+                "{name} (loop {looped}): {stderr}"
+            );
+        }
+        // TC6: `record` and `convert` too, before creating their output.
+        let out = dir.path("out.twlog");
+        for args in [
+            vec!["record", "--feed", s(feed), "--out", s(&out)],
+            vec!["convert", s(feed), s(&out)],
+        ] {
+            let done = run(tickwire().args(&args));
+            let stderr = String::from_utf8_lossy(&done.stderr);
+            assert!(!done.status.success(), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(name) && stderr.contains(why),
+                "{args:?}: {stderr}"
+            );
+            assert!(!out.exists(), "{args:?} created {}", out.display());
+        }
+    }
 }
 
 #[test]

@@ -43,7 +43,7 @@ use crate::decimal::DecimalError;
 use crate::symbols::{NormalizeError, Normalizer};
 use crate::update::{now_ns, Side, Update, UpdateKind};
 
-pub use replay::{read_all, FileReader, Timed};
+pub use replay::{probe, read_all, FileReader, Timed};
 pub use synthetic::{Rate, SyntheticSpec};
 pub use upstream::{UpstreamSpec, UpstreamTiming};
 

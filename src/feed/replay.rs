@@ -48,7 +48,7 @@ use super::{
     binance, coinbase, tardis, Emitter, FeedError, FeedSpec, FeedStats, Outcome, RecordError,
     RejectTally, ReplayOptions, Speed,
 };
-use crate::symbols::Normalizer;
+use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::Update;
 
 /// Lines looked at before a file with no known record is refused.
@@ -88,6 +88,8 @@ enum Voice {
     /// line: rejections and the end-of-file summary at debug. A stop
     /// mid-pass is still summarized at the normal level.
     Repeat,
+    /// [`probe`]: nothing.
+    Silent,
 }
 
 /// Reads a recording synchronously, yielding its updates in file order.
@@ -219,6 +221,22 @@ impl<'n> FileReader<'n> {
         self
     }
 
+    /// Reads until the file is recognized, or fails as the iteration would
+    /// on it (unreadable, empty, no known record in the first
+    /// [`DETECT_LINES`]). A tickwire log is recognized by its header.
+    fn recognize(&mut self) -> Result<(), FeedError> {
+        if self.log.is_some() {
+            return Ok(());
+        }
+        while !self.recognized {
+            self.pending.clear();
+            if !self.read_line()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads one line into `pending`. `Ok(false)` at the end of the file.
     fn read_line(&mut self) -> Result<bool, FeedError> {
         self.line.clear();
@@ -244,7 +262,9 @@ impl<'n> FileReader<'n> {
             if let Some(kind) = capture_note(line, first) {
                 self.notes += 1;
                 self.stats.skipped.fetch_add(1, Relaxed);
-                tracing::debug!("{}:{}: skipped {kind}", self.file, self.line_no);
+                if self.voice != Voice::Silent {
+                    tracing::debug!("{}:{}: skipped {kind}", self.file, self.line_no);
+                }
                 return Ok(true);
             }
         }
@@ -314,6 +334,7 @@ impl<'n> FileReader<'n> {
             let level = match self.voice {
                 Voice::Normal => Some(tracing::Level::WARN),
                 Voice::Repeat => Some(tracing::Level::DEBUG),
+                Voice::Silent => None,
             };
             let budget = if n == super::LOGGED_PER_REASON {
                 format!(
@@ -375,6 +396,7 @@ impl<'n> FileReader<'n> {
         }
         let rejected = self.rejections.total();
         let level = match (self.voice, at_end) {
+            (Voice::Silent, _) => None,
             (Voice::Repeat, true) => Some(tracing::Level::DEBUG),
             _ if rejected > 0 => Some(tracing::Level::WARN),
             _ => Some(tracing::Level::INFO),
@@ -418,6 +440,18 @@ fn log_at(level: Option<tracing::Level>, args: std::fmt::Arguments<'_>) {
         Some(_) => tracing::debug!("{args}"),
         None => {}
     }
+}
+
+/// Opens a recording and reads until its format is recognized: what
+/// `serve`, `record` and `convert` check before they start, so that a file
+/// they could not replay (unreadable, empty, in no format tickwire knows)
+/// is refused up front, like a missing one, rather than leaving a feed
+/// with no data. A tickwire log is recognized by its header.
+pub fn probe(spec: &FeedSpec) -> Result<(), FeedError> {
+    let mut normalizer = Normalizer::new(SymbolTable::new());
+    let mut reader = FileReader::open(spec, &mut normalizer, Arc::default())?;
+    reader.voice = Voice::Silent;
+    reader.recognize()
 }
 
 impl Iterator for FileReader<'_> {

@@ -976,3 +976,59 @@ fn rejections_are_logged_per_reason_and_each_pass_ends_with_a_summary() {
         "INFO noisy.jsonl: stopped at line 1: 1 records, 1 updates, 0 skipped, 0 rejected"
     );
 }
+
+// ---- Refused up front ----
+
+#[test]
+fn probe_refuses_what_a_feed_could_not_replay() {
+    // TC0: recognized files pass, whatever comes later in them.
+    for name in [
+        "binance-bare.jsonl",
+        "tardis-binance-futures-trades-BTCUSDT-20200222-head200.csv",
+        "coinbase-advtrade-BTC-ETH-USD-head300.jsonl.zst",
+    ] {
+        probe(&FeedSpec::File(data(name))).unwrap();
+    }
+    probe(&embedded("cf.txt", CRYPTOFEED_V1)).unwrap();
+    probe(&super::super::BUNDLED).unwrap();
+    // TC1: what the iteration would fail on fails here, with the same
+    // error: empty, blank, unknown, notes only, unsupported.
+    let cases: &[(&str, &str)] = &[
+        ("", "empty: no records"),
+        ("\n \n", "empty: no records"),
+        ("hello\n", "x:1: not a recognized record"),
+        ("wss://x <-> 1.5\n", "only a capture tool's notes"),
+        (
+            "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n",
+            "not supported",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = probe(&embedded("x", text)).unwrap_err().to_string();
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+    // TC2: a missing file and a directory cannot be opened.
+    for path in [PathBuf::from("/nonexistent/x.jsonl"), data("")] {
+        let err = probe(&FeedSpec::File(path)).unwrap_err();
+        assert!(matches!(err, FeedError::Open { .. }), "{err}");
+    }
+    // TC3: a tickwire log is recognized by its header alone; a bad header
+    // is refused.
+    let header_only = crate::feed::log::LogWriter::new(Vec::new(), 1)
+        .unwrap()
+        .finish()
+        .unwrap();
+    probe(&FeedSpec::Embedded {
+        name: "empty.twlog",
+        bytes: Box::leak(header_only.clone().into_boxed_slice()),
+    })
+    .unwrap();
+    let mut bad = header_only;
+    bad[20] ^= 1;
+    let err = probe(&FeedSpec::Embedded {
+        name: "bad.twlog",
+        bytes: Box::leak(bad.into_boxed_slice()),
+    })
+    .unwrap_err();
+    assert!(matches!(err, FeedError::Unrecognized { .. }), "{err}");
+}
