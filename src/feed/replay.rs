@@ -19,13 +19,13 @@
 //! `configuration: {...}` and notes REST responses
 //! (`https://… -> <ts>: {...}`), messages it sent (`wss://… <- <ts>: {...}`)
 //! and connections (`wss://… <-> <ts>`) among the `<ts>: <json>` it received
-//! ([`capture_note`]). They do not count towards recognizing the file.
+//! (`capture_note`). They do not count towards recognizing the file.
 //!
 //! If none of the first [`DETECT_LINES`] non-empty lines is a known record,
 //! the file is refused; after that a bad line is counted and skipped. The
-//! log of rejections has a budget per reason ([`RejectTally`]), and every
-//! pass over a file ends with a summary line: records, updates, skipped,
-//! and the rejections by reason with the first line of each.
+//! log of rejections has a budget per reason (`RejectTally` in `feed`), and
+//! every pass over a file ends with a summary line: records, updates,
+//! skipped, and the rejections by reason with the first line of each.
 
 use std::collections::VecDeque;
 use std::fs::File;
