@@ -447,7 +447,16 @@ fn log_at(level: Option<tracing::Level>, args: std::fmt::Arguments<'_>) {
 /// they could not replay (unreadable, empty, in no format tickwire knows)
 /// is refused up front, like a missing one, rather than leaving a feed
 /// with no data. A tickwire log is recognized by its header.
+///
+/// A pipe or a device (`--feed /dev/stdin`, a FIFO) is not probed: it
+/// cannot be read twice, so what the probe read would be lost to the feed
+/// (and opening a FIFO waits for its writer). It is checked as it is read.
 pub fn probe(spec: &FeedSpec) -> Result<(), FeedError> {
+    if let FeedSpec::File(path) = spec {
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            return Ok(());
+        }
+    }
     let mut normalizer = Normalizer::new(SymbolTable::new());
     let mut reader = FileReader::open(spec, &mut normalizer, Arc::default())?;
     reader.voice = Voice::Silent;

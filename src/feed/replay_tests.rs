@@ -1031,4 +1031,16 @@ fn probe_refuses_what_a_feed_could_not_replay() {
     })
     .unwrap_err();
     assert!(matches!(err, FeedError::Unrecognized { .. }), "{err}");
+    // TC4: a device or a pipe is left to the feed, which reads it once:
+    // probing it would steal its first lines (and block until a writer
+    // opens it).
+    probe(&FeedSpec::File("/dev/null".into())).unwrap();
+    let fifo = std::env::temp_dir().join(format!("tickwire-probe-{}.fifo", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let probed = probe(&FeedSpec::File(fifo.clone()));
+    let _ = std::fs::remove_file(&fifo);
+    probed.unwrap();
 }
