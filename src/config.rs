@@ -180,12 +180,12 @@ impl Default for ServeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: not a valid configuration file")]
     Parse {
         path: PathBuf,
         source: toml::de::Error,
@@ -238,6 +238,13 @@ impl ServeConfig {
                 Ok(FeedSpec::File(path)) if !path.exists() => {
                     errors.push(format!("feed {f:?}: no such file"));
                 }
+                // Opened and recognized now, as a missing file is refused:
+                // a feed that could only fail would leave the server
+                // running with no data.
+                Ok(spec @ FeedSpec::File(_)) => match crate::feed::probe(&spec) {
+                    Ok(()) => feeds.push(spec),
+                    Err(e) => errors.push(format!("feed {f:?}: {}", e.with_causes())),
+                },
                 Ok(FeedSpec::Upstream(mut spec)) => {
                     spec.timing = self.upstream_timing();
                     spec.tls = upstream_tls.clone();
@@ -421,8 +428,14 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
+        // A file that exists but is in no format tickwire reads.
+        let unknown = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
         let bad = ServeConfig {
-            feeds: vec!["/no/such/file.csv".into(), "synthetic:symbols=x".into()],
+            feeds: vec![
+                "/no/such/file.csv".into(),
+                "synthetic:symbols=x".into(),
+                unknown.into(),
+            ],
             speed: "fast".into(),
             ring_capacity: 1000,
             stall_timeout_ms: 0,
@@ -438,6 +451,7 @@ mod tests {
         let text = errors.join("\n");
         for needle in [
             "no such file",
+            "Cargo.toml:1: not a recognized record",
             "synthetic",
             "speed",
             "ring_capacity",

@@ -12,24 +12,40 @@
 //!   formats, updates are numbered as the publisher would number them
 //!   (`seq` from 1, `symbol_seq` from 1 per symbol) and `publish_ts` is 0:
 //!   they were never served.
+//!
+//! The input is opened and recognized before any output is created: a file
+//! tickwire cannot read leaves nothing behind. Bad records are rejected as
+//! a feed rejects them (logged per reason, with file and line) and counted
+//! in the [`ConvertSummary`].
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+// Relaxed: the feed counters are read once, after the reader is done.
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::decimal::write_fixed;
 use crate::feed::log::{Entry, LogReader, LogSymbol, LogWriter, ReadStats};
-use crate::feed::{replay, FeedError, FeedSpec, FileReader};
+use crate::feed::{
+    has_negative, replay, FeedError, FeedSpec, FeedStats, FileReader, Reason, RejectTally,
+};
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::{Sequenced, Side, UpdateKind};
 
+/// Why a conversion failed. A cause is a source, not repeated in the
+/// message.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error("{0}")]
+    #[error(transparent)]
     Feed(#[from] FeedError),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: cannot {doing}")]
+    Io {
+        path: PathBuf,
+        /// `open`, `read`, `create`, `write`.
+        doing: &'static str,
+        source: io::Error,
+    },
     #[error("{path}: {reason}")]
     Log { path: PathBuf, reason: String },
     #[error("symbol {0:?} has a comma, which Tardis CSV cannot hold")]
@@ -39,7 +55,16 @@ pub enum ConvertError {
 /// What a conversion read and wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConvertSummary {
+    /// Records read: lines or rows of a recording, updates of a log.
+    pub read: u64,
+    /// Updates written.
     pub updates: u64,
+    /// Records read and not written, as no quote or trade: depth, REST
+    /// snapshots, capture notes, headers; a log's statuses in CSV.
+    pub skipped: u64,
+    /// Bad records: malformed lines, negative prices or sizes, a log's
+    /// corrupt places.
+    pub rejected: u64,
     /// The files written.
     pub outputs: Vec<PathBuf>,
     /// When the input was a log: what its reader skipped.
@@ -53,17 +78,14 @@ pub fn convert(
     output: &Path,
     exchange: &str,
 ) -> Result<ConvertSummary, ConvertError> {
-    let mut sink: Box<dyn Sink> = if is_csv(output) {
-        Box::new(CsvSink::new(output, exchange))
-    } else {
-        Box::new(LogSink::create(output)?)
-    };
     let mut summary = ConvertSummary::default();
     let mut src = open(input)?;
-    let head = src.fill_buf().map_err(io_at(input))?;
+    let head = src.fill_buf().map_err(io_at(input, "read"))?;
     if crate::feed::log::is_log(head) {
         let mut reader = LogReader::new(src).map_err(|e| log_err(input, e))?;
+        let mut sink = create_sink(output, exchange)?;
         let mut symbols = std::collections::HashMap::new();
+        let mut rejections = RejectTally::default();
         while let Some(block) = reader.next_block().map_err(|e| log_err(input, e))? {
             for entry in block {
                 match entry {
@@ -71,24 +93,47 @@ pub fn convert(
                         symbols.insert(sym.id, sym);
                     }
                     Entry::Update(s) => {
+                        summary.read += 1;
                         let sym = symbols.get(&s.update.symbol).ok_or_else(|| {
                             log_err(input, "update before its symbol's definition")
                         })?;
-                        sink.push(sym, &s)?;
-                        summary.updates += 1;
+                        if has_negative(&s.update.kind) {
+                            summary.rejected += 1;
+                            let block = reader.stats().blocks;
+                            let n = rejections.add(Reason::Negative, block, 1);
+                            if RejectTally::logs(n) {
+                                tracing::warn!(
+                                    "{}: block {block}: rejected update (negative #{n}): a \
+                                     negative price or size of {}, symbol_seq {}",
+                                    input.display(),
+                                    sym.name,
+                                    s.symbol_seq
+                                );
+                            }
+                        } else if sink.push(sym, &s)? {
+                            summary.updates += 1;
+                        } else {
+                            summary.skipped += 1;
+                        }
                     }
                 }
             }
         }
-        summary.damage = Some(reader.stats());
+        let damage = reader.stats();
+        summary.rejected += damage.corrupt;
+        summary.damage = Some(damage);
+        summary.outputs = sink.finish()?;
     } else {
         drop(src);
+        let spec = FeedSpec::File(input.to_owned());
+        crate::feed::probe(&spec)?;
+        let mut sink = create_sink(output, exchange)?;
         let table = SymbolTable::new();
         let mut normalizer = Normalizer::new(Arc::clone(&table));
-        let spec = FeedSpec::File(input.to_owned());
         let mut defs: Vec<LogSymbol> = Vec::new();
         let mut symbol_seqs: Vec<u64> = Vec::new();
-        let reader = FileReader::open(&spec, &mut normalizer, Arc::default())?;
+        let stats = Arc::new(FeedStats::default());
+        let reader = FileReader::open(&spec, &mut normalizer, Arc::clone(&stats))?;
         for (i, timed) in reader.enumerate() {
             let update = timed?.update;
             let id = update.symbol as usize;
@@ -111,12 +156,25 @@ pub fn convert(
                 symbol_seq: symbol_seqs[id],
                 publish_ts_ns: 0,
             };
+            // Recordings hold quotes and trades only, which every sink
+            // writes.
             sink.push(&defs[id], &s)?;
             summary.updates += 1;
         }
+        summary.read = stats.records.load(Relaxed);
+        summary.skipped = stats.skipped.load(Relaxed);
+        summary.rejected = stats.rejected.load(Relaxed);
+        summary.outputs = sink.finish()?;
     }
-    summary.outputs = sink.finish()?;
     Ok(summary)
+}
+
+fn create_sink(output: &Path, exchange: &str) -> Result<Box<dyn Sink>, ConvertError> {
+    Ok(if is_csv(output) {
+        Box::new(CsvSink::new(output, exchange))
+    } else {
+        Box::new(LogSink::create(output)?)
+    })
 }
 
 fn is_csv(path: &Path) -> bool {
@@ -125,13 +183,14 @@ fn is_csv(path: &Path) -> bool {
 }
 
 fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, ConvertError> {
-    let file = File::open(path).map_err(io_at(path))?;
-    replay::decompress(BufReader::with_capacity(1 << 16, file)).map_err(io_at(path))
+    let file = File::open(path).map_err(io_at(path, "open"))?;
+    replay::decompress(BufReader::with_capacity(1 << 16, file)).map_err(io_at(path, "open"))
 }
 
-fn io_at(path: &Path) -> impl Fn(io::Error) -> ConvertError + '_ {
+fn io_at<'p>(path: &'p Path, doing: &'static str) -> impl Fn(io::Error) -> ConvertError + 'p {
     move |source| ConvertError::Io {
         path: path.to_owned(),
+        doing,
         source,
     }
 }
@@ -144,7 +203,8 @@ fn log_err(path: &Path, reason: impl ToString) -> ConvertError {
 }
 
 trait Sink {
-    fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<(), ConvertError>;
+    /// Writes one update; false if the format has no place for it.
+    fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<bool, ConvertError>;
     /// Flushes and returns the files written.
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, ConvertError>;
 }
@@ -156,9 +216,9 @@ struct LogSink {
 
 impl LogSink {
     fn create(path: &Path) -> Result<Self, ConvertError> {
-        let file = File::create_new(path).map_err(io_at(path))?;
-        let log =
-            LogWriter::new(BufWriter::with_capacity(1 << 16, file), 0).map_err(io_at(path))?;
+        let file = File::create_new(path).map_err(io_at(path, "create"))?;
+        let log = LogWriter::new(BufWriter::with_capacity(1 << 16, file), 0)
+            .map_err(io_at(path, "write"))?;
         Ok(LogSink {
             path: path.to_owned(),
             log,
@@ -167,16 +227,19 @@ impl LogSink {
 }
 
 impl Sink for LogSink {
-    fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<(), ConvertError> {
-        self.log.push(symbol, s).map_err(io_at(&self.path))
+    fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<bool, ConvertError> {
+        self.log
+            .push(symbol, s)
+            .map_err(io_at(&self.path, "write"))?;
+        Ok(true)
     }
 
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, ConvertError> {
-        let out = self.log.finish().map_err(io_at(&self.path))?;
+        let out = self.log.finish().map_err(io_at(&self.path, "write"))?;
         out.into_inner()
             .map_err(|e| e.into_error())
             .and_then(|f| f.sync_all())
-            .map_err(io_at(&self.path))?;
+            .map_err(io_at(&self.path, "write"))?;
         Ok(vec![self.path])
     }
 }
@@ -217,9 +280,9 @@ impl CsvSink {
 }
 
 fn open_part(path: PathBuf, header: &str) -> Result<(PathBuf, BufWriter<File>), ConvertError> {
-    let file = File::create_new(&path).map_err(io_at(&path))?;
+    let file = File::create_new(&path).map_err(io_at(&path, "create"))?;
     let mut out = BufWriter::with_capacity(1 << 16, file);
-    writeln!(out, "{header}").map_err(io_at(&path))?;
+    writeln!(out, "{header}").map_err(io_at(&path, "write"))?;
     Ok((path, out))
 }
 
@@ -234,11 +297,11 @@ fn write_micros(line: &mut Vec<u8>, ns: u64) {
 }
 
 impl Sink for CsvSink {
-    fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<(), ConvertError> {
+    fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<bool, ConvertError> {
         // Tardis CSV has quotes and trades only; a live venue's stale / live
         // status has no row there.
         if matches!(s.update.kind, UpdateKind::Status(_)) {
-            return Ok(());
+            return Ok(false);
         }
         if symbol.name.contains(',') {
             return Err(ConvertError::CsvSymbol(symbol.name.clone()));
@@ -280,7 +343,7 @@ impl Sink for CsvSink {
                 &mut self.quotes
             }
             // Returned above; nothing to write either way.
-            UpdateKind::Status(_) => return Ok(()),
+            UpdateKind::Status(_) => return Ok(false),
             UpdateKind::Trade { px, sz, side } => {
                 // No trade id: the normalized stream does not carry one.
                 line.push(b',');
@@ -301,16 +364,16 @@ impl Sink for CsvSink {
         };
         line.push(b'\n');
         if let Some((path, out)) = slot {
-            out.write_all(line).map_err(io_at(path))?;
+            out.write_all(line).map_err(io_at(path, "write"))?;
         }
         self.line = buf;
-        Ok(())
+        Ok(true)
     }
 
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, ConvertError> {
         let mut written = Vec::new();
         for (path, mut out) in [self.quotes, self.trades].into_iter().flatten() {
-            out.flush().map_err(io_at(&path))?;
+            out.flush().map_err(io_at(&path, "write"))?;
             written.push(path);
         }
         if let [only] = written.as_mut_slice() {
@@ -318,10 +381,11 @@ impl Sink for CsvSink {
             if self.output.exists() {
                 return Err(ConvertError::Io {
                     path: self.output.clone(),
+                    doing: "create",
                     source: io::Error::from(io::ErrorKind::AlreadyExists),
                 });
             }
-            std::fs::rename(&*only, &self.output).map_err(io_at(&self.output))?;
+            std::fs::rename(&*only, &self.output).map_err(io_at(&self.output, "create"))?;
             *only = self.output.clone();
         }
         Ok(written)

@@ -156,7 +156,16 @@ fn run_convert(args: ConvertArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    println!("{} updates -> {}", summary.updates, outputs.join(", "));
+    // The result on stdout; warnings went to stderr with the log.
+    println!(
+        "{}: {} read, {} written to {}, {} skipped, {} rejected",
+        args.input.display(),
+        summary.read,
+        summary.updates,
+        outputs.join(", "),
+        summary.skipped,
+        summary.rejected
+    );
     if let Some(d) = summary.damage {
         if d.corrupt > 0 || d.torn_tail_bytes > 0 {
             eprintln!(
@@ -541,12 +550,22 @@ impl ServeArgs {
     }
 }
 
+/// An error is printed once by `main`'s return: `Error: <message>` and,
+/// for each cause, a `Caused by:` line. The library's error types keep a
+/// cause out of their own message when it is their `source`, so that no
+/// text appears twice.
 fn main() -> anyhow::Result<()> {
     disable_transparent_huge_pages();
+    // The log goes to stderr: stdout carries only what a command answers
+    // (the address `serve` listens on, `convert`'s summary, a token).
+    // Colours only for a terminal, not into a file or a pipe.
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let args = match cli.command {

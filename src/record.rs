@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::feed::log::{LogSymbol, LogWriter};
-use crate::feed::{self, FeedSpec, FeedStats, ReplayOptions};
+use crate::feed::{self, FeedError, FeedSpec, FeedStats, ReplayOptions};
 use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::publish::{PublishSink, Publisher};
@@ -52,14 +52,20 @@ pub struct RecordSummary {
     pub failed: Vec<String>,
 }
 
+/// Why a recording could not be made. The cause is a source, not repeated
+/// in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("{path}: cannot create the log: {source}")]
+    #[error("{path}: cannot create the log")]
     Create { path: PathBuf, source: io::Error },
-    #[error("{path}: writing the log failed: {source}")]
+    #[error("{path}: writing the log failed")]
     Write { path: PathBuf, source: io::Error },
-    #[error("cannot start a thread: {0}")]
-    Thread(io::Error),
+    #[error("cannot start a thread")]
+    Thread(#[source] io::Error),
+    /// A recorded-file feed that cannot be opened or recognized: refused
+    /// before the log is created, as `serve` refuses it before it starts.
+    #[error(transparent)]
+    Feed(#[from] FeedError),
 }
 
 /// Hands what the publisher published to the writer thread, a batch at a
@@ -90,11 +96,18 @@ impl PublishSink for RecorderSink {
 }
 
 /// Records until every feed has ended or `stop` completes, then writes the
-/// last block and returns.
+/// last block and returns. A recorded-file feed is opened and recognized
+/// first ([`feed::probe`]): one that could only fail stops the recording
+/// before the log is created.
 pub async fn record(
     opts: RecordOptions,
     stop: impl Future<Output = ()>,
 ) -> Result<RecordSummary, RecordError> {
+    for spec in &opts.feeds {
+        if let FeedSpec::File(_) = spec {
+            feed::probe(spec)?;
+        }
+    }
     let file = File::create_new(&opts.out).map_err(|source| RecordError::Create {
         path: opts.out.clone(),
         source,
@@ -133,7 +146,8 @@ pub async fn record(
             Arc::new(FeedStats::default()),
         );
         tasks.push(tokio::spawn(async move {
-            run.await.map_err(|e| format!("{name}: {e}"))
+            run.await
+                .map_err(|e| format!("{name}: {}", e.with_causes()))
         }));
     }
     drop(tx);

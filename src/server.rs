@@ -207,7 +207,7 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
                     FeedState::Finished
                 }
                 Err(e) => {
-                    tracing::error!(feed = %status.name, "feed stopped: {e}");
+                    tracing::error!(feed = %status.name, "feed stopped: {}", e.with_causes());
                     metrics.feed_errors_total.fetch_add(1, Relaxed);
                     FeedState::Failed
                 }

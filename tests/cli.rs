@@ -259,3 +259,92 @@ fn metric_line(text: &str, name: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
 }
+
+/// `Error: <message>` once, then each cause once under `Caused by:`: no
+/// message repeats its cause's text.
+#[test]
+fn errors_print_once_with_their_causes() {
+    let dir = std::env::temp_dir().join(format!("tickwire-errors-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let quote = "{\"u\":1,\"s\":\"BTCUSDT\",\"b\":\"1.5\",\"B\":\"2\",\"a\":\"1.6\",\"A\":\"3\"}\n";
+    let good = dir.join("good.jsonl");
+    std::fs::write(&good, quote).unwrap();
+    let exists = dir.join("exists.twlog");
+    std::fs::write(&exists, "").unwrap();
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "listen = \n").unwrap();
+    // A gzip stream cut short after its first lines.
+    let cut = dir.join("cut.jsonl.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, quote.repeat(5000).as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let p = |path: &std::path::Path| path.to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<String>, String, &str)> = vec![
+        // TC0: convert, an input that is not there.
+        (
+            vec![
+                "convert".into(),
+                "/no/such/in.jsonl".into(),
+                p(&dir.join("o1")),
+            ],
+            "/no/such/in.jsonl: cannot open".into(),
+            "No such file or directory",
+        ),
+        // TC1: convert, an output that is already there.
+        (
+            vec!["convert".into(), p(&good), p(&exists)],
+            format!("{}: cannot create", exists.display()),
+            "File exists",
+        ),
+        // TC2: convert, a stream that breaks off (a feed error, whole).
+        (
+            vec!["convert".into(), p(&cut), p(&dir.join("o2"))],
+            "read failed (truncated or corrupt stream?)".into(),
+            "incomplete deflate stream",
+        ),
+        // TC3: record, a log that cannot be created.
+        (
+            vec![
+                "record".into(),
+                "--feed".into(),
+                p(&good),
+                "--out".into(),
+                "/no/such/dir/x.twlog".into(),
+            ],
+            "/no/such/dir/x.twlog: cannot create the log".into(),
+            "No such file or directory",
+        ),
+        // TC4: serve, a configuration file missing or not TOML.
+        (
+            vec!["serve".into(), "--config".into(), "/no/such.toml".into()],
+            "cannot read /no/such.toml".into(),
+            "No such file or directory",
+        ),
+        (
+            vec!["serve".into(), "--config".into(), p(&bad_toml)],
+            format!("{}: not a valid configuration file", bad_toml.display()),
+            "TOML parse error",
+        ),
+    ];
+    for (args, message, cause) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
+            .args(&args)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("Error: ") && first.ends_with(&message),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches("Caused by:").count(), 1, "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -698,6 +698,58 @@ async fn malformed_messages_are_counted_and_change_nothing() {
     server.stop().await;
 }
 
+/// `message` with one of its prices or sizes made negative (the `k`th
+/// field of the kind, in turn), or None if it carries none.
+fn negated(message: &str, k: usize) -> Option<String> {
+    let fields: &[&str] = if message.contains("@bookTicker") {
+        &["b", "B", "a", "A"]
+    } else if message.contains("@trade") {
+        &["p", "q"]
+    } else {
+        return None;
+    };
+    let key = format!("\"{}\":\"", fields[k % fields.len()]);
+    message
+        .contains(&key)
+        .then(|| message.replacen(&key, &format!("{key}-"), 1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negative_prices_and_sizes_from_the_venue_are_rejected() {
+    let messages = binance_messages();
+    // Before some real messages, the very first among them (the symbol's
+    // first update), a copy with one number negative and the same update
+    // or trade id: only the check on the value can keep it out.
+    let mut script = Vec::new();
+    let mut inserted = 0;
+    for (i, m) in messages.iter().enumerate() {
+        if i == 0 || i % 20 == 3 {
+            if let Some(bad) = negated(m, inserted) {
+                script.push(Act::Send(bad));
+                inserted += 1;
+            }
+        }
+        script.push(Act::Send(m.clone()));
+    }
+    assert!(inserted >= 8, "{inserted}");
+    let (venue, _events) = fake_venue(vec![script]).await;
+    let (server, mut client) =
+        tickwire(format!("binance:ws://{venue}{BINANCE_URL_FEED}"), 5_000).await;
+    // TC0: exactly the real updates, none of the negated ones.
+    let want = expected(&messages);
+    let seen = collect(&mut client, want.len(), Duration::from_millis(200)).await;
+    assert_eq!(seen, want, "every update exact, no negative one");
+    // TC1: each negated copy is counted as rejected, and nothing else.
+    let m = metrics_text(server.addr).await;
+    let rejected = m
+        .lines()
+        .find(|l| l.starts_with("tickwire_feed_rejected_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap();
+    assert_eq!(rejected, inserted as u64);
+    server.stop().await;
+}
+
 // ---- Coinbase Exchange ----
 
 /// Coinbase Exchange ws-feed messages with the prices, sizes, sides, times

@@ -97,8 +97,9 @@ pub fn recording_updates(bytes: Vec<u8>) -> u64 {
     updates
 }
 
-/// An update's symbol is defined, and its numbers print and parse back
-/// exactly at the symbol's scale.
+/// An update's symbol is defined, its prices and sizes are not negative
+/// (a feed rejects those), and its numbers print and parse back exactly at
+/// the symbol's scale.
 fn check_update(table: &SymbolTable, u: &Update) {
     let def = table
         .get(u.symbol)
@@ -119,6 +120,7 @@ fn check_update(table: &SymbolTable, u: &Update) {
     };
     for (values, decimals) in [(prices, def.price_decimals), (sizes, def.size_decimals)] {
         for m in values {
+            assert!(m >= 0, "a negative price or size was served: {m}");
             let mut text = Vec::new();
             write_fixed(&mut text, m, decimals);
             assert_eq!(parse_scaled(&text, decimals), Ok(m), "{m} at {decimals}");

@@ -43,7 +43,7 @@ use crate::decimal::DecimalError;
 use crate::symbols::{NormalizeError, Normalizer};
 use crate::update::{now_ns, Side, Update, UpdateKind};
 
-pub use replay::{read_all, FileReader, Timed};
+pub use replay::{probe, read_all, FileReader, Timed};
 pub use synthetic::{Rate, SyntheticSpec};
 pub use upstream::{UpstreamSpec, UpstreamTiming};
 
@@ -197,14 +197,19 @@ pub struct FeedStats {
 }
 
 /// Why a feed stopped.
+///
+/// A variant with a `source` does not repeat the source's text: printed as
+/// a chain (the binary's `Error: … Caused by: …`, or
+/// [`with_causes`](Self::with_causes) in a log line), each cause appears
+/// once.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    #[error("{file}: cannot open: {source}")]
+    #[error("{file}: cannot open")]
     Open {
         file: String,
         source: std::io::Error,
     },
-    #[error("{file}:{line}: read failed (truncated or corrupt stream?): {source}")]
+    #[error("{file}:{line}: read failed (truncated or corrupt stream?)")]
     Read {
         file: String,
         line: u64,
@@ -226,7 +231,7 @@ pub enum FeedError {
     },
     #[error("{name}: a synthetic, live or NATS feed has no records to read")]
     NotRecorded { name: String },
-    #[error("{name}: {source}")]
+    #[error("{name}: cannot intern a symbol")]
     Symbol {
         name: String,
         source: NormalizeError,
@@ -235,6 +240,29 @@ pub enum FeedError {
     Reader { file: String, reason: String },
     #[error("{name}: {reason}")]
     Nats { name: String, reason: String },
+}
+
+impl FeedError {
+    /// The error and its causes on one line (`a.gz:7: read failed (…): corrupt
+    /// deflate stream`), for logs, which print only what they are given.
+    pub fn with_causes(&self) -> WithCauses<'_> {
+        WithCauses(self)
+    }
+}
+
+/// An error followed by each of its sources, `: `-separated.
+pub struct WithCauses<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for WithCauses<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 /// A `--feed` or `--speed` value that does not parse.
@@ -304,6 +332,10 @@ pub(crate) enum RecordError {
     },
     #[error("bad timestamp {0:?}")]
     Timestamp(String),
+    /// A price or size below zero, which no venue means: a quote's empty
+    /// side has size 0, never less.
+    #[error("negative {what} {value:?}")]
+    Negative { what: &'static str, value: String },
 }
 
 impl RecordError {
@@ -312,6 +344,166 @@ impl RecordError {
             kind,
             reason: err.to_string(),
         }
+    }
+
+    /// The kind of rejection this is, for counting and the log budget.
+    pub(crate) fn reason(&self) -> Reason {
+        match self {
+            RecordError::Unrecognized(_) => Reason::Unrecognized,
+            RecordError::Json(_) => Reason::Json,
+            RecordError::Fields { .. } => Reason::Fields,
+            RecordError::Decimal { .. } => Reason::Decimal,
+            RecordError::Symbol { .. } => Reason::Symbol,
+            RecordError::Timestamp(_) => Reason::Timestamp,
+            RecordError::Negative { .. } => Reason::Negative,
+        }
+    }
+}
+
+/// Why a record was rejected, as the log and the end-of-pass summary count
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// A line of no known shape or venue.
+    Unrecognized,
+    /// Broken JSON (or nested too deep).
+    Json,
+    /// A known message with fields missing or of the wrong type.
+    Fields,
+    /// A price or size that is not a decimal, or finer than its symbol's
+    /// scale.
+    Decimal,
+    /// A negative price or size.
+    Negative,
+    /// A symbol name that cannot be interned.
+    Symbol,
+    Timestamp,
+    /// A tickwire log's damaged bytes (one per place skipped).
+    Corrupt,
+}
+
+impl Reason {
+    const ALL: [Reason; 8] = [
+        Reason::Unrecognized,
+        Reason::Json,
+        Reason::Fields,
+        Reason::Decimal,
+        Reason::Negative,
+        Reason::Symbol,
+        Reason::Timestamp,
+        Reason::Corrupt,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Reason::Unrecognized => "unrecognized",
+            Reason::Json => "json",
+            Reason::Fields => "fields",
+            Reason::Decimal => "decimal",
+            Reason::Negative => "negative",
+            Reason::Symbol => "symbol",
+            Reason::Timestamp => "timestamp",
+            Reason::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// Rejections logged per reason before the log thins out to every
+/// [`LOG_EVERY`]th.
+pub(crate) const LOGGED_PER_REASON: u64 = 10;
+
+/// After the first [`LOGGED_PER_REASON`] of a reason, every this many-th of
+/// it is logged.
+pub(crate) const LOG_EVERY: u64 = 1000;
+
+/// The rejections of one pass over a recording (or of one live feed), by
+/// reason: how many, and where the first of each was.
+///
+/// Each reason has its own log budget, so that a flood of one kind (a
+/// capture's bookkeeping, one field a tool writes wrong) cannot use up the
+/// log before the first of another (a negative price further down). Fixed
+/// arrays: counting a rejection allocates nothing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct RejectTally {
+    count: [u64; Reason::ALL.len()],
+    /// Line (or block, or message) number of each reason's first rejection.
+    first_at: [u64; Reason::ALL.len()],
+}
+
+impl RejectTally {
+    /// Counts `n` rejections for `reason` at `at`; returns how many of that
+    /// reason there are now.
+    pub fn add(&mut self, reason: Reason, at: u64, n: u64) -> u64 {
+        let i = reason as usize;
+        if self.count[i] == 0 {
+            self.first_at[i] = at;
+        }
+        self.count[i] += n;
+        self.count[i]
+    }
+
+    /// Whether the `n`th rejection of a reason is within its log budget.
+    pub fn logs(n: u64) -> bool {
+        n <= LOGGED_PER_REASON || n.is_multiple_of(LOG_EVERY)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.count.iter().sum()
+    }
+
+    /// `json 3 (first at line 17), negative 1 (first at line 9000)`; empty
+    /// when nothing was rejected. `unit` names what `at` counted.
+    pub fn by_reason(&self, unit: &str) -> String {
+        let mut out = String::new();
+        for reason in Reason::ALL {
+            let i = reason as usize;
+            if self.count[i] == 0 {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(&format!(
+                "{} {} (first at {unit} {})",
+                reason.name(),
+                self.count[i],
+                self.first_at[i]
+            ));
+        }
+        out
+    }
+}
+
+/// Refuses a negative price or size, before anything else reads it: the
+/// same answer for a symbol's first update (whose scale it would set) and
+/// any later one. Zero passes, `-0` included (an empty side has size 0);
+/// text that is not a decimal at all is left to the decimal parser.
+fn non_negative(what: &'static str, value: &str) -> Result<(), RecordError> {
+    let Some(digits) = value.as_bytes().strip_prefix(b"-") else {
+        return Ok(());
+    };
+    let decimal = digits.iter().all(|b| b.is_ascii_digit() || *b == b'.');
+    if decimal && digits.iter().any(|b| (b'1'..=b'9').contains(b)) {
+        return Err(RecordError::Negative {
+            what,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether an update carries a price or size below zero (a tickwire log
+/// read back, which no venue parser checked).
+pub(crate) fn has_negative(kind: &UpdateKind) -> bool {
+    match *kind {
+        UpdateKind::Quote {
+            bid_px,
+            bid_sz,
+            ask_px,
+            ask_sz,
+        } => bid_px < 0 || bid_sz.unwrap_or(0) < 0 || ask_px < 0 || ask_sz.unwrap_or(0) < 0,
+        UpdateKind::Trade { px, sz, .. } => px < 0 || sz < 0,
+        UpdateKind::Status(_) => false,
     }
 }
 
@@ -336,6 +528,16 @@ impl Emitter<'_> {
         (ask_px, ask_sz): (&str, Option<&str>),
         exchange_ts_ns: u64,
     ) -> Result<(), RecordError> {
+        for (what, value) in [
+            ("bid price", Some(bid_px)),
+            ("bid size", bid_sz),
+            ("ask price", Some(ask_px)),
+            ("ask size", ask_sz),
+        ] {
+            if let Some(value) = value {
+                non_negative(what, value)?;
+            }
+        }
         let size_sample = bid_sz.or(ask_sz).unwrap_or("0");
         let scale = self.scale(symbol, bid_px, size_sample)?;
         let size = |what, sz: Option<&str>| {
@@ -361,6 +563,8 @@ impl Emitter<'_> {
         side: Side,
         exchange_ts_ns: u64,
     ) -> Result<(), RecordError> {
+        non_negative("price", px)?;
+        non_negative("size", sz)?;
         let scale = self.scale(symbol, px, sz)?;
         let kind = UpdateKind::Trade {
             px: decimal("price", px, scale.price(px.as_bytes()))?,
@@ -418,6 +622,137 @@ fn decimal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::symbols::SymbolTable;
+
+    #[test]
+    fn negative_prices_and_sizes_are_refused_first_or_later() {
+        enum Rec {
+            Quote([&'static str; 4]),
+            Trade(&'static str, &'static str),
+        }
+        use Rec::{Quote, Trade};
+        // (symbol, record, the field refused as negative or None if served)
+        let cases: &[(&str, Rec, Option<&str>)] = &[
+            // TC0: a symbol's first update, negative: refused as negative
+            // (not as a bad decimal), and the symbol is not interned.
+            ("A", Quote(["-1.5", "2", "1.6", "3"]), Some("bid price")),
+            ("A", Trade("1.5", "-0.1"), Some("size")),
+            // TC1: a good first update, then every field negative in turn.
+            ("B", Quote(["1.5", "2", "1.6", "3"]), None),
+            (
+                "B",
+                Quote(["-0.02667200", "2", "1.6", "3"]),
+                Some("bid price"),
+            ),
+            ("B", Quote(["1.5", "-2", "1.6", "3"]), Some("bid size")),
+            ("B", Quote(["1.5", "2", "-1.6", "3"]), Some("ask price")),
+            ("B", Quote(["1.5", "2", "1.6", "-.5"]), Some("ask size")),
+            ("B", Trade("-1.5", "1"), Some("price")),
+            ("B", Trade("1.5", "-1"), Some("size")),
+            // TC2: zero sizes (an empty side) are served, as before; so is
+            // a signed zero once the symbol is known.
+            ("B", Quote(["1.5", "0", "1.6", "0.00000000"]), None),
+            ("B", Quote(["1.5", "-0", "1.6", "-0.000"]), None),
+            ("B", Trade("1.5", "0"), None),
+        ];
+        let table = SymbolTable::new();
+        let mut normalizer = Normalizer::new(table.clone());
+        for (i, (symbol, rec, refused)) in cases.iter().enumerate() {
+            let mut out = Vec::new();
+            let mut emit = Emitter {
+                normalizer: &mut normalizer,
+                receive_ts_ns: None,
+                out: &mut out,
+            };
+            let result = match rec {
+                Quote([bp, bs, ap, asz]) => emit.quote(symbol, (bp, Some(bs)), (ap, Some(asz)), 0),
+                Trade(px, sz) => emit.trade(symbol, px, sz, Side::Buy, 0),
+            };
+            match (refused, result) {
+                (None, Ok(())) => {
+                    assert_eq!(out.len(), 1, "case {i}");
+                    assert!(!has_negative(&out[0].update.kind), "case {i}");
+                }
+                (Some(field), Err(RecordError::Negative { what, .. })) => {
+                    assert_eq!(&what, field, "case {i}");
+                    assert!(out.is_empty(), "case {i}");
+                }
+                (want, got) => panic!("case {i}: want {want:?}, got {got:?}"),
+            }
+        }
+        assert!(table.get_by_name("A").is_none());
+        // TC3: text that is not a decimal keeps its own error.
+        let mut out = Vec::new();
+        let mut emit = Emitter {
+            normalizer: &mut normalizer,
+            receive_ts_ns: None,
+            out: &mut out,
+        };
+        let err = emit.trade("B", "-1x", "1", Side::Buy, 0).unwrap_err();
+        assert_eq!(err.reason(), Reason::Decimal, "{err}");
+        assert_eq!(
+            RecordError::Negative {
+                what: "bid price",
+                value: "-0.02667200".into()
+            }
+            .to_string(),
+            "negative bid price \"-0.02667200\""
+        );
+    }
+
+    #[test]
+    fn rejections_are_budgeted_and_summarized_per_reason() {
+        let mut t = RejectTally::default();
+        // TC0: each reason has its own budget: 10, then every 1000th.
+        let logged: Vec<bool> = (1..=2000)
+            .map(|line| RejectTally::logs(t.add(Reason::Unrecognized, line, 1)))
+            .collect();
+        assert_eq!(logged.iter().filter(|l| **l).count(), 12);
+        assert!(logged[..10].iter().all(|l| *l) && logged[999] && logged[1999]);
+        // TC1: a flood of one reason leaves another's first one logged.
+        assert!(RejectTally::logs(t.add(Reason::Negative, 2001, 1)));
+        // TC2: several at once (a log's corrupt places) count from the
+        // first; the summary lists reasons in a fixed order with the first
+        // position of each.
+        assert_eq!(t.add(Reason::Corrupt, 7, 3), 3);
+        assert_eq!(t.total(), 2004);
+        assert_eq!(
+            t.by_reason("line"),
+            "unrecognized 2000 (first at line 1), negative 1 (first at line 2001), \
+             corrupt 3 (first at line 7)"
+        );
+        // TC3: nothing rejected, nothing listed.
+        assert_eq!(RejectTally::default().by_reason("line"), "");
+    }
+
+    #[test]
+    fn errors_with_a_source_do_not_repeat_it() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let cases = [
+            // TC0: open and read failures: the message, then the cause once.
+            (
+                FeedError::Open {
+                    file: "a.gz".into(),
+                    source: io(),
+                },
+                "a.gz: cannot open",
+            ),
+            (
+                FeedError::Read {
+                    file: "a.gz".into(),
+                    line: 7,
+                    source: io(),
+                },
+                "a.gz:7: read failed (truncated or corrupt stream?)",
+            ),
+        ];
+        for (err, shown) in cases {
+            assert_eq!(err.to_string(), shown);
+            let cause = std::error::Error::source(&err).map(ToString::to_string);
+            assert_eq!(cause.as_deref(), Some("gone"));
+            assert_eq!(err.with_causes().to_string(), format!("{shown}: gone"));
+        }
+    }
 
     #[test]
     fn speed_parses() {

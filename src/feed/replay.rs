@@ -14,8 +14,18 @@
 //!   `{"t":"recv","ts":<epoch s>,"data":"<json text>"}`, and the JSON may be
 //!   wrapped in Binance's `{"stream":..,"data":{..}}`.
 //!
+//! Lines a capture tool writes around the data are skipped, not rejected:
+//! cryptofeed's raw capture (`AsyncFileCallback`) starts with
+//! `configuration: {...}` and notes REST responses
+//! (`https://… -> <ts>: {...}`), messages it sent (`wss://… <- <ts>: {...}`)
+//! and connections (`wss://… <-> <ts>`) among the `<ts>: <json>` it received
+//! (`capture_note`). They do not count towards recognizing the file.
+//!
 //! If none of the first [`DETECT_LINES`] non-empty lines is a known record,
-//! the file is refused; after that a bad line is counted and skipped.
+//! the file is refused; after that a bad line is counted and skipped. The
+//! log of rejections has a budget per reason (`RejectTally` in `feed`), and
+//! every pass over a file ends with a summary line: records, updates,
+//! skipped, and the rejections by reason with the first line of each.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -36,9 +46,9 @@ use super::log::{self, LogFeed, LoopedSequences};
 use super::timestamp::{decimal_secs_ns, epoch_int_ns};
 use super::{
     binance, coinbase, tardis, Emitter, FeedError, FeedSpec, FeedStats, Outcome, RecordError,
-    ReplayOptions, Speed,
+    RejectTally, ReplayOptions, Speed,
 };
-use crate::symbols::Normalizer;
+use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::Update;
 
 /// Lines looked at before a file with no known record is refused.
@@ -68,6 +78,20 @@ enum Format {
     Tardis(tardis::Columns),
 }
 
+/// How loudly a reader reports its rejections and its end-of-pass summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Voice {
+    /// Rejections within budget at warn; the summary at info, or warn when
+    /// something was rejected.
+    Normal,
+    /// A looped replay's later passes, which repeat the first line for
+    /// line: rejections and the end-of-file summary at debug. A stop
+    /// mid-pass is still summarized at the normal level.
+    Repeat,
+    /// [`probe`]: nothing.
+    Silent,
+}
+
 /// Reads a recording synchronously, yielding its updates in file order.
 ///
 /// A read error or an unrecognizable file ends the iteration with an `Err`
@@ -79,10 +103,20 @@ pub struct FileReader<'n> {
     stats: Arc<FeedStats>,
     format: Option<Format>,
     line_no: u64,
+    /// Non-empty lines that are not capture notes.
     nonempty: u64,
+    /// Capture notes skipped ([`capture_note`]).
+    notes: u64,
     recognized: bool,
     first_failure: Option<(u64, String)>,
-    rejected_here: u64,
+    rejections: RejectTally,
+    voice: Voice,
+    /// Updates handed out this pass, and the stats when it started: the
+    /// summary reports this pass alone.
+    yielded: u64,
+    start_records: u64,
+    start_skipped: u64,
+    summarized: bool,
     line: Vec<u8>,
     scratch: Vec<u8>,
     out: Vec<Timed>,
@@ -158,13 +192,19 @@ impl<'n> FileReader<'n> {
             file,
             src,
             normalizer,
+            start_records: stats.records.load(Relaxed),
+            start_skipped: stats.skipped.load(Relaxed),
             stats,
             format: None,
             line_no: 0,
             nonempty: 0,
+            notes: 0,
             recognized: false,
             first_failure: None,
-            rejected_here: 0,
+            rejections: RejectTally::default(),
+            voice: Voice::Normal,
+            yielded: 0,
+            summarized: false,
             line: Vec::with_capacity(4096),
             scratch: Vec::new(),
             out: Vec::new(),
@@ -172,6 +212,29 @@ impl<'n> FileReader<'n> {
             done: false,
             log,
         })
+    }
+
+    /// A later pass of a looped replay: what it rejects and its summary
+    /// are logged at debug, as they repeat the first pass's.
+    pub(crate) fn repeat_pass(mut self) -> Self {
+        self.voice = Voice::Repeat;
+        self
+    }
+
+    /// Reads until the file is recognized, or fails as the iteration would
+    /// on it (unreadable, empty, no known record in the first
+    /// [`DETECT_LINES`]). A tickwire log is recognized by its header.
+    fn recognize(&mut self) -> Result<(), FeedError> {
+        if self.log.is_some() {
+            return Ok(());
+        }
+        while !self.recognized {
+            self.pending.clear();
+            if !self.read_line()? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Reads one line into `pending`. `Ok(false)` at the end of the file.
@@ -193,6 +256,17 @@ impl<'n> FileReader<'n> {
         let line = trim_ascii(&mut self.line);
         if line.is_empty() {
             return Ok(true);
+        }
+        if !matches!(self.format, Some(Format::Tardis(_))) {
+            let first = self.nonempty + self.notes == 0;
+            if let Some(kind) = capture_note(line, first) {
+                self.notes += 1;
+                self.stats.skipped.fetch_add(1, Relaxed);
+                if self.voice != Voice::Silent {
+                    tracing::debug!("{}:{}: skipped {kind}", self.file, self.line_no);
+                }
+                return Ok(true);
+            }
         }
         self.nonempty += 1;
         let mut emit = Emitter {
@@ -244,7 +318,11 @@ impl<'n> FileReader<'n> {
         // A record that failed halfway may have pushed some of its updates.
         self.out.clear();
         self.stats.rejected.fetch_add(1, Relaxed);
+        let reason = err.reason();
+        let n = self.rejections.add(reason, self.line_no, 1);
         if !self.recognized {
+            // Not logged one by one: the file may yet be refused, naming
+            // this line; if it is recognized, the summary counts them.
             self.first_failure
                 .get_or_insert_with(|| (self.line_no, err.to_string()));
             if self.nonempty >= DETECT_LINES {
@@ -252,13 +330,29 @@ impl<'n> FileReader<'n> {
             }
             return Ok(());
         }
-        self.rejected_here += 1;
-        let n = self.rejected_here;
-        if n <= 10 || n.is_multiple_of(1000) {
-            tracing::warn!(
-                "{}:{}: rejected record ({n} so far): {err}",
-                self.file,
-                self.line_no
+        if RejectTally::logs(n) {
+            let level = match self.voice {
+                Voice::Normal => Some(tracing::Level::WARN),
+                Voice::Repeat => Some(tracing::Level::DEBUG),
+                Voice::Silent => None,
+            };
+            let budget = if n == super::LOGGED_PER_REASON {
+                format!(
+                    "; further `{}` rejections of this file are logged every {}th",
+                    reason.name(),
+                    super::LOG_EVERY
+                )
+            } else {
+                String::new()
+            };
+            log_at(
+                level,
+                format_args!(
+                    "{}:{}: rejected record ({} #{n}): {err}{budget}",
+                    self.file,
+                    self.line_no,
+                    reason.name()
+                ),
             );
         }
         Ok(())
@@ -266,8 +360,9 @@ impl<'n> FileReader<'n> {
 
     fn finish(&mut self) -> Result<bool, FeedError> {
         if self.recognized {
+            self.summarize(true);
             Ok(false)
-        } else if self.nonempty == 0 {
+        } else if self.nonempty == 0 && self.notes == 0 {
             Err(FeedError::Empty {
                 file: self.file.clone(),
             })
@@ -277,16 +372,95 @@ impl<'n> FileReader<'n> {
     }
 
     fn unrecognized(&mut self) -> FeedError {
-        let (line, reason) = self
-            .first_failure
-            .take()
-            .unwrap_or((self.line_no, "no records".into()));
+        let (line, reason) = self.first_failure.take().unwrap_or_else(|| {
+            let why = if self.notes > 0 {
+                "only a capture tool's notes (configuration, connections, sent \
+                 messages, REST responses), no market data"
+            } else {
+                "no records"
+            };
+            (self.line_no, why.into())
+        });
         FeedError::Unrecognized {
             file: self.file.clone(),
             line,
             reason,
         }
     }
+
+    /// Logs this pass's one summary line, at the end of the file or when
+    /// the reader is dropped before it (the feed stopped, or failed).
+    fn summarize(&mut self, at_end: bool) {
+        if std::mem::replace(&mut self.summarized, true) {
+            return;
+        }
+        let rejected = self.rejections.total();
+        let level = match (self.voice, at_end) {
+            (Voice::Silent, _) => None,
+            (Voice::Repeat, true) => Some(tracing::Level::DEBUG),
+            _ if rejected > 0 => Some(tracing::Level::WARN),
+            _ => Some(tracing::Level::INFO),
+        };
+        if level.is_none() {
+            return;
+        }
+        let (unit, at) = match &self.log {
+            Some(log) => ("block", log.blocks()),
+            None => ("line", self.line_no),
+        };
+        let end = if at_end { "end of file" } else { "stopped" };
+        let records = self.stats.records.load(Relaxed) - self.start_records;
+        let skipped = self.stats.skipped.load(Relaxed) - self.start_skipped;
+        let by_reason = self.rejections.by_reason(unit);
+        let sep = if by_reason.is_empty() { "" } else { ": " };
+        log_at(
+            level,
+            format_args!(
+                "{}: {end} at {unit} {at}: {records} records, {} updates, {skipped} skipped, \
+                 {rejected} rejected{sep}{by_reason}",
+                self.file, self.yielded
+            ),
+        );
+    }
+}
+
+impl Drop for FileReader<'_> {
+    fn drop(&mut self) {
+        // Recognized or not, a pass that did not reach its end says where
+        // it stopped and what it had rejected by then.
+        self.summarize(false);
+    }
+}
+
+/// Logs at a level chosen at run time (tracing's macros take a constant).
+fn log_at(level: Option<tracing::Level>, args: std::fmt::Arguments<'_>) {
+    match level {
+        Some(tracing::Level::WARN) => tracing::warn!("{args}"),
+        Some(tracing::Level::INFO) => tracing::info!("{args}"),
+        Some(_) => tracing::debug!("{args}"),
+        None => {}
+    }
+}
+
+/// Opens a recording and reads until its format is recognized: what
+/// `serve`, `record` and `convert` check before they start, so that a file
+/// they could not replay (unreadable, empty, in no format tickwire knows)
+/// is refused up front, like a missing one, rather than leaving a feed
+/// with no data. A tickwire log is recognized by its header.
+///
+/// A pipe or a device (`--feed /dev/stdin`, a FIFO) is not probed: it
+/// cannot be read twice, so what the probe read would be lost to the feed
+/// (and opening a FIFO waits for its writer). It is checked as it is read.
+pub fn probe(spec: &FeedSpec) -> Result<(), FeedError> {
+    if let FeedSpec::File(path) = spec {
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            return Ok(());
+        }
+    }
+    let mut normalizer = Normalizer::new(SymbolTable::new());
+    let mut reader = FileReader::open(spec, &mut normalizer, Arc::default())?;
+    reader.voice = Voice::Silent;
+    reader.recognize()
 }
 
 impl Iterator for FileReader<'_> {
@@ -295,15 +469,29 @@ impl Iterator for FileReader<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(timed) = self.pending.pop_front() {
+                self.yielded += 1;
                 return Some(Ok(timed));
             }
             if self.done {
                 return None;
             }
             let read = match &mut self.log {
-                Some(log) => log
-                    .next_block(self.normalizer, &self.stats, &mut self.out)
-                    .inspect(|_| self.pending.extend(self.out.drain(..))),
+                Some(log) => {
+                    let verbose = self.voice == Voice::Normal;
+                    log.next_block(
+                        self.normalizer,
+                        &self.stats,
+                        &mut self.rejections,
+                        verbose,
+                        &mut self.out,
+                    )
+                    .inspect(|more| {
+                        self.pending.extend(self.out.drain(..));
+                        if !more {
+                            self.summarize(true);
+                        }
+                    })
+                }
                 None => self.read_line(),
             };
             match read {
@@ -352,6 +540,51 @@ fn trim_ascii(line: &mut [u8]) -> &mut [u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |i| i + 1);
     &mut line[start..end]
+}
+
+/// What kind of capture-tool note `line` is, if it is one: cryptofeed's raw
+/// capture (`AsyncFileCallback`) writes `configuration: {...}` as its first
+/// line, then beside each received `<ts>: <message>`:
+///
+/// - `<http(s) URL> -> <ts>: <response>`, a REST response (a depth
+///   snapshot);
+/// - `<ws(s) URL> <- <ts>: <message>`, a message it sent (a subscribe);
+/// - `<ws(s) URL> <-> <ts>`, a connection it opened.
+///
+/// The shape is checked whole (scheme, arrow, an epoch-seconds timestamp),
+/// so that garbage is still rejected; the payload is not parsed.
+pub(crate) fn capture_note(line: &[u8], first: bool) -> Option<&'static str> {
+    // Every line is asked: data lines (a digit, `{`, `exchange,`) leave at
+    // the first byte.
+    if !matches!(line.first(), Some(b'c' | b'h' | b'w')) {
+        return None;
+    }
+    if first && line.starts_with(b"configuration:") {
+        return Some("capture configuration");
+    }
+    let scheme = [&b"https://"[..], b"http://", b"wss://", b"ws://"]
+        .into_iter()
+        .find(|s| line.starts_with(s))?;
+    let url_end = line.iter().position(|b| *b == b' ')?;
+    if url_end == scheme.len() {
+        return None;
+    }
+    let rest = &line[url_end..];
+    let (kind, after, payload) = if let Some(after) = rest.strip_prefix(b" <-> ") {
+        ("connection note", after, false)
+    } else if let Some(after) = rest.strip_prefix(b" <- ") {
+        ("sent message", after, true)
+    } else if let Some(after) = rest.strip_prefix(b" -> ") {
+        ("REST response", after, true)
+    } else {
+        return None;
+    };
+    let ts = match after.iter().position(|b| *b == b':') {
+        Some(colon) if payload => &after[..colon],
+        None if !payload => after,
+        _ => return None,
+    };
+    decimal_secs_ns(ts).map(|_| kind)
 }
 
 /// Splits a JSON-lines line into its capture timestamp, if any, and JSON.
@@ -540,10 +773,15 @@ fn read_batches(
     batch_tx: &mpsc::Sender<Batch>,
 ) -> Result<(), FeedError> {
     let mut sequences = LoopedSequences::default();
+    let mut first_pass = true;
     loop {
         let mut produced = false;
         let mut batch = Vec::with_capacity(BATCH);
-        for item in FileReader::open(spec, &mut normalizer, stats.clone())? {
+        let mut reader = FileReader::open(spec, &mut normalizer, stats.clone())?;
+        if !std::mem::replace(&mut first_pass, false) {
+            reader = reader.repeat_pass();
+        }
+        for item in reader {
             let mut timed = match item {
                 Ok(timed) => timed,
                 Err(err) => {

@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::decimal::{same_number, Fixed};
+use crate::feed::has_negative;
 use crate::symbols::SymbolTable;
 use crate::update::{Side, UpdateKind};
 
@@ -702,4 +703,378 @@ async fn closed_receiver_stops_the_feed() {
     )
     .await
     .unwrap();
+}
+
+// ---- Capture notes ----
+
+#[test]
+fn capture_note_shapes() {
+    let cases: &[(&str, bool, Option<&str>)] = &[
+        // TC0: cryptofeed's raw capture: its first line, REST responses,
+        // sent messages and connections.
+        (
+            "configuration: {'exchange': 'BINANCE'}",
+            true,
+            Some("capture configuration"),
+        ),
+        (
+            "https://api.binance.com/api/v3/depth?symbol=BTCUSDT -> 1723161254.003: {\"lastUpdateId\":1}",
+            false,
+            Some("REST response"),
+        ),
+        (
+            "wss://stream.binance.com:9443/ws <- 1723161254.002: {\"method\":\"SUBSCRIBE\"}",
+            false,
+            Some("sent message"),
+        ),
+        (
+            "wss://ws-feed.exchange.coinbase.com <-> 1723161254.001",
+            false,
+            Some("connection note"),
+        ),
+        ("ws://127.0.0.1:9/x <-> 1723161254", false, Some("connection note")),
+        // TC1: `configuration:` anywhere but first is not a note.
+        ("configuration: {}", false, None),
+        // TC2: the shape is checked whole: no URL, no arrow, a bad or
+        // missing timestamp, a payload where none belongs or none where
+        // one does, another scheme.
+        ("https:// -> 1.0: {}", false, None),
+        ("https://x -> {}", false, None),
+        ("https://x -> abc: {}", false, None),
+        ("wss://x <-> 1.0: {}", false, None),
+        ("wss://x <- 1.0", false, None),
+        ("wss://x => 1.0: {}", false, None),
+        ("ftp://x -> 1.0: {}", false, None),
+        // TC3: data lines are not notes.
+        ("1723161254.1: {\"u\":1}", false, None),
+        ("{\"u\":1}", true, None),
+    ];
+    for (line, first, want) in cases {
+        assert_eq!(
+            super::capture_note(line.as_bytes(), *first),
+            *want,
+            "{line}"
+        );
+    }
+}
+
+/// A cryptofeed raw capture (`AsyncFileCallback`) of Binance, with every
+/// kind of note around two quotes.
+const CRYPTOFEED_V1: &str = "\
+configuration: {'exchange': 'BINANCE', 'symbols': ['BTC-USDT']}
+wss://stream.binance.com:9443/stream <-> 1723161254.001
+wss://stream.binance.com:9443/stream <- 1723161254.002: {\"method\":\"SUBSCRIBE\",\"params\":[\"btcusdt@bookTicker\"],\"id\":1}
+https://api.binance.com/api/v3/depth?symbol=BTCUSDT&limit=1000 -> 1723161254.003: {\"lastUpdateId\":1,\"bids\":[[\"1.0\",\"2\"]],\"asks\":[[\"1.1\",\"3\"]]}
+1723161254.087891268: {\"u\":1,\"s\":\"BTCUSDT\",\"b\":\"1.5\",\"B\":\"2\",\"a\":\"1.6\",\"A\":\"3\"}
+wss://stream.binance.com:9443/stream <-> 1723161300.5
+1723161300.6: {\"u\":2,\"s\":\"BTCUSDT\",\"b\":\"1.4\",\"B\":\"2\",\"a\":\"1.6\",\"A\":\"3\"}
+";
+
+#[test]
+fn capture_notes_are_skipped_not_rejected() {
+    // TC0: every note is skipped, none rejected.
+    let (u, stats, _) = read_counted(&embedded("cf.txt", CRYPTOFEED_V1));
+    assert_eq!(u.len(), 2);
+    assert_eq!(stats.records.load(Relaxed), 7);
+    assert_eq!(stats.skipped.load(Relaxed), 5);
+    assert_eq!(stats.rejected.load(Relaxed), 0);
+    // TC1: nothing but notes is no market data: refused, saying so.
+    let notes: String = CRYPTOFEED_V1
+        .lines()
+        .filter(|l| !l.starts_with("17"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let err = read_all(&embedded("notes.txt", leak(notes)), &mut normalizer())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only a capture tool's notes"), "{err}");
+    // TC2: notes do not count towards the detection window: 150 of them
+    // before the first quote, then a broken line, still read.
+    let many = format!(
+        "{}{}junk\n",
+        "wss://x <-> 1.5\n".repeat(150),
+        CRYPTOFEED_V1.lines().nth(4).unwrap().to_owned() + "\n"
+    );
+    let (u, stats, _) = read_counted(&embedded("many.txt", leak(many)));
+    assert_eq!(u.len(), 1);
+    assert_eq!(stats.skipped.load(Relaxed), 150);
+    assert_eq!(stats.rejected.load(Relaxed), 1);
+}
+
+fn leak(text: String) -> &'static str {
+    Box::leak(text.into_boxed_str())
+}
+
+// ---- Negative prices and sizes ----
+
+#[test]
+fn negative_prices_and_sizes_are_rejected_in_every_format() {
+    type Quote = fn(&str, [&str; 4]) -> String;
+    type Trade = fn(&str, [&str; 2]) -> String;
+    let quotes: &[(&str, &str, Quote)] = &[
+        // TC0: Binance spot bookTicker, bare.
+        ("binance-spot.jsonl", "", |s, [b, bs, a, as_]| {
+            format!(r#"{{"u":1,"s":"{s}","b":"{b}","B":"{bs}","a":"{a}","A":"{as_}"}}"#)
+        }),
+        // TC1: Binance USD-M bookTicker, `<ns> <combined stream>`.
+        ("binance-usdm.jsonl", "", |s, [b, bs, a, as_]| {
+            format!(
+                r#"1723161254087891268 {{"stream":"x@bookTicker","data":{{"e":"bookTicker","u":1,"s":"{s}","b":"{b}","B":"{bs}","a":"{a}","A":"{as_}","T":1,"E":1}}}}"#
+            )
+        }),
+        // TC2: Coinbase Exchange ticker.
+        ("coinbase-ticker.jsonl", "", |s, [b, bs, a, as_]| {
+            format!(
+                r#"{{"type":"ticker","product_id":"{s}","best_bid":"{b}","best_bid_size":"{bs}","best_ask":"{a}","best_ask_size":"{as_}","time":"2022-10-19T23:28:22.061769Z"}}"#
+            )
+        }),
+        // TC3: Coinbase Advanced Trade ticker.
+        ("coinbase-at-ticker.jsonl", "", |s, [b, bs, a, as_]| {
+            format!(
+                r#"{{"channel":"ticker","timestamp":"2026-08-09T21:05:48.229198328Z","events":[{{"type":"update","tickers":[{{"product_id":"{s}","best_bid":"{b}","best_bid_quantity":"{bs}","best_ask":"{a}","best_ask_quantity":"{as_}"}}]}}]}}"#
+            )
+        }),
+        // TC4: Tardis quotes and book_snapshot_N.
+        (
+            "tardis-quotes.csv",
+            "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount\n",
+            |s, [b, bs, a, as_]| format!("binance-futures,{s},1,2,{as_},{a},{b},{bs}"),
+        ),
+        (
+            "tardis-snapshot.csv",
+            "exchange,symbol,timestamp,local_timestamp,asks[0].price,asks[0].amount,bids[0].price,bids[0].amount\n",
+            |s, [b, bs, a, as_]| format!("binance-futures,{s},1,2,{a},{as_},{b},{bs}"),
+        ),
+    ];
+    let trades: &[(&str, &str, Trade)] = &[
+        // TC5: Binance trade.
+        ("binance-trade.jsonl", "", |s, [p, q]| {
+            format!(r#"{{"e":"trade","E":1,"s":"{s}","t":1,"p":"{p}","q":"{q}","T":1,"m":true}}"#)
+        }),
+        // TC6: Coinbase Exchange match.
+        ("coinbase-match.jsonl", "", |s, [p, q]| {
+            format!(
+                r#"{{"type":"match","product_id":"{s}","price":"{p}","size":"{q}","side":"sell","time":"2014-11-07T08:19:27.028459Z"}}"#
+            )
+        }),
+        // TC7: Coinbase Advanced Trade market_trades.
+        ("coinbase-at-trades.jsonl", "", |s, [p, q]| {
+            format!(
+                r#"{{"channel":"market_trades","timestamp":"2026-08-09T21:05:48.228568804Z","events":[{{"type":"update","trades":[{{"product_id":"{s}","trade_id":"1","price":"{p}","size":"{q}","time":"2026-08-09T21:05:42.514318Z","side":"SELL"}}]}}]}}"#
+            )
+        }),
+        // TC8: Tardis trades.
+        (
+            "tardis-trades.csv",
+            "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n",
+            |s, [p, q]| format!("binance-futures,{s},1,2,42,buy,{p},{q}"),
+        ),
+    ];
+    let good = ["1.5", "2", "1.6", "3"];
+    let check = |name: &str, header: &str, lines: Vec<String>, served: usize, refused: u64| {
+        let text = leak(format!("{header}{}\n", lines.join("\n")));
+        let (u, stats, _) = read_counted(&embedded(leak(name.to_owned()), text));
+        assert_eq!(u.len(), served, "{name}");
+        assert_eq!(stats.rejected.load(Relaxed), refused, "{name}");
+        assert!(u.iter().all(|u| !has_negative(&u.kind)), "{name}: {u:?}");
+    };
+    for (name, header, line) in quotes {
+        let mut lines = vec![line("A", good)];
+        // A known symbol: each field negative in turn.
+        for i in 0..4 {
+            let mut bad = good;
+            bad[i] = ["-0.02667200", "-2", "-1.6", "-3"][i];
+            lines.push(line("A", bad));
+        }
+        // A symbol's first update negative, then a good one; empty sides.
+        lines.push(line("B", ["-1.5", "2", "1.6", "3"]));
+        lines.push(line("B", good));
+        lines.push(line("A", ["1.5", "0", "1.6", "0.00000000"]));
+        check(name, header, lines, 3, 5);
+    }
+    for (name, header, line) in trades {
+        let lines = vec![
+            line("A", ["1.5", "2"]),
+            line("A", ["-1.5", "2"]),
+            line("A", ["1.5", "-2"]),
+            line("B", ["-1.5", "2"]),
+            line("B", ["1.5", "2"]),
+        ];
+        check(name, header, lines, 2, 3);
+    }
+}
+
+// ---- The rejection log and the end-of-pass summary ----
+
+/// Runs `f` with the log captured at debug level; returns what it wrote.
+fn logged(f: impl FnOnce()) -> String {
+    use std::sync::Mutex;
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = buf.0.lock().unwrap().clone();
+    String::from_utf8(text).unwrap()
+}
+
+#[test]
+fn rejections_are_logged_per_reason_and_each_pass_ends_with_a_summary() {
+    let good = "{\"u\":1,\"s\":\"BTCUSDT\",\"b\":\"1.5\",\"B\":\"2\",\"a\":\"1.6\",\"A\":\"3\"}";
+    let negative = good.replace("\"b\":\"1.5\"", "\"b\":\"-1.5\"");
+    // A good line, 30 of a capture tool's lines no format knows, 30 broken
+    // JSON lines, then a negative price on line 62 and a good line.
+    let text = leak(format!(
+        "{good}\n{}{}{negative}\n{good}\n",
+        "ws-note 1\n".repeat(30),
+        "{\"u\":\n".repeat(30)
+    ));
+    let spec = embedded("noisy.jsonl", text);
+    let read = |repeat: bool| {
+        logged(|| {
+            let mut n = normalizer();
+            let mut reader = FileReader::open(&spec, &mut n, Arc::default()).unwrap();
+            if repeat {
+                reader = reader.repeat_pass();
+            }
+            assert_eq!(reader.count(), 2);
+        })
+    };
+    let log = read(false);
+    // TC0: ten of each reason are logged, the tenth saying what follows;
+    // the later negative price is logged with its line.
+    for reason in ["unrecognized", "json"] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("({reason} #")))
+            .collect();
+        assert_eq!(lines.len(), 10, "{reason}:\n{log}");
+        assert!(lines[9].contains("further `"), "{}", lines[9]);
+        assert!(lines.iter().all(|l| l.starts_with(" WARN ")), "{log}");
+    }
+    assert!(
+        log.contains(
+            "WARN noisy.jsonl:62: rejected record (negative #1): negative bid price \"-1.5\""
+        ),
+        "{log}"
+    );
+    // TC1: one summary line at the end: counts, then each reason with its
+    // first line.
+    let summary = "WARN noisy.jsonl: end of file at line 63: 63 records, 2 updates, 0 skipped, \
+                   61 rejected: unrecognized 30 (first at line 2), json 30 (first at line 32), \
+                   negative 1 (first at line 62)";
+    assert!(log.contains(summary), "{log}");
+    assert_eq!(log.matches("noisy.jsonl: ").count(), 1, "{log}");
+    // TC2: a looped replay's later pass repeats the first: at debug.
+    let again = read(true);
+    assert!(!again.contains("WARN"), "{again}");
+    assert!(again.contains(&summary.replace("WARN", "DEBUG")), "{again}");
+
+    // TC3: a clean pass is summarized at info.
+    let clean = logged(|| {
+        let mut n = normalizer();
+        let reader = FileReader::open(&embedded("three", THREE), &mut n, Arc::default()).unwrap();
+        assert_eq!(reader.count(), 3);
+    });
+    assert_eq!(
+        clean.trim(),
+        "INFO three: end of file at line 3: 3 records, 3 updates, 0 skipped, 0 rejected"
+    );
+    // TC4: a pass stopped before the end (the feed stopped) says where, at
+    // the normal level even on a repeated pass.
+    let stopped = logged(|| {
+        let mut n = normalizer();
+        let reader = FileReader::open(&spec, &mut n, Arc::default())
+            .unwrap()
+            .repeat_pass();
+        assert_eq!(reader.take(1).count(), 1);
+    });
+    assert_eq!(
+        stopped.lines().last().unwrap().trim(),
+        "INFO noisy.jsonl: stopped at line 1: 1 records, 1 updates, 0 skipped, 0 rejected"
+    );
+}
+
+// ---- Refused up front ----
+
+#[test]
+fn probe_refuses_what_a_feed_could_not_replay() {
+    // TC0: recognized files pass, whatever comes later in them.
+    for name in [
+        "binance-bare.jsonl",
+        "tardis-binance-futures-trades-BTCUSDT-20200222-head200.csv",
+        "coinbase-advtrade-BTC-ETH-USD-head300.jsonl.zst",
+    ] {
+        probe(&FeedSpec::File(data(name))).unwrap();
+    }
+    probe(&embedded("cf.txt", CRYPTOFEED_V1)).unwrap();
+    probe(&super::super::BUNDLED).unwrap();
+    // TC1: what the iteration would fail on fails here, with the same
+    // error: empty, blank, unknown, notes only, unsupported.
+    let cases: &[(&str, &str)] = &[
+        ("", "empty: no records"),
+        ("\n \n", "empty: no records"),
+        ("hello\n", "x:1: not a recognized record"),
+        ("wss://x <-> 1.5\n", "only a capture tool's notes"),
+        (
+            "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n",
+            "not supported",
+        ),
+    ];
+    for (text, want) in cases {
+        let err = probe(&embedded("x", text)).unwrap_err().to_string();
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+    // TC2: a missing file and a directory cannot be opened.
+    for path in [PathBuf::from("/nonexistent/x.jsonl"), data("")] {
+        let err = probe(&FeedSpec::File(path)).unwrap_err();
+        assert!(matches!(err, FeedError::Open { .. }), "{err}");
+    }
+    // TC3: a tickwire log is recognized by its header alone; a bad header
+    // is refused.
+    let header_only = crate::feed::log::LogWriter::new(Vec::new(), 1)
+        .unwrap()
+        .finish()
+        .unwrap();
+    probe(&FeedSpec::Embedded {
+        name: "empty.twlog",
+        bytes: Box::leak(header_only.clone().into_boxed_slice()),
+    })
+    .unwrap();
+    let mut bad = header_only;
+    bad[20] ^= 1;
+    let err = probe(&FeedSpec::Embedded {
+        name: "bad.twlog",
+        bytes: Box::leak(bad.into_boxed_slice()),
+    })
+    .unwrap_err();
+    assert!(matches!(err, FeedError::Unrecognized { .. }), "{err}");
+    // TC4: a device or a pipe is left to the feed, which reads it once:
+    // probing it would steal its first lines (and block until a writer
+    // opens it).
+    probe(&FeedSpec::File("/dev/null".into())).unwrap();
+    let fifo = std::env::temp_dir().join(format!("tickwire-probe-{}.fifo", std::process::id()));
+    let _ = std::fs::remove_file(&fifo);
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let probed = probe(&FeedSpec::File(fifo.clone()));
+    let _ = std::fs::remove_file(&fifo);
+    probed.unwrap();
 }

@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Entry, LogError, LogReader, LogSymbol, ReadStats};
-use crate::feed::{FeedError, FeedStats, Timed};
+use crate::feed::{has_negative, FeedError, FeedStats, Reason, RejectTally, Timed};
 use crate::symbols::Normalizer;
 use crate::update::{SymbolId, Update};
 
@@ -39,13 +39,22 @@ impl<R: Read> LogFeed<R> {
         })
     }
 
+    /// Whole blocks read so far: the position the reader's messages give.
+    pub fn blocks(&self) -> u64 {
+        self.reader.stats().blocks
+    }
+
     /// The next block's updates, or `None` at the end of the log. Corrupt
-    /// blocks count as rejected records, with a warning; a torn tail is
-    /// only warned about.
+    /// places, updates of a symbol that cannot be served and updates with
+    /// a negative price or size are rejected: counted in `stats` and
+    /// `rejections`, and (when `verbose`, within the reason's budget)
+    /// warned about; a torn tail is only warned about.
     pub fn next_block(
         &mut self,
         normalizer: &mut Normalizer,
         stats: &FeedStats,
+        rejections: &mut RejectTally,
+        verbose: bool,
         out: &mut Vec<Timed>,
     ) -> Result<bool, FeedError> {
         let block = self.reader.next_block().map_err(|e| FeedError::Read {
@@ -56,10 +65,11 @@ impl<R: Read> LogFeed<R> {
                 other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
             },
         })?;
-        self.report(stats);
+        self.report(stats, rejections, verbose);
         let Some(entries) = block else {
             return Ok(false);
         };
+        let at = self.blocks();
         for entry in entries {
             match entry {
                 Entry::Symbol(sym) => {
@@ -74,8 +84,22 @@ impl<R: Read> LogFeed<R> {
                     stats.records.fetch_add(1, Relaxed);
                     let Some(Some(symbol)) = self.ids.get(&s.update.symbol).copied() else {
                         stats.rejected.fetch_add(1, Relaxed);
+                        rejections.add(Reason::Symbol, at, 1);
                         continue;
                     };
+                    if has_negative(&s.update.kind) {
+                        stats.rejected.fetch_add(1, Relaxed);
+                        let n = rejections.add(Reason::Negative, at, 1);
+                        if verbose && RejectTally::logs(n) {
+                            tracing::warn!(
+                                "{}: block {at}: rejected update (negative #{n}): a negative \
+                                 price or size, symbol_seq {}",
+                                self.file,
+                                s.symbol_seq
+                            );
+                        }
+                        continue;
+                    }
                     let update = Update {
                         symbol,
                         origin_seq: s.symbol_seq,
@@ -124,12 +148,18 @@ impl<R: Read> LogFeed<R> {
         Ok(None)
     }
 
-    fn report(&mut self, stats: &FeedStats) {
+    fn report(&mut self, stats: &FeedStats, rejections: &mut RejectTally, verbose: bool) {
         let now = self.reader.stats();
         if now.corrupt > self.reported.corrupt {
-            stats
-                .rejected
-                .fetch_add(now.corrupt - self.reported.corrupt, Relaxed);
+            let new = now.corrupt - self.reported.corrupt;
+            stats.rejected.fetch_add(new, Relaxed);
+            rejections.add(Reason::Corrupt, now.blocks + 1, new);
+        }
+        if !verbose {
+            self.reported = now;
+            return;
+        }
+        if now.corrupt > self.reported.corrupt {
             tracing::warn!(
                 "{}: corrupt log data skipped ({} place(s), {} bytes so far)",
                 self.file,

@@ -1,5 +1,6 @@
 use super::read::Cursor;
 use super::*;
+use crate::feed::RejectTally;
 use crate::update::{Side, SymbolStatus, Update, UpdateKind};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -450,8 +451,13 @@ fn log_feed_serves_recorded_numbers_paced_by_publish_time() {
     let stats = FeedStats::default();
     let mut feed = LogFeed::open(&log[..], "test".into()).unwrap();
     let mut out = Vec::new();
-    assert!(feed.next_block(&mut normalizer, &stats, &mut out).unwrap());
-    assert!(!feed.next_block(&mut normalizer, &stats, &mut out).unwrap());
+    let mut rejections = RejectTally::default();
+    let mut next = |out: &mut Vec<_>| {
+        feed.next_block(&mut normalizer, &stats, &mut rejections, true, out)
+            .unwrap()
+    };
+    assert!(next(&mut out));
+    assert!(!next(&mut out));
     let by_log_id = |id: u32| symbols().into_iter().find(|s| s.id == id).unwrap().name;
     let served: Vec<&Sequenced> = updates
         .iter()
@@ -490,4 +496,76 @@ fn log_feed_serves_recorded_numbers_paced_by_publish_time() {
     let rejected = updates.len() - out.len();
     assert!(rejected > 0);
     assert_eq!(stats.rejected.load(Relaxed), rejected as u64);
+    assert_eq!(rejections.total(), rejected as u64);
+}
+
+#[test]
+fn log_feed_rejects_negative_prices_and_sizes() {
+    use crate::feed::{FeedStats, Reason};
+    use crate::symbols::{Normalizer, SymbolTable};
+    let good = stream(40, 9)
+        .into_iter()
+        .filter(|u| !crate::feed::has_negative(&u.update.kind))
+        .take(3)
+        .collect::<Vec<_>>();
+    let template = good[0];
+    let with = |kind| Sequenced {
+        update: Update {
+            kind,
+            ..template.update
+        },
+        ..template
+    };
+    let quote = |bid_px, bid_sz, ask_px, ask_sz| {
+        with(UpdateKind::Quote {
+            bid_px,
+            bid_sz: Some(bid_sz),
+            ask_px,
+            ask_sz: Some(ask_sz),
+        })
+    };
+    let trade = |px, sz| {
+        with(UpdateKind::Trade {
+            px,
+            sz,
+            side: Side::Buy,
+        })
+    };
+    let cases = [
+        // TC0..TC3: each field of a quote below zero.
+        (quote(-1, 1, 2, 1), false),
+        (quote(1, -1, 2, 1), false),
+        (quote(1, 1, -2, 1), false),
+        (quote(1, 1, 2, -1), false),
+        // TC4, TC5: a trade's price or size below zero.
+        (trade(-5, 1), false),
+        (trade(5, -1), false),
+        // TC6: empty sides (size 0) and a status are served.
+        (quote(1, 0, 2, 0), true),
+        (with(UpdateKind::Status(SymbolStatus::Live)), true),
+    ];
+    let mut updates = good.clone();
+    updates.extend(cases.iter().map(|(u, _)| *u));
+    let (log, _) = write(&updates, 4);
+    let mut normalizer = Normalizer::new(SymbolTable::new());
+    let stats = FeedStats::default();
+    let mut rejections = RejectTally::default();
+    let mut feed = LogFeed::open(&log[..], "neg".into()).unwrap();
+    let mut out = Vec::new();
+    while feed
+        .next_block(&mut normalizer, &stats, &mut rejections, true, &mut out)
+        .unwrap()
+    {}
+    let kinds: Vec<UpdateKind> = out.iter().map(|t| t.update.kind).collect();
+    let want: Vec<UpdateKind> = good
+        .iter()
+        .map(|u| u.update.kind)
+        .chain(cases.iter().filter(|c| c.1).map(|c| c.0.update.kind))
+        .collect();
+    assert_eq!(kinds, want);
+    assert_eq!(stats.rejected.load(Relaxed), 6);
+    let mut negative_only = RejectTally::default();
+    // The first negative update is the last of the first block of four.
+    negative_only.add(Reason::Negative, 1, 6);
+    assert_eq!(rejections, negative_only);
 }

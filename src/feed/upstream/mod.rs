@@ -79,7 +79,9 @@ use simd_json::BorrowedValue;
 use tokio::sync::mpsc;
 
 use super::ws_client::{self, ClientSocket};
-use super::{binance, coinbase, Emitter, FeedError, FeedStats, Outcome, Timed};
+use super::{
+    binance, coinbase, Emitter, FeedError, FeedStats, Outcome, Reason, RejectTally, Timed,
+};
 use crate::symbols::Normalizer;
 use crate::update::{now_ns, SymbolId, SymbolStatus, Update, UpdateKind};
 use sequence::{binance_control, coinbase_control, Control, Numbering, Stream};
@@ -99,7 +101,7 @@ pub(crate) async fn run(
         status: HashMap::new(),
         out: Vec::new(),
         scratch: Vec::new(),
-        warned: 0,
+        rejections: RejectTally::default(),
         spec,
         normalizer,
         tx,
@@ -142,8 +144,8 @@ struct Connector {
     status: HashMap<SymbolId, bool>,
     out: Vec<Timed>,
     scratch: Vec<u8>,
-    /// Rejected messages logged so far.
-    warned: u64,
+    /// Rejected messages by reason, for the log's per-reason budget.
+    rejections: RejectTally,
 }
 
 impl Connector {
@@ -260,7 +262,10 @@ impl Connector {
                     let _ = wx.write_frame(echo).await;
                     return (End::Closed(reason), delivered);
                 }
-                OpCode::Binary => self.reject("a binary message (venues send JSON text)"),
+                OpCode::Binary => self.reject(
+                    Reason::Unrecognized,
+                    &"a binary message (venues send JSON text)",
+                ),
                 OpCode::Pong | OpCode::Continuation => {}
             }
         }
@@ -275,7 +280,7 @@ impl Connector {
         let step = match crate::json::parse(&mut buf) {
             Ok(value) => self.value(&value).await,
             Err(e) => {
-                self.reject(&e.to_string());
+                self.reject(Reason::Json, &e);
                 Step::Continue { data: false }
             }
         };
@@ -349,11 +354,11 @@ impl Connector {
                 return Step::Continue { data: false };
             }
             Ok(Outcome::Foreign) => {
-                self.reject("not a message of this venue");
+                self.reject(Reason::Unrecognized, &"not a message of this venue");
                 return Step::Continue { data: false };
             }
             Err(e) => {
-                self.reject(&e.to_string());
+                self.reject(e.reason(), &e);
                 return Step::Continue { data: false };
             }
         }
@@ -428,11 +433,18 @@ impl Connector {
         self.tx.send(update).await.is_ok()
     }
 
-    fn reject(&mut self, why: &str) {
+    /// Counts a rejected message; logs it within its reason's budget, so
+    /// that one noisy kind cannot hide the first of another.
+    fn reject(&mut self, reason: Reason, why: &dyn std::fmt::Display) {
         self.stats.rejected.fetch_add(1, Relaxed);
-        self.warned += 1;
-        if self.warned <= 10 || self.warned.is_multiple_of(1000) {
-            tracing::warn!(feed = %self.spec.spec, "rejected upstream message ({} so far): {why}", self.warned);
+        let message = self.stats.records.load(Relaxed);
+        let n = self.rejections.add(reason, message, 1);
+        if RejectTally::logs(n) {
+            tracing::warn!(
+                feed = %self.spec.spec,
+                "rejected upstream message {message} ({} #{n}): {why}",
+                reason.name()
+            );
         }
     }
 }
