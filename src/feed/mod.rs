@@ -336,7 +336,15 @@ pub(crate) enum RecordError {
     /// side has size 0, never less.
     #[error("negative {what} {value:?}")]
     Negative { what: &'static str, value: String },
+    /// A line longer than [`MAX_LINE_BYTES`]; only its start was kept.
+    #[error("a line of more than {} MiB", MAX_LINE_BYTES >> 20)]
+    TooLong,
 }
+
+/// The longest line of a recording that is parsed. A longer one (no real
+/// record comes near it) is read to its end and rejected, never held whole:
+/// a few KB of zstd can hold gigabytes without a newline.
+pub(crate) const MAX_LINE_BYTES: usize = 16 << 20;
 
 impl RecordError {
     pub(crate) fn fields(kind: &'static str, err: impl fmt::Display) -> Self {
@@ -356,6 +364,7 @@ impl RecordError {
             RecordError::Symbol { .. } => Reason::Symbol,
             RecordError::Timestamp(_) => Reason::Timestamp,
             RecordError::Negative { .. } => Reason::Negative,
+            RecordError::TooLong => Reason::TooLong,
         }
     }
 }
@@ -380,10 +389,12 @@ pub(crate) enum Reason {
     Timestamp,
     /// A tickwire log's damaged bytes (one per place skipped).
     Corrupt,
+    /// A line over [`MAX_LINE_BYTES`].
+    TooLong,
 }
 
 impl Reason {
-    const ALL: [Reason; 8] = [
+    const ALL: [Reason; 9] = [
         Reason::Unrecognized,
         Reason::Json,
         Reason::Fields,
@@ -392,6 +403,7 @@ impl Reason {
         Reason::Symbol,
         Reason::Timestamp,
         Reason::Corrupt,
+        Reason::TooLong,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -404,6 +416,7 @@ impl Reason {
             Reason::Symbol => "symbol",
             Reason::Timestamp => "timestamp",
             Reason::Corrupt => "corrupt",
+            Reason::TooLong => "too_long",
         }
     }
 }

@@ -46,7 +46,7 @@ use super::log::{self, LogFeed, LoopedSequences};
 use super::timestamp::{decimal_secs_ns, epoch_int_ns};
 use super::{
     binance, coinbase, tardis, Emitter, FeedError, FeedSpec, FeedStats, Outcome, RecordError,
-    RejectTally, ReplayOptions, Speed,
+    RejectTally, ReplayOptions, Speed, MAX_LINE_BYTES,
 };
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::Update;
@@ -240,19 +240,24 @@ impl<'n> FileReader<'n> {
     /// Reads one line into `pending`. `Ok(false)` at the end of the file.
     fn read_line(&mut self) -> Result<bool, FeedError> {
         self.line.clear();
-        let n = self
-            .src
-            .read_until(b'\n', &mut self.line)
-            .map_err(|source| FeedError::Read {
-                file: self.file.clone(),
-                line: self.line_no + 1,
-                source,
+        let (n, cut) =
+            read_capped_line(&mut self.src, &mut self.line, MAX_LINE_BYTES).map_err(|source| {
+                FeedError::Read {
+                    file: self.file.clone(),
+                    line: self.line_no + 1,
+                    source,
+                }
             })?;
         if n == 0 {
             return self.finish();
         }
         self.line_no += 1;
         self.stats.records.fetch_add(1, Relaxed);
+        if cut {
+            self.nonempty += 1;
+            self.reject(RecordError::TooLong)?;
+            return Ok(true);
+        }
         let line = trim_ascii(&mut self.line);
         if line.is_empty() {
             return Ok(true);
@@ -874,3 +879,37 @@ impl Pacer {
 #[cfg(test)]
 #[path = "replay_tests.rs"]
 mod tests;
+
+/// Reads through the next newline (or the end), keeping at most `max`
+/// bytes of the line in `line`: the rest of a longer line is read and
+/// dropped. Returns the bytes read and whether the line was cut.
+fn read_capped_line(
+    src: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    let (mut read, mut cut) = (0, false);
+    loop {
+        let buf = match src.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok((read, cut));
+        }
+        let (chunk, end) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let room = max.saturating_sub(line.len());
+        cut |= chunk.len() > room;
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let n = chunk.len();
+        src.consume(n);
+        read += n;
+        if end {
+            return Ok((read, cut));
+        }
+    }
+}

@@ -563,6 +563,38 @@ fn detection_window_and_later_rejections() {
 }
 
 #[test]
+fn lines_past_the_limit_are_read_through_and_rejected_not_held() {
+    // TC0..TC2: the cut, at a small limit: a short line whole, a long one
+    // cut with the rest dropped (the buffer stays near the limit), and the
+    // line after it whole.
+    let text = format!("ab\n{}\ncd", "x".repeat(1 << 20));
+    let mut src = std::io::BufReader::with_capacity(4096, text.as_bytes());
+    let mut line = Vec::new();
+    let cases: [(&[u8], usize, bool); 3] = [
+        (b"ab\n", 3, false),
+        (&[b'x'; 1024], (1 << 20) + 1, true),
+        (b"cd", 2, false),
+    ];
+    for (i, (want, read, cut)) in cases.into_iter().enumerate() {
+        line.clear();
+        let got = read_capped_line(&mut src, &mut line, 1024).unwrap();
+        assert_eq!((line.as_slice(), got), (want, (read, cut)), "TC{i}");
+        assert!(line.capacity() <= 4096, "TC{i}: {}", line.capacity());
+    }
+    assert_eq!(
+        read_capped_line(&mut src, &mut line, 1024).unwrap(),
+        (0, false)
+    );
+    // TC3: through a recording, a good quote padded one byte past
+    // MAX_LINE_BYTES between two others is rejected as too long.
+    let good = "{\"u\":1,\"s\":\"BTCUSDT\",\"b\":\"1.5\",\"B\":\"2\",\"a\":\"1.6\",\"A\":\"3\"}\n";
+    let padded = good.replacen(',', &format!(",{}", " ".repeat(MAX_LINE_BYTES)), 1);
+    let text: &'static str = Box::leak(format!("{good}{padded}{good}").into_boxed_str());
+    let (u, stats, _) = read_counted(&embedded("long.jsonl", text));
+    assert_eq!((u.len(), stats.rejected.load(Relaxed)), (2, 1));
+}
+
+#[test]
 fn truncated_streams_fail_after_delivering_what_was_read() {
     for name in [
         "binance-usdm-BTCUSDT-20240808-head300.jsonl.gz",
