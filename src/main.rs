@@ -421,7 +421,8 @@ struct ServeArgs {
     #[arg(long, env = "TICKWIRE_UPSTREAM_CA_FILE")]
     upstream_ca_file: Option<PathBuf>,
     /// Serve /echo (every message echoed by the /ws connection code), for
-    /// conformance testing with Autobahn|Testsuite.
+    /// conformance testing with Autobahn|Testsuite. Never expose it: it
+    /// takes 64 MiB messages with no rate limit.
     #[arg(long, env = "TICKWIRE_ECHO")]
     echo: bool,
     /// Most TCP connections open at once; 503 past it [default: 50000].
