@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::admission::Refused;
 use crate::auth::AuthError;
+use crate::head_gate::HttpRefusal;
 use crate::protocol::ErrorCode;
 
 macro_rules! counters {
@@ -23,6 +24,8 @@ macro_rules! counters {
             pub connections_refused: [AtomicU64; Refused::REASONS.len()],
             /// Requests refused for their access token, by reason.
             pub auth_rejections: [AtomicU64; AuthError::ALL.len()],
+            /// Request heads refused before routing, by [`HttpRefusal`] reason.
+            pub http_rejections: [AtomicU64; HttpRefusal::REASONS.len()],
         }
 
         impl Metrics {
@@ -59,6 +62,12 @@ macro_rules! counters {
                 let _ = writeln!(out, "# TYPE {name} counter");
                 for (reason, n) in AuthError::ALL.iter().zip(&self.auth_rejections) {
                     let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.name(), n.load(Relaxed));
+                }
+                let name = "tickwire_http_rejections_total";
+                let _ = writeln!(out, "# HELP {name} Request heads refused before routing (414 request line too long, 431 headers too large, 400 not HTTP or an untrusted PROXY header), by reason.");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for (reason, n) in HttpRefusal::REASONS.iter().zip(&self.http_rejections) {
+                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
                 }
                 out
             }
@@ -144,6 +153,11 @@ counters! {
 impl Metrics {
     pub fn protocol_error(&self, code: ErrorCode) {
         self.protocol_errors[code.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn http_rejection(&self, reason: HttpRefusal) {
+        // Relaxed: independent counter.
+        self.http_rejections[reason.index()].fetch_add(1, Relaxed);
     }
 
     pub fn auth_rejection(&self, reason: AuthError) {

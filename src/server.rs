@@ -37,6 +37,7 @@ use crate::config::Validated;
 use crate::connection::{self, ConnectionConfig, Service};
 use crate::encode::write_json_str;
 use crate::feed::{self, FeedStats, ReplayOptions};
+use crate::head_gate::{HeadGate, HttpRefusal, Verdict, Verdicts};
 use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::protocol::Format;
@@ -128,7 +129,10 @@ impl Running {
     {
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
         match self.state.admission.admit(peer.ip()) {
-            Ok(admitted) => serve_http(io, peer, Arc::clone(&self.state), Arc::new(admitted)).await,
+            Ok(admitted) => {
+                let state = Arc::clone(&self.state);
+                serve_http(io, Bytes::new(), peer, state, Arc::new(admitted)).await;
+            }
             Err(refused) => tracing::debug!(?refused, "stream refused"),
         }
     }
@@ -423,7 +427,7 @@ async fn accept_loop(
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let Some(acceptor) = state.tls.clone() else {
-                return serve_http(stream, peer, state, admitted).await;
+                return serve_http(stream, Bytes::new(), peer, state, admitted).await;
             };
             let handshake = accept_tls(&acceptor, stream);
             let tls = match tokio::time::timeout(state.tls_handshake_timeout, handshake).await {
@@ -431,7 +435,7 @@ async fn accept_loop(
                 Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
             };
             match tls {
-                Ok(tls) => serve_http(tls, peer, state, admitted).await,
+                Ok(tls) => serve_http(tls, Bytes::new(), peer, state, admitted).await,
                 Err(e) => {
                     // Relaxed: independent counter.
                     let failures = &state.market.metrics.tls_handshake_failures_total;
@@ -478,35 +482,82 @@ async fn accept_tls(
 }
 
 /// Serves HTTP/1.1 (and the upgrades it leads to) on one connection, over
-/// any byte stream.
+/// any byte stream whose first bytes, already read, are `initial`. Every
+/// request head passes the [`HeadGate`] first.
 ///
 /// `admitted` holds the connection's place against the connection limits;
 /// an upgraded connection takes a clone along.
-async fn serve_http<S>(io: S, peer: SocketAddr, state: Arc<AppState>, admitted: Arc<Admitted>)
-where
+async fn serve_http<S>(
+    io: S,
+    initial: Bytes,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    admitted: Arc<Admitted>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let metrics = Arc::clone(&state.market.metrics);
     let handshake_timeout = state.handshake_timeout;
+    let verdicts = Arc::new(Verdicts::default());
+    let gate = HeadGate::new(io, initial, Arc::clone(&verdicts));
     let service = service_fn(move |req| {
-        let state = Arc::clone(&state);
-        let admitted = Arc::clone(&admitted);
-        async move { Ok::<_, Infallible>(route(req, &state, admitted)) }
+        let response = match verdicts.next() {
+            Verdict::Refuse(refusal) => refuse_head(&state, refusal),
+            Verdict::Pass { last } => {
+                let mut r = route(req, &state, Arc::clone(&admitted));
+                // The gate stopped checking heads on this connection.
+                if last && r.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                r
+            }
+        };
+        async move { Ok::<_, Infallible>(response) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(gate), service)
         .with_upgrades();
     if let Err(e) = conn.await {
         if e.is_timeout() {
             // Relaxed: independent counter.
             metrics.handshake_timeouts_total.fetch_add(1, Relaxed);
             tracing::debug!(%peer, "closed: no request headers within {handshake_timeout:?}");
+        } else if e.is_parse() {
+            // A head the gate let through and hyper refused, with hyper's
+            // empty answer: not expected, but counted all the same.
+            let refusal = if e.is_parse_too_large() {
+                HttpRefusal::HeadersTooLarge
+            } else {
+                HttpRefusal::Malformed("refused by the HTTP parser")
+            };
+            metrics.http_rejection(refusal);
+            tracing::debug!(%peer, "http parse error past the head gate: {e}");
         } else {
             tracing::debug!(%peer, "http connection error: {e}");
         }
     }
+}
+
+/// Answers a request head the [`HeadGate`] refused: its status, a
+/// one-line reason, and the end of the connection.
+fn refuse_head(state: &AppState, refusal: HttpRefusal) -> Response<Body> {
+    state.market.metrics.http_rejection(refusal);
+    tracing::debug!(
+        reason = HttpRefusal::REASONS[refusal.index()],
+        "refused a request head ({})",
+        refusal.status().as_u16()
+    );
+    let mut r = respond(
+        refusal.status(),
+        "text/plain",
+        format!("{}\n", refusal.reason()),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 type Body = Either<Full<Bytes>, sse::EventStream>;
@@ -853,13 +904,20 @@ fn upgrade(
         };
         let market = Arc::clone(&state.market);
         let shutdown = state.shutdown.clone();
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<HeadGate<TcpStream>>>() {
             Ok(parts) => {
                 // Owned halves of the TCP stream: no lock between reader and
-                // writer. Bytes hyper read past the handshake come first.
-                let (read, write) = parts.io.into_inner().into_split();
+                // writer. Bytes hyper read past the handshake come first,
+                // then any the gate read and hyper did not.
+                let (tcp, unread) = parts.io.into_inner().into_parts();
+                let prefix = if unread.is_empty() {
+                    parts.read_buf
+                } else {
+                    Bytes::from([&parts.read_buf[..], &unread[..]].concat())
+                };
+                let (read, write) = tcp.into_split();
                 let read = Prefixed {
-                    prefix: parts.read_buf,
+                    prefix,
                     inner: read,
                 };
                 connection::serve(

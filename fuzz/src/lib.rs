@@ -316,7 +316,8 @@ async fn wait_until(mut done: impl FnMut() -> bool) -> bool {
 
 fn check_http_answer(out: &[u8]) {
     if out.is_empty() {
-        // hyper closes without an answer on some garbage (no request line).
+        // A connection that ends inside a request head is closed without
+        // an answer.
         return;
     }
     let mut headers = [httparse::EMPTY_HEADER; 32];
