@@ -67,6 +67,7 @@ pub mod metrics;
 pub mod nats;
 pub mod nats_publish;
 pub mod protocol;
+pub mod proxy;
 pub mod publish;
 pub mod record;
 pub mod ring;
