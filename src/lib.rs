@@ -68,6 +68,7 @@ pub mod nats;
 pub mod nats_publish;
 pub mod protocol;
 pub mod proxy;
+pub mod proxy_header;
 pub mod publish;
 pub mod record;
 pub mod ring;
