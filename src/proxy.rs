@@ -14,6 +14,12 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncRead;
+
+use crate::proxy_header::{read_header, ProxyError};
 
 /// An IP network: an address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +181,86 @@ fn forwarded_address(entry: &[u8]) -> Option<IpAddr> {
     Some(ip.to_canonical())
 }
 
+/// Who a connection's client is, as far as the connection tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionClient {
+    /// The TCP peer itself.
+    Peer(SocketAddr),
+    /// The source of a trusted proxy's PROXY header.
+    Proxied {
+        source: SocketAddr,
+        proxy: SocketAddr,
+    },
+    /// Each request's, from the `X-Forwarded-For` that trusted hop `hop`
+    /// passed on (the peer, or the source of its PROXY header when that
+    /// is a trusted proxy too).
+    Forwarded { hop: IpAddr, proxy: SocketAddr },
+}
+
+impl ConnectionClient {
+    /// The span a connection's log lines carry: `client`, and `proxy` when
+    /// a proxy passed the connection on. A forwarded connection's requests
+    /// each have a `req` span with their `client`.
+    pub fn span(&self) -> tracing::Span {
+        use tracing::field::{display, Empty};
+        let span = tracing::info_span!("conn", client = Empty, proxy = Empty);
+        match *self {
+            ConnectionClient::Peer(peer) => span.record("client", display(peer)),
+            ConnectionClient::Proxied { source, proxy } => span
+                .record("client", display(source))
+                .record("proxy", display(proxy)),
+            ConnectionClient::Forwarded { proxy, .. } => span.record("proxy", display(proxy)),
+        };
+        span
+    }
+}
+
+/// What the start of a trusted proxy's connection said.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Identified {
+    /// Who the client is, and the bytes read past the PROXY header (or all
+    /// those read, without one): the start of TLS or HTTP.
+    Client(ConnectionClient, Bytes),
+    /// A PROXY header that is malformed, too long, cut short or late: the
+    /// connection is to be closed.
+    Refused(ProxyError),
+    /// Nothing arrived within the timeout.
+    Silent,
+}
+
+/// Reads the PROXY header a trusted proxy's connection starts with, if it
+/// starts with one, within `timeout`; says who the client is.
+pub async fn identify<S: AsyncRead + Unpin>(
+    io: &mut S,
+    peer: SocketAddr,
+    trusted: &TrustedProxies,
+    timeout: Duration,
+) -> Identified {
+    let mut buf = BytesMut::new();
+    let header = match tokio::time::timeout(timeout, read_header(io, &mut buf)).await {
+        Ok(Ok(header)) => header,
+        Ok(Err(e)) => return Identified::Refused(e),
+        // Cancelling the read loses nothing: `buf` has what arrived.
+        Err(_) if buf.is_empty() => return Identified::Silent,
+        Err(_) => return Identified::Refused(ProxyError::Timeout),
+    };
+    let client = match header.and_then(|h| h.source) {
+        Some(source) if trusted.contains(source.ip()) => ConnectionClient::Forwarded {
+            hop: source.ip().to_canonical(),
+            proxy: peer,
+        },
+        Some(source) => ConnectionClient::Proxied {
+            source,
+            proxy: peer,
+        },
+        None => ConnectionClient::Forwarded {
+            hop: peer.ip().to_canonical(),
+            proxy: peer,
+        },
+    };
+    Identified::Client(client, buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +334,86 @@ mod tests {
         // trusted hop, never reaching what lies left of it.
         assert_eq!(client(&["203.0.113.9, unknown"]), hop);
         assert_eq!(client(&["203.0.113.9, garbage, 10.0.0.2"]), ip("10.0.0.2"));
+    }
+
+    fn header(source: &str, destination: &str) -> crate::proxy_header::ProxyHeader {
+        crate::proxy_header::ProxyHeader {
+            version: 1,
+            source: Some(source.parse().unwrap()),
+            destination: Some(destination.parse().unwrap()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn identify_says_who_the_client_is() {
+        let t = &trusted(&["127.0.0.1", "10.0.0.0/8"]);
+        let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let second = Duration::from_secs(1);
+        let h = |src: &str| header(src, "192.0.2.1:443").to_v1();
+        let identify_bytes = |bytes: Vec<u8>| async move {
+            let (mut client, mut server) = tokio::io::duplex(8192);
+            tokio::io::AsyncWriteExt::write_all(&mut client, &bytes)
+                .await
+                .unwrap();
+            let got = identify(&mut server, peer, t, second).await;
+            drop(client);
+            got
+        };
+        // TC0: an untrusted source is the client; what follows is kept.
+        let mut bytes = h("203.0.113.9:5000");
+        bytes.extend_from_slice(b"GET /");
+        let source = "203.0.113.9:5000".parse().unwrap();
+        assert_eq!(
+            identify_bytes(bytes).await,
+            Identified::Client(
+                ConnectionClient::Proxied {
+                    source,
+                    proxy: peer
+                },
+                Bytes::from_static(b"GET /")
+            )
+        );
+        // TC1: a trusted source (another proxy in the chain) forwards.
+        assert_eq!(
+            identify_bytes(h("10.1.1.1:5000")).await,
+            Identified::Client(
+                ConnectionClient::Forwarded {
+                    hop: ip("10.1.1.1"),
+                    proxy: peer
+                },
+                Bytes::new()
+            )
+        );
+        // TC2: no header: the peer forwards, the bytes are the request's.
+        assert_eq!(
+            identify_bytes(b"GET / HTTP/1.1\r\n".to_vec()).await,
+            Identified::Client(
+                ConnectionClient::Forwarded {
+                    hop: ip("127.0.0.1"),
+                    proxy: peer
+                },
+                Bytes::from_static(b"GET / HTTP/1.1\r\n")
+            )
+        );
+        // TC3: half a header, then nothing: late; nothing at all: silent.
+        let half = h("203.0.113.9:5000")[..20].to_vec();
+        let (mut client, mut server) = tokio::io::duplex(8192);
+        tokio::io::AsyncWriteExt::write_all(&mut client, &half)
+            .await
+            .unwrap();
+        assert_eq!(
+            identify(&mut server, peer, t, second).await,
+            Identified::Refused(ProxyError::Timeout)
+        );
+        let (_client, mut server) = tokio::io::duplex(8192);
+        assert_eq!(
+            identify(&mut server, peer, t, second).await,
+            Identified::Silent
+        );
+        // TC4: malformed.
+        assert!(matches!(
+            identify_bytes(b"PROXY TCP4 x\r\n".to_vec()).await,
+            Identified::Refused(ProxyError::Malformed(_))
+        ));
     }
 }
