@@ -7,6 +7,11 @@
 //! An admitted connection holds an [`Admitted`] for as long as it lives (the
 //! HTTP connection, and the WebSocket or SSE stream it became); dropping it
 //! gives the connection's place back.
+//!
+//! A connection from a trusted proxy is admitted against the server-wide
+//! limit only, and counts against a client's limits once the proxy says
+//! who the client is ([`Admitted::attribute`]): from its PROXY header, or
+//! request by request from `X-Forwarded-For`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -53,11 +58,11 @@ impl Refused {
         }
     }
 
-    /// The whole HTTP response.
-    fn response(self, limits: &AdmissionLimits) -> String {
-        let (status, retry_after, reason) = match self {
+    /// The status, the `Retry-After` seconds and the one-line reason.
+    pub fn answer(self, limits: &AdmissionLimits) -> (u16, u64, String) {
+        match self {
             Refused::ServerFull => (
-                "503 Service Unavailable",
+                503,
                 SERVER_FULL_RETRY_SECS,
                 format!(
                     "server full: {} connections open (max_connections)",
@@ -65,7 +70,7 @@ impl Refused {
                 ),
             ),
             Refused::IpFull => (
-                "429 Too Many Requests",
+                429,
                 IP_FULL_RETRY_SECS,
                 format!(
                     "too many connections from your address: {} open (max_connections_per_ip)",
@@ -73,13 +78,22 @@ impl Refused {
                 ),
             ),
             Refused::IpRate { retry_after_secs } => (
-                "429 Too Many Requests",
+                429,
                 retry_after_secs,
                 format!(
                     "too many connection attempts from your address: more than {} per minute",
                     limits.attempts_per_ip_per_min
                 ),
             ),
+        }
+    }
+
+    /// The whole HTTP response.
+    fn response(self, limits: &AdmissionLimits) -> String {
+        let (code, retry_after, reason) = self.answer(limits);
+        let status = match code {
+            503 => "503 Service Unavailable",
+            _ => "429 Too Many Requests",
         };
         format!(
             "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\nretry-after: {retry_after}\r\n\
@@ -136,8 +150,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct Admitted {
     admission: Arc<Admission>,
-    /// Set when the connection counts against its IP's limits.
-    ip: Option<IpAddr>,
+    /// Set when the connection counts against a client IP's limits (its
+    /// key: see [`client_key`]).
+    ip: Mutex<Option<IpAddr>>,
 }
 
 impl Admission {
@@ -157,12 +172,40 @@ impl Admission {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Refused> {
         let r = self.try_admit(ip, Instant::now());
         if let Err(refused) = r {
-            self.metrics.connections_refused[refused.index()].fetch_add(1, Relaxed);
+            self.count(refused);
         }
         r
     }
 
+    /// Admits a connection from a trusted proxy against `max_connections`
+    /// only; its client's limits apply once [`Admitted::attribute`] says
+    /// who the client is.
+    pub fn admit_unattributed(self: &Arc<Self>) -> Result<Admitted, Refused> {
+        let r = self.place();
+        if let Err(refused) = r {
+            self.count(refused);
+        }
+        r
+    }
+
+    /// The limits, for the text of a refusal.
+    pub fn limits(&self) -> &AdmissionLimits {
+        &self.limits
+    }
+
+    fn count(&self, refused: Refused) {
+        self.metrics.connections_refused[refused.index()].fetch_add(1, Relaxed);
+    }
+
     fn try_admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Admitted, Refused> {
+        let admitted = self.place()?;
+        // Refused: dropping `admitted` gives its place back.
+        admitted.attribute_at(ip, now)?;
+        Ok(admitted)
+    }
+
+    /// A place against `max_connections`, counting against no client yet.
+    fn place(self: &Arc<Self>) -> Result<Admitted, Refused> {
         // Relaxed: the count is the only thing shared through this atomic;
         // increment-then-check keeps it at most max_connections however the
         // accepts interleave.
@@ -171,21 +214,9 @@ impl Admission {
             self.metrics.tcp_connections.fetch_sub(1, Relaxed);
             return Err(Refused::ServerFull);
         }
-        let ip = ip.to_canonical();
-        if ip.is_loopback() && !self.limits.limit_loopback {
-            return Ok(Admitted {
-                admission: Arc::clone(self),
-                ip: None,
-            });
-        }
-        let ip = client_key(ip);
-        let verdict = self.admit_ip(ip, now);
-        if verdict.is_err() {
-            self.metrics.tcp_connections.fetch_sub(1, Relaxed);
-        }
-        verdict.map(|()| Admitted {
+        Ok(Admitted {
             admission: Arc::clone(self),
-            ip: Some(ip),
+            ip: Mutex::new(None),
         })
     }
 
@@ -224,9 +255,8 @@ impl Admission {
         Ok(())
     }
 
-    fn release(&self, ip: Option<IpAddr>) {
-        self.metrics.tcp_connections.fetch_sub(1, Relaxed);
-        let Some(ip) = ip else { return };
+    /// Gives back a client's open-connection place.
+    fn release_ip(&self, ip: IpAddr) {
         let capacity = f64::from(self.limits.attempts_per_ip_per_min);
         let now = Instant::now();
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
@@ -264,9 +294,44 @@ fn refill(s: &IpState, now: Instant, per_sec: f64, capacity: f64) -> f64 {
     (s.tokens + elapsed * per_sec).min(capacity)
 }
 
+impl Admitted {
+    /// Makes the connection count as `ip`'s: an attempt of `ip` and one of
+    /// its open connections (as if it had connected itself), and no longer
+    /// the previous client's. Nothing changes when `ip` is already its
+    /// client; when `ip` is refused (and counted), it stays as it was.
+    pub fn attribute(&self, ip: IpAddr) -> Result<(), Refused> {
+        let r = self.attribute_at(ip, Instant::now());
+        if let Err(refused) = r {
+            self.admission.count(refused);
+        }
+        r
+    }
+
+    fn attribute_at(&self, ip: IpAddr, now: Instant) -> Result<(), Refused> {
+        let ip = ip.to_canonical();
+        let limits = &self.admission.limits;
+        let key = (limits.limit_loopback || !ip.is_loopback()).then(|| client_key(ip));
+        let mut current = self.ip.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == key {
+            return Ok(());
+        }
+        if let Some(key) = key {
+            self.admission.admit_ip(key, now)?;
+        }
+        if let Some(old) = std::mem::replace(&mut *current, key) {
+            self.admission.release_ip(old);
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.admission.release(self.ip);
+        self.admission.metrics.tcp_connections.fetch_sub(1, Relaxed);
+        let ip = self.ip.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(ip) = ip.take() {
+            self.admission.release_ip(ip);
+        }
     }
 }
 
@@ -388,6 +453,46 @@ mod tests {
         let _v4 = a.try_admit(mapped, now).unwrap();
         let _v4b = a.try_admit(A, now).unwrap();
         assert_eq!(a.try_admit(A, now).unwrap_err(), Refused::IpFull);
+    }
+
+    #[test]
+    fn a_proxied_connection_counts_as_its_latest_client() {
+        let a = admission(10, 1, 1000);
+        let now = Instant::now();
+        // TC0: unattributed, only the total counts.
+        let p1 = a.place().unwrap();
+        let p2 = a.place().unwrap();
+        assert_eq!(a.tracked_ips(), 0);
+        assert_eq!(a.metrics.tcp_connections.load(Relaxed), 2);
+        // TC1: as A, then a second connection as A is over A's limit and
+        // stays unattributed.
+        p1.attribute_at(A, now).unwrap();
+        assert_eq!(p2.attribute_at(A, now).unwrap_err(), Refused::IpFull);
+        assert!(p2.ip.lock().unwrap().is_none());
+        // TC2: the first moving to B frees A's place.
+        p1.attribute_at(B, now).unwrap();
+        p2.attribute_at(A, now).unwrap();
+        // TC3: dropping gives back both places.
+        drop(p1);
+        let _b = a.try_admit(B, now).unwrap();
+        drop(p2);
+        let _a = a.try_admit(A, now).unwrap();
+        assert_eq!(a.metrics.tcp_connections.load(Relaxed), 2);
+
+        // TC4: the same client again is not another attempt.
+        let a = admission(10, 10, 2);
+        let p = a.place().unwrap();
+        for _ in 0..5 {
+            p.attribute_at(A, now).unwrap();
+        }
+        let _second = a.try_admit(A, now).unwrap();
+        assert!(matches!(
+            a.try_admit(A, now).unwrap_err(),
+            Refused::IpRate { .. }
+        ));
+        // TC5: loopback is exempt unless limit_loopback, as when direct.
+        p.attribute_at(LOOPBACK, now).unwrap();
+        assert!(p.ip.lock().unwrap().is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::feed::ws_client::UpstreamTls;
 use crate::feed::{FeedSpec, Speed, UpstreamTiming};
 use crate::inbound::InboundRate;
 use crate::nats::PublishTarget;
+use crate::proxy::TrustedProxies;
 use crate::tls::CertStore;
 
 /// Everything `tickwire serve` can be told. Units are in the names.
@@ -96,8 +97,14 @@ pub struct ServeConfig {
     /// Apply the per-IP limits to loopback clients too. Off by default: the
     /// benchmark harness and local tools open thousands of connections from
     /// 127.0.0.1, and a reverse proxy on the same host would otherwise be
-    /// limited as one client.
+    /// limited as one client (or list it in `trusted_proxies`).
     pub limit_loopback: bool,
+    /// Peers trusted to say who the client is (`ADDRESS/PREFIX`, or one
+    /// address): a PROXY protocol header (v1 or v2) starting their
+    /// connections, and `X-Forwarded-For` on their requests, give the
+    /// address that per-IP limits, logs and metrics use. From any other
+    /// peer neither is read.
+    pub trusted_proxies: Vec<String>,
     /// Time a client gets to send its complete HTTP request headers
     /// (slowloris); also how long an idle keep-alive HTTP connection stays.
     pub handshake_timeout_ms: u64,
@@ -162,6 +169,7 @@ impl Default for ServeConfig {
             max_connections_per_ip: 100,
             connection_attempts_per_ip_per_min: 120,
             limit_loopback: false,
+            trusted_proxies: Vec::new(),
             handshake_timeout_ms: 10_000,
             max_inbound_per_sec: 10,
             inbound_burst: 20,
@@ -208,6 +216,7 @@ pub struct Validated {
     pub origins: OriginPolicy,
     /// Checks access tokens, when auth is on.
     pub auth: Option<Verifier>,
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl ServeConfig {
@@ -343,6 +352,10 @@ impl ServeConfig {
             errors.extend(e);
             OriginPolicy::default()
         });
+        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies).unwrap_or_else(|e| {
+            errors.extend(e);
+            TrustedProxies::default()
+        });
         let secret = match (&self.auth_secret, &self.auth_secret_file) {
             (Some(_), Some(_)) => Err(
                 "auth secret given twice: use auth_secret_file or TICKWIRE_AUTH_SECRET, not both"
@@ -374,6 +387,7 @@ impl ServeConfig {
             tls,
             origins,
             auth,
+            trusted_proxies,
         })
     }
 
@@ -577,6 +591,7 @@ mod tests {
         let bad = ServeConfig {
             tls_cert: Some("/no/such/cert.pem".into()),
             allow_origins: vec!["app.example".into(), "https://ok.example".into()],
+            trusted_proxies: vec!["10.0.0.1/8".into(), "192.0.2.0/24".into(), "proxy".into()],
             auth_secret_file: Some(short.clone()),
             ring_capacity: 1000,
             ..ServeConfig::default()
@@ -589,19 +604,24 @@ mod tests {
         for needle in [
             "tls_cert and tls_key go together",
             "allow_origins \"app.example\"",
+            "trusted_proxies \"10.0.0.1/8\": host bits are set",
+            "trusted_proxies \"proxy\"",
             "at least 32",
             "ring_capacity",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }
         assert!(!text.contains("ok.example"), "{text}");
+        assert!(!text.contains("192.0.2.0/24"), "{text}");
         // TC1: the TOML keys; the secret itself is not one.
         let c: ServeConfig = toml::from_str(
             "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nallow_origins = [\"https://a.example\"]\n\
-             auth_secret_file = \"s\"\ntls_handshake_timeout_ms = 5",
+             auth_secret_file = \"s\"\ntls_handshake_timeout_ms = 5\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"::1\"]",
         )
         .unwrap();
         assert_eq!(c.allow_origins, ["https://a.example"]);
+        assert_eq!(c.trusted_proxies, ["10.0.0.0/8", "::1"]);
         assert_eq!(c.tls_handshake_timeout_ms, 5);
         assert!(toml::from_str::<ServeConfig>("auth_secret = \"x\"").is_err());
         // TC2: the secret never shows in Debug.

@@ -28,9 +28,10 @@
 //!   open a WebSocket.
 //! - [`server`]: HTTP routes (`/`, `/ws`, `/sse`, `/metrics`, `/healthz`),
 //!   feeds and publisher start-up, graceful shutdown; [`admission`] (the
-//!   connection limits, checked at accept), [`config`], [`metrics`],
-//!   [`protocol`] (client requests, error and close codes) and [`web`]
-//!   (the embedded dashboard) serve it; [`tls`] (HTTPS and wss, certificate
+//!   connection limits, checked at accept), [`head_gate`] (request heads
+//!   checked against their limits before hyper reads them), [`config`],
+//!   [`metrics`], [`protocol`] (client requests, error and close codes) and
+//!   [`web`] (the embedded dashboard) serve it; [`tls`] (HTTPS and wss, certificate
 //!   reload), [`access`] (Origin allowlist, the handshake's token check) and
 //!   [`auth`] (HS256 tokens) guard it.
 //! - [`nats`], [`nats_publish`]: beyond one machine: a feed node publishes
@@ -57,6 +58,7 @@ pub mod decimal;
 pub mod encode;
 pub mod fanout;
 pub mod feed;
+pub mod head_gate;
 pub mod inbound;
 pub mod json;
 pub mod market;
@@ -65,6 +67,8 @@ pub mod metrics;
 pub mod nats;
 pub mod nats_publish;
 pub mod protocol;
+pub mod proxy;
+pub mod proxy_header;
 pub mod publish;
 pub mod record;
 pub mod ring;

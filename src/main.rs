@@ -437,6 +437,15 @@ struct ServeArgs {
     /// Apply the per-IP limits to loopback (127.0.0.0/8, ::1) clients too.
     #[arg(long, env = "TICKWIRE_LIMIT_LOOPBACK")]
     limit_loopback: bool,
+    /// A proxy (ADDRESS/PREFIX, or an address) trusted to say who the
+    /// client is, by a PROXY protocol header (v1 or v2) or X-Forwarded-For;
+    /// per-IP limits and logs then use that address. Repeatable.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TICKWIRE_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
     /// Time a client gets to send its HTTP request headers [default: 10000].
     #[arg(long, env = "TICKWIRE_HANDSHAKE_TIMEOUT_MS")]
     handshake_timeout_ms: Option<u64>,
@@ -529,6 +538,9 @@ impl ServeArgs {
         }
         if !self.allow_origins.is_empty() {
             c.allow_origins = self.allow_origins;
+        }
+        if !self.trusted_proxies.is_empty() {
+            c.trusted_proxies = self.trusted_proxies;
         }
         if self.auth_secret_file.is_some() {
             c.auth_secret_file = self.auth_secret_file;

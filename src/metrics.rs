@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::admission::Refused;
 use crate::auth::AuthError;
+use crate::head_gate::HttpRefusal;
 use crate::protocol::ErrorCode;
+use crate::proxy_header::ProxyError;
 
 macro_rules! counters {
     ($( $(#[doc = $doc:literal])* $name:ident : $kind:literal ),* $(,)?) => {
@@ -23,6 +25,11 @@ macro_rules! counters {
             pub connections_refused: [AtomicU64; Refused::REASONS.len()],
             /// Requests refused for their access token, by reason.
             pub auth_rejections: [AtomicU64; AuthError::ALL.len()],
+            /// Request heads refused before routing, by [`HttpRefusal`] reason.
+            pub http_rejections: [AtomicU64; HttpRefusal::REASONS.len()],
+            /// Trusted proxies' connections closed for their PROXY header, by
+            /// [`ProxyError`] reason.
+            pub proxy_header_errors: [AtomicU64; ProxyError::REASONS.len()],
         }
 
         impl Metrics {
@@ -59,6 +66,18 @@ macro_rules! counters {
                 let _ = writeln!(out, "# TYPE {name} counter");
                 for (reason, n) in AuthError::ALL.iter().zip(&self.auth_rejections) {
                     let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.name(), n.load(Relaxed));
+                }
+                let name = "tickwire_http_rejections_total";
+                let _ = writeln!(out, "# HELP {name} Request heads refused before routing (414 request line too long, 431 headers too large, 400 not HTTP or an untrusted PROXY header), by reason.");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for (reason, n) in HttpRefusal::REASONS.iter().zip(&self.http_rejections) {
+                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
+                }
+                let name = "tickwire_proxy_header_errors_total";
+                let _ = writeln!(out, "# HELP {name} Connections from trusted proxies closed for their PROXY header (malformed, too large, not complete within handshake_timeout_ms, cut short), by reason.");
+                let _ = writeln!(out, "# TYPE {name} counter");
+                for (reason, n) in ProxyError::REASONS.iter().zip(&self.proxy_header_errors) {
+                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
                 }
                 out
             }
@@ -146,6 +165,16 @@ counters! {
 impl Metrics {
     pub fn protocol_error(&self, code: ErrorCode) {
         self.protocol_errors[code.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn http_rejection(&self, reason: HttpRefusal) {
+        // Relaxed: independent counter.
+        self.http_rejections[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn proxy_header_error(&self, reason: ProxyError) {
+        // Relaxed: independent counter.
+        self.proxy_header_errors[reason.index()].fetch_add(1, Relaxed);
     }
 
     pub fn auth_rejection(&self, reason: AuthError) {

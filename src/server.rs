@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::access::{self, Grant, OriginPolicy};
 use crate::admission::{self, Admission, Admitted};
@@ -37,9 +38,11 @@ use crate::config::Validated;
 use crate::connection::{self, ConnectionConfig, Service};
 use crate::encode::write_json_str;
 use crate::feed::{self, FeedStats, ReplayOptions};
+use crate::head_gate::{HeadGate, HttpRefusal, Verdict, Verdicts};
 use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::protocol::Format;
+use crate::proxy::{self, ConnectionClient, Identified, TrustedProxies};
 use crate::publish::Publisher;
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::tls::CertStore;
@@ -81,6 +84,8 @@ struct AppState {
     origins: OriginPolicy,
     /// Set when `/ws` and `/sse` need an access token.
     auth: Option<Verifier>,
+    /// Peers whose PROXY headers and `X-Forwarded-For` name the client.
+    trusted_proxies: TrustedProxies,
 }
 
 /// A server started by [`start`]: its address, its market, and the handle
@@ -128,7 +133,11 @@ impl Running {
     {
         let peer = SocketAddr::from(([127, 0, 0, 1], 0));
         match self.state.admission.admit(peer.ip()) {
-            Ok(admitted) => serve_http(io, peer, Arc::clone(&self.state), Arc::new(admitted)).await,
+            Ok(admitted) => {
+                let state = Arc::clone(&self.state);
+                let client = ConnectionClient::Peer(peer);
+                serve_http(io, Bytes::new(), client, state, Arc::new(admitted)).await;
+            }
             Err(refused) => tracing::debug!(?refused, "stream refused"),
         }
     }
@@ -238,6 +247,7 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         tls_handshake_timeout: Duration::from_millis(v.config.tls_handshake_timeout_ms),
         origins: v.origins,
         auth: v.auth,
+        trusted_proxies: v.trusted_proxies,
     });
     let shutdown_timeout = Duration::from_millis(v.config.shutdown_timeout_ms);
     let accept_state = Arc::clone(&state);
@@ -406,10 +416,18 @@ async fn accept_loop(
             },
         };
         // Before anything else is set up for it: a refused connection
-        // costs a small task that writes a fixed answer.
-        let admitted = match state.admission.admit(peer.ip()) {
+        // costs a small task that writes a fixed answer. A trusted proxy's
+        // connection counts against its client once the proxy names it.
+        let trusted = state.trusted_proxies.contains(peer.ip());
+        let admitted = if trusted {
+            state.admission.admit_unattributed()
+        } else {
+            state.admission.admit(peer.ip())
+        };
+        let admitted = match admitted {
             Ok(a) => Arc::new(a),
             Err(refused) => {
+                // Before a trusted proxy names its client: the peer's.
                 tracing::debug!(%peer, ?refused, "connection refused");
                 admission::refuse(&state.admission, stream, refused);
                 continue;
@@ -422,24 +440,84 @@ async fn accept_loop(
         }
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let Some(acceptor) = state.tls.clone() else {
-                return serve_http(stream, peer, state, admitted).await;
+            let mut stream = stream;
+            let (client, initial) = if trusted {
+                match identify_client(&state, &mut stream, peer).await {
+                    Some(identified) => identified,
+                    None => return,
+                }
+            } else {
+                (ConnectionClient::Peer(peer), Bytes::new())
             };
-            let handshake = accept_tls(&acceptor, stream);
-            let tls = match tokio::time::timeout(state.tls_handshake_timeout, handshake).await {
-                Ok(result) => result,
-                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-            };
-            match tls {
-                Ok(tls) => serve_http(tls, peer, state, admitted).await,
-                Err(e) => {
-                    // Relaxed: independent counter.
-                    let failures = &state.market.metrics.tls_handshake_failures_total;
-                    failures.fetch_add(1, Relaxed);
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+            if let ConnectionClient::Proxied { source, .. } = client {
+                if let Err(refused) = admitted.attribute(source.ip()) {
+                    tracing::debug!(client = %source, proxy = %peer, ?refused, "connection refused");
+                    drop(admitted);
+                    admission::refuse(&state.admission, stream, refused);
+                    return;
                 }
             }
+            let span = client.span();
+            serve_connection(stream, initial, client, state, admitted)
+                .instrument(span)
+                .await;
         });
+    }
+}
+
+/// Reads what a trusted proxy's connection starts with: who the client
+/// is, and the bytes read past a PROXY header. None when the connection is
+/// to be closed (a bad PROXY header, or nothing within the handshake
+/// timeout), counted and logged.
+async fn identify_client(
+    state: &AppState,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Option<(ConnectionClient, Bytes)> {
+    let timeout = state.handshake_timeout;
+    let metrics = &state.market.metrics;
+    match proxy::identify(stream, peer, &state.trusted_proxies, timeout).await {
+        Identified::Client(client, initial) => Some((client, initial)),
+        Identified::Refused(e) => {
+            metrics.proxy_header_error(e);
+            tracing::debug!(proxy = %peer, "closed: {e}");
+            None
+        }
+        Identified::Silent => {
+            // Relaxed: independent counter.
+            metrics.handshake_timeouts_total.fetch_add(1, Relaxed);
+            tracing::debug!(proxy = %peer, "closed: nothing sent within {timeout:?}");
+            None
+        }
+    }
+}
+
+/// Serves an admitted connection: the TLS handshake when the port speaks
+/// TLS, then HTTP. `initial` is what was read before (past a PROXY
+/// header).
+async fn serve_connection(
+    stream: TcpStream,
+    initial: Bytes,
+    client: ConnectionClient,
+    state: Arc<AppState>,
+    admitted: Arc<Admitted>,
+) {
+    let Some(acceptor) = state.tls.clone() else {
+        return serve_http(stream, initial, client, state, admitted).await;
+    };
+    let handshake = accept_tls(&acceptor, stream, initial);
+    let tls = match tokio::time::timeout(state.tls_handshake_timeout, handshake).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    };
+    match tls {
+        Ok(tls) => serve_http(tls, Bytes::new(), client, state, admitted).await,
+        Err(e) => {
+            // Relaxed: independent counter.
+            let failures = &state.market.metrics.tls_handshake_failures_total;
+            failures.fetch_add(1, Relaxed);
+            tracing::debug!("TLS handshake failed: {e}");
+        }
     }
 }
 
@@ -450,18 +528,26 @@ const PLAIN_HTTP_ON_TLS_PORT: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 Content-Type: text/plain\r\nConnection: close\r\nContent-Length: 45\r\n\r\n\
 this port speaks TLS: use https:// or wss://\n";
 
-/// Runs the server side of a TLS handshake. A client that speaks plain
-/// HTTP to the TLS port gets a plain-text 400 saying so, rather than a TLS
-/// alert its HTTP parser cannot read.
+/// Runs the server side of a TLS handshake over `stream`, whose first
+/// bytes, already read, are `initial`. A client that speaks plain HTTP to
+/// the TLS port gets a plain-text 400 saying so, rather than a TLS alert
+/// its HTTP parser cannot read.
 async fn accept_tls(
     acceptor: &tokio_rustls::TlsAcceptor,
     mut stream: TcpStream,
-) -> std::io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
-    let mut first = [0u8; 1];
-    if stream.peek(&mut first).await? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    if first[0] != TLS_HANDSHAKE_RECORD {
+    initial: Bytes,
+) -> std::io::Result<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>> {
+    let first = match initial.first() {
+        Some(&b) => b,
+        None => {
+            let mut first = [0u8; 1];
+            if stream.peek(&mut first).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            first[0]
+        }
+    };
+    if first != TLS_HANDSHAKE_RECORD {
         // Take the request off the socket so that closing it does not
         // reset the connection before the client reads the answer.
         let mut request = [0u8; 4096];
@@ -474,16 +560,26 @@ async fn accept_tls(
             "plain HTTP sent to the TLS port",
         ));
     }
+    let stream = Prefixed {
+        prefix: initial,
+        inner: stream,
+    };
     acceptor.accept(stream).await
 }
 
 /// Serves HTTP/1.1 (and the upgrades it leads to) on one connection, over
-/// any byte stream.
+/// any byte stream whose first bytes, already read, are `initial`. Every
+/// request head passes the [`HeadGate`] first.
 ///
 /// `admitted` holds the connection's place against the connection limits;
 /// an upgraded connection takes a clone along.
-async fn serve_http<S>(io: S, peer: SocketAddr, state: Arc<AppState>, admitted: Arc<Admitted>)
-where
+async fn serve_http<S>(
+    io: S,
+    initial: Bytes,
+    client: ConnectionClient,
+    state: Arc<AppState>,
+    admitted: Arc<Admitted>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let metrics = Arc::clone(&state.market.metrics);
@@ -491,16 +587,33 @@ where
     // A stalled event stream ends the connection with it.
     let close = Arc::new(Notify::new());
     let close_on_stall = Arc::clone(&close);
+    let verdicts = Arc::new(Verdicts::default());
+    let gate = HeadGate::new(io, initial, Arc::clone(&verdicts));
     let service = service_fn(move |req| {
-        let state = Arc::clone(&state);
-        let admitted = Arc::clone(&admitted);
         let close = Arc::clone(&close_on_stall);
-        async move { Ok::<_, Infallible>(route(req, &state, admitted, close)) }
+        let response = match verdicts.next() {
+            Verdict::Refuse(refusal) => refuse_head(&state, refusal),
+            Verdict::Pass { last } => {
+                let mut r = match client {
+                    ConnectionClient::Forwarded { hop, .. } => {
+                        forwarded(req, hop, &state, Arc::clone(&admitted), close)
+                    }
+                    _ => route(req, &state, Arc::clone(&admitted), close),
+                };
+                // The gate stopped checking heads on this connection.
+                if last && r.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    r.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                r
+            }
+        };
+        async move { Ok::<_, Infallible>(response) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(handshake_timeout)
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(TokioIo::new(gate), service)
         .with_upgrades();
     let served = tokio::select! {
         served = conn => served,
@@ -512,11 +625,70 @@ where
         if e.is_timeout() {
             // Relaxed: independent counter.
             metrics.handshake_timeouts_total.fetch_add(1, Relaxed);
-            tracing::debug!(%peer, "closed: no request headers within {handshake_timeout:?}");
+            tracing::debug!("closed: no request headers within {handshake_timeout:?}");
+        } else if e.is_parse() {
+            // A head the gate let through and hyper refused, with hyper's
+            // empty answer: not expected, but counted all the same.
+            let refusal = if e.is_parse_too_large() {
+                HttpRefusal::HeadersTooLarge
+            } else {
+                HttpRefusal::Malformed("refused by the HTTP parser")
+            };
+            metrics.http_rejection(refusal);
+            tracing::debug!("http parse error past the head gate: {e}");
         } else {
-            tracing::debug!(%peer, "http connection error: {e}");
+            tracing::debug!("http connection error: {e}");
         }
     }
+}
+
+/// Routes a request a trusted proxy passed on, as its client's: the
+/// connection is attributed to the client its `X-Forwarded-For` names (so
+/// that the per-IP limits count it), and the request's log lines carry
+/// that client.
+fn forwarded(
+    req: Request<Incoming>,
+    hop: std::net::IpAddr,
+    state: &Arc<AppState>,
+    admitted: Arc<Admitted>,
+    close_connection: Arc<Notify>,
+) -> Response<Body> {
+    let values = req.headers().get_all("x-forwarded-for");
+    let client = state
+        .trusted_proxies
+        .forwarded_client(hop, values.iter().map(|v| v.as_bytes()));
+    tracing::info_span!("req", client = %client).in_scope(|| match admitted.attribute(client) {
+        Ok(()) => route(req, state, admitted, close_connection),
+        Err(refused) => {
+            tracing::debug!(?refused, "request refused");
+            let (status, retry_after, reason) = refused.answer(state.admission.limits());
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+            let mut r = respond(status, "text/plain", format!("{reason}\n"));
+            let h = r.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    })
+}
+
+/// Answers a request head the [`HeadGate`] refused: its status, a
+/// one-line reason, and the end of the connection.
+fn refuse_head(state: &AppState, refusal: HttpRefusal) -> Response<Body> {
+    state.market.metrics.http_rejection(refusal);
+    tracing::debug!(
+        reason = HttpRefusal::REASONS[refusal.index()],
+        "refused a request head ({})",
+        refusal.status().as_u16()
+    );
+    let mut r = respond(
+        refusal.status(),
+        "text/plain",
+        format!("{}\n", refusal.reason()),
+    );
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 type Body = Either<Full<Bytes>, sse::EventStream>;
@@ -855,7 +1027,7 @@ fn upgrade(
         Err(e) => return refuse_upgrade(state, StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let state = Arc::clone(state);
-    tokio::spawn(async move {
+    let connection = async move {
         let _admitted = admitted;
         let upgraded = match fut.await {
             Ok(ws) => ws.into_inner().into_inner(),
@@ -871,13 +1043,20 @@ fn upgrade(
         };
         let market = Arc::clone(&state.market);
         let shutdown = state.shutdown.clone();
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<HeadGate<TcpStream>>>() {
             Ok(parts) => {
                 // Owned halves of the TCP stream: no lock between reader and
-                // writer. Bytes hyper read past the handshake come first.
-                let (read, write) = parts.io.into_inner().into_split();
+                // writer. Bytes hyper read past the handshake come first,
+                // then any the gate read and hyper did not.
+                let (tcp, unread) = parts.io.into_inner().into_parts();
+                let prefix = if unread.is_empty() {
+                    parts.read_buf
+                } else {
+                    Bytes::from([&parts.read_buf[..], &unread[..]].concat())
+                };
+                let (read, write) = tcp.into_split();
                 let read = Prefixed {
-                    prefix: parts.read_buf,
+                    prefix,
                     inner: read,
                 };
                 connection::serve(
@@ -906,7 +1085,9 @@ fn upgrade(
                 .await;
             }
         }
-    });
+    };
+    // The connection's log lines carry its client, as the request's did.
+    tokio::spawn(connection.in_current_span());
     let (mut parts, _) = response.into_parts();
     if let Some(f) = format {
         parts.headers.insert(
@@ -946,6 +1127,36 @@ impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<R: AsyncWrite + Unpin> AsyncWrite for Prefixed<R> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -141,15 +141,9 @@ pub fn open(
     metrics.connections.fetch_add(1, Relaxed);
     metrics.connections_total.fetch_add(1, Relaxed);
     let expiry = grant.expires_in.and_then(|d| Instant::now().checked_add(d));
-    tokio::spawn(stream(
-        sub,
-        first,
-        tx,
-        Arc::clone(market),
-        config,
-        expiry,
-        control,
-    ));
+    // The stream's log lines carry its client, as the request's did.
+    let task = stream(sub, first, tx, Arc::clone(market), config, expiry, control);
+    tokio::spawn(tracing::Instrument::in_current_span(task));
     let mut r = Response::new(EventStream { rx });
     let h = r.headers_mut();
     h.insert(

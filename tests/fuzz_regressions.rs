@@ -209,6 +209,28 @@ fn upgrade() {
 }
 
 #[test]
+fn proxy_header() {
+    let tokens: &[&[u8]] = &[
+        b"PROXY ",
+        b"TCP4 ",
+        b"TCP6 ",
+        b"UNKNOWN",
+        b"\r\n",
+        b"\r\n\r\n\0\r\nQUIT\n",
+        b"\x21\x11\x00\x0c",
+        b"\x21\x21\x00\x24",
+        b"\x20\x00\x00\x00",
+        b"\x0f\xf0",
+        b" 65535",
+        b"::ffff:",
+        b"[",
+        b"]:",
+        b", ",
+    ];
+    run("proxy_header", targets::proxy_header, 20_000, tokens);
+}
+
+#[test]
 fn frame_roundtrip() {
     run("frame_roundtrip", targets::frame_roundtrip, 10_000, &[]);
 }
@@ -276,10 +298,45 @@ fn the_targets_reach_the_code_they_fuzz() {
         ("unknown-protocol", "400"),
         ("huge-header", "101"),
         ("metrics", "200"),
+        ("bad-header-line", "400"),
+        ("proxy-v1-untrusted", "400"),
+        ("many-headers", "431"),
     ] {
         let a = answer(name);
         assert!(a.starts_with(&format!("HTTP/1.1 {status}")), "{name}: {a}");
     }
+    // The PROXY header seeds are headers, up to the one at the limit; the
+    // one past it is refused from its length alone.
+    use tickwire::proxy_header::{parse, Parsed, ProxyError, MAX_PROXY_HEADER_BYTES};
+    for name in [
+        "v1-tcp4",
+        "v1-tcp6",
+        "v1-unknown",
+        "v1-longest",
+        "v2-inet",
+        "v2-inet6-tlvs",
+        "v2-aws",
+        "v2-local",
+        "v2-unix",
+        "v2-udp",
+    ] {
+        let bytes = seed("proxy_header", name);
+        assert!(
+            matches!(parse(&bytes), Ok(Parsed::Header(..))),
+            "{name}: {:?}",
+            parse(&bytes)
+        );
+    }
+    let at_limit = seed("proxy_header", "v2-at-limit");
+    assert_eq!(at_limit.len(), MAX_PROXY_HEADER_BYTES);
+    assert!(matches!(
+        parse(&at_limit),
+        Ok(Parsed::Header(_, MAX_PROXY_HEADER_BYTES))
+    ));
+    assert_eq!(
+        parse(&seed("proxy_header", "v2-over-limit")),
+        Err(ProxyError::TooLarge)
+    );
 }
 
 /// The server's frames after a 101: (opcode, payload).

@@ -455,6 +455,112 @@ async fn a_handshake_that_never_ends_times_out() {
     server.stop().await;
 }
 
+/// Writes `bytes` on a new connection from `source` and reads until the
+/// server closes: the last answer's status, head and body, and the whole
+/// text.
+async fn send_raw(
+    source: IpAddr,
+    addr: std::net::SocketAddr,
+    bytes: &[u8],
+) -> (u16, String, String, String) {
+    let mut s = raw::connect_from(source, addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer));
+    read.await
+        .expect("the server closed the connection")
+        .expect("no reset: the answer was read");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let starts = text.match_indices("HTTP/1.1 ").map(|(i, _)| i);
+    let statuses = starts.filter(|&i| text[i + 9..].starts_with(|c: char| c.is_ascii_digit()));
+    let last = &text[statuses.last().unwrap_or(0)..];
+    let (head, body) = last.split_once("\r\n\r\n").unwrap_or((last, ""));
+    (raw::status(head), head.to_owned(), body.to_owned(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_layer_refusals_say_why_and_are_counted() {
+    let server = limited_server(ServeConfig::default()).await;
+    let mut by = bystander(server.addr).await;
+    let pad = |n: usize| "X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(n);
+    let long_line = format!(
+        "GET /ws?x={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let big_head = format!("GET /ws HTTP/1.1\r\nHost: x\r\n{}\r\n", pad(1_300));
+    let many = format!(
+        "GET /ws HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "A: b\r\n".repeat(100)
+    );
+    let pipelined = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\x00\x01\r\n\r\n";
+    let cases: [(&[u8], u16, &str); 6] = [
+        // TC0: a 40 kB request line (hyper alone took up to 64 kB of target).
+        (
+            long_line.as_bytes(),
+            414,
+            "request line longer than 32768 bytes",
+        ),
+        // TC1: 71 kB of headers (hyper alone took about 400 kB).
+        (
+            big_head.as_bytes(),
+            431,
+            "request head (request line and headers) longer than 65536 bytes",
+        ),
+        // TC2: 101 header fields, 700 bytes in all.
+        (many.as_bytes(), 431, "more than 100 header fields"),
+        // TC3: not HTTP: a TLS ClientHello on the plain port, then binary.
+        (
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            400,
+            "not an HTTP/1.1 request: invalid method or request target",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n",
+            400,
+            "not an HTTP/1.1 request: invalid header name",
+        ),
+        // TC4: on a keep-alive connection, a good request is answered,
+        // then the bad one after it is refused in its turn.
+        (
+            pipelined.as_bytes(),
+            400,
+            "not an HTTP/1.1 request: invalid method or request target",
+        ),
+    ];
+    for (i, (bytes, status, reason)) in cases.into_iter().enumerate() {
+        let (got, head, body, all) = send_raw(ip(12), server.addr, bytes).await;
+        assert_eq!(got, status, "TC{i}: {head}");
+        assert_eq!(body, format!("{reason}\n"), "TC{i}");
+        assert_eq!(
+            raw::header(&head, "content-type"),
+            Some("text/plain"),
+            "TC{i}"
+        );
+        assert_eq!(raw::header(&head, "connection"), Some("close"), "TC{i}");
+        if i == 5 {
+            assert!(
+                all.starts_with("HTTP/1.1 200 "),
+                "TC{i}: answered first: {all}"
+            );
+        }
+    }
+    let text = metrics_text(server.addr).await;
+    let rejections = |reason: &str| {
+        metric(
+            &text,
+            &format!("tickwire_http_rejections_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(rejections("request_line_too_long"), 1);
+    assert_eq!(rejections("headers_too_large"), 2);
+    assert_eq!(rejections("bad_request"), 3);
+    assert_eq!(rejections("proxy_header_untrusted"), 0);
+    // Refused before routing: not upgrade refusals.
+    assert_eq!(metric(&text, "tickwire_upgrade_rejections_total"), 0);
+    assert_undisturbed(&mut by).await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_subscription_limit_holds_per_request_and_per_connection() {
     let server = start(ServeConfig {

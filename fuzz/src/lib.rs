@@ -22,6 +22,8 @@ use tickwire::decimal::{parse_scaled, write_fixed, MAX_DECIMALS};
 use tickwire::encode::{self, FrameEncoder, SymbolFormat};
 use tickwire::feed::{tardis, FeedStats, FileReader};
 use tickwire::protocol::{self, Op, Symbols};
+use tickwire::proxy::TrustedProxies;
+use tickwire::proxy_header::{self, Parsed, MAX_PROXY_HEADER_BYTES};
 use tickwire::server::{self, Running};
 use tickwire::symbols::{Normalizer, SymbolTable};
 use tickwire::update::{Sequenced, Side, SymbolStatus, Update, UpdateKind};
@@ -321,7 +323,8 @@ async fn wait_until(mut done: impl FnMut() -> bool) -> bool {
 
 fn check_http_answer(out: &[u8]) {
     if out.is_empty() {
-        // hyper closes without an answer on some garbage (no request line).
+        // A connection that ends inside a request head is closed without
+        // an answer.
         return;
     }
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -398,6 +401,133 @@ fn check_server_frames(all: &[u8], format: Protocol) {
     if let Err(e) = parse_server_bytes(format, all) {
         panic!("the bench parser refused the server's frames: {e}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// What a trusted proxy sends first: a PROXY header, X-Forwarded-For
+// ---------------------------------------------------------------------------
+
+/// Arbitrary bytes as the start of a trusted proxy's connection: through
+/// `proxy_header::parse` at once, and through `proxy_header::read_header`
+/// as the server reads them, a few bytes at a time; then as an
+/// `X-Forwarded-For` value.
+///
+/// Checks: the two readings agree (what arrives in pieces parses as it
+/// does whole); a header is never longer than the input or
+/// [`MAX_PROXY_HEADER_BYTES`], reads as the same header without what
+/// follows it, and is incomplete when cut short; what the reader leaves is
+/// exactly what follows the header; an incomplete input is shorter than
+/// the limit; a header re-encoded in its version reads back the same; the
+/// client named by `X-Forwarded-For` is the hop or one of its entries.
+pub fn proxy_header(data: &[u8]) {
+    let whole = proxy_header::parse(data);
+    match whole {
+        Ok(Parsed::Header(h, len)) => {
+            assert!(len <= data.len() && len <= MAX_PROXY_HEADER_BYTES, "{len}");
+            assert_eq!(proxy_header::parse(&data[..len]), whole);
+            for cut in [0, 1, len / 2, len.saturating_sub(16), len - 1] {
+                assert_eq!(
+                    proxy_header::parse(&data[..cut.min(len - 1)]),
+                    Ok(Parsed::Incomplete),
+                    "cut at {cut} of {len}"
+                );
+            }
+            let again = if h.version == 1 {
+                h.to_v1()
+            } else {
+                h.to_v2(&[])
+            };
+            assert_eq!(
+                proxy_header::parse(&again),
+                Ok(Parsed::Header(h, again.len())),
+                "re-encoded {again:?}"
+            );
+        }
+        Ok(Parsed::Incomplete) => assert!(data.len() < MAX_PROXY_HEADER_BYTES),
+        Ok(Parsed::NotProxy) | Err(_) => {}
+    }
+    // The server's reading, a few bytes per read.
+    let mut buf = bytes::BytesMut::new();
+    let mut trickle = Trickle {
+        data,
+        step: 1 + data.first().map_or(0, |&b| usize::from(b % 16)),
+    };
+    let read = proxy_runtime().block_on(proxy_header::read_header(&mut trickle, &mut buf));
+    let consumed = data.len() - trickle.data.len();
+    match (whole, read) {
+        (Ok(Parsed::Header(h, len)), Ok(Some(r))) => {
+            assert_eq!(h, r);
+            assert_eq!(&buf[..], &data[len..consumed], "left after the header");
+        }
+        (Ok(Parsed::NotProxy), Ok(None)) => assert_eq!(&buf[..], &data[..consumed]),
+        (Ok(Parsed::Incomplete), Ok(None)) => assert!(data.is_empty()),
+        (Ok(Parsed::Incomplete), Err(e)) => {
+            assert_eq!(e, proxy_header::ProxyError::Truncated);
+            assert!(!data.is_empty());
+        }
+        (Err(w), Err(r)) => assert_eq!(w, r),
+        (w, r) => panic!("whole: {w:?}, read in pieces: {r:?}"),
+    }
+    // The same bytes as X-Forwarded-For from a trusted hop.
+    let trusted = proxy_trusted();
+    let hop = std::net::IpAddr::from([10, 0, 0, 1]);
+    let client = trusted.forwarded_client(hop, std::iter::once(data));
+    if client != hop {
+        let named = data.split(|&b| b == b',').any(|entry| {
+            let Ok(text) = std::str::from_utf8(entry) else {
+                return false;
+            };
+            let text = text.trim_matches(|c: char| c.is_ascii_whitespace());
+            let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']'));
+            let ip = text
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))
+                .or_else(|| bare?.parse::<std::net::IpAddr>().ok());
+            ip.map(|ip| ip.to_canonical()) == Some(client)
+        });
+        assert!(
+            named,
+            "{client} is not in {:?}",
+            String::from_utf8_lossy(data)
+        );
+    }
+}
+
+/// A reader that hands out `step` bytes at a time.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+}
+
+impl tokio::io::AsyncRead for Trickle<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.step.min(self.data.len()).min(out.remaining());
+        out.put_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+fn proxy_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+    })
+}
+
+fn proxy_trusted() -> &'static TrustedProxies {
+    static T: OnceLock<TrustedProxies> = OnceLock::new();
+    T.get_or_init(|| {
+        TrustedProxies::parse(&["10.0.0.0/8".to_owned(), "2001:db8::/32".to_owned()])
+            .expect("valid CIDRs")
+    })
 }
 
 // ---------------------------------------------------------------------------
