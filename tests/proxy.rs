@@ -479,6 +479,7 @@ fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, So
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -494,13 +495,19 @@ fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, So
         }
     };
     let log = Log::default();
-    let lines = Arc::clone(&log);
-    // Keep draining its log so that it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            lines.lock().unwrap().push(line);
-        }
-    });
+    // Keep draining its output so that it never blocks on a full pipe; the
+    // log is on stderr, stdout has only the address.
+    for out in [
+        Box::new(stdout) as Box<dyn BufRead + Send>,
+        Box::new(BufReader::new(child.stderr.take().unwrap())),
+    ] {
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
     (child, addr, log)
 }
 
