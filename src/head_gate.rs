@@ -454,12 +454,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadGate<S> {
                     Check::Partial => {
                         let want = READ_CHUNK.min(MAX_HEAD_BYTES - this.buf.len());
                         debug_assert!(want > 0, "a full buffer is refused, not read into");
-                        let start = this.buf.len();
-                        this.buf.resize(start + want, 0);
-                        let mut rb = ReadBuf::new(&mut this.buf[start..]);
+                        // Read on the stack: the buffer grows only by what
+                        // arrives, and an idle connection holds no memory.
+                        let mut chunk = [0u8; READ_CHUNK];
+                        let mut rb = ReadBuf::new(&mut chunk[..want]);
                         let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
                         let n = rb.filled().len();
-                        this.buf.truncate(start + n);
+                        this.buf.extend_from_slice(rb.filled());
                         match polled {
                             Poll::Pending => return Poll::Pending,
                             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
