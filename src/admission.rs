@@ -24,6 +24,10 @@ use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
 
+// Defined in metrics, which keeps a counter per reason, so that metrics
+// need not import this module, which counts into it.
+pub use crate::metrics::Refused;
+
 /// The limits, from the server config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmissionLimits {
@@ -34,30 +38,7 @@ pub struct AdmissionLimits {
     pub limit_loopback: bool,
 }
 
-/// Why a connection was refused; the label of
-/// `tickwire_connections_refused_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// `max_connections` are open (503).
-    ServerFull,
-    /// `max_connections_per_ip` are open from this IP (429).
-    IpFull,
-    /// This IP used up its connection attempts (429); it may try again in
-    /// this many seconds.
-    IpRate { retry_after_secs: u64 },
-}
-
 impl Refused {
-    pub const REASONS: [&'static str; 3] = ["max_connections", "max_connections_per_ip", "rate"];
-
-    pub fn index(self) -> usize {
-        match self {
-            Refused::ServerFull => 0,
-            Refused::IpFull => 1,
-            Refused::IpRate { .. } => 2,
-        }
-    }
-
     /// The status, the `Retry-After` seconds and the one-line reason.
     pub fn answer(self, limits: &AdmissionLimits) -> (u16, u64, String) {
         match self {

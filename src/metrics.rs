@@ -7,11 +7,37 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::admission::Refused;
 use crate::auth::AuthError;
 use crate::head_gate::HttpRefusal;
 use crate::protocol::ErrorCode;
 use crate::proxy_header::ProxyError;
+
+/// Why a connection was refused; the label of
+/// `tickwire_connections_refused_total`. Checked and answered in
+/// [`admission`](crate::admission); defined here, beside its counter, so that
+/// this module does not import the admission that counts into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_connections` are open (503).
+    ServerFull,
+    /// `max_connections_per_ip` are open from this IP (429).
+    IpFull,
+    /// This IP used up its connection attempts (429); it may try again in
+    /// this many seconds.
+    IpRate { retry_after_secs: u64 },
+}
+
+impl Refused {
+    pub const REASONS: [&'static str; 3] = ["max_connections", "max_connections_per_ip", "rate"];
+
+    pub fn index(self) -> usize {
+        match self {
+            Refused::ServerFull => 0,
+            Refused::IpFull => 1,
+            Refused::IpRate { .. } => 2,
+        }
+    }
+}
 
 macro_rules! counters {
     ($( $(#[doc = $doc:literal])* $name:ident : $kind:literal ),* $(,)?) => {
