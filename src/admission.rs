@@ -24,6 +24,10 @@ use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
 
+// Defined in metrics, which keeps a counter per reason, so that metrics
+// need not import this module, which counts into it.
+pub use crate::metrics::Refused;
+
 /// The limits, from the server config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmissionLimits {
@@ -34,30 +38,7 @@ pub struct AdmissionLimits {
     pub limit_loopback: bool,
 }
 
-/// Why a connection was refused; the label of
-/// `tickwire_connections_refused_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// `max_connections` are open (503).
-    ServerFull,
-    /// `max_connections_per_ip` are open from this IP (429).
-    IpFull,
-    /// This IP used up its connection attempts (429); it may try again in
-    /// this many seconds.
-    IpRate { retry_after_secs: u64 },
-}
-
 impl Refused {
-    pub const REASONS: [&'static str; 3] = ["max_connections", "max_connections_per_ip", "rate"];
-
-    pub fn index(self) -> usize {
-        match self {
-            Refused::ServerFull => 0,
-            Refused::IpFull => 1,
-            Refused::IpRate { .. } => 2,
-        }
-    }
-
     /// The status, the `Retry-After` seconds and the one-line reason.
     pub fn answer(self, limits: &AdmissionLimits) -> (u16, u64, String) {
         match self {
@@ -128,7 +109,9 @@ pub struct Admission {
     limits: AdmissionLimits,
     metrics: Arc<Metrics>,
     per_ip: Mutex<PerIp>,
-    /// Refused connections still lingering (see [`refuse`]).
+    /// Refused connections still lingering (see [`refuse`]). Not a
+    /// [`Gauge`](crate::metrics::Gauge): nothing exports it, it is only
+    /// a bound on descriptors.
     lingering: AtomicUsize,
 }
 
@@ -194,7 +177,7 @@ impl Admission {
     }
 
     fn count(&self, refused: Refused) {
-        self.metrics.connections_refused[refused.index()].fetch_add(1, Relaxed);
+        self.metrics.connections_refused[refused.index()].inc();
     }
 
     fn try_admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Admitted, Refused> {
@@ -206,12 +189,8 @@ impl Admission {
 
     /// A place against `max_connections`, counting against no client yet.
     fn place(self: &Arc<Self>) -> Result<Admitted, Refused> {
-        // Relaxed: the count is the only thing shared through this atomic;
-        // increment-then-check keeps it at most max_connections however the
-        // accepts interleave.
-        let open = self.metrics.tcp_connections.fetch_add(1, Relaxed);
-        if open >= self.limits.max_connections as u64 {
-            self.metrics.tcp_connections.fetch_sub(1, Relaxed);
+        let max = self.limits.max_connections as u64;
+        if !self.metrics.tcp_connections.inc_below(max) {
             return Err(Refused::ServerFull);
         }
         Ok(Admitted {
@@ -327,7 +306,7 @@ impl Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.admission.metrics.tcp_connections.fetch_sub(1, Relaxed);
+        self.admission.metrics.tcp_connections.dec();
         let ip = self.ip.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(ip) = ip.take() {
             self.admission.release_ip(ip);
@@ -405,7 +384,7 @@ mod tests {
         // TC2: a closed connection frees both its places.
         drop(a1);
         let _a3 = a.try_admit(A, now).unwrap();
-        assert_eq!(a.metrics.tcp_connections.load(Relaxed), 3);
+        assert_eq!(a.metrics.tcp_connections.get(), 3);
     }
 
     #[test]
@@ -434,7 +413,7 @@ mod tests {
         let t2 = t1 + Duration::from_secs(61);
         drop(a.try_admit(B, t2).unwrap());
         assert_eq!(a.tracked_ips(), 1, "only B, whose bucket is refilling");
-        assert_eq!(a.metrics.tcp_connections.load(Relaxed), 0);
+        assert_eq!(a.metrics.tcp_connections.get(), 0);
     }
 
     #[test]
@@ -463,7 +442,7 @@ mod tests {
         let p1 = a.place().unwrap();
         let p2 = a.place().unwrap();
         assert_eq!(a.tracked_ips(), 0);
-        assert_eq!(a.metrics.tcp_connections.load(Relaxed), 2);
+        assert_eq!(a.metrics.tcp_connections.get(), 2);
         // TC1: as A, then a second connection as A is over A's limit and
         // stays unattributed.
         p1.attribute_at(A, now).unwrap();
@@ -477,7 +456,7 @@ mod tests {
         let _b = a.try_admit(B, now).unwrap();
         drop(p2);
         let _a = a.try_admit(A, now).unwrap();
-        assert_eq!(a.metrics.tcp_connections.load(Relaxed), 2);
+        assert_eq!(a.metrics.tcp_connections.get(), 2);
 
         // TC4: the same client again is not another attempt.
         let a = admission(10, 10, 2);

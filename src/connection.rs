@@ -9,7 +9,6 @@
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,8 +100,8 @@ pub async fn serve<R, W>(
     W: AsyncWrite + CloseRoom + Unpin,
 {
     let metrics = Arc::clone(&market.metrics);
-    metrics.connections.fetch_add(1, Relaxed);
-    metrics.connections_total.fetch_add(1, Relaxed);
+    metrics.connections.inc();
+    metrics.connections_total.inc();
     // Small: a client that floods requests while we cannot write is held
     // back by TCP, not buffered here.
     let (tx, rx) = mpsc::channel(16);
@@ -152,8 +151,7 @@ pub async fn serve<R, W>(
     let end = conn.run(rx, &mut shutdown, expiry).await;
     if matches!(end, End::TokenExpired) {
         // Counted now, not after the client's close reply is awaited.
-        // Relaxed: independent counter.
-        metrics.token_expired_closes_total.fetch_add(1, Relaxed);
+        metrics.token_expired_closes_total.inc();
         tracing::info!("closed a connection whose access token expired");
     }
     if matches!(end, End::ClientClosed | End::TokenExpired) {
@@ -166,7 +164,7 @@ pub async fn serve<R, W>(
     conn.report_queue();
     match &end {
         End::Stalled => {
-            metrics.slow_client_closes_total.fetch_add(1, Relaxed);
+            metrics.slow_client_closes_total.inc();
             tracing::info!(
                 "closed a slow client: no progress for {:?}",
                 config.stall_timeout
@@ -176,7 +174,7 @@ pub async fn serve<R, W>(
         End::Io(e) => tracing::debug!("connection ended: {e}"),
         End::ClientClosed | End::Shutdown => {}
     }
-    metrics.connections.fetch_sub(1, Relaxed);
+    metrics.connections.dec();
 }
 
 /// Largest message the echo service takes: the conformance suite sends
@@ -344,7 +342,7 @@ impl<W: AsyncWrite + CloseRoom + Unpin> Writer<W> {
             // time out.
             if ping.is_elapsed() {
                 self.outbox.push(encode::frame(encode::OPCODE_PING, b""));
-                market.metrics.heartbeat_pings_total.fetch_add(1, Relaxed);
+                market.metrics.heartbeat_pings_total.inc();
                 ping.as_mut().reset(Instant::now() + interval);
             }
             // Register for the wake-up before looking at the ring, so that
@@ -394,9 +392,9 @@ impl<W: AsyncWrite + CloseRoom + Unpin> Writer<W> {
         let now = self.outbox.len_bytes();
         let gauge = &self.market.metrics.queued_bytes;
         if now >= self.reported_queue {
-            gauge.fetch_add((now - self.reported_queue) as u64, Relaxed);
+            gauge.add((now - self.reported_queue) as u64);
         } else {
-            gauge.fetch_sub((self.reported_queue - now) as u64, Relaxed);
+            gauge.sub((self.reported_queue - now) as u64);
         }
         self.reported_queue = now;
     }
@@ -448,9 +446,9 @@ impl<W: AsyncWrite + CloseRoom + Unpin> Writer<W> {
                 Ok(Ok(n)) => {
                     let frames = self.outbox.advance(n);
                     self.report_queue();
-                    metrics.writev_calls_total.fetch_add(1, Relaxed);
-                    metrics.bytes_out_total.fetch_add(n as u64, Relaxed);
-                    metrics.frames_out_total.fetch_add(frames as u64, Relaxed);
+                    metrics.writev_calls_total.inc();
+                    metrics.bytes_out_total.add(n as u64);
+                    metrics.frames_out_total.add(frames as u64);
                 }
             }
         }

@@ -21,8 +21,6 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-// Relaxed: the feed counters are read once, after the reader is done.
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::decimal::write_fixed;
@@ -161,9 +159,9 @@ pub fn convert(
             sink.push(&defs[id], &s)?;
             summary.updates += 1;
         }
-        summary.read = stats.records.load(Relaxed);
-        summary.skipped = stats.skipped.load(Relaxed);
-        summary.rejected = stats.rejected.load(Relaxed);
+        summary.read = stats.records.get();
+        summary.skipped = stats.skipped.get();
+        summary.rejected = stats.rejected.get();
         summary.outputs = sink.finish()?;
     }
     Ok(summary)

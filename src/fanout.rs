@@ -12,10 +12,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IoSlice;
-// Relaxed throughout: these atomics are counters and gauges (metrics,
-// feed stats, the harness's progress), each read on its own; nothing is
-// ordered through them, so they pair with nothing.
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -194,11 +190,9 @@ impl BitSet {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         let metrics = &self.market.metrics;
-        metrics
-            .subscriptions
-            .fetch_sub(self.subscribed_count as u64, Relaxed);
+        metrics.subscriptions.sub(self.subscribed_count as u64);
         if !self.is_idle() {
-            metrics.subscribers.fetch_sub(1, Relaxed);
+            metrics.subscribers.dec();
         }
     }
 }
@@ -344,10 +338,7 @@ impl Subscriber {
         }
         self.all_checked = until;
         self.subscribed_count += added;
-        self.market
-            .metrics
-            .subscriptions
-            .fetch_add(added as u64, Relaxed);
+        self.market.metrics.subscriptions.add(added as u64);
     }
 
     /// Answers one request, queueing the reply (and for a subscribe, the
@@ -373,15 +364,13 @@ impl Subscriber {
             Op::Unsubscribe(symbols) => self.unsubscribe(req.id, symbols, out),
         };
         let metrics = &self.market.metrics;
-        metrics
-            .subscriptions
-            .fetch_add(self.subscribed_count as u64, Relaxed);
-        metrics.subscriptions.fetch_sub(before as u64, Relaxed);
+        metrics.subscriptions.add(self.subscribed_count as u64);
+        metrics.subscriptions.sub(before as u64);
         match (was_idle, self.is_idle()) {
-            (true, false) => metrics.subscribers.fetch_add(1, Relaxed),
-            (false, true) => metrics.subscribers.fetch_sub(1, Relaxed),
-            _ => 0,
-        };
+            (true, false) => metrics.subscribers.inc(),
+            (false, true) => metrics.subscribers.dec(),
+            _ => {}
+        }
         if let Err(refusal) = &result {
             self.market.metrics.protocol_error(refusal.code);
         }
@@ -609,8 +598,8 @@ impl Subscriber {
         self.cursor = tail;
         let dropped = tail - old;
         let metrics = &self.market.metrics;
-        metrics.lapped_readers_total.fetch_add(1, Relaxed);
-        metrics.conflated_updates_total.fetch_add(dropped, Relaxed);
+        metrics.lapped_readers_total.inc();
+        metrics.conflated_updates_total.add(dropped);
         self.follow(self.market.lvc.len() as SymbolId);
         let candidates: Vec<SymbolId> = self.subscribed.iter().collect();
         let mut latest: Vec<Published> = candidates
@@ -797,8 +786,8 @@ mod tests {
             ]
         );
         let m = &f.market.metrics;
-        assert_eq!(m.conflated_updates_total.load(Relaxed), 21);
-        assert_eq!(m.lapped_readers_total.load(Relaxed), 1);
+        assert_eq!(m.conflated_updates_total.get(), 21);
+        assert_eq!(m.lapped_readers_total.get(), 1);
         // Then live again, with nothing older or repeated.
         f.quote("A", 11);
         sub.fill(&mut out);
@@ -860,10 +849,10 @@ mod tests {
         f.quote("B", 2);
         sub.fill(&mut out);
         assert_eq!(drain(&mut out), [msg("quote", "B", 2)]);
-        assert_eq!(f.market.metrics.subscriptions.load(Relaxed), 1);
+        assert_eq!(f.market.metrics.subscriptions.get(), 1);
         drop(sub);
-        assert_eq!(f.market.metrics.subscriptions.load(Relaxed), 0);
-        assert_eq!(f.market.metrics.subscribers.load(Relaxed), 0);
+        assert_eq!(f.market.metrics.subscriptions.get(), 0);
+        assert_eq!(f.market.metrics.subscribers.get(), 0);
     }
 
     #[test]
@@ -933,7 +922,7 @@ mod tests {
         // TC1: within the limit, `*` is taken and counts three.
         sub.handle(request("subscribe", &["*"]), &mut out);
         drain(&mut out);
-        assert_eq!(metrics.subscriptions.load(Relaxed), 3);
+        assert_eq!(metrics.subscriptions.get(), 3);
         // TC2: new symbols join while the connection is within its limit:
         // D does, E does not; E is then not sent, and naming it is refused.
         f.quote("D", 1);
@@ -948,7 +937,7 @@ mod tests {
                 msg("quote", "A", 2)
             ]
         );
-        assert_eq!(metrics.subscriptions.load(Relaxed), 4);
+        assert_eq!(metrics.subscriptions.get(), 4);
         let refused = sub.request(request("subscribe", &["E"]), &mut out);
         assert_eq!(
             refused.err().map(|r| r.code),
@@ -957,10 +946,10 @@ mod tests {
         // TC3: after dropping one name, there is room to name E.
         sub.handle(request("unsubscribe", &["A"]), &mut out);
         sub.handle(request("subscribe", &["E"]), &mut out);
-        assert_eq!(metrics.subscriptions.load(Relaxed), 4);
+        assert_eq!(metrics.subscriptions.get(), 4);
         drop(sub);
-        assert_eq!(metrics.subscriptions.load(Relaxed), 0);
-        assert_eq!(metrics.subscribers.load(Relaxed), 0);
+        assert_eq!(metrics.subscriptions.get(), 0);
+        assert_eq!(metrics.subscribers.get(), 0);
     }
 
     #[test]

@@ -19,10 +19,6 @@
 //! back and is served again.
 
 use std::future::Future;
-// Relaxed throughout: these atomics are counters and gauges (metrics,
-// feed stats, the harness's progress), each read on its own; nothing is
-// ordered through them, so they pair with nothing.
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,8 +89,7 @@ impl InboundError {
     pub fn close(&self, metrics: &Metrics) -> Option<(u16, String)> {
         let code = match self {
             InboundError::Unmasked => {
-                // Relaxed: independent counter.
-                metrics.unmasked_frame_closes_total.fetch_add(1, Relaxed);
+                metrics.unmasked_frame_closes_total.inc();
                 close_code::PROTOCOL_ERROR
             }
             InboundError::Ws(
@@ -103,29 +98,27 @@ impl InboundError {
                 | WebSocketError::ConnectionClosed,
             ) => return None,
             InboundError::TooBig(_) => {
-                metrics.message_too_big_closes_total.fetch_add(1, Relaxed);
+                metrics.message_too_big_closes_total.inc();
                 close_code::MESSAGE_TOO_BIG
             }
             InboundError::Ws(WebSocketError::InvalidUTF8) => {
-                metrics.protocol_error_closes_total.fetch_add(1, Relaxed);
+                metrics.protocol_error_closes_total.inc();
                 close_code::INVALID_PAYLOAD
             }
             InboundError::Ws(_) | InboundError::CloseCode(_) => {
-                metrics.protocol_error_closes_total.fetch_add(1, Relaxed);
+                metrics.protocol_error_closes_total.inc();
                 close_code::PROTOCOL_ERROR
             }
             InboundError::TooManyFragments(_) => {
-                metrics
-                    .too_many_fragments_closes_total
-                    .fetch_add(1, Relaxed);
+                metrics.too_many_fragments_closes_total.inc();
                 close_code::POLICY_VIOLATION
             }
             InboundError::RateExceeded(_) => {
-                metrics.rate_limit_closes_total.fetch_add(1, Relaxed);
+                metrics.rate_limit_closes_total.inc();
                 close_code::POLICY_VIOLATION
             }
             InboundError::Silent(_) => {
-                metrics.heartbeat_timeouts_total.fetch_add(1, Relaxed);
+                metrics.heartbeat_timeouts_total.inc();
                 close_code::GOING_AWAY
             }
         };
@@ -353,9 +346,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             Verdict::Take => {}
             Verdict::Close => return Err(InboundError::RateExceeded(budget.rate.per_sec)),
             Verdict::Warn | Verdict::Drop => {
-                self.metrics
-                    .rate_limited_messages_total
-                    .fetch_add(1, Relaxed);
+                self.metrics.rate_limited_messages_total.inc();
             }
         }
         Ok(verdict)

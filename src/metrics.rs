@@ -1,35 +1,153 @@
-//! Server-wide counters, rendered in the Prometheus text format at `/metrics`.
+//! Server-wide counters, rendered in the Prometheus text format at `/metrics`,
+//! and the [`Counter`] and [`Gauge`] every count in the crate is kept in
+//! (these metrics, each feed's `FeedStats`, the bench harness's progress).
 //!
-//! Plain relaxed atomics: every counter is independent, nothing is
-//! synchronized through them, and a scrape may see them a few increments
-//! apart.
+//! # Why `Relaxed`
+//!
+//! Every method of [`Counter`] and [`Gauge`] uses `Ordering::Relaxed`, and
+//! this is the one place that says why: each value is read on its own (a
+//! scrape, `/healthz`, a progress line, a test's assertion), never to learn
+//! that some other memory was written, so there is no release for an
+//! acquire to pair with. Each read-modify-write is still atomic, so no
+//! increment is lost and a gauge's ups and downs balance; two values read
+//! one after the other may be a few updates apart. An atomic that does
+//! order other memory, or is a flag or a timestamp, is not one of these
+//! types and keeps its own ordering and its own comment.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::admission::Refused;
 use crate::auth::AuthError;
 use crate::head_gate::HttpRefusal;
 use crate::protocol::ErrorCode;
 use crate::proxy_header::ProxyError;
 
+/// A count that only goes up: events, bytes, messages (`Relaxed`: see the
+/// [module docs](self#why-relaxed)).
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A level that goes up and down: open connections, queued bytes
+/// (`Relaxed`: see the [module docs](self#why-relaxed)).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub const fn new() -> Self {
+        Gauge(AtomicU64::new(0))
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Relaxed);
+    }
+
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+
+    /// Adds one unless the gauge was already at `limit` or above; says
+    /// whether it did. Increment-then-check in one read-modify-write keeps
+    /// the gauge at most `limit` however callers interleave (a scrape may
+    /// see it one over for an instant, before the undo).
+    #[inline]
+    pub fn inc_below(&self, limit: u64) -> bool {
+        if self.0.fetch_add(1, Relaxed) >= limit {
+            self.0.fetch_sub(1, Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// Why a connection was refused; the label of
+/// `tickwire_connections_refused_total`. Checked and answered in
+/// [`admission`](crate::admission); defined here, beside its counter, so that
+/// this module does not import the admission that counts into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `max_connections` are open (503).
+    ServerFull,
+    /// `max_connections_per_ip` are open from this IP (429).
+    IpFull,
+    /// This IP used up its connection attempts (429); it may try again in
+    /// this many seconds.
+    IpRate { retry_after_secs: u64 },
+}
+
+impl Refused {
+    pub const REASONS: [&'static str; 3] = ["max_connections", "max_connections_per_ip", "rate"];
+
+    pub fn index(self) -> usize {
+        match self {
+            Refused::ServerFull => 0,
+            Refused::IpFull => 1,
+            Refused::IpRate { .. } => 2,
+        }
+    }
+}
+
 macro_rules! counters {
-    ($( $(#[doc = $doc:literal])* $name:ident : $kind:literal ),* $(,)?) => {
+    (@type "counter") => { Counter };
+    (@type "gauge") => { Gauge };
+    ($( $(#[doc = $doc:literal])* $name:ident : $kind:tt ),* $(,)?) => {
         /// Every counter and gauge the server exports.
         #[derive(Default, Debug)]
         pub struct Metrics {
-            $( $(#[doc = $doc])* pub $name: AtomicU64, )*
+            $( $(#[doc = $doc])* pub $name: counters!(@type $kind), )*
             /// Protocol errors sent to clients, by error code.
-            pub protocol_errors: [AtomicU64; ErrorCode::ALL.len()],
+            pub protocol_errors: [Counter; ErrorCode::ALL.len()],
             /// Connections refused at accept, by [`Refused`] reason.
-            pub connections_refused: [AtomicU64; Refused::REASONS.len()],
+            pub connections_refused: [Counter; Refused::REASONS.len()],
             /// Requests refused for their access token, by reason.
-            pub auth_rejections: [AtomicU64; AuthError::ALL.len()],
+            pub auth_rejections: [Counter; AuthError::ALL.len()],
             /// Request heads refused before routing, by [`HttpRefusal`] reason.
-            pub http_rejections: [AtomicU64; HttpRefusal::REASONS.len()],
+            pub http_rejections: [Counter; HttpRefusal::REASONS.len()],
             /// Trusted proxies' connections closed for their PROXY header, by
             /// [`ProxyError`] reason.
-            pub proxy_header_errors: [AtomicU64; ProxyError::REASONS.len()],
+            pub proxy_header_errors: [Counter; ProxyError::REASONS.len()],
         }
 
         impl Metrics {
@@ -41,7 +159,7 @@ macro_rules! counters {
                     let name = concat!("tickwire_", stringify!($name));
                     let _ = writeln!(out, "# HELP {name} {help}");
                     let _ = writeln!(out, "# TYPE {name} {}", $kind);
-                    let _ = writeln!(out, "{name} {}", self.$name.load(Relaxed));
+                    let _ = writeln!(out, "{name} {}", self.$name.get());
                 )*
                 let name = "tickwire_protocol_errors_total";
                 let _ = writeln!(out, "# HELP {name} Error messages sent to clients, by code.");
@@ -52,32 +170,32 @@ macro_rules! counters {
                         "{name}{{code=\"{}\",reason=\"{}\"}} {}",
                         *code as u16,
                         code.name(),
-                        n.load(Relaxed)
+                        n.get()
                     );
                 }
                 let name = "tickwire_connections_refused_total";
                 let _ = writeln!(out, "# HELP {name} Connections refused before any request was read (503, 429), by limit.");
                 let _ = writeln!(out, "# TYPE {name} counter");
                 for (reason, n) in Refused::REASONS.iter().zip(&self.connections_refused) {
-                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
+                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.get());
                 }
                 let name = "tickwire_auth_rejections_total";
                 let _ = writeln!(out, "# HELP {name} Requests on /ws and /sse refused with 401, by reason.");
                 let _ = writeln!(out, "# TYPE {name} counter");
                 for (reason, n) in AuthError::ALL.iter().zip(&self.auth_rejections) {
-                    let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.name(), n.load(Relaxed));
+                    let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.name(), n.get());
                 }
                 let name = "tickwire_http_rejections_total";
                 let _ = writeln!(out, "# HELP {name} Request heads refused before routing (414 request line too long, 431 headers too large, 400 not HTTP or an untrusted PROXY header), by reason.");
                 let _ = writeln!(out, "# TYPE {name} counter");
                 for (reason, n) in HttpRefusal::REASONS.iter().zip(&self.http_rejections) {
-                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
+                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.get());
                 }
                 let name = "tickwire_proxy_header_errors_total";
                 let _ = writeln!(out, "# HELP {name} Connections from trusted proxies closed for their PROXY header (malformed, too large, not complete within handshake_timeout_ms, cut short), by reason.");
                 let _ = writeln!(out, "# TYPE {name} counter");
                 for (reason, n) in ProxyError::REASONS.iter().zip(&self.proxy_header_errors) {
-                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.load(Relaxed));
+                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.get());
                 }
                 out
             }
@@ -164,22 +282,19 @@ counters! {
 
 impl Metrics {
     pub fn protocol_error(&self, code: ErrorCode) {
-        self.protocol_errors[code.index()].fetch_add(1, Relaxed);
+        self.protocol_errors[code.index()].inc();
     }
 
     pub fn http_rejection(&self, reason: HttpRefusal) {
-        // Relaxed: independent counter.
-        self.http_rejections[reason.index()].fetch_add(1, Relaxed);
+        self.http_rejections[reason.index()].inc();
     }
 
     pub fn proxy_header_error(&self, reason: ProxyError) {
-        // Relaxed: independent counter.
-        self.proxy_header_errors[reason.index()].fetch_add(1, Relaxed);
+        self.proxy_header_errors[reason.index()].inc();
     }
 
     pub fn auth_rejection(&self, reason: AuthError) {
-        // Relaxed: independent counter.
-        self.auth_rejections[reason.index()].fetch_add(1, Relaxed);
+        self.auth_rejections[reason.index()].inc();
     }
 }
 
@@ -188,9 +303,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn counter_and_gauge_count() {
+        let c = Counter::new();
+        c.inc();
+        c.add(4);
+        assert_eq!(c.get(), 5);
+        let g = Gauge::new();
+        g.add(3);
+        g.inc();
+        g.dec();
+        g.sub(2);
+        assert_eq!(g.get(), 1);
+        g.set(7);
+        assert_eq!(g.get(), 7);
+        // TC: inc_below stops at the limit and leaves no increment behind.
+        let g = Gauge::new();
+        assert!(g.inc_below(2));
+        assert!(g.inc_below(2));
+        assert!(!g.inc_below(2));
+        assert_eq!(g.get(), 2);
+    }
+
+    #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
-        m.updates_in_total.fetch_add(3, Relaxed);
+        m.updates_in_total.add(3);
         m.protocol_error(ErrorCode::UnknownSymbol);
         let text = m.render();
         assert!(text

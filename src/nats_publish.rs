@@ -21,7 +21,6 @@
 //! On every connect it makes sure the JetStream stream exists.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,10 +79,9 @@ impl Outbox {
         if inner.queue.len() >= inner.limit {
             let OutboxInner { queue, newest, .. } = &mut *inner;
             let dropped = conflate(queue, newest);
-            // Relaxed: independent counter.
             self.metrics
                 .nats_publish_conflated_total
-                .fetch_add(dropped as u64, Relaxed);
+                .add(dropped as u64);
             // One update per symbol is the floor; leave room above it so
             // that a feed of many symbols is not conflated on every push.
             inner.limit = inner.capacity.max(2 * inner.queue.len());
@@ -257,12 +255,11 @@ impl Sender {
             route.def.size_decimals,
         );
         let metrics = &self.market.metrics;
-        // Relaxed: independent counters.
         match self.client.publish(route.subject.clone(), payload).await {
-            Ok(()) => metrics.nats_published_total.fetch_add(1, Relaxed),
+            Ok(()) => metrics.nats_published_total.inc(),
             Err(e) => {
                 tracing::warn!(subject = %route.subject, "NATS publish failed: {e}");
-                metrics.nats_publish_errors_total.fetch_add(1, Relaxed)
+                metrics.nats_publish_errors_total.inc()
             }
         };
         self.last_sent[id] = Some(s);
@@ -274,11 +271,7 @@ impl Sender {
         for s in last {
             self.send(s).await;
         }
-        // Relaxed: independent counter.
-        self.market
-            .metrics
-            .nats_republished_total
-            .fetch_add(n, Relaxed);
+        self.market.metrics.nats_republished_total.add(n);
     }
 }
 
@@ -330,8 +323,7 @@ async fn drain(
                 Some(Event::Connected) => {
                     connected = true;
                     connects += 1;
-                    // Relaxed: independent counters and gauge.
-                    metrics.nats_publish_connected.store(1, Relaxed);
+                    metrics.nats_publish_connected.set(1);
                     tracing::info!(server = %sender.target.server, "publishing to NATS");
                     if let Some(t) = stream_task.take() {
                         t.abort();
@@ -341,13 +333,13 @@ async fn drain(
                         sender.target.clone(),
                     )));
                     if connects > 1 {
-                        metrics.nats_publish_reconnects_total.fetch_add(1, Relaxed);
+                        metrics.nats_publish_reconnects_total.inc();
                         sender.republish().await;
                     }
                 }
                 Some(Event::Disconnected) => {
                     connected = false;
-                    metrics.nats_publish_connected.store(0, Relaxed);
+                    metrics.nats_publish_connected.set(0);
                     tracing::warn!(server = %sender.target.server, "NATS disconnected; conflating until it is back");
                 }
                 Some(other) => tracing::debug!("NATS: {other}"),
@@ -437,7 +429,7 @@ mod tests {
         assert!(outbox.len() < OUTBOX_UPDATES, "{}", outbox.len());
         let mut out = VecDeque::new();
         outbox.take(&mut out);
-        let dropped = metrics.nats_publish_conflated_total.load(Relaxed);
+        let dropped = metrics.nats_publish_conflated_total.get();
         assert_eq!(dropped + out.len() as u64, n);
         // The newest of each symbol is there, and nothing older follows newer.
         let newest: Vec<_> = out.iter().rev().take(3).map(|s| s.symbol_seq).collect();

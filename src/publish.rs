@@ -1,10 +1,6 @@
 //! The one writer: sequences updates, encodes each once, and publishes it to
 //! the last-value cache and the ring.
 
-// Relaxed throughout: these atomics are counters and gauges (metrics,
-// feed stats, the harness's progress), each read on its own; nothing is
-// ordered through them, so they pair with nothing.
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -97,10 +93,7 @@ impl Publisher {
         } else {
             // Never publish older after newer: a client that saw symbol_seq n
             // must not be shown n or less again.
-            self.market
-                .metrics
-                .updates_out_of_order_total
-                .fetch_add(1, Relaxed);
+            self.market.metrics.updates_out_of_order_total.inc();
             return None;
         }
         let sequenced = Sequenced {
@@ -122,8 +115,8 @@ impl Publisher {
             },
         );
         let metrics = &self.market.metrics;
-        metrics.updates_in_total.fetch_add(1, Relaxed);
-        metrics.frames_encoded_total.fetch_add(1, Relaxed);
+        metrics.updates_in_total.inc();
+        metrics.frames_encoded_total.inc();
         let published = Published {
             seq: sequenced.seq,
             symbol: update.symbol,
@@ -209,7 +202,7 @@ mod tests {
         // cache keeps the newest.
         assert!(publisher.publish(trade(id, 12, 7)).is_none());
         assert!(publisher.publish(trade(id, 13, 3)).is_none());
-        assert_eq!(metrics.updates_out_of_order_total.load(Relaxed), 2);
+        assert_eq!(metrics.updates_out_of_order_total.get(), 2);
         assert_eq!(market.lvc.get(id).unwrap().symbol_seq, 7);
         // TC3: the global sequence stays gapless across the drops.
         assert_eq!(publisher.publish(trade(id, 14, 9)).unwrap().seq, 3);

@@ -40,7 +40,7 @@ use crate::encode::write_json_str;
 use crate::feed::{self, FeedStats, ReplayOptions};
 use crate::head_gate::{HeadGate, HttpRefusal, Verdict, Verdicts};
 use crate::market::Market;
-use crate::metrics::Metrics;
+use crate::metrics::{Counter, Metrics};
 use crate::protocol::Format;
 use crate::proxy::{self, ConnectionClient, Identified, TrustedProxies};
 use crate::publish::Publisher;
@@ -207,7 +207,7 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
             if let Some(restored) = &mut restored {
                 let _ = restored.wait_for(|done| *done).await;
             }
-            while metrics.subscribers.load(Relaxed) < min_subscribers {
+            while metrics.subscribers.get() < min_subscribers {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let state = match run.await {
@@ -217,7 +217,7 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
                 }
                 Err(e) => {
                     tracing::error!(feed = %status.name, "feed stopped: {}", e.with_causes());
-                    metrics.feed_errors_total.fetch_add(1, Relaxed);
+                    metrics.feed_errors_total.inc();
                     FeedState::Failed
                 }
             };
@@ -259,7 +259,7 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         }
         // Connections saw the same signal and are sending their 1001s.
         let deadline = Instant::now() + shutdown_timeout;
-        while state.market.metrics.connections.load(Relaxed) > 0 && Instant::now() < deadline {
+        while state.market.metrics.connections.get() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
@@ -484,8 +484,7 @@ async fn identify_client(
             None
         }
         Identified::Silent => {
-            // Relaxed: independent counter.
-            metrics.handshake_timeouts_total.fetch_add(1, Relaxed);
+            metrics.handshake_timeouts_total.inc();
             tracing::debug!(proxy = %peer, "closed: nothing sent within {timeout:?}");
             None
         }
@@ -513,9 +512,7 @@ async fn serve_connection(
     match tls {
         Ok(tls) => serve_http(tls, Bytes::new(), client, state, admitted).await,
         Err(e) => {
-            // Relaxed: independent counter.
-            let failures = &state.market.metrics.tls_handshake_failures_total;
-            failures.fetch_add(1, Relaxed);
+            state.market.metrics.tls_handshake_failures_total.inc();
             tracing::debug!("TLS handshake failed: {e}");
         }
     }
@@ -623,8 +620,7 @@ async fn serve_http<S>(
     };
     if let Err(e) = served {
         if e.is_timeout() {
-            // Relaxed: independent counter.
-            metrics.handshake_timeouts_total.fetch_add(1, Relaxed);
+            metrics.handshake_timeouts_total.inc();
             tracing::debug!("closed: no request headers within {handshake_timeout:?}");
         } else if e.is_parse() {
             // A head the gate let through and hyper refused, with hyper's
@@ -769,8 +765,8 @@ fn render_metrics(state: &AppState) -> String {
     let _ = writeln!(out, "tickwire_symbols {}", state.market.symbols.len());
     let _ = writeln!(out, "# HELP tickwire_ring_tail Next ring position (updates published).\n# TYPE tickwire_ring_tail counter");
     let _ = writeln!(out, "tickwire_ring_tail {}", state.market.ring.tail());
-    type Counter = fn(&FeedStats) -> &std::sync::atomic::AtomicU64;
-    let counters: [(&str, &str, Counter); 9] = [
+    type Field = fn(&FeedStats) -> &Counter;
+    let counters: [(&str, &str, Field); 9] = [
         ("records", "Records (lines, rows) read by a feed.", |s| {
             &s.records
         }),
@@ -811,7 +807,7 @@ fn render_metrics(state: &AppState) -> String {
         let name = format!("tickwire_feed_{metric}_total");
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for f in &state.feeds {
-            let v = counter(&f.stats).load(Relaxed);
+            let v = counter(&f.stats).get();
             let mut label = Vec::new();
             write_json_str(&mut label, &f.name);
             let _ = writeln!(
@@ -843,11 +839,7 @@ fn healthz(state: &AppState) -> Response<Body> {
         };
         let stats = &f.stats;
         body.extend_from_slice(
-            format!(
-                ",\"state\":\"{st}\",\"updates\":{}",
-                stats.updates.load(Relaxed)
-            )
-            .as_bytes(),
+            format!(",\"state\":\"{st}\",\"updates\":{}", stats.updates.get()).as_bytes(),
         );
         if stats.network.load(Relaxed) {
             let last = stats.last_message_ns.load(Relaxed);
@@ -860,8 +852,8 @@ fn healthz(state: &AppState) -> Response<Body> {
                 format!(
                     ",\"connected\":{},\"last_message_age_ms\":{age_ms},\"reconnects\":{},\"gaps\":{}",
                     stats.connected.load(Relaxed),
-                    stats.reconnects.load(Relaxed),
-                    stats.gaps.load(Relaxed),
+                    stats.reconnects.get(),
+                    stats.gaps.get(),
                 )
                 .as_bytes(),
             );
@@ -877,11 +869,11 @@ fn healthz(state: &AppState) -> Response<Body> {
         body.extend_from_slice(
             format!(
                 ",\"connected\":{},\"reconnects\":{},\"published\":{},\"republished\":{},\"conflated\":{}}}",
-                m.nats_publish_connected.load(Relaxed) == 1,
-                m.nats_publish_reconnects_total.load(Relaxed),
-                m.nats_published_total.load(Relaxed),
-                m.nats_republished_total.load(Relaxed),
-                m.nats_publish_conflated_total.load(Relaxed),
+                m.nats_publish_connected.get() == 1,
+                m.nats_publish_reconnects_total.get(),
+                m.nats_published_total.get(),
+                m.nats_republished_total.get(),
+                m.nats_publish_conflated_total.get(),
             )
             .as_bytes(),
         );
@@ -890,8 +882,8 @@ fn healthz(state: &AppState) -> Response<Body> {
         format!(
             ",\"status\":\"{}\",\"connections\":{},\"updates\":{},\"uptime_ms\":{}}}\n",
             if healthy { "ok" } else { "unavailable" },
-            m.connections.load(Relaxed),
-            m.updates_in_total.load(Relaxed),
+            m.connections.get(),
+            m.updates_in_total.get(),
             state.started.elapsed().as_millis()
         )
         .as_bytes(),
@@ -910,8 +902,7 @@ fn healthz(state: &AppState) -> Response<Body> {
 fn admit(req: &Request<Incoming>, state: &AppState) -> Result<Grant, Box<Response<Body>>> {
     let metrics = &state.market.metrics;
     if let Err(e) = state.origins.check(req.headers()) {
-        // Relaxed: independent counter.
-        metrics.origin_rejections_total.fetch_add(1, Relaxed);
+        metrics.origin_rejections_total.inc();
         tracing::info!(origin = %e.0, path = req.uri().path(), "refused a cross-origin request (403)");
         let refused = respond(StatusCode::FORBIDDEN, "text/plain", format!("{e}\n"));
         return Err(Box::new(refused));
@@ -939,11 +930,7 @@ fn refuse_token(e: AuthError) -> Response<Body> {
 /// Refuses a request on `/ws` that is not a valid WebSocket upgrade, with
 /// the status and reason docs/PROTOCOL.md lists.
 fn refuse_upgrade(state: &AppState, status: StatusCode, reason: &str) -> Response<Body> {
-    state
-        .market
-        .metrics
-        .upgrade_rejections_total
-        .fetch_add(1, Relaxed);
+    state.market.metrics.upgrade_rejections_total.inc();
     let mut r = respond(status, "text/plain", format!("{reason}\n"));
     if status == StatusCode::UPGRADE_REQUIRED {
         let h = r.headers_mut();

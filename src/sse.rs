@@ -16,7 +16,6 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -138,8 +137,8 @@ pub fn open(
 
     let (tx, rx) = mpsc::channel(1);
     let metrics = Arc::clone(&market.metrics);
-    metrics.connections.fetch_add(1, Relaxed);
-    metrics.connections_total.fetch_add(1, Relaxed);
+    metrics.connections.inc();
+    metrics.connections_total.inc();
     let expiry = grant.expires_in.and_then(|d| Instant::now().checked_add(d));
     // The stream's log lines carry its client, as the request's did.
     let task = stream(sub, first, tx, Arc::clone(market), config, expiry, control);
@@ -273,7 +272,7 @@ struct Counted(Arc<Metrics>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Relaxed);
+        self.0.connections.dec();
     }
 }
 
@@ -302,11 +301,7 @@ async fn stream(
     };
     tokio::pin!(expired);
     let token_expired = || {
-        // Relaxed: independent counter.
-        market
-            .metrics
-            .token_expired_closes_total
-            .fetch_add(1, Relaxed);
+        market.metrics.token_expired_closes_total.inc();
         tracing::info!("ended an SSE stream whose access token expired");
     };
     let mut outbox = Outbox::default();
@@ -344,7 +339,7 @@ async fn stream(
                     // The client went away (hyper dropped the body).
                     Ok(Err(_)) => return,
                     Err(_) => {
-                        market.metrics.slow_client_closes_total.fetch_add(1, Relaxed);
+                        market.metrics.slow_client_closes_total.inc();
                         tracing::info!("closed a slow SSE client: no progress for {:?}", config.stall_timeout);
                         close_connection.notify_one();
                         return;

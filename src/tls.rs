@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
@@ -99,13 +98,12 @@ impl CertStore {
         match load(&self.cert_path, &self.key_path) {
             Ok(new) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
-                // Relaxed: independent counters (also below).
-                metrics.tls_reloads_total.fetch_add(1, Relaxed);
+                metrics.tls_reloads_total.inc();
                 tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
                 Ok(())
             }
             Err(e) => {
-                metrics.tls_reload_failures_total.fetch_add(1, Relaxed);
+                metrics.tls_reload_failures_total.inc();
                 tracing::error!("TLS reload failed, keeping the certificate in service: {e}");
                 Err(e)
             }

@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use common::raw::{self, RawWs};
@@ -92,10 +91,7 @@ async fn a_full_server_answers_503_with_retry_after_before_reading() {
     // not only upgraded ones.
     let idle1 = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let _idle2 = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    eventually(m, "three connections", |m| {
-        m.tcp_connections.load(Relaxed) == 3
-    })
-    .await;
+    eventually(m, "three connections", |m| m.tcp_connections.get() == 3).await;
 
     let head = try_upgrade(ip(1), server.addr).await;
     assert_eq!(raw::status(&head), 503, "{head}");
@@ -107,12 +103,12 @@ async fn a_full_server_answers_503_with_retry_after_before_reading() {
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
     assert!(answer.ends_with("(max_connections)\n"), "{answer}");
     assert_eq!(refused(m, "max_connections"), 2);
-    assert_eq!(m.connections_total.load(Relaxed), 1, "nothing was upgraded");
+    assert_eq!(m.connections_total.get(), 1, "nothing was upgraded");
 
     // A place freed is a place taken.
     drop(idle1);
     eventually(m, "the idle socket released", |m| {
-        m.tcp_connections.load(Relaxed) == 2
+        m.tcp_connections.get() == 2
     })
     .await;
     let mut late = RawWs::connect(ip(1), server.addr).await;
@@ -144,7 +140,7 @@ async fn one_address_gets_429_past_its_open_connections_others_get_in() {
     let _b = RawWs::connect(ip(3), server.addr).await;
     // A closed connection gives its address a place back.
     drop(a2);
-    eventually(m, "a2 released", |m| m.tcp_connections.load(Relaxed) == 3).await;
+    eventually(m, "a2 released", |m| m.tcp_connections.get() == 3).await;
     let _a3 = RawWs::connect(ip(2), server.addr).await;
     assert_undisturbed(&mut by).await;
     server.stop().await;
@@ -193,7 +189,7 @@ async fn too_many_attempts_per_minute_get_429_with_the_wait() {
     other.send_text(r#"{"op":"ping"}"#).await;
     assert_eq!(other.read_frame().await.unwrap().0, raw::TEXT);
     eventually(m, "refused sockets released", |m| {
-        m.tcp_connections.load(Relaxed) == 1
+        m.tcp_connections.get() == 1
     })
     .await;
     server.stop().await;
@@ -245,8 +241,8 @@ async fn a_request_flood_gets_4005_then_1008() {
         ),
         1
     );
-    assert_eq!(m.rate_limited_messages_total.load(Relaxed), 5);
-    assert_eq!(m.rate_limit_closes_total.load(Relaxed), 1);
+    assert_eq!(m.rate_limited_messages_total.get(), 5);
+    assert_eq!(m.rate_limit_closes_total.get(), 1);
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
@@ -304,7 +300,7 @@ async fn a_ping_flood_is_rate_limited_and_a_client_that_slows_down_recovers() {
     let (_, t) = eager.read_frame().await.unwrap();
     let t = String::from_utf8(t).unwrap();
     assert!(t.contains("\"pong\"") && t.contains("\"id\":99"), "{t}");
-    assert_eq!(m.rate_limit_closes_total.load(Relaxed), 1);
+    assert_eq!(m.rate_limit_closes_total.get(), 1);
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
@@ -336,7 +332,7 @@ async fn big_or_over_fragmented_messages_are_closed() {
         (code, reason.as_str()),
         (1009, "message too big: more than 1024 bytes")
     );
-    assert_eq!(m.message_too_big_closes_total.load(Relaxed), 2);
+    assert_eq!(m.message_too_big_closes_total.get(), 2);
 
     // TC2: a message within 4 frames is served, with a ping between them.
     let mut c = RawWs::connect(ip(9), server.addr).await;
@@ -366,7 +362,7 @@ async fn big_or_over_fragmented_messages_are_closed() {
             "too many fragments: more than 4 frames in one message"
         )
     );
-    assert_eq!(m.too_many_fragments_closes_total.load(Relaxed), 1);
+    assert_eq!(m.too_many_fragments_closes_total.get(), 1);
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
@@ -413,15 +409,15 @@ async fn a_peer_that_stops_answering_pings_is_closed_with_1001() {
     assert_eq!(close.1, "ping timeout: nothing received for 1000 ms");
     assert!(pings >= 2, "pinged every 200 ms before giving up: {pings}");
     assert!(started.elapsed() >= Duration::from_millis(1000));
-    assert_eq!(m.heartbeat_timeouts_total.load(Relaxed), 1);
+    assert_eq!(m.heartbeat_timeouts_total.get(), 1);
     // Sockets read past the close: the server let go of the connection.
-    eventually(m, "silent released", |m| m.connections.load(Relaxed) == 1).await;
+    eventually(m, "silent released", |m| m.connections.get() == 1).await;
 
     // The library client, reading all along, is still there after 4
     // timeouts' worth.
     alive.await.unwrap();
-    assert_eq!(m.heartbeat_timeouts_total.load(Relaxed), 1);
-    assert!(m.heartbeat_pings_total.load(Relaxed) >= 15);
+    assert_eq!(m.heartbeat_timeouts_total.get(), 1);
+    assert!(m.heartbeat_pings_total.get() >= 15);
     server.stop().await;
 }
 
@@ -446,11 +442,8 @@ async fn a_handshake_that_never_ends_times_out() {
         let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
         assert!(read.is_ok(), "the server closed it");
     }
-    assert_eq!(m.handshake_timeouts_total.load(Relaxed), 2);
-    eventually(m, "sockets released", |m| {
-        m.tcp_connections.load(Relaxed) == 1
-    })
-    .await;
+    assert_eq!(m.handshake_timeouts_total.get(), 2);
+    eventually(m, "sockets released", |m| m.tcp_connections.get() == 1).await;
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
@@ -643,11 +636,7 @@ async fn the_subscription_limit_holds_per_request_and_per_connection() {
         "{e}"
     );
     // Nothing changed, and the connection lives on: one more fits.
-    assert_eq!(
-        m.subscriptions.load(Relaxed),
-        1 + 2,
-        "the bystander's one and two"
-    );
+    assert_eq!(m.subscriptions.get(), 1 + 2, "the bystander's one and two");
     c.send(r#"{"op":"subscribe","symbols":["SYN0002"],"id":4}"#)
         .await;
     let ack = loop {
@@ -697,7 +686,7 @@ async fn an_unmasked_client_frame_is_closed_with_1002() {
     let (close, texts) = c.read_until_close(Duration::from_secs(10)).await;
     assert_eq!(close.map(|c| c.0), Some(1002), "{texts:?}");
 
-    assert_eq!(m.unmasked_frame_closes_total.load(Relaxed), 2);
+    assert_eq!(m.unmasked_frame_closes_total.get(), 2);
     assert_eq!(
         metric(
             &metrics_text(server.addr).await,
@@ -778,7 +767,7 @@ async fn deeply_nested_requests_get_4000_and_the_server_lives_on() {
     c.send(r#"{"op":"ping","id":9}"#).await;
     assert_eq!(c.next_control().await["id"], 9);
     assert_eq!(
-        m.protocol_errors[tickwire::protocol::ErrorCode::MalformedMessage.index()].load(Relaxed),
+        m.protocol_errors[tickwire::protocol::ErrorCode::MalformedMessage.index()].get(),
         cases.len() as u64
     );
     let _ = stop.send(());
@@ -856,19 +845,13 @@ async fn framing_errors_are_closed_with_tickwire_reasons_not_the_clients() {
             "case {i}"
         );
     }
-    assert_eq!(
-        m.protocol_error_closes_total.load(Relaxed),
-        cases.len() as u64
-    );
+    assert_eq!(m.protocol_error_closes_total.get(), cases.len() as u64);
     // A valid close is echoed as it came.
     let mut c = RawWs::connect(ip(3), server.addr).await;
     c.send(true, raw::CLOSE, &close(4321, "bye")).await;
     let (got, _) = c.read_until_close(Duration::from_secs(10)).await;
     assert_eq!(got, Some((4321, "bye".to_owned())));
-    assert_eq!(
-        m.protocol_error_closes_total.load(Relaxed),
-        cases.len() as u64
-    );
+    assert_eq!(m.protocol_error_closes_total.get(), cases.len() as u64);
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
@@ -906,7 +889,7 @@ async fn a_client_that_stays_stalled_still_finds_the_1008_close_behind_its_data(
     // Not a byte read until the server has declared the stall, waited its
     // close timeout, and let go of the socket.
     eventually(m, "the stall close", |m| {
-        m.slow_client_closes_total.load(Relaxed) == 1
+        m.slow_client_closes_total.get() == 1
     })
     .await;
     let (close, _) = c.read_until_close(Duration::from_secs(10)).await;

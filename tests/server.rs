@@ -4,7 +4,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::*;
@@ -251,10 +250,10 @@ async fn a_thousand_subscribers_get_identical_sequences() {
     assert_eq!(first[0].0, 1);
     assert!(first.windows(2).all(|w| w[1].0 == w[0].0 + 1));
     let m = &server.market.metrics;
-    let encoded = m.frames_encoded_total.load(Relaxed);
-    assert_eq!(encoded, m.updates_in_total.load(Relaxed));
+    let encoded = m.frames_encoded_total.get();
+    assert_eq!(encoded, m.updates_in_total.get());
     assert!(
-        m.frames_out_total.load(Relaxed) >= (CLIENTS * UPDATES) as u64,
+        m.frames_out_total.get() >= (CLIENTS * UPDATES) as u64,
         "every subscriber was sent the frames the publisher encoded once"
     );
     server.stop().await;
@@ -335,7 +334,7 @@ async fn slow_client_is_conflated_then_closed_while_fast_client_gets_everything(
     let mut max_queued = 0;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        max_queued = max_queued.max(server.market.metrics.queued_bytes.load(Relaxed));
+        max_queued = max_queued.max(server.market.metrics.queued_bytes.get());
     }
     // Two connections, each at most its outbox bound plus one catch-up
     // (20 symbols' latest frames and a notice).
@@ -383,10 +382,7 @@ async fn slow_client_is_conflated_then_closed_while_fast_client_gets_everything(
     let (code, reason) = close.expect("a close frame");
     assert_eq!(code, 1008);
     assert!(reason.contains("slow consumer"), "{reason}");
-    assert_eq!(
-        server.market.metrics.slow_client_closes_total.load(Relaxed),
-        1
-    );
+    assert_eq!(server.market.metrics.slow_client_closes_total.get(), 1);
 
     let _ = stop_tx.send(());
     let fast_count = fast_task.await.unwrap();

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use common::{connect, http_get, start};
@@ -229,11 +228,11 @@ async fn a_stalled_stream_closes_its_connection() {
     // Not a byte read: the stream stalls, and its connection must go with
     // it rather than wait, kept alive, behind bytes never read.
     common::eventually(Duration::from_secs(10), "the stall", || {
-        m.slow_client_closes_total.load(Relaxed) == 1
+        m.slow_client_closes_total.get() == 1
     })
     .await;
     common::eventually(Duration::from_secs(10), "the connection closed", || {
-        m.tcp_connections.load(Relaxed) == 0
+        m.tcp_connections.get() == 0
     })
     .await;
     let mut rest = Vec::new();

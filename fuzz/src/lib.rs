@@ -11,7 +11,6 @@
 //! encoded, a connection that outlives its peer.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -86,9 +85,9 @@ pub fn recording_updates(bytes: Vec<u8>) -> u64 {
             Err(_) => failed = true,
         }
     }
-    let records = stats.records.load(Relaxed);
-    let skipped = stats.skipped.load(Relaxed);
-    let rejected = stats.rejected.load(Relaxed);
+    let records = stats.records.get();
+    let skipped = stats.skipped.get();
+    let rejected = stats.rejected.get();
     assert!(
         skipped + rejected <= records,
         "{skipped} skipped + {rejected} rejected of {records} records"
@@ -286,13 +285,9 @@ pub fn upgrade_answer(data: &[u8]) -> Vec<u8> {
         let (_, out) = tokio::join!(serve, talk(client, data));
         let metrics = &s.running.market.metrics;
         // The WebSocket connection runs in a task of its own.
-        let released = wait_until(|| metrics.connections.load(Relaxed) == 0);
+        let released = wait_until(|| metrics.connections.get() == 0);
         assert!(released.await, "a connection outlived its client");
-        assert_eq!(
-            metrics.queued_bytes.load(Relaxed),
-            0,
-            "queued bytes released"
-        );
+        assert_eq!(metrics.queued_bytes.get(), 0, "queued bytes released");
         out
     });
     check_http_answer(&out);

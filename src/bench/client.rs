@@ -11,9 +11,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-// Relaxed throughout: progress counters and the highest sequence seen,
-// each read on its own by the progress line; nothing is ordered through
-// them, so they pair with nothing.
+// Relaxed for `head_seq`, as for the progress counters: see Shared.
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,7 +141,7 @@ impl Connection {
             let frame = masked_text_frame(text.as_bytes(), self.shared.key(self.slot) as u32);
             stream.write_all(&frame).await.map_err(BenchError::Io)?;
         }
-        self.shared.connected.fetch_add(1, Relaxed);
+        self.shared.connected.inc();
         Ok((stream, leftover))
     }
 
@@ -172,7 +170,7 @@ impl Connection {
         let mut stats = self.stats.borrow_mut();
         stats.clients[self.slot].disconnected = true;
         if self.shared.phase() != Phase::Stop {
-            self.shared.disconnects.fetch_add(1, Relaxed);
+            self.shared.disconnects.inc();
         }
     }
 
@@ -223,7 +221,7 @@ impl Connection {
         if leftover.len() > MAX_FRAME {
             return Err(FrameError::TooLarge(leftover.len()));
         }
-        self.shared.frames.fetch_add(parsed.frames, Relaxed);
+        self.shared.frames.add(parsed.frames);
         if parsed.max_seq > self.shared.head_seq.load(Relaxed) {
             self.shared.head_seq.fetch_max(parsed.max_seq, Relaxed);
         }

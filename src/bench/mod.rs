@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicU64, AtomicU8};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::metrics::Counter;
+
 pub use config::{BenchConfig, Protocol, SlowPattern, Subscription, Target};
 pub use report::BenchResult;
 
@@ -74,12 +76,14 @@ pub enum Phase {
 pub(crate) struct Shared {
     pub config: BenchConfig,
     phase: AtomicU8,
-    pub connected: AtomicU64,
-    pub failed: AtomicU64,
-    pub disconnects: AtomicU64,
+    pub connected: Counter,
+    pub failed: Counter,
+    pub disconnects: Counter,
     /// Frames read, all threads (for the progress line).
-    pub frames: AtomicU64,
-    /// Highest global sequence any client has seen.
+    pub frames: Counter,
+    /// Highest global sequence any client has seen. A high-water mark
+    /// (`fetch_max`), not a count, so a plain atomic; `Relaxed` for the
+    /// reason [`Counter`]'s are: it is read on its own.
     pub head_seq: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
@@ -100,7 +104,7 @@ impl Shared {
     }
 
     pub fn fail(&self, error: String) {
-        self.failed.fetch_add(1, Relaxed);
+        self.failed.inc();
         let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
         first.get_or_insert(error);
     }
@@ -142,10 +146,10 @@ pub fn run(config: BenchConfig) -> Result<BenchResult, BenchError> {
     let shared = Arc::new(Shared {
         config: config.clone(),
         phase: AtomicU8::new(Phase::Connect as u8),
-        connected: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        disconnects: AtomicU64::new(0),
-        frames: AtomicU64::new(0),
+        connected: Counter::new(),
+        failed: Counter::new(),
+        disconnects: Counter::new(),
+        frames: Counter::new(),
         head_seq: AtomicU64::new(0),
         first_error: Mutex::new(None),
     });
@@ -165,7 +169,7 @@ pub fn run(config: BenchConfig) -> Result<BenchResult, BenchError> {
         threads.push(h.join().map_err(|_| BenchError::ThreadPanicked)?);
     }
     let window = outcome?;
-    report::build(&config, threads, window, shared.disconnects.load(Relaxed))
+    report::build(&config, threads, window, shared.disconnects.get())
 }
 
 /// Splits the clients over the threads, round-robin so that slow clients
@@ -237,7 +241,7 @@ fn coordinate(shared: &Shared) -> Result<Window, BenchError> {
     let connect_limit = cfg.connect_timeout * 2
         + cfg.connect_timeout * (cfg.clients.div_ceil(cfg.connect_concurrency.max(1))) as u32;
     loop {
-        let (ok, failed) = (shared.connected.load(Relaxed), shared.failed.load(Relaxed));
+        let (ok, failed) = (shared.connected.get(), shared.failed.get());
         if failed > 0 && (ok + failed >= clients || started.elapsed() > connect_limit) {
             return Err(BenchError::Connections {
                 failed: failed as usize,
@@ -260,7 +264,7 @@ fn coordinate(shared: &Shared) -> Result<Window, BenchError> {
     shared.set_phase(Phase::Warmup);
     let warm_start = Instant::now();
     let expect_data = cfg.subscription != Subscription::None;
-    while warm_start.elapsed() < cfg.warmup || expect_data && shared.frames.load(Relaxed) == 0 {
+    while warm_start.elapsed() < cfg.warmup || expect_data && shared.frames.get() == 0 {
         if warm_start.elapsed() > cfg.warmup.max(cfg.first_data_timeout) {
             return Err(BenchError::NoData(cfg.first_data_timeout));
         }
@@ -277,14 +281,14 @@ fn measure(shared: &Shared) -> Result<Window, BenchError> {
     let head_seq_start = shared.head_seq.load(Relaxed);
     shared.set_phase(Phase::Measure);
     let t0 = Instant::now();
-    let mut last = (t0, shared.frames.load(Relaxed));
+    let mut last = (t0, shared.frames.get());
     while t0.elapsed() < cfg.duration {
         std::thread::sleep(
             Duration::from_millis(50).min(cfg.duration.saturating_sub(t0.elapsed())),
         );
         shared.check_protocol()?;
         if last.0.elapsed() >= Duration::from_secs(1) {
-            let frames = shared.frames.load(Relaxed);
+            let frames = shared.frames.get();
             let rate = (frames - last.1) as f64 / last.0.elapsed().as_secs_f64();
             last = (Instant::now(), frames);
             progress(
@@ -294,7 +298,7 @@ fn measure(shared: &Shared) -> Result<Window, BenchError> {
                     t0.elapsed().as_secs_f64(),
                     cfg.duration.as_secs(),
                     report::si(rate),
-                    shared.disconnects.load(Relaxed)
+                    shared.disconnects.get()
                 ),
             );
         }

@@ -40,6 +40,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::decimal::DecimalError;
+use crate::metrics::Counter;
 use crate::symbols::{NormalizeError, Normalizer};
 use crate::update::{now_ns, Side, Update, UpdateKind};
 
@@ -159,40 +160,41 @@ pub struct ReplayOptions {
 }
 
 /// Counters a running feed keeps for the stats endpoint and for tests.
-/// Relaxed everywhere: each counter is read on its own, never to order other
-/// memory.
 #[derive(Debug, Default)]
 pub struct FeedStats {
     /// Lines (JSON) or rows (CSV, header included) read.
-    pub records: AtomicU64,
+    pub records: Counter,
     /// Updates handed to the publisher.
-    pub updates: AtomicU64,
+    pub updates: Counter,
     /// Records of a known kind that carry no quote or trade (depth, REST
     /// snapshots, headers, heartbeats, ...).
-    pub skipped: AtomicU64,
+    pub skipped: Counter,
     /// Malformed records: broken JSON, bad decimals, missing fields.
-    pub rejected: AtomicU64,
+    pub rejected: Counter,
     /// Times a looped replay started again from the top.
-    pub loops: AtomicU64,
+    pub loops: Counter,
     /// Network feeds (an exchange WebSocket, NATS): whether the upstream
     /// connection is up and live. Recordings leave it false and `network`
-    /// false.
+    /// false. Flags are plain atomics, stored and loaded `Relaxed`: like
+    /// the counters, each is read on its own.
     pub connected: AtomicBool,
     /// Set once by a network feed when it starts, so `/healthz` reports its
     /// upstream state.
     pub network: AtomicBool,
     /// Network feeds: connections to the upstream after the first.
-    pub reconnects: AtomicU64,
+    pub reconnects: Counter,
     /// Network feeds: sequence gaps detected in the upstream's numbering.
-    pub gaps: AtomicU64,
+    pub gaps: Counter,
     /// Network feeds: messages dropped because they were not newer than
     /// what the feed already published for their symbol (resent after a
     /// reconnect, out of order).
-    pub outdated: AtomicU64,
+    pub outdated: Counter,
     /// Network feeds: subscriptions the upstream refused.
-    pub refusals: AtomicU64,
+    pub refusals: Counter,
     /// Network feeds: wall-clock time of the last message from upstream, in
-    /// nanoseconds since the epoch; 0 before the first.
+    /// nanoseconds since the epoch; 0 before the first. A timestamp,
+    /// overwritten with `store`, not a count: hence a plain atomic (stored
+    /// and loaded `Relaxed`, as it orders nothing else).
     pub last_message_ns: AtomicU64,
 }
 

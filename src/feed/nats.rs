@@ -51,7 +51,7 @@ pub(crate) async fn run(
     tx: mpsc::Sender<Update>,
     stats: Arc<FeedStats>,
 ) -> Result<(), FeedError> {
-    // Relaxed everywhere on the stats: independent counters and flags.
+    // Relaxed on the stats' flags and timestamp: each is read on its own.
     stats.network.store(true, Relaxed);
     let error = |reason: String| FeedError::Nats {
         name: source.url.clone(),
@@ -87,7 +87,7 @@ pub(crate) async fn run(
                     Some(Event::Connected) => {
                         connection += 1;
                         if connection > 1 {
-                            edge.stats.reconnects.fetch_add(1, Relaxed);
+                            edge.stats.reconnects.inc();
                         }
                         tracing::info!(feed = %source.url, "connected to NATS; loading the snapshot");
                         if let Some(l) = loader.take() {
@@ -146,7 +146,7 @@ impl Edge {
     /// Passes one payload on if it is new. False when the publisher is gone.
     async fn handle(&mut self, payload: &[u8]) -> bool {
         let stats = &self.stats;
-        stats.records.fetch_add(1, Relaxed);
+        stats.records.inc();
         stats.last_message_ns.store(now_ns(), Relaxed);
         let decoded = match decode_payload(payload) {
             Ok(d) => d,
@@ -182,11 +182,11 @@ impl Edge {
         if seq <= last {
             // Already passed on: the snapshot overlapping the live stream,
             // or the feed node republishing after a reconnect.
-            self.stats.skipped.fetch_add(1, Relaxed);
+            self.stats.skipped.inc();
             return true;
         }
         if last != 0 && seq > last + 1 {
-            self.stats.gaps.fetch_add(1, Relaxed);
+            self.stats.gaps.inc();
         }
         self.last_seq[index] = seq;
         let update = Update {
@@ -196,13 +196,15 @@ impl Edge {
         if self.tx.send(update).await.is_err() {
             return false;
         }
-        self.stats.updates.fetch_add(1, Relaxed);
+        self.stats.updates.inc();
         true
     }
 
     fn reject(&self, reason: std::fmt::Arguments<'_>) -> bool {
-        let n = self.stats.rejected.fetch_add(1, Relaxed);
-        if n < LOGGED_REJECTS {
+        // The edge is this counter's only writer, so the count just read is
+        // this rejection's.
+        self.stats.rejected.inc();
+        if self.stats.rejected.get() <= LOGGED_REJECTS {
             tracing::warn!("NATS message rejected: {reason}");
         }
         true
@@ -290,22 +292,22 @@ mod tests {
         assert!(edge.handle(&payload("BTCUSDT", 4, 9, 2)).await);
         assert_eq!(rx.try_recv().unwrap().origin_seq, 6);
         assert!(rx.try_recv().is_err());
-        assert_eq!(stats.skipped.load(Relaxed), 2);
+        assert_eq!(stats.skipped.get(), 2);
         // TC2: a jump is passed on and counted as a gap.
         assert!(edge.handle(&payload("BTCUSDT", 9, 12, 2)).await);
         assert_eq!(rx.try_recv().unwrap().origin_seq, 9);
-        assert_eq!(stats.gaps.load(Relaxed), 1);
+        assert_eq!(stats.gaps.get(), 1);
         // TC3: garbage, and decimals that differ from the symbol's, are
         // rejected; the symbol's sequence is untouched.
         assert!(edge.handle(b"\x01\x01garbage").await);
         assert!(edge.handle(&payload("BTCUSDT", 10, 12, 3)).await);
         assert!(rx.try_recv().is_err());
-        assert_eq!(stats.rejected.load(Relaxed), 2);
+        assert_eq!(stats.rejected.get(), 2);
         assert!(edge.handle(&payload("BTCUSDT", 10, 13, 2)).await);
         assert_eq!(rx.try_recv().unwrap().origin_seq, 10);
-        assert_eq!(stats.gaps.load(Relaxed), 1);
-        assert_eq!(stats.records.load(Relaxed), 8);
-        assert_eq!(stats.updates.load(Relaxed), 4);
+        assert_eq!(stats.gaps.get(), 1);
+        assert_eq!(stats.records.get(), 8);
+        assert_eq!(stats.updates.get(), 4);
         // TC4: the publisher is gone (shutdown): the feed stops.
         drop(rx);
         assert!(!edge.handle(&payload("ETHUSDT", 1, 1, 2)).await);

@@ -30,10 +30,6 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
-// Relaxed throughout: these atomics are counters and gauges (metrics,
-// feed stats, the harness's progress), each read on its own; nothing is
-// ordered through them, so they pair with nothing.
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,8 +188,8 @@ impl<'n> FileReader<'n> {
             file,
             src,
             normalizer,
-            start_records: stats.records.load(Relaxed),
-            start_skipped: stats.skipped.load(Relaxed),
+            start_records: stats.records.get(),
+            start_skipped: stats.skipped.get(),
             stats,
             format: None,
             line_no: 0,
@@ -252,7 +248,7 @@ impl<'n> FileReader<'n> {
             return self.finish();
         }
         self.line_no += 1;
-        self.stats.records.fetch_add(1, Relaxed);
+        self.stats.records.inc();
         if cut {
             self.nonempty += 1;
             self.reject(RecordError::TooLong)?;
@@ -266,7 +262,7 @@ impl<'n> FileReader<'n> {
             let first = self.nonempty + self.notes == 0;
             if let Some(kind) = capture_note(line, first) {
                 self.notes += 1;
-                self.stats.skipped.fetch_add(1, Relaxed);
+                self.stats.skipped.inc();
                 if self.voice != Voice::Silent {
                     tracing::debug!("{}:{}: skipped {kind}", self.file, self.line_no);
                 }
@@ -309,7 +305,7 @@ impl<'n> FileReader<'n> {
             }
             Ok(Outcome::Skipped) => {
                 self.recognized = true;
-                self.stats.skipped.fetch_add(1, Relaxed);
+                self.stats.skipped.inc();
             }
             Ok(Outcome::Foreign) => {
                 self.reject(RecordError::Unrecognized("unknown message".into()))?
@@ -322,7 +318,7 @@ impl<'n> FileReader<'n> {
     fn reject(&mut self, err: RecordError) -> Result<(), FeedError> {
         // A record that failed halfway may have pushed some of its updates.
         self.out.clear();
-        self.stats.rejected.fetch_add(1, Relaxed);
+        self.stats.rejected.inc();
         let reason = err.reason();
         let n = self.rejections.add(reason, self.line_no, 1);
         if !self.recognized {
@@ -414,8 +410,8 @@ impl<'n> FileReader<'n> {
             None => ("line", self.line_no),
         };
         let end = if at_end { "end of file" } else { "stopped" };
-        let records = self.stats.records.load(Relaxed) - self.start_records;
-        let skipped = self.stats.skipped.load(Relaxed) - self.start_skipped;
+        let records = self.stats.records.get() - self.start_records;
+        let skipped = self.stats.skipped.get() - self.start_skipped;
         let by_reason = self.rejections.by_reason(unit);
         let sep = if by_reason.is_empty() { "" } else { ": " };
         log_at(
@@ -755,7 +751,7 @@ pub(crate) async fn run(
                         // The publisher is gone: the server is shutting down.
                         return Ok(());
                     }
-                    stats.updates.fetch_add(1, Relaxed);
+                    stats.updates.inc();
                 }
             }
             Batch::Restart => pacer.restart(),
@@ -814,7 +810,7 @@ fn read_batches(
             tracing::warn!("{}: no updates in the recording; not looping", spec.name());
             return Ok(());
         }
-        stats.loops.fetch_add(1, Relaxed);
+        stats.loops.inc();
         sequences.next_pass();
         if batch_tx.blocking_send(Batch::Restart).is_err() {
             return Ok(());

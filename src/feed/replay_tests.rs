@@ -107,9 +107,9 @@ fn excerpts_parse_into_expected_counts() {
     for &(name, quotes, trades, skipped, records) in cases {
         let (updates, stats, _) = read_counted(&FeedSpec::File(data(name)));
         assert_eq!(count_kinds(&updates), (quotes, trades), "{name}");
-        assert_eq!(stats.skipped.load(Relaxed), skipped, "{name}");
-        assert_eq!(stats.records.load(Relaxed), records, "{name}");
-        assert_eq!(stats.rejected.load(Relaxed), 0, "{name}");
+        assert_eq!(stats.skipped.get(), skipped, "{name}");
+        assert_eq!(stats.records.get(), records, "{name}");
+        assert_eq!(stats.rejected.get(), 0, "{name}");
     }
 }
 
@@ -119,8 +119,8 @@ fn bundled_recording_parses() {
     // 3772 depth and 3 REST snapshots in 13488 lines.
     let (updates, stats, n) = read_counted(&super::super::BUNDLED);
     assert_eq!(count_kinds(&updates), (8266, 1447));
-    assert_eq!(stats.skipped.load(Relaxed), 3772 + 3);
-    assert_eq!(stats.rejected.load(Relaxed), 0);
+    assert_eq!(stats.skipped.get(), 3772 + 3);
+    assert_eq!(stats.rejected.get(), 0);
     let names: Vec<_> = n.table().all().iter().map(|d| d.name.to_string()).collect();
     assert_eq!(names.len(), 3, "{names:?}");
     for want in ["BTCUSDT", "ETHUSDT", "BTCUSD_PERP"] {
@@ -372,7 +372,7 @@ fn assert_exact(path: &Path) -> usize {
             .collect();
     let want = expected(path);
     let file = path.display();
-    assert_eq!(stats.rejected.load(Relaxed), 0, "{file}");
+    assert_eq!(stats.rejected.get(), 0, "{file}");
     assert_eq!(updates.len(), want.len(), "{file}");
     for (i, (u, (symbol, texts))) in updates.iter().zip(&want).enumerate() {
         let def = n.table().get(u.symbol).unwrap();
@@ -530,7 +530,7 @@ fn tardis_empty_amounts_are_unknown_sizes() {
         ]
     );
     // TC2: an empty price is still refused.
-    assert_eq!(stats.rejected.load(Relaxed), 1);
+    assert_eq!(stats.rejected.get(), 1);
 }
 
 #[test]
@@ -539,7 +539,7 @@ fn detection_window_and_later_rejections() {
     // TC0: a few bad lines before the first good one are rejected, not fatal.
     let text: &'static str = Box::leak(format!("junk\n{{\"x\":1}}\n{good}").into_boxed_str());
     let (u, stats, _) = read_counted(&embedded("a.jsonl", text));
-    assert_eq!((u.len(), stats.rejected.load(Relaxed)), (1, 2));
+    assert_eq!((u.len(), stats.rejected.get()), (1, 2));
     // TC1: 100 bad lines first: refused, naming the first bad line.
     let text: &'static str = Box::leak(format!("{}{good}", "junk\n".repeat(100)).into_boxed_str());
     let err = read_all(&embedded("b.jsonl", text), &mut normalizer())
@@ -559,7 +559,7 @@ fn detection_window_and_later_rejections() {
     let text: &'static str =
         Box::leak(format!("{good}{}\n{good}", bad.join("\n")).into_boxed_str());
     let (u, stats, _) = read_counted(&embedded("c.jsonl", text));
-    assert_eq!((u.len(), stats.rejected.load(Relaxed)), (2, 3));
+    assert_eq!((u.len(), stats.rejected.get()), (2, 3));
 }
 
 #[test]
@@ -591,7 +591,7 @@ fn lines_past_the_limit_are_read_through_and_rejected_not_held() {
     let padded = good.replacen(',', &format!(",{}", " ".repeat(MAX_LINE_BYTES)), 1);
     let text: &'static str = Box::leak(format!("{good}{padded}{good}").into_boxed_str());
     let (u, stats, _) = read_counted(&embedded("long.jsonl", text));
-    assert_eq!((u.len(), stats.rejected.load(Relaxed)), (2, 1));
+    assert_eq!((u.len(), stats.rejected.get()), (2, 1));
 }
 
 #[test]
@@ -679,7 +679,7 @@ async fn pacing_follows_recorded_time() {
     assert_close(&arrivals(Speed::Max, false, 3).await.0, &[0, 0, 0]);
     // TC3: the feed ends with the recording.
     let (times, stats) = arrivals(Speed::Max, false, 10).await;
-    assert_eq!((times.len(), stats.updates.load(Relaxed)), (3, 3));
+    assert_eq!((times.len(), stats.updates.get()), (3, 3));
 }
 
 #[tokio::test(start_paused = true)]
@@ -687,7 +687,7 @@ async fn looping_continues_seamlessly() {
     let (times, stats) = arrivals(Speed::Factor(1.0), true, 7).await;
     // The second pass starts where the first ended, with the same gaps.
     assert_close(&times, &[0, 500, 2000, 2000, 2500, 4000, 4000]);
-    assert!(stats.loops.load(Relaxed) >= 2);
+    assert!(stats.loops.get() >= 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -807,9 +807,9 @@ fn capture_notes_are_skipped_not_rejected() {
     // TC0: every note is skipped, none rejected.
     let (u, stats, _) = read_counted(&embedded("cf.txt", CRYPTOFEED_V1));
     assert_eq!(u.len(), 2);
-    assert_eq!(stats.records.load(Relaxed), 7);
-    assert_eq!(stats.skipped.load(Relaxed), 5);
-    assert_eq!(stats.rejected.load(Relaxed), 0);
+    assert_eq!(stats.records.get(), 7);
+    assert_eq!(stats.skipped.get(), 5);
+    assert_eq!(stats.rejected.get(), 0);
     // TC1: nothing but notes is no market data: refused, saying so.
     let notes: String = CRYPTOFEED_V1
         .lines()
@@ -829,8 +829,8 @@ fn capture_notes_are_skipped_not_rejected() {
     );
     let (u, stats, _) = read_counted(&embedded("many.txt", leak(many)));
     assert_eq!(u.len(), 1);
-    assert_eq!(stats.skipped.load(Relaxed), 150);
-    assert_eq!(stats.rejected.load(Relaxed), 1);
+    assert_eq!(stats.skipped.get(), 150);
+    assert_eq!(stats.rejected.get(), 1);
 }
 
 fn leak(text: String) -> &'static str {
@@ -907,7 +907,7 @@ fn negative_prices_and_sizes_are_rejected_in_every_format() {
         let text = leak(format!("{header}{}\n", lines.join("\n")));
         let (u, stats, _) = read_counted(&embedded(leak(name.to_owned()), text));
         assert_eq!(u.len(), served, "{name}");
-        assert_eq!(stats.rejected.load(Relaxed), refused, "{name}");
+        assert_eq!(stats.rejected.get(), refused, "{name}");
         assert!(u.iter().all(|u| !has_negative(&u.kind)), "{name}: {u:?}");
     };
     for (name, header, line) in quotes {

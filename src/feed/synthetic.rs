@@ -7,10 +7,6 @@
 //! and never at or below zero.
 
 use std::fmt;
-// Relaxed throughout: these atomics are counters and gauges (metrics,
-// feed stats, the harness's progress), each read on its own; nothing is
-// ordered through them, so they pair with nothing.
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -237,8 +233,8 @@ pub(crate) async fn run(
                 return Ok(());
             }
             sent += 1;
-            stats.records.fetch_add(1, Relaxed);
-            stats.updates.fetch_add(1, Relaxed);
+            stats.records.inc();
+            stats.updates.inc();
         }
         if let Rate::PerSecond(rate) = spec.rate {
             // Wake at the next tick, or later if nothing comes due by then.
@@ -309,7 +305,7 @@ mod tests {
         );
         drop(rx);
         feed.await.unwrap().unwrap();
-        assert!(stats.updates.load(Relaxed) >= 1_000);
+        assert!(stats.updates.get() >= 1_000);
     }
 
     #[tokio::test(start_paused = true)]

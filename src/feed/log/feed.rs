@@ -2,10 +2,6 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-// Relaxed throughout: these atomics are counters and gauges (metrics,
-// feed stats, the harness's progress), each read on its own; nothing is
-// ordered through them, so they pair with nothing.
-use std::sync::atomic::Ordering::Relaxed;
 
 use super::{Entry, LogError, LogReader, LogSymbol, ReadStats};
 use crate::feed::{has_negative, FeedError, FeedStats, Reason, RejectTally, Timed};
@@ -73,7 +69,7 @@ impl<R: Read> LogFeed<R> {
         for entry in entries {
             match entry {
                 Entry::Symbol(sym) => {
-                    stats.skipped.fetch_add(1, Relaxed);
+                    stats.skipped.inc();
                     if self.ids.contains_key(&sym.id) {
                         continue;
                     }
@@ -81,14 +77,14 @@ impl<R: Read> LogFeed<R> {
                     self.ids.insert(sym.id, local);
                 }
                 Entry::Update(s) => {
-                    stats.records.fetch_add(1, Relaxed);
+                    stats.records.inc();
                     let Some(Some(symbol)) = self.ids.get(&s.update.symbol).copied() else {
-                        stats.rejected.fetch_add(1, Relaxed);
+                        stats.rejected.inc();
                         rejections.add(Reason::Symbol, at, 1);
                         continue;
                     };
                     if has_negative(&s.update.kind) {
-                        stats.rejected.fetch_add(1, Relaxed);
+                        stats.rejected.inc();
                         let n = rejections.add(Reason::Negative, at, 1);
                         if verbose && RejectTally::logs(n) {
                             tracing::warn!(
@@ -152,7 +148,7 @@ impl<R: Read> LogFeed<R> {
         let now = self.reader.stats();
         if now.corrupt > self.reported.corrupt {
             let new = now.corrupt - self.reported.corrupt;
-            stats.rejected.fetch_add(new, Relaxed);
+            stats.rejected.add(new);
             rejections.add(Reason::Corrupt, now.blocks + 1, new);
         }
         if !verbose {

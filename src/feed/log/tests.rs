@@ -2,7 +2,6 @@ use super::read::Cursor;
 use super::*;
 use crate::feed::RejectTally;
 use crate::update::{Side, SymbolStatus, Update, UpdateKind};
-use std::sync::atomic::Ordering::Relaxed;
 
 /// A small deterministic generator (SplitMix64), so failures reproduce.
 struct Rng(u64);
@@ -495,7 +494,7 @@ fn log_feed_serves_recorded_numbers_paced_by_publish_time() {
     // TC2: the conflicting symbol's updates are rejected and counted.
     let rejected = updates.len() - out.len();
     assert!(rejected > 0);
-    assert_eq!(stats.rejected.load(Relaxed), rejected as u64);
+    assert_eq!(stats.rejected.get(), rejected as u64);
     assert_eq!(rejections.total(), rejected as u64);
 }
 
@@ -563,7 +562,7 @@ fn log_feed_rejects_negative_prices_and_sizes() {
         .chain(cases.iter().filter(|c| c.1).map(|c| c.0.update.kind))
         .collect();
     assert_eq!(kinds, want);
-    assert_eq!(stats.rejected.load(Relaxed), 6);
+    assert_eq!(stats.rejected.get(), 6);
     let mut negative_only = RejectTally::default();
     // The first negative update is the last of the first block of four.
     negative_only.add(Reason::Negative, 1, 6);

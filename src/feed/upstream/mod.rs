@@ -67,8 +67,8 @@ mod spec;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-// Relaxed: the FeedStats fields are independent counters and flags, read
-// one by one (see FeedStats); none orders other memory.
+// Relaxed: FeedStats's flags and timestamp are read one by one (see
+// FeedStats); none orders other memory.
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,7 +163,7 @@ impl Connector {
                 Ok(ws) => {
                     connections += 1;
                     if connections > 1 {
-                        self.stats.reconnects.fetch_add(1, Relaxed);
+                        self.stats.reconnects.inc();
                     }
                     self.stats.connected.store(true, Relaxed);
                     tracing::info!(feed = %name, "connected upstream");
@@ -172,7 +172,7 @@ impl Connector {
                     let status = match &end {
                         End::Shutdown => return,
                         End::Refused(reason) => {
-                            self.stats.refusals.fetch_add(1, Relaxed);
+                            self.stats.refusals.inc();
                             tracing::warn!(feed = %name, "subscription refused: {reason}");
                             SymbolStatus::StaleDisconnected
                         }
@@ -273,7 +273,7 @@ impl Connector {
 
     /// Handles one text message.
     async fn message(&mut self, payload: &[u8]) -> Step {
-        self.stats.records.fetch_add(1, Relaxed);
+        self.stats.records.inc();
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(payload);
@@ -300,7 +300,7 @@ impl Connector {
         };
         let numbered = match control {
             Control::Subscribed => {
-                self.stats.skipped.fetch_add(1, Relaxed);
+                self.stats.skipped.inc();
                 return Step::Continue { data: false };
             }
             Control::Refused(reason) => return Step::Refused(reason),
@@ -308,11 +308,11 @@ impl Connector {
                 symbol,
                 last_trade_id,
             } => {
-                self.stats.skipped.fetch_add(1, Relaxed);
+                self.stats.skipped.inc();
                 let last = self.numbering.get(symbol, Stream::Trade);
                 let watching = self.spec.channels.iter().any(|c| c == "matches");
                 if watching && last != 0 && last_trade_id > last {
-                    self.stats.gaps.fetch_add(1, Relaxed);
+                    self.stats.gaps.inc();
                     self.numbering.set(symbol, Stream::Trade, last_trade_id);
                     let id = self.normalizer.table().get_by_name(symbol).map(|d| d.id);
                     if let Some(id) = id {
@@ -329,11 +329,11 @@ impl Connector {
         if let Some(n) = &numbered {
             let last = self.numbering.get(n.symbol, n.stream);
             if last != 0 && n.id <= last {
-                self.stats.outdated.fetch_add(1, Relaxed);
+                self.stats.outdated.inc();
                 return Step::Continue { data: false };
             }
             if n.contiguous && last != 0 && n.id > last + 1 {
-                self.stats.gaps.fetch_add(1, Relaxed);
+                self.stats.gaps.inc();
                 gap = true;
             }
         }
@@ -350,7 +350,7 @@ impl Connector {
         match parsed {
             Ok(Outcome::Emitted) => {}
             Ok(Outcome::Skipped) => {
-                self.stats.skipped.fetch_add(1, Relaxed);
+                self.stats.skipped.inc();
                 return Step::Continue { data: false };
             }
             Ok(Outcome::Foreign) => {
@@ -392,7 +392,7 @@ impl Connector {
         if self.tx.send(update).await.is_err() {
             return false;
         }
-        self.stats.updates.fetch_add(1, Relaxed);
+        self.stats.updates.inc();
         true
     }
 
@@ -436,8 +436,8 @@ impl Connector {
     /// Counts a rejected message; logs it within its reason's budget, so
     /// that one noisy kind cannot hide the first of another.
     fn reject(&mut self, reason: Reason, why: &dyn std::fmt::Display) {
-        self.stats.rejected.fetch_add(1, Relaxed);
-        let message = self.stats.records.load(Relaxed);
+        self.stats.rejected.inc();
+        let message = self.stats.records.get();
         let n = self.rejections.add(reason, message, 1);
         if RejectTally::logs(n) {
             tracing::warn!(
