@@ -15,7 +15,8 @@
 //! - [`decimal`], [`symbols`], [`update`]: normalization: exact fixed-point
 //!   prices, interned symbols, the `Copy` update.
 //! - [`publish`]: the one writer: sequences, encodes ([`encode`]) and
-//!   publishes.
+//!   publishes; [`decode`] is the one reader of what it encodes (tests,
+//!   fuzz targets, clients).
 //! - [`ring`]: the lock-free single-producer, many-consumer ring; with the
 //!   last-value cache it makes up the [`market`] every connection reads.
 //! - [`fanout`]: what one connection is sent: subscriptions, the ring
@@ -55,6 +56,7 @@ pub mod config;
 pub mod connection;
 pub mod convert;
 pub mod decimal;
+pub mod decode;
 pub mod encode;
 pub mod fanout;
 pub mod feed;

@@ -12,6 +12,8 @@ use std::time::Duration;
 use common::{connect, http_get, metrics_text, send, start};
 use futures_util::StreamExt;
 use tickwire::config::ServeConfig;
+use tickwire::decimal::Fixed;
+use tickwire::decode::{Decoder, ServerMessage};
 use tickwire::feed::log::{self, Entry, LogSymbol, LogWriter};
 use tickwire::feed::{read_all, FeedSpec};
 use tickwire::symbols::{Normalizer, SymbolTable};
@@ -139,13 +141,12 @@ fn read_log(path: &Path) -> (Vec<Entry>, log::ReadStats) {
 }
 
 /// Subscribes to everything over `tickwire.v1` and decodes `n` updates
-/// straight from the binary layouts of docs/PROTOCOL.md.
+/// with the library's decoder (`tickwire::decode`).
 async fn collect(addr: std::net::SocketAddr, n: usize) -> Vec<Seen> {
     let mut ws = connect(addr, "tickwire.v1").await;
     send(&mut ws, r#"{"op":"subscribe","symbols":["*"]}"#).await;
-    let mut symbols: HashMap<u32, (String, u8, u8)> = HashMap::new();
+    let mut decoder = Decoder::new();
     let mut out = Vec::new();
-    let u64_at = |p: &[u8], o: usize| u64::from_le_bytes(p[o..o + 8].try_into().unwrap());
     while out.len() < n {
         let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
             .await
@@ -153,37 +154,38 @@ async fn collect(addr: std::net::SocketAddr, n: usize) -> Vec<Seen> {
             .expect("open")
             .expect("readable");
         let Message::Binary(p) = msg else { continue };
-        let id = u32::from_le_bytes(p[4..8].try_into().unwrap());
-        if p[0] == 3 {
-            let name = String::from_utf8(p[8..].to_vec()).unwrap();
-            symbols.insert(id, (name, p[1], p[2]));
-            continue;
-        }
-        let (name, pd, sd) = symbols[&id].clone();
-        let words = if p[0] == 1 { 4 } else { 2 };
-        // A quote's flags: bit 0 marks the bid size (word 1) unknown, bit 1
-        // the ask size (word 3).
-        let flags = u16::from_le_bytes([p[2], p[3]]);
-        let unknown = |word: usize| match word {
-            1 => flags & 1 != 0,
-            3 => flags & 2 != 0,
-            _ => false,
-        };
-        out.push(Seen {
-            name,
-            decimals: (pd, sd),
-            seq: u64_at(&p, 8),
-            symbol_seq: u64_at(&p, 16),
-            exchange_ts: u64_at(&p, 24),
-            receive_ts: u64_at(&p, 32),
-            publish_ts: u64_at(&p, 40),
-            kind: (
-                p[0],
-                p[1],
-                (0..words)
-                    .map(|i| (!unknown(i)).then(|| u64_at(&p, 48 + 8 * i) as i64))
-                    .collect(),
+        let decoded = decoder.decode_binary(&p).expect("a tickwire.v1 message");
+        let m = |f: Fixed| f.mantissa;
+        let kind = match &decoded {
+            ServerMessage::Quote(q) => (
+                1,
+                0,
+                vec![
+                    Some(m(q.bid)),
+                    q.bid_size.map(m),
+                    Some(m(q.ask)),
+                    q.ask_size.map(m),
+                ],
             ),
+            ServerMessage::Trade(t) => (2, t.side as u8, vec![Some(m(t.price)), Some(m(t.size))]),
+            ServerMessage::Status(s) => (4, s.status as u8, vec![]),
+            _ => continue,
+        };
+        let Some(h) = decoded.update_header() else {
+            continue;
+        };
+        let def = decoder
+            .symbol(h.symbol)
+            .expect("defined before its updates");
+        out.push(Seen {
+            name: def.name.clone(),
+            decimals: (def.price_decimals, def.size_decimals),
+            seq: h.seq,
+            symbol_seq: h.symbol_seq,
+            exchange_ts: h.exchange_ts_ns,
+            receive_ts: h.receive_ts_ns,
+            publish_ts: h.publish_ts_ns,
+            kind,
         });
     }
     out

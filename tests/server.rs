@@ -273,10 +273,7 @@ async fn connect_small_buffer(addr: std::net::SocketAddr, proto: &str) -> Client
         tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream))
             .await
             .unwrap();
-    Client {
-        ws,
-        symbols: HashMap::new(),
-    }
+    Client::new(ws)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

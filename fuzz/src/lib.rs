@@ -17,7 +17,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tickwire::bench::{record::parse_server_bytes, Protocol};
 use tickwire::config::ServeConfig;
-use tickwire::decimal::{parse_scaled, write_fixed, MAX_DECIMALS};
+use tickwire::decimal::{parse_scaled, write_fixed, Fixed, MAX_DECIMALS};
+use tickwire::decode::{self, Decoder, ServerMessage, SymbolDef, UpdateHeader};
 use tickwire::encode::{self, FrameEncoder, SymbolFormat};
 use tickwire::feed::{tardis, FeedStats, FileReader};
 use tickwire::protocol::{self, Op, Symbols};
@@ -360,6 +361,8 @@ fn check_http_answer(out: &[u8]) {
 fn check_server_frames(all: &[u8], format: Protocol) {
     let mut bytes = all;
     let mut closed = false;
+    // One connection's decoder: definitions come before their updates.
+    let mut decoder = Decoder::new();
     while !bytes.is_empty() {
         assert!(!closed, "a frame after the close frame");
         let (f, used) = match next_frame(bytes) {
@@ -368,8 +371,9 @@ fn check_server_frames(all: &[u8], format: Protocol) {
         };
         match f.opcode {
             encode::OPCODE_TEXT => {
-                let v: Value = serde_json::from_slice(f.payload).expect("JSON text frame");
-                assert!(v["type"].is_string(), "{v}");
+                if let Err(e) = decoder.decode_json(f.payload) {
+                    panic!("{e}: {:?}", String::from_utf8_lossy(f.payload));
+                }
             }
             encode::OPCODE_BINARY => {
                 assert_eq!(
@@ -377,7 +381,9 @@ fn check_server_frames(all: &[u8], format: Protocol) {
                     Protocol::TickwireBinary,
                     "binary on the JSON subprotocol"
                 );
-                decode_binary(f.payload).expect("a tickwire binary message");
+                if let Err(e) = decoder.decode_binary(f.payload) {
+                    panic!("not a tickwire binary message: {e}");
+                }
             }
             encode::OPCODE_CLOSE => {
                 closed = true;
@@ -531,9 +537,10 @@ fn proxy_trusted() -> &'static TrustedProxies {
 
 /// Arbitrary updates, symbol definitions and close frames, encoded by the
 /// server's encoders (`FrameEncoder`, `SymbolTable::intern`,
-/// `encode::close_frame`) and decoded per docs/PROTOCOL.md: every field
-/// comes back as it went in, in both subprotocols, and the bench harness's
-/// parser (`tickwire bench`) takes each frame.
+/// `encode::close_frame`) and decoded by `tickwire::decode` (pinned to
+/// docs/PROTOCOL.md by its unit tests): every field comes back as it went
+/// in, in both subprotocols, and the bench harness's parser (`tickwire
+/// bench`) takes each frame.
 pub fn frame_roundtrip(data: &[u8]) {
     let mut input = Input(data);
     let mut encoder = FrameEncoder::new();
@@ -609,13 +616,26 @@ fn roundtrip_update(input: &mut Input<'_>, encoder: &mut FrameEncoder, op: u8) {
     };
     let encoded = encoder.encode(&s, sym);
 
-    // Binary.
+    // Both frames decode, with the symbol defined, to what was encoded.
+    let mut decoder = Decoder::new();
+    decoder
+        .define(SymbolDef {
+            id: s.update.symbol,
+            name: name.clone(),
+            price_decimals,
+            size_decimals,
+        })
+        .expect("decimals within MAX_DECIMALS");
+    let want_msg = decoded(&s, price_decimals, size_decimals);
     let (f, used) = next_frame(&encoded.binary).unwrap().unwrap();
     assert_eq!(
         (f.opcode, used),
         (encode::OPCODE_BINARY, encoded.binary.len())
     );
-    assert_eq!(decode_binary(f.payload), Ok(Decoded::Update(s)));
+    assert_eq!(
+        decoder.decode_binary(f.payload).ok(),
+        Some(want_msg.clone())
+    );
     // The bench harness keeps a sequence slot per symbol id up to 2^20, so
     // it is given only ids of up to 16 bits (one more 8 MB vector per input
     // would be most of the time spent), and ids past 2^20, which it must
@@ -632,65 +652,14 @@ fn roundtrip_update(input: &mut Input<'_>, encoder: &mut FrameEncoder, op: u8) {
         assert_eq!(rec().map(counted).ok(), Some(want));
     }
 
-    // JSON.
-    let v = text_json(&encoded.json);
-    let u = &s.update;
-    let type_name = match u.kind {
-        UpdateKind::Quote { .. } => "quote",
-        UpdateKind::Trade { .. } => "trade",
-        UpdateKind::Status(_) => "status",
-    };
-    assert_eq!(v["type"], type_name);
-    assert_eq!(v["symbol"], name.as_str());
-    for (key, want) in [
-        ("id", u64::from(u.symbol)),
-        ("seq", s.seq),
-        ("symbol_seq", s.symbol_seq),
-        ("exchange_ts", u.exchange_ts_ns),
-        ("receive_ts", u.receive_ts_ns),
-        ("publish_ts", s.publish_ts_ns),
-    ] {
-        assert_eq!(v[key].as_u64(), Some(want), "{key} in {v}");
-    }
-    // `None`: an unknown size, which must be `null`.
-    let numbers: Vec<(&str, Option<i64>, u8)> = match u.kind {
-        UpdateKind::Quote {
-            bid_px,
-            bid_sz,
-            ask_px,
-            ask_sz,
-        } => vec![
-            ("bid", Some(bid_px), price_decimals),
-            ("bid_size", bid_sz, size_decimals),
-            ("ask", Some(ask_px), price_decimals),
-            ("ask_size", ask_sz, size_decimals),
-        ],
-        UpdateKind::Trade { px, sz, side } => {
-            assert_eq!(v["side"], encode::side_name(side));
-            vec![
-                ("price", Some(px), price_decimals),
-                ("size", Some(sz), size_decimals),
-            ]
-        }
-        UpdateKind::Status(status) => {
-            assert_eq!(v["state"], status.state());
-            if status.is_stale() {
-                assert_eq!(v["reason"], status.reason());
-            }
-            vec![]
-        }
-    };
-    for (key, mantissa, decimals) in numbers {
-        let Some(mantissa) = mantissa else {
-            assert!(v[key].is_null(), "{key} in {v}");
-            continue;
-        };
-        let text = v[key].as_str().unwrap_or_else(|| panic!("{key} in {v}"));
-        assert_eq!(
-            decimal_mantissa(text, decimals),
-            Some(mantissa),
-            "{key} {text:?}"
-        );
+    // JSON: the decoder takes a number only as exactly the symbol's
+    // decimals, an unknown size only as `null`, and the name only as the
+    // definition's.
+    let (f, used) = next_frame(&encoded.json).unwrap().unwrap();
+    assert_eq!((f.opcode, used), (encode::OPCODE_TEXT, encoded.json.len()));
+    match decoder.decode_json(f.payload) {
+        Ok(m) => assert_eq!(m, want_msg),
+        Err(e) => panic!("{e}: {}", String::from_utf8_lossy(f.payload)),
     }
     if checked_by_bench {
         let rec = parse_server_bytes(Protocol::TickwireJson, &encoded.json);
@@ -698,29 +667,46 @@ fn roundtrip_update(input: &mut Input<'_>, encoder: &mut FrameEncoder, op: u8) {
     }
 }
 
-/// `mantissa × 10^-decimals` written with exactly `decimals` fraction
-/// digits and no superfluous leading zero, read back independently of
-/// tickwire's decimal code.
-fn decimal_mantissa(text: &str, decimals: u8) -> Option<i64> {
-    let (negative, body) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
+/// What a client must decode `s` to, at these decimals.
+fn decoded(s: &Sequenced, price_decimals: u8, size_decimals: u8) -> ServerMessage {
+    let u = &s.update;
+    let header = UpdateHeader {
+        symbol: u.symbol,
+        seq: s.seq,
+        symbol_seq: s.symbol_seq,
+        exchange_ts_ns: u.exchange_ts_ns,
+        receive_ts_ns: u.receive_ts_ns,
+        publish_ts_ns: s.publish_ts_ns,
     };
-    let (int, frac) = match body.split_once('.') {
-        Some((i, f)) if decimals > 0 && f.len() == usize::from(decimals) => (i, f),
-        None if decimals == 0 => (body, ""),
-        _ => return None,
+    let price = |mantissa| Fixed {
+        mantissa,
+        decimals: price_decimals,
     };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(int) || (decimals > 0 && !digits(frac)) || (int.len() > 1 && int.starts_with('0')) {
-        return None;
+    let size = |mantissa| Fixed {
+        mantissa,
+        decimals: size_decimals,
+    };
+    match u.kind {
+        UpdateKind::Quote {
+            bid_px,
+            bid_sz,
+            ask_px,
+            ask_sz,
+        } => ServerMessage::Quote(decode::Quote {
+            header,
+            bid: price(bid_px),
+            bid_size: bid_sz.map(size),
+            ask: price(ask_px),
+            ask_size: ask_sz.map(size),
+        }),
+        UpdateKind::Trade { px, sz, side } => ServerMessage::Trade(decode::Trade {
+            header,
+            price: price(px),
+            size: size(sz),
+            side,
+        }),
+        UpdateKind::Status(status) => ServerMessage::Status(decode::Status { header, status }),
     }
-    let magnitude: i128 = format!("{int}{frac}").parse().ok()?;
-    let value = if negative { -magnitude } else { magnitude };
-    if negative && magnitude == 0 {
-        return None;
-    }
-    i64::try_from(value).ok()
 }
 
 fn roundtrip_symbol(input: &mut Input<'_>, table: &SymbolTable) {
@@ -739,21 +725,22 @@ fn roundtrip_symbol(input: &mut Input<'_>, table: &SymbolTable) {
         (f.opcode, used),
         (encode::OPCODE_BINARY, def.frame_binary.len())
     );
+    let want = ServerMessage::Symbol(SymbolDef {
+        id: def.id,
+        name: name.clone(),
+        price_decimals: pd,
+        size_decimals: sd,
+    });
     assert_eq!(
-        decode_binary(f.payload),
-        Ok(Decoded::Symbol {
-            id: def.id,
-            name: name.clone(),
-            price_decimals: pd,
-            size_decimals: sd
-        })
+        Decoder::new().decode_binary(f.payload).ok(),
+        Some(want.clone())
     );
-    let v = text_json(&def.frame_json);
-    assert_eq!(v["type"], "symbol");
-    assert_eq!(v["id"].as_u64(), Some(u64::from(def.id)));
-    assert_eq!(v["symbol"], name.as_str());
-    assert_eq!(v["price_decimals"].as_u64(), Some(u64::from(pd)));
-    assert_eq!(v["size_decimals"].as_u64(), Some(u64::from(sd)));
+    let (f, used) = next_frame(&def.frame_json).unwrap().unwrap();
+    assert_eq!(
+        (f.opcode, used),
+        (encode::OPCODE_TEXT, def.frame_json.len())
+    );
+    assert_eq!(Decoder::new().decode_json(f.payload).ok(), Some(want));
     for (format, frame) in [
         (Protocol::TickwireBinary, &def.frame_binary),
         (Protocol::TickwireJson, &def.frame_json),
@@ -785,14 +772,18 @@ fn roundtrip_close(input: &mut Input<'_>) {
     assert_eq!(rec.close_code, Some(code));
 }
 
-/// Arbitrary bytes as a server's stream: the PROTOCOL.md decoder here and
-/// the bench harness's parser (`tickwire bench` reads whatever any server
-/// sends) must refuse what they cannot take, never panic.
+/// Arbitrary bytes as a server's stream: the library's decoder
+/// (`tickwire::decode`, one decoder over the stream, as a client keeps it)
+/// and the bench harness's parser (`tickwire bench` reads whatever any
+/// server sends) must refuse what they cannot take, never panic.
 pub fn frame_decode(data: &[u8]) {
     let mut rest = data;
+    let mut decoder = Decoder::new();
     while let Ok(Some((f, used))) = next_frame(rest) {
-        if f.opcode == encode::OPCODE_BINARY {
-            let _ = decode_binary(f.payload);
+        match f.opcode {
+            encode::OPCODE_BINARY => drop(decoder.decode_binary(f.payload)),
+            encode::OPCODE_TEXT => drop(decoder.decode_json(f.payload)),
+            _ => {}
         }
         rest = &rest[used..];
     }
@@ -807,7 +798,7 @@ pub fn frame_decode(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------
-// A decoder written from docs/PROTOCOL.md alone
+// Server frames, read from RFC 6455 alone
 // ---------------------------------------------------------------------------
 
 /// One complete server frame: FIN set, unmasked (RFC 6455 §5.2).
@@ -877,119 +868,6 @@ pub fn next_frame(bytes: &[u8]) -> Result<Option<(ServerFrame<'_>, usize)>, Fram
             end,
         ))),
         None => Ok(None),
-    }
-}
-
-/// A `tickwire.v1` binary message.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
-    Update(Sequenced),
-    Symbol {
-        id: u32,
-        name: String,
-        price_decimals: u8,
-        size_decimals: u8,
-    },
-}
-
-/// Decodes a binary message by the tables of docs/PROTOCOL.md.
-pub fn decode_binary(p: &[u8]) -> Result<Decoded, String> {
-    let u64_at = |o: usize| u64::from_le_bytes(p[o..o + 8].try_into().unwrap_or_default());
-    let i64_at = |o: usize| u64_at(o) as i64;
-    let u32_at = |o: usize| u32::from_le_bytes(p[o..o + 4].try_into().unwrap_or_default());
-    match (p.first(), p.len()) {
-        (Some(3), n) if n >= 8 => {
-            let name_len = usize::from(p[3]);
-            if n != 8 + name_len {
-                return Err(format!(
-                    "symbol definition of {n} bytes, name_len {name_len}"
-                ));
-            }
-            let name = std::str::from_utf8(&p[8..]).map_err(|e| e.to_string())?;
-            Ok(Decoded::Symbol {
-                id: u32_at(4),
-                name: name.to_owned(),
-                price_decimals: p[1],
-                size_decimals: p[2],
-            })
-        }
-        (Some(4), 48) => {
-            if p[2] != 0 || p[3] != 0 {
-                return Err("reserved bytes are not 0".into());
-            }
-            let status = match p[1] {
-                0 => SymbolStatus::Live,
-                1 => SymbolStatus::StaleGap,
-                2 => SymbolStatus::StaleDisconnected,
-                3 => SymbolStatus::StaleSilent,
-                s => return Err(format!("status {s}")),
-            };
-            Ok(Decoded::Update(Sequenced {
-                update: Update {
-                    symbol: u32_at(4),
-                    kind: UpdateKind::Status(status),
-                    exchange_ts_ns: u64_at(24),
-                    receive_ts_ns: u64_at(32),
-                    origin_seq: 0,
-                    origin_publish_ts_ns: 0,
-                },
-                seq: u64_at(8),
-                symbol_seq: u64_at(16),
-                publish_ts_ns: u64_at(40),
-            }))
-        }
-        (Some(t @ (1 | 2)), n) if n == if *t == 1 { 80 } else { 64 } => {
-            // A quote's flags: bit 0 bid size unknown, bit 1 ask size
-            // unknown, the rest 0; a trade's are 0.
-            let flags = u16::from_le_bytes([p[2], p[3]]);
-            let defined = if *t == 1 { 0b11 } else { 0 };
-            if flags & !defined != 0 {
-                return Err(format!("flags {flags:#06x} in a message of type {t}"));
-            }
-            let kind = if *t == 1 {
-                if p[1] != 0 {
-                    return Err("a quote's byte 1 is not 0".into());
-                }
-                // An unknown size's mantissa is 0.
-                let size = |bit: u16, o: usize| match (flags & bit != 0, i64_at(o)) {
-                    (false, m) => Ok(Some(m)),
-                    (true, 0) => Ok(None),
-                    (true, m) => Err(format!("unknown size with mantissa {m} at offset {o}")),
-                };
-                UpdateKind::Quote {
-                    bid_px: i64_at(48),
-                    bid_sz: size(1, 56)?,
-                    ask_px: i64_at(64),
-                    ask_sz: size(2, 72)?,
-                }
-            } else {
-                let side = match p[1] {
-                    0 => Side::Unknown,
-                    1 => Side::Buy,
-                    2 => Side::Sell,
-                    s => return Err(format!("trade side {s}")),
-                };
-                UpdateKind::Trade {
-                    px: i64_at(48),
-                    sz: i64_at(56),
-                    side,
-                }
-            };
-            Ok(Decoded::Update(Sequenced {
-                update: Update {
-                    symbol: u32_at(4),
-                    kind,
-                    exchange_ts_ns: u64_at(24),
-                    receive_ts_ns: u64_at(32),
-                    origin_seq: 0,
-                    origin_publish_ts_ns: 0,
-                },
-                seq: u64_at(8),
-                symbol_seq: u64_at(16),
-                publish_ts_ns: u64_at(40),
-            }))
-        }
-        (t, n) => Err(format!("binary message of type {t:?}, {n} bytes")),
     }
 }
 

@@ -1,16 +1,17 @@
 //! Test helpers: start the real server on port 0, connect real WebSocket
-//! clients, and decode what they receive exactly as docs/PROTOCOL.md says.
+//! clients, and decode what they receive with the library's one decoder
+//! (`tickwire::decode`, pinned to docs/PROTOCOL.md by its unit tests).
 #![allow(dead_code)]
 
 pub mod raw;
 pub mod tls;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tickwire::config::ServeConfig;
-use tickwire::decimal::Fixed;
+use tickwire::decode::{Decoder, ServerMessage};
+use tickwire::encode::side_name;
 use tickwire::server::{self, Running};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -115,19 +116,58 @@ impl Msg {
     }
 }
 
-/// A client that decodes both subprotocols into [`Msg`].
+/// The library's decoded message in the shape the tests compare: numbers
+/// as the decimal text the JSON subprotocol carries (the decoder takes
+/// only that exact text, so JSON reads back as sent).
+impl From<ServerMessage> for Msg {
+    fn from(m: ServerMessage) -> Msg {
+        match m {
+            ServerMessage::Symbol(d) => Msg::Symbol {
+                id: d.id,
+                name: d.name,
+                price_decimals: d.price_decimals,
+                size_decimals: d.size_decimals,
+            },
+            ServerMessage::Quote(q) => Msg::Quote {
+                id: q.header.symbol,
+                seq: q.header.seq,
+                symbol_seq: q.header.symbol_seq,
+                publish_ts: q.header.publish_ts_ns,
+                receive_ts: q.header.receive_ts_ns,
+                bid: q.bid.to_string(),
+                bid_size: q.bid_size.map(|s| s.to_string()),
+                ask: q.ask.to_string(),
+                ask_size: q.ask_size.map(|s| s.to_string()),
+            },
+            ServerMessage::Trade(t) => Msg::Trade {
+                id: t.header.symbol,
+                seq: t.header.seq,
+                symbol_seq: t.header.symbol_seq,
+                publish_ts: t.header.publish_ts_ns,
+                receive_ts: t.header.receive_ts_ns,
+                price: t.price.to_string(),
+                size: t.size.to_string(),
+                side: side_name(t.side).to_owned(),
+            },
+            ServerMessage::Status(s) => Msg::Status {
+                id: s.header.symbol,
+                seq: s.header.seq,
+                symbol_seq: s.header.symbol_seq,
+                stale: s.status.is_stale(),
+                reason: s.status.is_stale().then(|| s.status.reason().to_owned()),
+            },
+            ServerMessage::Control(v) => Msg::Control(v),
+        }
+    }
+}
+
+/// A client that decodes both subprotocols into [`Msg`], with the
+/// library's decoder ([`tickwire::decode`]): a message it refuses fails the
+/// test.
 pub struct Client {
     pub ws: Ws,
-    /// Symbol definitions received: id -> (name, price decimals, size decimals).
-    pub symbols: HashMap<u32, (String, u8, u8)>,
-}
-
-fn u64_at(p: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(p[o..o + 8].try_into().unwrap())
-}
-
-fn i64_at(p: &[u8], o: usize) -> i64 {
-    i64::from_le_bytes(p[o..o + 8].try_into().unwrap())
+    /// Remembers the symbol definitions received.
+    pub decoder: Decoder,
 }
 
 impl Client {
@@ -135,15 +175,12 @@ impl Client {
     pub fn new(ws: Ws) -> Client {
         Client {
             ws,
-            symbols: HashMap::new(),
+            decoder: Decoder::new(),
         }
     }
 
     pub async fn connect(addr: std::net::SocketAddr, subprotocol: &str) -> Client {
-        Client {
-            ws: connect(addr, subprotocol).await,
-            symbols: HashMap::new(),
-        }
+        Client::new(connect(addr, subprotocol).await)
     }
 
     pub async fn send(&mut self, text: &str) {
@@ -163,8 +200,8 @@ impl Client {
                 Ok(Some(Ok(m))) => m,
             };
             match msg {
-                Message::Binary(b) => return Some(self.decode_binary(&b)),
-                Message::Text(t) => return Some(self.decode_json(t.as_str())),
+                Message::Binary(b) => return Some(self.decode(true, &b)),
+                Message::Text(t) => return Some(self.decode(false, t.as_bytes())),
                 Message::Close(c) => {
                     return Some(Msg::Closed(
                         c.map(|c| (u16::from(c.code), c.reason.to_string())),
@@ -192,170 +229,24 @@ impl Client {
         }
     }
 
-    fn fixed(&self, id: u32, v: i64, price: bool) -> String {
-        let (_, pd, sd) = self
-            .symbols
-            .get(&id)
-            .unwrap_or_else(|| panic!("data for symbol {id} before its definition"));
-        let decimals = if price { *pd } else { *sd };
-        Fixed {
-            mantissa: v,
-            decimals,
-        }
-        .to_string()
-    }
-
-    fn decode_binary(&mut self, p: &[u8]) -> Msg {
-        match p[0] {
-            3 => {
-                let id = u32::from_le_bytes(p[4..8].try_into().unwrap());
-                let len = p[3] as usize;
-                assert_eq!(p.len(), 8 + len);
-                let name = String::from_utf8(p[8..].to_vec()).unwrap();
-                self.symbols.insert(id, (name.clone(), p[1], p[2]));
-                Msg::Symbol {
-                    id,
-                    name,
-                    price_decimals: p[1],
-                    size_decimals: p[2],
-                }
-            }
-            1 => {
-                assert_eq!(p.len(), 80);
-                let id = u32::from_le_bytes(p[4..8].try_into().unwrap());
-                // Flags: bit 0 the bid size is unknown, bit 1 the ask size;
-                // an unknown size's mantissa is 0.
-                let flags = u16::from_le_bytes([p[2], p[3]]);
-                assert_eq!(flags & !0b11, 0, "undefined quote flags {flags:#x}");
-                let size = |bit: u16, o: usize| {
-                    if flags & bit == 0 {
-                        return Some(self.fixed(id, i64_at(p, o), false));
-                    }
-                    assert_eq!(i64_at(p, o), 0, "unknown size with a mantissa");
-                    None
-                };
-                Msg::Quote {
-                    id,
-                    seq: u64_at(p, 8),
-                    symbol_seq: u64_at(p, 16),
-                    receive_ts: u64_at(p, 32),
-                    publish_ts: u64_at(p, 40),
-                    bid: self.fixed(id, i64_at(p, 48), true),
-                    bid_size: size(1, 56),
-                    ask: self.fixed(id, i64_at(p, 64), true),
-                    ask_size: size(2, 72),
-                }
-            }
-            2 => {
-                assert_eq!(p.len(), 64);
-                assert_eq!(&p[2..4], &[0, 0], "a trade's flags");
-                let id = u32::from_le_bytes(p[4..8].try_into().unwrap());
-                Msg::Trade {
-                    id,
-                    seq: u64_at(p, 8),
-                    symbol_seq: u64_at(p, 16),
-                    receive_ts: u64_at(p, 32),
-                    publish_ts: u64_at(p, 40),
-                    price: self.fixed(id, i64_at(p, 48), true),
-                    size: self.fixed(id, i64_at(p, 56), false),
-                    side: ["unknown", "buy", "sell"][p[1] as usize].to_owned(),
-                }
-            }
-            4 => {
-                assert_eq!(p.len(), 48);
-                let id = u32::from_le_bytes(p[4..8].try_into().unwrap());
-                assert!(self.symbols.contains_key(&id), "status before definition");
-                let reason = match p[1] {
-                    0 => None,
-                    1 => Some("gap"),
-                    2 => Some("disconnected"),
-                    3 => Some("silent"),
-                    r => panic!("unknown status {r}"),
-                };
-                Msg::Status {
-                    id,
-                    seq: u64_at(p, 8),
-                    symbol_seq: u64_at(p, 16),
-                    stale: p[1] != 0,
-                    reason: reason.map(str::to_owned),
-                }
-            }
-            t => panic!("unknown binary message type {t}"),
-        }
-    }
-
-    fn decode_json(&mut self, text: &str) -> Msg {
-        let v: serde_json::Value = serde_json::from_str(text).unwrap();
-        let s = |k: &str| v[k].as_str().unwrap().to_owned();
-        // A size is a string, or `null` when unknown; never absent.
-        let size = |k: &str| match &v[k] {
-            serde_json::Value::Null => {
-                assert!(v.get(k).is_some(), "no {k} in {v}");
-                None
-            }
-            x => Some(x.as_str().unwrap().to_owned()),
-        };
-        let n = |k: &str| v[k].as_u64().unwrap();
-        match v["type"].as_str().unwrap() {
-            "symbol" => {
-                let id = n("id") as u32;
-                let (pd, sd) = (n("price_decimals") as u8, n("size_decimals") as u8);
-                self.symbols.insert(id, (s("symbol"), pd, sd));
-                Msg::Symbol {
-                    id,
-                    name: s("symbol"),
-                    price_decimals: pd,
-                    size_decimals: sd,
-                }
-            }
-            "quote" => {
-                assert!(self.symbols.contains_key(&(n("id") as u32)));
-                Msg::Quote {
-                    id: n("id") as u32,
-                    seq: n("seq"),
-                    symbol_seq: n("symbol_seq"),
-                    receive_ts: n("receive_ts"),
-                    publish_ts: n("publish_ts"),
-                    bid: s("bid"),
-                    bid_size: size("bid_size"),
-                    ask: s("ask"),
-                    ask_size: size("ask_size"),
-                }
-            }
-            "trade" => {
-                assert!(self.symbols.contains_key(&(n("id") as u32)));
-                Msg::Trade {
-                    id: n("id") as u32,
-                    seq: n("seq"),
-                    symbol_seq: n("symbol_seq"),
-                    receive_ts: n("receive_ts"),
-                    publish_ts: n("publish_ts"),
-                    price: s("price"),
-                    size: s("size"),
-                    side: s("side"),
-                }
-            }
-            "status" => {
-                assert!(self.symbols.contains_key(&(n("id") as u32)));
-                let stale = match v["state"].as_str().unwrap() {
-                    "stale" => true,
-                    "live" => false,
-                    other => panic!("unknown state {other}"),
-                };
-                Msg::Status {
-                    id: n("id") as u32,
-                    seq: n("seq"),
-                    symbol_seq: n("symbol_seq"),
-                    stale,
-                    reason: v["reason"].as_str().map(str::to_owned),
-                }
-            }
-            _ => Msg::Control(v),
+    /// One message through the library's decoder; anything it refuses
+    /// fails the test.
+    fn decode(&mut self, binary: bool, payload: &[u8]) -> Msg {
+        match self.decoder.decode_message(binary, payload) {
+            Ok(m) => Msg::from(m),
+            Err(e) => panic!(
+                "not a tickwire.v1 message ({e}): {:?}",
+                String::from_utf8_lossy(&payload[..payload.len().min(200)])
+            ),
         }
     }
 
     pub fn name(&self, id: u32) -> &str {
-        &self.symbols[&id].0
+        &self
+            .decoder
+            .symbol(id)
+            .unwrap_or_else(|| panic!("symbol {id} was never defined"))
+            .name
     }
 }
 
