@@ -24,7 +24,8 @@
 //! - [`connection`]: one WebSocket connection's reader and vectored writer;
 //!   [`inbound`] reassembles what the client sends within its limits
 //!   (size, fragments, rate, heartbeat); [`mask_check`] closes on an
-//!   unmasked client frame.
+//!   unmasked client frame. [`ws_frame`] is the one RFC 6455 frame-header
+//!   parser (`mask_check`, the bench client, tests and fuzz targets).
 //! - [`sse`]: the same frames as Server-Sent Events, for clients that cannot
 //!   open a WebSocket.
 //! - [`server`]: HTTP routes (`/`, `/ws`, `/sse`, `/metrics`, `/healthz`),
@@ -80,3 +81,4 @@ pub mod symbols;
 pub mod tls;
 pub mod update;
 pub mod web;
+pub mod ws_frame;
