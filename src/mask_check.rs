@@ -18,22 +18,27 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::ws_frame;
+
 /// Where [`FrameScanner`] is in the frame stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// At a header's first byte (FIN, RSV, opcode).
-    First,
-    /// At a header's second byte (mask bit, 7-bit length).
-    Second,
-    /// In a 16- or 64-bit extended length: `left` bytes to go.
-    Length { left: u8, len: u64 },
-    /// In the masking key: `left` bytes to go, then `len` payload bytes.
-    Key { left: u8, len: u64 },
+    /// In a header: the `got` bytes of it seen so far (a header can be cut
+    /// across reads; [`ws_frame::parse`] reads it once it is all here).
+    Header {
+        buf: [u8; ws_frame::MAX_HEADER_LEN],
+        got: u8,
+    },
     /// `left` payload bytes to go.
     Payload { left: u64 },
     /// An unmasked frame was seen; nothing after it is looked at.
     Unmasked,
 }
+
+const FIRST: State = State::Header {
+    buf: [0; ws_frame::MAX_HEADER_LEN],
+    got: 0,
+};
 
 /// Follows frame boundaries in a client's byte stream and finds the first
 /// unmasked frame.
@@ -44,9 +49,7 @@ pub struct FrameScanner {
 
 impl Default for FrameScanner {
     fn default() -> Self {
-        FrameScanner {
-            state: State::First,
-        }
+        FrameScanner { state: FIRST }
     }
 }
 
@@ -59,57 +62,49 @@ impl FrameScanner {
         while i < bytes.len() {
             self.state = match self.state {
                 State::Unmasked => return Err(0),
-                State::First => State::Second,
-                State::Second => {
-                    let b = bytes[i];
-                    if b & 0x80 == 0 {
-                        self.state = State::Unmasked;
-                        return Err(i);
+                State::Header { mut buf, got } => {
+                    // Take what is here of the header: its first two bytes,
+                    // then the rest of the length they give.
+                    let got = usize::from(got);
+                    let need = match ws_frame::prefix(&buf[..got]) {
+                        Some(p) => p.header_len,
+                        None => 2,
+                    };
+                    let take = (need - got).min(bytes.len() - i);
+                    buf[got..got + take].copy_from_slice(&bytes[i..i + take]);
+                    i += take;
+                    let got = got + take;
+                    if got == 2 && need == 2 {
+                        // `bytes[i - 1]` was the second header byte.
+                        if ws_frame::prefix(&buf[..2]).is_some_and(|p| !p.masked) {
+                            self.state = State::Unmasked;
+                            return Err(i - 1);
+                        }
                     }
-                    match b & 0x7f {
-                        126 => State::Length { left: 2, len: 0 },
-                        127 => State::Length { left: 8, len: 0 },
-                        len => State::Key {
-                            left: 4,
-                            len: u64::from(len),
+                    match ws_frame::parse(&buf[..got]) {
+                        Some(h) if h.payload_len == 0 => FIRST,
+                        Some(h) => State::Payload {
+                            left: h.payload_len,
+                        },
+                        None => State::Header {
+                            buf,
+                            // At most MAX_HEADER_LEN (14).
+                            got: got as u8,
                         },
                     }
                 }
-                State::Length { left, len } => {
-                    // Eight bytes at most: the first one's bits end at the
-                    // top of the u64, none are shifted out.
-                    let len = (len << 8) | u64::from(bytes[i]);
-                    if left == 1 {
-                        State::Key { left: 4, len }
-                    } else {
-                        State::Length {
-                            left: left - 1,
-                            len,
-                        }
-                    }
-                }
-                State::Key { left, len } => match (left, len) {
-                    (1, 0) => State::First,
-                    (1, len) => State::Payload { left: len },
-                    (left, len) => State::Key {
-                        left: left - 1,
-                        len,
-                    },
-                },
                 State::Payload { left } => {
                     // Step over as much of the payload as is here.
                     let here = (bytes.len() - i) as u64;
                     let skip = left.min(here);
                     i += skip as usize;
-                    self.state = if skip == left {
-                        State::First
+                    if skip == left {
+                        FIRST
                     } else {
                         State::Payload { left: left - skip }
-                    };
-                    continue;
+                    }
                 }
             };
-            i += 1;
         }
         if self.state == State::Unmasked {
             return Err(0);
