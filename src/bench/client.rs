@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use super::record::ThreadStats;
 use super::{BenchError, Phase, Protocol, Shared, SlowPattern, Target};
+use crate::ws_frame;
 
 /// Bytes read per `try_read`: large enough that one read carries thousands
 /// of small frames, small enough to stay in L2.
@@ -244,29 +245,23 @@ pub enum FrameError {
     ShortPayload(usize),
 }
 
-/// One parsed frame header: opcode, header length, payload length.
+/// One parsed frame header: first byte (FIN, RSV, opcode), header length,
+/// payload length. A masked frame is refused at its second byte.
 #[inline]
 pub(crate) fn frame_header(bytes: &[u8]) -> Result<Option<(u8, usize, usize)>, FrameError> {
-    if bytes.len() < 2 {
-        return Ok(None);
-    }
-    if bytes[1] & 0x80 != 0 {
-        return Err(FrameError::Masked);
-    }
-    let (header, len) = match bytes[1] & 0x7f {
-        126 if bytes.len() >= 4 => (4, u16::from_be_bytes([bytes[2], bytes[3]]) as usize),
-        127 if bytes.len() >= 10 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[2..10]);
-            (10, u64::from_be_bytes(b) as usize)
+    let h = match ws_frame::parse(bytes) {
+        Some(h) if !h.masked => h,
+        Some(_) => return Err(FrameError::Masked),
+        None if ws_frame::prefix(bytes).is_some_and(|p| p.masked) => {
+            return Err(FrameError::Masked)
         }
-        126 | 127 => return Ok(None),
-        n => (2, n as usize),
+        None => return Ok(None),
     };
+    let len = h.payload_len as usize;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    Ok(Some((bytes[0], header, len)))
+    Ok(Some((bytes[0], h.header_len, len)))
 }
 
 async fn handshake(
