@@ -27,6 +27,7 @@ use tickwire::proxy_header::{self, Parsed, MAX_PROXY_HEADER_BYTES};
 use tickwire::server::{self, Running};
 use tickwire::symbols::{Normalizer, SymbolTable};
 use tickwire::update::{Sequenced, Side, SymbolStatus, Update, UpdateKind};
+use tickwire::ws_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------
@@ -821,48 +822,31 @@ pub enum FrameError {
 /// The frame at the start of `bytes` and the bytes it takes, `None` if
 /// incomplete.
 pub fn next_frame(bytes: &[u8]) -> Result<Option<(ServerFrame<'_>, usize)>, FrameError> {
-    let (Some(&b0), Some(&b1)) = (bytes.first(), bytes.get(1)) else {
+    let Some(p) = ws_frame::prefix(bytes) else {
         return Ok(None);
     };
-    if b0 & 0x80 == 0 {
+    if !p.fin {
         return Err(FrameError::NotFinal);
     }
-    if b0 & 0x70 != 0 {
+    if p.rsv != 0 {
         return Err(FrameError::Reserved);
     }
-    if b1 & 0x80 != 0 {
+    if p.masked {
         return Err(FrameError::Masked);
     }
-    let (header, len) = match b1 & 0x7f {
-        126 => {
-            let Some(b) = bytes.get(2..4) else {
-                return Ok(None);
-            };
-            let len = u64::from(u16::from_be_bytes([b[0], b[1]]));
-            if len < 126 {
-                return Err(FrameError::LongLength);
-            }
-            (4, len)
-        }
-        127 => {
-            let Some(b) = bytes.get(2..10) else {
-                return Ok(None);
-            };
-            let len = u64::from_be_bytes(b.try_into().unwrap_or_default());
-            if len <= u64::from(u16::MAX) {
-                return Err(FrameError::LongLength);
-            }
-            (10, len)
-        }
-        n => (2, u64::from(n)),
+    let Some(h) = ws_frame::parse(bytes) else {
+        return Ok(None);
     };
-    let end = usize::try_from(len)
+    if !h.minimal_length() {
+        return Err(FrameError::LongLength);
+    }
+    let end = usize::try_from(h.payload_len)
         .ok()
-        .and_then(|len| len.checked_add(header));
-    match end.and_then(|end| bytes.get(header..end).map(|p| (p, end))) {
+        .and_then(|len| len.checked_add(h.header_len));
+    match end.and_then(|end| bytes.get(h.header_len..end).map(|p| (p, end))) {
         Some((payload, end)) => Ok(Some((
             ServerFrame {
-                opcode: b0 & 0x0f,
+                opcode: h.opcode,
                 payload,
             },
             end,
