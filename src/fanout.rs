@@ -703,10 +703,8 @@ mod tests {
         let mut msgs = Vec::new();
         let mut rest = &bytes[..];
         while !rest.is_empty() {
-            let (start, len) = match rest[1] {
-                126 => (4, usize::from(u16::from_be_bytes([rest[2], rest[3]]))),
-                n => (2, usize::from(n)),
-            };
+            let h = crate::ws_frame::parse(rest).expect("a whole header");
+            let (start, len) = (h.header_len, h.payload_len as usize);
             let v: serde_json::Value = serde_json::from_slice(&rest[start..start + len]).unwrap();
             msgs.push((
                 v["type"].as_str().unwrap().to_owned(),
