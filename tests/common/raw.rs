@@ -8,6 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use tickwire::ws_frame;
+
 pub const TEXT: u8 = 0x1;
 pub const CONTINUATION: u8 = 0x0;
 pub const CLOSE: u8 = 0x8;
@@ -131,22 +133,13 @@ impl RawWs {
 
     /// The next server frame: (opcode, payload); Err at EOF or reset.
     pub async fn read_frame(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
-        self.fill(2).await?;
-        let opcode = self.buf[0] & 0x0f;
-        let (len, header) = match self.buf[1] & 0x7f {
-            126 => {
-                self.fill(4).await?;
-                (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+        let h = loop {
+            match ws_frame::parse(&self.buf) {
+                Some(h) => break h,
+                None => self.fill(self.buf.len() + 1).await?,
             }
-            127 => {
-                self.fill(10).await?;
-                (
-                    u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
-                    10,
-                )
-            }
-            n => (n as usize, 2),
         };
+        let (opcode, header, len) = (h.opcode, h.header_len, h.payload_len as usize);
         self.fill(header + len).await?;
         let payload = self.buf[header..header + len].to_vec();
         self.buf.drain(..header + len);
