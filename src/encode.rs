@@ -71,16 +71,13 @@ pub fn put_header(out: &mut BytesMut, opcode: u8, len: usize) {
 }
 
 /// The payload of a complete unmasked frame built here: the frame minus its
-/// header, whose length byte 1 gives (RFC 6455 §5.2). A slice of the same
+/// header, as [`crate::ws_frame::parse`] reads it. A slice of the same
 /// allocation, not a copy.
 pub fn frame_payload(frame: &Bytes) -> Bytes {
-    let header = match frame.get(1).map(|b| b & 0x7f) {
-        None => return Bytes::new(),
-        Some(0..=125) => 2,
-        Some(126) => 4,
-        Some(_) => MAX_HEADER_LEN,
-    };
-    frame.slice(header.min(frame.len())..)
+    match crate::ws_frame::parse(frame) {
+        Some(h) => frame.slice(h.header_len..),
+        None => Bytes::new(),
+    }
 }
 
 /// One complete frame, header and payload, in one allocation. For cold-path
