@@ -194,6 +194,13 @@ impl Binary {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// The log so far, once it has a line containing `needle` or `limit`
+    /// has passed (the log is read from a pipe, a moment behind).
+    pub async fn log_with(&self, needle: &str, limit: Duration) -> String {
+        super::within(limit, || self.log().contains(needle)).await;
+        self.log()
+    }
+
     /// The first `n` log lines containing `needle`, waiting up to `limit`.
     pub fn wait_for_lines(&self, needle: &str, n: usize, limit: Duration) -> Vec<String> {
         let found = || -> Vec<String> {

@@ -322,17 +322,25 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Waits until `done` holds, looking every 10 ms; fails with `what` once
-/// `limit` has passed, so that a bug fails the test instead of hanging it.
-pub async fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+/// Waits until `done` holds, looking every 10 ms, for at most `limit`;
+/// returns whether it held (for a caller that asserts with what it saw).
+pub async fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {limit:?}: {what}"
-        );
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits until `done` holds, looking every 10 ms; fails with `what` once
+/// `limit` has passed, so that a bug fails the test instead of hanging it.
+pub async fn eventually(limit: Duration, what: &str, done: impl FnMut() -> bool) {
+    assert!(within(limit, done).await, "not within {limit:?}: {what}");
 }
 
 /// Waits until `probe` gives `Ok`, looking every 20 ms; fails with `what`
