@@ -92,6 +92,8 @@ fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 /// stderr (where the log goes) are collected as they are written.
 pub struct Binary {
     child: Child,
+    /// Names it in the log printed when a test fails.
+    label: String,
     addr: Option<SocketAddr>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
@@ -167,12 +169,19 @@ impl Binary {
             drain(Box::new(child.stderr.take().unwrap()), &stderr, None),
         ];
         Binary {
+            label: format!("tickwire {}", child.id()),
             child,
             addr: None,
             stdout,
             stderr,
             drains,
         }
+    }
+
+    /// Names it in the log printed when a test fails (several at once).
+    pub fn labelled(mut self, label: &str) -> Binary {
+        self.label = label.to_owned();
+        self
     }
 
     /// The address it serves on.
@@ -256,7 +265,13 @@ impl Drop for Binary {
         // Already gone after `stop`; then both fail harmlessly.
         self.kill();
         if std::thread::panicking() {
-            eprintln!("tickwire {} log:\n{}", self.child.id(), self.log());
+            eprintln!(
+                "[{}] stdout:\n{}\n[{}] stderr:\n{}",
+                self.label,
+                self.stdout(),
+                self.label,
+                self.log()
+            );
         }
     }
 }
