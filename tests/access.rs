@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::tls::TempDir;
+use common::TempDir;
 use common::*;
 use hmac::{KeyInit, Mac};
 use tickwire::config::ServeConfig;

@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::raw::{self, RawWs};
@@ -32,59 +30,42 @@ const FULL_SOURCE: u8 = 250;
 /// Small, so that it is full before the baseline is measured.
 const RING: usize = 1024;
 
+/// The binary, killed when dropped.
 struct Server {
-    child: Child,
+    bin: Binary,
     addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn start() -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--feed",
-                "synthetic:symbols=20,rate=500",
-                "--limit-loopback",
-                "--max-connections-per-ip",
-                &MAX_PER_IP.to_string(),
-                "--connection-attempts-per-ip-per-min",
-                "100000000",
-                "--ring-capacity",
-                &RING.to_string(),
-                "--max-lag-updates",
-                &(RING / 2).to_string(),
-                "--handshake-timeout-ms",
-                "1000",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .parse()
-            .unwrap();
-        Server { child, addr }
+        let bin = Binary::serve_with(
+            binary::tickwire()
+                .args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--feed",
+                    "synthetic:symbols=20,rate=500",
+                    "--limit-loopback",
+                    "--max-connections-per-ip",
+                    &MAX_PER_IP.to_string(),
+                    "--connection-attempts-per-ip-per-min",
+                    "100000000",
+                    "--ring-capacity",
+                    &RING.to_string(),
+                    "--max-lag-updates",
+                    &(RING / 2).to_string(),
+                    "--handshake-timeout-ms",
+                    "1000",
+                ])
+                .env("RUST_LOG", "warn"),
+        );
+        let addr = bin.addr();
+        Server { bin, addr }
     }
 
     fn status(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.bin.pid())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix(field))
@@ -110,7 +91,7 @@ impl Server {
     /// request's socket closes just after its answer).
     async fn fds(&self) -> usize {
         let count = || {
-            std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            std::fs::read_dir(format!("/proc/{}/fd", self.bin.pid()))
                 .unwrap()
                 .count()
         };
@@ -128,7 +109,7 @@ impl Server {
 
     /// CPU seconds the server used (user + system).
     fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.bin.pid())).unwrap();
         let fields: Vec<&str> = stat
             .rsplit_once(')')
             .unwrap()
@@ -148,8 +129,7 @@ impl Server {
     /// Waits until no connection but `holders` (and the metrics request
     /// itself) is open and nobody is subscribed.
     async fn settle(&self, holders: u64) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually_async(Duration::from_secs(30), "did not settle", || async {
             let m = metrics_text(self.addr).await;
             let open = (
                 metric(&m, "tickwire_connections"),
@@ -159,11 +139,12 @@ impl Server {
                 metric(&m, "tickwire_tcp_connections"),
             );
             if open == (holders, 0, 0, 0, holders + 1) {
-                return;
+                Ok(())
+            } else {
+                Err(format!("{open:?}"))
             }
-            assert!(Instant::now() < deadline, "did not settle: {open:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 

@@ -3,33 +3,21 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_serves_the_bundled_recording_and_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        // Run from elsewhere: the recording and the page are in the binary.
-        .current_dir(std::env::temp_dir())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .parse()
-        .unwrap();
+    let elsewhere = TempDir::new("cli-cwd");
+    let mut child = Binary::serve_with(
+        binary::tickwire()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            // Run from elsewhere: the recording and the page are in the binary.
+            .current_dir(&elsewhere.0)
+            .env("RUST_LOG", "warn"),
+    );
+    let addr = child.addr();
 
     let mut c = Client::connect(addr, "tickwire.v1").await;
     c.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
@@ -57,42 +45,29 @@ async fn binary_serves_the_bundled_recording_and_stops_on_sigterm() {
     assert_eq!(status, 200);
     assert!(page.contains("tickwire"));
 
-    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
+    child.terminate();
     let close = loop {
         if let Msg::Closed(c) = c.next().await {
             break c;
         }
     };
     assert_eq!(close.map(|c| c.0), Some(1001));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(std::time::Instant::now() < deadline, "did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}");
+    child.wait_success(Duration::from_secs(10));
 }
 
 #[test]
 fn bad_configuration_lists_every_problem_and_exits_non_zero() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args([
-            "serve",
-            "--feed",
-            "/no/such/recording.csv",
-            "--ring-capacity",
-            "1000",
-            "--stall-timeout-ms",
-            "0",
-            "--upstream-ca-file",
-            "/no/such/ca.pem",
-        ])
-        .output()
-        .unwrap();
+    let out = binary::run(binary::tickwire().args([
+        "serve",
+        "--feed",
+        "/no/such/recording.csv",
+        "--ring-capacity",
+        "1000",
+        "--stall-timeout-ms",
+        "0",
+        "--upstream-ca-file",
+        "/no/such/ca.pem",
+    ]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
@@ -107,19 +82,21 @@ fn bad_configuration_lists_every_problem_and_exits_non_zero() {
 
 #[test]
 fn limits_come_from_flags_environment_and_file_and_are_validated() {
-    let config = std::env::temp_dir().join(format!("tickwire-limits-{}.toml", std::process::id()));
-    std::fs::write(&config, "max_fragments = 0\nheartbeat_interval_ms = 2000\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--heartbeat-timeout-ms", "1000", "--max-connections", "0"])
-        .env("TICKWIRE_MAX_INBOUND_PER_SEC", "0")
-        .env("TICKWIRE_CONNECTION_ATTEMPTS_PER_IP_PER_MIN", "0")
-        // A file with no certificate in it (the TOML file itself).
-        .env("TICKWIRE_UPSTREAM_CA_FILE", &config)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&config);
+    let dir = TempDir::new("limits");
+    let config = dir.write(
+        "limits.toml",
+        "max_fragments = 0\nheartbeat_interval_ms = 2000\n",
+    );
+    let out = binary::run(
+        binary::tickwire()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--heartbeat-timeout-ms", "1000", "--max-connections", "0"])
+            .env("TICKWIRE_MAX_INBOUND_PER_SEC", "0")
+            .env("TICKWIRE_CONNECTION_ATTEMPTS_PER_IP_PER_MIN", "0")
+            // A file with no certificate in it (the TOML file itself).
+            .env("TICKWIRE_UPSTREAM_CA_FILE", &config),
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
@@ -174,18 +151,19 @@ fn recording_with_deep_lines(dir: &std::path::Path) -> (std::path::PathBuf, std:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_recording_lines_are_rejected_by_serve_and_convert() {
-    let dir = std::env::temp_dir().join(format!("tickwire-deep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (clean, deep) = recording_with_deep_lines(&dir);
+    let tmp = TempDir::new("deep");
+    let dir = &tmp.0;
+    let (clean, deep) = recording_with_deep_lines(dir);
 
     // convert: the deep lines are rejected, every other line converted as
     // from the clean file.
     let rows = |input: &std::path::Path, stem: &str| {
         let out = dir.join(format!("{stem}.csv"));
-        let run = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(["convert", input.to_str().unwrap(), out.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let run = binary::run(binary::tickwire().args([
+            "convert",
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]));
         assert!(run.status.success(), "{run:?}");
         ["quotes", "trades"].map(|kind| {
             std::fs::read_to_string(dir.join(format!("{stem}.{kind}.csv")))
@@ -199,40 +177,30 @@ async fn deeply_nested_recording_lines_are_rejected_by_serve_and_convert() {
 
     // serve --feed: the process lives, counts three rejected lines, and
     // publishes every other update.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--speed", "max"])
-        .args(["--feed", deep.to_str().unwrap()])
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: std::net::SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .parse()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, health) = http_get(
-            addr,
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        if health.contains("\"state\":\"finished\"") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the feed did not finish: {health}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut child = Binary::serve_with(
+        binary::tickwire()
+            .args(["serve", "--listen", "127.0.0.1:0", "--speed", "max"])
+            .args(["--feed", deep.to_str().unwrap()])
+            .env("RUST_LOG", "error"),
+    );
+    let addr = child.addr();
+    eventually_async(
+        Duration::from_secs(30),
+        "the feed did not finish",
+        || async {
+            let (_, health) = http_get(
+                addr,
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            if health.contains("\"state\":\"finished\"") {
+                Ok(())
+            } else {
+                Err(health)
+            }
+        },
+    )
+    .await;
     let metrics = metrics_text(addr).await;
     assert_eq!(metric_line(&metrics, "tickwire_feed_rejected_total"), 3);
     // Every other line: as many updates as CSV rows from the clean file
@@ -242,14 +210,8 @@ async fn deeply_nested_recording_lines_are_rejected_by_serve_and_convert() {
         metric_line(&metrics, "tickwire_feed_updates_total"),
         updates
     );
-    assert!(child.try_wait().unwrap().is_none(), "the server died");
-    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    assert!(child.wait().unwrap().success());
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(child.is_running(), "the server died");
+    child.stop();
 }
 
 /// The value of the first sample of a labelled metric.
@@ -264,9 +226,8 @@ fn metric_line(text: &str, name: &str) -> u64 {
 /// message repeats its cause's text.
 #[test]
 fn errors_print_once_with_their_causes() {
-    let dir = std::env::temp_dir().join(format!("tickwire-errors-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("errors");
+    let dir = &tmp.0;
     let quote = "{\"u\":1,\"s\":\"BTCUSDT\",\"b\":\"1.5\",\"B\":\"2\",\"a\":\"1.6\",\"A\":\"3\"}\n";
     let good = dir.join("good.jsonl");
     std::fs::write(&good, quote).unwrap();
@@ -329,13 +290,13 @@ fn errors_print_once_with_their_causes() {
         ),
     ];
     for (args, message, cause) in cases {
-        let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-            .args(&args)
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap();
+        let out = binary::run(
+            binary::tickwire()
+                .args(&args)
+                .env_remove("RUST_BACKTRACE")
+                .env_remove("RUST_LIB_BACKTRACE")
+                .env("RUST_LOG", "off"),
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {err}");
         let first = err.lines().next().unwrap_or("");
@@ -346,5 +307,4 @@ fn errors_print_once_with_their_causes() {
         assert_eq!(err.matches(cause).count(), 1, "{args:?}: {err}");
         assert_eq!(err.matches("Caused by:").count(), 1, "{args:?}: {err}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

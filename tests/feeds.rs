@@ -5,50 +5,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::*;
-
-/// A fresh scratch directory for one test; removed by `Drop`.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("tickwire-feeds-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 fn tickwire() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickwire"));
+    let mut cmd = binary::tickwire();
     cmd.env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .env_remove("RUST_BACKTRACE")
@@ -56,45 +25,10 @@ fn tickwire() -> Command {
     cmd
 }
 
-/// Runs a command that must end by itself within 20 s.
-fn run(cmd: &mut Command) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = pipe.read_to_end(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{cmd:?} still running after 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
 /// `tickwire serve` on port 0, its log collected as it is written.
 struct Served {
-    child: Child,
+    bin: Binary,
     addr: SocketAddr,
-    log: Arc<Mutex<String>>,
 }
 
 impl Served {
@@ -104,54 +38,25 @@ impl Served {
 
     /// Started with `RUST_LOG=filter`.
     fn start_logging(filter: &str, args: &[&str]) -> Served {
-        let mut child = tickwire()
-            .env("RUST_LOG", filter)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        stdout.read_line(&mut line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}; log:\n{}", log.lock().unwrap()));
-        Served { child, addr, log }
+        let bin = Binary::serve_with(
+            tickwire()
+                .env("RUST_LOG", filter)
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(args),
+        );
+        let addr = bin.addr();
+        Served { bin, addr }
     }
 
     /// The log so far, once it has a line containing `needle` (the log
     /// is read from a pipe, a moment behind the server; at most 5 s).
     async fn log_with(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let log = self.log.lock().unwrap().clone();
-            if log.contains(needle) || Instant::now() > deadline {
-                return log;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.bin.log_with(needle, Duration::from_secs(5)).await
     }
 
     /// Waits until every feed has finished (at most 10 s).
     async fn until_finished(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        eventually_async(Duration::from_secs(10), "feeds not finished", || async {
             let (_, text) = http_get(
                 self.addr,
                 "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -161,11 +66,12 @@ impl Served {
             let health: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
             let feeds = health["feeds"].as_array().cloned().unwrap_or_default();
             if !feeds.is_empty() && feeds.iter().all(|f| f["state"] == "finished") {
-                return;
+                Ok(())
+            } else {
+                Err(body.to_owned())
             }
-            assert!(Instant::now() < deadline, "feeds not finished: {body}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     /// A feed's counter from `/metrics`.
@@ -177,13 +83,6 @@ impl Served {
             .unwrap_or_else(|| panic!("{prefix} not in /metrics"))
             .parse()
             .unwrap()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -242,7 +141,7 @@ const COINBASE: &str = r#"{"type":"ticker","product_id":"DDD-USD","best_bid":"12
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_prices_and_sizes_are_rejected_counted_and_logged_with_their_line() {
-    let dir = Scratch::new("negative");
+    let dir = TempDir::new("feeds-negative");
     let binance = dir.write("binance.jsonl", BINANCE);
     let tardis = dir.write("tardis.csv", TARDIS);
     let coinbase = dir.write("coinbase.jsonl", COINBASE);
@@ -348,7 +247,7 @@ wss://stream.binance.com:9443/stream <- 1723161300.6: {"method":"SUBSCRIBE","par
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capture_tools_notes_are_skipped_not_rejected_nor_warned_about() {
-    let dir = Scratch::new("notes");
+    let dir = TempDir::new("feeds-notes");
     let capture = dir.write("capture.txt", CRYPTOFEED);
     let served = Served::start_logging(
         "info,tickwire::feed=debug",
@@ -385,7 +284,7 @@ async fn a_capture_tools_notes_are_skipped_not_rejected_nor_warned_about() {
 
 #[test]
 fn convert_warns_on_stderr_and_sums_up_on_stdout() {
-    let dir = Scratch::new("convert");
+    let dir = TempDir::new("feeds-convert");
     // A quote, a capture's notes, 30 lines of an unknown shape and 20 of
     // broken JSON (more than any one reason's log budget), a negative price
     // on line 54, and a last quote.
@@ -398,7 +297,7 @@ fn convert_warns_on_stderr_and_sums_up_on_stdout() {
     );
     let input = dir.write("in.txt", &text);
     let out = dir.path("out.twlog");
-    let done = run(tickwire().args(["convert", s(&input), s(&out)]));
+    let done = binary::run(tickwire().args(["convert", s(&input), s(&out)]));
     let stdout = String::from_utf8_lossy(&done.stdout);
     let stderr = String::from_utf8_lossy(&done.stderr);
     assert!(done.status.success(), "{stderr}");
@@ -441,7 +340,7 @@ fn convert_warns_on_stderr_and_sums_up_on_stdout() {
 
 #[test]
 fn feed_files_that_cannot_be_replayed_are_refused_at_start() {
-    let dir = Scratch::new("refused");
+    let dir = TempDir::new("feeds-refused");
     let bad: Vec<(PathBuf, &str)> = vec![
         // TC0: empty and blank files.
         (dir.write("empty.txt", ""), "empty: no records"),
@@ -478,7 +377,7 @@ fn feed_files_that_cannot_be_replayed_are_refused_at_start() {
             if looped {
                 cmd.arg("--loop");
             }
-            let done = run(&mut cmd);
+            let done = binary::run(&mut cmd);
             let stderr = String::from_utf8_lossy(&done.stderr);
             assert!(!done.status.success(), "{name}: {stderr}");
             assert!(done.stdout.is_empty(), "{name}: started");
@@ -493,7 +392,7 @@ fn feed_files_that_cannot_be_replayed_are_refused_at_start() {
             vec!["record", "--feed", s(feed), "--out", s(&out)],
             vec!["convert", s(feed), s(&out)],
         ] {
-            let done = run(tickwire().args(&args));
+            let done = binary::run(tickwire().args(&args));
             let stderr = String::from_utf8_lossy(&done.stderr);
             assert!(!done.status.success(), "{args:?}: {stderr}");
             assert!(
@@ -509,7 +408,7 @@ fn feed_files_that_cannot_be_replayed_are_refused_at_start() {
 fn convert_rejects_a_logs_negative_updates() {
     use tickwire::feed::log::{LogSymbol, LogWriter};
     use tickwire::update::{Sequenced, Side, Update, UpdateKind};
-    let dir = Scratch::new("convert-log");
+    let dir = TempDir::new("feeds-convert-log");
     let sym = LogSymbol {
         id: 0,
         name: "BTCUSDT".into(),
@@ -565,7 +464,7 @@ fn convert_rejects_a_logs_negative_updates() {
     let input = dir.write("in.twlog", "");
     std::fs::write(&input, log.finish().unwrap()).unwrap();
     let out = dir.path("out.csv");
-    let done = run(tickwire().args(["convert", s(&input), s(&out), "--exchange", "x"]));
+    let done = binary::run(tickwire().args(["convert", s(&input), s(&out), "--exchange", "x"]));
     let stderr = String::from_utf8_lossy(&done.stderr);
     assert!(done.status.success(), "{stderr}");
     // TC0: both counted as rejected, neither written; the empty side is.

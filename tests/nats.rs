@@ -5,12 +5,11 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -29,20 +28,6 @@ fn nats_server_bin() -> PathBuf {
         .expect("nats-server not found: scripts/test installs it (apt-get install nats-server)")
 }
 
-/// The child is killed when the thread that starts it (the test's) ends,
-/// even if the test process is killed before its destructors run.
-fn dies_with_test(cmd: &mut Command) -> &mut Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the child between fork and exec; prctl is
-    // async-signal-safe and only sets a flag of the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        })
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -55,13 +40,13 @@ fn free_port() -> u16 {
 struct NatsServer {
     child: Option<Child>,
     port: u16,
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl NatsServer {
     fn start() -> NatsServer {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("tickwire-nats-{}-{port}", std::process::id()));
+        let dir = TempDir::new(&format!("nats-{port}"));
         let mut server = NatsServer {
             child: None,
             port,
@@ -74,7 +59,7 @@ impl NatsServer {
     /// Starts (again) on the same port and store.
     fn restart(&mut self) {
         assert!(self.child.is_none());
-        let child = dies_with_test(&mut Command::new(nats_server_bin()))
+        let child = binary::dies_with_test(&mut Command::new(nats_server_bin()))
             .args([
                 "-a",
                 "127.0.0.1",
@@ -83,17 +68,16 @@ impl NatsServer {
                 "-js",
                 "-sd",
             ])
-            .arg(&self.dir)
+            .arg(&self.dir.0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting nats-server");
         self.child = Some(child);
-        let deadline = Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let listening = eventually_blocking(PATIENCE, || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+        assert!(listening, "nats-server did not listen");
     }
 
     /// SIGKILL: a crash, not a clean shutdown.
@@ -112,49 +96,33 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// A `tickwire serve` process; its log goes to the test's stderr.
+/// A `tickwire serve` process, killed when dropped (or with the test's
+/// thread); its log goes to the test's stderr if the test fails.
 struct Node {
-    child: Child,
+    bin: Binary,
     addr: SocketAddr,
 }
 
 impl Node {
     fn spawn(label: &str, args: &[&str]) -> Node {
-        let mut child = dies_with_test(&mut Command::new(env!("CARGO_BIN_EXE_tickwire")))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "warn,tickwire=info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_else(|| panic!("{label}: no address in {line:?}"))
-            .parse()
-            .unwrap();
-        let label = label.to_owned();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                eprintln!("[{label}] {line}");
-            }
-        });
-        Node { child, addr }
+        let bin = Binary::serve_with(
+            binary::dies_with_test(&mut binary::tickwire())
+                .arg("serve")
+                .args(["--listen", "127.0.0.1:0"])
+                .args(args)
+                .env("RUST_LOG", "warn,tickwire=info")
+                .env("NO_COLOR", "1"),
+        )
+        .labelled(label);
+        let addr = bin.addr();
+        Node { bin, addr }
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.bin.kill();
     }
 
     async fn healthz(&self) -> serde_json::Value {
@@ -170,26 +138,20 @@ impl Node {
 
     /// Waits until `/healthz` satisfies `ok`.
     async fn wait_health(&self, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
+        eventually_async(PATIENCE, what, || async {
             let h = self.healthz().await;
             if ok(&h) {
-                return;
+                Ok(())
+            } else {
+                Err(h.to_string())
             }
-            assert!(Instant::now() < deadline, "{what}: {h}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     async fn wait_live(&self) {
         self.wait_health("edge live", |h| h["feeds"][0]["connected"] == true)
             .await;
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -307,22 +269,15 @@ impl Watcher {
 
     /// Waits until `done(ticks)`; panics on a close or after [`PATIENCE`].
     async fn wait_for(&self, done: impl Fn(&[Tick]) -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            {
-                let seen = self.seen.lock().unwrap();
-                if done(&seen.ticks) {
-                    return;
-                }
-                assert!(seen.closed.is_none(), "disconnected: {:?}", seen.closed);
-                assert!(
-                    Instant::now() < deadline,
-                    "timed out after {} ticks",
-                    seen.ticks.len()
-                );
+        eventually_async(PATIENCE, "timed out", || async {
+            let seen = self.seen.lock().unwrap();
+            if done(&seen.ticks) {
+                return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            assert!(seen.closed.is_none(), "disconnected: {:?}", seen.closed);
+            Err(format!("after {} ticks", seen.ticks.len()))
+        })
+        .await
     }
 
     /// Waits until every symbol of `want` has reached its `symbol_seq`.
@@ -338,11 +293,10 @@ impl Watcher {
 
     /// Waits until the server ends the connection.
     async fn wait_closed(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.seen.lock().unwrap().closed.is_none() {
-            assert!(Instant::now() < deadline, "not disconnected");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(PATIENCE, "not disconnected", || {
+            self.seen.lock().unwrap().closed.is_some()
+        })
+        .await;
     }
 
     fn ticks(&self) -> Vec<Tick> {

@@ -6,11 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::raw;
 use common::*;
@@ -126,16 +123,20 @@ async fn x_forwarded_for_names_the_client_only_from_a_trusted_proxy() {
     // TC5: a forwarded client's place is given back when its connection
     // closes.
     drop(open_ws.remove(0));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (head, s) = open(PROXY, addr, b"", &xff("203.0.113.7")).await;
-        if raw::status(&head) == 101 {
-            open_ws.push(s);
-            break;
-        }
-        assert!(Instant::now() < deadline, "the place was not given back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let given_back = eventually_async(
+        Duration::from_secs(10),
+        "the place was not given back",
+        || async move {
+            let (head, s) = open(PROXY, addr, b"", &xff("203.0.113.7")).await;
+            if raw::status(&head) == 101 {
+                Ok(s)
+            } else {
+                Err(head)
+            }
+        },
+    )
+    .await;
+    open_ws.push(given_back);
     server.stop().await;
 }
 
@@ -357,7 +358,7 @@ async fn bad_proxy_headers_from_a_trusted_proxy_are_closed_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_protocol_header_comes_before_tls() {
-    use common::tls::{client_config, self_signed, write_pair, TempDir};
+    use common::tls::{client_config, self_signed, write_pair};
     let dir = TempDir::new("proxy-tls");
     let cert = self_signed();
     let (cert_file, key_file) = write_pair(&dir.0, &cert);
@@ -409,7 +410,7 @@ async fn metrics_text_tls(addr: SocketAddr, cert: &common::tls::TestCert) -> Str
 /// client a trusted proxy gave, never one an untrusted peer claimed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
-    let (mut child, addr, log) = spawn_binary(
+    let mut child = spawn_binary(
         &[
             "--trusted-proxy",
             "10.0.0.0/8",
@@ -418,6 +419,7 @@ async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
         ],
         &[],
     );
+    let addr = child.addr();
     let evil = "Origin: https://evil.example\r\n";
     // A refused origin is logged at info, with the connection's client.
     let (head, _) = open(PROXY, addr, &proxy_header(1, "203.0.113.77:5000"), evil).await;
@@ -432,7 +434,8 @@ async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
     )
     .await;
     assert_eq!(raw::status(&head), 403, "{head}");
-    let refusals = wait_for_lines(&log, "refused a cross-origin request", 3);
+    let refusals =
+        child.wait_for_lines("refused a cross-origin request", 3, Duration::from_secs(10));
     assert!(refusals[0].contains("203.0.113.77:5000"), "{refusals:?}");
     assert!(
         refusals[0].contains("127.0.0.1:"),
@@ -441,29 +444,28 @@ async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
     assert!(refusals[1].contains("198.51.100.66"), "{refusals:?}");
     assert!(refusals[2].contains("127.0.0.2:"), "{refusals:?}");
     assert!(!refusals[2].contains("198.51.100.99"), "{refusals:?}");
-    stop(&mut child);
+    child.stop();
 
     // The environment, comma-separated; the untrusted peer's PROXY header
     // is refused.
-    let (mut child, addr, _) =
-        spawn_binary(&[], &[("TICKWIRE_TRUSTED_PROXY", "10.0.0.0/8,127.0.0.1")]);
+    let mut child = spawn_binary(&[], &[("TICKWIRE_TRUSTED_PROXY", "10.0.0.0/8,127.0.0.1")]);
+    let addr = child.addr();
     let (head, _) = open(PROXY, addr, &proxy_header(2, "203.0.113.78:5000"), "").await;
     assert_eq!(raw::status(&head), 101, "{head}");
     let (head, _) = open(STRANGER, addr, &proxy_header(2, "203.0.113.78:5000"), "").await;
     assert_eq!(raw::status(&head), 400, "{head}");
-    stop(&mut child);
+    child.stop();
 
     // Bad entries stop it at start, each named.
-    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args([
-            "--trusted-proxy",
-            "10.0.0.1/8",
-            "--trusted-proxy",
-            "proxy.example",
-        ])
-        .output()
-        .unwrap();
+    let out = binary::run(binary::tickwire().args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--trusted-proxy",
+        "10.0.0.1/8",
+        "--trusted-proxy",
+        "proxy.example",
+    ]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -473,97 +475,15 @@ async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
     assert!(err.contains("trusted_proxies \"proxy.example\""), "{err}");
 }
 
-type Log = Arc<Mutex<Vec<String>>>;
-
-/// A spawned binary, killed when dropped: a failing test leaves no server
-/// behind.
-struct Spawned(std::process::Child);
-
-impl std::ops::Deref for Spawned {
-    type Target = std::process::Child;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Spawned {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        // Already gone after `stop`; then both fail harmlessly.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> (Spawned, SocketAddr, Log) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
-        .arg("synthetic:symbols=3,rate=100")
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Spawned)
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "no address printed"
-        );
-        if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split('/').next().unwrap().parse().unwrap();
-        }
-    };
-    let log = Log::default();
-    // Keep draining its output so that it never blocks on a full pipe; the
-    // log is on stderr, stdout has only the address.
-    for out in [
-        Box::new(stdout) as Box<dyn BufRead + Send>,
-        Box::new(BufReader::new(child.stderr.take().unwrap())),
-    ] {
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-    (child, addr, log)
-}
-
-/// The first `n` log lines containing `needle`, waiting up to 10 s.
-fn wait_for_lines(log: &Log, needle: &str, n: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found: Vec<String> = log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect();
-        if found.len() >= n || Instant::now() > deadline {
-            assert!(found.len() >= n, "{n} lines with {needle:?}: {found:?}");
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn stop(child: &mut Spawned) {
-    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    assert!(child.wait().unwrap().success());
+/// `serve` on a small synthetic feed, logging at info.
+fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> Binary {
+    Binary::serve_with(
+        binary::tickwire()
+            .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
+            .arg("synthetic:symbols=3,rate=100")
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1"),
+    )
 }

@@ -6,10 +6,12 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{connect, http_get, metrics_text, send, start};
+use common::{
+    binary, connect, eventually_async, eventually_blocking, http_get, metrics_text, send, start,
+    Binary, TempDir,
+};
 use futures_util::StreamExt;
 use tickwire::config::ServeConfig;
 use tickwire::decimal::Fixed;
@@ -31,34 +33,11 @@ const SAMPLES: [&str; 3] = [
     "coinbase-sizes-unknown.jsonl",
 ];
 
-/// A fresh scratch directory for one test; removed by `Drop`.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("tickwire-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn tickwire(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let out = binary::run_within(
+        Duration::from_secs(60),
+        binary::tickwire().args(args).env("RUST_LOG", "warn"),
+    );
     assert!(
         out.status.success(),
         "tickwire {args:?}: {}",
@@ -72,7 +51,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// Records the samples with the real binary, as fast as they go.
-fn record_samples(dir: &Scratch) -> PathBuf {
+fn record_samples(dir: &TempDir) -> PathBuf {
     let out = dir.path("session.twlog");
     let feeds: Vec<String> = SAMPLES.iter().map(|f| format!("{DATA}/{f}")).collect();
     let mut args = vec!["record"];
@@ -206,18 +185,23 @@ async fn serve_log(path: &Path, looped: bool) -> tickwire::server::Running {
 
 /// Waits until the server's only feed has finished; returns /healthz.
 async fn until_finished(addr: std::net::SocketAddr) -> String {
-    for _ in 0..2000 {
-        let (_, body) = http_get(
-            addr,
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        if body.contains("\"state\":\"finished\"") {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the feed did not finish");
+    eventually_async(
+        Duration::from_secs(30),
+        "the feed did not finish",
+        || async {
+            let (_, body) = http_get(
+                addr,
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            if body.contains("\"state\":\"finished\"") {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await
 }
 
 fn feed_metric(text: &str, name: &str) -> u64 {
@@ -234,7 +218,7 @@ type Fields = (u8, Vec<Option<i64>>, u64, u64);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_session_replays_identically_to_a_websocket_client() {
-    let dir = Scratch::new("replay");
+    let dir = TempDir::new("replay");
     let path = record_samples(&dir);
     let (entries, stats) = read_log(&path);
     let recorded = seen_from_log(&entries);
@@ -323,7 +307,7 @@ async fn recorded_session_replays_identically_to_a_websocket_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn looped_log_replay_keeps_symbol_sequences_rising_and_gapless() {
-    let dir = Scratch::new("loop");
+    let dir = TempDir::new("loop");
     let path = record_samples(&dir);
     let recorded = seen_from_log(&read_log(&path).0);
     let n = recorded.len();
@@ -405,7 +389,7 @@ fn feed_updates(path: &Path) -> Vec<(u64, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_log_replays_exactly_its_whole_blocks() {
-    let dir = Scratch::new("torn");
+    let dir = TempDir::new("torn");
     let session = record_samples(&dir);
     let full = dir.path("blocks.twlog");
     let (recorded, ends) = reblock(&session, 16, &full);
@@ -445,7 +429,7 @@ async fn a_torn_log_replays_exactly_its_whole_blocks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_block_is_skipped_and_counted() {
-    let dir = Scratch::new("corrupt");
+    let dir = TempDir::new("corrupt");
     let session = record_samples(&dir);
     let full = dir.path("blocks.twlog");
     let (recorded, ends) = reblock(&session, 16, &full);
@@ -478,7 +462,7 @@ async fn a_corrupt_block_is_skipped_and_counted() {
 
 #[test]
 fn convert_round_trips_log_csv_log() {
-    let dir = Scratch::new("convert");
+    let dir = TempDir::new("convert");
     // TC0: Tardis quotes and trades → log → CSV → log: the two logs are
     // byte for byte the same, and the CSV reads back as the original.
     for (i, tardis) in [
@@ -581,46 +565,36 @@ fn convert_round_trips_log_csv_log() {
 /// while it runs, and the last block is written whole on the way out.
 #[test]
 fn record_stops_cleanly_on_sigterm() {
-    let dir = Scratch::new("sigterm");
+    let dir = TempDir::new("sigterm");
     let out = dir.path("live.twlog");
     let feed = format!("{DATA}/{}", SAMPLES[0]);
-    let child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args([
-            "record",
-            "--feed",
-            &feed,
-            "--speed",
-            "20",
-            "--loop",
-            "--flush-ms",
-            "100",
-            "--out",
-        ])
-        .arg(&out)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Binary::start(
+        binary::tickwire()
+            .args([
+                "record",
+                "--feed",
+                &feed,
+                "--speed",
+                "20",
+                "--loop",
+                "--flush-ms",
+                "100",
+                "--out",
+            ])
+            .arg(&out),
+    );
     // Wait (generously) for a block written by the timer, not by size.
-    let mut flushed = false;
-    for _ in 0..3000 {
+    let flushed = eventually_blocking(Duration::from_secs(30), || {
         let len = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        if len > log::HEADER_LEN as u64 {
-            flushed = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        len > log::HEADER_LEN as u64
+    });
     assert!(flushed, "no block flushed by time");
     let (entries, stats) = read_log(&out);
     assert_eq!((stats.corrupt, stats.torn_tail_bytes), (0, 0));
     let early = seen_from_log(&entries).len();
     assert!(early > 0 && early < log::BLOCK_UPDATES as usize);
-    // SAFETY: kill() sends a signal to the child we spawned; no memory.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{:?}", output.status);
-    let said = String::from_utf8_lossy(&output.stdout);
+    child.stop();
+    let said = child.stdout();
     let (entries, stats) = read_log(&out);
     assert_eq!((stats.corrupt, stats.torn_tail_bytes), (0, 0));
     let all = seen_from_log(&entries);

@@ -993,7 +993,7 @@ async fn binance_over_wss_trusting_an_added_ca_serves_exact_prices() {
     // A fake Binance over TLS with a certificate for localhost that no
     // public root signed; tickwire is told to trust it by upstream_ca_file.
     let cert = tls::self_signed();
-    let dir = tls::TempDir::new("upstream-ca");
+    let dir = TempDir::new("upstream-ca");
     let (ca_file, _key) = tls::write_pair(&dir.0, &cert);
     let messages = binance_messages();
     let (venue, mut events) =
@@ -1029,7 +1029,7 @@ async fn wss_to_an_untrusted_certificate_is_refused_and_retried() {
     // feed keeps trying, and the server serves on.
     let cert = tls::self_signed();
     let other = tls::self_signed();
-    let dir = tls::TempDir::new("upstream-other-ca");
+    let dir = TempDir::new("upstream-other-ca");
     let (other_ca, _key) = tls::write_pair(&dir.0, &other);
     // The alert tickwire sends: no root has the certificate's issuer
     // (UnknownCA); or the other certificate has the same issuer name (rcgen's

@@ -3,9 +3,18 @@
 //! (`tickwire::decode`, pinned to docs/PROTOCOL.md by its unit tests).
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod raw;
+pub mod temp;
 pub mod tls;
 
+// Not every test binary uses each.
+#[allow(unused_imports)]
+pub use binary::Binary;
+#[allow(unused_imports)]
+pub use temp::TempDir;
+
+use std::future::Future;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -313,15 +322,59 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Waits until `done` holds, looking every 10 ms, for at most `limit`;
+/// returns whether it held (for a caller that asserts with what it saw).
+pub async fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits until `done` holds, looking every 10 ms; fails with `what` once
 /// `limit` has passed, so that a bug fails the test instead of hanging it.
-pub async fn eventually(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+pub async fn eventually(limit: Duration, what: &str, done: impl FnMut() -> bool) {
+    assert!(within(limit, done).await, "not within {limit:?}: {what}");
+}
+
+/// Waits until `probe` gives `Ok`, looking every 20 ms; fails with `what`
+/// and the last `Err` it gave once `limit` has passed (a bug fails the test
+/// instead of hanging it).
+pub async fn eventually_async<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + limit;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {limit:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {limit:?}: {what}: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Blocks the thread until `done` holds, looking every 10 ms, for at most
+/// `limit`; returns whether it held (the caller asserts, with what it saw).
+pub fn eventually_blocking(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

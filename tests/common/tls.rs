@@ -34,33 +34,6 @@ pub fn self_signed() -> TestCert {
     }
 }
 
-/// A fresh directory under the system's temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tickwire-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Writes the pair as `cert.pem` and `key.pem` in `dir`, replacing what is
 /// there.
 pub fn write_pair(dir: &Path, c: &TestCert) -> (PathBuf, PathBuf) {
