@@ -369,8 +369,18 @@ fn spawn_edge(label: &str, nats: &str) -> Node {
 /// Waits for the feed node's recording to end; returns how many updates it
 /// published.
 async fn wait_finished(feed: &Node) -> usize {
-    feed.wait_health("feed finished", |h| h["feeds"][0]["state"] == "finished")
-        .await;
+    wait_finished_after(feed, 0).await
+}
+
+/// [`wait_finished`] for a feed node that published `restored` values of
+/// its own before its feed ran: the feed's reader finishes a moment before
+/// the publisher has published its last updates, so this waits for both.
+async fn wait_finished_after(feed: &Node, restored: u64) -> usize {
+    feed.wait_health("feed finished and all of it published", |h| {
+        let fed = h["feeds"][0]["updates"].as_u64().unwrap_or(u64::MAX);
+        h["feeds"][0]["state"] == "finished" && h["updates"].as_u64() == Some(fed + restored)
+    })
+    .await;
     feed.healthz().await["updates"].as_u64().unwrap() as usize
 }
 
@@ -567,7 +577,7 @@ async fn a_restarted_feed_node_continues_each_symbols_numbering() {
     assert_eq!(on_second.snapshot, 1, "the restored last value");
     assert_eq!(on_second.ticks()[0].symbol_seq, n);
     // Restored value plus the replay.
-    let published = wait_finished(&second).await as u64;
+    let published = wait_finished_after(&second, 1).await as u64;
     assert_eq!(published, n + 1);
     on_second.wait_for(|t| t.len() as u64 > n).await;
     let seqs: Vec<u64> = on_second.ticks().iter().map(|t| t.symbol_seq).collect();
