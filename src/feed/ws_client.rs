@@ -64,7 +64,9 @@ impl<S: tokio::io::AsyncRead + Unpin> MessageRead<S> {
         MessageRead { ws, partial: None }
     }
 
-    /// The next whole message or control frame.
+    /// The next whole message or control frame, owned (the library's frame
+    /// borrows its read buffer). fastwebsockets has checked the UTF-8 of a
+    /// text message in one frame; a reassembled one is checked here.
     pub async fn read_frame<R, E>(
         &mut self,
         send_fn: &mut impl FnMut(Frame<'_>) -> R,
@@ -75,19 +77,16 @@ impl<S: tokio::io::AsyncRead + Unpin> MessageRead<S> {
     {
         loop {
             let frame = self.ws.read_frame(send_fn).await?;
-            let (data, done) = match frame.opcode {
+            match frame.opcode {
+                OpCode::Text | OpCode::Binary if self.partial.is_some() => {
+                    return Err(WebSocketError::InvalidFragment);
+                }
                 OpCode::Text | OpCode::Binary if frame.fin => {
-                    if self.partial.is_some() {
-                        return Err(WebSocketError::InvalidFragment);
-                    }
-                    (frame.payload.to_vec(), Some(frame.opcode))
+                    let data = frame.payload.to_vec();
+                    return Ok(Frame::new(true, frame.opcode, None, Payload::Owned(data)));
                 }
                 OpCode::Text | OpCode::Binary => {
-                    if self.partial.is_some() {
-                        return Err(WebSocketError::InvalidFragment);
-                    }
                     self.partial = Some((frame.opcode, frame.payload.to_vec()));
-                    continue;
                 }
                 OpCode::Continuation => {
                     let Some((_, data)) = self.partial.as_mut() else {
@@ -103,21 +102,19 @@ impl<S: tokio::io::AsyncRead + Unpin> MessageRead<S> {
                     let Some((opcode, data)) = self.partial.take() else {
                         continue;
                     };
-                    (data, Some(opcode))
+                    if opcode == OpCode::Text && std::str::from_utf8(&data).is_err() {
+                        return Err(WebSocketError::InvalidUTF8);
+                    }
+                    return Ok(Frame::new(true, opcode, None, Payload::Owned(data)));
                 }
-                // Control frames: at most 125 bytes by RFC 6455 §5.5,
-                // not enforced for close frames by the library.
-                _ => {
+                // Control frames: at most 125 bytes by RFC 6455 §5.5, not
+                // enforced for close frames by the library.
+                opcode => {
                     let mut payload = frame.payload.to_vec();
                     payload.truncate(125);
-                    (payload, None)
+                    return Ok(Frame::new(true, opcode, None, Payload::Owned(payload)));
                 }
-            };
-            let opcode = done.unwrap_or(frame.opcode);
-            if opcode == OpCode::Text && std::str::from_utf8(&data).is_err() {
-                return Err(WebSocketError::InvalidUTF8);
             }
-            return Ok(Frame::new(true, opcode, None, Payload::Owned(data)));
         }
     }
 }
