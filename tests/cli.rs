@@ -202,24 +202,16 @@ async fn deeply_nested_recording_lines_are_rejected_by_serve_and_convert() {
     )
     .await;
     let metrics = metrics_text(addr).await;
-    assert_eq!(metric_line(&metrics, "tickwire_feed_rejected_total"), 3);
+    assert_eq!(labelled_metric(&metrics, "tickwire_feed_rejected_total"), 3);
     // Every other line: as many updates as CSV rows from the clean file
     // (less the two header rows).
     let updates = clean_rows.iter().sum::<usize>() as u64 - 2;
     assert_eq!(
-        metric_line(&metrics, "tickwire_feed_updates_total"),
+        labelled_metric(&metrics, "tickwire_feed_updates_total"),
         updates
     );
     assert!(child.is_running(), "the server died");
     child.stop();
-}
-
-/// The value of the first sample of a labelled metric.
-fn metric_line(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
 }
 
 /// `Error: <message>` once, then each cause once under `Caused by:`: no

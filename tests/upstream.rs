@@ -566,11 +566,7 @@ async fn a_dropped_connection_and_a_24h_close_are_reconnected_and_resends_filter
     assert_eq!(h["gaps"].as_u64(), Some(0), "{h}");
     assert_eq!(h["connected"], true, "{h}");
     let m = metrics_text(server.addr).await;
-    let outdated = m
-        .lines()
-        .find(|l| l.starts_with("tickwire_feed_outdated_total{"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap();
+    let outdated = labelled_metric(&m, "tickwire_feed_outdated_total");
     // Resent quotes and trades: 100 messages of connection 2 and 50 of 3,
     // less their depth updates (skipped, not numbered).
     assert_eq!(
@@ -686,11 +682,7 @@ async fn malformed_messages_are_counted_and_change_nothing() {
     let h = healthz(server.addr).await;
     assert_eq!(h["reconnects"].as_u64(), Some(0), "{h}");
     let m = metrics_text(server.addr).await;
-    let rejected = m
-        .lines()
-        .find(|l| l.starts_with("tickwire_feed_rejected_total{"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap();
+    let rejected = labelled_metric(&m, "tickwire_feed_rejected_total");
     // Six insertions of five; the stale quote (u=1) is old rather than
     // malformed after the first quote, so it is counted as outdated instead.
     let insertions = (0..messages.len()).filter(|i| i % 50 == 25).count() as u64;
@@ -741,11 +733,7 @@ async fn negative_prices_and_sizes_from_the_venue_are_rejected() {
     assert_eq!(seen, want, "every update exact, no negative one");
     // TC1: each negated copy is counted as rejected, and nothing else.
     let m = metrics_text(server.addr).await;
-    let rejected = m
-        .lines()
-        .find(|l| l.starts_with("tickwire_feed_rejected_total{"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap();
+    let rejected = labelled_metric(&m, "tickwire_feed_rejected_total");
     assert_eq!(rejected, inserted as u64);
     server.stop().await;
 }
@@ -1107,11 +1095,7 @@ async fn deeply_nested_venue_messages_are_rejected_and_change_nothing() {
     let h = healthz(server.addr).await;
     assert_eq!(h["reconnects"].as_u64(), Some(0), "{h}");
     let m = metrics_text(server.addr).await;
-    let rejected = m
-        .lines()
-        .find(|l| l.starts_with("tickwire_feed_rejected_total{"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap();
+    let rejected = labelled_metric(&m, "tickwire_feed_rejected_total");
     assert_eq!(rejected, garbage.len() as u64);
     server.stop().await;
 }

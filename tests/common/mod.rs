@@ -272,6 +272,15 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .unwrap()
 }
 
+/// The value of the first sample of a labelled metric (`name{...} N`),
+/// such as a feed's counters.
+pub fn labelled_metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+}
+
 /// GET over a raw socket, returning (status, headers+body text).
 pub async fn http_get(addr: std::net::SocketAddr, raw_request: &str) -> (u16, String) {
     let s = TcpStream::connect(addr).await.unwrap();
