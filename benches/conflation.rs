@@ -14,11 +14,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tickwire::fanout::{FanoutLimits, Outbox, Subscriber};
 use tickwire::market::{LastValueCache, Market};
 use tickwire::metrics::Metrics;
-use tickwire::protocol::{Format, Op, Request, Symbols};
 use tickwire::publish::Publisher;
 use tickwire::ring::Ring;
 use tickwire::symbols::SymbolTable;
 use tickwire::update::{Update, UpdateKind};
+use tickwire::wire::{Format, Op, Request, Symbols};
 
 const SYMBOLS: u32 = 1_000;
 const RING: usize = 16_384;

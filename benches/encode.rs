@@ -6,8 +6,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tickwire::encode::{FrameEncoder, SymbolFormat};
 use tickwire::update::{Sequenced, Side, Update, UpdateKind};
+use tickwire::wire::encode::{FrameEncoder, SymbolFormat};
 
 const SYMBOL: SymbolFormat<'static> = SymbolFormat {
     name: "BTCUSDT",

@@ -14,7 +14,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use tickwire::feed::binance::{BookTicker, Trade};
+use tickwire::feed::venue::binance::{BookTicker, Trade};
 use tickwire::feed::{read_all, FeedSpec};
 use tickwire::symbols::{Normalizer, SymbolTable};
 

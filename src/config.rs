@@ -9,17 +9,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::access::OriginPolicy;
-use crate::admission::AdmissionLimits;
-use crate::auth::{Secret, Verifier};
-use crate::connection::ConnectionConfig;
 use crate::fanout::FanoutLimits;
-use crate::feed::ws_client::UpstreamTls;
+use crate::feed::upstream::ws_client::UpstreamTls;
 use crate::feed::{FeedSpec, Speed, UpstreamTiming};
-use crate::inbound::InboundRate;
 use crate::nats::PublishTarget;
-use crate::proxy::TrustedProxies;
-use crate::tls::CertStore;
+use crate::server::guard::access::OriginPolicy;
+use crate::server::guard::admission::AdmissionLimits;
+use crate::server::guard::auth::{Secret, Verifier};
+use crate::server::guard::proxy::TrustedProxies;
+use crate::server::guard::tls::CertStore;
+use crate::server::ws::connection::ConnectionConfig;
+use crate::server::ws::inbound::InboundRate;
 
 /// Everything `tickwire serve` can be told. Units are in the names.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

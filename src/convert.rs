@@ -24,10 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::decimal::write_fixed;
-use crate::feed::log::{Entry, LogReader, LogSymbol, LogWriter, ReadStats};
-use crate::feed::{
-    has_negative, replay, FeedError, FeedSpec, FeedStats, FileReader, Reason, RejectTally,
-};
+use crate::feed::recording::log::{Entry, LogReader, LogSymbol, LogWriter, ReadStats};
+use crate::feed::recording::replay;
+use crate::feed::{has_negative, FeedError, FeedSpec, FeedStats, FileReader, Reason, RejectTally};
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::{Sequenced, Side, UpdateKind};
 
@@ -79,7 +78,7 @@ pub fn convert(
     let mut summary = ConvertSummary::default();
     let mut src = open(input)?;
     let head = src.fill_buf().map_err(io_at(input, "read"))?;
-    if crate::feed::log::is_log(head) {
+    if crate::feed::recording::log::is_log(head) {
         let mut reader = LogReader::new(src).map_err(|e| log_err(input, e))?;
         let mut sink = create_sink(output, exchange)?;
         let mut symbols = std::collections::HashMap::new();

@@ -17,9 +17,9 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 
 use crate::market::{Market, Published};
-use crate::protocol::{self, ErrorCode, Format, Op, Refusal, Request, Symbols};
 use crate::ring::Read;
 use crate::update::{now_ns, SymbolId};
+use crate::wire::{self, ErrorCode, Format, Op, Refusal, Request, Symbols};
 
 /// Per-connection bounds, from the server config.
 #[derive(Debug, Clone, Copy)]
@@ -346,7 +346,7 @@ impl Subscriber {
     pub fn handle(&mut self, req: Request, out: &mut Outbox) {
         if let Err(refusal) = self.request(req, out) {
             // Counted by `request` already.
-            out.push(protocol::error_reply(&refusal));
+            out.push(wire::error_reply(&refusal));
         }
     }
 
@@ -357,7 +357,7 @@ impl Subscriber {
         let (before, was_idle) = (self.subscribed_count, self.is_idle());
         let result = match &req.op {
             Op::Ping => {
-                out.push(protocol::pong_reply(req.id, now_ns()));
+                out.push(wire::pong_reply(req.id, now_ns()));
                 Ok(())
             }
             Op::Subscribe(symbols) => self.subscribe(req.id, symbols, out),
@@ -380,7 +380,7 @@ impl Subscriber {
     /// Queues an error reply and counts it.
     pub fn refuse(&self, refusal: &Refusal, out: &mut Outbox) {
         self.market.metrics.protocol_error(refusal.code);
-        out.push(protocol::error_reply(refusal));
+        out.push(wire::error_reply(refusal));
     }
 
     fn resolve(&self, id: Option<u64>, names: &[String]) -> Result<Vec<SymbolId>, Refusal> {
@@ -433,7 +433,7 @@ impl Subscriber {
             }
             Symbols::Names(names) => {
                 if names.len() > limit {
-                    return Err(protocol::too_many_in_request(id, names.len(), limit));
+                    return Err(wire::too_many_in_request(id, names.len(), limit));
                 }
                 if let Some(a) = &self.allowed {
                     let forbidden: Vec<&str> = names
@@ -481,12 +481,7 @@ impl Subscriber {
         for &s in &new {
             snapshot.extend(self.market.lvc.values(s).in_order());
         }
-        out.push(protocol::ack_reply(
-            "subscribe",
-            id,
-            symbols,
-            snapshot.len(),
-        ));
+        out.push(wire::ack_reply("subscribe", id, symbols, snapshot.len()));
         for &s in &new {
             self.define(s, out);
         }
@@ -524,7 +519,7 @@ impl Subscriber {
                 }
             }
         }
-        out.push(protocol::ack_reply("unsubscribe", id, symbols, 0));
+        out.push(wire::ack_reply("unsubscribe", id, symbols, 0));
         Ok(())
     }
 
@@ -612,7 +607,7 @@ impl Subscriber {
             })
             .collect();
         latest.sort_unstable_by_key(|p| p.seq);
-        out.push(protocol::conflated_notice(dropped, latest.len()));
+        out.push(wire::conflated_notice(dropped, latest.len()));
         for p in &latest {
             self.send_latest(p, out);
         }
@@ -693,7 +688,7 @@ mod tests {
             .map(|s| format!("\"{s}\""))
             .collect::<Vec<_>>();
         let text = format!(r#"{{"op":"{op}","symbols":[{}]}}"#, list.join(","));
-        protocol::parse_request(text.as_bytes(), 10).unwrap()
+        wire::parse_request(text.as_bytes(), 10).unwrap()
     }
 
     /// The JSON messages in the outbox, in order, as (type, symbol, symbol_seq).
@@ -703,7 +698,7 @@ mod tests {
         let mut msgs = Vec::new();
         let mut rest = &bytes[..];
         while !rest.is_empty() {
-            let h = crate::ws_frame::parse(rest).expect("a whole header");
+            let h = crate::wire::frame::parse(rest).expect("a whole header");
             let (start, len) = (h.header_len, h.payload_len as usize);
             let v: serde_json::Value = serde_json::from_slice(&rest[start..start + len]).unwrap();
             msgs.push((

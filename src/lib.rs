@@ -49,36 +49,20 @@
 //! `ConfigError`, `DecimalError`, ...); the hot path (fan-out, writes) has
 //! no error type beyond `io::Error`, and only the binary uses `anyhow`.
 
-pub mod access;
-pub mod admission;
-pub mod auth;
 pub mod bench;
 pub mod config;
-pub mod connection;
 pub mod convert;
 pub mod decimal;
-pub mod decode;
-pub mod encode;
 pub mod fanout;
 pub mod feed;
-pub mod head_gate;
-pub mod inbound;
 pub mod json;
 pub mod market;
-pub mod mask_check;
 pub mod metrics;
 pub mod nats;
-pub mod nats_publish;
-pub mod protocol;
-pub mod proxy;
-pub mod proxy_header;
 pub mod publish;
 pub mod record;
 pub mod ring;
 pub mod server;
-pub mod sse;
 pub mod symbols;
-pub mod tls;
 pub mod update;
-pub mod web;
-pub mod ws_frame;
+pub mod wire;

@@ -61,7 +61,7 @@ struct TokenArgs {
 }
 
 fn run_token(args: TokenArgs) -> anyhow::Result<()> {
-    use tickwire::auth::{self, Secret};
+    use tickwire::server::guard::auth::{self, Secret};
     let secret = match (&args.secret_file, std::env::var("TICKWIRE_AUTH_SECRET")) {
         (Some(path), _) => Secret::from_file(path),
         (None, Ok(text)) => Secret::new(text.as_bytes()),
@@ -547,8 +547,10 @@ impl ServeArgs {
         }
         // From the environment only: a flag would show it in `ps`.
         if let Ok(text) = std::env::var("TICKWIRE_AUTH_SECRET") {
-            c.auth_secret =
-                Some(tickwire::auth::Secret::new(text.as_bytes()).map_err(|e| anyhow::anyhow!(e))?);
+            c.auth_secret = Some(
+                tickwire::server::guard::auth::Secret::new(text.as_bytes())
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            );
         }
         if !self.feeds.is_empty() {
             c.feeds = self.feeds;

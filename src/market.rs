@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::encode::EncodedUpdate;
 use crate::metrics::Metrics;
-use crate::protocol::Format;
 use crate::ring::{Ring, RingWriter};
 use crate::symbols::SymbolTable;
 use crate::update::SymbolId;
+use crate::wire::encode::EncodedUpdate;
+use crate::wire::Format;
 
 /// One update as it sits in the ring and the last-value cache: sequenced,
 /// stamped, and encoded once in both wire formats.

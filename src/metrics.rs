@@ -17,10 +17,10 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::auth::AuthError;
-use crate::head_gate::HttpRefusal;
-use crate::protocol::ErrorCode;
-use crate::proxy_header::ProxyError;
+use crate::server::guard::auth::AuthError;
+use crate::server::guard::head_gate::HttpRefusal;
+use crate::server::guard::proxy_header::ProxyError;
+use crate::wire::ErrorCode;
 
 /// A count that only goes up: events, bytes, messages (`Relaxed`: see the
 /// [module docs](self#why-relaxed)).
@@ -104,7 +104,7 @@ impl Gauge {
 
 /// Why a connection was refused; the label of
 /// `tickwire_connections_refused_total`. Checked and answered in
-/// [`admission`](crate::admission); defined here, beside its counter, so that
+/// [`admission`](crate::server::guard::admission); defined here, beside its counter, so that
 /// this module does not import the admission that counts into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {

@@ -5,18 +5,18 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::encode::{FrameEncoder, SymbolFormat};
 use crate::market::{Market, Published};
 use crate::ring::RingWriter;
 use crate::symbols::SymbolDef;
 use crate::update::{now_ns, Sequenced, Update, UpdateKind};
+use crate::wire::encode::{FrameEncoder, SymbolFormat};
 
 /// Most updates taken from the feeds before connections are woken. Bounds
 /// the latency a burst adds to its first update.
 const MAX_BATCH: usize = 256;
 
 /// Where the publisher hands every update it publishes besides the ring: the
-/// NATS outbox of a feed node ([`crate::nats_publish`]), the log writer of
+/// NATS outbox of a feed node ([`crate::nats::publish`]), the log writer of
 /// `tickwire record` ([`crate::record`]). Both methods run on the
 /// publisher's thread and must never block it.
 pub trait PublishSink: Send {

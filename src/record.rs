@@ -1,6 +1,6 @@
 //! `tickwire record`: runs feeds through the same publisher the server uses
 //! and writes every update it publishes, as published (both sequences, all
-//! three timestamps), to a tickwire log ([`crate::feed::log`]).
+//! three timestamps), to a tickwire log ([`crate::feed::recording::log`]).
 //!
 //! The publisher hands each batch to a writer thread over an unbounded
 //! channel (a [`PublishSink`]), so it never waits for the disk. The
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::feed::log::{LogSymbol, LogWriter};
+use crate::feed::recording::log::{LogSymbol, LogWriter};
 use crate::feed::{self, FeedError, FeedSpec, FeedStats, ReplayOptions};
 use crate::market::Market;
 use crate::metrics::Metrics;

@@ -9,8 +9,8 @@ use std::sync::{Arc, RwLock};
 use bytes::Bytes;
 
 use crate::decimal::{self, DecimalError, DEFAULT_DECIMALS};
-use crate::encode;
 use crate::update::SymbolId;
+use crate::wire::encode;
 
 /// Most symbols the server will intern; a feed that names more is refusing
 /// to be a market-data feed, and the per-connection bitmaps stay small.

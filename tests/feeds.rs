@@ -262,7 +262,7 @@ async fn a_capture_tools_notes_are_skipped_not_rejected_nor_warned_about() {
     // TC1: no warning about them, each at debug only; the summary says it
     // at info.
     let summary = format!(
-        "INFO tickwire::feed::replay: {}: end of file at line 9: 9 records, 3 updates, \
+        "INFO tickwire::feed::recording::replay: {}: end of file at line 9: 9 records, 3 updates, \
          6 skipped, 0 rejected",
         capture.display()
     );
@@ -277,7 +277,8 @@ async fn a_capture_tools_notes_are_skipped_not_rejected_nor_warned_about() {
         (3, "sent message"),
         (4, "REST response"),
     ] {
-        let note = format!("DEBUG tickwire::feed::replay: {name}:{line}: skipped {kind}");
+        let note =
+            format!("DEBUG tickwire::feed::recording::replay: {name}:{line}: skipped {kind}");
         assert!(about.iter().any(|l| l.contains(&note)), "{note}:\n{log}");
     }
 }
@@ -406,7 +407,7 @@ fn feed_files_that_cannot_be_replayed_are_refused_at_start() {
 
 #[test]
 fn convert_rejects_a_logs_negative_updates() {
-    use tickwire::feed::log::{LogSymbol, LogWriter};
+    use tickwire::feed::recording::log::{LogSymbol, LogWriter};
     use tickwire::update::{Sequenced, Side, Update, UpdateKind};
     let dir = TempDir::new("feeds-convert-log");
     let sym = LogSymbol {

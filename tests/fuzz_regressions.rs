@@ -307,7 +307,9 @@ fn the_targets_reach_the_code_they_fuzz() {
     }
     // The PROXY header seeds are headers, up to the one at the limit; the
     // one past it is refused from its length alone.
-    use tickwire::proxy_header::{parse, Parsed, ProxyError, MAX_PROXY_HEADER_BYTES};
+    use tickwire::server::guard::proxy_header::{
+        parse, Parsed, ProxyError, MAX_PROXY_HEADER_BYTES,
+    };
     for name in [
         "v1-tcp4",
         "v1-tcp6",

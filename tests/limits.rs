@@ -767,7 +767,7 @@ async fn deeply_nested_requests_get_4000_and_the_server_lives_on() {
     c.send(r#"{"op":"ping","id":9}"#).await;
     assert_eq!(c.next_control().await["id"], 9);
     assert_eq!(
-        m.protocol_errors[tickwire::protocol::ErrorCode::MalformedMessage.index()].get(),
+        m.protocol_errors[tickwire::wire::ErrorCode::MalformedMessage.index()].get(),
         cases.len() as u64
     );
     let _ = stop.send(());

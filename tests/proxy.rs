@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::raw;
 use common::*;
 use tickwire::config::ServeConfig;
-use tickwire::proxy_header::ProxyHeader;
+use tickwire::server::guard::proxy_header::ProxyHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -15,11 +15,11 @@ use common::{
 use futures_util::StreamExt;
 use tickwire::config::ServeConfig;
 use tickwire::decimal::Fixed;
-use tickwire::decode::{Decoder, ServerMessage};
-use tickwire::feed::log::{self, Entry, LogSymbol, LogWriter};
+use tickwire::feed::recording::log::{self, Entry, LogSymbol, LogWriter};
 use tickwire::feed::{read_all, FeedSpec};
 use tickwire::symbols::{Normalizer, SymbolTable};
 use tickwire::update::{Sequenced, UpdateKind};
+use tickwire::wire::decode::{Decoder, ServerMessage};
 use tokio_tungstenite::tungstenite::Message;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
@@ -120,7 +120,7 @@ fn read_log(path: &Path) -> (Vec<Entry>, log::ReadStats) {
 }
 
 /// Subscribes to everything over `tickwire.v1` and decodes `n` updates
-/// with the library's decoder (`tickwire::decode`).
+/// with the library's decoder (`tickwire::wire::decode`).
 async fn collect(addr: std::net::SocketAddr, n: usize) -> Vec<Seen> {
     let mut ws = connect(addr, "tickwire.v1").await;
     send(&mut ws, r#"{"op":"subscribe","symbols":["*"]}"#).await;

@@ -12,10 +12,10 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tickwire::decimal::Fixed;
-use tickwire::encode::{
+use tickwire::update::{Sequenced, Side, SymbolStatus, Update, UpdateKind};
+use tickwire::wire::encode::{
     frame_payload, side_name, symbol_binary, symbol_json, FrameEncoder, SymbolFormat,
 };
-use tickwire::update::{Sequenced, Side, SymbolStatus, Update, UpdateKind};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/test/fixtures/frames.json");
 

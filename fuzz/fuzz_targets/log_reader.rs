@@ -2,4 +2,4 @@
 use libfuzzer_sys::fuzz_target;
 
 // The body lives in the crate (and runs under `cargo test` as well).
-fuzz_target!(|data: &[u8]| tickwire::feed::log::fuzz_read(data));
+fuzz_target!(|data: &[u8]| tickwire::feed::recording::log::fuzz_read(data));

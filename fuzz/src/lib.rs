@@ -18,16 +18,17 @@ use serde_json::Value;
 use tickwire::bench::{record::parse_server_bytes, Protocol};
 use tickwire::config::ServeConfig;
 use tickwire::decimal::{parse_scaled, write_fixed, Fixed, MAX_DECIMALS};
-use tickwire::decode::{self, Decoder, ServerMessage, SymbolDef, UpdateHeader};
-use tickwire::encode::{self, FrameEncoder, SymbolFormat};
-use tickwire::feed::{tardis, FeedStats, FileReader};
-use tickwire::protocol::{self, Op, Symbols};
-use tickwire::proxy::TrustedProxies;
-use tickwire::proxy_header::{self, Parsed, MAX_PROXY_HEADER_BYTES};
+use tickwire::feed::venue::tardis;
+use tickwire::feed::{FeedStats, FileReader};
+use tickwire::server::guard::proxy::TrustedProxies;
+use tickwire::server::guard::proxy_header::{self, Parsed, MAX_PROXY_HEADER_BYTES};
 use tickwire::server::{self, Running};
 use tickwire::symbols::{Normalizer, SymbolTable};
 use tickwire::update::{Sequenced, Side, SymbolStatus, Update, UpdateKind};
-use tickwire::ws_frame;
+use tickwire::wire::decode::{self, Decoder, ServerMessage, SymbolDef, UpdateHeader};
+use tickwire::wire::encode::{self, FrameEncoder, SymbolFormat};
+use tickwire::wire::frame;
+use tickwire::wire::{self, Op, Symbols};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------
@@ -135,11 +136,11 @@ fn check_update(table: &SymbolTable, u: &Update) {
 // Client requests
 // ---------------------------------------------------------------------------
 
-/// One client text message through `protocol::parse_request`, at a small
+/// One client text message through `wire::parse_request`, at a small
 /// and at the default subscription limit, and the reply it would get.
 pub fn control_message(data: &[u8]) {
     for max in [4, 1024] {
-        match protocol::parse_request(data, max) {
+        match wire::parse_request(data, max) {
             Ok(req) => {
                 let (op, symbols) = match &req.op {
                     Op::Subscribe(s) => ("subscribe", Some(s)),
@@ -150,8 +151,8 @@ pub fn control_message(data: &[u8]) {
                     assert!(!names.is_empty() && names.len() <= max, "{names:?}");
                 }
                 let reply = match symbols {
-                    Some(s) => protocol::ack_reply(op, req.id, s, 3),
-                    None => protocol::pong_reply(req.id, 7),
+                    Some(s) => wire::ack_reply(op, req.id, s, 3),
+                    None => wire::pong_reply(req.id, 7),
                 };
                 let v = text_json(&reply);
                 assert_eq!(v["id"].as_u64(), req.id);
@@ -165,7 +166,7 @@ pub fn control_message(data: &[u8]) {
                 }
             }
             Err(refusal) => {
-                let v = text_json(&protocol::error_reply(&refusal));
+                let v = text_json(&wire::error_reply(&refusal));
                 assert_eq!(v["type"], "error");
                 assert_eq!(v["code"].as_u64(), Some(refusal.code as u64));
                 assert_eq!(v["reason"], refusal.reason.as_str());
@@ -538,7 +539,7 @@ fn proxy_trusted() -> &'static TrustedProxies {
 
 /// Arbitrary updates, symbol definitions and close frames, encoded by the
 /// server's encoders (`FrameEncoder`, `SymbolTable::intern`,
-/// `encode::close_frame`) and decoded by `tickwire::decode` (pinned to
+/// `encode::close_frame`) and decoded by `tickwire::wire::decode` (pinned to
 /// docs/PROTOCOL.md by its unit tests): every field comes back as it went
 /// in, in both subprotocols, and the bench harness's parser (`tickwire
 /// bench`) takes each frame.
@@ -774,7 +775,7 @@ fn roundtrip_close(input: &mut Input<'_>) {
 }
 
 /// Arbitrary bytes as a server's stream: the library's decoder
-/// (`tickwire::decode`, one decoder over the stream, as a client keeps it)
+/// (`tickwire::wire::decode`, one decoder over the stream, as a client keeps it)
 /// and the bench harness's parser (`tickwire bench` reads whatever any
 /// server sends) must refuse what they cannot take, never panic.
 pub fn frame_decode(data: &[u8]) {
@@ -822,7 +823,7 @@ pub enum FrameError {
 /// The frame at the start of `bytes` and the bytes it takes, `None` if
 /// incomplete.
 pub fn next_frame(bytes: &[u8]) -> Result<Option<(ServerFrame<'_>, usize)>, FrameError> {
-    let Some(p) = ws_frame::prefix(bytes) else {
+    let Some(p) = frame::prefix(bytes) else {
         return Ok(None);
     };
     if !p.fin {
@@ -834,7 +835,7 @@ pub fn next_frame(bytes: &[u8]) -> Result<Option<(ServerFrame<'_>, usize)>, Fram
     if p.masked {
         return Err(FrameError::Masked);
     }
-    let Some(h) = ws_frame::parse(bytes) else {
+    let Some(h) = frame::parse(bytes) else {
         return Ok(None);
     };
     if !h.minimal_length() {

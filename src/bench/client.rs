@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 
 use super::record::ThreadStats;
 use super::{BenchError, Phase, Protocol, Shared, SlowPattern, Target};
-use crate::ws_frame;
+use crate::wire::frame;
 
 /// Bytes read per `try_read`: large enough that one read carries thousands
 /// of small frames, small enough to stay in L2.
@@ -249,12 +249,10 @@ pub enum FrameError {
 /// payload length. A masked frame is refused at its second byte.
 #[inline]
 pub(crate) fn frame_header(bytes: &[u8]) -> Result<Option<(u8, usize, usize)>, FrameError> {
-    let h = match ws_frame::parse(bytes) {
+    let h = match frame::parse(bytes) {
         Some(h) if !h.masked => h,
         Some(_) => return Err(FrameError::Masked),
-        None if ws_frame::prefix(bytes).is_some_and(|p| p.masked) => {
-            return Err(FrameError::Masked)
-        }
+        None if frame::prefix(bytes).is_some_and(|p| p.masked) => return Err(FrameError::Masked),
         None => return Ok(None),
     };
     let len = h.payload_len as usize;

@@ -6,9 +6,9 @@ use hdrhistogram::Histogram;
 
 use super::client::{frame_header, FrameError};
 use super::{Phase, Protocol};
-use crate::decode::offset;
-use crate::encode::{msg_type, QUOTE_LEN, STATUS_LEN, TRADE_LEN};
 use crate::update::now_ns;
+use crate::wire::decode::offset;
+use crate::wire::encode::{msg_type, QUOTE_LEN, STATUS_LEN, TRADE_LEN};
 
 /// Highest latency recorded, in µs (one hour); larger values saturate.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -161,7 +161,7 @@ impl ThreadStats {
         measuring: bool,
     ) -> Result<Option<Tick>, FrameError> {
         match self.protocol {
-            // Only the header fields, at the offsets of `crate::decode`,
+            // Only the header fields, at the offsets of `crate::wire::decode`,
             // rather than `decode::Decoder`: this runs for every frame of
             // every connection of a load thread, and the full decoder (a
             // definition lookup, every field checked and turned into
@@ -383,8 +383,8 @@ mod tests {
 
     #[test]
     fn statuses_are_neither_updates_nor_gaps() {
-        use crate::encode::{symbol_binary, FrameEncoder, SymbolFormat};
         use crate::update::{Sequenced, SymbolStatus, Update, UpdateKind};
+        use crate::wire::encode::{symbol_binary, FrameEncoder, SymbolFormat};
         let fmt = SymbolFormat {
             name: "A",
             price_decimals: 2,

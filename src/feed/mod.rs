@@ -20,16 +20,12 @@
 //!   (`nats://HOST:PORT[/FILTER]`).
 //! - `timestamp`: exact epoch / RFC 3339 parsing to nanoseconds.
 
-pub mod binance;
-pub mod coinbase;
-pub mod log;
 pub mod nats;
-pub mod replay;
+pub mod recording;
 pub mod synthetic;
-pub mod tardis;
 mod timestamp;
 pub mod upstream;
-pub mod ws_client;
+pub mod venue;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -44,7 +40,7 @@ use crate::metrics::Counter;
 use crate::symbols::{NormalizeError, Normalizer};
 use crate::update::{now_ns, Side, Update, UpdateKind};
 
-pub use replay::{probe, read_all, FileReader, Timed};
+pub use recording::{probe, read_all, FileReader, Timed};
 pub use synthetic::{Rate, SyntheticSpec};
 pub use upstream::{UpstreamSpec, UpstreamTiming};
 
@@ -297,7 +293,7 @@ pub async fn run(
         FeedSpec::Synthetic(spec) => synthetic::run(spec, normalizer, tx, stats).await,
         FeedSpec::Upstream(spec) => upstream::run(spec, normalizer, tx, stats).await,
         FeedSpec::Nats(source) => nats::run(source, normalizer, tx, stats).await,
-        recorded => replay::run(recorded, opts, normalizer, tx, stats).await,
+        recorded => recording::replay::run(recorded, opts, normalizer, tx, stats).await,
     }
 }
 

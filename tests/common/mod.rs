@@ -1,6 +1,6 @@
 //! Test helpers: start the real server on port 0, connect real WebSocket
 //! clients, and decode what they receive with the library's one decoder
-//! (`tickwire::decode`, pinned to docs/PROTOCOL.md by its unit tests).
+//! (`tickwire::wire::decode`, pinned to docs/PROTOCOL.md by its unit tests).
 #![allow(dead_code)]
 
 pub mod binary;
@@ -19,9 +19,9 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tickwire::config::ServeConfig;
-use tickwire::decode::{Decoder, ServerMessage};
-use tickwire::encode::side_name;
 use tickwire::server::{self, Running};
+use tickwire::wire::decode::{Decoder, ServerMessage};
+use tickwire::wire::encode::side_name;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -171,7 +171,7 @@ impl From<ServerMessage> for Msg {
 }
 
 /// A client that decodes both subprotocols into [`Msg`], with the
-/// library's decoder ([`tickwire::decode`]): a message it refuses fails the
+/// library's decoder ([`tickwire::wire::decode`]): a message it refuses fails the
 /// test.
 pub struct Client {
     pub ws: Ws,

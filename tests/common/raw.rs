@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use tickwire::ws_frame;
+use tickwire::wire::frame;
 
 pub const TEXT: u8 = 0x1;
 pub const CONTINUATION: u8 = 0x0;
@@ -134,7 +134,7 @@ impl RawWs {
     /// The next server frame: (opcode, payload); Err at EOF or reset.
     pub async fn read_frame(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
         let h = loop {
-            match ws_frame::parse(&self.buf) {
+            match frame::parse(&self.buf) {
                 Some(h) => break h,
                 None => self.fill(self.buf.len() + 1).await?,
             }

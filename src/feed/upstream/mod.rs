@@ -64,6 +64,7 @@
 
 mod sequence;
 mod spec;
+pub mod ws_client;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -78,10 +79,9 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 use tokio::sync::mpsc;
 
-use super::ws_client::{self, ClientSocket};
-use super::{
-    binance, coinbase, Emitter, FeedError, FeedStats, Outcome, Reason, RejectTally, Timed,
-};
+use self::ws_client::ClientSocket;
+use crate::feed::venue::{binance, coinbase};
+use crate::feed::{Emitter, FeedError, FeedStats, Outcome, Reason, RejectTally, Timed};
 use crate::symbols::Normalizer;
 use crate::update::{now_ns, SymbolId, SymbolStatus, Update, UpdateKind};
 use sequence::{binance_control, coinbase_control, Control, Numbering, Stream};

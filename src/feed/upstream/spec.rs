@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::feed::ws_client::{Endpoint, UpstreamTls};
+use crate::feed::upstream::ws_client::{Endpoint, UpstreamTls};
 use crate::feed::SpecError;
 
 /// The venues whose WebSocket protocol a connector speaks.

@@ -232,7 +232,7 @@ fn version_1_logs_stay_readable() {
     // TC0: a log written by the version 1 writer (`tickwire convert
     // tests/data/coinbase-exchange.jsonl`, before version 2): its quote
     // without sizes was recorded, and is read back, as sizes of 0.
-    let v1 = include_bytes!("../../../tests/data/log-v1-coinbase-exchange.twlog");
+    let v1 = include_bytes!("../../../../tests/data/log-v1-coinbase-exchange.twlog");
     let r = LogReader::new(&v1[..]).unwrap();
     assert_eq!(r.version, 1);
     let (entries, stats) = read_entries(v1).unwrap();

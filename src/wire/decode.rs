@@ -1,7 +1,7 @@
 //! The wire read back: one server message of `tickwire.v1` (binary) or
 //! `tickwire.v1.json` (text) decoded into a [`ServerMessage`].
 //!
-//! [`encode`](crate::encode) writes the layouts of `docs/PROTOCOL.md`; this
+//! [`encode`](crate::wire::encode) writes the layouts of `docs/PROTOCOL.md`; this
 //! module is their one reader, for everything that checks what the server
 //! sends: the integration tests' client, the fuzz targets and the examples
 //! in the protocol page. It decodes version 1 strictly: a length, a
@@ -24,18 +24,18 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::decimal::{Fixed, MAX_DECIMALS};
-use crate::encode::{msg_type, quote_flags, QUOTE_LEN, STATUS_LEN, TRADE_LEN};
 use crate::update::{Side, SymbolStatus};
+use crate::wire::encode::{msg_type, quote_flags, QUOTE_LEN, STATUS_LEN, TRADE_LEN};
 
 /// Byte offsets of the binary layouts (docs/PROTOCOL.md, "Binary layouts").
 /// Every binary message starts with its type; updates (quote, trade,
 /// status) share the 48-byte header up to [`PUBLISH_TS`](offset::PUBLISH_TS).
 pub mod offset {
-    /// u8: the message type ([`msg_type`](crate::encode::msg_type)).
+    /// u8: the message type ([`msg_type`](crate::wire::encode::msg_type)).
     pub const TYPE: usize = 0;
     /// u8: a trade's aggressor side, a status's status; 0 in a quote.
     pub const SIDE_OR_STATUS: usize = 1;
-    /// u16: a quote's [`quote_flags`](crate::encode::quote_flags); 0 elsewhere.
+    /// u16: a quote's [`quote_flags`](crate::wire::encode::quote_flags); 0 elsewhere.
     pub const FLAGS: usize = 2;
     /// u32: the symbol id.
     pub const SYMBOL: usize = 4;
@@ -526,8 +526,10 @@ fn json_status(v: &Value) -> Result<SymbolStatus, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::{frame_payload, symbol_binary, symbol_json, FrameEncoder, SymbolFormat};
     use crate::update::{Sequenced, Update, UpdateKind};
+    use crate::wire::encode::{
+        frame_payload, symbol_binary, symbol_json, FrameEncoder, SymbolFormat,
+    };
 
     const FMT: SymbolFormat<'static> = SymbolFormat {
         name: "BTCUSDT",
@@ -668,7 +670,7 @@ mod tests {
 
     #[test]
     fn the_protocol_page_examples_decode() {
-        let doc = include_str!("../docs/PROTOCOL.md");
+        let doc = include_str!("../../docs/PROTOCOL.md");
         // TC0: the binary quote, from its hex dump (after the frame header).
         let start = doc.find("82 50\n").unwrap();
         let bytes: Vec<u8> = doc[start..]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::{Emitter, Outcome, RecordError};
+use crate::feed::{Emitter, Outcome, RecordError};
 use crate::update::Side;
 
 /// Best bid and offer. Spot has no event type and no times; USD-M adds `e`,

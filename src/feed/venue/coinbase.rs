@@ -13,8 +13,8 @@ use serde::Deserialize;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use super::timestamp::rfc3339_ns;
-use super::{Emitter, Outcome, RecordError};
+use crate::feed::timestamp::rfc3339_ns;
+use crate::feed::{Emitter, Outcome, RecordError};
 use crate::update::Side;
 
 /// Exchange `ticker`: the best bid and offer after a match. The sizes may be

@@ -1,5 +1,5 @@
 //! Who may open `/ws` and `/sse`: the Origin check that stops cross-site
-//! WebSocket hijacking, and the access token (see [`crate::auth`]).
+//! WebSocket hijacking, and the access token (see [`crate::server::guard::auth`]).
 //!
 //! Both run on the HTTP request, before any upgrade: a refused browser gets
 //! 403, a refused token 401, and no connection is created.
@@ -20,7 +20,7 @@ use std::time::Duration;
 use hyper::header::{self, HeaderMap};
 use hyper::Uri;
 
-use crate::auth::{self, AuthError, Claims, Verifier};
+use crate::server::guard::auth::{self, AuthError, Claims, Verifier};
 
 /// Which browser origins may connect.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -194,7 +194,7 @@ pub fn bearer_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     uri.query()?
         .split('&')
         .find_map(|kv| kv.strip_prefix("access_token="))
-        .and_then(crate::sse::percent_decode)
+        .and_then(crate::server::sse::percent_decode)
 }
 
 /// Checks the request's token when auth is on; without a verifier every

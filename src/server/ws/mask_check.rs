@@ -18,15 +18,15 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::ws_frame;
+use crate::wire::frame;
 
 /// Where [`FrameScanner`] is in the frame stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// In a header: the `got` bytes of it seen so far (a header can be cut
-    /// across reads; [`ws_frame::parse`] reads it once it is all here).
+    /// across reads; [`frame::parse`] reads it once it is all here).
     Header {
-        buf: [u8; ws_frame::MAX_HEADER_LEN],
+        buf: [u8; frame::MAX_HEADER_LEN],
         got: u8,
     },
     /// `left` payload bytes to go.
@@ -36,7 +36,7 @@ enum State {
 }
 
 const FIRST: State = State::Header {
-    buf: [0; ws_frame::MAX_HEADER_LEN],
+    buf: [0; frame::MAX_HEADER_LEN],
     got: 0,
 };
 
@@ -66,7 +66,7 @@ impl FrameScanner {
                     // Take what is here of the header: its first two bytes,
                     // then the rest of the length they give.
                     let got = usize::from(got);
-                    let need = match ws_frame::prefix(&buf[..got]) {
+                    let need = match frame::prefix(&buf[..got]) {
                         Some(p) => p.header_len,
                         None => 2,
                     };
@@ -76,12 +76,12 @@ impl FrameScanner {
                     let got = got + take;
                     if got == 2 && need == 2 {
                         // `bytes[i - 1]` was the second header byte.
-                        if ws_frame::prefix(&buf[..2]).is_some_and(|p| !p.masked) {
+                        if frame::prefix(&buf[..2]).is_some_and(|p| !p.masked) {
                             self.state = State::Unmasked;
                             return Err(i - 1);
                         }
                     }
-                    match ws_frame::parse(&buf[..got]) {
+                    match frame::parse(&buf[..got]) {
                         Some(h) if h.payload_len == 0 => FIRST,
                         Some(h) => State::Payload {
                             left: h.payload_len,

@@ -2,7 +2,7 @@
 //! subject of each symbol, the JetStream stream that keeps the last value of
 //! each, the reconnect backoff, and the binary payload of one update.
 //!
-//! The feed node ([`crate::nats_publish`]) publishes every update it
+//! The feed node ([`crate::nats::publish`]) publishes every update it
 //! publishes to its own clients on `<prefix>.<symbol>` (core NATS); a
 //! JetStream stream over `<prefix>.>` keeps the last message of every subject.
 //! An edge node ([`crate::feed::nats`]) subscribes to a filter, loads the
@@ -10,12 +10,14 @@
 //! both into its own publisher. Payloads carry the feed node's `symbol_seq`
 //! and `publish_ts`, which every edge serves unchanged.
 
+pub mod publish;
+
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::encode::quote_flags;
 use crate::update::{Sequenced, Side, Update, UpdateKind};
+use crate::wire::encode::quote_flags;
 
 /// The subject prefix when the URL names none.
 pub const DEFAULT_PREFIX: &str = "tickwire";

@@ -39,10 +39,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::log::{self, LogFeed, LoopedSequences};
-use super::timestamp::{decimal_secs_ns, epoch_int_ns};
-use super::{
-    binance, coinbase, tardis, Emitter, FeedError, FeedSpec, FeedStats, Outcome, RecordError,
-    RejectTally, ReplayOptions, Speed, MAX_LINE_BYTES,
+use crate::feed::timestamp::{decimal_secs_ns, epoch_int_ns};
+use crate::feed::venue::{binance, coinbase, tardis};
+use crate::feed::{
+    Emitter, FeedError, FeedSpec, FeedStats, Outcome, RecordError, RejectTally, ReplayOptions,
+    Speed, MAX_LINE_BYTES,
 };
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::Update;
@@ -337,11 +338,11 @@ impl<'n> FileReader<'n> {
                 Voice::Repeat => Some(tracing::Level::DEBUG),
                 Voice::Silent => None,
             };
-            let budget = if n == super::LOGGED_PER_REASON {
+            let budget = if n == crate::feed::LOGGED_PER_REASON {
                 format!(
                     "; further `{}` rejections of this file are logged every {}th",
                     reason.name(),
-                    super::LOG_EVERY
+                    crate::feed::LOG_EVERY
                 )
             } else {
                 String::new()

@@ -26,9 +26,9 @@ use fastwebsockets::{Frame, OpCode, WebSocketError, WebSocketRead};
 use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
-use crate::mask_check::is_unmasked;
 use crate::metrics::Metrics;
-use crate::protocol::close_code;
+use crate::server::ws::mask_check::is_unmasked;
+use crate::wire::close_code;
 
 /// The inbound rate: on average `per_sec` messages, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +75,7 @@ pub enum InboundError {
     RateExceeded(u32),
     #[error("ping timeout: nothing received for {} ms", .0.as_millis())]
     Silent(Duration),
-    /// RFC 6455 §5.1 (found by [`crate::mask_check`]).
+    /// RFC 6455 §5.1 (found by [`crate::server::ws::mask_check`]).
     #[error("unmasked client frame")]
     Unmasked,
     /// A close frame whose code a peer may not send (RFC 6455 §7.4).

@@ -20,10 +20,10 @@ const CSS: &str = "text/css; charset=utf-8";
 /// Everything the page loads; `tickwire.js` is also the client module other
 /// pages import.
 const ASSETS: &[(&str, &str, &[u8])] = &[
-    ("index.html", HTML, include_bytes!("../web/index.html")),
-    ("style.css", CSS, include_bytes!("../web/style.css")),
-    ("app.js", JS, include_bytes!("../web/app.js")),
-    ("tickwire.js", JS, include_bytes!("../web/tickwire.js")),
+    ("index.html", HTML, include_bytes!("../../web/index.html")),
+    ("style.css", CSS, include_bytes!("../../web/style.css")),
+    ("app.js", JS, include_bytes!("../../web/app.js")),
+    ("tickwire.js", JS, include_bytes!("../../web/tickwire.js")),
 ];
 
 #[cfg(test)]

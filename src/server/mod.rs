@@ -4,7 +4,7 @@
 //! publisher behind it.
 //!
 //! One connection is served by [`serve_http`] over any byte stream: a TCP
-//! socket, or the TLS stream [`tls`](crate::tls) makes of one. Upgraded
+//! socket, or the TLS stream [`tls`](crate::server::guard::tls) makes of one. Upgraded
 //! WebSocket connections on plain TCP get the socket's owned halves, so the
 //! writer's `writev` goes straight to the kernel; over TLS the writer's
 //! batches go through the TLS stream.
@@ -31,23 +31,27 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::access::{self, Grant, OriginPolicy};
-use crate::admission::{self, Admission, Admitted};
-use crate::auth::{AuthError, Verifier};
 use crate::config::Validated;
-use crate::connection::{self, ConnectionConfig, Service};
-use crate::encode::write_json_str;
 use crate::feed::{self, FeedStats, ReplayOptions};
-use crate::head_gate::{HeadGate, HttpRefusal, Verdict, Verdicts};
 use crate::market::Market;
 use crate::metrics::{Counter, Metrics};
-use crate::protocol::Format;
-use crate::proxy::{self, ConnectionClient, Identified, TrustedProxies};
 use crate::publish::Publisher;
+use crate::server::guard::access::{self, Grant, OriginPolicy};
+use crate::server::guard::admission::{self, Admission, Admitted};
+use crate::server::guard::auth::{AuthError, Verifier};
+use crate::server::guard::head_gate::{HeadGate, HttpRefusal, Verdict, Verdicts};
+use crate::server::guard::proxy::{self, ConnectionClient, Identified, TrustedProxies};
+use crate::server::guard::tls::CertStore;
+use crate::server::ws::connection::{self, ConnectionConfig, Service};
 use crate::symbols::{Normalizer, SymbolTable};
-use crate::tls::CertStore;
 use crate::update::now_ns;
-use crate::{nats_publish, sse, web};
+use crate::wire::encode::write_json_str;
+use crate::wire::Format;
+
+pub mod guard;
+pub mod sse;
+pub mod web;
+pub mod ws;
 
 /// Updates a feed may have in flight to the publisher.
 const FEED_CHANNEL: usize = 4096;
@@ -109,7 +113,7 @@ impl Running {
     /// handshakes get the new pair, open connections keep theirs. A pair
     /// that does not load leaves the old one in service. Without TLS, does
     /// nothing.
-    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+    pub fn reload_tls(&self) -> Result<(), crate::server::guard::tls::TlsError> {
         match &self.tls {
             Some(store) => store.reload(&self.market.metrics),
             None => Ok(()),
@@ -162,7 +166,7 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
     let (mut publish, mut restored) = (None, None);
     if let Some(target) = v.publish {
         publish = Some(format!("{}/{}", target.server, target.prefix));
-        let nats = nats_publish::start(
+        let nats = crate::nats::publish::start(
             target,
             v.config.publish_buffer_updates,
             Arc::clone(&market),
@@ -241,9 +245,9 @@ pub fn start(listener: TcpListener, v: Validated) -> std::io::Result<Running> {
         publish,
         shutdown: shutdown_rx.clone(),
         started: Instant::now(),
-        tls: v
-            .tls
-            .map(|store| tokio_rustls::TlsAcceptor::from(crate::tls::server_config(store))),
+        tls: v.tls.map(|store| {
+            tokio_rustls::TlsAcceptor::from(crate::server::guard::tls::server_config(store))
+        }),
         tls_handshake_timeout: Duration::from_millis(v.config.tls_handshake_timeout_ms),
         origins: v.origins,
         auth: v.auth,

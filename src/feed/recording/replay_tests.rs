@@ -117,7 +117,7 @@ fn excerpts_parse_into_expected_counts() {
 fn bundled_recording_parses() {
     // zcat | awk on the second field: 8266 bookTicker, 1447 trade,
     // 3772 depth and 3 REST snapshots in 13488 lines.
-    let (updates, stats, n) = read_counted(&super::super::BUNDLED);
+    let (updates, stats, n) = read_counted(&crate::feed::BUNDLED);
     assert_eq!(count_kinds(&updates), (8266, 1447));
     assert_eq!(stats.skipped.get(), 3772 + 3);
     assert_eq!(stats.rejected.get(), 0);
@@ -637,7 +637,7 @@ async fn arrivals(speed: Speed, looped: bool, n: usize) -> (Vec<u128>, Arc<FeedS
     let (tx, mut rx) = mpsc::channel(16);
     let stats = Arc::new(FeedStats::default());
     let opts = ReplayOptions { speed, looped };
-    let feed = tokio::spawn(super::super::run(
+    let feed = tokio::spawn(crate::feed::run(
         embedded("three", THREE),
         opts,
         normalizer(),
@@ -702,7 +702,7 @@ async fn backwards_time_is_due_now() {
         speed: Speed::Factor(1.0),
         looped: false,
     };
-    let feed = tokio::spawn(super::super::run(
+    let feed = tokio::spawn(crate::feed::run(
         embedded("back", BACK),
         opts,
         normalizer(),
@@ -726,15 +726,9 @@ async fn closed_receiver_stops_the_feed() {
         speed: Speed::Max,
         looped: true,
     };
-    super::super::run(
-        super::super::BUNDLED,
-        opts,
-        normalizer(),
-        tx,
-        Arc::default(),
-    )
-    .await
-    .unwrap();
+    crate::feed::run(crate::feed::BUNDLED, opts, normalizer(), tx, Arc::default())
+        .await
+        .unwrap();
 }
 
 // ---- Capture notes ----
@@ -1056,7 +1050,7 @@ fn probe_refuses_what_a_feed_could_not_replay() {
         probe(&FeedSpec::File(data(name))).unwrap();
     }
     probe(&embedded("cf.txt", CRYPTOFEED_V1)).unwrap();
-    probe(&super::super::BUNDLED).unwrap();
+    probe(&crate::feed::BUNDLED).unwrap();
     // TC1: what the iteration would fail on fails here, with the same
     // error: empty, blank, unknown, notes only, unsupported.
     let cases: &[(&str, &str)] = &[
@@ -1080,7 +1074,7 @@ fn probe_refuses_what_a_feed_could_not_replay() {
     }
     // TC3: a tickwire log is recognized by its header alone; a bad header
     // is refused.
-    let header_only = crate::feed::log::LogWriter::new(Vec::new(), 1)
+    let header_only = crate::feed::recording::log::LogWriter::new(Vec::new(), 1)
         .unwrap()
         .finish()
         .unwrap();

@@ -27,13 +27,13 @@ use hyper::{HeaderMap, Method, Response, StatusCode, Uri};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::access::Grant;
-use crate::connection::ConnectionConfig;
-use crate::encode::frame_payload;
 use crate::fanout::{Outbox, Subscriber};
 use crate::market::Market;
 use crate::metrics::Metrics;
-use crate::protocol::{self, ErrorCode, Format, Op, Request, Symbols};
+use crate::server::guard::access::Grant;
+use crate::server::ws::connection::ConnectionConfig;
+use crate::wire::encode::frame_payload;
+use crate::wire::{self, ErrorCode, Format, Op, Request, Symbols};
 
 /// A comment line goes out after this long without an event, so that
 /// proxies and the browser do not take a quiet market for a dead stream.
@@ -216,7 +216,7 @@ fn first_chunk(outbox: &mut Outbox, symbols: &Symbols, last_seen: Option<u64>) -
     snapshot.sort_unstable_by_key(|&(seq, _)| seq);
     let mut chunk = BytesMut::new();
     chunk.put_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
-    let ack = protocol::ack_reply("subscribe", None, symbols, snapshot.len());
+    let ack = wire::ack_reply("subscribe", None, symbols, snapshot.len());
     put_event(&mut chunk, None, &frame_payload(&ack));
     for d in &definitions {
         put_event(&mut chunk, None, d);

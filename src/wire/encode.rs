@@ -71,10 +71,10 @@ pub fn put_header(out: &mut BytesMut, opcode: u8, len: usize) {
 }
 
 /// The payload of a complete unmasked frame built here: the frame minus its
-/// header, as [`crate::ws_frame::parse`] reads it. A slice of the same
+/// header, as [`crate::wire::frame::parse`] reads it. A slice of the same
 /// allocation, not a copy.
 pub fn frame_payload(frame: &Bytes) -> Bytes {
-    match crate::ws_frame::parse(frame) {
+    match crate::wire::frame::parse(frame) {
         Some(h) => frame.slice(h.header_len..),
         None => Bytes::new(),
     }
@@ -401,7 +401,7 @@ mod tests {
         assert_eq!(u64_at(48), 6_183_763_000_000);
         assert_eq!(u64_at(72), 154_698_000);
         // The example in docs/PROTOCOL.md, byte for byte.
-        let doc = include_str!("../docs/PROTOCOL.md");
+        let doc = include_str!("../../docs/PROTOCOL.md");
         let start = doc.find("82 50\n").unwrap();
         let hex: String = doc[start..]
             .lines()
@@ -468,7 +468,7 @@ mod tests {
         assert_eq!(&frame_payload(&e.binary)[..], &want[..]);
         let json = frame_payload(&e.json);
         let text = std::str::from_utf8(&json).unwrap();
-        let doc = include_str!("../docs/PROTOCOL.md");
+        let doc = include_str!("../../docs/PROTOCOL.md");
         assert!(doc.lines().any(|l| l == text), "not in PROTOCOL.md: {text}");
         // TC3: a real zero is a number, unflagged.
         let e = with_sizes(Some(0), Some(0));

@@ -7,7 +7,7 @@
 //! `local_timestamp` Tardis's receive time (optionally with a `.nnn` ns
 //! fraction, as `tickwire convert` writes for ns recordings).
 
-use super::{Emitter, Outcome, RecordError};
+use crate::feed::{Emitter, Outcome, RecordError};
 use crate::update::Side;
 
 /// The start of every Tardis CSV header.

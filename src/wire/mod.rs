@@ -5,12 +5,16 @@
 //! Control messages (client requests and the server's acks, errors and
 //! notices) are small JSON text frames in both subprotocols. Market data
 //! (symbol definitions, quotes, trades) is binary in `tickwire.v1` and JSON
-//! text in `tickwire.v1.json`, and is encoded by [`crate::encode`].
+//! text in `tickwire.v1.json`, and is encoded by [`crate::wire::encode`].
+
+pub mod decode;
+pub mod encode;
+pub mod frame;
 
 use bytes::Bytes;
 use simd_json::prelude::*;
 
-use crate::encode::{self, write_json_str, write_u64, OPCODE_TEXT};
+use self::encode::{write_json_str, write_u64, OPCODE_TEXT};
 
 /// The binary subprotocol.
 pub const SUBPROTOCOL_BINARY: &str = "tickwire.v1";

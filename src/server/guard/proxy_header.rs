@@ -9,7 +9,7 @@
 //! a version 1 line is refused past 107 bytes, a version 2 header past
 //! [`MAX_PROXY_HEADER_BYTES`], from its length field, before the rest is
 //! read. Only trusted proxies' connections are read this way (see
-//! [`proxy`](crate::proxy)).
+//! [`proxy`](crate::server::guard::proxy)).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

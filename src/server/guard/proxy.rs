@@ -1,7 +1,7 @@
 //! Behind a proxy: which peers may say who the client is
 //! ([`TrustedProxies`], from `--trusted-proxy CIDR`), and the two ways they
 //! say it: a PROXY protocol header before anything else on the connection
-//! ([`proxy_header`](crate::proxy_header)), and `X-Forwarded-For` on each
+//! ([`proxy_header`](crate::server::guard::proxy_header)), and `X-Forwarded-For` on each
 //! request.
 //!
 //! The client is the right-most address of the chain `X-Forwarded-For
@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncRead;
 
-use crate::proxy_header::{read_header, ProxyError};
+use crate::server::guard::proxy_header::{read_header, ProxyError};
 
 /// An IP network: an address and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,8 +336,8 @@ mod tests {
         assert_eq!(client(&["203.0.113.9, garbage, 10.0.0.2"]), ip("10.0.0.2"));
     }
 
-    fn header(source: &str, destination: &str) -> crate::proxy_header::ProxyHeader {
-        crate::proxy_header::ProxyHeader {
+    fn header(source: &str, destination: &str) -> crate::server::guard::proxy_header::ProxyHeader {
+        crate::server::guard::proxy_header::ProxyHeader {
             version: 1,
             source: Some(source.parse().unwrap()),
             destination: Some(destination.parse().unwrap()),

@@ -18,14 +18,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use crate::access::Grant;
-use crate::encode::{self, close_frame};
 use crate::fanout::{FanoutLimits, Outbox, Subscriber, MAX_IOV};
-use crate::inbound::{InboundLimits, InboundRate, Message, MessageReader};
 use crate::market::Market;
-use crate::mask_check::MaskCheck;
 use crate::metrics::Metrics;
-use crate::protocol::{self, close_code, ErrorCode, Format, Refusal};
+use crate::server::guard::access::Grant;
+use crate::server::ws::inbound::{InboundLimits, InboundRate, Message, MessageReader};
+use crate::server::ws::mask_check::MaskCheck;
+use crate::wire::encode::{self, close_frame};
+use crate::wire::{self, close_code, ErrorCode, Format, Refusal};
 
 /// Per-connection settings, from the server config.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +63,7 @@ enum Inbound {
     /// A message to send back as it came (echo service).
     Echo(Bytes),
     /// A text message, parsed.
-    Request(protocol::Request),
+    Request(wire::Request),
     /// A message that got a refusal instead.
     Refused(Refusal),
     /// A frame the protocol obliges us to send (pong, close echo).
@@ -232,7 +232,7 @@ async fn read_messages<R: AsyncRead + Unpin>(
             Ok(Message::Binary(p)) if echo => {
                 Inbound::Echo(encode::frame(encode::OPCODE_BINARY, &p))
             }
-            Ok(Message::Text(p)) => match protocol::parse_request(&p, max_symbols) {
+            Ok(Message::Text(p)) => match wire::parse_request(&p, max_symbols) {
                 Ok(req) => Inbound::Request(req),
                 Err(refusal) => Inbound::Refused(refusal),
             },

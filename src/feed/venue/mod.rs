@@ -1,0 +1,6 @@
+//! One file per venue format, each with its raw message structs and their
+//! normalization.
+
+pub mod binance;
+pub mod coinbase;
+pub mod tardis;

@@ -1,0 +1,15 @@
+//! The server's security pieces, together: who may connect and how much
+//! ([`admission`], checked at accept; [`head_gate`], request heads checked
+//! against their limits before hyper reads them), who they are ([`proxy`],
+//! [`proxy_header`]: the client address behind a trusted proxy), whether
+//! they may ([`access`]: the Origin allowlist and the handshake's token
+//! check; [`auth`]: HS256 tokens), and the encryption ([`tls`]: HTTPS and
+//! wss with certificate reload).
+
+pub mod access;
+pub mod admission;
+pub mod auth;
+pub mod head_gate;
+pub mod proxy;
+pub mod proxy_header;
+pub mod tls;
