@@ -59,6 +59,8 @@ pub mod json;
 pub mod market;
 pub mod metrics;
 pub mod nats;
+mod os;
+mod pipeline;
 pub mod publish;
 pub mod record;
 pub mod ring;
@@ -66,3 +68,5 @@ pub mod server;
 pub mod symbols;
 pub mod update;
 pub mod wire;
+
+pub use os::raise_open_files_limit;

@@ -16,18 +16,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
 use crate::feed::recording::log::{LogSymbol, LogWriter};
 use crate::feed::{self, FeedError, FeedSpec, FeedStats, ReplayOptions};
-use crate::market::Market;
 use crate::metrics::Metrics;
-use crate::publish::{PublishSink, Publisher};
-use crate::symbols::{Normalizer, SymbolTable};
+use crate::pipeline::Pipeline;
+use crate::publish::PublishSink;
+use crate::symbols::SymbolTable;
 use crate::update::{now_ns, Sequenced};
-
-/// Updates the feeds may have in flight to the publisher.
-const FEED_CHANNEL: usize = 4096;
 
 /// The publisher's ring: nobody reads it here, so it only needs to exist.
 const RING_CAPACITY: usize = 1024;
@@ -112,13 +107,8 @@ pub async fn record(
         path: opts.out.clone(),
         source,
     })?;
-    let symbols = SymbolTable::new();
-    let (market, ring) = Market::new(
-        RING_CAPACITY,
-        Arc::clone(&symbols),
-        Arc::new(Metrics::default()),
-    );
-    let (tx, rx) = mpsc::channel(FEED_CHANNEL);
+    let pipeline = Pipeline::new(RING_CAPACITY, Arc::new(Metrics::default()));
+    let symbols = Arc::clone(&pipeline.market.symbols);
     let (rec_tx, rec_rx) = std::sync::mpsc::channel();
     let writer = {
         let symbols = Arc::clone(&symbols);
@@ -128,29 +118,23 @@ pub async fn record(
             .spawn(move || write_log(file, rec_rx, &symbols, flush))
             .map_err(RecordError::Thread)?
     };
-    Publisher::new(market, ring)
+    let feeds = pipeline
         .with_sink(Box::new(RecorderSink {
             batch: Vec::new(),
             tx: Some(rec_tx),
         }))
-        .spawn(rx)
+        .start()
         .map_err(RecordError::Thread)?;
     let mut tasks = Vec::new();
     for spec in opts.feeds {
         let name = spec.name();
-        let run = feed::run(
-            spec,
-            opts.replay,
-            Normalizer::new(Arc::clone(&symbols)),
-            tx.clone(),
-            Arc::new(FeedStats::default()),
-        );
+        let run = feeds.run(spec, opts.replay, Arc::new(FeedStats::default()));
         tasks.push(tokio::spawn(async move {
             run.await
                 .map_err(|e| format!("{name}: {}", e.with_causes()))
         }));
     }
-    drop(tx);
+    drop(feeds);
     let mut failed = Vec::new();
     let all_done = async {
         for task in &mut tasks {

@@ -142,7 +142,7 @@ pub fn run(config: BenchConfig) -> Result<BenchResult, BenchError> {
             "clients, threads and duration must be greater than 0".into(),
         ));
     }
-    raise_fd_limit(config.clients as u64 + 64);
+    let _ = crate::os::raise_open_files_limit();
     let shared = Arc::new(Shared {
         config: config.clone(),
         phase: AtomicU8::new(Phase::Connect as u8),
@@ -336,21 +336,6 @@ fn cpu_times() -> (Duration, Duration) {
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     (tv(usage.ru_utime), tv(usage.ru_stime))
-}
-
-/// Raises the soft open-files limit to at least `wanted` (up to the hard limit).
-fn raise_fd_limit(wanted: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < wanted {
-            lim.rlim_cur = lim.rlim_max.min(wanted.max(lim.rlim_cur));
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 #[cfg(test)]

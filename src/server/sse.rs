@@ -24,13 +24,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Method, Response, StatusCode, Uri};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::fanout::{Outbox, Subscriber};
 use crate::market::Market;
-use crate::metrics::Metrics;
 use crate::server::guard::access::Grant;
+use crate::server::session::{Session, Sessions};
 use crate::server::ws::connection::ConnectionConfig;
 use crate::wire::encode::frame_payload;
 use crate::wire::{self, ErrorCode, Format, Op, Request, Symbols};
@@ -86,10 +86,10 @@ impl hyper::body::Body for EventStream {
     }
 }
 
-/// How a stream's task learns of the server's shutdown, and how it ends its
+/// Where a stream opens its session (the server's shutdown, the gauge), and how it ends its
 /// HTTP connection at once.
 pub struct StreamControl {
-    pub shutdown: watch::Receiver<bool>,
+    pub sessions: Sessions,
     /// Notified when the stream stalls: the connection is closed then, not
     /// kept alive for another request behind bytes the client never read.
     pub close_connection: Arc<Notify>,
@@ -136,12 +136,13 @@ pub fn open(
     let first = first_chunk(&mut outbox, &symbols, last_seen);
 
     let (tx, rx) = mpsc::channel(1);
-    let metrics = Arc::clone(&market.metrics);
-    metrics.connections.inc();
-    metrics.connections_total.inc();
-    let expiry = grant.expires_in.and_then(|d| Instant::now().checked_add(d));
+    let StreamControl {
+        sessions,
+        close_connection,
+    } = control;
+    let session = sessions.open(grant.expires_in);
     // The stream's log lines carry its client, as the request's did.
-    let task = stream(sub, first, tx, Arc::clone(market), config, expiry, control);
+    let task = stream(sub, first, tx, config, session, close_connection);
     tokio::spawn(tracing::Instrument::in_current_span(task));
     let mut r = Response::new(EventStream { rx });
     let h = r.headers_mut();
@@ -267,38 +268,19 @@ fn put_event(out: &mut BytesMut, id: Option<u64>, payload: &[u8]) {
     out.put_slice(b"\n\n");
 }
 
-/// Lowers the connections gauge however the stream ends.
-struct Counted(Arc<Metrics>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.connections.dec();
-    }
-}
-
-/// Streams one client's events until it leaves, stalls, its token expires
-/// at `expiry`, or the server shuts down; the body ends when `tx` is
+/// Streams one client's events until it leaves, stalls, its session's
+/// token expires, or the server shuts down; the body ends when `tx` is
 /// dropped.
 async fn stream(
     mut sub: Subscriber,
     first: Bytes,
     tx: mpsc::Sender<Bytes>,
-    market: Arc<Market>,
     config: ConnectionConfig,
-    expiry: Option<Instant>,
-    control: StreamControl,
+    mut session: Session,
+    close_connection: Arc<Notify>,
 ) {
-    let StreamControl {
-        mut shutdown,
-        close_connection,
-    } = control;
-    let _counted = Counted(Arc::clone(&market.metrics));
-    let expired = async move {
-        match expiry {
-            Some(at) => sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
+    let market = Arc::clone(&session.market);
+    let expired = session.expired();
     tokio::pin!(expired);
     let token_expired = || {
         market.metrics.token_expired_closes_total.inc();
@@ -332,7 +314,7 @@ async fn stream(
             // fill conflates if it moved too far.
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return,
+                _ = session.shutdown.changed() => return,
                 _ = &mut expired => return token_expired(),
                 sent = timeout(config.stall_timeout, tx.send(chunk)) => match sent {
                     Ok(Ok(())) => {}
@@ -351,7 +333,7 @@ async fn stream(
         }
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = session.shutdown.changed() => return,
             _ = &mut expired => return token_expired(),
             _ = tx.closed() => return,
             _ = &mut wakeup => {}

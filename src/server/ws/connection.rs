@@ -6,7 +6,7 @@
 //! the publisher), so the writer only hands batches of them to the kernel in
 //! vectored writes, up to [`MAX_IOV`] frames per `writev`.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,12 +16,13 @@ use bytes::Bytes;
 use fastwebsockets::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 
 use crate::fanout::{FanoutLimits, Outbox, Subscriber, MAX_IOV};
 use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::server::guard::access::Grant;
+use crate::server::session::Session;
 use crate::server::ws::inbound::{InboundLimits, InboundRate, Message, MessageReader};
 use crate::server::ws::mask_check::MaskCheck;
 use crate::wire::encode::{self, close_frame};
@@ -91,17 +92,15 @@ pub async fn serve<R, W>(
     reader: R,
     writer: W,
     service: Service,
-    market: Arc<Market>,
     config: ConnectionConfig,
     grant: Grant,
-    mut shutdown: watch::Receiver<bool>,
+    mut session: Session,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + CloseRoom + Unpin,
 {
+    let market = Arc::clone(&session.market);
     let metrics = Arc::clone(&market.metrics);
-    metrics.connections.inc();
-    metrics.connections_total.inc();
     // Small: a client that floods requests while we cannot write is held
     // back by TCP, not buffered here.
     let (tx, rx) = mpsc::channel(16);
@@ -146,9 +145,8 @@ pub async fn serve<R, W>(
         market,
         config,
     };
-    // A token valid for longer than the clock can count never expires here.
-    let expiry = grant.expires_in.and_then(|d| Instant::now().checked_add(d));
-    let end = conn.run(rx, &mut shutdown, expiry).await;
+    let expired = session.expired();
+    let end = conn.run(rx, &mut session.shutdown, expired).await;
     if matches!(end, End::TokenExpired) {
         // Counted now, not after the client's close reply is awaited.
         metrics.token_expired_closes_total.inc();
@@ -174,7 +172,6 @@ pub async fn serve<R, W>(
         End::Io(e) => tracing::debug!("connection ended: {e}"),
         End::ClientClosed | End::Shutdown => {}
     }
-    metrics.connections.dec();
 }
 
 /// Largest message the echo service takes: the conformance suite sends
@@ -323,18 +320,12 @@ impl<W: AsyncWrite + CloseRoom + Unpin> Writer<W> {
         &mut self,
         mut rx: mpsc::Receiver<Inbound>,
         shutdown: &mut watch::Receiver<bool>,
-        expiry: Option<Instant>,
+        expired: impl Future<Output = ()>,
     ) -> End {
         let market = Arc::clone(&self.market);
         let interval = self.config.heartbeat_interval;
         let ping = tokio::time::sleep(interval);
         tokio::pin!(ping);
-        let expired = async move {
-            match expiry {
-                Some(at) => sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::pin!(expired);
         loop {
             // Checked here, not only when idle: a connection kept busy by
