@@ -10,16 +10,19 @@
 //! last-value cache. Per-symbol *floors* then make sure no ring entry older
 //! than what was sent from the cache goes out after it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::IoSlice;
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+mod outbox;
+mod subscriptions;
+
+pub use self::outbox::{Outbox, MAX_IOV};
+use self::subscriptions::{Allowed, BitSet};
 
 use crate::market::{Market, Published};
 use crate::ring::Read;
-use crate::update::{now_ns, SymbolId};
-use crate::wire::{self, ErrorCode, Format, Op, Refusal, Request, Symbols};
+use crate::update::SymbolId;
+use crate::wire::{self, Format};
 
 /// Per-connection bounds, from the server config.
 #[derive(Debug, Clone, Copy)]
@@ -35,158 +38,6 @@ pub struct FanoutLimits {
     pub max_subscriptions: usize,
 }
 
-/// Frames waiting to be written to one socket, in order. The first frame
-/// may be partly written already.
-#[derive(Default)]
-pub struct Outbox {
-    frames: VecDeque<Bytes>,
-    /// Bytes of `frames[0]` already written.
-    head_written: usize,
-    bytes: usize,
-}
-
-/// Linux's IOV_MAX: the most buffers one `writev` takes.
-pub const MAX_IOV: usize = 1024;
-
-impl Outbox {
-    pub fn push(&mut self, frame: Bytes) {
-        self.bytes += frame.len();
-        self.frames.push_back(frame);
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
-    }
-
-    /// Bytes not yet written.
-    pub fn len_bytes(&self) -> usize {
-        self.bytes - self.head_written
-    }
-
-    pub fn frame_count(&self) -> usize {
-        self.frames.len()
-    }
-
-    /// Fills `iov` with the unwritten bytes, in order; returns how many
-    /// slices it used.
-    pub fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for (i, frame) in self.frames.iter().enumerate().take(iov.len()) {
-            let start = if i == 0 { self.head_written } else { 0 };
-            iov[i] = IoSlice::new(&frame[start..]);
-            n += 1;
-        }
-        n
-    }
-
-    /// Records that `written` more bytes went out. Returns how many frames
-    /// that completed.
-    pub fn advance(&mut self, mut written: usize) -> usize {
-        let mut done = 0;
-        while written > 0 {
-            let Some(head) = self.frames.front() else {
-                debug_assert!(false, "advanced past the outbox");
-                break;
-            };
-            let left = head.len() - self.head_written;
-            if written < left {
-                self.head_written += written;
-                break;
-            }
-            written -= left;
-            self.bytes -= head.len();
-            self.head_written = 0;
-            self.frames.pop_front();
-            done += 1;
-        }
-        done
-    }
-
-    /// Drops every frame not yet started, keeping the rest of a frame that
-    /// is half written (cutting it would corrupt the stream). Used before a
-    /// close frame when the peer has stopped reading.
-    pub fn keep_partial_only(&mut self) {
-        let keep = usize::from(self.head_written > 0);
-        while self.frames.len() > keep {
-            if let Some(f) = self.frames.pop_back() {
-                self.bytes -= f.len();
-            }
-        }
-    }
-
-    /// Takes the first frame whole, for a writer that frames the bytes its
-    /// own way (the SSE stream) rather than writing them as they are. Only
-    /// for an outbox nothing has been partly written from.
-    pub fn pop_frame(&mut self) -> Option<Bytes> {
-        debug_assert_eq!(self.head_written, 0, "pop_frame after a partial write");
-        let frame = self.frames.pop_front()?;
-        self.bytes -= frame.len();
-        Some(frame)
-    }
-
-    /// The unwritten bytes as one buffer (for tests).
-    pub fn concat(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len_bytes());
-        for (i, f) in self.frames.iter().enumerate() {
-            let mut f = f.clone();
-            if i == 0 {
-                f.advance(self.head_written);
-            }
-            out.extend_from_slice(&f);
-        }
-        out
-    }
-}
-
-/// A growable set of small integers.
-#[derive(Default, Debug, Clone)]
-struct BitSet {
-    words: Vec<u64>,
-}
-
-impl BitSet {
-    fn contains(&self, i: SymbolId) -> bool {
-        let i = i as usize;
-        self.words
-            .get(i / 64)
-            .is_some_and(|w| w & (1 << (i % 64)) != 0)
-    }
-
-    /// Returns whether `i` was newly added.
-    fn insert(&mut self, i: SymbolId) -> bool {
-        let i = i as usize;
-        if self.words.len() <= i / 64 {
-            self.words.resize(i / 64 + 1, 0);
-        }
-        let was = self.words[i / 64] & (1 << (i % 64)) != 0;
-        self.words[i / 64] |= 1 << (i % 64);
-        !was
-    }
-
-    fn remove(&mut self, i: SymbolId) -> bool {
-        let i = i as usize;
-        match self.words.get_mut(i / 64) {
-            Some(w) if *w & (1 << (i % 64)) != 0 => {
-                *w &= !(1 << (i % 64));
-                true
-            }
-            _ => false,
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = SymbolId> + '_ {
-        self.words.iter().enumerate().flat_map(|(wi, &w)| {
-            (0..64)
-                .filter(move |b| w & (1 << b) != 0)
-                .map(move |b| (wi * 64 + b) as SymbolId)
-        })
-    }
-
-    fn clear(&mut self) {
-        self.words = Vec::new();
-    }
-}
-
 impl Drop for Subscriber {
     fn drop(&mut self) {
         let metrics = &self.market.metrics;
@@ -195,15 +46,6 @@ impl Drop for Subscriber {
             metrics.subscribers.dec();
         }
     }
-}
-
-/// The symbols an access token restricts a connection to, by name (as the
-/// token says) and by id (as the ring says), resolved as symbols appear.
-struct Allowed {
-    names: HashSet<String>,
-    ids: BitSet,
-    /// Symbol ids below this have been looked up in `names`.
-    resolved: usize,
 }
 
 /// One connection's view of the market: what it subscribes to, where it is
@@ -254,52 +96,6 @@ impl Subscriber {
         }
     }
 
-    /// Restricts the connection to `names` (an access token's `symbols`
-    /// claim): subscribing to another is refused with `forbidden`, and `*`
-    /// means every symbol among them.
-    pub fn restrict(&mut self, names: HashSet<String>) {
-        self.allowed = Some(Allowed {
-            names,
-            ids: BitSet::default(),
-            resolved: 0,
-        });
-    }
-
-    /// Whether the token allows symbol `id`.
-    fn allowed(&self, id: SymbolId) -> bool {
-        match &self.allowed {
-            None => true,
-            Some(a) if (id as usize) < a.resolved => a.ids.contains(id),
-            // Interned since the last refresh: look it up by name.
-            Some(a) => self
-                .market
-                .symbols
-                .get(id)
-                .is_some_and(|d| a.names.contains(&*d.name)),
-        }
-    }
-
-    /// Resolves the allowed names of symbols interned since the last call,
-    /// so that `allowed` is a bit test on the hot path.
-    fn refresh_allowed(&mut self) {
-        let Some(a) = &mut self.allowed else {
-            return;
-        };
-        let known = self.market.symbols.len();
-        for id in a.resolved..known {
-            let id = id as SymbolId;
-            if self
-                .market
-                .symbols
-                .get(id)
-                .is_some_and(|d| a.names.contains(&*d.name))
-            {
-                a.ids.insert(id);
-            }
-        }
-        a.resolved = a.resolved.max(known);
-    }
-
     /// Whether the connection subscribes to nothing (and so need not be
     /// woken by updates).
     pub fn is_idle(&self) -> bool {
@@ -339,188 +135,6 @@ impl Subscriber {
         self.all_checked = until;
         self.subscribed_count += added;
         self.market.metrics.subscriptions.add(added as u64);
-    }
-
-    /// Answers one request, queueing the reply (and for a subscribe, the
-    /// snapshot) in `out`; a refused request gets an error reply instead.
-    pub fn handle(&mut self, req: Request, out: &mut Outbox) {
-        if let Err(refusal) = self.request(req, out) {
-            // Counted by `request` already.
-            out.push(wire::error_reply(&refusal));
-        }
-    }
-
-    /// [`handle`](Self::handle), but returns a refusal to the caller
-    /// instead of queueing it: for the SSE stream, which refuses a bad
-    /// subscription with an HTTP status.
-    pub fn request(&mut self, req: Request, out: &mut Outbox) -> Result<(), Refusal> {
-        let (before, was_idle) = (self.subscribed_count, self.is_idle());
-        let result = match &req.op {
-            Op::Ping => {
-                out.push(wire::pong_reply(req.id, now_ns()));
-                Ok(())
-            }
-            Op::Subscribe(symbols) => self.subscribe(req.id, symbols, out),
-            Op::Unsubscribe(symbols) => self.unsubscribe(req.id, symbols, out),
-        };
-        let metrics = &self.market.metrics;
-        metrics.subscriptions.add(self.subscribed_count as u64);
-        metrics.subscriptions.sub(before as u64);
-        match (was_idle, self.is_idle()) {
-            (true, false) => metrics.subscribers.inc(),
-            (false, true) => metrics.subscribers.dec(),
-            _ => {}
-        }
-        if let Err(refusal) = &result {
-            self.market.metrics.protocol_error(refusal.code);
-        }
-        result
-    }
-
-    /// Queues an error reply and counts it.
-    pub fn refuse(&self, refusal: &Refusal, out: &mut Outbox) {
-        self.market.metrics.protocol_error(refusal.code);
-        out.push(wire::error_reply(refusal));
-    }
-
-    fn resolve(&self, id: Option<u64>, names: &[String]) -> Result<Vec<SymbolId>, Refusal> {
-        let mut ids = Vec::with_capacity(names.len());
-        let mut unknown = Vec::new();
-        for name in names {
-            match self.market.symbols.get_by_name(name) {
-                Some(def) => ids.push(def.id),
-                None => unknown.push(name.as_str()),
-            }
-        }
-        if !unknown.is_empty() {
-            return Err(Refusal::new(
-                id,
-                ErrorCode::UnknownSymbol,
-                format!("unknown symbol(s): {}", unknown.join(", ")),
-            ));
-        }
-        Ok(ids)
-    }
-
-    fn subscribe(
-        &mut self,
-        id: Option<u64>,
-        symbols: &Symbols,
-        out: &mut Outbox,
-    ) -> Result<(), Refusal> {
-        let was_idle = self.is_idle();
-        let limit = self.limits.max_subscriptions;
-        let new: Vec<SymbolId> = match symbols {
-            Symbols::All => {
-                self.refresh_allowed();
-                let every = self.market.symbols.len() as SymbolId;
-                let new: Vec<SymbolId> = (0..every)
-                    .filter(|&s| self.allowed(s) && !self.subscribed.contains(s))
-                    .collect();
-                if self.subscribed_count + new.len() > limit {
-                    return Err(Refusal::new(
-                        id,
-                        ErrorCode::TooManySymbols,
-                        format!(
-                            "* covers {} symbols; the limit is {limit} per connection: name the symbols instead",
-                            self.subscribed_count + new.len()
-                        ),
-                    ));
-                }
-                self.all = true;
-                self.all_checked = every;
-                new
-            }
-            Symbols::Names(names) => {
-                if names.len() > limit {
-                    return Err(wire::too_many_in_request(id, names.len(), limit));
-                }
-                if let Some(a) = &self.allowed {
-                    let forbidden: Vec<&str> = names
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|n| !a.names.contains(*n))
-                        .collect();
-                    if !forbidden.is_empty() {
-                        return Err(Refusal::new(
-                            id,
-                            ErrorCode::Forbidden,
-                            format!(
-                                "the access token does not allow symbol(s): {}",
-                                forbidden.join(", ")
-                            ),
-                        ));
-                    }
-                }
-                let ids = self.resolve(id, names)?;
-                let mut new: Vec<SymbolId> = ids.into_iter().filter(|&s| !self.wants(s)).collect();
-                new.sort_unstable();
-                new.dedup();
-                if self.subscribed_count + new.len() > limit {
-                    return Err(Refusal::new(
-                        id,
-                        ErrorCode::TooManySymbols,
-                        format!(
-                            "subscribing to {} more symbol(s) would pass the limit of {limit} per connection",
-                            new.len(),
-                        ),
-                    ));
-                }
-                new
-            }
-        };
-        for &s in &new {
-            self.subscribed.insert(s);
-        }
-        self.subscribed_count += new.len();
-        if was_idle {
-            // Nothing before now is of interest; the snapshot covers it.
-            self.cursor = self.market.ring.tail();
-        }
-        let mut snapshot = Vec::with_capacity(new.len());
-        for &s in &new {
-            snapshot.extend(self.market.lvc.values(s).in_order());
-        }
-        out.push(wire::ack_reply("subscribe", id, symbols, snapshot.len()));
-        for &s in &new {
-            self.define(s, out);
-        }
-        for p in &snapshot {
-            self.send_latest(p, out);
-        }
-        Ok(())
-    }
-
-    fn unsubscribe(
-        &mut self,
-        id: Option<u64>,
-        symbols: &Symbols,
-        out: &mut Outbox,
-    ) -> Result<(), Refusal> {
-        match symbols {
-            Symbols::All => {
-                self.all = false;
-                self.all_checked = 0;
-                self.subscribed.clear();
-                self.subscribed_count = 0;
-            }
-            Symbols::Names(names) => {
-                let ids = self.resolve(id, names)?;
-                if self.all {
-                    // From "everything" to "everything known now, but these".
-                    self.follow(self.market.symbols.len() as SymbolId);
-                    self.all = false;
-                    self.all_checked = 0;
-                }
-                for s in ids {
-                    if self.subscribed.remove(s) {
-                        self.subscribed_count -= 1;
-                    }
-                }
-            }
-        }
-        out.push(wire::ack_reply("unsubscribe", id, symbols, 0));
-        Ok(())
     }
 
     /// Queues the symbol's definition unless this connection has it.
@@ -622,6 +236,7 @@ mod tests {
     use crate::ring::RingWriter;
     use crate::symbols::{Normalizer, SymbolTable};
     use crate::update::{SymbolStatus, Update, UpdateKind};
+    use crate::wire::{ErrorCode, Request};
 
     struct Fixture {
         market: Arc<Market>,
@@ -943,24 +558,5 @@ mod tests {
         drop(sub);
         assert_eq!(metrics.subscriptions.get(), 0);
         assert_eq!(metrics.subscribers.get(), 0);
-    }
-
-    #[test]
-    fn outbox_tracks_partial_writes() {
-        let mut out = Outbox::default();
-        out.push(Bytes::from_static(b"abc"));
-        out.push(Bytes::from_static(b"de"));
-        out.push(Bytes::from_static(b"f"));
-        assert_eq!(out.advance(4), 1);
-        assert_eq!(out.concat(), b"ef");
-        let mut iov = [IoSlice::new(&[]); 4];
-        assert_eq!(out.io_slices(&mut iov), 2);
-        assert_eq!(&*iov[0], b"e");
-        // Cut back to the half-written frame only.
-        out.keep_partial_only();
-        assert_eq!(out.concat(), b"e");
-        assert_eq!(out.advance(1), 1);
-        assert!(out.is_empty());
-        assert_eq!(out.len_bytes(), 0);
     }
 }

@@ -1,0 +1,135 @@
+//! The frames waiting to be written to one socket, in order, handed to
+//! `writev` as up to [`MAX_IOV`] slices at a time: clones of the
+//! publisher's `Bytes`, never copies.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+
+use bytes::{Buf, Bytes};
+
+/// Frames waiting to be written to one socket, in order. The first frame
+/// may be partly written already.
+#[derive(Default)]
+pub struct Outbox {
+    frames: VecDeque<Bytes>,
+    /// Bytes of `frames[0]` already written.
+    head_written: usize,
+    bytes: usize,
+}
+
+/// Linux's IOV_MAX: the most buffers one `writev` takes.
+pub const MAX_IOV: usize = 1024;
+
+impl Outbox {
+    pub fn push(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Bytes not yet written.
+    pub fn len_bytes(&self) -> usize {
+        self.bytes - self.head_written
+    }
+
+    pub fn frame_count(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Fills `iov` with the unwritten bytes, in order; returns how many
+    /// slices it used.
+    pub fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, frame) in self.frames.iter().enumerate().take(iov.len()) {
+            let start = if i == 0 { self.head_written } else { 0 };
+            iov[i] = IoSlice::new(&frame[start..]);
+            n += 1;
+        }
+        n
+    }
+
+    /// Records that `written` more bytes went out. Returns how many frames
+    /// that completed.
+    pub fn advance(&mut self, mut written: usize) -> usize {
+        let mut done = 0;
+        while written > 0 {
+            let Some(head) = self.frames.front() else {
+                debug_assert!(false, "advanced past the outbox");
+                break;
+            };
+            let left = head.len() - self.head_written;
+            if written < left {
+                self.head_written += written;
+                break;
+            }
+            written -= left;
+            self.bytes -= head.len();
+            self.head_written = 0;
+            self.frames.pop_front();
+            done += 1;
+        }
+        done
+    }
+
+    /// Drops every frame not yet started, keeping the rest of a frame that
+    /// is half written (cutting it would corrupt the stream). Used before a
+    /// close frame when the peer has stopped reading.
+    pub fn keep_partial_only(&mut self) {
+        let keep = usize::from(self.head_written > 0);
+        while self.frames.len() > keep {
+            if let Some(f) = self.frames.pop_back() {
+                self.bytes -= f.len();
+            }
+        }
+    }
+
+    /// Takes the first frame whole, for a writer that frames the bytes its
+    /// own way (the SSE stream) rather than writing them as they are. Only
+    /// for an outbox nothing has been partly written from.
+    pub fn pop_frame(&mut self) -> Option<Bytes> {
+        debug_assert_eq!(self.head_written, 0, "pop_frame after a partial write");
+        let frame = self.frames.pop_front()?;
+        self.bytes -= frame.len();
+        Some(frame)
+    }
+
+    /// The unwritten bytes as one buffer (for tests).
+    pub fn concat(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len_bytes());
+        for (i, f) in self.frames.iter().enumerate() {
+            let mut f = f.clone();
+            if i == 0 {
+                f.advance(self.head_written);
+            }
+            out.extend_from_slice(&f);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbox_tracks_partial_writes() {
+        let mut out = Outbox::default();
+        out.push(Bytes::from_static(b"abc"));
+        out.push(Bytes::from_static(b"de"));
+        out.push(Bytes::from_static(b"f"));
+        assert_eq!(out.advance(4), 1);
+        assert_eq!(out.concat(), b"ef");
+        let mut iov = [IoSlice::new(&[]); 4];
+        assert_eq!(out.io_slices(&mut iov), 2);
+        assert_eq!(&*iov[0], b"e");
+        // Cut back to the half-written frame only.
+        out.keep_partial_only();
+        assert_eq!(out.concat(), b"e");
+        assert_eq!(out.advance(1), 1);
+        assert!(out.is_empty());
+        assert_eq!(out.len_bytes(), 0);
+    }
+}

@@ -1,0 +1,308 @@
+//! What a connection subscribes to and what it may: requests
+//! (`subscribe`, `unsubscribe`, `ping`) and their replies, the
+//! `max_subscriptions` limit (where `*` counts every symbol it covers), and
+//! the symbols an access token restricts it to.
+
+use std::collections::HashSet;
+
+use crate::update::{now_ns, SymbolId};
+use crate::wire::{self, ErrorCode, Op, Refusal, Request, Symbols};
+
+use super::{Outbox, Subscriber};
+
+/// A growable set of small integers.
+#[derive(Default, Debug, Clone)]
+pub(super) struct BitSet {
+    words: Vec<u64>,
+}
+
+impl BitSet {
+    pub(super) fn contains(&self, i: SymbolId) -> bool {
+        let i = i as usize;
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Returns whether `i` was newly added.
+    pub(super) fn insert(&mut self, i: SymbolId) -> bool {
+        let i = i as usize;
+        if self.words.len() <= i / 64 {
+            self.words.resize(i / 64 + 1, 0);
+        }
+        let was = self.words[i / 64] & (1 << (i % 64)) != 0;
+        self.words[i / 64] |= 1 << (i % 64);
+        !was
+    }
+
+    pub(super) fn remove(&mut self, i: SymbolId) -> bool {
+        let i = i as usize;
+        match self.words.get_mut(i / 64) {
+            Some(w) if *w & (1 << (i % 64)) != 0 => {
+                *w &= !(1 << (i % 64));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = SymbolId> + '_ {
+        self.words.iter().enumerate().flat_map(|(wi, &w)| {
+            (0..64)
+                .filter(move |b| w & (1 << b) != 0)
+                .map(move |b| (wi * 64 + b) as SymbolId)
+        })
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.words = Vec::new();
+    }
+}
+
+/// The symbols an access token restricts a connection to, by name (as the
+/// token says) and by id (as the ring says), resolved as symbols appear.
+pub(super) struct Allowed {
+    names: HashSet<String>,
+    ids: BitSet,
+    /// Symbol ids below this have been looked up in `names`.
+    resolved: usize,
+}
+
+impl Subscriber {
+    /// Restricts the connection to `names` (an access token's `symbols`
+    /// claim): subscribing to another is refused with `forbidden`, and `*`
+    /// means every symbol among them.
+    pub fn restrict(&mut self, names: HashSet<String>) {
+        self.allowed = Some(Allowed {
+            names,
+            ids: BitSet::default(),
+            resolved: 0,
+        });
+    }
+
+    /// Whether the token allows symbol `id`.
+    pub(super) fn allowed(&self, id: SymbolId) -> bool {
+        match &self.allowed {
+            None => true,
+            Some(a) if (id as usize) < a.resolved => a.ids.contains(id),
+            // Interned since the last refresh: look it up by name.
+            Some(a) => self
+                .market
+                .symbols
+                .get(id)
+                .is_some_and(|d| a.names.contains(&*d.name)),
+        }
+    }
+
+    /// Resolves the allowed names of symbols interned since the last call,
+    /// so that `allowed` is a bit test on the hot path.
+    pub(super) fn refresh_allowed(&mut self) {
+        let Some(a) = &mut self.allowed else {
+            return;
+        };
+        let known = self.market.symbols.len();
+        for id in a.resolved..known {
+            let id = id as SymbolId;
+            if self
+                .market
+                .symbols
+                .get(id)
+                .is_some_and(|d| a.names.contains(&*d.name))
+            {
+                a.ids.insert(id);
+            }
+        }
+        a.resolved = a.resolved.max(known);
+    }
+
+    /// Answers one request, queueing the reply (and for a subscribe, the
+    /// snapshot) in `out`; a refused request gets an error reply instead.
+    pub fn handle(&mut self, req: Request, out: &mut Outbox) {
+        if let Err(refusal) = self.request(req, out) {
+            // Counted by `request` already.
+            out.push(wire::error_reply(&refusal));
+        }
+    }
+
+    /// [`handle`](Self::handle), but returns a refusal to the caller
+    /// instead of queueing it: for the SSE stream, which refuses a bad
+    /// subscription with an HTTP status.
+    pub fn request(&mut self, req: Request, out: &mut Outbox) -> Result<(), Refusal> {
+        let (before, was_idle) = (self.subscribed_count, self.is_idle());
+        let result = match &req.op {
+            Op::Ping => {
+                out.push(wire::pong_reply(req.id, now_ns()));
+                Ok(())
+            }
+            Op::Subscribe(symbols) => self.subscribe(req.id, symbols, out),
+            Op::Unsubscribe(symbols) => self.unsubscribe(req.id, symbols, out),
+        };
+        let metrics = &self.market.metrics;
+        metrics.subscriptions.add(self.subscribed_count as u64);
+        metrics.subscriptions.sub(before as u64);
+        match (was_idle, self.is_idle()) {
+            (true, false) => metrics.subscribers.inc(),
+            (false, true) => metrics.subscribers.dec(),
+            _ => {}
+        }
+        if let Err(refusal) = &result {
+            self.market.metrics.protocol_error(refusal.code);
+        }
+        result
+    }
+
+    /// Queues an error reply and counts it.
+    pub fn refuse(&self, refusal: &Refusal, out: &mut Outbox) {
+        self.market.metrics.protocol_error(refusal.code);
+        out.push(wire::error_reply(refusal));
+    }
+
+    fn resolve(&self, id: Option<u64>, names: &[String]) -> Result<Vec<SymbolId>, Refusal> {
+        let mut ids = Vec::with_capacity(names.len());
+        let mut unknown = Vec::new();
+        for name in names {
+            match self.market.symbols.get_by_name(name) {
+                Some(def) => ids.push(def.id),
+                None => unknown.push(name.as_str()),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(Refusal::new(
+                id,
+                ErrorCode::UnknownSymbol,
+                format!("unknown symbol(s): {}", unknown.join(", ")),
+            ));
+        }
+        Ok(ids)
+    }
+
+    fn subscribe(
+        &mut self,
+        id: Option<u64>,
+        symbols: &Symbols,
+        out: &mut Outbox,
+    ) -> Result<(), Refusal> {
+        let was_idle = self.is_idle();
+        let new = match symbols {
+            Symbols::All => self.new_with_all(id)?,
+            Symbols::Names(names) => self.new_by_name(id, names)?,
+        };
+        for &s in &new {
+            self.subscribed.insert(s);
+        }
+        self.subscribed_count += new.len();
+        if was_idle {
+            // Nothing before now is of interest; the snapshot covers it.
+            self.cursor = self.market.ring.tail();
+        }
+        let mut snapshot = Vec::with_capacity(new.len());
+        for &s in &new {
+            snapshot.extend(self.market.lvc.values(s).in_order());
+        }
+        out.push(wire::ack_reply("subscribe", id, symbols, snapshot.len()));
+        for &s in &new {
+            self.define(s, out);
+        }
+        for p in &snapshot {
+            self.send_latest(p, out);
+        }
+        Ok(())
+    }
+
+    /// The symbols `*` adds now (every allowed one not yet subscribed),
+    /// within the limit; from here on `*` follows symbols as they appear.
+    fn new_with_all(&mut self, id: Option<u64>) -> Result<Vec<SymbolId>, Refusal> {
+        let limit = self.limits.max_subscriptions;
+        self.refresh_allowed();
+        let every = self.market.symbols.len() as SymbolId;
+        let new: Vec<SymbolId> = (0..every)
+            .filter(|&s| self.allowed(s) && !self.subscribed.contains(s))
+            .collect();
+        if self.subscribed_count + new.len() > limit {
+            return Err(Refusal::new(
+                id,
+                ErrorCode::TooManySymbols,
+                format!(
+                    "* covers {} symbols; the limit is {limit} per connection: name the symbols instead",
+                    self.subscribed_count + new.len()
+                ),
+            ));
+        }
+        self.all = true;
+        self.all_checked = every;
+        Ok(new)
+    }
+
+    /// The symbols `names` adds, each once, if the token allows them all and
+    /// they stay within the limit.
+    fn new_by_name(&mut self, id: Option<u64>, names: &[String]) -> Result<Vec<SymbolId>, Refusal> {
+        let limit = self.limits.max_subscriptions;
+        if names.len() > limit {
+            return Err(wire::too_many_in_request(id, names.len(), limit));
+        }
+        if let Some(a) = &self.allowed {
+            let forbidden: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !a.names.contains(*n))
+                .collect();
+            if !forbidden.is_empty() {
+                return Err(Refusal::new(
+                    id,
+                    ErrorCode::Forbidden,
+                    format!(
+                        "the access token does not allow symbol(s): {}",
+                        forbidden.join(", ")
+                    ),
+                ));
+            }
+        }
+        let ids = self.resolve(id, names)?;
+        let mut new: Vec<SymbolId> = ids.into_iter().filter(|&s| !self.wants(s)).collect();
+        new.sort_unstable();
+        new.dedup();
+        if self.subscribed_count + new.len() > limit {
+            return Err(Refusal::new(
+                id,
+                ErrorCode::TooManySymbols,
+                format!(
+                    "subscribing to {} more symbol(s) would pass the limit of {limit} per connection",
+                    new.len(),
+                ),
+            ));
+        }
+        Ok(new)
+    }
+
+    fn unsubscribe(
+        &mut self,
+        id: Option<u64>,
+        symbols: &Symbols,
+        out: &mut Outbox,
+    ) -> Result<(), Refusal> {
+        match symbols {
+            Symbols::All => {
+                self.all = false;
+                self.all_checked = 0;
+                self.subscribed.clear();
+                self.subscribed_count = 0;
+            }
+            Symbols::Names(names) => {
+                let ids = self.resolve(id, names)?;
+                if self.all {
+                    // From "everything" to "everything known now, but these".
+                    self.follow(self.market.symbols.len() as SymbolId);
+                    self.all = false;
+                    self.all_checked = 0;
+                }
+                for s in ids {
+                    if self.subscribed.remove(s) {
+                        self.subscribed_count -= 1;
+                    }
+                }
+            }
+        }
+        out.push(wire::ack_reply("unsubscribe", id, symbols, 0));
+        Ok(())
+    }
+}
