@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use tickwire::bench;
 use tickwire::config::ServeConfig;
 
@@ -345,206 +345,23 @@ struct ServeArgs {
     /// TOML file with any of the settings below (snake_case keys).
     #[arg(long, env = "TICKWIRE_CONFIG")]
     config: Option<PathBuf>,
-    /// Address for HTTP and WebSocket [default: 127.0.0.1:8080].
-    #[arg(long, env = "TICKWIRE_LISTEN")]
-    listen: Option<std::net::SocketAddr>,
-    /// A feed: a recorded file (Tardis CSV, Binance or Coinbase JSON lines,
-    /// plain, gzip or zstd, or a tickwire log), `synthetic:symbols=N,rate=R`,
-    /// a live venue WebSocket as VENUE:URL:
-    /// `binance:wss://stream.binance.com:9443/stream?streams=btcusdt@bookTicker/btcusdt@trade`
-    /// (or `?subscribe=...` to subscribe by message),
-    /// `coinbase:wss://ws-feed.exchange.coinbase.com?products=BTC-USD,ETH-USD&channels=ticker,matches,heartbeat`,
-    /// or `nats://HOST:PORT[/FILTER]` (an edge node: a feed node's updates
-    /// from NATS; FILTER defaults to `tickwire.>`). Repeatable. Without any,
-    /// the bundled recording replays in a loop.
-    #[arg(long = "feed", env = "TICKWIRE_FEED", value_delimiter = ';')]
-    feeds: Vec<String>,
-    /// Publish every update to NATS for edge nodes (a feed node):
-    /// `nats://HOST:PORT[/PREFIX]`, subjects `PREFIX.SYMBOL`, PREFIX
-    /// defaulting to `tickwire`; a JetStream stream keeps each symbol's last.
-    #[arg(long, env = "TICKWIRE_PUBLISH")]
-    publish: Option<String>,
-    /// Updates a feed node holds while NATS is down or slow, before it keeps
-    /// only the newest of each symbol [default: 16384].
-    #[arg(long, env = "TICKWIRE_PUBLISH_BUFFER_UPDATES")]
-    publish_buffer_updates: Option<usize>,
-    /// Replay speed: 1 (recorded pace), 10, 0.5, or max [default: 1].
-    #[arg(long, env = "TICKWIRE_SPEED")]
-    speed: Option<String>,
-    /// Restart recorded files when they end.
-    #[arg(long = "loop", env = "TICKWIRE_LOOP")]
-    looped: bool,
-    /// Entries in the broadcast ring (a power of two) [default: 16384].
-    #[arg(long, env = "TICKWIRE_RING_CAPACITY")]
-    ring_capacity: Option<usize>,
-    /// Bytes a connection may have queued before it stops taking frames [default: 262144].
-    #[arg(long, env = "TICKWIRE_MAX_OUTBOX_BYTES")]
-    max_outbox_bytes: Option<usize>,
-    /// Kernel send buffer per connection, 0 for autotuning [default: 131072].
-    #[arg(long, env = "TICKWIRE_SEND_BUFFER_BYTES")]
-    send_buffer_bytes: Option<usize>,
-    /// Updates a connection may lag before it is conflated [default: 4096].
-    #[arg(long, env = "TICKWIRE_MAX_LAG_UPDATES")]
-    max_lag_updates: Option<u64>,
-    /// Close a client whose socket takes nothing for this long (1008) [default: 30000].
-    #[arg(long, env = "TICKWIRE_STALL_TIMEOUT_MS")]
-    stall_timeout_ms: Option<u64>,
-    /// Time a closing connection gets to send its close frame [default: 2000].
-    #[arg(long, env = "TICKWIRE_CLOSE_TIMEOUT_MS")]
-    close_timeout_ms: Option<u64>,
-    /// Largest message a client may send (1009 past it) [default: 65536].
-    #[arg(long, env = "TICKWIRE_MAX_MESSAGE_BYTES")]
-    max_message_bytes: Option<usize>,
-    /// Most symbols one connection may subscribe to, or name in one
-    /// request; `*` counts every symbol it covers [default: 1024].
-    #[arg(long, env = "TICKWIRE_MAX_SUBSCRIPTIONS")]
-    max_subscriptions: Option<usize>,
-    /// Time connections get to close on SIGINT/SIGTERM [default: 5000].
-    #[arg(long, env = "TICKWIRE_SHUTDOWN_TIMEOUT_MS")]
-    shutdown_timeout_ms: Option<u64>,
-    /// Hold the feeds until this many connections have subscribed [default: 0].
-    #[arg(long, env = "TICKWIRE_MIN_SUBSCRIBERS")]
-    min_subscribers: Option<usize>,
-    /// Live feeds: a venue silent this long (no data, no pong) is
-    /// reconnected and its symbols marked stale [default: 10000].
-    #[arg(long, env = "TICKWIRE_UPSTREAM_SILENCE_TIMEOUT_MS")]
-    upstream_silence_timeout_ms: Option<u64>,
-    /// Live feeds: first reconnect delay, doubled per attempt, with jitter [default: 250].
-    #[arg(long, env = "TICKWIRE_UPSTREAM_BACKOFF_INITIAL_MS")]
-    upstream_backoff_initial_ms: Option<u64>,
-    /// Live feeds: largest reconnect delay [default: 30000].
-    #[arg(long, env = "TICKWIRE_UPSTREAM_BACKOFF_MAX_MS")]
-    upstream_backoff_max_ms: Option<u64>,
-    /// Live feeds: also trust the CA certificates in this PEM bundle for
-    /// wss:// venues (a TLS-intercepting proxy's, a private venue's), besides
-    /// the Mozilla roots compiled in.
-    #[arg(long, env = "TICKWIRE_UPSTREAM_CA_FILE")]
-    upstream_ca_file: Option<PathBuf>,
-    /// Serve /echo (every message echoed by the /ws connection code), for
-    /// conformance testing with Autobahn|Testsuite. Never expose it: it
-    /// takes 64 MiB messages with no rate limit.
-    #[arg(long, env = "TICKWIRE_ECHO")]
-    echo: bool,
-    /// Most TCP connections open at once; 503 past it [default: 50000].
-    #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS")]
-    max_connections: Option<usize>,
-    /// Most connections open at once from one IP; 429 past it [default: 100].
-    #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS_PER_IP")]
-    max_connections_per_ip: Option<usize>,
-    /// Connection attempts one IP may make per minute; 429 past it [default: 120].
-    #[arg(long, env = "TICKWIRE_CONNECTION_ATTEMPTS_PER_IP_PER_MIN")]
-    connection_attempts_per_ip_per_min: Option<u32>,
-    /// Apply the per-IP limits to loopback (127.0.0.0/8, ::1) clients too.
-    #[arg(long, env = "TICKWIRE_LIMIT_LOOPBACK")]
-    limit_loopback: bool,
-    /// A proxy (ADDRESS/PREFIX, or an address) trusted to say who the
-    /// client is, by a PROXY protocol header (v1 or v2) or X-Forwarded-For;
-    /// per-IP limits and logs then use that address. Repeatable.
-    #[arg(
-        long = "trusted-proxy",
-        env = "TICKWIRE_TRUSTED_PROXY",
-        value_delimiter = ','
-    )]
-    trusted_proxies: Vec<String>,
-    /// Time a client gets to send its HTTP request headers [default: 10000].
-    #[arg(long, env = "TICKWIRE_HANDSHAKE_TIMEOUT_MS")]
-    handshake_timeout_ms: Option<u64>,
-    /// Messages per second a WebSocket client may send on average (4005, then 1008) [default: 10].
-    #[arg(long, env = "TICKWIRE_MAX_INBOUND_PER_SEC")]
-    max_inbound_per_sec: Option<u32>,
-    /// Messages a client may send at once above that rate [default: 20].
-    #[arg(long, env = "TICKWIRE_INBOUND_BURST")]
-    inbound_burst: Option<u32>,
-    /// Most frames one client message may arrive in (1008 past it) [default: 16].
-    #[arg(long, env = "TICKWIRE_MAX_FRAGMENTS")]
-    max_fragments: Option<usize>,
-    /// Ping every connection this often [default: 20000].
-    #[arg(long, env = "TICKWIRE_HEARTBEAT_INTERVAL_MS")]
-    heartbeat_interval_ms: Option<u64>,
-    /// Close (1001) a connection that sent nothing for this long [default: 60000].
-    #[arg(long, env = "TICKWIRE_HEARTBEAT_TIMEOUT_MS")]
-    heartbeat_timeout_ms: Option<u64>,
-    /// PEM certificate chain: with --tls-key, serve HTTPS and wss (only) on
-    /// the port. SIGHUP reloads both files.
-    #[arg(long, env = "TICKWIRE_TLS_CERT")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "TICKWIRE_TLS_KEY")]
-    tls_key: Option<PathBuf>,
-    /// Time a client gets to finish the TLS handshake [default: 10000].
-    #[arg(long, env = "TICKWIRE_TLS_HANDSHAKE_TIMEOUT_MS")]
-    tls_handshake_timeout_ms: Option<u64>,
-    /// A browser origin (scheme://host[:port]) allowed on /ws and /sse
-    /// besides the server's own. Repeatable. `*` allows any web page
-    /// (unsafe).
-    #[arg(
-        long = "allow-origin",
-        env = "TICKWIRE_ALLOW_ORIGIN",
-        value_delimiter = ','
-    )]
-    allow_origins: Vec<String>,
-    /// Require an access token (HS256 JWT) signed with the secret in this
-    /// file on /ws and /sse. The secret may instead come from the
-    /// TICKWIRE_AUTH_SECRET environment variable.
-    #[arg(long, env = "TICKWIRE_AUTH_SECRET_FILE")]
-    auth_secret_file: Option<PathBuf>,
+    #[command(flatten)]
+    settings: ServeConfig,
 }
 
 impl ServeArgs {
-    fn into_config(self) -> anyhow::Result<ServeConfig> {
-        let mut c = match &self.config {
-            Some(path) => ServeConfig::from_toml_file(path)?,
-            None => ServeConfig::default(),
+    /// The layered configuration; `matches` are the `serve` command's, to
+    /// tell a setting given by flag or environment from its default.
+    fn into_config(self, matches: Option<&ArgMatches>) -> anyhow::Result<ServeConfig> {
+        use clap::parser::ValueSource;
+        let was_given = |key: &str| {
+            matches
+                .and_then(|m| m.value_source(key))
+                .is_some_and(|source| {
+                    matches!(source, ValueSource::CommandLine | ValueSource::EnvVariable)
+                })
         };
-        macro_rules! set {
-            ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
-        }
-        set!(
-            listen,
-            speed,
-            ring_capacity,
-            max_outbox_bytes,
-            send_buffer_bytes,
-            max_lag_updates,
-            stall_timeout_ms,
-            close_timeout_ms,
-            max_message_bytes,
-            max_subscriptions,
-            shutdown_timeout_ms,
-            min_subscribers,
-            upstream_silence_timeout_ms,
-            upstream_backoff_initial_ms,
-            upstream_backoff_max_ms,
-            max_connections,
-            max_connections_per_ip,
-            connection_attempts_per_ip_per_min,
-            handshake_timeout_ms,
-            max_inbound_per_sec,
-            inbound_burst,
-            max_fragments,
-            heartbeat_interval_ms,
-            heartbeat_timeout_ms,
-            tls_handshake_timeout_ms,
-            publish_buffer_updates
-        );
-        if self.upstream_ca_file.is_some() {
-            c.upstream_ca_file = self.upstream_ca_file;
-        }
-        if self.tls_cert.is_some() {
-            c.tls_cert = self.tls_cert;
-        }
-        if self.tls_key.is_some() {
-            c.tls_key = self.tls_key;
-        }
-        if !self.allow_origins.is_empty() {
-            c.allow_origins = self.allow_origins;
-        }
-        if !self.trusted_proxies.is_empty() {
-            c.trusted_proxies = self.trusted_proxies;
-        }
-        if self.auth_secret_file.is_some() {
-            c.auth_secret_file = self.auth_secret_file;
-        }
+        let mut c = ServeConfig::layered(self.config.as_deref(), self.settings, was_given)?;
         // From the environment only: a flag would show it in `ps`.
         if let Ok(text) = std::env::var("TICKWIRE_AUTH_SECRET") {
             c.auth_secret = Some(
@@ -552,15 +369,6 @@ impl ServeArgs {
                     .map_err(|e| anyhow::anyhow!(e))?,
             );
         }
-        if !self.feeds.is_empty() {
-            c.feeds = self.feeds;
-        }
-        if self.publish.is_some() {
-            c.publish = self.publish;
-        }
-        c.r#loop |= self.looped;
-        c.echo |= self.echo;
-        c.limit_loopback |= self.limit_loopback;
         Ok(c)
     }
 }
@@ -582,7 +390,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let args = match cli.command {
         Some(Command::Serve(args)) => *args,
         Some(Command::Bench(args)) => return run_bench(args),
@@ -592,7 +401,9 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Convert(args)) => return run_convert(args),
         None => ServeArgs::default(),
     };
-    let validated = args.into_config()?.validate()?;
+    let validated = args
+        .into_config(matches.subcommand_matches("serve"))?
+        .validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,185 +4,232 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+mod validate;
+
+pub use self::validate::Validated;
+
+use clap::{Args as _, FromArgMatches as _};
+use serde::{Deserialize, Serialize};
 
 use crate::fanout::FanoutLimits;
-use crate::feed::upstream::ws_client::UpstreamTls;
-use crate::feed::{FeedSpec, Speed, UpstreamTiming};
-use crate::nats::PublishTarget;
-use crate::server::guard::access::OriginPolicy;
 use crate::server::guard::admission::AdmissionLimits;
-use crate::server::guard::auth::{Secret, Verifier};
-use crate::server::guard::proxy::TrustedProxies;
-use crate::server::guard::tls::CertStore;
+use crate::server::guard::auth::Secret;
 use crate::server::ws::connection::ConnectionConfig;
 use crate::server::ws::inbound::InboundRate;
 
-/// Everything `tickwire serve` can be told. Units are in the names.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// Everything `tickwire serve` can be told, each setting declared once:
+/// its doc is the flag's help and the TOML key's meaning, its `arg` gives
+/// the flag, the environment variable and the default (shown by `--help`),
+/// and serde reads the same field from the TOML file. Units are in the
+/// names.
+///
+/// Flat rather than one struct per section: serde's `deny_unknown_fields`
+/// does not compose with `flatten`, and a misspelt key must be an error.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Address to listen on for HTTP and WebSocket.
+    #[arg(long, env = "TICKWIRE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Feed sources: file paths, `synthetic:symbols=N,rate=R`, live venues
-    /// (`binance:wss://...`, `coinbase:wss://...`), or
-    /// `nats://HOST:PORT[/FILTER]` (an edge node). Empty means the recording
-    /// bundled in the binary, looped.
+    /// A feed: a recorded file (Tardis CSV, Binance or Coinbase JSON lines,
+    /// plain, gzip or zstd, or a tickwire log), `synthetic:symbols=N,rate=R`,
+    /// a live venue WebSocket as VENUE:URL:
+    /// `binance:wss://stream.binance.com:9443/stream?streams=btcusdt@bookTicker/btcusdt@trade`
+    /// (or `?subscribe=...` to subscribe by message),
+    /// `coinbase:wss://ws-feed.exchange.coinbase.com?products=BTC-USD,ETH-USD&channels=ticker,matches,heartbeat`,
+    /// or `nats://HOST:PORT[/FILTER]` (an edge node: a feed node's updates
+    /// from NATS; FILTER defaults to `tickwire.>`). Repeatable. Without any,
+    /// the bundled recording replays in a loop.
+    #[arg(long = "feed", env = "TICKWIRE_FEED", value_delimiter = ';')]
     pub feeds: Vec<String>,
     /// `nats://HOST:PORT[/PREFIX]`: publish every update to NATS, for edge
     /// nodes (a feed node). Not set: no publishing.
+    #[arg(long, env = "TICKWIRE_PUBLISH")]
     pub publish: Option<String>,
     /// Updates a feed node holds for NATS (while it is down or slow) before
     /// it keeps only the newest of each symbol.
+    #[arg(
+        long,
+        env = "TICKWIRE_PUBLISH_BUFFER_UPDATES",
+        default_value_t = 16_384
+    )]
     pub publish_buffer_updates: usize,
     /// Replay speed: a factor (`1`, `10`, `0.5`) or `max`.
+    #[arg(long, env = "TICKWIRE_SPEED", default_value = "1")]
     pub speed: String,
     /// Restart recorded files when they end.
+    #[arg(long = "loop", env = "TICKWIRE_LOOP")]
     pub r#loop: bool,
     /// Entries in the broadcast ring; a power of two.
+    #[arg(long, env = "TICKWIRE_RING_CAPACITY", default_value_t = 16_384)]
     pub ring_capacity: usize,
     /// Bytes a connection may have waiting to be written before it stops
     /// taking frames from the ring.
+    #[arg(long, env = "TICKWIRE_MAX_OUTBOX_BYTES", default_value_t = 256 * 1024)]
     pub max_outbox_bytes: usize,
     /// Kernel send buffer per connection (SO_SNDBUF; Linux doubles it): with
     /// max_outbox_bytes, what bounds a slow client's memory. 0 keeps the
     /// kernel's autotuning.
+    #[arg(long, env = "TICKWIRE_SEND_BUFFER_BYTES", default_value_t = 128 * 1024)]
     pub send_buffer_bytes: usize,
     /// A connection further behind the ring's head than this many updates
     /// is conflated: it skips to the newest value of each symbol.
+    #[arg(long, env = "TICKWIRE_MAX_LAG_UPDATES", default_value_t = 4096)]
     pub max_lag_updates: u64,
     /// A connection whose socket takes no bytes for this long is closed
     /// with 1008.
+    #[arg(long, env = "TICKWIRE_STALL_TIMEOUT_MS", default_value_t = 30_000)]
     pub stall_timeout_ms: u64,
     /// Time a closing connection gets to send its close frame.
+    #[arg(long, env = "TICKWIRE_CLOSE_TIMEOUT_MS", default_value_t = 2_000)]
     pub close_timeout_ms: u64,
     /// Largest message a client may send; larger ones are closed with 1009.
+    #[arg(long, env = "TICKWIRE_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,
     /// Most symbols a connection may subscribe to, or name in one request;
     /// `*` counts every symbol it covers (docs/PROTOCOL.md).
+    #[arg(long, env = "TICKWIRE_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
     /// Time connections get to close on SIGINT/SIGTERM before the process
     /// exits anyway.
+    #[arg(long, env = "TICKWIRE_SHUTDOWN_TIMEOUT_MS", default_value_t = 5_000)]
     pub shutdown_timeout_ms: u64,
     /// Hold the feeds until this many connections have subscribed, so that
     /// a benchmark or test sees a recording from its first update.
+    #[arg(long, env = "TICKWIRE_MIN_SUBSCRIBERS", default_value_t = 0)]
     pub min_subscribers: usize,
     /// Serve `/echo`: every message echoed back by the same connection code
-    /// as `/ws`, for WebSocket conformance suites. Off by default.
+    /// as `/ws`, for WebSocket conformance suites (Autobahn|Testsuite). Off
+    /// by default. Never expose it: it takes 64 MiB messages with no rate
+    /// limit.
+    #[arg(long, env = "TICKWIRE_ECHO")]
     pub echo: bool,
     /// Live feeds: a venue connection that sends nothing (not even a pong
     /// to our ping, sent halfway) for this long is down: its symbols turn
     /// stale and it is reconnected. Also the limit for opening one.
+    #[arg(
+        long,
+        env = "TICKWIRE_UPSTREAM_SILENCE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub upstream_silence_timeout_ms: u64,
     /// Live feeds: the first reconnect delay; it doubles per failed attempt.
+    #[arg(
+        long,
+        env = "TICKWIRE_UPSTREAM_BACKOFF_INITIAL_MS",
+        default_value_t = 250
+    )]
     pub upstream_backoff_initial_ms: u64,
     /// Live feeds: the largest reconnect delay.
+    #[arg(
+        long,
+        env = "TICKWIRE_UPSTREAM_BACKOFF_MAX_MS",
+        default_value_t = 30_000
+    )]
     pub upstream_backoff_max_ms: u64,
     /// Live feeds: a PEM bundle of CA certificates that `wss://` venues are
     /// trusted by, besides Mozilla's roots compiled in (a TLS-intercepting
     /// proxy's CA, a private venue's). Not set: Mozilla's roots only.
+    #[arg(long, env = "TICKWIRE_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
     /// Most TCP connections open at once (HTTP, WebSocket and SSE); past it
     /// a new connection gets 503 before any request is read.
+    #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS", default_value_t = 50_000)]
     pub max_connections: usize,
     /// Most connections open at once from one client IP, IPv6 by /64 (429
     /// past it).
+    #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS_PER_IP", default_value_t = 100)]
     pub max_connections_per_ip: usize,
     /// Connection attempts one client IP may make per minute (429 with
     /// Retry-After past it): a bucket of this many, refilled continuously.
+    #[arg(
+        long,
+        env = "TICKWIRE_CONNECTION_ATTEMPTS_PER_IP_PER_MIN",
+        default_value_t = 120
+    )]
     pub connection_attempts_per_ip_per_min: u32,
     /// Apply the per-IP limits to loopback clients too. Off by default: the
     /// benchmark harness and local tools open thousands of connections from
     /// 127.0.0.1, and a reverse proxy on the same host would otherwise be
     /// limited as one client (or list it in `trusted_proxies`).
+    #[arg(long, env = "TICKWIRE_LIMIT_LOOPBACK")]
     pub limit_loopback: bool,
     /// Peers trusted to say who the client is (`ADDRESS/PREFIX`, or one
     /// address): a PROXY protocol header (v1 or v2) starting their
     /// connections, and `X-Forwarded-For` on their requests, give the
     /// address that per-IP limits, logs and metrics use. From any other
     /// peer neither is read.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TICKWIRE_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
     pub trusted_proxies: Vec<String>,
     /// Time a client gets to send its complete HTTP request headers
     /// (slowloris); also how long an idle keep-alive HTTP connection stays.
+    #[arg(long, env = "TICKWIRE_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,
     /// Messages (requests, pings, pongs) a WebSocket client may send per
     /// second on average.
+    #[arg(long, env = "TICKWIRE_MAX_INBOUND_PER_SEC", default_value_t = 10)]
     pub max_inbound_per_sec: u32,
     /// Messages a client may send at once above the average rate; as many
     /// more past that are dropped (the first gets error 4005), and the next
     /// one closes the connection with 1008.
+    #[arg(long, env = "TICKWIRE_INBOUND_BURST", default_value_t = 20)]
     pub inbound_burst: u32,
     /// Most frames one client message may arrive in (1008 past it).
+    #[arg(long, env = "TICKWIRE_MAX_FRAGMENTS", default_value_t = 16)]
     pub max_fragments: usize,
     /// The server pings every connection this often.
+    #[arg(long, env = "TICKWIRE_HEARTBEAT_INTERVAL_MS", default_value_t = 20_000)]
     pub heartbeat_interval_ms: u64,
     /// A connection from which nothing (no pong, no message) has arrived
     /// for this long is closed with 1001.
+    #[arg(long, env = "TICKWIRE_HEARTBEAT_TIMEOUT_MS", default_value_t = 60_000)]
     pub heartbeat_timeout_ms: u64,
     /// PEM certificate chain (leaf first): with `tls_key`, the port serves
     /// HTTPS and wss only. Reloaded on SIGHUP.
+    #[arg(long, env = "TICKWIRE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
+    #[arg(long, env = "TICKWIRE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Time a client gets to complete the TLS handshake.
+    #[arg(
+        long,
+        env = "TICKWIRE_TLS_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub tls_handshake_timeout_ms: u64,
     /// Browser origins (`scheme://host[:port]`) allowed on `/ws` and `/sse`
     /// besides the server's own; `*` allows any (unsafe).
+    #[arg(
+        long = "allow-origin",
+        env = "TICKWIRE_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
     pub allow_origins: Vec<String>,
     /// File holding the HS256 secret that access tokens are signed with.
     /// Without it (or `TICKWIRE_AUTH_SECRET`), no token is required.
+    #[arg(long, env = "TICKWIRE_AUTH_SECRET_FILE")]
     pub auth_secret_file: Option<PathBuf>,
     /// The secret itself, from the environment only (never from the file
     /// config, which tends to be shared).
+    #[arg(skip)]
     #[serde(skip)]
     pub auth_secret: Option<Secret>,
 }
 
 impl Default for ServeConfig {
+    /// The defaults the flags declare, without the environment.
     fn default() -> Self {
-        ServeConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            feeds: Vec::new(),
-            publish: None,
-            publish_buffer_updates: 16_384,
-            speed: "1".into(),
-            r#loop: false,
-            ring_capacity: 16_384,
-            max_outbox_bytes: 256 * 1024,
-            send_buffer_bytes: 128 * 1024,
-            max_lag_updates: 4096,
-            stall_timeout_ms: 30_000,
-            close_timeout_ms: 2_000,
-            max_message_bytes: 64 * 1024,
-            max_subscriptions: 1024,
-            shutdown_timeout_ms: 5_000,
-            min_subscribers: 0,
-            echo: false,
-            upstream_silence_timeout_ms: 10_000,
-            upstream_backoff_initial_ms: 250,
-            upstream_backoff_max_ms: 30_000,
-            upstream_ca_file: None,
-            max_connections: 50_000,
-            max_connections_per_ip: 100,
-            connection_attempts_per_ip_per_min: 120,
-            limit_loopback: false,
-            trusted_proxies: Vec::new(),
-            handshake_timeout_ms: 10_000,
-            max_inbound_per_sec: 10,
-            inbound_burst: 20,
-            max_fragments: 16,
-            heartbeat_interval_ms: 20_000,
-            heartbeat_timeout_ms: 60_000,
-            tls_cert: None,
-            tls_key: None,
-            tls_handshake_timeout_ms: 10_000,
-            allow_origins: Vec::new(),
-            auth_secret_file: None,
-            auth_secret: None,
-        }
+        let command = Self::augment_args(clap::Command::new("tickwire-defaults"))
+            .mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["tickwire-defaults"]);
+        Self::from_arg_matches(&matches).expect("every setting has a default")
     }
 }
 
@@ -202,23 +249,6 @@ pub enum ConfigError {
     Invalid(Vec<String>),
 }
 
-/// A validated configuration, with feeds and speed parsed.
-#[derive(Debug)]
-pub struct Validated {
-    pub config: ServeConfig,
-    pub feeds: Vec<FeedSpec>,
-    /// Where to publish every update, if anywhere.
-    pub publish: Option<PublishTarget>,
-    pub speed: Speed,
-    pub looped: bool,
-    /// The certificate store, when TLS is on.
-    pub tls: Option<Arc<CertStore>>,
-    pub origins: OriginPolicy,
-    /// Checks access tokens, when auth is on.
-    pub auth: Option<Verifier>,
-    pub trusted_proxies: TrustedProxies,
-}
-
 impl ServeConfig {
     pub fn from_toml_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -231,172 +261,37 @@ impl ServeConfig {
         })
     }
 
-    /// Checks every field and parses the feeds; lists every problem found.
-    pub fn validate(self) -> Result<Validated, ConfigError> {
-        let mut errors = Vec::new();
-        let upstream_tls = match &self.upstream_ca_file {
-            None => UpstreamTls::default(),
-            Some(path) => UpstreamTls::from_pem_file(path).unwrap_or_else(|e| {
-                errors.push(e);
-                UpstreamTls::default()
-            }),
+    /// Layers the settings: the defaults, then the TOML file at `file`,
+    /// then `given`, the flags and environment variables (clap has merged
+    /// those two, and filled in the defaults). `was_given(key)` says whether
+    /// a setting came from a flag or the environment rather than from its
+    /// default: those win over the file.
+    pub fn layered(
+        file: Option<&Path>,
+        given: ServeConfig,
+        was_given: impl Fn(&str) -> bool,
+    ) -> Result<ServeConfig, ConfigError> {
+        let Some(path) = file else { return Ok(given) };
+        let from_file = ServeConfig::from_toml_file(path)?;
+        let table = |c: &ServeConfig| match toml::Value::try_from(c) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => unreachable!("a ServeConfig serializes to a table"),
         };
-        let mut feeds = Vec::new();
-        for f in &self.feeds {
-            match f.parse::<FeedSpec>() {
-                Ok(FeedSpec::File(path)) if !path.exists() => {
-                    errors.push(format!("feed {f:?}: no such file"));
-                }
-                // Opened and recognized now, as a missing file is refused:
-                // a feed that could only fail would leave the server
-                // running with no data.
-                Ok(spec @ FeedSpec::File(_)) => match crate::feed::probe(&spec) {
-                    Ok(()) => feeds.push(spec),
-                    Err(e) => errors.push(format!("feed {f:?}: {}", e.with_causes())),
-                },
-                Ok(FeedSpec::Upstream(mut spec)) => {
-                    spec.timing = self.upstream_timing();
-                    spec.tls = upstream_tls.clone();
-                    feeds.push(FeedSpec::Upstream(spec));
-                }
-                Ok(spec) => feeds.push(spec),
-                Err(e) => errors.push(format!("feed {f:?}: {e}")),
+        let mut merged = table(&from_file);
+        for (key, value) in table(&given) {
+            if was_given(&key) {
+                merged.insert(key, value);
             }
         }
-        let publish = match self.publish.as_deref().map(str::parse::<PublishTarget>) {
-            None => None,
-            Some(Ok(target)) => Some(target),
-            Some(Err(e)) => {
-                errors.push(format!("publish: {e}"));
-                None
-            }
-        };
-        if self.publish.is_some() && feeds.iter().any(|f| matches!(f, FeedSpec::Nats(_))) {
-            errors.push(
-                "publish: an edge node (a nats:// feed) does not publish to NATS itself".into(),
-            );
-        }
-        let speed = self.speed.parse::<Speed>().unwrap_or_else(|e| {
-            errors.push(format!("speed {:?}: {e}", self.speed));
-            Speed::Max
-        });
-        if !self.ring_capacity.is_power_of_two() || self.ring_capacity < 2 {
-            errors.push(format!(
-                "ring_capacity {} must be a power of two, at least 2",
-                self.ring_capacity
-            ));
-        }
-        if self.max_lag_updates == 0 || self.max_lag_updates >= self.ring_capacity as u64 {
-            errors.push(format!(
-                "max_lag_updates {} must be between 1 and ring_capacity - 1",
-                self.max_lag_updates
-            ));
-        }
-        let positive = [
-            ("max_outbox_bytes", self.max_outbox_bytes as u64),
-            ("stall_timeout_ms", self.stall_timeout_ms),
-            ("close_timeout_ms", self.close_timeout_ms),
-            ("max_message_bytes", self.max_message_bytes as u64),
-            ("max_subscriptions", self.max_subscriptions as u64),
-            (
-                "upstream_silence_timeout_ms",
-                self.upstream_silence_timeout_ms,
-            ),
-            (
-                "upstream_backoff_initial_ms",
-                self.upstream_backoff_initial_ms,
-            ),
-            ("max_connections", self.max_connections as u64),
-            ("max_connections_per_ip", self.max_connections_per_ip as u64),
-            (
-                "connection_attempts_per_ip_per_min",
-                u64::from(self.connection_attempts_per_ip_per_min),
-            ),
-            ("handshake_timeout_ms", self.handshake_timeout_ms),
-            ("max_inbound_per_sec", u64::from(self.max_inbound_per_sec)),
-            ("inbound_burst", u64::from(self.inbound_burst)),
-            ("max_fragments", self.max_fragments as u64),
-            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
-            ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
-            ("publish_buffer_updates", self.publish_buffer_updates as u64),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                errors.push(format!("{name} must be greater than 0"));
-            }
-        }
-        if self.upstream_backoff_max_ms < self.upstream_backoff_initial_ms {
-            errors.push(format!(
-                "upstream_backoff_max_ms {} must be at least upstream_backoff_initial_ms {}",
-                self.upstream_backoff_max_ms, self.upstream_backoff_initial_ms
-            ));
-        }
-        if self.heartbeat_timeout_ms <= self.heartbeat_interval_ms {
-            errors.push(format!(
-                "heartbeat_timeout_ms {} must be greater than heartbeat_interval_ms {}",
-                self.heartbeat_timeout_ms, self.heartbeat_interval_ms
-            ));
-        }
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => CertStore::open(cert.clone(), key.clone())
-                .map_err(|e| errors.push(e.to_string()))
-                .ok()
-                .map(Arc::new),
-            _ => {
-                errors.push("tls_cert and tls_key go together: give both or neither".into());
-                None
-            }
-        };
-        let origins = OriginPolicy::new(&self.allow_origins).unwrap_or_else(|e| {
-            errors.extend(e);
-            OriginPolicy::default()
-        });
-        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies).unwrap_or_else(|e| {
-            errors.extend(e);
-            TrustedProxies::default()
-        });
-        let secret = match (&self.auth_secret, &self.auth_secret_file) {
-            (Some(_), Some(_)) => Err(
-                "auth secret given twice: use auth_secret_file or TICKWIRE_AUTH_SECRET, not both"
-                    .to_owned(),
-            ),
-            (Some(s), None) => Ok(Some(s.clone())),
-            (None, Some(path)) => Secret::from_file(path).map(Some),
-            (None, None) => Ok(None),
-        };
-        let auth = secret
-            .map_err(|e| errors.push(e))
-            .ok()
-            .flatten()
-            .map(Verifier::new);
-        if !errors.is_empty() {
-            return Err(ConfigError::Invalid(errors));
-        }
-        let looped = self.r#loop;
-        if feeds.is_empty() {
-            feeds.push(crate::feed::BUNDLED);
-        }
-        let looped = looped || self.feeds.is_empty();
-        Ok(Validated {
-            config: self,
-            feeds,
-            publish,
-            speed,
-            looped,
-            tls,
-            origins,
-            auth,
-            trusted_proxies,
-        })
-    }
-
-    fn upstream_timing(&self) -> UpstreamTiming {
-        UpstreamTiming {
-            silence_timeout: Duration::from_millis(self.upstream_silence_timeout_ms),
-            backoff_initial: Duration::from_millis(self.upstream_backoff_initial_ms),
-            backoff_max: Duration::from_millis(self.upstream_backoff_max_ms),
-        }
+        let mut c: ServeConfig =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        c.auth_secret = given.auth_secret;
+        Ok(c)
     }
 
     pub fn connection(&self) -> ConnectionConfig {
@@ -432,6 +327,8 @@ impl ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feed::upstream::ws_client::UpstreamTls;
+    use crate::feed::FeedSpec;
 
     #[test]
     fn defaults_are_valid() {
@@ -662,5 +559,51 @@ mod tests {
         assert!(err.to_string().contains("unknown field"), "{err}");
         let ok: ServeConfig = toml::from_str("stall_timeout_ms = 5\nfeeds = [\"a.csv\"]").unwrap();
         assert_eq!(ok.stall_timeout_ms, 5);
+    }
+
+    #[test]
+    fn flags_and_environment_win_over_the_file_which_wins_over_defaults() {
+        let path =
+            std::env::temp_dir().join(format!("tickwire-layers-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "ring_capacity = 1024\nloop = true\nspeed = \"5\"\nallow_origins = [\"https://a.example\"]\n",
+        )
+        .unwrap();
+        // As clap hands it over: defaults filled in, two settings given.
+        let given = ServeConfig {
+            speed: "max".into(),
+            tls_cert: Some("cert.pem".into()),
+            ..ServeConfig::default()
+        };
+        let c = ServeConfig::layered(Some(&path), given, |key| {
+            key == "speed" || key == "tls_cert"
+        })
+        .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(c.ring_capacity, 1024, "from the file");
+        assert!(c.r#loop, "from the file");
+        assert_eq!(c.allow_origins, ["https://a.example"], "from the file");
+        assert_eq!(c.speed, "max", "given beats the file");
+        assert_eq!(
+            c.tls_cert,
+            Some("cert.pem".into()),
+            "given, absent from the file"
+        );
+        assert_eq!(c.listen, ServeConfig::default().listen, "default");
+        assert_eq!(c.tls_key, None, "default");
+        // Without a file, what was given is the configuration.
+        let plain = ServeConfig::layered(None, ServeConfig::default(), |_| false).unwrap();
+        assert_eq!(plain, ServeConfig::default());
+    }
+
+    #[test]
+    fn defaults_are_the_flags_defaults() {
+        let d = ServeConfig::default();
+        assert_eq!(d.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(d.speed, "1");
+        assert_eq!(d.ring_capacity, 16_384);
+        assert_eq!(d.max_message_bytes, 64 * 1024);
+        assert!(!d.r#loop && !d.echo && d.feeds.is_empty() && d.auth_secret.is_none());
     }
 }
