@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(tickwire::server::serve_until_signal(validated))
+    Ok(runtime.block_on(tickwire::server::serve_until_signal(validated))?)
 }
 
 /// Opts the process out of transparent huge pages. mimalloc madvises its

@@ -343,17 +343,34 @@ fn exposure_warnings(addr: SocketAddr, auth: bool, any_origin: bool) -> Vec<&'st
     w
 }
 
+/// Why a server could not start. The cause is a source, not repeated in
+/// the message.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("starting the server")]
+    Start(#[source] std::io::Error),
+    #[error("listening for SIGHUP")]
+    Signal(#[source] std::io::Error),
+}
+
 /// Binds the configured address, prints where to connect, and serves until
 /// SIGINT or SIGTERM.
-pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
-    use anyhow::Context as _;
+pub async fn serve_until_signal(v: Validated) -> Result<(), ServeError> {
     let listen = v.config.listen;
     let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .map_err(|source| ServeError::Listen {
+            addr: listen,
+            source,
+        })?;
     let max_connections = v.config.max_connections;
     let fd_limit = crate::os::raise_open_files_limit();
-    let running = start(listener, v).context("starting the server")?;
+    let running = start(listener, v).map_err(ServeError::Start)?;
     let addr = running.addr;
     // Every handler before the address line: whoever reads it may signal us
     // at once.
@@ -361,7 +378,7 @@ pub async fn serve_until_signal(v: Validated) -> anyhow::Result<()> {
     #[cfg(unix)]
     if let Some(store) = running.tls.clone() {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
         let metrics = Arc::clone(&running.market.metrics);
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
