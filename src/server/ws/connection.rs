@@ -108,23 +108,7 @@ pub async fn serve<R, W>(
         Service::Market(format) => (format, false),
         Service::Echo => (Format::Binary, true),
     };
-    // The echo service is for conformance suites, which send large
-    // messages in many fragments as fast as they can.
-    let limits = if echo {
-        InboundLimits {
-            max_message_bytes: ECHO_MAX_MESSAGE_BYTES,
-            max_fragments: usize::MAX,
-            rate: None,
-            heartbeat_timeout: config.heartbeat_timeout,
-        }
-    } else {
-        InboundLimits {
-            max_message_bytes: config.max_message_bytes,
-            max_fragments: config.max_fragments,
-            rate: Some(config.inbound_rate),
-            heartbeat_timeout: config.heartbeat_timeout,
-        }
-    };
+    let limits = inbound_limits(&config, echo);
     let mut read_task = tokio::spawn(read_loop(
         reader,
         limits,
@@ -160,17 +144,34 @@ pub async fn serve<R, W>(
     read_task.abort();
     conn.outbox = Outbox::default();
     conn.report_queue();
-    match &end {
-        End::Stalled => {
-            metrics.slow_client_closes_total.inc();
-            tracing::info!(
-                "closed a slow client: no progress for {:?}",
-                config.stall_timeout
-            );
+    if let End::Stalled = end {
+        metrics.slow_client_closes_total.inc();
+        tracing::info!(
+            "closed a slow client: no progress for {:?}",
+            config.stall_timeout
+        );
+    } else if let End::Io(e) = end {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// What a client may send. The echo service is for conformance suites,
+/// which send large messages in many fragments as fast as they can.
+fn inbound_limits(config: &ConnectionConfig, echo: bool) -> InboundLimits {
+    if echo {
+        InboundLimits {
+            max_message_bytes: ECHO_MAX_MESSAGE_BYTES,
+            max_fragments: usize::MAX,
+            rate: None,
+            heartbeat_timeout: config.heartbeat_timeout,
         }
-        End::TokenExpired => {}
-        End::Io(e) => tracing::debug!("connection ended: {e}"),
-        End::ClientClosed | End::Shutdown => {}
+    } else {
+        InboundLimits {
+            max_message_bytes: config.max_message_bytes,
+            max_fragments: config.max_fragments,
+            rate: Some(config.inbound_rate),
+            heartbeat_timeout: config.heartbeat_timeout,
+        }
     }
 }
 

@@ -278,53 +278,14 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                         _ => continue,
                     }
                 }
-                OpCode::Text | OpCode::Binary => {
-                    if self.partial.is_some() {
-                        return Err(WebSocketError::InvalidFragment.into());
-                    }
-                    let text = frame.opcode == OpCode::Text;
-                    if !frame.fin {
-                        // Text frames with FIN were checked for UTF-8 by fastwebsockets.
-                        let mut p = Partial {
-                            text,
-                            data: frame.payload.to_vec(),
-                            frames: 1,
-                            checked: 0,
-                        };
-                        check_utf8(&mut p, false)?;
-                        self.partial = Some(p);
-                        continue;
-                    }
-                    let data = frame.payload.to_vec();
-                    if text {
-                        Message::Text(data)
-                    } else {
-                        Message::Binary(data)
-                    }
-                }
+                OpCode::Text | OpCode::Binary => match first_frame(&mut self.partial, &frame)? {
+                    Some(message) => message,
+                    None => continue,
+                },
                 OpCode::Continuation => {
-                    let Some(p) = self.partial.as_mut() else {
-                        return Err(WebSocketError::InvalidContinuationFrame.into());
-                    };
-                    p.frames += 1;
-                    if p.frames > self.limits.max_fragments {
-                        return Err(InboundError::TooManyFragments(self.limits.max_fragments));
-                    }
-                    if p.data.len() + frame.payload.len() > self.limits.max_message_bytes {
-                        return Err(InboundError::TooBig(self.limits.max_message_bytes));
-                    }
-                    p.data.extend_from_slice(&frame.payload);
-                    check_utf8(p, frame.fin)?;
-                    if !frame.fin {
-                        continue;
-                    }
-                    let Some(p) = self.partial.take() else {
-                        continue;
-                    };
-                    if p.text {
-                        Message::Text(p.data)
-                    } else {
-                        Message::Binary(p.data)
+                    match continuation(&mut self.partial, &self.limits, &frame)? {
+                        Some(message) => message,
+                        None => continue,
                     }
                 }
             };
@@ -383,6 +344,67 @@ fn check_utf8(p: &mut Partial, fin: bool) -> Result<(), InboundError> {
         Err(_) => return Err(WebSocketError::InvalidUTF8.into()),
     }
     Ok(())
+}
+
+/// The first frame of a text or binary message: the message, or `None`
+/// while more fragments are to come.
+fn first_frame(
+    partial: &mut Option<Partial>,
+    frame: &Frame<'_>,
+) -> Result<Option<Message>, InboundError> {
+    if partial.is_some() {
+        return Err(WebSocketError::InvalidFragment.into());
+    }
+    let text = frame.opcode == OpCode::Text;
+    if !frame.fin {
+        // Text frames with FIN were checked for UTF-8 by fastwebsockets.
+        let mut p = Partial {
+            text,
+            data: frame.payload.to_vec(),
+            frames: 1,
+            checked: 0,
+        };
+        check_utf8(&mut p, false)?;
+        *partial = Some(p);
+        return Ok(None);
+    }
+    let data = frame.payload.to_vec();
+    Ok(Some(if text {
+        Message::Text(data)
+    } else {
+        Message::Binary(data)
+    }))
+}
+
+/// A continuation frame, within the fragment and size limits: the
+/// reassembled message once it is complete.
+fn continuation(
+    partial: &mut Option<Partial>,
+    limits: &InboundLimits,
+    frame: &Frame<'_>,
+) -> Result<Option<Message>, InboundError> {
+    let Some(p) = partial.as_mut() else {
+        return Err(WebSocketError::InvalidContinuationFrame.into());
+    };
+    p.frames += 1;
+    if p.frames > limits.max_fragments {
+        return Err(InboundError::TooManyFragments(limits.max_fragments));
+    }
+    if p.data.len() + frame.payload.len() > limits.max_message_bytes {
+        return Err(InboundError::TooBig(limits.max_message_bytes));
+    }
+    p.data.extend_from_slice(&frame.payload);
+    check_utf8(p, frame.fin)?;
+    if !frame.fin {
+        return Ok(None);
+    }
+    Ok(partial.take().map(|p| {
+        if p.text {
+            Message::Text(p.data)
+        } else {
+            Message::Binary(p.data)
+        }
+    }))
 }
 
 #[cfg(test)]
