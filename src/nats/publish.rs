@@ -2,10 +2,10 @@
 //! every update the publisher publishes goes on to NATS, without the
 //! publisher ever waiting for NATS.
 //!
-//! The publisher's thread hands each update to an [`Outbox`] (a mutex held
+//! The publisher's thread hands each update to an [`Backlog`] (a mutex held
 //! for one push); a tokio task drains it and publishes each update on its
 //! symbol's subject ([`crate::nats`] has the subjects and the payload).
-//! When NATS is down or slower than the feed, the outbox stops growing at
+//! When NATS is down or slower than the feed, the backlog stops growing at
 //! `publish_buffer_updates` (16,384): it is conflated to the newest update of each symbol
 //! (latest value wins), so its memory is bounded by the number of symbols
 //! and edges skip what they missed instead of lagging further.
@@ -41,13 +41,13 @@ use crate::update::{Sequenced, Update, UpdateKind};
 pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Updates between the publisher's thread and the NATS task.
-pub struct Outbox {
-    inner: Mutex<OutboxInner>,
+pub struct Backlog {
+    inner: Mutex<BacklogInner>,
     ready: Notify,
     metrics: Arc<Metrics>,
 }
 
-struct OutboxInner {
+struct BacklogInner {
     queue: VecDeque<Sequenced>,
     /// Updates held before conflating. With more symbols than half this,
     /// up to twice the number of symbols are held.
@@ -58,11 +58,11 @@ struct OutboxInner {
     newest: Vec<usize>,
 }
 
-impl Outbox {
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Arc<Outbox> {
+impl Backlog {
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Arc<Backlog> {
         let capacity = capacity.max(1);
-        Arc::new(Outbox {
-            inner: Mutex::new(OutboxInner {
+        Arc::new(Backlog {
+            inner: Mutex::new(BacklogInner {
                 queue: VecDeque::with_capacity(capacity.min(1024)),
                 capacity,
                 limit: capacity,
@@ -77,7 +77,7 @@ impl Outbox {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.queue.push_back(*update);
         if inner.queue.len() >= inner.limit {
-            let OutboxInner { queue, newest, .. } = &mut *inner;
+            let BacklogInner { queue, newest, .. } = &mut *inner;
             let dropped = conflate(queue, newest);
             self.metrics
                 .nats_publish_conflated_total
@@ -128,10 +128,10 @@ fn conflate(queue: &mut VecDeque<Sequenced>, newest: &mut Vec<usize>) -> usize {
     before - queue.len()
 }
 
-/// The publisher's handle on the outbox.
-struct OutboxSink(Arc<Outbox>);
+/// The publisher's handle on the backlog.
+struct BacklogSink(Arc<Backlog>);
 
-impl PublishSink for OutboxSink {
+impl PublishSink for BacklogSink {
     fn send(&mut self, update: &Sequenced) {
         // A live venue's stale / live status stays with the feed node's own
         // clients: in the last-value stream it would take the place of the
@@ -166,11 +166,11 @@ pub fn start(
     market: Arc<Market>,
     tx: mpsc::Sender<Update>,
 ) -> Publishing {
-    let outbox = Outbox::new(buffer_updates, Arc::clone(&market.metrics));
+    let backlog = Backlog::new(buffer_updates, Arc::clone(&market.metrics));
     let (restored_tx, restored) = watch::channel(false);
-    let task = tokio::spawn(drain(target, market, Arc::clone(&outbox), tx, restored_tx));
+    let task = tokio::spawn(drain(target, market, Arc::clone(&backlog), tx, restored_tx));
     Publishing {
-        sink: Box::new(OutboxSink(outbox)),
+        sink: Box::new(BacklogSink(backlog)),
         task,
         restored,
     }
@@ -276,11 +276,11 @@ impl Sender {
 }
 
 /// Connects (retrying with backoff, for ever), and publishes what the
-/// outbox gets while connected.
+/// backlog gets while connected.
 async fn drain(
     target: PublishTarget,
     market: Arc<Market>,
-    outbox: Arc<Outbox>,
+    backlog: Arc<Backlog>,
     tx: mpsc::Sender<Update>,
     restored: watch::Sender<bool>,
 ) {
@@ -344,10 +344,10 @@ async fn drain(
                 }
                 Some(other) => tracing::debug!("NATS: {other}"),
             },
-            // While disconnected the outbox conflates; async-nats's own
+            // While disconnected the backlog conflates; async-nats's own
             // buffer is not filled with values that will be stale.
-            () = outbox.ready.notified(), if connected => {
-                outbox.take(&mut batch);
+            () = backlog.ready.notified(), if connected => {
+                backlog.take(&mut batch);
                 for s in batch.drain(..) {
                     sender.send(s).await;
                 }
@@ -401,7 +401,7 @@ mod tests {
         }
     }
 
-    const OUTBOX_UPDATES: usize = 16_384;
+    const BACKLOG_UPDATES: usize = 16_384;
 
     #[test]
     fn conflation_keeps_the_newest_of_each_symbol_in_order() {
@@ -418,17 +418,17 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_is_bounded_and_latest_value_wins() {
+    fn the_backlog_is_bounded_and_latest_value_wins() {
         let metrics = Arc::new(Metrics::default());
-        let outbox = Outbox::new(OUTBOX_UPDATES, Arc::clone(&metrics));
+        let backlog = Backlog::new(BACKLOG_UPDATES, Arc::clone(&metrics));
         // TC0: far more updates of 3 symbols than the bound, nobody draining.
-        let n = 3 * OUTBOX_UPDATES as u64;
+        let n = 3 * BACKLOG_UPDATES as u64;
         for i in 1..=n {
-            outbox.push(&seq((i % 3) as u32, i));
+            backlog.push(&seq((i % 3) as u32, i));
         }
-        assert!(outbox.len() < OUTBOX_UPDATES, "{}", outbox.len());
+        assert!(backlog.len() < BACKLOG_UPDATES, "{}", backlog.len());
         let mut out = VecDeque::new();
-        outbox.take(&mut out);
+        backlog.take(&mut out);
         let dropped = metrics.nats_publish_conflated_total.get();
         assert_eq!(dropped + out.len() as u64, n);
         // The newest of each symbol is there, and nothing older follows newer.
@@ -437,14 +437,14 @@ mod tests {
         for w in out.iter().collect::<Vec<_>>().windows(2) {
             assert!(w[0].symbol_seq < w[1].symbol_seq);
         }
-        assert!(outbox.is_empty());
+        assert!(backlog.is_empty());
         // TC1: more symbols than the bound: one each is kept, the bound grows
         // to twice the symbols, and pushes do not conflate every time.
-        let symbols = OUTBOX_UPDATES as u32 + 10;
+        let symbols = BACKLOG_UPDATES as u32 + 10;
         for i in 0..2 * symbols {
-            outbox.push(&seq(i % symbols, u64::from(i) + 1));
+            backlog.push(&seq(i % symbols, u64::from(i) + 1));
         }
-        let len = outbox.len();
+        let len = backlog.len();
         assert!(
             len >= symbols as usize && len <= 2 * symbols as usize,
             "{len}"

@@ -35,6 +35,7 @@ use crate::server::ws::connection::ConnectionConfig;
 
 mod accept;
 pub mod guard;
+mod query;
 mod routes;
 mod session;
 pub mod sse;

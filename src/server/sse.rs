@@ -30,6 +30,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use crate::fanout::{Outbox, Subscriber};
 use crate::market::Market;
 use crate::server::guard::access::Grant;
+use crate::server::query;
 use crate::server::session::{Session, Sessions};
 use crate::server::ws::connection::ConnectionConfig;
 use crate::wire::encode::frame_payload;
@@ -157,10 +158,7 @@ pub fn open(
 /// The `symbols` query parameter: `*`, or names separated by commas,
 /// percent-encoded.
 fn symbols_param(query: Option<&str>) -> Option<Symbols> {
-    let value = query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("symbols="))?;
-    let value = percent_decode(value)?;
+    let value = query::param(query, "symbols")?;
     let names: Vec<String> = value
         .split(',')
         .map(str::trim)
@@ -174,25 +172,6 @@ fn symbols_param(query: Option<&str>) -> Option<Symbols> {
     } else {
         Some(Symbols::Names(names))
     }
-}
-
-/// RFC 3986 percent-decoding (`+` is a plus, not a space); None if the
-/// result is not UTF-8 or an escape is cut short.
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The start of the stream, from what the subscribe queued (its ack, the

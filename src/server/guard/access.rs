@@ -191,10 +191,7 @@ pub fn bearer_token(headers: &HeaderMap, uri: &Uri) -> Option<String> {
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_owned());
     }
-    uri.query()?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("access_token="))
-        .and_then(crate::server::sse::percent_decode)
+    crate::server::query::param(uri.query(), "access_token")
 }
 
 /// Checks the request's token when auth is on; without a verifier every
