@@ -17,9 +17,6 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::server::guard::auth::AuthError;
-use crate::server::guard::head_gate::HttpRefusal;
-use crate::server::guard::proxy_header::ProxyError;
 use crate::wire::ErrorCode;
 
 /// A count that only goes up: events, bytes, messages (`Relaxed`: see the
@@ -102,6 +99,39 @@ impl Gauge {
     }
 }
 
+/// A reason that labels a counter: its place among the counter's labels.
+/// The labels are declared here, beside their counters, and each owner's
+/// reason enum (`HttpRefusal`, `ProxyError`, `AuthError`) maps itself onto
+/// them, so that this module imports none of the modules that count into it.
+pub trait Labelled: Copy {
+    fn index(self) -> usize;
+}
+
+/// Labels of `tickwire_http_rejections_total`, by
+/// `server::guard::head_gate::HttpRefusal`.
+pub const HTTP_REJECTION_REASONS: [&str; 4] = [
+    "request_line_too_long",
+    "headers_too_large",
+    "bad_request",
+    "proxy_header_untrusted",
+];
+
+/// Labels of `tickwire_proxy_header_errors_total`, by
+/// `server::guard::proxy_header::ProxyError`.
+pub const PROXY_HEADER_REASONS: [&str; 4] = ["malformed", "too_large", "timeout", "truncated"];
+
+/// Labels of `tickwire_auth_rejections_total`, by
+/// `server::guard::auth::AuthError`.
+pub const AUTH_REJECTION_REASONS: [&str; 7] = [
+    "missing",
+    "malformed",
+    "algorithm",
+    "signature",
+    "claims",
+    "expired",
+    "not_yet_valid",
+];
+
 /// Why a connection was refused; the label of
 /// `tickwire_connections_refused_total`. Checked and answered in
 /// [`admission`](crate::server::guard::admission); defined here, beside its counter, so that
@@ -142,12 +172,12 @@ macro_rules! counters {
             /// Connections refused at accept, by [`Refused`] reason.
             pub connections_refused: [Counter; Refused::REASONS.len()],
             /// Requests refused for their access token, by reason.
-            pub auth_rejections: [Counter; AuthError::ALL.len()],
+            pub auth_rejections: [Counter; AUTH_REJECTION_REASONS.len()],
             /// Request heads refused before routing, by [`HttpRefusal`] reason.
-            pub http_rejections: [Counter; HttpRefusal::REASONS.len()],
+            pub http_rejections: [Counter; HTTP_REJECTION_REASONS.len()],
             /// Trusted proxies' connections closed for their PROXY header, by
             /// [`ProxyError`] reason.
-            pub proxy_header_errors: [Counter; ProxyError::REASONS.len()],
+            pub proxy_header_errors: [Counter; PROXY_HEADER_REASONS.len()],
         }
 
         impl Metrics {
@@ -182,19 +212,19 @@ macro_rules! counters {
                 let name = "tickwire_auth_rejections_total";
                 let _ = writeln!(out, "# HELP {name} Requests on /ws and /sse refused with 401, by reason.");
                 let _ = writeln!(out, "# TYPE {name} counter");
-                for (reason, n) in AuthError::ALL.iter().zip(&self.auth_rejections) {
-                    let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.name(), n.get());
+                for (reason, n) in AUTH_REJECTION_REASONS.iter().zip(&self.auth_rejections) {
+                    let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.get());
                 }
                 let name = "tickwire_http_rejections_total";
                 let _ = writeln!(out, "# HELP {name} Request heads refused before routing (414 request line too long, 431 headers too large, 400 not HTTP or an untrusted PROXY header), by reason.");
                 let _ = writeln!(out, "# TYPE {name} counter");
-                for (reason, n) in HttpRefusal::REASONS.iter().zip(&self.http_rejections) {
+                for (reason, n) in HTTP_REJECTION_REASONS.iter().zip(&self.http_rejections) {
                     let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.get());
                 }
                 let name = "tickwire_proxy_header_errors_total";
                 let _ = writeln!(out, "# HELP {name} Connections from trusted proxies closed for their PROXY header (malformed, too large, not complete within handshake_timeout_ms, cut short), by reason.");
                 let _ = writeln!(out, "# TYPE {name} counter");
-                for (reason, n) in ProxyError::REASONS.iter().zip(&self.proxy_header_errors) {
+                for (reason, n) in PROXY_HEADER_REASONS.iter().zip(&self.proxy_header_errors) {
                     let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", n.get());
                 }
                 out
@@ -285,15 +315,15 @@ impl Metrics {
         self.protocol_errors[code.index()].inc();
     }
 
-    pub fn http_rejection(&self, reason: HttpRefusal) {
+    pub fn http_rejection(&self, reason: impl Labelled) {
         self.http_rejections[reason.index()].inc();
     }
 
-    pub fn proxy_header_error(&self, reason: ProxyError) {
+    pub fn proxy_header_error(&self, reason: impl Labelled) {
         self.proxy_header_errors[reason.index()].inc();
     }
 
-    pub fn auth_rejection(&self, reason: AuthError) {
+    pub fn auth_rejection(&self, reason: impl Labelled) {
         self.auth_rejections[reason.index()].inc();
     }
 }

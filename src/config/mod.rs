@@ -8,8 +8,6 @@ use std::time::Duration;
 
 mod validate;
 
-pub use self::validate::Validated;
-
 use clap::{Args as _, FromArgMatches as _};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +16,7 @@ use crate::server::guard::admission::AdmissionLimits;
 use crate::server::guard::auth::Secret;
 use crate::server::ws::connection::ConnectionConfig;
 use crate::server::ws::inbound::InboundRate;
+use crate::server::Settings;
 
 /// Everything `tickwire serve` can be told, each setting declared once:
 /// its doc is the flag's help and the TOML key's meaning, its `arg` gives
@@ -292,6 +291,23 @@ impl ServeConfig {
                 })?;
         c.auth_secret = given.auth_secret;
         Ok(c)
+    }
+
+    /// The server's settings, in its units.
+    pub fn server_settings(&self) -> Settings {
+        Settings {
+            listen: self.listen,
+            ring_capacity: self.ring_capacity,
+            publish_buffer_updates: self.publish_buffer_updates,
+            min_subscribers: self.min_subscribers,
+            connection: self.connection(),
+            send_buffer_bytes: self.send_buffer_bytes,
+            echo: self.echo,
+            admission: self.admission(),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+            shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+        }
     }
 
     pub fn connection(&self) -> ConnectionConfig {

@@ -12,32 +12,16 @@ use crate::server::guard::access::OriginPolicy;
 use crate::server::guard::auth::{Secret, Verifier};
 use crate::server::guard::proxy::TrustedProxies;
 use crate::server::guard::tls::CertStore;
+use crate::server::Setup;
 
 use super::{ConfigError, ServeConfig};
-
-/// A validated configuration, with feeds and speed parsed.
-#[derive(Debug)]
-pub struct Validated {
-    pub config: ServeConfig,
-    pub feeds: Vec<FeedSpec>,
-    /// Where to publish every update, if anywhere.
-    pub publish: Option<PublishTarget>,
-    pub speed: Speed,
-    pub looped: bool,
-    /// The certificate store, when TLS is on.
-    pub tls: Option<Arc<CertStore>>,
-    pub origins: OriginPolicy,
-    /// Checks access tokens, when auth is on.
-    pub auth: Option<Verifier>,
-    pub trusted_proxies: TrustedProxies,
-}
 
 impl ServeConfig {
     /// Checks every field and parses the feeds; lists every problem found.
     /// The checks on values come first; then what needs the filesystem
     /// (feeds opened and recognized, the CA bundle, the certificate, the
     /// secret), whose errors join the same list.
-    pub fn validate(self) -> Result<Validated, ConfigError> {
+    pub fn validate(self) -> Result<Setup, ConfigError> {
         let mut errors = self.check_values();
         let speed = self.speed.parse::<Speed>().unwrap_or_else(|e| {
             errors.push(format!("speed {:?}: {e}", self.speed));
@@ -74,8 +58,8 @@ impl ServeConfig {
             feeds.push(crate::feed::BUNDLED);
         }
         let looped = self.r#loop || self.feeds.is_empty();
-        Ok(Validated {
-            config: self,
+        Ok(Setup {
+            settings: self.server_settings(),
             feeds,
             publish,
             speed,

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use self::accept::{accept_loop, serve_http};
 use self::session::{Drained, Sessions};
-use crate::config::Validated;
+pub use self::setup::{Settings, Setup};
 use crate::feed::{FeedSpec, FeedStats, ReplayOptions};
 use crate::market::Market;
 use crate::metrics::Metrics;
@@ -38,6 +38,7 @@ pub mod guard;
 mod query;
 mod routes;
 mod session;
+mod setup;
 pub mod sse;
 mod status;
 mod upgrade;
@@ -138,7 +139,7 @@ impl Running {
 
 /// Starts the feeds, the publisher and the accept loop on `listener`.
 /// Fails only if the publisher's thread cannot be started.
-pub fn start(listener: TcpListener, mut v: Validated) -> std::io::Result<Running> {
+pub fn start(listener: TcpListener, mut v: Setup) -> std::io::Result<Running> {
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
@@ -155,14 +156,14 @@ pub fn start(listener: TcpListener, mut v: Validated) -> std::io::Result<Running
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (sessions, drained) = Sessions::new(Arc::clone(&market), shutdown_rx.clone());
     let tls_store = v.tls.clone();
-    let config = &v.config;
+    let config = &v.settings;
     let state = Arc::new(AppState {
         market: Arc::clone(&market),
-        connection: config.connection(),
+        connection: config.connection,
         send_buffer_bytes: config.send_buffer_bytes,
         echo: config.echo,
-        admission: Admission::new(config.admission(), Arc::clone(&metrics)),
-        handshake_timeout: Duration::from_millis(config.handshake_timeout_ms),
+        admission: Admission::new(config.admission, Arc::clone(&metrics)),
+        handshake_timeout: config.handshake_timeout,
         feeds,
         publish,
         shutdown: shutdown_rx.clone(),
@@ -171,12 +172,12 @@ pub fn start(listener: TcpListener, mut v: Validated) -> std::io::Result<Running
         tls: v.tls.map(|store| {
             tokio_rustls::TlsAcceptor::from(crate::server::guard::tls::server_config(store))
         }),
-        tls_handshake_timeout: Duration::from_millis(config.tls_handshake_timeout_ms),
+        tls_handshake_timeout: config.tls_handshake_timeout,
         origins: v.origins,
         auth: v.auth,
         trusted_proxies: v.trusted_proxies,
     });
-    let shutdown_timeout = Duration::from_millis(config.shutdown_timeout_ms);
+    let shutdown_timeout = config.shutdown_timeout;
     let task = tokio::spawn(serve(
         listener,
         Arc::clone(&state),
@@ -207,8 +208,8 @@ struct DataPath {
 
 /// Starts the publisher (with a feed node's NATS sink) and `v`'s feeds,
 /// taking them out of `v`.
-fn start_data_path(v: &mut Validated, metrics: Arc<Metrics>) -> std::io::Result<DataPath> {
-    let mut pipeline = Pipeline::new(v.config.ring_capacity, Arc::clone(&metrics));
+fn start_data_path(v: &mut Setup, metrics: Arc<Metrics>) -> std::io::Result<DataPath> {
+    let mut pipeline = Pipeline::new(v.settings.ring_capacity, Arc::clone(&metrics));
     let market = Arc::clone(&pipeline.market);
     let mut background = Vec::new();
     let (mut publish, mut restored) = (None, None);
@@ -216,7 +217,7 @@ fn start_data_path(v: &mut Validated, metrics: Arc<Metrics>) -> std::io::Result<
         publish = Some(format!("{}/{}", target.server, target.prefix));
         let nats = crate::nats::publish::start(
             target,
-            v.config.publish_buffer_updates,
+            v.settings.publish_buffer_updates,
             Arc::clone(&market),
             pipeline.sender(),
         );
@@ -236,7 +237,7 @@ fn start_data_path(v: &mut Validated, metrics: Arc<Metrics>) -> std::io::Result<
     let gate = FeedGate {
         restored,
         metrics,
-        min_subscribers: v.config.min_subscribers as u64,
+        min_subscribers: v.settings.min_subscribers as u64,
     };
     let statuses = std::mem::take(&mut v.feeds)
         .into_iter()
@@ -361,15 +362,15 @@ pub enum ServeError {
 
 /// Binds the configured address, prints where to connect, and serves until
 /// SIGINT or SIGTERM.
-pub async fn serve_until_signal(v: Validated) -> Result<(), ServeError> {
-    let listen = v.config.listen;
+pub async fn serve_until_signal(v: Setup) -> Result<(), ServeError> {
+    let listen = v.settings.listen;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| ServeError::Listen {
             addr: listen,
             source,
         })?;
-    let max_connections = v.config.max_connections;
+    let max_connections = v.settings.admission.max_connections;
     let fd_limit = crate::os::raise_open_files_limit();
     let running = start(listener, v).map_err(ServeError::Start)?;
     let addr = running.addr;

@@ -100,15 +100,13 @@ impl AuthError {
 
     /// The metric label.
     pub fn name(self) -> &'static str {
-        match self {
-            AuthError::Missing => "missing",
-            AuthError::Malformed => "malformed",
-            AuthError::Algorithm => "algorithm",
-            AuthError::Signature => "signature",
-            AuthError::Claims => "claims",
-            AuthError::Expired => "expired",
-            AuthError::NotYetValid => "not_yet_valid",
-        }
+        crate::metrics::AUTH_REJECTION_REASONS[self.index()]
+    }
+}
+
+impl crate::metrics::Labelled for AuthError {
+    fn index(self) -> usize {
+        AuthError::index(self)
     }
 }
 

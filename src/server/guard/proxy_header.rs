@@ -109,7 +109,8 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    pub const REASONS: [&'static str; 4] = ["malformed", "too_large", "timeout", "truncated"];
+    /// The metric labels, by [`ProxyError::index`].
+    pub const REASONS: [&'static str; 4] = crate::metrics::PROXY_HEADER_REASONS;
 
     pub fn index(self) -> usize {
         match self {
@@ -118,6 +119,12 @@ impl ProxyError {
             ProxyError::Timeout => 2,
             ProxyError::Truncated => 3,
         }
+    }
+}
+
+impl crate::metrics::Labelled for ProxyError {
+    fn index(self) -> usize {
+        ProxyError::index(self)
     }
 }
 

@@ -33,12 +33,8 @@ pub enum HttpRefusal {
 }
 
 impl HttpRefusal {
-    pub const REASONS: [&'static str; 4] = [
-        "request_line_too_long",
-        "headers_too_large",
-        "bad_request",
-        "proxy_header_untrusted",
-    ];
+    /// The metric labels, by [`HttpRefusal::index`].
+    pub const REASONS: [&'static str; 4] = crate::metrics::HTTP_REJECTION_REASONS;
 
     pub fn index(self) -> usize {
         match self {
@@ -192,4 +188,10 @@ fn is_chunked(v: &[u8]) -> bool {
 fn has_token(v: &[u8], token: &str) -> bool {
     v.split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+impl crate::metrics::Labelled for HttpRefusal {
+    fn index(self) -> usize {
+        HttpRefusal::index(self)
+    }
 }
