@@ -182,9 +182,9 @@ fn symbols_param(query: Option<&str>) -> Option<Symbols> {
 fn first_chunk(outbox: &mut Outbox, symbols: &Symbols, last_seen: Option<u64>) -> Bytes {
     let mut definitions = Vec::new();
     let mut snapshot = Vec::new();
-    while let Some(frame) = outbox.pop_frame() {
+    while let Some((frame, seq)) = outbox.pop_frame() {
         let payload = frame_payload(&frame);
-        match update_seq(&payload) {
+        match seq {
             Some(seq) if last_seen.is_none_or(|seen| seq > seen) => snapshot.push((seq, payload)),
             Some(_) => {}
             // The subscriber's own ack is replaced below by one that counts
@@ -205,32 +205,6 @@ fn first_chunk(outbox: &mut Outbox, symbols: &Symbols, last_seen: Option<u64>) -
         put_event(&mut chunk, Some(*seq), payload);
     }
     chunk.freeze()
-}
-
-/// The global sequence of a quote, trade or status payload, None for
-/// anything else.
-/// The encoder writes `type` first and `seq` as the fourth key
-/// (`encode::write_json`); a `,"seq":` cannot occur inside the symbol name
-/// before it, where every `"` is escaped.
-fn update_seq(payload: &[u8]) -> Option<u64> {
-    let sequenced = [
-        &br#"{"type":"quote""#[..],
-        br#"{"type":"trade""#,
-        br#"{"type":"status""#,
-    ];
-    if !sequenced.iter().any(|t| payload.starts_with(t)) {
-        return None;
-    }
-    const KEY: &[u8] = br#","seq":"#;
-    let at = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let digits = payload[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    std::str::from_utf8(&payload[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()
 }
 
 /// Appends one event. The JSON payloads are single lines (the encoder
@@ -281,9 +255,8 @@ async fn stream(
             None => {
                 sub.fill(&mut outbox);
                 let mut chunk = BytesMut::with_capacity(outbox.len_bytes() + 64);
-                while let Some(frame) = outbox.pop_frame() {
-                    let payload = frame_payload(&frame);
-                    put_event(&mut chunk, update_seq(&payload), &payload);
+                while let Some((frame, seq)) = outbox.pop_frame() {
+                    put_event(&mut chunk, seq, &frame_payload(&frame));
                 }
                 chunk.freeze()
             }
@@ -348,40 +321,6 @@ mod tests {
         assert_eq!(symbols_param(Some("symbols=")), None);
         assert_eq!(symbols_param(Some("symbol=BTCUSDT")), None);
         assert_eq!(symbols_param(Some("symbols=BTC%2")), None);
-    }
-
-    #[test]
-    fn sequence_of_update_payloads_only() {
-        // TC0: a quote and a trade.
-        assert_eq!(
-            update_seq(br#"{"type":"quote","symbol":"BTCUSDT","id":7,"seq":42,"symbol_seq":5}"#),
-            Some(42)
-        );
-        assert_eq!(
-            update_seq(br#"{"type":"trade","symbol":"X","id":0,"seq":18446744073709551615,"symbol_seq":1}"#),
-            Some(u64::MAX)
-        );
-        // TC1: a name that looks like the key does not fool it.
-        assert_eq!(
-            update_seq(
-                br#"{"type":"quote","symbol":"a\",\"seq\":9","id":1,"seq":3,"symbol_seq":1}"#
-            ),
-            Some(3)
-        );
-        // TC2: a status is sequenced like the updates.
-        assert_eq!(
-            update_seq(br#"{"type":"status","symbol":"X","id":0,"seq":7,"symbol_seq":1}"#),
-            Some(7)
-        );
-        // TC3: control messages and definitions have none.
-        assert_eq!(
-            update_seq(br#"{"type":"conflated","dropped":1,"latest":1}"#),
-            None
-        );
-        assert_eq!(
-            update_seq(br#"{"type":"symbol","id":0,"symbol":"X"}"#),
-            None
-        );
     }
 
     #[test]
