@@ -310,7 +310,7 @@ pub(crate) enum Outcome {
 
 /// Why one record was not turned into updates.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RecordError {
+pub(crate) enum BadRecord {
     #[error("{0}")]
     Unrecognized(String),
     #[error("{0}")]
@@ -344,9 +344,9 @@ pub(crate) enum RecordError {
 /// a few KB of zstd can hold gigabytes without a newline.
 pub(crate) const MAX_LINE_BYTES: usize = 16 << 20;
 
-impl RecordError {
+impl BadRecord {
     pub(crate) fn fields(kind: &'static str, err: impl fmt::Display) -> Self {
-        RecordError::Fields {
+        BadRecord::Fields {
             kind,
             reason: err.to_string(),
         }
@@ -355,14 +355,14 @@ impl RecordError {
     /// The kind of rejection this is, for counting and the log budget.
     pub(crate) fn reason(&self) -> Reason {
         match self {
-            RecordError::Unrecognized(_) => Reason::Unrecognized,
-            RecordError::Json(_) => Reason::Json,
-            RecordError::Fields { .. } => Reason::Fields,
-            RecordError::Decimal { .. } => Reason::Decimal,
-            RecordError::Symbol { .. } => Reason::Symbol,
-            RecordError::Timestamp(_) => Reason::Timestamp,
-            RecordError::Negative { .. } => Reason::Negative,
-            RecordError::TooLong => Reason::TooLong,
+            BadRecord::Unrecognized(_) => Reason::Unrecognized,
+            BadRecord::Json(_) => Reason::Json,
+            BadRecord::Fields { .. } => Reason::Fields,
+            BadRecord::Decimal { .. } => Reason::Decimal,
+            BadRecord::Symbol { .. } => Reason::Symbol,
+            BadRecord::Timestamp(_) => Reason::Timestamp,
+            BadRecord::Negative { .. } => Reason::Negative,
+            BadRecord::TooLong => Reason::TooLong,
         }
     }
 }
@@ -489,13 +489,13 @@ impl RejectTally {
 /// same answer for a symbol's first update (whose scale it would set) and
 /// any later one. Zero passes, `-0` included (an empty side has size 0);
 /// text that is not a decimal at all is left to the decimal parser.
-fn non_negative(what: &'static str, value: &str) -> Result<(), RecordError> {
+fn non_negative(what: &'static str, value: &str) -> Result<(), BadRecord> {
     let Some(digits) = value.as_bytes().strip_prefix(b"-") else {
         return Ok(());
     };
     let decimal = digits.iter().all(|b| b.is_ascii_digit() || *b == b'.');
     if decimal && digits.iter().any(|b| (b'1'..=b'9').contains(b)) {
-        return Err(RecordError::Negative {
+        return Err(BadRecord::Negative {
             what,
             value: value.to_owned(),
         });
@@ -538,7 +538,7 @@ impl Emitter<'_> {
         (bid_px, bid_sz): (&str, Option<&str>),
         (ask_px, ask_sz): (&str, Option<&str>),
         exchange_ts_ns: u64,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), BadRecord> {
         for (what, value) in [
             ("bid price", Some(bid_px)),
             ("bid size", bid_sz),
@@ -573,7 +573,7 @@ impl Emitter<'_> {
         sz: &str,
         side: Side,
         exchange_ts_ns: u64,
-    ) -> Result<(), RecordError> {
+    ) -> Result<(), BadRecord> {
         non_negative("price", px)?;
         non_negative("size", sz)?;
         let scale = self.scale(symbol, px, sz)?;
@@ -591,10 +591,10 @@ impl Emitter<'_> {
         symbol: &str,
         px: &str,
         sz: &str,
-    ) -> Result<crate::symbols::Scale, RecordError> {
+    ) -> Result<crate::symbols::Scale, BadRecord> {
         self.normalizer
             .scale(symbol, px.as_bytes(), sz.as_bytes())
-            .map_err(|source| RecordError::Symbol {
+            .map_err(|source| BadRecord::Symbol {
                 symbol: symbol.to_owned(),
                 source,
             })
@@ -622,8 +622,8 @@ fn decimal(
     what: &'static str,
     value: &str,
     parsed: Result<i64, DecimalError>,
-) -> Result<i64, RecordError> {
-    parsed.map_err(|source| RecordError::Decimal {
+) -> Result<i64, BadRecord> {
+    parsed.map_err(|source| BadRecord::Decimal {
         what,
         value: value.to_owned(),
         source,
@@ -684,7 +684,7 @@ mod tests {
                     assert_eq!(out.len(), 1, "case {i}");
                     assert!(!has_negative(&out[0].update.kind), "case {i}");
                 }
-                (Some(field), Err(RecordError::Negative { what, .. })) => {
+                (Some(field), Err(BadRecord::Negative { what, .. })) => {
                     assert_eq!(&what, field, "case {i}");
                     assert!(out.is_empty(), "case {i}");
                 }
@@ -702,7 +702,7 @@ mod tests {
         let err = emit.trade("B", "-1x", "1", Side::Buy, 0).unwrap_err();
         assert_eq!(err.reason(), Reason::Decimal, "{err}");
         assert_eq!(
-            RecordError::Negative {
+            BadRecord::Negative {
                 what: "bid price",
                 value: "-0.02667200".into()
             }

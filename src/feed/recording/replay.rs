@@ -42,8 +42,8 @@ use super::log::{self, LogFeed, LoopedSequences};
 use crate::feed::timestamp::{decimal_secs_ns, epoch_int_ns};
 use crate::feed::venue::{binance, coinbase, tardis};
 use crate::feed::{
-    Emitter, FeedError, FeedSpec, FeedStats, Outcome, RecordError, RejectTally, ReplayOptions,
-    Speed, MAX_LINE_BYTES,
+    BadRecord, Emitter, FeedError, FeedSpec, FeedStats, Outcome, RejectTally, ReplayOptions, Speed,
+    MAX_LINE_BYTES,
 };
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::Update;
@@ -252,7 +252,7 @@ impl<'n> FileReader<'n> {
         self.stats.records.inc();
         if cut {
             self.nonempty += 1;
-            self.reject(RecordError::TooLong)?;
+            self.reject(BadRecord::TooLong)?;
             return Ok(true);
         }
         let line = trim_ascii(&mut self.line);
@@ -280,7 +280,7 @@ impl<'n> FileReader<'n> {
             Some(Format::JsonLines) => json_line(line, &mut self.scratch, &mut emit),
             Some(Format::Tardis(columns)) => match std::str::from_utf8(line) {
                 Ok(row) => columns.parse_row(row, &mut emit),
-                Err(_) => Err(RecordError::Unrecognized("CSV row is not UTF-8".into())),
+                Err(_) => Err(BadRecord::Unrecognized("CSV row is not UTF-8".into())),
             },
             None if line.starts_with(tardis::HEADER_PREFIX.as_bytes()) => {
                 let header = String::from_utf8_lossy(line);
@@ -309,14 +309,14 @@ impl<'n> FileReader<'n> {
                 self.stats.skipped.inc();
             }
             Ok(Outcome::Foreign) => {
-                self.reject(RecordError::Unrecognized("unknown message".into()))?
+                self.reject(BadRecord::Unrecognized("unknown message".into()))?
             }
             Err(err) => self.reject(err)?,
         }
         Ok(true)
     }
 
-    fn reject(&mut self, err: RecordError) -> Result<(), FeedError> {
+    fn reject(&mut self, err: BadRecord) -> Result<(), FeedError> {
         // A record that failed halfway may have pushed some of its updates.
         self.out.clear();
         self.stats.rejected.inc();
@@ -590,7 +590,7 @@ pub(crate) fn capture_note(line: &[u8], first: bool) -> Option<&'static str> {
 }
 
 /// Splits a JSON-lines line into its capture timestamp, if any, and JSON.
-fn split_prefix(line: &mut [u8]) -> Result<(Option<u64>, &mut [u8]), RecordError> {
+fn split_prefix(line: &mut [u8]) -> Result<(Option<u64>, &mut [u8]), BadRecord> {
     if line.first() == Some(&b'{') {
         return Ok((None, line));
     }
@@ -598,7 +598,7 @@ fn split_prefix(line: &mut [u8]) -> Result<(Option<u64>, &mut [u8]), RecordError
         .iter()
         .position(|b| *b == b' ' || *b == b':' || *b == b'\t')
     else {
-        return Err(RecordError::Unrecognized(
+        return Err(BadRecord::Unrecognized(
             "neither JSON nor `<timestamp> <JSON>`".into(),
         ));
     };
@@ -610,7 +610,7 @@ fn split_prefix(line: &mut [u8]) -> Result<(Option<u64>, &mut [u8]), RecordError
     };
     let Some(ts) = ts else {
         let shown = String::from_utf8_lossy(&token[..token.len().min(40)]).into_owned();
-        return Err(RecordError::Unrecognized(format!(
+        return Err(BadRecord::Unrecognized(format!(
             "line starts with {shown:?}, neither JSON nor an epoch timestamp"
         )));
     };
@@ -627,7 +627,7 @@ fn json_line(
     line: &mut [u8],
     scratch: &mut Vec<u8>,
     emit: &mut Emitter<'_>,
-) -> Result<Outcome, RecordError> {
+) -> Result<Outcome, BadRecord> {
     let (prefix_ts, json) = split_prefix(line)?;
     // cryptofeed writes `ts` as a float with more digits than an f64 keeps,
     // so its text is taken before simd-json turns it into a number. The
@@ -637,7 +637,7 @@ fn json_line(
     } else {
         None
     };
-    let value = crate::json::parse(json).map_err(|e| RecordError::Json(e.to_string()))?;
+    let value = crate::json::parse(json).map_err(|e| BadRecord::Json(e.to_string()))?;
     if let Some(kind) = cryptofeed_kind(&value) {
         if kind != "recv" {
             // header, http, connect, send: the capture's own bookkeeping.
@@ -646,10 +646,10 @@ fn json_line(
         let data = value
             .get("data")
             .and_then(|d| d.as_str())
-            .ok_or_else(|| RecordError::fields("cryptofeed recv", "no `data` string"))?;
+            .ok_or_else(|| BadRecord::fields("cryptofeed recv", "no `data` string"))?;
         scratch.clear();
         scratch.extend_from_slice(data.as_bytes());
-        let inner = crate::json::parse(scratch).map_err(|e| RecordError::Json(e.to_string()))?;
+        let inner = crate::json::parse(scratch).map_err(|e| BadRecord::Json(e.to_string()))?;
         emit.receive_ts_ns = capture_ts.or(prefix_ts);
         return payload(&inner, emit);
     }
@@ -664,11 +664,11 @@ fn cryptofeed_kind<'v>(value: &'v BorrowedValue<'_>) -> Option<&'v str> {
     looks_like_capture.then_some(kind)
 }
 
-fn payload(value: &BorrowedValue<'_>, emit: &mut Emitter<'_>) -> Result<Outcome, RecordError> {
+fn payload(value: &BorrowedValue<'_>, emit: &mut Emitter<'_>) -> Result<Outcome, BadRecord> {
     if let (Some(stream), Some(data)) = (value.get("stream"), value.get("data")) {
         if stream.is_str() {
             return match binance::parse(data, emit)? {
-                Outcome::Foreign => Err(RecordError::Unrecognized(
+                Outcome::Foreign => Err(BadRecord::Unrecognized(
                     "Binance combined stream with an unknown payload".into(),
                 )),
                 known => Ok(known),
@@ -681,7 +681,7 @@ fn payload(value: &BorrowedValue<'_>, emit: &mut Emitter<'_>) -> Result<Outcome,
             known => return Ok(known),
         }
     }
-    Err(RecordError::Unrecognized(
+    Err(BadRecord::Unrecognized(
         "JSON of no known venue message".into(),
     ))
 }
