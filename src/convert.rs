@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::decimal::write_fixed;
+use crate::feed::normalize::{has_negative, Reason, RejectTally};
 use crate::feed::recording::log::{Entry, LogReader, LogSymbol, LogWriter, ReadStats};
 use crate::feed::recording::replay;
-use crate::feed::{has_negative, FeedError, FeedSpec, FeedStats, FileReader, Reason, RejectTally};
+use crate::feed::{FeedError, FeedSpec, FeedStats, FileReader};
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::{Sequenced, Side, UpdateKind};
 

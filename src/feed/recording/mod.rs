@@ -4,4 +4,4 @@
 pub mod log;
 pub mod replay;
 
-pub use replay::{probe, read_all, FileReader, Timed};
+pub use replay::{probe, read_all, FileReader};

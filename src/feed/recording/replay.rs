@@ -39,12 +39,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::log::{self, LogFeed, LoopedSequences};
+use crate::feed::normalize::{BadRecord, Emitter, Outcome, RejectTally, MAX_LINE_BYTES};
 use crate::feed::timestamp::{decimal_secs_ns, epoch_int_ns};
 use crate::feed::venue::{binance, coinbase, tardis};
-use crate::feed::{
-    BadRecord, Emitter, FeedError, FeedSpec, FeedStats, Outcome, RejectTally, ReplayOptions, Speed,
-    MAX_LINE_BYTES,
-};
+use crate::feed::{FeedError, FeedSpec, FeedStats, ReplayOptions, Speed, Timed};
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::Update;
 
@@ -61,14 +59,6 @@ const BATCH: usize = 256;
 /// Gaps shorter than this are not slept: tokio's timer ticks in ms, so such
 /// a sleep would end at the next tick anyway.
 const SLEEP_SLACK: Duration = Duration::from_millis(1);
-
-/// One update and the time it is paced by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timed {
-    pub update: Update,
-    /// Capture receive time, else exchange time, in ns; `None` is unpaced.
-    pub pace_ns: Option<u64>,
-}
 
 enum Format {
     JsonLines,
@@ -338,11 +328,11 @@ impl<'n> FileReader<'n> {
                 Voice::Repeat => Some(tracing::Level::DEBUG),
                 Voice::Silent => None,
             };
-            let budget = if n == crate::feed::LOGGED_PER_REASON {
+            let budget = if n == crate::feed::normalize::LOGGED_PER_REASON {
                 format!(
                     "; further `{}` rejections of this file are logged every {}th",
                     reason.name(),
-                    crate::feed::LOG_EVERY
+                    crate::feed::normalize::LOG_EVERY
                 )
             } else {
                 String::new()

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::decimal::{same_number, Fixed};
-use crate::feed::has_negative;
+use crate::feed::normalize::has_negative;
 use crate::symbols::SymbolTable;
 use crate::update::{Side, UpdateKind};
 

@@ -80,8 +80,9 @@ use simd_json::BorrowedValue;
 use tokio::sync::mpsc;
 
 use self::ws_client::ClientSocket;
+use crate::feed::normalize::{Emitter, Outcome, Reason, RejectTally};
 use crate::feed::venue::{binance, coinbase};
-use crate::feed::{Emitter, FeedError, FeedStats, Outcome, Reason, RejectTally, Timed};
+use crate::feed::{FeedError, FeedStats, Timed};
 use crate::symbols::Normalizer;
 use crate::update::{now_ns, SymbolId, SymbolStatus, Update, UpdateKind};
 use sequence::{binance_control, coinbase_control, Control, Numbering, Stream};

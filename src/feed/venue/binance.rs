@@ -10,7 +10,7 @@ use serde::Deserialize;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use crate::feed::{BadRecord, Emitter, Outcome};
+use crate::feed::normalize::{BadRecord, Emitter, Outcome};
 use crate::update::Side;
 
 /// Best bid and offer. Spot has no event type and no times; USD-M adds `e`,

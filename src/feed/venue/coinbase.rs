@@ -13,8 +13,8 @@ use serde::Deserialize;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
+use crate::feed::normalize::{BadRecord, Emitter, Outcome};
 use crate::feed::timestamp::rfc3339_ns;
-use crate::feed::{BadRecord, Emitter, Outcome};
 use crate::update::Side;
 
 /// Exchange `ticker`: the best bid and offer after a match. The sizes may be

@@ -7,7 +7,7 @@
 //! `local_timestamp` Tardis's receive time (optionally with a `.nnn` ns
 //! fraction, as `tickwire convert` writes for ns recordings).
 
-use crate::feed::{BadRecord, Emitter, Outcome};
+use crate::feed::normalize::{BadRecord, Emitter, Outcome};
 use crate::update::Side;
 
 /// The start of every Tardis CSV header.
