@@ -12,6 +12,7 @@
 use std::fmt;
 
 use crate::decimal::DecimalError;
+use crate::feed::recording::reader::MAX_LINE_BYTES;
 use crate::symbols::{NormalizeError, Normalizer};
 use crate::update::{now_ns, Side, Update, UpdateKind};
 
@@ -56,11 +57,6 @@ pub(crate) enum BadRecord {
     #[error("a line of more than {} MiB", MAX_LINE_BYTES >> 20)]
     TooLong,
 }
-
-/// The longest line of a recording that is parsed. A longer one (no real
-/// record comes near it) is read to its end and rejected, never held whole:
-/// a few KB of zstd can hold gigabytes without a newline.
-pub(crate) const MAX_LINE_BYTES: usize = 16 << 20;
 
 impl BadRecord {
     pub(crate) fn fields(kind: &'static str, err: impl fmt::Display) -> Self {
