@@ -358,24 +358,8 @@ fn decode_payload(
     while c.at < bytes.len() {
         let tag = c.byte()?;
         if tag == TAG_SYMBOL {
-            let id = SymbolId::try_from(c.varint()?).ok()?;
-            let price_decimals = c.byte()?;
-            let size_decimals = c.byte()?;
-            let len = usize::from(c.byte()?);
-            let name = bytes.get(c.at..c.at + len)?;
-            c.at += len;
-            let name = std::str::from_utf8(name).ok()?;
-            let bad_decimals = price_decimals > crate::decimal::MAX_DECIMALS
-                || size_decimals > crate::decimal::MAX_DECIMALS;
-            if name.is_empty() || len > MAX_NAME_LEN || bad_decimals {
-                return None;
-            }
-            let sym = LogSymbol {
-                id,
-                name: name.to_owned(),
-                price_decimals,
-                size_decimals,
-            };
+            let sym = symbol_definition(&mut c)?;
+            let id = sym.id;
             let earlier = defined.get(&id).or_else(|| known.get(&id));
             if earlier.is_some_and(|e| *e != sym) || defined.contains_key(&id) {
                 return None;
@@ -384,10 +368,9 @@ fn decode_payload(
             entries.push(Entry::Symbol(sym));
             continue;
         }
-        let kind_tag = tag;
-        if !(TAG_QUOTE..=last_quote_tag).contains(&kind_tag)
-            && !(TAG_TRADE..=TAG_TRADE + 2).contains(&kind_tag)
-            && !(TAG_STATUS..=TAG_STATUS + 3).contains(&kind_tag)
+        if !(TAG_QUOTE..=last_quote_tag).contains(&tag)
+            && !(TAG_TRADE..=TAG_TRADE + 2).contains(&tag)
+            && !(TAG_STATUS..=TAG_STATUS + 3).contains(&tag)
         {
             return None;
         }
@@ -395,68 +378,122 @@ fn decode_payload(
         if !defined.contains_key(&id) {
             return None;
         }
-        let (last_symbol_seq, last_px) = d.symbols.get(&id).copied().unwrap_or((0, 0));
-        let seq = c.delta(d.seq)?;
-        let symbol_seq = c.delta(last_symbol_seq)?;
-        let exchange_ts_ns = c.delta(d.exchange_ts)?;
-        let receive_ts_ns = c.delta(d.receive_ts)?;
-        let publish_ts_ns = c.delta(d.publish_ts)?;
-        let (kind, px) = if kind_tag >= TAG_STATUS {
-            let status = match kind_tag - TAG_STATUS {
-                0 => SymbolStatus::Live,
-                1 => SymbolStatus::StaleGap,
-                2 => SymbolStatus::StaleDisconnected,
-                _ => SymbolStatus::StaleSilent,
-            };
-            (UpdateKind::Status(status), last_px)
-        } else if kind_tag <= last_quote_tag {
-            let unknown = kind_tag - TAG_QUOTE;
-            let bid_px = last_px.wrapping_add(c.signed()?);
-            let bid_sz = match unknown & QUOTE_BID_SIZE_UNKNOWN {
-                0 => Some(c.signed()?),
-                _ => None,
-            };
-            let ask_px = bid_px.wrapping_add(c.signed()?);
-            let ask_sz = match unknown & QUOTE_ASK_SIZE_UNKNOWN {
-                0 => Some(c.signed()?),
-                _ => None,
-            };
-            let kind = UpdateKind::Quote {
-                bid_px,
-                bid_sz,
-                ask_px,
-                ask_sz,
-            };
-            (kind, bid_px)
-        } else {
-            let px = last_px.wrapping_add(c.signed()?);
-            let sz = c.signed()?;
-            let side = match kind_tag - TAG_TRADE {
-                1 => Side::Buy,
-                2 => Side::Sell,
-                _ => Side::Unknown,
-            };
-            (UpdateKind::Trade { px, sz, side }, px)
-        };
-        d.seq = seq;
-        d.exchange_ts = exchange_ts_ns;
-        d.receive_ts = receive_ts_ns;
-        d.publish_ts = publish_ts_ns;
-        d.symbols.insert(id, (symbol_seq, px));
-        entries.push(Entry::Update(Sequenced {
-            update: Update {
-                symbol: id,
-                kind,
-                exchange_ts_ns,
-                receive_ts_ns,
-                origin_seq: 0,
-                origin_publish_ts_ns: 0,
-            },
-            seq,
-            symbol_seq,
-            publish_ts_ns,
-        }));
+        entries.push(Entry::Update(update_record(
+            &mut c,
+            id,
+            tag,
+            last_quote_tag,
+            &mut d,
+        )?));
     }
     known.extend(defined);
     Some(entries)
+}
+
+/// A symbol definition after its tag: id, decimals and name, each within
+/// its bounds.
+fn symbol_definition(c: &mut Cursor<'_>) -> Option<LogSymbol> {
+    let id = SymbolId::try_from(c.varint()?).ok()?;
+    let price_decimals = c.byte()?;
+    let size_decimals = c.byte()?;
+    let len = usize::from(c.byte()?);
+    let name = c.bytes.get(c.at..c.at + len)?;
+    c.at += len;
+    let name = std::str::from_utf8(name).ok()?;
+    let bad_decimals = price_decimals > crate::decimal::MAX_DECIMALS
+        || size_decimals > crate::decimal::MAX_DECIMALS;
+    if name.is_empty() || len > MAX_NAME_LEN || bad_decimals {
+        return None;
+    }
+    Some(LogSymbol {
+        id,
+        name: name.to_owned(),
+        price_decimals,
+        size_decimals,
+    })
+}
+
+/// An update of symbol `id` after its tag and id: the sequence and the
+/// times, each a delta from the block's previous update (the symbol
+/// sequence from the symbol's), then the fields of its kind. Moves `d` on.
+fn update_record(
+    c: &mut Cursor<'_>,
+    id: SymbolId,
+    tag: u8,
+    last_quote_tag: u8,
+    d: &mut Deltas,
+) -> Option<Sequenced> {
+    let (last_symbol_seq, last_px) = d.symbols.get(&id).copied().unwrap_or((0, 0));
+    let seq = c.delta(d.seq)?;
+    let symbol_seq = c.delta(last_symbol_seq)?;
+    let exchange_ts_ns = c.delta(d.exchange_ts)?;
+    let receive_ts_ns = c.delta(d.receive_ts)?;
+    let publish_ts_ns = c.delta(d.publish_ts)?;
+    let (kind, px) = update_kind(c, tag, last_quote_tag, last_px)?;
+    d.seq = seq;
+    d.exchange_ts = exchange_ts_ns;
+    d.receive_ts = receive_ts_ns;
+    d.publish_ts = publish_ts_ns;
+    d.symbols.insert(id, (symbol_seq, px));
+    Some(Sequenced {
+        update: Update {
+            symbol: id,
+            kind,
+            exchange_ts_ns,
+            receive_ts_ns,
+            origin_seq: 0,
+            origin_publish_ts_ns: 0,
+        },
+        seq,
+        symbol_seq,
+        publish_ts_ns,
+    })
+}
+
+/// The kind an update's tag names, and its fields: prices as deltas from
+/// `last_px` (a quote's ask from its bid), sizes as they are. Also returns
+/// the price the symbol's next update is a delta from.
+fn update_kind(
+    c: &mut Cursor<'_>,
+    tag: u8,
+    last_quote_tag: u8,
+    last_px: i64,
+) -> Option<(UpdateKind, i64)> {
+    if tag >= TAG_STATUS {
+        let status = match tag - TAG_STATUS {
+            0 => SymbolStatus::Live,
+            1 => SymbolStatus::StaleGap,
+            2 => SymbolStatus::StaleDisconnected,
+            _ => SymbolStatus::StaleSilent,
+        };
+        Some((UpdateKind::Status(status), last_px))
+    } else if tag <= last_quote_tag {
+        let unknown = tag - TAG_QUOTE;
+        let bid_px = last_px.wrapping_add(c.signed()?);
+        let bid_sz = match unknown & QUOTE_BID_SIZE_UNKNOWN {
+            0 => Some(c.signed()?),
+            _ => None,
+        };
+        let ask_px = bid_px.wrapping_add(c.signed()?);
+        let ask_sz = match unknown & QUOTE_ASK_SIZE_UNKNOWN {
+            0 => Some(c.signed()?),
+            _ => None,
+        };
+        let kind = UpdateKind::Quote {
+            bid_px,
+            bid_sz,
+            ask_px,
+            ask_sz,
+        };
+        Some((kind, bid_px))
+    } else {
+        let px = last_px.wrapping_add(c.signed()?);
+        let sz = c.signed()?;
+        let side = match tag - TAG_TRADE {
+            1 => Side::Buy,
+            2 => Side::Sell,
+            _ => Side::Unknown,
+        };
+        Some((UpdateKind::Trade { px, sz, side }, px))
+    }
 }
