@@ -6,32 +6,39 @@
 //!
 //! In the order of the data path:
 //!
-//! - `spec`: what a feed is ([`FeedSpec`], [`Speed`], [`ReplayOptions`]) and
-//!   their parsing from `--feed` and `--speed`; [`BUNDLED`], the recording
-//!   served when no feed is named.
-//! - [`recording`]: recorded captures. [`recording::replay`]: opening,
-//!   decompression (by magic bytes), line reading, line shape and format
-//!   detection from the content, pacing and looping; the one parsing path,
-//!   [`FileReader`], serves both [`run`] and [`read_all`].
-//!   [`recording::log`]: tickwire's own binary log of what a publisher
-//!   published (written by `tickwire record` and `tickwire convert`),
-//!   detected by its magic bytes and replayed with its recorded symbol
-//!   sequences.
+//! - `spec.rs`: what a feed is ([`FeedSpec`], [`Speed`], [`ReplayOptions`])
+//!   and their parsing from `--feed` and `--speed`; [`BUNDLED`], the
+//!   recording served when no feed is named.
+//! - [`recording`]: recorded captures, decided from their content:
+//!   - `reader.rs`: [`FileReader`], one pass over a recording: opening,
+//!     decompression (by magic bytes), format detection, capped line
+//!     reading, each line to its parser. The one parsing path serves
+//!     [`run`], [`read_all`], [`probe`] and `tickwire convert`.
+//!   - `jsonl.rs`: the line shapes of JSON lines (timestamp prefixes,
+//!     cryptofeed records, Binance's envelope) and capture tools' notes.
+//!   - [`recording::log`]: tickwire's own binary log of what a publisher
+//!     published (written by `tickwire record` and `tickwire convert`),
+//!     detected by its magic bytes and replayed with its recorded symbol
+//!     sequences.
+//!   - `replay.rs`: a recording as a feed: passes on a reader thread,
+//!     looping, batches to the async side; and what each pass logs.
+//!   - `pacer.rs`: recorded time to wall time at `--speed`.
 //! - [`synthetic`]: the generator behind `synthetic:symbols=N,rate=R`.
 //! - [`upstream`]: live venue WebSocket feeds (`binance:wss://...`,
-//!   `coinbase:wss://...`): reconnection, sequence checks, stale / live
-//!   status; over [`upstream::ws_client`], the `ws://` / `wss://` client.
+//!   `coinbase:wss://...`): reconnection (`backoff.rs`), sequence checks
+//!   (`sequence.rs`), stale / live status (`status.rs`); over
+//!   [`upstream::ws_client`], the `ws://` / `wss://` client.
 //! - [`nats`]: an edge node's feed, a feed node's updates from NATS
 //!   (`nats://HOST:PORT[/FILTER]`).
 //! - [`venue`]: [`venue::binance`], [`venue::coinbase`], [`venue::tardis`],
 //!   one file per venue format, each with its raw message structs and their
-//!   parsing into fields; shared by recordings and live feeds.
-//! - `normalize`: the step every record goes through after its venue
-//!   parser: the `Emitter` that checks the fields and makes them
-//!   [`Timed`] updates, and `BadRecord`, a record refused, counted by
-//!   reason in a `RejectTally` with a log budget per reason.
-//! - `timestamp`: exact epoch / RFC 3339 parsing to nanoseconds.
-//! - this file: [`FeedStats`], [`FeedError`], and [`run`], which starts the
+//!   parsing; shared by recordings and live feeds.
+//! - `normalize.rs`: the step every record goes through after its venue
+//!   parser: the `Emitter` that checks the fields and makes them [`Timed`]
+//!   updates, and `BadRecord`, a record refused, counted by `Reason` in a
+//!   `RejectTally` with a log budget per reason.
+//! - `timestamp.rs`: exact epoch / RFC 3339 parsing to nanoseconds.
+//! - `mod.rs`: [`FeedStats`], [`FeedError`], and [`run`], which starts the
 //!   feed a spec names.
 
 pub mod nats;

@@ -6,9 +6,9 @@
 //! The reader also decides what a line is worth: a record (its updates), a
 //! skip (a capture tool's note, a message with no quote or trade), or a
 //! rejection; a file with no known record in its first [`DETECT_LINES`] is
-//! refused. Saying so in the log is [`PassReport`]'s part.
+//! refused. Saying so in the log is `PassReport`'s part (in `replay.rs`).
 //!
-//! A replay ([`super::replay`]), `convert`, [`probe`] and [`read_all`] all
+//! A replay (`replay.rs`), `convert`, [`probe`] and [`read_all`] all
 //! read through it: there is one parsing path.
 
 use std::collections::VecDeque;

@@ -18,7 +18,7 @@
 //!   (`channels` defaults to `ticker,matches,heartbeat`).
 //!
 //! Messages are normalized by the same venue parsers as recordings
-//! ([`super::binance`], [`super::coinbase`]).
+//! ([`binance`], [`coinbase`]).
 //!
 //! # Staying up
 //!

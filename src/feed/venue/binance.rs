@@ -3,8 +3,9 @@
 //! snapshots and other events are skipped.
 //!
 //! Payloads arrive bare or inside the combined-stream wrapper
-//! `{"stream":"btcusdt@bookTicker","data":{...}}`; the wrapper is removed by
-//! [`replay`](super::replay) before [`parse`] sees the payload.
+//! `{"stream":"btcusdt@bookTicker","data":{...}}`; the wrapper is removed
+//! before `parse` sees the payload, by the JSON-lines reader for a
+//! recording and by the live connector for a venue's WebSocket.
 
 use serde::Deserialize;
 use simd_json::prelude::*;
