@@ -1,4 +1,4 @@
-use super::read::Cursor;
+use super::decode::Cursor;
 use super::*;
 use crate::feed::normalize::RejectTally;
 use crate::update::{Side, SymbolStatus, Update, UpdateKind};
