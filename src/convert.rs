@@ -24,9 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::decimal::write_fixed;
+use crate::feed::normalize::{has_negative, Reason, RejectTally};
 use crate::feed::recording::log::{Entry, LogReader, LogSymbol, LogWriter, ReadStats};
-use crate::feed::recording::replay;
-use crate::feed::{has_negative, FeedError, FeedSpec, FeedStats, FileReader, Reason, RejectTally};
+use crate::feed::recording::reader;
+use crate::feed::{FeedError, FeedSpec, FeedStats, FileReader};
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::{Sequenced, Side, UpdateKind};
 
@@ -75,95 +76,123 @@ pub fn convert(
     output: &Path,
     exchange: &str,
 ) -> Result<ConvertSummary, ConvertError> {
-    let mut summary = ConvertSummary::default();
     let mut src = open(input)?;
     let head = src.fill_buf().map_err(io_at(input, "read"))?;
     if crate::feed::recording::log::is_log(head) {
-        let mut reader = LogReader::new(src).map_err(|e| log_err(input, e))?;
-        let mut sink = create_sink(output, exchange)?;
-        let mut symbols = std::collections::HashMap::new();
-        let mut rejections = RejectTally::default();
-        while let Some(block) = reader.next_block().map_err(|e| log_err(input, e))? {
-            for entry in block {
-                match entry {
-                    Entry::Symbol(sym) => {
-                        symbols.insert(sym.id, sym);
-                    }
-                    Entry::Update(s) => {
-                        summary.read += 1;
-                        let sym = symbols.get(&s.update.symbol).ok_or_else(|| {
-                            log_err(input, "update before its symbol's definition")
-                        })?;
-                        if has_negative(&s.update.kind) {
-                            summary.rejected += 1;
-                            let block = reader.stats().blocks;
-                            let n = rejections.add(Reason::Negative, block, 1);
-                            if RejectTally::logs(n) {
-                                tracing::warn!(
-                                    "{}: block {block}: rejected update (negative #{n}): a \
-                                     negative price or size of {}, symbol_seq {}",
-                                    input.display(),
-                                    sym.name,
-                                    s.symbol_seq
-                                );
-                            }
-                        } else if sink.push(sym, &s)? {
-                            summary.updates += 1;
-                        } else {
-                            summary.skipped += 1;
+        convert_log(input, src, output, exchange)
+    } else {
+        drop(src);
+        convert_recording(input, output, exchange)
+    }
+}
+
+/// From a tickwire log, every field kept. Its updates were never checked
+/// by a venue parser: a negative price or size is rejected here, and
+/// logged with its block.
+fn convert_log(
+    input: &Path,
+    src: Box<dyn BufRead + Send>,
+    output: &Path,
+    exchange: &str,
+) -> Result<ConvertSummary, ConvertError> {
+    let mut summary = ConvertSummary::default();
+    let mut reader = LogReader::new(src).map_err(|e| log_err(input, e))?;
+    let mut sink = create_sink(output, exchange)?;
+    let mut symbols = std::collections::HashMap::new();
+    let mut rejections = RejectTally::default();
+    while let Some(block) = reader.next_block().map_err(|e| log_err(input, e))? {
+        for entry in block {
+            match entry {
+                Entry::Symbol(sym) => {
+                    symbols.insert(sym.id, sym);
+                }
+                Entry::Update(s) => {
+                    summary.read += 1;
+                    let sym = symbols
+                        .get(&s.update.symbol)
+                        .ok_or_else(|| log_err(input, "update before its symbol's definition"))?;
+                    if has_negative(&s.update.kind) {
+                        summary.rejected += 1;
+                        let block = reader.stats().blocks;
+                        let n = rejections.add(Reason::Negative, block, 1);
+                        if RejectTally::logs(n) {
+                            tracing::warn!(
+                                "{}: block {block}: rejected update (negative #{n}): a \
+                                 negative price or size of {}, symbol_seq {}",
+                                input.display(),
+                                sym.name,
+                                s.symbol_seq
+                            );
                         }
+                    } else if sink.push(sym, &s)? {
+                        summary.updates += 1;
+                    } else {
+                        summary.skipped += 1;
                     }
                 }
             }
         }
-        let damage = reader.stats();
-        summary.rejected += damage.corrupt;
-        summary.damage = Some(damage);
-        summary.outputs = sink.finish()?;
-    } else {
-        drop(src);
-        let spec = FeedSpec::File(input.to_owned());
-        crate::feed::probe(&spec)?;
-        let mut sink = create_sink(output, exchange)?;
-        let table = SymbolTable::new();
-        let mut normalizer = Normalizer::new(Arc::clone(&table));
-        let mut defs: Vec<LogSymbol> = Vec::new();
-        let mut symbol_seqs: Vec<u64> = Vec::new();
-        let stats = Arc::new(FeedStats::default());
-        let reader = FileReader::open(&spec, &mut normalizer, Arc::clone(&stats))?;
-        for (i, timed) in reader.enumerate() {
-            let update = timed?.update;
-            let id = update.symbol as usize;
-            while defs.len() <= id {
-                let def = table
-                    .get(defs.len() as u32)
-                    .ok_or_else(|| log_err(input, "update for a symbol not interned"))?;
-                defs.push(LogSymbol {
-                    id: def.id,
-                    name: def.name.to_string(),
-                    price_decimals: def.price_decimals,
-                    size_decimals: def.size_decimals,
-                });
-                symbol_seqs.push(0);
-            }
-            symbol_seqs[id] += 1;
-            let s = Sequenced {
-                update,
-                seq: i as u64 + 1,
-                symbol_seq: symbol_seqs[id],
-                publish_ts_ns: 0,
-            };
-            // Recordings hold quotes and trades only, which every sink
-            // writes.
-            sink.push(&defs[id], &s)?;
-            summary.updates += 1;
-        }
-        summary.read = stats.records.get();
-        summary.skipped = stats.skipped.get();
-        summary.rejected = stats.rejected.get();
-        summary.outputs = sink.finish()?;
     }
+    let damage = reader.stats();
+    summary.rejected += damage.corrupt;
+    summary.damage = Some(damage);
+    summary.outputs = sink.finish()?;
     Ok(summary)
+}
+
+/// From any other recording, read (and refused, if it must be, before any
+/// output exists) as a feed reads it; updates are numbered as the
+/// publisher would number them.
+fn convert_recording(
+    input: &Path,
+    output: &Path,
+    exchange: &str,
+) -> Result<ConvertSummary, ConvertError> {
+    let spec = FeedSpec::File(input.to_owned());
+    crate::feed::probe(&spec)?;
+    let mut sink = create_sink(output, exchange)?;
+    let table = SymbolTable::new();
+    let mut normalizer = Normalizer::new(Arc::clone(&table));
+    let mut defs: Vec<LogSymbol> = Vec::new();
+    let mut symbol_seqs: Vec<u64> = Vec::new();
+    let stats = Arc::new(FeedStats::default());
+    let reader = FileReader::open(&spec, &mut normalizer, Arc::clone(&stats))?;
+    let mut updates = 0;
+    for (i, timed) in reader.enumerate() {
+        let update = timed?.update;
+        let id = update.symbol as usize;
+        while defs.len() <= id {
+            let def = table
+                .get(defs.len() as u32)
+                .ok_or_else(|| log_err(input, "update for a symbol not interned"))?;
+            defs.push(LogSymbol {
+                id: def.id,
+                name: def.name.to_string(),
+                price_decimals: def.price_decimals,
+                size_decimals: def.size_decimals,
+            });
+            symbol_seqs.push(0);
+        }
+        symbol_seqs[id] += 1;
+        let s = Sequenced {
+            update,
+            seq: i as u64 + 1,
+            symbol_seq: symbol_seqs[id],
+            publish_ts_ns: 0,
+        };
+        // Recordings hold quotes and trades only, which every sink
+        // writes.
+        sink.push(&defs[id], &s)?;
+        updates += 1;
+    }
+    Ok(ConvertSummary {
+        read: stats.records.get(),
+        updates,
+        skipped: stats.skipped.get(),
+        rejected: stats.rejected.get(),
+        outputs: sink.finish()?,
+        damage: None,
+    })
 }
 
 fn create_sink(output: &Path, exchange: &str) -> Result<Box<dyn Sink>, ConvertError> {
@@ -181,7 +210,7 @@ fn is_csv(path: &Path) -> bool {
 
 fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, ConvertError> {
     let file = File::open(path).map_err(io_at(path, "open"))?;
-    replay::decompress(BufReader::with_capacity(1 << 16, file)).map_err(io_at(path, "open"))
+    reader::decompress(BufReader::with_capacity(1 << 16, file)).map_err(io_at(path, "open"))
 }
 
 fn io_at<'p>(path: &'p Path, doing: &'static str) -> impl Fn(io::Error) -> ConvertError + 'p {

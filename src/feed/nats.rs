@@ -74,59 +74,88 @@ pub(crate) async fn run(
         tx,
     };
     let (snapshot_tx, mut snapshots) = mpsc::channel(SNAPSHOT_CHANNEL);
-    let mut loader: Option<JoinHandle<()>> = None;
-    let mut connection = 0u64;
+    let mut loader = SnapshotLoader {
+        client,
+        filter: source.filter.clone(),
+        out: snapshot_tx,
+        connection: 0,
+        task: None,
+    };
     loop {
         let more = tokio::select! {
             message = subscription.next() => match message {
                 Some(m) => edge.handle(&m.payload).await,
                 None => return Err(error("the NATS subscription ended".into())),
             },
-            event = events.recv() => {
-                match event {
-                    Some(Event::Connected) => {
-                        connection += 1;
-                        if connection > 1 {
-                            edge.stats.reconnects.inc();
-                        }
-                        tracing::info!(feed = %source.url, "connected to NATS; loading the snapshot");
-                        if let Some(l) = loader.take() {
-                            l.abort();
-                        }
-                        loader = Some(tokio::spawn(load_snapshot(
-                            client.clone(),
-                            source.filter.clone(),
-                            connection,
-                            snapshot_tx.clone(),
-                        )));
-                    }
-                    Some(Event::Disconnected) => {
-                        edge.stats.connected.store(false, Relaxed);
-                        tracing::warn!(feed = %source.url, "NATS disconnected; reconnecting");
-                    }
-                    Some(Event::SlowConsumer(_)) => {
-                        tracing::warn!(feed = %source.url, "NATS dropped messages for this slow edge; sequence gaps follow");
-                    }
-                    Some(other) => tracing::debug!(feed = %source.url, "NATS: {other}"),
-                    None => return Err(error("the NATS client stopped".into())),
-                }
-                true
-            }
-            Some(item) = snapshots.recv() => match item {
-                Snapshot::Message(c, payload) if c == connection => edge.handle(&payload).await,
-                Snapshot::Done(c, n) if c == connection => {
-                    tracing::info!(feed = %source.url, symbols = n, "snapshot loaded; live");
-                    edge.stats.connected.store(true, Relaxed);
+            event = events.recv() => match event {
+                Some(event) => {
+                    on_event(event, &source.url, &edge.stats, &mut loader);
                     true
                 }
-                _ => true,
+                None => return Err(error("the NATS client stopped".into())),
             },
+            Some(item) = snapshots.recv() => {
+                edge.snapshot(item, loader.connection, &source.url).await
+            }
         };
         if !more {
-            if let Some(l) = loader {
-                l.abort();
-            }
+            loader.abort();
             return Ok(());
+        }
+    }
+}
+
+/// Follows the NATS client's connection: each (re)connection loads the
+/// snapshot afresh, and the feed is not connected again until it is
+/// loaded.
+fn on_event(event: Event, url: &str, stats: &FeedStats, loader: &mut SnapshotLoader) {
+    match event {
+        Event::Connected => {
+            loader.connection += 1;
+            if loader.connection > 1 {
+                stats.reconnects.inc();
+            }
+            tracing::info!(feed = %url, "connected to NATS; loading the snapshot");
+            loader.start();
+        }
+        Event::Disconnected => {
+            stats.connected.store(false, Relaxed);
+            tracing::warn!(feed = %url, "NATS disconnected; reconnecting");
+        }
+        Event::SlowConsumer(_) => {
+            tracing::warn!(feed = %url, "NATS dropped messages for this slow edge; sequence gaps follow");
+        }
+        other => tracing::debug!(feed = %url, "NATS: {other}"),
+    }
+}
+
+/// The snapshot load of the current NATS connection; a newer connection
+/// makes an older load moot, so it is aborted when the next one starts.
+struct SnapshotLoader {
+    client: Client,
+    filter: String,
+    out: mpsc::Sender<Snapshot>,
+    /// Connections so far; the current one's number tags what its load
+    /// sends.
+    connection: u64,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SnapshotLoader {
+    /// Starts loading the snapshot for the current connection.
+    fn start(&mut self) {
+        self.abort();
+        self.task = Some(tokio::spawn(load_snapshot(
+            self.client.clone(),
+            self.filter.clone(),
+            self.connection,
+            self.out.clone(),
+        )));
+    }
+
+    fn abort(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
         }
     }
 }
@@ -198,6 +227,20 @@ impl Edge {
         }
         self.stats.updates.inc();
         true
+    }
+
+    /// One item of the snapshot loaded for connection `current`; an older
+    /// connection's is dropped. False when the publisher is gone.
+    async fn snapshot(&mut self, item: Snapshot, current: u64, url: &str) -> bool {
+        match item {
+            Snapshot::Message(c, payload) if c == current => self.handle(&payload).await,
+            Snapshot::Done(c, n) if c == current => {
+                tracing::info!(feed = %url, symbols = n, "snapshot loaded; live");
+                self.stats.connected.store(true, Relaxed);
+                true
+            }
+            _ => true,
+        }
     }
 
     fn reject(&self, reason: std::fmt::Arguments<'_>) -> bool {

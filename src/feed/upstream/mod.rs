@@ -18,7 +18,7 @@
 //!   (`channels` defaults to `ticker,matches,heartbeat`).
 //!
 //! Messages are normalized by the same venue parsers as recordings
-//! ([`super::binance`], [`super::coinbase`]).
+//! ([`binance`], [`coinbase`]).
 //!
 //! # Staying up
 //!
@@ -62,17 +62,17 @@
 //! just before it. The statuses go down the same channel as the updates, so
 //! clients receive them in order with the data.
 
+mod backoff;
 mod sequence;
 mod spec;
+mod status;
 pub mod ws_client;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 // Relaxed: FeedStats's flags and timestamp are read one by one (see
 // FeedStats); none orders other memory.
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use fastwebsockets::{Frame, OpCode, Payload};
 use simd_json::prelude::*;
@@ -80,11 +80,13 @@ use simd_json::BorrowedValue;
 use tokio::sync::mpsc;
 
 use self::ws_client::ClientSocket;
+use crate::feed::normalize::{Emitter, Outcome, Reason, RejectTally};
 use crate::feed::venue::{binance, coinbase};
-use crate::feed::{Emitter, FeedError, FeedStats, Outcome, Reason, RejectTally, Timed};
+use crate::feed::{FeedError, FeedStats, Timed};
 use crate::symbols::Normalizer;
-use crate::update::{now_ns, SymbolId, SymbolStatus, Update, UpdateKind};
-use sequence::{binance_control, coinbase_control, Control, Numbering, Stream};
+use crate::update::{now_ns, SymbolId, SymbolStatus, Update};
+use backoff::Backoff;
+use sequence::{binance_control, coinbase_control, Control, Numbered, Numbering, Stream};
 pub use spec::{UpstreamSpec, UpstreamTiming, Venue};
 
 /// Runs a live feed until the publisher is gone (the server is shutting
@@ -307,36 +309,69 @@ impl Connector {
             Control::Heartbeat {
                 symbol,
                 last_trade_id,
-            } => {
-                self.stats.skipped.inc();
-                let last = self.numbering.get(symbol, Stream::Trade);
-                let watching = self.spec.channels.iter().any(|c| c == "matches");
-                if watching && last != 0 && last_trade_id > last {
-                    self.stats.gaps.inc();
-                    self.numbering.set(symbol, Stream::Trade, last_trade_id);
-                    let id = self.normalizer.table().get_by_name(symbol).map(|d| d.id);
-                    if let Some(id) = id {
-                        if !self.set_stale(id, SymbolStatus::StaleGap).await {
-                            return Step::Shutdown;
-                        }
-                    }
-                }
-                return Step::Continue { data: false };
-            }
+            } => return self.heartbeat(symbol, last_trade_id).await,
             Control::Data(numbered) => numbered,
         };
-        let mut gap = false;
+        let gap = match &numbered {
+            Some(n) => match self.check_sequence(n) {
+                Some(gap) => gap,
+                None => return Step::Continue { data: false },
+            },
+            None => false,
+        };
+        if !self.normalize(value) {
+            return Step::Continue { data: false };
+        }
         if let Some(n) = &numbered {
-            let last = self.numbering.get(n.symbol, n.stream);
-            if last != 0 && n.id <= last {
-                self.stats.outdated.inc();
-                return Step::Continue { data: false };
-            }
-            if n.contiguous && last != 0 && n.id > last + 1 {
-                self.stats.gaps.inc();
-                gap = true;
+            self.numbering.set(n.symbol, n.stream, n.id);
+        }
+        if !self.publish_normalized(gap).await {
+            return Step::Shutdown;
+        }
+        Step::Continue { data: true }
+    }
+
+    /// A Coinbase heartbeat: a `last_trade_id` past the last match seen
+    /// for its symbol means matches were missed (when the feed watches
+    /// them): a gap, which makes the symbol stale.
+    async fn heartbeat(&mut self, symbol: &str, last_trade_id: u64) -> Step {
+        self.stats.skipped.inc();
+        let last = self.numbering.get(symbol, Stream::Trade);
+        let watching = self.spec.channels.iter().any(|c| c == "matches");
+        if watching && last != 0 && last_trade_id > last {
+            self.stats.gaps.inc();
+            self.numbering.set(symbol, Stream::Trade, last_trade_id);
+            let id = self.normalizer.table().get_by_name(symbol).map(|d| d.id);
+            if let Some(id) = id {
+                if !self.set_stale(id, SymbolStatus::StaleGap).await {
+                    return Step::Shutdown;
+                }
             }
         }
+        Step::Continue { data: false }
+    }
+
+    /// Checks a message's id against the last one published for its symbol
+    /// and stream: `None` if it is not newer (dropped, counted as
+    /// outdated); else whether it skips ids of a contiguous numbering (a
+    /// gap, counted).
+    fn check_sequence(&self, n: &Numbered<'_>) -> Option<bool> {
+        let last = self.numbering.get(n.symbol, n.stream);
+        if last != 0 && n.id <= last {
+            self.stats.outdated.inc();
+            return None;
+        }
+        let gap = n.contiguous && last != 0 && n.id > last + 1;
+        if gap {
+            self.stats.gaps.inc();
+        }
+        Some(gap)
+    }
+
+    /// Runs the venue's parser over a data message, into `out`; true if it
+    /// gave updates. A message with none is counted as skipped, one the
+    /// parser refuses as rejected.
+    fn normalize(&mut self, value: &BorrowedValue<'_>) -> bool {
         self.out.clear();
         let mut emit = Emitter {
             normalizer: &mut self.normalizer,
@@ -348,89 +383,20 @@ impl Connector {
             Venue::Coinbase => coinbase::parse(value, &mut emit),
         };
         match parsed {
-            Ok(Outcome::Emitted) => {}
+            Ok(Outcome::Emitted) => true,
             Ok(Outcome::Skipped) => {
                 self.stats.skipped.inc();
-                return Step::Continue { data: false };
+                false
             }
             Ok(Outcome::Foreign) => {
                 self.reject(Reason::Unrecognized, &"not a message of this venue");
-                return Step::Continue { data: false };
+                false
             }
             Err(e) => {
                 self.reject(e.reason(), &e);
-                return Step::Continue { data: false };
+                false
             }
         }
-        if let Some(n) = &numbered {
-            self.numbering.set(n.symbol, n.stream, n.id);
-        }
-        let updates = std::mem::take(&mut self.out);
-        for timed in &updates {
-            if !self.publish(timed.update, gap).await {
-                return Step::Shutdown;
-            }
-        }
-        self.out = updates;
-        Step::Continue { data: true }
-    }
-
-    /// Sends one update, with the status change it brings: a gap makes the
-    /// symbol stale before it; a stale symbol's first update without a gap
-    /// makes it live.
-    async fn publish(&mut self, update: Update, gap: bool) -> bool {
-        let stale = *self.status.entry(update.symbol).or_insert(false);
-        if gap && !stale && !self.set_stale(update.symbol, SymbolStatus::StaleGap).await {
-            return false;
-        }
-        if stale && !gap {
-            self.status.insert(update.symbol, false);
-            if !self.send_status(update.symbol, SymbolStatus::Live).await {
-                return false;
-            }
-        }
-        if self.tx.send(update).await.is_err() {
-            return false;
-        }
-        self.stats.updates.inc();
-        true
-    }
-
-    async fn set_stale(&mut self, symbol: SymbolId, why: SymbolStatus) -> bool {
-        match self.status.insert(symbol, true) {
-            Some(true) => true,
-            _ => self.send_status(symbol, why).await,
-        }
-    }
-
-    /// Marks every live symbol of the feed stale. False if the publisher
-    /// is gone.
-    async fn mark_all_stale(&mut self, why: SymbolStatus) -> bool {
-        let mut live: Vec<SymbolId> = self
-            .status
-            .iter()
-            .filter(|(_, stale)| !**stale)
-            .map(|(id, _)| *id)
-            .collect();
-        live.sort_unstable();
-        for id in live {
-            if !self.set_stale(id, why).await {
-                return false;
-            }
-        }
-        true
-    }
-
-    async fn send_status(&mut self, symbol: SymbolId, status: SymbolStatus) -> bool {
-        let update = Update {
-            symbol,
-            kind: UpdateKind::Status(status),
-            exchange_ts_ns: 0,
-            receive_ts_ns: now_ns(),
-            origin_seq: 0,
-            origin_publish_ts_ns: 0,
-        };
-        self.tx.send(update).await.is_ok()
     }
 
     /// Counts a rejected message; logs it within its reason's budget, so
@@ -458,76 +424,5 @@ fn close_reason(payload: &[u8]) -> String {
             String::from_utf8_lossy(reason)
         ),
         _ => "close without a code".into(),
-    }
-}
-
-/// Exponential backoff with jitter: each delay is drawn from the upper
-/// half of the current step, and the step doubles up to the maximum.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    step: Duration,
-    random: RandomState,
-    draws: u64,
-}
-
-impl Backoff {
-    fn new(timing: UpstreamTiming) -> Self {
-        Backoff {
-            initial: timing.backoff_initial,
-            max: timing.backoff_max.max(timing.backoff_initial),
-            step: timing.backoff_initial,
-            random: RandomState::new(),
-            draws: 0,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        self.draws += 1;
-        // Each RandomState has random keys: its hash of a counter is a
-        // fresh uniform u64, plenty for jitter.
-        let r = self.random.hash_one(self.draws);
-        let half = self.step / 2;
-        let jitter = half.mul_f64((r >> 11) as f64 / (1u64 << 53) as f64);
-        let delay = half + jitter;
-        self.step = (self.step * 2).min(self.max);
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.step = self.initial;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_resets() {
-        let mut b = Backoff::new(UpstreamTiming {
-            silence_timeout: Duration::from_secs(1),
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_millis(800),
-        });
-        // TC0: each delay in the upper half of its step: 100, 200, 400, 800, 800.
-        for step in [100u64, 200, 400, 800, 800] {
-            let d = b.next_delay();
-            assert!(
-                d >= Duration::from_millis(step / 2) && d <= Duration::from_millis(step),
-                "{d:?} for step {step}"
-            );
-        }
-        // TC1: after a reset it starts over.
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-        // TC2: the jitter varies.
-        let draws: std::collections::HashSet<_> = (0..20)
-            .map(|_| {
-                b.reset();
-                b.next_delay()
-            })
-            .collect();
-        assert!(draws.len() > 1);
     }
 }

@@ -3,14 +3,15 @@
 //! snapshots and other events are skipped.
 //!
 //! Payloads arrive bare or inside the combined-stream wrapper
-//! `{"stream":"btcusdt@bookTicker","data":{...}}`; the wrapper is removed by
-//! [`replay`](super::replay) before [`parse`] sees the payload.
+//! `{"stream":"btcusdt@bookTicker","data":{...}}`; the wrapper is removed
+//! before `parse` sees the payload, by the JSON-lines reader for a
+//! recording and by the live connector for a venue's WebSocket.
 
 use serde::Deserialize;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use crate::feed::{Emitter, Outcome, RecordError};
+use crate::feed::normalize::{BadRecord, Emitter, Outcome};
 use crate::update::Side;
 
 /// Best bid and offer. Spot has no event type and no times; USD-M adds `e`,
@@ -75,7 +76,7 @@ impl Trade<'_> {
 pub(crate) fn parse(
     value: &BorrowedValue<'_>,
     emit: &mut Emitter<'_>,
-) -> Result<Outcome, RecordError> {
+) -> Result<Outcome, BadRecord> {
     let Some(obj) = value.as_object() else {
         return Ok(Outcome::Foreign);
     };
@@ -87,7 +88,7 @@ pub(crate) fn parse(
         Some("bookTicker") => book_ticker(value, emit),
         Some("trade" | "aggTrade") => {
             let t: Trade<'_> = simd_json::serde::from_refborrowed_value(value)
-                .map_err(|e| RecordError::fields("Binance trade", e))?;
+                .map_err(|e| BadRecord::fields("Binance trade", e))?;
             let ts = ms_to_ns(t.trade_ms.or(t.event_ms));
             emit.trade(t.symbol, t.px, t.sz, t.aggressor(), ts)?;
             Ok(Outcome::Emitted)
@@ -108,9 +109,9 @@ pub(crate) fn parse(
     }
 }
 
-fn book_ticker(value: &BorrowedValue<'_>, emit: &mut Emitter<'_>) -> Result<Outcome, RecordError> {
+fn book_ticker(value: &BorrowedValue<'_>, emit: &mut Emitter<'_>) -> Result<Outcome, BadRecord> {
     let q: BookTicker<'_> = simd_json::serde::from_refborrowed_value(value)
-        .map_err(|e| RecordError::fields("Binance bookTicker", e))?;
+        .map_err(|e| BadRecord::fields("Binance bookTicker", e))?;
     let ts = ms_to_ns(q.transaction_ms.or(q.event_ms));
     let bid = (q.bid_px, Some(q.bid_sz));
     let ask = (q.ask_px, Some(q.ask_sz));

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
+use crate::feed::normalize::{BadRecord, Emitter, Outcome};
 use crate::feed::timestamp::rfc3339_ns;
-use crate::feed::{Emitter, Outcome, RecordError};
 use crate::update::Side;
 
 /// Exchange `ticker`: the best bid and offer after a match. The sizes may be
@@ -151,7 +151,7 @@ const ADVANCED_SKIPPED: &[&str] = &[
 pub(crate) fn parse(
     value: &BorrowedValue<'_>,
     emit: &mut Emitter<'_>,
-) -> Result<Outcome, RecordError> {
+) -> Result<Outcome, BadRecord> {
     if let Some(channel) = value.get("channel").and_then(|c| c.as_str()) {
         if value.get("events").is_some() {
             return advanced(channel, value, emit);
@@ -160,7 +160,7 @@ pub(crate) fn parse(
     match value.get("type").and_then(|t| t.as_str()) {
         Some("ticker") => {
             let t: ExchangeTicker<'_> = simd_json::serde::from_refborrowed_value(value)
-                .map_err(|e| RecordError::fields("Coinbase ticker", e))?;
+                .map_err(|e| BadRecord::fields("Coinbase ticker", e))?;
             let ts = time_ns(t.time)?;
             let bid = (t.best_bid, t.best_bid_size);
             let ask = (t.best_ask, t.best_ask_size);
@@ -169,7 +169,7 @@ pub(crate) fn parse(
         }
         Some("match" | "last_match") => {
             let m: ExchangeMatch<'_> = simd_json::serde::from_refborrowed_value(value)
-                .map_err(|e| RecordError::fields("Coinbase match", e))?;
+                .map_err(|e| BadRecord::fields("Coinbase match", e))?;
             let ts = time_ns(m.time)?;
             emit.trade(m.product_id, m.price, m.size, taker_side(m.side), ts)?;
             Ok(Outcome::Emitted)
@@ -183,11 +183,11 @@ fn advanced(
     channel: &str,
     value: &BorrowedValue<'_>,
     emit: &mut Emitter<'_>,
-) -> Result<Outcome, RecordError> {
+) -> Result<Outcome, BadRecord> {
     match channel {
         "ticker" | "ticker_batch" => {
             let msg: AdvancedTickerMessage<'_> = simd_json::serde::from_refborrowed_value(value)
-                .map_err(|e| RecordError::fields("Coinbase Advanced Trade ticker", e))?;
+                .map_err(|e| BadRecord::fields("Coinbase Advanced Trade ticker", e))?;
             let ts = time_ns(msg.timestamp)?;
             let mut emitted = false;
             for t in msg.events.iter().flat_map(|e| &e.tickers) {
@@ -204,7 +204,7 @@ fn advanced(
         }
         "market_trades" => {
             let msg: AdvancedTradesMessage<'_> = simd_json::serde::from_refborrowed_value(value)
-                .map_err(|e| RecordError::fields("Coinbase Advanced Trade market_trades", e))?;
+                .map_err(|e| BadRecord::fields("Coinbase Advanced Trade market_trades", e))?;
             let mut emitted = false;
             // Snapshot trades are history a client has already missed;
             // replaying them as new prints would move `last` backwards.
@@ -238,9 +238,9 @@ fn taker_side(maker: &str) -> Side {
     }
 }
 
-fn time_ns(time: Option<&str>) -> Result<u64, RecordError> {
+fn time_ns(time: Option<&str>) -> Result<u64, BadRecord> {
     match time {
         None => Ok(0),
-        Some(t) => rfc3339_ns(t).ok_or_else(|| RecordError::Timestamp(t.to_owned())),
+        Some(t) => rfc3339_ns(t).ok_or_else(|| BadRecord::Timestamp(t.to_owned())),
     }
 }

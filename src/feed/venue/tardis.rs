@@ -7,7 +7,7 @@
 //! `local_timestamp` Tardis's receive time (optionally with a `.nnn` ns
 //! fraction, as `tickwire convert` writes for ns recordings).
 
-use crate::feed::{Emitter, Outcome, RecordError};
+use crate::feed::normalize::{BadRecord, Emitter, Outcome};
 use crate::update::Side;
 
 /// The start of every Tardis CSV header.
@@ -117,11 +117,11 @@ impl Columns {
         &self,
         row: &str,
         emit: &mut Emitter<'_>,
-    ) -> Result<Outcome, RecordError> {
+    ) -> Result<Outcome, BadRecord> {
         let fields: Vec<&str> = row.split(',').collect();
         let common = self.common();
         if fields.len() != common.columns {
-            return Err(RecordError::fields(
+            return Err(BadRecord::fields(
                 "Tardis row",
                 format!("{} fields, header has {}", fields.len(), common.columns),
             ));
@@ -159,7 +159,7 @@ impl Columns {
 
 /// µs as Tardis writes them; `tickwire convert` adds `.nnn` (ns) when a
 /// recording has finer times than µs.
-fn micros(field: &str) -> Result<u64, RecordError> {
+fn micros(field: &str) -> Result<u64, BadRecord> {
     let (us, ns) = match field.split_once('.') {
         Some((us, frac)) if frac.len() <= 3 && frac.bytes().all(|b| b.is_ascii_digit()) => {
             let ns = format!("{frac:0<3}").parse::<u64>().ok();
@@ -171,5 +171,5 @@ fn micros(field: &str) -> Result<u64, RecordError> {
     us.parse::<u64>()
         .ok()
         .and_then(|us| us.checked_mul(1_000)?.checked_add(ns?))
-        .ok_or_else(|| RecordError::Timestamp(field.to_owned()))
+        .ok_or_else(|| BadRecord::Timestamp(field.to_owned()))
 }

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 
 use super::{Entry, LogError, LogReader, LogSymbol, ReadStats};
-use crate::feed::{has_negative, FeedError, FeedStats, Reason, RejectTally, Timed};
+use crate::feed::normalize::{has_negative, Reason, RejectTally};
+use crate::feed::{FeedError, FeedStats, Timed};
 use crate::symbols::Normalizer;
 use crate::update::{SymbolId, Update};
 

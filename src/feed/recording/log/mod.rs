@@ -12,12 +12,15 @@
 //!   the caller adds flushes by time).
 //! - `read`: [`LogReader`] reads whole blocks back, with [`ReadStats`] of
 //!   what it skipped.
+//! - `decode`: a verified block's payload into its records, every field
+//!   bounds-checked.
 //! - `feed`: `LogFeed` turns a log into a feed's
 //!   [`Timed`](crate::feed::Timed) updates, carrying the recorded
 //!   `symbol_seq` as [`Update::origin_seq`](crate::update::Update::origin_seq);
 //!   `LoopedSequences` keeps them rising across loops.
 //! - [`fuzz_read`] is the body of the `log_reader` fuzz target.
 
+mod decode;
 mod feed;
 mod read;
 mod write;

@@ -1,6 +1,6 @@
-use super::read::Cursor;
+use super::decode::Cursor;
 use super::*;
-use crate::feed::RejectTally;
+use crate::feed::normalize::RejectTally;
 use crate::update::{Side, SymbolStatus, Update, UpdateKind};
 
 /// A small deterministic generator (SplitMix64), so failures reproduce.
@@ -500,11 +500,12 @@ fn log_feed_serves_recorded_numbers_paced_by_publish_time() {
 
 #[test]
 fn log_feed_rejects_negative_prices_and_sizes() {
-    use crate::feed::{FeedStats, Reason};
+    use crate::feed::normalize::Reason;
+    use crate::feed::FeedStats;
     use crate::symbols::{Normalizer, SymbolTable};
     let good = stream(40, 9)
         .into_iter()
-        .filter(|u| !crate::feed::has_negative(&u.update.kind))
+        .filter(|u| !crate::feed::normalize::has_negative(&u.update.kind))
         .take(3)
         .collect::<Vec<_>>();
     let template = good[0];

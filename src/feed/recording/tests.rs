@@ -1,12 +1,20 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::jsonl::capture_note;
+use super::reader::{read_capped_line, MAX_LINE_BYTES};
 use super::*;
 use crate::decimal::{same_number, Fixed};
-use crate::feed::has_negative;
+use crate::feed::normalize::has_negative;
+use crate::feed::{FeedError, FeedSpec, FeedStats, ReplayOptions, Speed};
+use crate::symbols::Normalizer;
 use crate::symbols::SymbolTable;
+use crate::update::Update;
 use crate::update::{Side, UpdateKind};
 
 fn data(name: &str) -> PathBuf {
@@ -776,11 +784,7 @@ fn capture_note_shapes() {
         ("{\"u\":1}", true, None),
     ];
     for (line, first, want) in cases {
-        assert_eq!(
-            super::capture_note(line.as_bytes(), *first),
-            *want,
-            "{line}"
-        );
+        assert_eq!(capture_note(line.as_bytes(), *first), *want, "{line}");
     }
 }
 
