@@ -12,9 +12,13 @@
 use std::fmt;
 
 use crate::decimal::DecimalError;
-use crate::feed::recording::reader::MAX_LINE_BYTES;
 use crate::symbols::{NormalizeError, Normalizer};
 use crate::update::{now_ns, Side, Update, UpdateKind};
+
+/// The longest line of a recording that is parsed. A longer one (no real
+/// record comes near it) is read to its end and rejected, never held whole:
+/// a few KB of zstd can hold gigabytes without a newline.
+pub(crate) const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// What a venue parser made of one decoded message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::jsonl::{capture_note, json_line};
 use super::log::{self, LogFeed};
 use super::replay::{PassReport, Voice};
-use crate::feed::normalize::{BadRecord, Emitter, Outcome};
+use crate::feed::normalize::{BadRecord, Emitter, Outcome, MAX_LINE_BYTES};
 use crate::feed::venue::tardis;
 use crate::feed::{FeedError, FeedSpec, FeedStats, Timed};
 use crate::symbols::{Normalizer, SymbolTable};
@@ -27,11 +27,6 @@ use crate::update::Update;
 
 /// Lines looked at before a file with no known record is refused.
 pub const DETECT_LINES: u64 = 100;
-
-/// The longest line of a recording that is parsed. A longer one (no real
-/// record comes near it) is read to its end and rejected, never held whole:
-/// a few KB of zstd can hold gigabytes without a newline.
-pub(crate) const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// Decompressed bytes read per system call.
 const READ_BUF: usize = 1 << 16;

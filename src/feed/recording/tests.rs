@@ -7,10 +7,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::jsonl::capture_note;
-use super::reader::{read_capped_line, MAX_LINE_BYTES};
+use super::reader::read_capped_line;
 use super::*;
 use crate::decimal::{same_number, Fixed};
 use crate::feed::normalize::has_negative;
+use crate::feed::normalize::MAX_LINE_BYTES;
 use crate::feed::{FeedError, FeedSpec, FeedStats, ReplayOptions, Speed};
 use crate::symbols::Normalizer;
 use crate::symbols::SymbolTable;
