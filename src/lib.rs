@@ -58,7 +58,7 @@ pub mod feed;
 pub mod json;
 pub mod market;
 pub mod metrics;
-pub mod nats;
+mod nats;
 mod os;
 mod pipeline;
 pub mod publish;

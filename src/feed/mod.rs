@@ -41,13 +41,13 @@
 //! - `mod.rs`: [`FeedStats`], [`FeedError`], and [`run`], which starts the
 //!   feed a spec names.
 
-pub mod nats;
+pub(crate) mod nats;
 pub(crate) mod normalize;
 pub mod recording;
 mod spec;
-pub mod synthetic;
+pub(crate) mod synthetic;
 mod timestamp;
-pub mod upstream;
+pub(crate) mod upstream;
 pub mod venue;
 
 use std::fmt;

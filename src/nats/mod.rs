@@ -10,7 +10,7 @@
 //! both into its own publisher. Payloads carry the feed node's `symbol_seq`
 //! and `publish_ts`, which every edge serves unchanged.
 
-pub mod publish;
+pub(crate) mod publish;
 
 use std::time::Duration;
 

@@ -95,6 +95,7 @@ impl Backlog {
     }
 
     /// Updates waiting for the NATS task.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.inner
             .lock()
@@ -103,6 +104,7 @@ impl Backlog {
             .len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

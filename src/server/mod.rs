@@ -39,11 +39,11 @@ mod query;
 mod routes;
 mod session;
 mod setup;
-pub mod sse;
+pub(crate) mod sse;
 mod status;
 mod upgrade;
-pub mod web;
-pub mod ws;
+pub(crate) mod web;
+pub(crate) mod ws;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FeedState {

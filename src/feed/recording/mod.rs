@@ -47,7 +47,7 @@
 mod jsonl;
 pub mod log;
 mod pacer;
-pub mod reader;
+pub(crate) mod reader;
 pub(crate) mod replay;
 
 pub use reader::{probe, read_all, FileReader};

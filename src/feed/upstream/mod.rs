@@ -66,7 +66,7 @@ mod backoff;
 mod sequence;
 mod spec;
 mod status;
-pub mod ws_client;
+pub(crate) mod ws_client;
 
 use std::collections::HashMap;
 // Relaxed: FeedStats's flags and timestamp are read one by one (see

@@ -2,5 +2,5 @@
 //! normalization.
 
 pub mod binance;
-pub mod coinbase;
+pub(crate) mod coinbase;
 pub mod tardis;

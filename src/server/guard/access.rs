@@ -174,10 +174,6 @@ impl Grant {
             symbols: c.symbols,
         }
     }
-
-    pub fn allows(&self, name: &str) -> bool {
-        self.symbols.as_ref().is_none_or(|s| s.contains(name))
-    }
 }
 
 /// The token a request carries: `Authorization: Bearer <token>`, else the

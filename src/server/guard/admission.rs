@@ -249,6 +249,7 @@ impl Admission {
 
     /// Client IPs with state held (open connections or a bucket still
     /// refilling).
+    #[cfg(test)]
     pub fn tracked_ips(&self) -> usize {
         self.per_ip
             .lock()

@@ -6,10 +6,10 @@
 //! check; [`auth`]: HS256 tokens), and the encryption ([`tls`]: HTTPS and
 //! wss with certificate reload).
 
-pub mod access;
-pub mod admission;
+pub(crate) mod access;
+pub(crate) mod admission;
 pub mod auth;
-pub mod head_gate;
+pub(crate) mod head_gate;
 pub mod proxy;
 pub mod proxy_header;
-pub mod tls;
+pub(crate) mod tls;

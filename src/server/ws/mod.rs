@@ -3,6 +3,6 @@
 //! the limits) and the check that closes on an unmasked frame
 //! ([`mask_check`]).
 
-pub mod connection;
-pub mod inbound;
-pub mod mask_check;
+pub(crate) mod connection;
+pub(crate) mod inbound;
+pub(crate) mod mask_check;

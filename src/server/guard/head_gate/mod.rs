@@ -35,7 +35,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use self::check::{check_head, Check};
-pub use self::check::{HttpRefusal, MAX_HEADER_FIELDS, MAX_HEAD_BYTES, MAX_REQUEST_LINE_BYTES};
+pub use self::check::{HttpRefusal, MAX_HEAD_BYTES, MAX_REQUEST_LINE_BYTES};
 
 /// How long a refused connection keeps reading (and discarding) what the
 /// client still sends after its answer: closing a socket with unread input
@@ -353,6 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for HeadGate<S> {
 
 #[cfg(test)]
 mod tests {
+    use super::check::MAX_HEADER_FIELDS;
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
