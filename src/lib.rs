@@ -8,46 +8,44 @@
 //!
 //! # Layout
 //!
-//! The modules in the order an update passes through them:
+//! The modules in the order an update passes through them, then the server
+//! around them, then what reaches past one machine (`docs/ARCHITECTURE.md`,
+//! "The layout", says why the tree is cut this way):
 //!
-//! - [`feed`]: sources: recorded files in every supported format (one file
-//!   per venue), and a synthetic generator.
-//! - [`decimal`], [`symbols`], [`update`]: normalization: exact fixed-point
-//!   prices, interned symbols, the `Copy` update.
-//! - [`publish`]: the one writer: sequences, encodes ([`encode`]) and
-//!   publishes; [`decode`] is the one reader of what it encodes (tests,
-//!   fuzz targets, clients).
-//! - [`ring`]: the lock-free single-producer, many-consumer ring; with the
-//!   last-value cache it makes up the [`market`] every connection reads.
-//! - [`fanout`]: what one connection is sent: subscriptions, the ring
-//!   cursor, conflation.
-//! - [`connection`]: one WebSocket connection's reader and vectored writer;
-//!   [`inbound`] reassembles what the client sends within its limits
-//!   (size, fragments, rate, heartbeat); [`mask_check`] closes on an
-//!   unmasked client frame. [`ws_frame`] is the one RFC 6455 frame-header
-//!   parser (`mask_check`, the bench client, tests and fuzz targets).
-//! - [`sse`]: the same frames as Server-Sent Events, for clients that cannot
-//!   open a WebSocket.
-//! - [`server`]: HTTP routes (`/`, `/ws`, `/sse`, `/metrics`, `/healthz`),
-//!   feeds and publisher start-up, graceful shutdown; [`admission`] (the
-//!   connection limits, checked at accept), [`head_gate`] (request heads
-//!   checked against their limits before hyper reads them), [`config`],
-//!   [`metrics`], [`protocol`] (client requests, error and close codes) and
-//!   [`web`] (the embedded dashboard) serve it; [`tls`] (HTTPS and wss, certificate
-//!   reload), [`access`] (Origin allowlist, the handshake's token check) and
-//!   [`auth`] (HS256 tokens) guard it.
-//! - [`nats`], [`nats_publish`]: beyond one machine: a feed node publishes
-//!   every update to NATS; edge nodes take them back with the
-//!   `nats://` feed ([`feed::nats`]).
-//! - [`record`], [`convert`]: `tickwire record` writes what the publisher
-//!   published to a tickwire log ([`feed::log`]); `tickwire convert` turns
-//!   recordings into logs and logs into Tardis CSV.
-//! - [`bench`]: the load harness behind `tickwire bench`, a WebSocket
-//!   client of its own that measures any server from the outside.
+//! - **Sources**, [`feed`]: recorded files (`feed::recording`, with
+//!   tickwire's own log), one file per venue format (`feed::venue`), live
+//!   venue WebSockets (`feed::upstream`), the synthetic generator, and an
+//!   edge node's NATS source.
+//! - **Normalize**: `feed::normalize` (the step, its rejections), over
+//!   [`decimal`] (exact fixed-point), [`symbols`] (interning) and [`update`]
+//!   (the `Copy` update); [`json`] parses outside JSON with a bound on
+//!   nesting.
+//! - **Publish**: `pipeline` assembles feeds → [`publish`] (the one writer:
+//!   sequences, encodes once) → [`ring`] and the last-value cache, which
+//!   make up the [`market`]; built once for `serve` and for [`record`].
+//! - **Wire**, [`wire`]: the protocol both ways: requests, replies, codes;
+//!   `wire::encode` (frames, encoded once), `wire::decode` (their one
+//!   reader: tests, fuzz, bench), `wire::frame` (RFC 6455 headers).
+//! - **Fan-out**, [`fanout`]: what one connection is sent: the ring cursor,
+//!   conflation, subscriptions and their limits, the outbox.
+//! - **Server**, [`server`]: accept, routes, status endpoints, the upgrade,
+//!   the session a WebSocket (`server::ws`) and an SSE stream share, and
+//!   its security pieces together in [`server::guard`] (admission, head
+//!   gate, proxies, Origin and tokens, TLS).
+//! - **Beyond one machine**: `nats` (a feed node publishes every update to
+//!   NATS; edges read them back with `feed::nats`).
+//! - **Around it**: [`config`] (each setting declared once), [`metrics`]
+//!   (one `Counter`/`Gauge`, one writer), [`record`] and [`convert`] (the
+//!   commands on recordings), [`bench`] (the load harness), and `os` (the
+//!   open-files limit).
+//!
+//! Modules are private unless a caller outside the crate (the binary,
+//! tests, benches, fuzz targets) needs them.
 //!
 //! Errors: each boundary has its own `thiserror` enum (`FeedError`,
-//! `ConfigError`, `DecimalError`, ...); the hot path (fan-out, writes) has
-//! no error type beyond `io::Error`, and only the binary uses `anyhow`.
+//! `ConfigError`, `ServeError`, `DecimalError`, ...); the hot path
+//! (fan-out, writes) has no error type beyond `io::Error`, and only the
+//! binary (`main.rs`, `cli/`) uses `anyhow`.
 
 pub mod bench;
 pub mod config;
