@@ -32,10 +32,7 @@ impl ServeArgs {
         let mut c = ServeConfig::layered(self.config.as_deref(), self.settings, was_given)?;
         // From the environment only: a flag would show it in `ps`.
         if let Ok(text) = std::env::var("TICKWIRE_AUTH_SECRET") {
-            c.auth_secret = Some(
-                tickwire::server::guard::auth::Secret::new(text.as_bytes())
-                    .map_err(|e| anyhow::anyhow!(e))?,
-            );
+            c.auth_secret = Some(tickwire::server::guard::auth::Secret::new(text.as_bytes())?);
         }
         Ok(c)
     }

@@ -25,11 +25,10 @@ pub(crate) struct TokenArgs {
 pub(crate) fn run_token(args: TokenArgs) -> anyhow::Result<()> {
     use tickwire::server::guard::auth::{self, Secret};
     let secret = match (&args.secret_file, std::env::var("TICKWIRE_AUTH_SECRET")) {
-        (Some(path), _) => Secret::from_file(path),
-        (None, Ok(text)) => Secret::new(text.as_bytes()),
-        (None, Err(_)) => Err("give --secret-file or set TICKWIRE_AUTH_SECRET".to_owned()),
-    }
-    .map_err(|e| anyhow::anyhow!(e))?;
+        (Some(path), _) => Secret::from_file(path)?,
+        (None, Ok(text)) => Secret::new(text.as_bytes())?,
+        (None, Err(_)) => anyhow::bail!("give --secret-file or set TICKWIRE_AUTH_SECRET"),
+    };
     let now = auth::now_secs();
     let mut claims = serde_json::json!({ "exp": now + args.exp_secs });
     if let Some(nbf) = args.nbf_secs {

@@ -196,7 +196,7 @@ impl ServeConfig {
                     .to_owned(),
             ),
             (Some(s), None) => Ok(Some(s.clone())),
-            (None, Some(path)) => Secret::from_file(path).map(Some),
+            (None, Some(path)) => Secret::from_file(path).map(Some).map_err(|e| e.to_string()),
             (None, None) => Ok(None),
         };
         secret.map_err(|e| errors.push(e)).ok().flatten()

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,24 +36,44 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Why a secret cannot be used. Each message is whole (it goes into the
+/// configuration's list of problems as it is), so none has a source.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("the auth secret is {0} bytes; HS256 needs at least {MIN_SECRET_BYTES}")]
+    TooShort(usize),
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{}: the auth secret is {len} bytes; HS256 needs at least {MIN_SECRET_BYTES}", path.display())]
+    TooShortInFile { path: PathBuf, len: usize },
+}
+
 impl Secret {
     /// A secret from its text, without surrounding whitespace (a trailing
     /// newline in a file or an environment variable is not part of it).
-    pub fn new(text: &[u8]) -> Result<Secret, String> {
+    pub fn new(text: &[u8]) -> Result<Secret, SecretError> {
         let trimmed = text.trim_ascii();
         if trimmed.len() < MIN_SECRET_BYTES {
-            return Err(format!(
-                "the auth secret is {} bytes; HS256 needs at least {MIN_SECRET_BYTES}",
-                trimmed.len()
-            ));
+            return Err(SecretError::TooShort(trimmed.len()));
         }
         Ok(Secret(trimmed.to_vec()))
     }
 
-    pub fn from_file(path: &Path) -> Result<Secret, String> {
-        let text =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Secret::new(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Secret, SecretError> {
+        let text = std::fs::read(path).map_err(|error| SecretError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Secret::new(&text).map_err(|e| match e {
+            SecretError::TooShort(len) => SecretError::TooShortInFile {
+                path: path.to_owned(),
+                len,
+            },
+            other => other,
+        })
     }
 
     fn mac(&self) -> HmacSha256 {
