@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::record::{latency_histogram, ThreadStats};
+use super::samples::{latency_histogram, ThreadStats};
 use super::{BenchConfig, BenchError, Protocol, Subscription, Window};
 
 /// Latency percentiles in µs.
@@ -148,7 +148,7 @@ pub(crate) fn build(
             first,
         });
     }
-    let sum = |f: fn(&super::record::ConnRecord) -> u64| clients.iter().map(f).sum::<u64>();
+    let sum = |f: fn(&super::samples::ConnRecord) -> u64| clients.iter().map(f).sum::<u64>();
     let measured = sum(|c| c.updates_measured);
     let secs = w.wall.as_secs_f64();
     // Every client sees the whole stream only with `*` (peers: always).

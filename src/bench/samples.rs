@@ -1,14 +1,15 @@
-//! What a load thread records: per-connection sequence checks and counters,
-//! and the thread's latency histograms. The frame loop here is the hot path
-//! of the harness: no allocation, one clock read per socket read.
+//! What a load thread samples from the server's bytes: the frames parsed
+//! out of each read, per-connection sequence checks and counters, and the
+//! thread's latency histograms. The frame loop here is the hot path of the
+//! harness: no allocation, one clock read per socket read.
 
 use hdrhistogram::Histogram;
 
-use super::client::{frame_header, FrameError};
 use super::{Phase, Protocol};
 use crate::update::now_ns;
 use crate::wire::decode::offset;
 use crate::wire::encode::{msg_type, QUOTE_LEN, STATUS_LEN, TRADE_LEN};
+use crate::wire::frame;
 
 /// Highest latency recorded, in µs (one hour); larger values saturate.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -16,6 +17,40 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 const MAX_SYMBOL_ID: usize = 1 << 20;
 /// Error texts kept for the report.
 const MAX_ERRORS_KEPT: usize = 8;
+/// Largest server message accepted; tickwire's are under 1 KiB.
+pub(crate) const MAX_FRAME: usize = 1 << 20;
+
+/// A server frame the harness cannot take.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FrameError {
+    #[error("the server sent a masked frame")]
+    Masked,
+    #[error("unsupported frame opcode {0:#x} (fragmented or reserved)")]
+    Opcode(u8),
+    #[error("a {0}-byte message, larger than the harness accepts")]
+    TooLarge(usize),
+    #[error("not a tickwire message: {0}")]
+    NotTickwire(String),
+    #[error("a ts-prefix payload of {0} bytes, shorter than 16")]
+    ShortPayload(usize),
+}
+
+/// One parsed frame header: first byte (FIN, RSV, opcode), header length,
+/// payload length. A masked frame is refused at its second byte.
+#[inline]
+pub(crate) fn frame_header(bytes: &[u8]) -> Result<Option<(u8, usize, usize)>, FrameError> {
+    let h = match frame::parse(bytes) {
+        Some(h) if !h.masked => h,
+        Some(_) => return Err(FrameError::Masked),
+        None if frame::prefix(bytes).is_some_and(|p| p.masked) => return Err(FrameError::Masked),
+        None => return Ok(None),
+    };
+    let len = h.payload_len as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(Some((bytes[0], h.header_len, len)))
+}
 
 /// A microsecond histogram with 3 significant digits.
 pub(crate) fn latency_histogram() -> Histogram<u64> {
@@ -470,5 +505,20 @@ mod tests {
         let mut s = ThreadStats::new(1, Protocol::TickwireBinary);
         let err = s.parse_frames(0, &ts_frame(9, 1), Phase::Measure, false);
         assert!(matches!(err, Err(FrameError::NotTickwire(_))), "{err:?}");
+    }
+
+    #[test]
+    fn frame_headers_of_each_length_form() {
+        // TC0: short; TC1: 16-bit length; TC2: incomplete; TC3: masked.
+        assert_eq!(frame_header(&[0x82, 0x20]).unwrap(), Some((0x82, 2, 32)));
+        assert_eq!(
+            frame_header(&[0x81, 126, 0x01, 0x00]).unwrap(),
+            Some((0x81, 4, 256))
+        );
+        assert_eq!(frame_header(&[0x81, 126, 0x01]).unwrap(), None);
+        assert!(matches!(
+            frame_header(&[0x82, 0x85]),
+            Err(FrameError::Masked)
+        ));
     }
 }
