@@ -148,7 +148,7 @@ pub(crate) fn build(
             first,
         });
     }
-    let sum = |f: fn(&super::samples::ConnRecord) -> u64| clients.iter().map(f).sum::<u64>();
+    let sum = |f: fn(&super::samples::ConnStats) -> u64| clients.iter().map(f).sum::<u64>();
     let measured = sum(|c| c.updates_measured);
     let secs = w.wall.as_secs_f64();
     // Every client sees the whole stream only with `*` (peers: always).

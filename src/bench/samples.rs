@@ -60,7 +60,7 @@ pub(crate) fn latency_histogram() -> Histogram<u64> {
 
 /// Counters and sequence state of one connection.
 #[derive(Debug, Clone, Default)]
-pub struct ConnRecord {
+pub struct ConnStats {
     /// Market-data messages over the whole run (from subscribe to stop).
     pub updates_total: u64,
     /// Market-data messages during the measured window.
@@ -91,7 +91,7 @@ pub struct ConnRecord {
 #[derive(Debug, Clone)]
 pub(crate) struct ThreadStats {
     protocol: Protocol,
-    pub clients: Vec<ConnRecord>,
+    pub clients: Vec<ConnStats>,
     /// Receive time − publish timestamp, µs, normal clients, measured window.
     pub publish: Histogram<u64>,
     /// Receive time − feed receive timestamp, µs (tickwire only).
@@ -126,7 +126,7 @@ impl ThreadStats {
     pub fn new(clients: usize, protocol: Protocol) -> Self {
         ThreadStats {
             protocol,
-            clients: vec![ConnRecord::default(); clients],
+            clients: vec![ConnStats::default(); clients],
             publish: latency_histogram(),
             receive: latency_histogram(),
             slow_publish: latency_histogram(),
@@ -341,14 +341,14 @@ impl ThreadStats {
 /// for the next read. The harness reads whatever a server sends, so this
 /// must never panic: the fuzz targets (`fuzz/`) drive it with arbitrary
 /// bytes and with tickwire's own frames.
-pub fn parse_server_bytes(protocol: Protocol, bytes: &[u8]) -> Result<ConnRecord, FrameError> {
+pub fn parse_server_bytes(protocol: Protocol, bytes: &[u8]) -> Result<ConnStats, FrameError> {
     // Warm-up: the same parsing and sequence checks, no latency recorded,
     // so the histograms can be the smallest there are (a run's take 180 KB
     // each, which made this cost more than the parsing).
     let empty = || Histogram::new(1).unwrap_or_else(|_| unreachable!());
     let mut stats = ThreadStats {
         protocol,
-        clients: vec![ConnRecord::default()],
+        clients: vec![ConnStats::default()],
         publish: empty(),
         receive: empty(),
         slow_publish: empty(),
