@@ -434,16 +434,27 @@ async fn bad_requests_get_documented_errors_and_others_are_unaffected() {
         .await;
     let ack = bystander.next_control().await;
     assert_eq!(ack["snapshot"], 1);
+    // It reads until the bad requests are done, then 50 more updates.
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
     let watcher = tokio::spawn(async move {
         let mut last = None;
-        for _ in 0..500 {
-            let m = bystander.next().await;
+        let mut after_done = None;
+        while after_done.is_none_or(|n| n < 50) {
+            let m = tokio::select! {
+                done = &mut done_rx, if after_done.is_none() => {
+                    done.unwrap();
+                    after_done = Some(0);
+                    continue;
+                }
+                m = bystander.next() => m,
+            };
             if let Some((id, s)) = m.symbol_seq() {
                 assert_eq!(id, 0);
                 if let Some(prev) = last {
                     assert_eq!(s, prev + 1, "bystander missed an update");
                 }
                 last = Some(s);
+                after_done = after_done.map(|n| n + 1);
             }
         }
     });
@@ -487,7 +498,9 @@ async fn bad_requests_get_documented_errors_and_others_are_unaffected() {
     .await;
     let close = c.until_closed(Duration::from_secs(10)).await;
     assert_eq!(close.map(|c| c.0), Some(1009));
+    drop(c);
 
+    done_tx.send(()).unwrap();
     watcher.await.unwrap();
     let m = metrics_text(addr).await;
     for code in [4000, 4001, 4002, 4004] {
@@ -504,6 +517,7 @@ async fn bad_requests_get_documented_errors_and_others_are_unaffected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_routes_and_refused_upgrades() {
+    use tokio::io::AsyncWriteExt;
     let server = synthetic_server().await;
     let addr = server.addr;
     let get = |path: &str, extra: &str| {
@@ -588,13 +602,13 @@ async fn http_routes_and_refused_upgrades() {
     )
     .await;
     assert_eq!(status, 404);
-    // TC7: a valid upgrade without a subprotocol gets binary.
-    let (status, body) = http_get(
-        addr,
-        &get("/ws", &format!("{ws}{key}Sec-WebSocket-Version: 13\r\n")),
-    )
-    .await;
-    assert_eq!(status, 101, "{body}");
+    // TC7: a valid upgrade without a subprotocol gets binary. Only the
+    // head is read: the upgraded connection stays open.
+    let mut upgraded = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = get("/ws", &format!("{ws}{key}Sec-WebSocket-Version: 13\r\n"));
+    upgraded.write_all(request.as_bytes()).await.unwrap();
+    let (head, _) = raw::read_head(&mut upgraded).await.unwrap();
+    assert_eq!(raw::status(&head), 101, "{head}");
     let m = metrics_text(addr).await;
     assert_eq!(metric(&m, "tickwire_upgrade_rejections_total"), 6);
     server.stop().await;
