@@ -216,6 +216,9 @@ async fn a_request_flood_gets_4005_then_1008() {
         sent += 1;
     }
     let (close, texts) = flood.read_until_close(Duration::from_secs(10)).await;
+    // Closed: it goes away, as a client does once it has its close frame
+    // (held open, it would keep stop() waiting out the close timeout).
+    drop(flood);
     let (code, reason) = close.expect("a close frame");
     assert_eq!(code, 1008);
     assert_eq!(
@@ -277,6 +280,9 @@ async fn a_ping_flood_is_rate_limited_and_a_client_that_slows_down_recovers() {
         }
     };
     assert_eq!((pongs, errors, close), (5, 1, 1008));
+    // Closed: it goes away, as a client does once it has its close frame
+    // (held open, it would keep stop() waiting out the close timeout).
+    drop(pinger);
 
     // A client over its burst that then slows down is served again.
     let mut eager = RawWs::connect(ip(8), server.addr).await;
@@ -317,6 +323,7 @@ async fn big_or_over_fragmented_messages_are_closed() {
     let mut c = RawWs::connect(ip(9), server.addr).await;
     c.send(true, raw::TEXT, &[b' '; 2000]).await;
     let (close, _) = c.read_until_close(Duration::from_secs(10)).await;
+    drop(c); // closed: it goes away (see TC3)
     assert_eq!(close.map(|c| c.0), Some(1009));
 
     // TC1: frames each under the limit, over it together.
@@ -324,6 +331,7 @@ async fn big_or_over_fragmented_messages_are_closed() {
     c.send(false, raw::TEXT, &[b' '; 600]).await;
     c.send(false, raw::CONTINUATION, &[b' '; 600]).await;
     let (close, _) = c.read_until_close(Duration::from_secs(10)).await;
+    drop(c); // closed: it goes away (see TC3)
     let (code, reason) = close.unwrap();
     assert_eq!(
         (code, reason.as_str()),
@@ -351,6 +359,9 @@ async fn big_or_over_fragmented_messages_are_closed() {
         c.send(false, raw::CONTINUATION, b" ").await;
     }
     let (close, _) = c.read_until_close(Duration::from_secs(10)).await;
+    // Closed: it goes away, as a client does once it has its close frame
+    // (held open, it would keep stop() waiting out the close timeout).
+    drop(c);
     let (code, reason) = close.unwrap();
     assert_eq!(
         (code, reason.as_str()),
@@ -675,6 +686,9 @@ async fn an_unmasked_client_frame_is_closed_with_1002() {
     bytes.extend_from_slice(unmasked);
     c.stream.write_all(&bytes).await.unwrap();
     let (close, texts) = c.read_until_close(Duration::from_secs(10)).await;
+    // Closed: it goes away, as a client does once it has its close frame
+    // (held open, it would keep stop() waiting out the close timeout).
+    drop(c);
     assert_eq!(
         close,
         Some((1002, "unmasked client frame".to_string())),
@@ -687,6 +701,7 @@ async fn an_unmasked_client_frame_is_closed_with_1002() {
     let mut c = RawWs::connect(ip(10), server.addr).await;
     c.stream.write_all(&[0x80 | raw::PING, 0]).await.unwrap();
     let (close, texts) = c.read_until_close(Duration::from_secs(10)).await;
+    drop(c);
     assert_eq!(close.map(|c| c.0), Some(1002), "{texts:?}");
 
     assert_eq!(m.unmasked_frame_closes_total.get(), 2);
