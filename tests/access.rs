@@ -453,25 +453,13 @@ async fn an_expiring_token_closes_its_connection_with_1008_and_no_other() {
     server.stop().await;
 }
 
-/// `tickwire serve` on the synthetic feed with `args` and `env`.
-fn serve_binary(args: &[&str], env: &[(&str, &str)]) -> Binary {
-    Binary::serve_with(
-        binary::tickwire()
-            .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
-            .arg("synthetic:symbols=3,rate=500")
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn"),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_takes_secret_and_origins_from_flags_and_environment() {
     let dir = TempDir::new("auth-bin");
     let secret_file = dir.path("secret");
     std::fs::write(&secret_file, SECRET).unwrap();
     let secret_file = secret_file.to_str().unwrap();
-    let mut bin = serve_binary(
+    let mut bin = Binary::serve_synthetic(
         &[
             "--auth-secret-file",
             secret_file,
@@ -519,7 +507,7 @@ async fn the_binary_takes_secret_and_origins_from_flags_and_environment() {
     bin.stop();
 
     // The secret from the environment instead of a file.
-    let mut bin = serve_binary(&[], &[("TICKWIRE_AUTH_SECRET", secret_text)]);
+    let mut bin = Binary::serve_synthetic(&[], &[("TICKWIRE_AUTH_SECRET", secret_text)]);
     let addr = bin.addr();
     let Err((code, ..)) = open(addr, "", &[]).await else {
         panic!("no token needed");

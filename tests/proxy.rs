@@ -408,7 +408,7 @@ async fn metrics_text_tls(addr: SocketAddr, cert: &common::tls::TestCert) -> Str
 /// client a trusted proxy gave, never one an untrusted peer claimed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
-    let mut child = spawn_binary(
+    let mut child = Binary::serve_synthetic(
         &[
             "--trusted-proxy",
             "10.0.0.0/8",
@@ -446,7 +446,8 @@ async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
 
     // The environment, comma-separated; the untrusted peer's PROXY header
     // is refused.
-    let mut child = spawn_binary(&[], &[("TICKWIRE_TRUSTED_PROXY", "10.0.0.0/8,127.0.0.1")]);
+    let mut child =
+        Binary::serve_synthetic(&[], &[("TICKWIRE_TRUSTED_PROXY", "10.0.0.0/8,127.0.0.1")]);
     let addr = child.addr();
     let (head, _) = open(PROXY, addr, &proxy_header(2, "203.0.113.78:5000"), "").await;
     assert_eq!(raw::status(&head), 101, "{head}");
@@ -471,17 +472,4 @@ async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
         "{err}"
     );
     assert!(err.contains("trusted_proxies \"proxy.example\""), "{err}");
-}
-
-/// `serve` on a small synthetic feed, logging at info.
-fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> Binary {
-    Binary::serve_with(
-        binary::tickwire()
-            .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
-            .arg("synthetic:symbols=3,rate=100")
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1"),
-    )
 }

@@ -121,6 +121,21 @@ impl Binary {
         )
     }
 
+    /// `tickwire serve` on port 0 with a small synthetic feed (3 symbols,
+    /// 100 updates a second) and `args` and `env`, logging at info with no
+    /// colour (for tests that read its log).
+    pub fn serve_synthetic(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::serve_with(
+            tickwire()
+                .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
+                .arg("synthetic:symbols=3,rate=100")
+                .args(args)
+                .envs(env.iter().copied())
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1"),
+        )
+    }
+
     /// Starts `cmd` (a server) and waits for the `http://ADDR/` (or
     /// `https://ADDR/`) line it prints on stdout.
     pub fn serve_with(cmd: &mut Command) -> Binary {
