@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -97,17 +96,12 @@ async fn open(
     }
 }
 
-/// Quotes and trades (their symbol names) until `n` arrive.
+/// The symbol names of the next `n` quotes and trades.
 async fn data_symbols(c: &mut Client, n: usize) -> Vec<String> {
-    let mut names = Vec::new();
-    while names.len() < n {
-        match c.next().await {
-            Msg::Quote { id, .. } | Msg::Trade { id, .. } => names.push(c.name(id).to_owned()),
-            Msg::Closed(close) => panic!("closed: {close:?}"),
-            _ => {}
-        }
-    }
-    names
+    let data = c.data(n).await;
+    data.iter()
+        .map(|m| c.name(m.symbol_seq().unwrap().0).to_owned())
+        .collect()
 }
 
 async fn subscribed(mut c: Client, symbols: &str) -> Client {
@@ -316,12 +310,12 @@ async fn tokens_are_checked_before_the_upgrade() {
     data_symbols(&mut by_query, 5).await;
 
     // TC4: `tickwire token` makes tokens this server accepts.
-    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["token", "--exp-secs", "60", "--symbols", "SYN0002"])
-        .arg("--secret-file")
-        .arg(dir.path("secret"))
-        .output()
-        .unwrap();
+    let out = binary::run(
+        binary::tickwire()
+            .args(["token", "--exp-secs", "60", "--symbols", "SYN0002"])
+            .arg("--secret-file")
+            .arg(dir.path("secret")),
+    );
     assert!(out.status.success(), "{out:?}");
     let cli_token = String::from_utf8(out.stdout).unwrap();
     let auth = format!("Bearer {}", cli_token.trim());
@@ -426,12 +420,7 @@ async fn an_expiring_token_closes_its_connection_with_1008_and_no_other() {
         .await
         .unwrap();
 
-    let close = loop {
-        match expiring.next().await {
-            Msg::Closed(c) => break c,
-            _ => continue,
-        }
-    };
+    let close = expiring.until_closed(Duration::from_secs(10)).await;
     assert_eq!(close, Some((1008, "token expired".to_owned())));
     // Not before the token's time.
     assert!(now() >= short_exp);
@@ -450,50 +439,18 @@ async fn an_expiring_token_closes_its_connection_with_1008_and_no_other() {
     assert_eq!(metric(&m, "tickwire_token_expired_closes_total"), 2);
     // Both expired connections are gone (the WebSocket once its close
     // handshake is done).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while metric(&metrics_text(addr).await, "tickwire_connections") != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "connections not released"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_async(
+        Duration::from_secs(10),
+        "connections not released",
+        || async {
+            match metric(&metrics_text(addr).await, "tickwire_connections") {
+                1 => Ok(()),
+                n => Err(format!("{n} open")),
+            }
+        },
+    )
+    .await;
     server.stop().await;
-}
-
-/// Starts the binary with `args` and `env`; returns it and its address.
-fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, SocketAddr) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
-        .arg("synthetic:symbols=3,rate=500")
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut line).unwrap();
-    // Keep draining its log so that it never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .parse()
-        .unwrap();
-    (child, addr)
-}
-
-fn stop_binary(mut child: std::process::Child) {
-    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,7 +459,7 @@ async fn the_binary_takes_secret_and_origins_from_flags_and_environment() {
     let secret_file = dir.path("secret");
     std::fs::write(&secret_file, SECRET).unwrap();
     let secret_file = secret_file.to_str().unwrap();
-    let (child, addr) = spawn_binary(
+    let mut bin = Binary::serve_synthetic(
         &[
             "--auth-secret-file",
             secret_file,
@@ -513,17 +470,18 @@ async fn the_binary_takes_secret_and_origins_from_flags_and_environment() {
         ],
         &[],
     );
+    let addr = bin.addr();
     let Err((code, ..)) = open(addr, "", &[]).await else {
         panic!("no token needed");
     };
     assert_eq!(code, 401);
     // A token from `tickwire token` with the secret in the environment.
     let secret_text = std::str::from_utf8(SECRET).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["token", "--exp-secs", "600"])
-        .env("TICKWIRE_AUTH_SECRET", secret_text)
-        .output()
-        .unwrap();
+    let out = binary::run(
+        binary::tickwire()
+            .args(["token", "--exp-secs", "600"])
+            .env("TICKWIRE_AUTH_SECRET", secret_text),
+    );
     assert!(out.status.success(), "{out:?}");
     let bearer = format!("Bearer {}", String::from_utf8(out.stdout).unwrap().trim());
     let c = open(
@@ -546,14 +504,15 @@ async fn the_binary_takes_secret_and_origins_from_flags_and_environment() {
     };
     assert_eq!(code, 403);
     drop(c);
-    stop_binary(child);
+    bin.stop();
 
     // The secret from the environment instead of a file.
-    let (child, addr) = spawn_binary(&[], &[("TICKWIRE_AUTH_SECRET", secret_text)]);
+    let mut bin = Binary::serve_synthetic(&[], &[("TICKWIRE_AUTH_SECRET", secret_text)]);
+    let addr = bin.addr();
     let Err((code, ..)) = open(addr, "", &[]).await else {
         panic!("no token needed");
     };
     assert_eq!(code, 401);
     assert!(open(addr, "", &[("Authorization", &bearer)]).await.is_ok());
-    stop_binary(child);
+    bin.stop();
 }

@@ -168,6 +168,9 @@ struct Outcomes {
     dropped_mid_frame: usize,
 }
 
+/// How long the server may take to end a socket it has closed or refused.
+const SOCKET_END: Duration = Duration::from_secs(30);
+
 /// One connection of kind `i % 10`.
 async fn churn_one(addr: SocketAddr, i: usize) -> Outcomes {
     let mut out = Outcomes::default();
@@ -190,7 +193,10 @@ async fn churn_one(addr: SocketAddr, i: usize) -> Outcomes {
             let (close, _) = ws.read_until_close(Duration::from_secs(30)).await;
             assert_eq!(close.map(|c| c.0), Some(1000));
             let mut rest = Vec::new();
-            let _ = ws.stream.read_to_end(&mut rest).await;
+            let end = tokio::time::timeout(SOCKET_END, ws.stream.read_to_end(&mut rest));
+            let _ = end
+                .await
+                .expect("the server ends the socket after the close");
             out.closed = 1;
         }
         // Refused before upgrade: its address is full.
@@ -203,7 +209,10 @@ async fn churn_one(addr: SocketAddr, i: usize) -> Outcomes {
             let (head, _) = raw::read_head(&mut s).await.unwrap();
             assert_eq!(raw::status(&head), 429, "{head}");
             let mut rest = Vec::new();
-            let _ = s.read_to_end(&mut rest).await;
+            let end = tokio::time::timeout(SOCKET_END, s.read_to_end(&mut rest));
+            let _ = end
+                .await
+                .expect("the server ends the socket after the refusal");
             out.refused = 1;
         }
         // Half a handshake, then gone.
@@ -273,14 +282,8 @@ const MUTE: usize = 500;
 /// the heartbeat keeps it.
 async fn holder(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
     let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, FULL_SOURCE));
-    let mut ws = RawWs::connect(ip, addr).await;
-    tokio::spawn(async move {
-        while let Ok((op, payload)) = ws.read_frame().await {
-            if op == raw::PING {
-                ws.send(true, raw::PONG, &payload).await;
-            }
-        }
-    })
+    let ws = RawWs::connect(ip, addr).await;
+    tokio::spawn(ws.answer_pings())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,9 +303,13 @@ async fn a_hundred_thousand_connections_leave_nothing_behind() {
     mute_round(addr).await;
     // The ring and last-value cache fill to their size with the feed, not
     // with connections: wait until the ring has wrapped.
-    while server.metric("tickwire_ring_tail").await < 2 * RING as u64 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_async(Duration::from_secs(60), "the ring wrapped", || async {
+        match server.metric("tickwire_ring_tail").await {
+            tail if tail >= 2 * RING as u64 => Ok(()),
+            tail => Err(format!("tail {tail}")),
+        }
+    })
+    .await;
     server.settle(holding).await;
     let (rss0, fds0) = (server.rss_kib().await, server.fds().await);
     let cpu0 = server.cpu_secs();

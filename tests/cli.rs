@@ -46,11 +46,7 @@ async fn binary_serves_the_bundled_recording_and_stops_on_sigterm() {
     assert!(page.contains("tickwire"));
 
     child.terminate();
-    let close = loop {
-        if let Msg::Closed(c) = c.next().await {
-            break c;
-        }
-    };
+    let close = c.until_closed(Duration::from_secs(10)).await;
     assert_eq!(close.map(|c| c.0), Some(1001));
     child.wait_success(Duration::from_secs(10));
 }

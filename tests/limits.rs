@@ -53,13 +53,10 @@ async fn assert_undisturbed(c: &mut Client) {
     }
 }
 
-/// Waits (up to 10 s) for a metric to reach a value.
-async fn eventually(metrics: &Metrics, what: &str, f: impl Fn(&Metrics) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f(metrics) {
-        assert!(Instant::now() < deadline, "{what}:\n{}", metrics.render());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// Waits (up to 10 s) for the metrics to reach a state; fails with them.
+async fn metrics_reach(metrics: &Metrics, what: &str, f: impl Fn(&Metrics) -> bool) {
+    let reached = within(Duration::from_secs(10), || f(metrics)).await;
+    assert!(reached, "{what}:\n{}", metrics.render());
 }
 
 fn refused(metrics: &Metrics, reason: &str) -> u64 {
@@ -91,7 +88,7 @@ async fn a_full_server_answers_503_with_retry_after_before_reading() {
     // not only upgraded ones.
     let idle1 = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let _idle2 = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    eventually(m, "three connections", |m| m.tcp_connections.get() == 3).await;
+    metrics_reach(m, "three connections", |m| m.tcp_connections.get() == 3).await;
 
     let head = try_upgrade(ip(1), server.addr).await;
     assert_eq!(raw::status(&head), 503, "{head}");
@@ -107,7 +104,7 @@ async fn a_full_server_answers_503_with_retry_after_before_reading() {
 
     // A place freed is a place taken.
     drop(idle1);
-    eventually(m, "the idle socket released", |m| {
+    metrics_reach(m, "the idle socket released", |m| {
         m.tcp_connections.get() == 2
     })
     .await;
@@ -140,7 +137,7 @@ async fn one_address_gets_429_past_its_open_connections_others_get_in() {
     let _b = RawWs::connect(ip(3), server.addr).await;
     // A closed connection gives its address a place back.
     drop(a2);
-    eventually(m, "a2 released", |m| m.tcp_connections.get() == 3).await;
+    metrics_reach(m, "a2 released", |m| m.tcp_connections.get() == 3).await;
     let _a3 = RawWs::connect(ip(2), server.addr).await;
     assert_undisturbed(&mut by).await;
     server.stop().await;
@@ -188,7 +185,7 @@ async fn too_many_attempts_per_minute_get_429_with_the_wait() {
     let mut other = RawWs::connect(ip(5), server.addr).await;
     other.send_text(r#"{"op":"ping"}"#).await;
     assert_eq!(other.read_frame().await.unwrap().0, raw::TEXT);
-    eventually(m, "refused sockets released", |m| {
+    metrics_reach(m, "refused sockets released", |m| {
         m.tcp_connections.get() == 1
     })
     .await;
@@ -219,6 +216,9 @@ async fn a_request_flood_gets_4005_then_1008() {
         sent += 1;
     }
     let (close, texts) = flood.read_until_close(Duration::from_secs(10)).await;
+    // Closed: it goes away, as a client does once it has its close frame
+    // (held open, it would keep stop() waiting out the close timeout).
+    drop(flood);
     let (code, reason) = close.expect("a close frame");
     assert_eq!(code, 1008);
     assert_eq!(
@@ -280,6 +280,9 @@ async fn a_ping_flood_is_rate_limited_and_a_client_that_slows_down_recovers() {
         }
     };
     assert_eq!((pongs, errors, close), (5, 1, 1008));
+    // Closed: it goes away, as a client does once it has its close frame
+    // (held open, it would keep stop() waiting out the close timeout).
+    drop(pinger);
 
     // A client over its burst that then slows down is served again.
     let mut eager = RawWs::connect(ip(8), server.addr).await;
@@ -320,6 +323,7 @@ async fn big_or_over_fragmented_messages_are_closed() {
     let mut c = RawWs::connect(ip(9), server.addr).await;
     c.send(true, raw::TEXT, &[b' '; 2000]).await;
     let (close, _) = c.read_until_close(Duration::from_secs(10)).await;
+    drop(c); // closed: it goes away (see TC3)
     assert_eq!(close.map(|c| c.0), Some(1009));
 
     // TC1: frames each under the limit, over it together.
@@ -327,6 +331,7 @@ async fn big_or_over_fragmented_messages_are_closed() {
     c.send(false, raw::TEXT, &[b' '; 600]).await;
     c.send(false, raw::CONTINUATION, &[b' '; 600]).await;
     let (close, _) = c.read_until_close(Duration::from_secs(10)).await;
+    drop(c); // closed: it goes away (see TC3)
     let (code, reason) = close.unwrap();
     assert_eq!(
         (code, reason.as_str()),
@@ -354,6 +359,9 @@ async fn big_or_over_fragmented_messages_are_closed() {
         c.send(false, raw::CONTINUATION, b" ").await;
     }
     let (close, _) = c.read_until_close(Duration::from_secs(10)).await;
+    // Closed: it goes away, as a client does once it has its close frame
+    // (held open, it would keep stop() waiting out the close timeout).
+    drop(c);
     let (code, reason) = close.unwrap();
     assert_eq!(
         (code, reason.as_str()),
@@ -392,26 +400,31 @@ async fn a_peer_that_stops_answering_pings_is_closed_with_1001() {
     let mut silent = RawWs::connect(ip(10), server.addr).await;
     let started = Instant::now();
     let mut pings = 0;
-    let close = loop {
-        match silent.read_frame().await {
-            Ok((raw::PING, _)) => pings += 1,
-            Ok((raw::CLOSE, p)) => {
-                break (
-                    u16::from_be_bytes([p[0], p[1]]),
-                    String::from_utf8_lossy(&p[2..]).into_owned(),
-                )
+    let closed = async {
+        loop {
+            match silent.read_frame().await {
+                Ok((raw::PING, _)) => pings += 1,
+                Ok((raw::CLOSE, p)) => {
+                    return (
+                        u16::from_be_bytes([p[0], p[1]]),
+                        String::from_utf8_lossy(&p[2..]).into_owned(),
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => panic!("no close frame: {e}"),
             }
-            Ok(_) => {}
-            Err(e) => panic!("no close frame: {e}"),
         }
     };
+    let close = tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("closed within 10 s");
     assert_eq!(close.0, 1001);
     assert_eq!(close.1, "ping timeout: nothing received for 1000 ms");
     assert!(pings >= 2, "pinged every 200 ms before giving up: {pings}");
     assert!(started.elapsed() >= Duration::from_millis(1000));
     assert_eq!(m.heartbeat_timeouts_total.get(), 1);
     // Sockets read past the close: the server let go of the connection.
-    eventually(m, "silent released", |m| m.connections.get() == 1).await;
+    metrics_reach(m, "silent released", |m| m.connections.get() == 1).await;
 
     // The library client, reading all along, is still there after 4
     // timeouts' worth.
@@ -443,7 +456,7 @@ async fn a_handshake_that_never_ends_times_out() {
         assert!(read.is_ok(), "the server closed it");
     }
     assert_eq!(m.handshake_timeouts_total.get(), 2);
-    eventually(m, "sockets released", |m| m.tcp_connections.get() == 1).await;
+    metrics_reach(m, "sockets released", |m| m.tcp_connections.get() == 1).await;
     assert_undisturbed(&mut by).await;
     server.stop().await;
 }
@@ -563,11 +576,12 @@ async fn the_subscription_limit_holds_per_request_and_per_connection() {
     })
     .await;
     let m = &server.market.metrics;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.market.symbols.len() < 5 {
-        assert!(Instant::now() < deadline, "the feed defined no symbols");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the feed defined no symbols",
+        || server.market.symbols.len() >= 5,
+    )
+    .await;
     let mut by = Client::connect(server.addr, "tickwire.v1").await;
     by.send(r#"{"op":"subscribe","symbols":["SYN0004"],"id":1}"#)
         .await;
@@ -672,6 +686,9 @@ async fn an_unmasked_client_frame_is_closed_with_1002() {
     bytes.extend_from_slice(unmasked);
     c.stream.write_all(&bytes).await.unwrap();
     let (close, texts) = c.read_until_close(Duration::from_secs(10)).await;
+    // Closed: it goes away, as a client does once it has its close frame
+    // (held open, it would keep stop() waiting out the close timeout).
+    drop(c);
     assert_eq!(
         close,
         Some((1002, "unmasked client frame".to_string())),
@@ -684,6 +701,7 @@ async fn an_unmasked_client_frame_is_closed_with_1002() {
     let mut c = RawWs::connect(ip(10), server.addr).await;
     c.stream.write_all(&[0x80 | raw::PING, 0]).await.unwrap();
     let (close, texts) = c.read_until_close(Duration::from_secs(10)).await;
+    drop(c);
     assert_eq!(close.map(|c| c.0), Some(1002), "{texts:?}");
 
     assert_eq!(m.unmasked_frame_closes_total.get(), 2);
@@ -888,7 +906,7 @@ async fn a_client_that_stays_stalled_still_finds_the_1008_close_behind_its_data(
     c.send_text(r#"{"op":"subscribe","symbols":["*"]}"#).await;
     // Not a byte read until the server has declared the stall, waited its
     // close timeout, and let go of the socket.
-    eventually(m, "the stall close", |m| {
+    metrics_reach(m, "the stall close", |m| {
         m.slow_client_closes_total.get() == 1
     })
     .await;

@@ -345,14 +345,7 @@ async fn bad_proxy_headers_from_a_trusted_proxy_are_closed_and_counted() {
     let after = m.handshake_timeouts_total.get();
     assert_eq!(after, before + 1);
     // The bystander kept receiving.
-    let mut updates = 0;
-    while updates < 5 {
-        match by.next().await {
-            Msg::Quote { .. } | Msg::Trade { .. } => updates += 1,
-            Msg::Closed(c) => panic!("the bystander was closed: {c:?}"),
-            _ => {}
-        }
-    }
+    by.data(5).await;
     server.stop().await;
 }
 
@@ -374,7 +367,7 @@ async fn a_proxy_protocol_header_comes_before_tls() {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let wss = |version: u8| {
         let (connector, name) = (connector.clone(), name.clone());
-        async move {
+        let upgraded = async move {
             let mut tcp = raw::connect_from(PROXY, addr).await.unwrap();
             tcp.write_all(&proxy_header(version, "203.0.113.30:5000"))
                 .await
@@ -385,6 +378,11 @@ async fn a_proxy_protocol_header_comes_before_tls() {
             let n = tls.read(&mut head).await?;
             head.truncate(n);
             Ok::<_, std::io::Error>((String::from_utf8_lossy(&head).into_owned(), tls))
+        };
+        async {
+            tokio::time::timeout(Duration::from_secs(10), upgraded)
+                .await
+                .expect("an answer within 10 s")
         }
     };
     // TC0: the header, then the TLS handshake, then the upgrade: 101.
@@ -410,7 +408,7 @@ async fn metrics_text_tls(addr: SocketAddr, cert: &common::tls::TestCert) -> Str
 /// client a trusted proxy gave, never one an untrusted peer claimed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
-    let mut child = spawn_binary(
+    let mut child = Binary::serve_synthetic(
         &[
             "--trusted-proxy",
             "10.0.0.0/8",
@@ -448,7 +446,8 @@ async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
 
     // The environment, comma-separated; the untrusted peer's PROXY header
     // is refused.
-    let mut child = spawn_binary(&[], &[("TICKWIRE_TRUSTED_PROXY", "10.0.0.0/8,127.0.0.1")]);
+    let mut child =
+        Binary::serve_synthetic(&[], &[("TICKWIRE_TRUSTED_PROXY", "10.0.0.0/8,127.0.0.1")]);
     let addr = child.addr();
     let (head, _) = open(PROXY, addr, &proxy_header(2, "203.0.113.78:5000"), "").await;
     assert_eq!(raw::status(&head), 101, "{head}");
@@ -473,17 +472,4 @@ async fn the_binary_takes_trusted_proxies_and_logs_their_clients() {
         "{err}"
     );
     assert!(err.contains("trusted_proxies \"proxy.example\""), "{err}");
-}
-
-/// `serve` on a small synthetic feed, logging at info.
-fn spawn_binary(args: &[&str], env: &[(&str, &str)]) -> Binary {
-    Binary::serve_with(
-        binary::tickwire()
-            .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
-            .arg("synthetic:symbols=3,rate=100")
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1"),
-    )
 }

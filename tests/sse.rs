@@ -21,9 +21,10 @@ async fn synthetic_server() -> tickwire::server::Running {
         ..ServeConfig::default()
     })
     .await;
-    while (0..SYMBOLS).any(|s| server.market.lvc.get(s).is_none()) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::eventually(Duration::from_secs(10), "every symbol has a value", || {
+        (0..SYMBOLS).all(|s| server.market.lvc.get(s).is_some())
+    })
+    .await;
     server
 }
 
@@ -127,7 +128,8 @@ async fn sse_sends_the_websocket_json_payloads_with_ids() {
     // Byte for byte what the WebSocket client got for the same updates.
     let mut by_seq = HashMap::new();
     while by_seq.len() < 2000 {
-        let Some(Ok(Message::Text(t))) = ws.next().await else {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next());
+        let Some(Ok(Message::Text(t))) = next.await.expect("a message within 10 s") else {
             panic!("ws ended")
         };
         let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
@@ -154,7 +156,15 @@ async fn last_event_id_resumes_with_what_changed_since() {
     let server = synthetic_server().await;
     let (_, got) = events(server.addr, "symbols=SYN0000,SYN0002", None, 50).await;
     let seen = got.iter().filter_map(|e| e.id).max().unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both symbols change after what was seen.
+    let market = &server.market;
+    common::eventually(Duration::from_secs(10), "newer values", || {
+        ["SYN0000", "SYN0002"].iter().all(|name| {
+            let id = market.symbols.get_by_name(name).unwrap().id;
+            market.lvc.get(id).is_some_and(|p| p.seq > seen)
+        })
+    })
+    .await;
 
     // TC0: resume from the last id seen: only newer values, of our symbols.
     let (_, resumed) = events(server.addr, "symbols=SYN0000,SYN0002", Some(seen), 4).await;
@@ -196,7 +206,8 @@ async fn sse_refusals() {
         .await
         .unwrap();
     let mut first = [0u8; 1024];
-    assert!(s.read(&mut first).await.unwrap() > 0);
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read(&mut first));
+    assert!(read.await.expect("the stream's head").unwrap() > 0);
     tokio::time::timeout(Duration::from_secs(3), server.stop())
         .await
         .expect("shutdown with an open event stream");

@@ -3,11 +3,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::tls::*;
 use common::*;
@@ -56,19 +54,6 @@ async fn wss(addr: SocketAddr, trust: &TestCert, subprotocol: &str) -> Client {
     Client::new(ws)
 }
 
-/// Waits for `n` quotes or trades; panics if the connection closes.
-async fn data(c: &mut Client, n: usize) -> Vec<Msg> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        match c.next().await {
-            m @ (Msg::Quote { .. } | Msg::Trade { .. }) => out.push(m),
-            Msg::Closed(close) => panic!("closed: {close:?}"),
-            _ => {}
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_carries_the_exact_recording_and_every_route_works_over_https() {
     let dir = TempDir::new("tls");
@@ -92,7 +77,7 @@ async fn wss_carries_the_exact_recording_and_every_route_works_over_https() {
     assert_eq!(c.next_control().await["type"], "ack");
     let want = expected();
     assert!(want.len() > 200, "{}", want.len());
-    let got = data(&mut c, want.len()).await;
+    let got = c.data(want.len()).await;
     for (i, (m, (symbol, fields))) in got.iter().zip(&want).enumerate() {
         let (id, values) = match m {
             Msg::Quote {
@@ -196,7 +181,7 @@ async fn bad_tls_clients_are_refused_and_counted_without_disturbing_others() {
     let addr = server.addr;
     let mut good = wss(addr, &cert, "tickwire.v1.json").await;
     good.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
-    data(&mut good, 5).await;
+    good.data(5).await;
 
     // TC0: plain HTTP on the TLS port: a plain-text 400 that says why.
     let (status, body) = http_get(
@@ -230,7 +215,7 @@ async fn bad_tls_clients_are_refused_and_counted_without_disturbing_others() {
         .is_err());
 
     // The subscribed client never noticed.
-    data(&mut good, 20).await;
+    good.data(20).await;
     let (_, metrics) = https_get(addr, client_config(&cert.der), "/metrics").await;
     assert!(
         metric(&metrics, "tickwire_tls_handshake_failures_total") >= 5,
@@ -255,7 +240,7 @@ async fn reload_serves_the_new_certificate_and_keeps_the_old_one_when_the_new_is
     let addr = server.addr;
     let mut open = wss(addr, &first, "tickwire.v1").await;
     open.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
-    data(&mut open, 5).await;
+    open.data(5).await;
 
     // TC0: a good new pair.
     let second = self_signed();
@@ -282,7 +267,7 @@ async fn reload_serves_the_new_certificate_and_keeps_the_old_one_when_the_new_is
     assert_eq!(seen, second.der);
 
     // The connection opened under the first certificate still streams.
-    data(&mut open, 20).await;
+    open.data(20).await;
     let (_, metrics) = https_get(addr, client_config(&second.der), "/metrics").await;
     assert_eq!(metric(&metrics, "tickwire_tls_reloads_total"), 1);
     assert_eq!(metric(&metrics, "tickwire_tls_reload_failures_total"), 2);
@@ -291,33 +276,20 @@ async fn reload_serves_the_new_certificate_and_keeps_the_old_one_when_the_new_is
 
 #[test]
 fn a_missing_or_half_tls_configuration_is_refused_at_start() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--tls-cert", "/no/such/cert.pem"])
-        .output()
-        .unwrap();
+    let out = binary::run(binary::tickwire().args(["serve", "--tls-cert", "/no/such/cert.pem"]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("tls_cert and tls_key go together"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args([
-            "serve",
-            "--tls-cert",
-            "/no/such/cert.pem",
-            "--tls-key",
-            "/no/such/key.pem",
-        ])
-        .output()
-        .unwrap();
+    let out = binary::run(binary::tickwire().args([
+        "serve",
+        "--tls-cert",
+        "/no/such/cert.pem",
+        "--tls-key",
+        "/no/such/key.pem",
+    ]));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/no/such/cert.pem"), "{err}");
-}
-
-/// Sends `sig` to the child.
-fn signal(child: &std::process::Child, sig: libc::c_int) {
-    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
-    assert_eq!(rc, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,98 +297,72 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     let dir = TempDir::new("tls-bin");
     let first = self_signed();
     let (cert_path, key_path) = write_pair(&dir.0, &first);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickwire"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
-        .arg("synthetic:symbols=3,rate=500")
-        .arg("--tls-cert")
-        .arg(&cert_path)
-        .arg("--tls-key")
-        .arg(&key_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    // Kept open: the server logs to stdout, the failed reload included.
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    stdout.read_line(&mut line).unwrap();
-    let addr: SocketAddr = line
-        .split("https://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or_else(|| panic!("no https address in {line:?}"))
-        .parse()
-        .unwrap();
-    assert!(line.contains("wss://"), "{line}");
+    let mut bin = Binary::serve_with(
+        binary::tickwire()
+            .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
+            .arg("synthetic:symbols=3,rate=500")
+            .arg("--tls-cert")
+            .arg(&cert_path)
+            .arg("--tls-key")
+            .arg(&key_path)
+            .env("RUST_LOG", "warn"),
+    );
+    let addr = bin.addr();
+    assert!(bin.banner().contains("https://"), "{}", bin.banner());
+    assert!(bin.banner().contains("wss://"), "{}", bin.banner());
 
     let mut open = wss(addr, &first, "tickwire.v1").await;
     open.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
-    data(&mut open, 5).await;
+    open.data(5).await;
 
     let second = self_signed();
     write_pair(&dir.0, &second);
-    signal(&child, libc::SIGHUP);
+    bin.signal(libc::SIGHUP);
     // The signal is handled asynchronously: poll until new handshakes see
     // the new certificate.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if presented_cert(addr, client_config(&second.der))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the new certificate never came");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let seen = presented_cert(addr, client_config(&second.der))
-        .await
-        .unwrap();
+    let seen = eventually_async(
+        Duration::from_secs(10),
+        "the new certificate never came",
+        || async {
+            presented_cert(addr, client_config(&second.der))
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
     assert_eq!(seen, second.der);
     // The open connection keeps streaming, and its sequence goes on.
-    let before = data(&mut open, 1).await[0].seq().unwrap();
-    let after = data(&mut open, 20).await;
+    let before = open.data(1).await[0].seq().unwrap();
+    let after = open.data(20).await;
     assert!(after.iter().all(|m| m.seq().unwrap() > before));
 
     // A broken file on the next SIGHUP: logged, counted, old pair kept.
     std::fs::write(&cert_path, "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
-    signal(&child, libc::SIGHUP);
+    bin.signal(libc::SIGHUP);
     let trust = client_config(&second.der);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, metrics) = https_get(addr, Arc::clone(&trust), "/metrics").await;
-        if metric(&metrics, "tickwire_tls_reload_failures_total") == 1 {
-            assert_eq!(metric(&metrics, "tickwire_tls_reloads_total"), 1);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the failed reload was not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let metrics = eventually_async(
+        Duration::from_secs(10),
+        "the failed reload was not counted",
+        || async {
+            let (_, metrics) = https_get(addr, Arc::clone(&trust), "/metrics").await;
+            match metric(&metrics, "tickwire_tls_reload_failures_total") {
+                1 => Ok(metrics),
+                n => Err(format!("{n} failures counted")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(metric(&metrics, "tickwire_tls_reloads_total"), 1);
     assert_eq!(
         presented_cert(addr, Arc::clone(&trust)).await.unwrap(),
         second.der
     );
-    data(&mut open, 5).await;
+    open.data(5).await;
 
-    signal(&child, libc::SIGTERM);
-    let close = loop {
-        if let Msg::Closed(c) = open.next().await {
-            break c;
-        }
-    };
+    bin.terminate();
+    let close = open.until_closed(Duration::from_secs(10)).await;
     assert_eq!(close.map(|c| c.0), Some(1001));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}");
+    bin.wait_success(binary::STOP_LIMIT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,7 +379,7 @@ async fn plain_tcp_still_batches_frames_into_vectored_writes() {
     let mut c = Client::connect(server.addr, "tickwire.v1").await;
     c.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
     assert_eq!(c.next_control().await["type"], "ack");
-    data(&mut c, expected().len()).await;
+    c.data(expected().len()).await;
     let m = metrics_text(server.addr).await;
     let (writes, frames) = (
         metric(&m, "tickwire_writev_calls_total"),

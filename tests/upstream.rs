@@ -59,11 +59,11 @@ impl Seen {
 /// What tickwire's replay path makes of `messages` (one venue message per
 /// line): the oracle the live path must match exactly.
 fn expected(messages: &[String]) -> Vec<Seen> {
-    let path = temp_file(&messages.join("\n"));
+    let dir = TempDir::new("upstream");
+    let path = dir.write("venue.jsonl", messages.join("\n"));
     let table = SymbolTable::new();
     let mut normalizer = Normalizer::new(table.clone());
-    let updates = read_all(&FeedSpec::File(path.clone()), &mut normalizer).expect("readable");
-    let _ = std::fs::remove_file(path);
+    let updates = read_all(&FeedSpec::File(path), &mut normalizer).expect("readable");
     updates
         .iter()
         .map(|u| {
@@ -99,18 +99,6 @@ fn expected(messages: &[String]) -> Vec<Seen> {
             }
         })
         .collect()
-}
-
-fn temp_file(text: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "tickwire-upstream-{}-{}.jsonl",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// Reads from a tickwire client until `data` updates have arrived, then

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use tickwire::bench::{record::parse_server_bytes, Protocol};
+use tickwire::bench::{samples::parse_server_bytes, Protocol};
 use tickwire::config::ServeConfig;
 use tickwire::decimal::{parse_scaled, write_fixed, Fixed, MAX_DECIMALS};
 use tickwire::feed::venue::tardis;
@@ -645,7 +645,7 @@ fn roundtrip_update(input: &mut Input<'_>, encoder: &mut FrameEncoder, op: u8) {
     let checked_by_bench = s.update.symbol <= u32::from(u16::MAX);
     let is_status = matches!(s.update.kind, UpdateKind::Status(_));
     // What the bench harness counts: an update, or a status notice.
-    let counted = |r: tickwire::bench::record::ConnRecord| (r.updates_total, r.status_notices);
+    let counted = |r: tickwire::bench::samples::ConnStats| (r.updates_total, r.status_notices);
     let want = if is_status { (0, 1) } else { (1, 0) };
     let rec = || parse_server_bytes(Protocol::TickwireBinary, &encoded.binary);
     if s.update.symbol > 1 << 20 && !is_status {

@@ -20,15 +20,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::record::ThreadStats;
+use super::samples::{FrameError, ThreadStats, MAX_FRAME};
 use super::{BenchError, Phase, Protocol, Shared, SlowPattern, Target};
-use crate::wire::frame;
 
 /// Bytes read per `try_read`: large enough that one read carries thousands
 /// of small frames, small enough to stay in L2.
 const READ_BUFFER: usize = 256 * 1024;
-/// Largest server message accepted; tickwire's are under 1 KiB.
-const MAX_FRAME: usize = 1 << 20;
 /// Largest HTTP upgrade response accepted.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
@@ -230,38 +227,6 @@ impl Connection {
     }
 }
 
-/// A server frame the harness cannot take.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum FrameError {
-    #[error("the server sent a masked frame")]
-    Masked,
-    #[error("unsupported frame opcode {0:#x} (fragmented or reserved)")]
-    Opcode(u8),
-    #[error("a {0}-byte message, larger than the harness accepts")]
-    TooLarge(usize),
-    #[error("not a tickwire message: {0}")]
-    NotTickwire(String),
-    #[error("a ts-prefix payload of {0} bytes, shorter than 16")]
-    ShortPayload(usize),
-}
-
-/// One parsed frame header: first byte (FIN, RSV, opcode), header length,
-/// payload length. A masked frame is refused at its second byte.
-#[inline]
-pub(crate) fn frame_header(bytes: &[u8]) -> Result<Option<(u8, usize, usize)>, FrameError> {
-    let h = match frame::parse(bytes) {
-        Some(h) if !h.masked => h,
-        Some(_) => return Err(FrameError::Masked),
-        None if frame::prefix(bytes).is_some_and(|p| p.masked) => return Err(FrameError::Masked),
-        None => return Ok(None),
-    };
-    let len = h.payload_len as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    Ok(Some((bytes[0], h.header_len, len)))
-}
-
 async fn handshake(
     stream: &mut TcpStream,
     target: &Target,
@@ -415,20 +380,5 @@ mod tests {
             .map(|(i, b)| b ^ key[i % 4])
             .collect();
         assert_eq!(plain, b"hello");
-    }
-
-    #[test]
-    fn frame_headers_of_each_length_form() {
-        // TC0: short; TC1: 16-bit length; TC2: incomplete; TC3: masked.
-        assert_eq!(frame_header(&[0x82, 0x20]).unwrap(), Some((0x82, 2, 32)));
-        assert_eq!(
-            frame_header(&[0x81, 126, 0x01, 0x00]).unwrap(),
-            Some((0x81, 4, 256))
-        );
-        assert_eq!(frame_header(&[0x81, 126, 0x01]).unwrap(), None);
-        assert!(matches!(
-            frame_header(&[0x82, 0x85]),
-            Err(FrameError::Masked)
-        ));
     }
 }

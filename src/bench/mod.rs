@@ -7,17 +7,17 @@
 //! - this file: the run (connect, warm up, measure, stop) and the
 //!   progress line; [`config`]: what a run is told;
 //! - [`client`]: one load thread: connections on a current-thread runtime,
-//!   the hand-written upgrade and frame reader;
-//! - [`record`]: what a thread records per frame: sequence checks,
-//!   counters, histograms;
+//!   the hand-written upgrade, the reads;
+//! - [`samples`]: what a thread takes from the bytes it reads: the server's
+//!   frames, sequence checks, counters, latency histograms;
 //! - [`report`]: the result, the one-screen summary, JSON and `.hgrm`;
 //!   [`plot`]: the SVG latency-by-percentile plot.
 
 pub mod client;
 pub mod config;
 pub mod plot;
-pub mod record;
 pub mod report;
+pub mod samples;
 
 use std::io::Write as _;
 use std::net::SocketAddr;

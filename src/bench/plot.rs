@@ -24,24 +24,61 @@ const COLOURS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
 
+/// Width and height of the plot area, inside the margins.
+const PLOT_W: f64 = WIDTH - LEFT - RIGHT;
+const PLOT_H: f64 = HEIGHT - TOP - BOTTOM;
+
 /// The SVG text of `series` under `title`.
 pub fn svg(title: &str, series: &[Series]) -> String {
-    let values = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1.max(1.0)));
-    let (lo, hi) = values.fold((f64::MAX, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let lo_decade = if lo == f64::MAX {
-        0.0
-    } else {
-        lo.log10().floor()
-    };
-    let hi_decade = hi.log10().ceil().max(lo_decade + 1.0);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |q: f64| LEFT + plot_w * nines(q).min(MAX_NINES) / MAX_NINES;
-    let y =
-        |v: f64| TOP + plot_h * (1.0 - (v.max(1.0).log10() - lo_decade) / (hi_decade - lo_decade));
+    let axes = Axes::fitting(series);
     let mut out = String::new();
+    head(&mut out, title);
+    percentile_grid(&mut out);
+    latency_grid(&mut out, &axes);
+    for (i, s) in series.iter().enumerate() {
+        line_and_legend(&mut out, &axes, i, s);
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Where a point goes: percentiles across, latency up, over whole decades
+/// of latency from below the least value to above the greatest.
+struct Axes {
+    lo_decade: f64,
+    hi_decade: f64,
+}
+
+impl Axes {
+    fn fitting(series: &[Series]) -> Axes {
+        let values = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1.max(1.0)));
+        let (lo, hi) = values.fold((f64::MAX, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let lo_decade = if lo == f64::MAX {
+            0.0
+        } else {
+            lo.log10().floor()
+        };
+        let hi_decade = hi.log10().ceil().max(lo_decade + 1.0);
+        Axes {
+            lo_decade,
+            hi_decade,
+        }
+    }
+
+    fn x(&self, q: f64) -> f64 {
+        LEFT + PLOT_W * nines(q).min(MAX_NINES) / MAX_NINES
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        let (lo, hi) = (self.lo_decade, self.hi_decade);
+        TOP + PLOT_H * (1.0 - (v.max(1.0).log10() - lo) / (hi - lo))
+    }
+}
+
+/// The opening tag, the background and the title.
+fn head(out: &mut String, title: &str) {
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
@@ -50,11 +87,15 @@ pub fn svg(title: &str, series: &[Series]) -> String {
     let _ = writeln!(
         out,
         r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
-        LEFT + plot_w / 2.0,
+        LEFT + PLOT_W / 2.0,
         escape(title)
     );
+}
+
+/// A vertical line and label at 0%, 90%, 99%, ... 99.9999%.
+fn percentile_grid(out: &mut String) {
     for n in 0..=MAX_NINES as u32 {
-        let px = LEFT + plot_w * n as f64 / MAX_NINES;
+        let px = LEFT + PLOT_W * n as f64 / MAX_NINES;
         let label = match n {
             0 => "0%".to_owned(),
             n => format!(
@@ -66,17 +107,22 @@ pub fn svg(title: &str, series: &[Series]) -> String {
         let _ = writeln!(
             out,
             r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#ddd"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
-            TOP + plot_h,
-            TOP + plot_h + 18.0
+            TOP + PLOT_H,
+            TOP + PLOT_H + 18.0
         );
     }
-    let mut d = lo_decade;
-    while d <= hi_decade {
-        let py = y(10f64.powf(d));
+}
+
+/// A horizontal line and label at each decade of latency, then both axes'
+/// titles.
+fn latency_grid(out: &mut String, axes: &Axes) {
+    let mut d = axes.lo_decade;
+    while d <= axes.hi_decade {
+        let py = axes.y(10f64.powf(d));
         let _ = writeln!(
             out,
             r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            LEFT + plot_w,
+            LEFT + PLOT_W,
             LEFT - 6.0,
             py + 4.0,
             micros(10f64.powf(d))
@@ -86,35 +132,35 @@ pub fn svg(title: &str, series: &[Series]) -> String {
     let _ = writeln!(
         out,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">percentile</text><text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">latency</text>"#,
-        LEFT + plot_w / 2.0,
+        LEFT + PLOT_W / 2.0,
         HEIGHT - 10.0,
-        TOP + plot_h / 2.0
+        TOP + PLOT_H / 2.0
     );
-    for (i, s) in series.iter().enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let path: Vec<String> = s
-            .points
-            .iter()
-            .map(|&(q, v)| format!("{:.1},{:.1}", x(q), y(v)))
-            .collect();
-        let _ = writeln!(
-            out,
-            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
-            path.join(" ")
-        );
-        let ly = TOP + 10.0 + 18.0 * i as f64;
-        let lx = LEFT + plot_w + 12.0;
-        let _ = writeln!(
-            out,
-            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            lx + 18.0,
-            lx + 24.0,
-            ly + 4.0,
-            escape(&s.label)
-        );
-    }
-    out.push_str("</svg>\n");
-    out
+}
+
+/// The `i`th series' line, and its entry in the legend on the right.
+fn line_and_legend(out: &mut String, axes: &Axes, i: usize, s: &Series) {
+    let colour = COLOURS[i % COLOURS.len()];
+    let path: Vec<String> = s
+        .points
+        .iter()
+        .map(|&(q, v)| format!("{:.1},{:.1}", axes.x(q), axes.y(v)))
+        .collect();
+    let _ = writeln!(
+        out,
+        r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+        path.join(" ")
+    );
+    let ly = TOP + 10.0 + 18.0 * i as f64;
+    let lx = LEFT + PLOT_W + 12.0;
+    let _ = writeln!(
+        out,
+        r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+        lx + 18.0,
+        lx + 24.0,
+        ly + 4.0,
+        escape(&s.label)
+    );
 }
 
 /// log10(1/(1−q)): 1 at 90%, 2 at 99%, ...; the 100% point is drawn at the

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::record::{latency_histogram, ThreadStats};
+use super::samples::{latency_histogram, ConnStats, ThreadStats};
 use super::{BenchConfig, BenchError, Protocol, Subscription, Window};
 
 /// Latency percentiles in µs.
@@ -126,47 +126,14 @@ pub(crate) fn build(
     w: Window,
     disconnects: u64,
 ) -> Result<BenchResult, BenchError> {
-    let (mut publish, mut receive, mut slow) = (
-        latency_histogram(),
-        latency_histogram(),
-        latency_histogram(),
-    );
-    let mut clients = Vec::new();
-    let (mut errors, mut negative) = (Vec::new(), 0);
-    for t in threads {
-        // The histograms share bounds, so adding cannot fail.
-        let _ = publish.add(&t.publish);
-        let _ = receive.add(&t.receive);
-        let _ = slow.add(&t.slow_publish);
-        negative += t.negative_latency;
-        errors.extend(t.errors);
-        clients.extend(t.clients);
-    }
-    if let Some(first) = clients.iter().find_map(|c| c.protocol_error.clone()) {
+    let all = Merged::of(threads);
+    if let Some(first) = all.clients.iter().find_map(|c| c.protocol_error.clone()) {
         return Err(BenchError::Protocol {
             protocol: cfg.protocol,
             first,
         });
     }
-    let sum = |f: fn(&super::record::ConnRecord) -> u64| clients.iter().map(f).sum::<u64>();
-    let measured = sum(|c| c.updates_measured);
-    let secs = w.wall.as_secs_f64();
-    // Every client sees the whole stream only with `*` (peers: always).
-    let sequenced = cfg.subscription == Subscription::All && cfg.protocol != Protocol::RawTcp;
-    let published = w.head_seq_end.saturating_sub(w.head_seq_start);
-    let per_client = match cfg.nominal_rate {
-        Some(rate) => (rate * secs) as u64,
-        None => published,
-    };
-    let demand = sequenced.then_some(per_client * cfg.clients as u64);
-    let mut close_codes: Vec<(u16, u64)> = Vec::new();
-    for code in clients.iter().filter_map(|c| c.close_code) {
-        match close_codes.iter_mut().find(|(c, _)| *c == code) {
-            Some((_, n)) => *n += 1,
-            None => close_codes.push((code, 1)),
-        }
-    }
-    let cpu_secs = (w.cpu_user + w.cpu_system).as_secs_f64();
+    let clients = &all.clients;
     Ok(BenchResult {
         url: cfg.target.url.clone(),
         protocol: cfg.protocol,
@@ -175,10 +142,77 @@ pub(crate) fn build(
         threads: cfg.threads,
         slow_clients: cfg.slow_clients,
         warmup_secs: cfg.warmup.as_secs_f64(),
-        duration_secs: secs,
+        duration_secs: w.wall.as_secs_f64(),
         disconnects,
-        close_codes,
-        messages: Messages {
+        close_codes: close_codes(clients),
+        messages: Messages::of(cfg, clients, &w),
+        sequence: Sequence::of(clients),
+        latency_us: Latencies {
+            publish: Percentiles::of(&all.publish),
+            receive: Percentiles::of(&all.receive),
+            slow_publish: Percentiles::of(&all.slow_publish),
+        },
+        negative_latencies: all.negative_latency,
+        client_cpu: ClientCpu::of(&w),
+        server_errors: total(clients, |c| c.server_errors),
+        errors: all.errors,
+        publish_histogram: all.publish,
+        receive_histogram: all.receive,
+    })
+}
+
+/// Every load thread's measurements together.
+struct Merged {
+    publish: Histogram<u64>,
+    receive: Histogram<u64>,
+    slow_publish: Histogram<u64>,
+    clients: Vec<ConnStats>,
+    errors: Vec<String>,
+    negative_latency: u64,
+}
+
+impl Merged {
+    fn of(threads: Vec<ThreadStats>) -> Merged {
+        let mut all = Merged {
+            publish: latency_histogram(),
+            receive: latency_histogram(),
+            slow_publish: latency_histogram(),
+            clients: Vec::new(),
+            errors: Vec::new(),
+            negative_latency: 0,
+        };
+        for t in threads {
+            // The histograms share bounds, so adding cannot fail.
+            let _ = all.publish.add(&t.publish);
+            let _ = all.receive.add(&t.receive);
+            let _ = all.slow_publish.add(&t.slow_publish);
+            all.negative_latency += t.negative_latency;
+            all.errors.extend(t.errors);
+            all.clients.extend(t.clients);
+        }
+        all
+    }
+}
+
+/// One counter summed over every connection.
+fn total(clients: &[ConnStats], counter: fn(&ConnStats) -> u64) -> u64 {
+    clients.iter().map(counter).sum()
+}
+
+impl Messages {
+    fn of(cfg: &BenchConfig, clients: &[ConnStats], w: &Window) -> Messages {
+        let measured = total(clients, |c| c.updates_measured);
+        let secs = w.wall.as_secs_f64();
+        // Every client sees the whole stream only with `*` (peers: always).
+        let sequenced = cfg.subscription == Subscription::All && cfg.protocol != Protocol::RawTcp;
+        let published = w.head_seq_end.saturating_sub(w.head_seq_start);
+        let per_client = match cfg.nominal_rate {
+            Some(rate) => (rate * secs) as u64,
+            None => published,
+        };
+        let demand = sequenced.then_some(per_client * cfg.clients as u64);
+        let per_client_totals = || clients.iter().map(|c| c.updates_total);
+        Messages {
             measured,
             per_sec: measured as f64 / secs,
             demand,
@@ -186,35 +220,49 @@ pub(crate) fn build(
                 .filter(|&d| d > 0)
                 .map(|d| 100.0 * measured as f64 / d as f64),
             publish_rate_per_sec: sequenced.then_some(published as f64 / secs),
-            total: sum(|c| c.updates_total),
-            per_client_total_min: clients.iter().map(|c| c.updates_total).min().unwrap_or(0),
-            per_client_total_max: clients.iter().map(|c| c.updates_total).max().unwrap_or(0),
-            definitions: sum(|c| c.definitions),
-        },
-        sequence: Sequence {
-            gaps: sum(|c| c.gaps),
-            missed: sum(|c| c.missed),
-            reorders: sum(|c| c.reorders),
-            duplicates: sum(|c| c.duplicates),
-            conflated_notices: sum(|c| c.conflated_notices),
-            status_notices: sum(|c| c.status_notices),
-        },
-        latency_us: Latencies {
-            publish: Percentiles::of(&publish),
-            receive: Percentiles::of(&receive),
-            slow_publish: Percentiles::of(&slow),
-        },
-        negative_latencies: negative,
-        client_cpu: ClientCpu {
+            total: total(clients, |c| c.updates_total),
+            per_client_total_min: per_client_totals().min().unwrap_or(0),
+            per_client_total_max: per_client_totals().max().unwrap_or(0),
+            definitions: total(clients, |c| c.definitions),
+        }
+    }
+}
+
+impl Sequence {
+    fn of(clients: &[ConnStats]) -> Sequence {
+        Sequence {
+            gaps: total(clients, |c| c.gaps),
+            missed: total(clients, |c| c.missed),
+            reorders: total(clients, |c| c.reorders),
+            duplicates: total(clients, |c| c.duplicates),
+            conflated_notices: total(clients, |c| c.conflated_notices),
+            status_notices: total(clients, |c| c.status_notices),
+        }
+    }
+}
+
+impl ClientCpu {
+    fn of(w: &Window) -> ClientCpu {
+        let cpu_secs = (w.cpu_user + w.cpu_system).as_secs_f64();
+        ClientCpu {
             user_secs: w.cpu_user.as_secs_f64(),
             system_secs: w.cpu_system.as_secs_f64(),
-            cores: cpu_secs / secs,
-        },
-        server_errors: sum(|c| c.server_errors),
-        errors,
-        publish_histogram: publish,
-        receive_histogram: receive,
-    })
+            cores: cpu_secs / w.wall.as_secs_f64(),
+        }
+    }
+}
+
+/// The close codes the server sent, in the order first seen, with how many
+/// clients got each.
+fn close_codes(clients: &[ConnStats]) -> Vec<(u16, u64)> {
+    let mut codes: Vec<(u16, u64)> = Vec::new();
+    for code in clients.iter().filter_map(|c| c.close_code) {
+        match codes.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, n)) => *n += 1,
+            None => codes.push((code, 1)),
+        }
+    }
+    codes
 }
 
 fn subscription_text(s: &Subscription) -> String {

@@ -88,6 +88,14 @@ fn wait_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
+/// The address in a server's `http://ADDR/` or `https://ADDR/` line.
+fn served_address(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line
+        .split_once("http://")
+        .or_else(|| line.split_once("https://"))?;
+    rest.split('/').next()?.parse().ok()
+}
+
 /// A running `tickwire` process, killed when dropped. Its stdout and
 /// stderr (where the log goes) are collected as they are written.
 pub struct Binary {
@@ -95,6 +103,8 @@ pub struct Binary {
     /// Names it in the log printed when a test fails.
     label: String,
     addr: Option<SocketAddr>,
+    /// The stdout line that gave the address.
+    banner: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     drains: Vec<JoinHandle<()>>,
@@ -111,13 +121,31 @@ impl Binary {
         )
     }
 
-    /// Starts `cmd` (a server) and waits for the `http://ADDR/` line it
-    /// prints on stdout.
+    /// `tickwire serve` on port 0 with a small synthetic feed (3 symbols,
+    /// 100 updates a second) and `args` and `env`, logging at info with no
+    /// colour (for tests that read its log).
+    pub fn serve_synthetic(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Binary::serve_with(
+            tickwire()
+                .args(["serve", "--listen", "127.0.0.1:0", "--feed"])
+                .arg("synthetic:symbols=3,rate=100")
+                .args(args)
+                .envs(env.iter().copied())
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1"),
+        )
+    }
+
+    /// Starts `cmd` (a server) and waits for the `http://ADDR/` (or
+    /// `https://ADDR/`) line it prints on stdout.
     pub fn serve_with(cmd: &mut Command) -> Binary {
         let (tx, rx) = mpsc::channel();
         let mut bin = Binary::spawn(cmd, Some(tx));
         match rx.recv_timeout(START_LIMIT) {
-            Ok(addr) => bin.addr = Some(addr),
+            Ok((addr, banner)) => {
+                bin.addr = Some(addr);
+                bin.banner = banner;
+            }
             Err(e) => panic!(
                 "{cmd:?}: no address printed ({e}); stdout:\n{}\nstderr:\n{}",
                 bin.stdout(),
@@ -132,7 +160,7 @@ impl Binary {
         Binary::spawn(cmd, None)
     }
 
-    fn spawn(cmd: &mut Command, address: Option<mpsc::Sender<SocketAddr>>) -> Binary {
+    fn spawn(cmd: &mut Command, address: Option<mpsc::Sender<(SocketAddr, String)>>) -> Binary {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -142,18 +170,13 @@ impl Binary {
         let stderr = Arc::new(Mutex::new(String::new()));
         let drain = |pipe: Box<dyn Read + Send>,
                      sink: &Arc<Mutex<String>>,
-                     mut address: Option<mpsc::Sender<SocketAddr>>| {
+                     mut address: Option<mpsc::Sender<(SocketAddr, String)>>| {
             let sink = Arc::clone(sink);
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     if let Some(tx) = &address {
-                        let addr = line
-                            .split("http://")
-                            .nth(1)
-                            .and_then(|rest| rest.split('/').next())
-                            .and_then(|a| a.parse().ok());
-                        if let Some(addr) = addr {
-                            let _ = tx.send(addr);
+                        if let Some(addr) = served_address(&line) {
+                            let _ = tx.send((addr, line));
                             address = None;
                             continue;
                         }
@@ -172,6 +195,7 @@ impl Binary {
             label: format!("tickwire {}", child.id()),
             child,
             addr: None,
+            banner: String::new(),
             stdout,
             stderr,
             drains,
@@ -187,6 +211,11 @@ impl Binary {
     /// The address it serves on.
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("a process started with Binary::serve")
+    }
+
+    /// The line it printed its address on.
+    pub fn banner(&self) -> &str {
+        &self.banner
     }
 
     pub fn pid(&self) -> u32 {
@@ -231,8 +260,13 @@ impl Binary {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `sig` (SIGHUP, SIGTERM, ...).
+    pub fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
         assert_eq!(rc, 0);
     }
 

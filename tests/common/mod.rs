@@ -51,7 +51,13 @@ pub async fn connect(addr: std::net::SocketAddr, subprotocol: &str) -> Ws {
     let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", subprotocol.parse().unwrap());
-    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let (ws, resp) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .expect("a WebSocket handshake within 10 s")
+    .unwrap();
     assert_eq!(
         resp.headers().get("Sec-WebSocket-Protocol").unwrap(),
         subprotocol
@@ -227,15 +233,56 @@ impl Client {
             .expect("a message within 10 s")
     }
 
-    /// The next control (JSON, non-market-data) message, skipping data.
-    pub async fn next_control(&mut self) -> serde_json::Value {
-        loop {
+    /// The next `n` quotes and trades, skipping other messages; fails if
+    /// the connection closes first (each message within [`Client::next`]'s
+    /// 10 s).
+    pub async fn data(&mut self, n: usize) -> Vec<Msg> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
             match self.next().await {
-                Msg::Control(v) => return v,
-                Msg::Closed(c) => panic!("closed while waiting for a control message: {c:?}"),
+                m @ (Msg::Quote { .. } | Msg::Trade { .. }) => out.push(m),
+                Msg::Closed(close) => {
+                    panic!("closed after {} of {n} updates: {close:?}", out.len())
+                }
                 _ => {}
             }
         }
+        out
+    }
+
+    /// Reads on, skipping whatever comes first, until the connection
+    /// closes: the close code and reason, if the server sent a close frame.
+    /// Fails once `limit` has passed: data may keep coming all the while,
+    /// and a server that never closes must fail the test, not hang it.
+    pub async fn until_closed(&mut self, limit: Duration) -> Option<(u16, String)> {
+        let closed = async {
+            loop {
+                if let Msg::Closed(c) = self.next().await {
+                    return c;
+                }
+            }
+        };
+        tokio::time::timeout(limit, closed)
+            .await
+            .unwrap_or_else(|_| panic!("not closed within {limit:?}"))
+    }
+
+    /// The next control (JSON, non-market-data) message, skipping data;
+    /// fails unless one comes within 10 s (data may keep coming all the
+    /// while: a reply that never comes must fail the test, not hang it).
+    pub async fn next_control(&mut self) -> serde_json::Value {
+        let control = async {
+            loop {
+                match self.next().await {
+                    Msg::Control(v) => return v,
+                    Msg::Closed(c) => panic!("closed while waiting for a control message: {c:?}"),
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), control)
+            .await
+            .expect("a control message within 10 s")
     }
 
     /// One message through the library's decoder; anything it refuses

@@ -32,22 +32,32 @@ pub fn upgrade_request(path: &str) -> String {
     )
 }
 
+/// How long a read that expects an answer waits for it: a server that
+/// sends nothing fails the test instead of hanging it.
+pub const READ_LIMIT: Duration = Duration::from_secs(10);
+
 /// Reads an HTTP response head (through the blank line); returns it and
-/// any bytes read past it.
+/// any bytes read past it. An error (`TimedOut`) if it has not come within
+/// [`READ_LIMIT`].
 pub async fn read_head(s: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Ok((String::from_utf8_lossy(&buf).into_owned(), rest));
+    let head = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let rest = buf.split_off(end + 4);
+                return Ok((String::from_utf8_lossy(&buf).into_owned(), rest));
+            }
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
         }
-        let n = s.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    };
+    tokio::time::timeout(READ_LIMIT, head)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 /// The status code of a response head.
@@ -132,7 +142,27 @@ impl RawWs {
     }
 
     /// The next server frame: (opcode, payload); Err at EOF or reset.
+    /// Fails the test if none has come within [`READ_LIMIT`].
     pub async fn read_frame(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        tokio::time::timeout(READ_LIMIT, self.next_frame())
+            .await
+            .unwrap_or_else(|_| panic!("no frame from the server within {READ_LIMIT:?}"))
+    }
+
+    /// Reads until the connection ends, answering each ping with its pong
+    /// as a client library does while it waits. No deadline: this is for a
+    /// background task that holds a connection open until the test aborts
+    /// it, not a wait for something to happen.
+    pub async fn answer_pings(mut self) {
+        while let Ok((op, payload)) = self.next_frame().await {
+            if op == PING {
+                self.send(true, PONG, &payload).await;
+            }
+        }
+    }
+
+    /// The next server frame, however long it takes.
+    async fn next_frame(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
         let h = loop {
             match frame::parse(&self.buf) {
                 Some(h) => break h,
@@ -155,7 +185,7 @@ impl RawWs {
         let mut texts = Vec::new();
         let read = async {
             loop {
-                match self.read_frame().await {
+                match self.next_frame().await {
                     Ok((CLOSE, p)) if p.len() >= 2 => {
                         let code = u16::from_be_bytes([p[0], p[1]]);
                         return Some((code, String::from_utf8_lossy(&p[2..]).into_owned()));

@@ -16,6 +16,10 @@ use tokio_tungstenite::Connector;
 
 use super::Ws;
 
+/// How long a TLS or wss handshake may take: a server that never answers
+/// fails the test instead of hanging it.
+const HANDSHAKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A certificate for `localhost` and its key, in PEM and (the certificate)
 /// in DER.
 pub struct TestCert {
@@ -70,13 +74,20 @@ pub fn acceptor(c: &TestCert) -> TlsAcceptor {
     TlsAcceptor::from(Arc::new(config))
 }
 
+/// A TLS connection to `addr`; an error (`TimedOut` if the handshake has
+/// not finished within 10 s).
 pub async fn tls_connect(
     addr: SocketAddr,
     config: Arc<ClientConfig>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    let name = ServerName::try_from("localhost").unwrap();
-    TlsConnector::from(config).connect(name, tcp).await
+    let connect = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("localhost").unwrap();
+        TlsConnector::from(config).connect(name, tcp).await
+    };
+    tokio::time::timeout(HANDSHAKE_LIMIT, connect)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 /// The end-entity certificate the server presents to a new connection.
@@ -96,13 +107,16 @@ pub async fn wss_connect(
     request: Request,
 ) -> Result<(Ws, Response), tokio_tungstenite::tungstenite::Error> {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    tokio_tungstenite::client_async_tls_with_config(
+    let handshake = tokio_tungstenite::client_async_tls_with_config(
         request,
         tcp,
         None,
         Some(Connector::Rustls(config)),
-    )
-    .await
+    );
+    match tokio::time::timeout(HANDSHAKE_LIMIT, handshake).await {
+        Ok(result) => result,
+        Err(_) => panic!("no wss handshake within {HANDSHAKE_LIMIT:?}"),
+    }
 }
 
 /// GET `path` over HTTPS; returns (status, head and body).

@@ -16,7 +16,7 @@
 //! definitions it has read, one per connection, and hands out [`Fixed`]
 //! values in both subprotocols.
 //!
-//! `tickwire bench` has a header-only reader of its own (`bench::record`),
+//! `tickwire bench` has a header-only reader of its own (`bench::samples`),
 //! on its hot path; it takes its offsets from [`offset`].
 
 mod json;

@@ -1,14 +1,15 @@
-//! What a load thread records: per-connection sequence checks and counters,
-//! and the thread's latency histograms. The frame loop here is the hot path
-//! of the harness: no allocation, one clock read per socket read.
+//! What a load thread samples from the server's bytes: the frames parsed
+//! out of each read, per-connection sequence checks and counters, and the
+//! thread's latency histograms. The frame loop here is the hot path of the
+//! harness: no allocation, one clock read per socket read.
 
 use hdrhistogram::Histogram;
 
-use super::client::{frame_header, FrameError};
 use super::{Phase, Protocol};
 use crate::update::now_ns;
 use crate::wire::decode::offset;
 use crate::wire::encode::{msg_type, QUOTE_LEN, STATUS_LEN, TRADE_LEN};
+use crate::wire::frame;
 
 /// Highest latency recorded, in µs (one hour); larger values saturate.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -16,6 +17,40 @@ const MAX_LATENCY_US: u64 = 3_600_000_000;
 const MAX_SYMBOL_ID: usize = 1 << 20;
 /// Error texts kept for the report.
 const MAX_ERRORS_KEPT: usize = 8;
+/// Largest server message accepted; tickwire's are under 1 KiB.
+pub(crate) const MAX_FRAME: usize = 1 << 20;
+
+/// A server frame the harness cannot take.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FrameError {
+    #[error("the server sent a masked frame")]
+    Masked,
+    #[error("unsupported frame opcode {0:#x} (fragmented or reserved)")]
+    Opcode(u8),
+    #[error("a {0}-byte message, larger than the harness accepts")]
+    TooLarge(usize),
+    #[error("not a tickwire message: {0}")]
+    NotTickwire(String),
+    #[error("a ts-prefix payload of {0} bytes, shorter than 16")]
+    ShortPayload(usize),
+}
+
+/// One parsed frame header: first byte (FIN, RSV, opcode), header length,
+/// payload length. A masked frame is refused at its second byte.
+#[inline]
+pub(crate) fn frame_header(bytes: &[u8]) -> Result<Option<(u8, usize, usize)>, FrameError> {
+    let h = match frame::parse(bytes) {
+        Some(h) if !h.masked => h,
+        Some(_) => return Err(FrameError::Masked),
+        None if frame::prefix(bytes).is_some_and(|p| p.masked) => return Err(FrameError::Masked),
+        None => return Ok(None),
+    };
+    let len = h.payload_len as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(Some((bytes[0], h.header_len, len)))
+}
 
 /// A microsecond histogram with 3 significant digits.
 pub(crate) fn latency_histogram() -> Histogram<u64> {
@@ -25,7 +60,7 @@ pub(crate) fn latency_histogram() -> Histogram<u64> {
 
 /// Counters and sequence state of one connection.
 #[derive(Debug, Clone, Default)]
-pub struct ConnRecord {
+pub struct ConnStats {
     /// Market-data messages over the whole run (from subscribe to stop).
     pub updates_total: u64,
     /// Market-data messages during the measured window.
@@ -56,7 +91,7 @@ pub struct ConnRecord {
 #[derive(Debug, Clone)]
 pub(crate) struct ThreadStats {
     protocol: Protocol,
-    pub clients: Vec<ConnRecord>,
+    pub clients: Vec<ConnStats>,
     /// Receive time − publish timestamp, µs, normal clients, measured window.
     pub publish: Histogram<u64>,
     /// Receive time − feed receive timestamp, µs (tickwire only).
@@ -91,7 +126,7 @@ impl ThreadStats {
     pub fn new(clients: usize, protocol: Protocol) -> Self {
         ThreadStats {
             protocol,
-            clients: vec![ConnRecord::default(); clients],
+            clients: vec![ConnStats::default(); clients],
             publish: latency_histogram(),
             receive: latency_histogram(),
             slow_publish: latency_histogram(),
@@ -306,14 +341,14 @@ impl ThreadStats {
 /// for the next read. The harness reads whatever a server sends, so this
 /// must never panic: the fuzz targets (`fuzz/`) drive it with arbitrary
 /// bytes and with tickwire's own frames.
-pub fn parse_server_bytes(protocol: Protocol, bytes: &[u8]) -> Result<ConnRecord, FrameError> {
+pub fn parse_server_bytes(protocol: Protocol, bytes: &[u8]) -> Result<ConnStats, FrameError> {
     // Warm-up: the same parsing and sequence checks, no latency recorded,
     // so the histograms can be the smallest there are (a run's take 180 KB
     // each, which made this cost more than the parsing).
     let empty = || Histogram::new(1).unwrap_or_else(|_| unreachable!());
     let mut stats = ThreadStats {
         protocol,
-        clients: vec![ConnRecord::default()],
+        clients: vec![ConnStats::default()],
         publish: empty(),
         receive: empty(),
         slow_publish: empty(),
@@ -470,5 +505,20 @@ mod tests {
         let mut s = ThreadStats::new(1, Protocol::TickwireBinary);
         let err = s.parse_frames(0, &ts_frame(9, 1), Phase::Measure, false);
         assert!(matches!(err, Err(FrameError::NotTickwire(_))), "{err:?}");
+    }
+
+    #[test]
+    fn frame_headers_of_each_length_form() {
+        // TC0: short; TC1: 16-bit length; TC2: incomplete; TC3: masked.
+        assert_eq!(frame_header(&[0x82, 0x20]).unwrap(), Some((0x82, 2, 32)));
+        assert_eq!(
+            frame_header(&[0x81, 126, 0x01, 0x00]).unwrap(),
+            Some((0x81, 4, 256))
+        );
+        assert_eq!(frame_header(&[0x81, 126, 0x01]).unwrap(), None);
+        assert!(matches!(
+            frame_header(&[0x82, 0x85]),
+            Err(FrameError::Masked)
+        ));
     }
 }
