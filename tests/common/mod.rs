@@ -365,17 +365,8 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
 /// Raises the soft open-files limit to the hard limit, for tests with
 /// thousands of sockets.
 pub fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    // The library's, which the server and the bench client use.
+    let _ = tickwire::raise_open_files_limit();
 }
 
 /// Waits until `done` holds, looking every 10 ms, for at most `limit`;
