@@ -496,3 +496,187 @@ impl<W: AsyncWrite + CloseRoom + Unpin> Writer<W> {
         let _ = tokio::time::timeout(limit, close).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServeConfig;
+    use crate::server::session::Sessions;
+    use crate::symbols::SymbolTable;
+    use tokio::io::AsyncReadExt;
+
+    /// One unmasked server frame: its opcode and payload.
+    async fn read_frame(io: &mut (impl AsyncRead + Unpin)) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        io.read_exact(&mut head).await.unwrap();
+        let len = match head[1] & 0x7f {
+            126 => usize::from(io.read_u16().await.unwrap()),
+            127 => io.read_u64().await.unwrap() as usize,
+            n => usize::from(n),
+        };
+        let mut payload = vec![0; len];
+        io.read_exact(&mut payload).await.unwrap();
+        (head[0] & 0x0f, payload)
+    }
+
+    /// On tokio's paused clock: a client that sends nothing is pinged every
+    /// heartbeat interval and closed with 1001 at the heartbeat timeout, to
+    /// the millisecond; its session ends with it.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_pinged_then_closed_with_1001_on_time() {
+        let metrics = Arc::new(Metrics::default());
+        let (market, _writer) = Market::new(16, SymbolTable::new(), Arc::clone(&metrics));
+        let (_stop, shutdown) = watch::channel(false);
+        let (sessions, drained) = Sessions::new(market, shutdown);
+        let config = ServeConfig {
+            heartbeat_interval_ms: 20_000,
+            heartbeat_timeout_ms: 50_000,
+            ..ServeConfig::default()
+        }
+        .connection();
+        let (server, mut client) = tokio::io::duplex(1 << 16);
+        let (read, write) = tokio::io::split(server);
+        let started = Instant::now();
+        let session = sessions.open(None);
+        let conn = tokio::spawn(serve(
+            read,
+            write,
+            Service::Market(Format::Binary),
+            config,
+            Grant::default(),
+            session,
+        ));
+        let mut pings = Vec::new();
+        let frames = async {
+            loop {
+                match read_frame(&mut client).await {
+                    (0x9, payload) => {
+                        assert!(payload.is_empty());
+                        pings.push(started.elapsed());
+                    }
+                    (0x8, payload) => break (started.elapsed(), payload),
+                    (op, _) => panic!("unexpected opcode {op:#x}"),
+                }
+            }
+        };
+        let close = tokio::time::timeout(Duration::from_secs(120), frames)
+            .await
+            .expect("no close within 120 s");
+        let secs = Duration::from_secs;
+        assert_eq!(pings, [secs(20), secs(40)]);
+        assert_eq!(close.0, secs(50), "closed at the heartbeat timeout");
+        assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 1001);
+        drop(client);
+        conn.await.unwrap();
+        assert_eq!(metrics.connections.get(), 0);
+        assert_eq!(metrics.heartbeat_pings_total.get(), 2);
+        assert!(drained.wait(Duration::ZERO).await, "the session has ended");
+    }
+
+    /// A masked client text frame, as a browser sends one (short payloads).
+    fn client_text(text: &str) -> Vec<u8> {
+        let key = [0x5a, 0x01, 0xc3, 0x7e];
+        let mut frame = vec![0x81, 0x80 | text.len() as u8];
+        frame.extend(key);
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        frame
+    }
+
+    /// On tokio's paused clock: a subscriber that stops reading while
+    /// updates keep coming is closed with 1008 once its socket has taken
+    /// nothing for the stall timeout, not before; the close frame follows
+    /// the half-written frame when the client reads again.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_closed_with_1008_at_the_stall_timeout() {
+        use crate::publish::Publisher;
+        use crate::symbols::Normalizer;
+        use crate::update::{Update, UpdateKind};
+        use tokio::io::AsyncWriteExt;
+
+        let metrics = Arc::new(Metrics::default());
+        let (market, writer) = Market::new(1024, SymbolTable::new(), Arc::clone(&metrics));
+        let mut publisher = Publisher::new(Arc::clone(&market), writer);
+        let mut normalizer = Normalizer::new(Arc::clone(&market.symbols));
+        let (_stop, shutdown) = watch::channel(false);
+        let (sessions, _drained) = Sessions::new(Arc::clone(&market), shutdown);
+        let config = ServeConfig {
+            stall_timeout_ms: 30_000,
+            close_timeout_ms: 2_000,
+            heartbeat_interval_ms: 3_600_000,
+            heartbeat_timeout_ms: 7_200_000,
+            ..ServeConfig::default()
+        }
+        .connection();
+        // A small pipe: the server's writes block after 4 KiB unread.
+        let (server, mut client) = tokio::io::duplex(4096);
+        let (read, write) = tokio::io::split(server);
+        let conn = tokio::spawn(serve(
+            read,
+            write,
+            Service::Market(Format::Json),
+            config,
+            Grant::default(),
+            sessions.open(None),
+        ));
+        let scale = normalizer.scale("BTCUSDT", b"1", b"1").unwrap();
+        let mut publish = |n: i64| {
+            publisher.publish(Update {
+                symbol: scale.id,
+                kind: UpdateKind::Trade {
+                    px: n,
+                    sz: 1,
+                    side: crate::update::Side::Buy,
+                },
+                exchange_ts_ns: 0,
+                receive_ts_ns: 1,
+                origin_seq: 0,
+                origin_publish_ts_ns: 0,
+            });
+            market.wakeup.notify_waiters();
+        };
+        publish(0);
+        client
+            .write_all(&client_text(r#"{"op":"subscribe","symbols":["*"]}"#))
+            .await
+            .unwrap();
+        let ack = async {
+            loop {
+                let (op, payload) = read_frame(&mut client).await;
+                if op == 0x1 && payload.starts_with(br#"{"type":"ack""#) {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), ack)
+            .await
+            .expect("no ack within 5 s");
+        // The client stops reading; updates fill the pipe.
+        for n in 1..=500 {
+            publish(n);
+            tokio::task::yield_now().await;
+        }
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(29_900)).await;
+        assert!(!conn.is_finished(), "not closed before the stall timeout");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Past it, reading again, the client gets what was in the pipe, then
+        // the close (written once there is room, within the close timeout).
+        let frames = async {
+            loop {
+                let (op, payload) = read_frame(&mut client).await;
+                if op == 0x8 {
+                    break payload;
+                }
+            }
+        };
+        let close = tokio::time::timeout(Duration::from_secs(5), frames)
+            .await
+            .expect("no close within 5 s of the stall timeout");
+        assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1008);
+        assert!(started.elapsed() < Duration::from_millis(30_200));
+        drop(client);
+        conn.await.unwrap();
+        assert_eq!(metrics.slow_client_closes_total.get(), 1);
+        assert_eq!(metrics.connections.get(), 0);
+    }
+}
