@@ -10,6 +10,7 @@
 //! of bytes) is kept per connection between reads.
 
 use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 // Relaxed for `head_seq`, as for the progress counters: see Shared.
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::samples::{FrameError, ThreadStats, MAX_FRAME};
@@ -66,6 +67,7 @@ pub(crate) fn run_thread(plan: ThreadPlan, shared: Arc<Shared>) -> ThreadStats {
                 stats: Rc::clone(&stats),
                 buffer: Rc::clone(&buffer),
                 slow: plan.clients[slot] < shared.config.slow_clients,
+                source: shared.config.source_addrs.for_client(plan.clients[slot]),
             };
             let permits = Rc::clone(&permits);
             tokio::task::spawn_local(async move {
@@ -98,6 +100,8 @@ struct Connection {
     stats: Rc<RefCell<ThreadStats>>,
     buffer: Rc<RefCell<Vec<u8>>>,
     slow: bool,
+    /// The local address to connect from (`--source-addrs`), if any.
+    source: Option<IpAddr>,
 }
 
 impl Connection {
@@ -107,16 +111,12 @@ impl Connection {
         let cfg = &self.shared.config;
         let timeout = cfg.connect_timeout;
         let target = &cfg.target;
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(target.addr))
+        let stream = tokio::time::timeout(timeout, connect(self.source, target.addr))
             .await
             .map_err(|_| BenchError::Timeout {
                 what: format!("connecting to {}", target.addr),
                 after: timeout,
-            })?
-            .map_err(|source| BenchError::Connect {
-                addr: target.addr,
-                source,
-            })?;
+            })??;
         let _ = stream.set_nodelay(true);
         let mut stream = stream;
         let leftover = if cfg.protocol == Protocol::RawTcp {
@@ -225,6 +225,27 @@ impl Connection {
         }
         Ok(!parsed.closed)
     }
+}
+
+/// Connects to `to`, from a socket bound to `from` (port chosen by the
+/// system) if given.
+async fn connect(from: Option<IpAddr>, to: SocketAddr) -> Result<TcpStream, BenchError> {
+    let connect_error = |source| BenchError::Connect { addr: to, source };
+    let Some(ip) = from else {
+        return TcpStream::connect(to).await.map_err(connect_error);
+    };
+    let local = SocketAddr::new(ip, 0);
+    let bind_error = |source| BenchError::Bind {
+        addr: local,
+        source,
+    };
+    let socket = match ip {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(bind_error)?;
+    socket.bind(local).map_err(bind_error)?;
+    socket.connect(to).await.map_err(connect_error)
 }
 
 async fn handshake(
