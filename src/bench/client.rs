@@ -155,6 +155,11 @@ impl Connection {
             if stream.readable().await.is_err() {
                 break;
             }
+            // `readable` returns at once while the socket has data and
+            // `try_read` never yields: without this a socket that is always
+            // full (the raw-TCP blaster, a debug client) would hold the
+            // thread and starve its other connections, connects included.
+            tokio::task::coop::consume_budget().await;
             match self.read_ready(&stream, &mut leftover) {
                 Ok(true) => {}
                 Ok(false) => break,
