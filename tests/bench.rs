@@ -159,6 +159,13 @@ async fn the_command_writes_json_hgrm_and_svg() {
     assert_eq!(v["clients"], 20);
     assert_eq!(v["slow_clients"], 2);
     assert!(v["messages"]["measured"].as_u64().unwrap() > 0);
+    // Binary trades and quotes are 66 and 82 bytes on the wire.
+    let per_msg = v["messages"]["bytes_per_sec"].as_f64().unwrap()
+        / v["messages"]["per_sec"].as_f64().unwrap();
+    assert!(
+        (66.0..=82.0).contains(&per_msg),
+        "{per_msg} bytes per message"
+    );
     assert_eq!(v["sequence"]["reorders"], 0);
     assert_eq!(v["sequence"]["duplicates"], 0);
 
