@@ -156,13 +156,19 @@ impl Connection {
                 break;
             }
             // `readable` returns at once while the socket has data and
-            // `try_read` never yields: without this a socket that is always
-            // full (the raw-TCP blaster, a debug client) would hold the
-            // thread and starve its other connections, connects included.
+            // `try_read` never yields: without these a socket that is always
+            // full (the raw-TCP blaster) would hold the thread and starve its
+            // other connections, connects included. A read that filled the
+            // buffer (256 KiB, a few ms of parsing in a debug build) goes to
+            // the back of the queue at once, not after tokio's budget of 128.
             tokio::task::coop::consume_budget().await;
             match self.read_ready(&stream, &mut leftover) {
-                Ok(true) => {}
-                Ok(false) => break,
+                Ok(Some(full)) => {
+                    if full {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                Ok(None) => break,
                 Err(e) => {
                     self.shared.fail(e.to_string());
                     self.stats.borrow_mut().protocol_error(self.slot, e);
@@ -197,8 +203,13 @@ impl Connection {
     }
 
     /// One `try_read` into the thread's buffer and the frames in it.
-    /// `Ok(false)` when the connection is finished.
-    fn read_ready(&self, stream: &TcpStream, leftover: &mut Vec<u8>) -> Result<bool, FrameError> {
+    /// `Ok(None)` when the connection is finished, else whether the read
+    /// filled the buffer (more is likely waiting).
+    fn read_ready(
+        &self,
+        stream: &TcpStream,
+        leftover: &mut Vec<u8>,
+    ) -> Result<Option<bool>, FrameError> {
         let mut buffer = self.buffer.borrow_mut();
         let carried = leftover.len();
         if buffer.len() < carried * 2 {
@@ -206,11 +217,12 @@ impl Connection {
         }
         buffer[..carried].copy_from_slice(leftover);
         let n = match stream.try_read(&mut buffer[carried..]) {
-            Ok(0) => return Ok(false),
+            Ok(0) => return Ok(None),
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
-            Err(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Some(false)),
+            Err(_) => return Ok(None),
         };
+        let full = carried + n == buffer.len();
         let filled = carried + n;
         let phase = self.shared.phase();
         let mut stats = self.stats.borrow_mut();
@@ -228,7 +240,7 @@ impl Connection {
         if parsed.max_seq > self.shared.head_seq.load(Relaxed) {
             self.shared.head_seq.fetch_max(parsed.max_seq, Relaxed);
         }
-        Ok(!parsed.closed)
+        Ok((!parsed.closed).then_some(full))
     }
 }
 
