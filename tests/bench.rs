@@ -159,6 +159,13 @@ async fn the_command_writes_json_hgrm_and_svg() {
     assert_eq!(v["clients"], 20);
     assert_eq!(v["slow_clients"], 2);
     assert!(v["messages"]["measured"].as_u64().unwrap() > 0);
+    // Binary trades and quotes are 66 and 82 bytes on the wire.
+    let per_msg = v["messages"]["bytes_per_sec"].as_f64().unwrap()
+        / v["messages"]["per_sec"].as_f64().unwrap();
+    assert!(
+        (66.0..=82.0).contains(&per_msg),
+        "{per_msg} bytes per message"
+    );
     assert_eq!(v["sequence"]["reorders"], 0);
     assert_eq!(v["sequence"]["duplicates"], 0);
 
@@ -271,4 +278,109 @@ async fn the_wrong_protocol_is_reported() {
     .unwrap_err();
     assert!(matches!(err, BenchError::NoData(_)), "{err}");
     server.stop().await;
+}
+
+/// A server that admits one connection per client address, loopback
+/// included: three clients from one address get two 429s.
+async fn one_per_address_server() -> tickwire::server::Running {
+    start(ServeConfig {
+        feeds: vec!["synthetic:symbols=5,rate=1000".into()],
+        max_connections_per_ip: 1,
+        limit_loopback: true,
+        ..ServeConfig::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_addrs_spread_the_clients_over_local_addresses() {
+    let server = one_per_address_server().await;
+    let url = format!("ws://{}/ws", server.addr);
+    // Without --source-addrs every client comes from 127.0.0.1: the
+    // server's per-address limit refuses two of the three.
+    let err = run(quick(url.clone(), Protocol::TickwireBinary))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("429"), "{err}");
+    // From 127.0.0.2, .3 and .4, one each: all are admitted and get data.
+    let mut c = quick(url, Protocol::TickwireBinary);
+    c.source_addrs = "127.0.0.2-127.0.0.4".parse().unwrap();
+    let result = run(c).await.expect("a run from three addresses");
+    assert!(
+        result.messages.per_client_total_min > 0,
+        "{}",
+        result.summary()
+    );
+    assert_eq!(result.disconnects, 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_connects_from_the_source_addrs_it_is_given() {
+    // A raw-TCP server that records where each connection comes from.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("tcp://{}", listener.local_addr().unwrap());
+    let (peers_tx, mut peers) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = listener.accept().await {
+            let _ = peers_tx.send(peer.ip());
+            tokio::spawn(async move {
+                let mut frame = vec![0x82, 32];
+                frame.extend_from_slice(&[0u8; 32]);
+                while s.write_all(&frame).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+        }
+    });
+    let args = [
+        "bench",
+        "--url",
+        &url,
+        "--protocol",
+        "raw-tcp",
+        "--clients",
+        "6",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--quiet",
+        "--source-addrs",
+        "127.0.0.2,127.0.0.3-127.0.0.4",
+    ]
+    .map(str::to_owned);
+    let out = tokio::task::spawn_blocking(move || binary::run(binary::tickwire().args(args)))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen = Vec::new();
+    while let Ok(ip) = peers.try_recv() {
+        seen.push(ip.to_string());
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "127.0.0.2",
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.3",
+            "127.0.0.4",
+            "127.0.0.4"
+        ]
+    );
+
+    let bad =
+        binary::run(binary::tickwire().args(["bench", "--source-addrs", "127.0.0.9-127.0.0.2"]));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains("bad --source-addrs") && stderr.contains("after the last"),
+        "{stderr}"
+    );
 }

@@ -10,6 +10,7 @@
 //! of bytes) is kept per connection between reads.
 
 use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 // Relaxed for `head_seq`, as for the progress counters: see Shared.
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::samples::{FrameError, ThreadStats, MAX_FRAME};
@@ -66,6 +67,7 @@ pub(crate) fn run_thread(plan: ThreadPlan, shared: Arc<Shared>) -> ThreadStats {
                 stats: Rc::clone(&stats),
                 buffer: Rc::clone(&buffer),
                 slow: plan.clients[slot] < shared.config.slow_clients,
+                source: shared.config.source_addrs.for_client(plan.clients[slot]),
             };
             let permits = Rc::clone(&permits);
             tokio::task::spawn_local(async move {
@@ -98,6 +100,8 @@ struct Connection {
     stats: Rc<RefCell<ThreadStats>>,
     buffer: Rc<RefCell<Vec<u8>>>,
     slow: bool,
+    /// The local address to connect from (`--source-addrs`), if any.
+    source: Option<IpAddr>,
 }
 
 impl Connection {
@@ -107,16 +111,12 @@ impl Connection {
         let cfg = &self.shared.config;
         let timeout = cfg.connect_timeout;
         let target = &cfg.target;
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(target.addr))
+        let stream = tokio::time::timeout(timeout, connect(self.source, target.addr))
             .await
             .map_err(|_| BenchError::Timeout {
                 what: format!("connecting to {}", target.addr),
                 after: timeout,
-            })?
-            .map_err(|source| BenchError::Connect {
-                addr: target.addr,
-                source,
-            })?;
+            })??;
         let _ = stream.set_nodelay(true);
         let mut stream = stream;
         let leftover = if cfg.protocol == Protocol::RawTcp {
@@ -155,9 +155,20 @@ impl Connection {
             if stream.readable().await.is_err() {
                 break;
             }
+            // `readable` returns at once while the socket has data and
+            // `try_read` never yields: without these a socket that is always
+            // full (the raw-TCP blaster) would hold the thread and starve its
+            // other connections, connects included. A read that filled the
+            // buffer (256 KiB, a few ms of parsing in a debug build) goes to
+            // the back of the queue at once, not after tokio's budget of 128.
+            tokio::task::coop::consume_budget().await;
             match self.read_ready(&stream, &mut leftover) {
-                Ok(true) => {}
-                Ok(false) => break,
+                Ok(Some(full)) => {
+                    if full {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                Ok(None) => break,
                 Err(e) => {
                     self.shared.fail(e.to_string());
                     self.stats.borrow_mut().protocol_error(self.slot, e);
@@ -192,8 +203,13 @@ impl Connection {
     }
 
     /// One `try_read` into the thread's buffer and the frames in it.
-    /// `Ok(false)` when the connection is finished.
-    fn read_ready(&self, stream: &TcpStream, leftover: &mut Vec<u8>) -> Result<bool, FrameError> {
+    /// `Ok(None)` when the connection is finished, else whether the read
+    /// filled the buffer (more is likely waiting).
+    fn read_ready(
+        &self,
+        stream: &TcpStream,
+        leftover: &mut Vec<u8>,
+    ) -> Result<Option<bool>, FrameError> {
         let mut buffer = self.buffer.borrow_mut();
         let carried = leftover.len();
         if buffer.len() < carried * 2 {
@@ -201,11 +217,12 @@ impl Connection {
         }
         buffer[..carried].copy_from_slice(leftover);
         let n = match stream.try_read(&mut buffer[carried..]) {
-            Ok(0) => return Ok(false),
+            Ok(0) => return Ok(None),
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
-            Err(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Some(false)),
+            Err(_) => return Ok(None),
         };
+        let full = carried + n == buffer.len();
         let filled = carried + n;
         let phase = self.shared.phase();
         let mut stats = self.stats.borrow_mut();
@@ -223,8 +240,29 @@ impl Connection {
         if parsed.max_seq > self.shared.head_seq.load(Relaxed) {
             self.shared.head_seq.fetch_max(parsed.max_seq, Relaxed);
         }
-        Ok(!parsed.closed)
+        Ok((!parsed.closed).then_some(full))
     }
+}
+
+/// Connects to `to`, from a socket bound to `from` (port chosen by the
+/// system) if given.
+async fn connect(from: Option<IpAddr>, to: SocketAddr) -> Result<TcpStream, BenchError> {
+    let connect_error = |source| BenchError::Connect { addr: to, source };
+    let Some(ip) = from else {
+        return TcpStream::connect(to).await.map_err(connect_error);
+    };
+    let local = SocketAddr::new(ip, 0);
+    let bind_error = |source| BenchError::Bind {
+        addr: local,
+        source,
+    };
+    let socket = match ip {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(bind_error)?;
+    socket.bind(local).map_err(bind_error)?;
+    socket.connect(to).await.map_err(connect_error)
 }
 
 async fn handshake(

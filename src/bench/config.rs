@@ -1,7 +1,7 @@
 //! What a bench run is told: the target, the protocol, the clients and
 //! their subscriptions, the slow-client pattern and the timeouts.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -138,6 +138,62 @@ impl FromStr for Target {
     }
 }
 
+/// Most local addresses one `--source-addrs` may name.
+const MAX_SOURCE_ADDRS: u32 = 1 << 16;
+
+/// The local addresses the clients' sockets are bound to before they
+/// connect, round-robin by client index, so that more connections than one
+/// address has ephemeral ports (about 28,000 on Linux by default) can reach
+/// one server port. Empty: the system picks, from one address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceAddrs(pub Vec<IpAddr>);
+
+impl SourceAddrs {
+    /// The address client `index` binds to, if any.
+    pub fn for_client(&self, index: usize) -> Option<IpAddr> {
+        (!self.0.is_empty()).then(|| self.0[index % self.0.len()])
+    }
+}
+
+impl FromStr for SourceAddrs {
+    type Err = BenchError;
+
+    /// A comma list of addresses and IPv4 ranges `FIRST-LAST` (inclusive),
+    /// e.g. `127.0.0.2-127.0.0.9` or `127.0.0.2,127.0.0.3,::1`.
+    fn from_str(spec: &str) -> Result<Self, BenchError> {
+        let bad = |reason: String| BenchError::SourceAddrs {
+            spec: spec.to_owned(),
+            reason,
+        };
+        let ip = |s: &str| {
+            s.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| bad(format!("{:?} is not an IP address", s.trim())))
+        };
+        let mut out = Vec::new();
+        for item in spec.split(',') {
+            let Some((first, last)) = item.split_once('-') else {
+                out.push(ip(item)?);
+                continue;
+            };
+            let (IpAddr::V4(a), IpAddr::V4(b)) = (ip(first)?, ip(last)?) else {
+                return Err(bad(format!("{item:?}: ranges are IPv4 only")));
+            };
+            let (a, b) = (u32::from(a), u32::from(b));
+            if a > b {
+                return Err(bad(format!(
+                    "{item:?}: the first address is after the last"
+                )));
+            }
+            if b - a >= MAX_SOURCE_ADDRS || out.len() as u32 + (b - a) >= MAX_SOURCE_ADDRS {
+                return Err(bad(format!("more than {MAX_SOURCE_ADDRS} addresses")));
+            }
+            out.extend((a..=b).map(|v| IpAddr::V4(Ipv4Addr::from(v))));
+        }
+        Ok(SourceAddrs(out))
+    }
+}
+
 /// Everything a run is told.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -155,6 +211,8 @@ pub struct BenchConfig {
     /// that the server's accept queue is not what is measured.
     pub connect_concurrency: usize,
     pub connect_timeout: Duration,
+    /// Local addresses to connect from (see [`SourceAddrs`]).
+    pub source_addrs: SourceAddrs,
     /// The run fails if no market data arrives this long after warm-up starts.
     pub first_data_timeout: Duration,
     /// The update rate the server was told to publish, per second, if known:
@@ -183,6 +241,7 @@ impl BenchConfig {
             },
             connect_concurrency: 128,
             connect_timeout: Duration::from_secs(5),
+            source_addrs: SourceAddrs::default(),
             first_data_timeout: Duration::from_secs(10),
             nominal_rate: None,
             progress: false,
@@ -216,5 +275,36 @@ mod tests {
         let t: Target = "ws://127.0.0.1".parse().unwrap();
         assert_eq!((t.addr.port(), t.path.as_str()), (80, "/"));
         assert!("http://x".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn source_addrs_parse_as_ranges_and_lists() {
+        // TC0: a range; TC1: a list mixing a range, IPv4 and IPv6.
+        let r: SourceAddrs = "127.0.0.2-127.0.0.9".parse().unwrap();
+        assert_eq!(r.0.len(), 8);
+        assert_eq!(r.0[7], "127.0.0.9".parse::<IpAddr>().unwrap());
+        assert_eq!(r.for_client(9), Some("127.0.0.3".parse().unwrap()));
+        assert_eq!(SourceAddrs::default().for_client(0), None);
+        let l: SourceAddrs = "127.0.0.2, 10.0.0.1-10.0.0.2,::1".parse().unwrap();
+        let l: Vec<String> = l.0.iter().map(ToString::to_string).collect();
+        assert_eq!(l, ["127.0.0.2", "10.0.0.1", "10.0.0.2", "::1"]);
+    }
+
+    #[test]
+    fn bad_source_addrs_say_what_is_wrong() {
+        // TC0: not an address; TC1: reversed; TC2: IPv6 range; TC3: too many; TC4: empty.
+        for (spec, says) in [
+            ("127.0.0.2-localhost", "\"localhost\" is not an IP address"),
+            ("127.0.0.9-127.0.0.2", "the first address is after the last"),
+            ("::1-::2", "ranges are IPv4 only"),
+            ("10.0.0.0-10.1.0.0", "more than 65536 addresses"),
+            ("", "\"\" is not an IP address"),
+        ] {
+            let err = spec.parse::<SourceAddrs>().unwrap_err().to_string();
+            assert!(
+                err.contains("--source-addrs") && err.contains(says),
+                "{spec}: {err}"
+            );
+        }
     }
 }

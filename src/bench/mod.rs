@@ -28,13 +28,20 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::Counter;
 
-pub use config::{BenchConfig, Protocol, SlowPattern, Subscription, Target};
+pub use config::{BenchConfig, Protocol, SlowPattern, SourceAddrs, Subscription, Target};
 pub use report::BenchResult;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("bad URL {url}: {reason}")]
     Url { url: String, reason: String },
+    #[error("bad --source-addrs {spec:?}: {reason}")]
+    SourceAddrs { spec: String, reason: String },
+    #[error("cannot bind a client socket to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("invalid bench settings: {0}")]
     Invalid(String),
     #[error("cannot connect to {addr}: {source}")]
@@ -141,6 +148,18 @@ pub fn run(config: BenchConfig) -> Result<BenchResult, BenchError> {
         return Err(BenchError::Invalid(
             "clients, threads and duration must be greater than 0".into(),
         ));
+    }
+    let target_v4 = config.target.addr.is_ipv4();
+    if let Some(ip) = config
+        .source_addrs
+        .0
+        .iter()
+        .find(|ip| ip.is_ipv4() != target_v4)
+    {
+        return Err(BenchError::Invalid(format!(
+            "source address {ip} and target {} are of different IP families",
+            config.target.addr
+        )));
     }
     let _ = crate::os::raise_open_files_limit();
     let shared = Arc::new(Shared {

@@ -54,6 +54,8 @@ pub struct Messages {
     /// Market-data messages in the measured window, all clients.
     pub measured: u64,
     pub per_sec: f64,
+    /// Those messages' bytes on the wire (WebSocket headers included), per second.
+    pub bytes_per_sec: f64,
     /// What the server should have sent in the window: the nominal rate
     /// (`--rate`) or else what it published (the highest sequence seen
     /// advanced by this much), times the clients; `None` for symbol subsets
@@ -215,6 +217,7 @@ impl Messages {
         Messages {
             measured,
             per_sec: measured as f64 / secs,
+            bytes_per_sec: total(clients, |c| c.bytes_measured) as f64 / secs,
             demand,
             demand_pct: demand
                 .filter(|&d| d > 0)
@@ -311,7 +314,12 @@ impl BenchResult {
             }
             _ => String::new(),
         };
-        let _ = writeln!(out, "  delivered     {} msgs/s{demand}", si(m.per_sec));
+        let _ = writeln!(
+            out,
+            "  delivered     {} msgs/s = {}B/s{demand}",
+            si(m.per_sec),
+            si(m.bytes_per_sec)
+        );
         let _ = writeln!(
             out,
             "  messages      {} in window, {} in run (per client {}..{}), {} definitions",

@@ -65,6 +65,8 @@ pub struct ConnStats {
     pub updates_total: u64,
     /// Market-data messages during the measured window.
     pub updates_measured: u64,
+    /// Their bytes on the wire, WebSocket headers included.
+    pub bytes_measured: u64,
     /// Symbol definitions received.
     pub definitions: u64,
     /// Per-symbol sequence jumps (conflation or loss), and the updates they skipped.
@@ -165,6 +167,7 @@ impl ThreadStats {
             };
             parsed.consumed = start + len;
             parsed.frames += 1;
+            let counted = self.clients[slot].updates_measured;
             let tick = match opcode {
                 0x82 => self.binary(slot, payload, measuring)?,
                 0x81 => self.text(slot, payload)?,
@@ -184,6 +187,10 @@ impl ThreadStats {
             if let Some(t) = tick {
                 parsed.max_seq = parsed.max_seq.max(t.seq);
                 self.update(slot, &t, now, measuring, slow);
+            }
+            let c = &mut self.clients[slot];
+            if c.updates_measured != counted {
+                c.bytes_measured += (header + len) as u64;
             }
         }
         Ok(parsed)
@@ -498,6 +505,27 @@ mod tests {
             (s.clients[0].updates_total, s.clients[0].updates_measured),
             (2, 1)
         );
+    }
+
+    #[test]
+    fn raw_frames_of_any_size_count_by_their_headers() {
+        // The blaster's --frame-bytes: 82 (tickwire's quote, 2-byte header)
+        // and 300 (4-byte header), back to back, split mid-frame.
+        let mut bytes = vec![0x82, 80];
+        bytes.resize(82, 0);
+        bytes.extend_from_slice(&[0x82, 126, 0x01, 0x28]);
+        bytes.resize(82 + 300, 0);
+        let mut s = ThreadStats::new(1, Protocol::RawTcp);
+        let p = s
+            .parse_frames(0, &bytes[..200], Phase::Measure, false)
+            .unwrap();
+        assert_eq!((p.frames, p.consumed), (1, 82));
+        let p = s
+            .parse_frames(0, &bytes[82..], Phase::Measure, false)
+            .unwrap();
+        assert_eq!((p.frames, p.consumed), (1, 300));
+        assert_eq!(s.clients[0].updates_measured, 2);
+        assert_eq!(s.clients[0].bytes_measured, 382);
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub(crate) struct BenchArgs {
     /// Seconds a connect or upgrade may take.
     #[arg(long, default_value_t = 5.0)]
     connect_timeout: f64,
+    /// Local addresses to connect from, round-robin over the clients:
+    /// `127.0.0.2-127.0.0.9` or a comma list (each address has about 28,000
+    /// ephemeral ports; more connections than that to one server port need
+    /// several). Default: the system picks.
+    #[arg(long)]
+    source_addrs: Option<String>,
     /// Fail if no data arrives this many seconds after subscribing.
     #[arg(long, default_value_t = 10.0)]
     first_data_timeout: f64,
@@ -113,6 +119,9 @@ impl BenchArgs {
             .map_err(|e: String| anyhow!("--slow-pattern {e}"))?;
         c.connect_concurrency = self.connect_concurrency;
         c.connect_timeout = secs("connect-timeout", self.connect_timeout)?;
+        if let Some(spec) = &self.source_addrs {
+            c.source_addrs = spec.parse()?;
+        }
         c.first_data_timeout = secs("first-data-timeout", self.first_data_timeout)?;
         c.progress = !self.quiet;
         c.nominal_rate = self.rate;
