@@ -133,10 +133,8 @@ fn char_literal(b: &[u8]) -> Option<usize> {
         let close = b[2..].iter().position(|&c| c == b'\'')?;
         return Some(close + 3);
     }
-    let c = std::str::from_utf8(&b[1..b.len().min(6)])
-        .ok()
-        .or_else(|| std::str::from_utf8(&b[1..]).ok())?;
-    let ch = c.chars().next()?;
+    // `b` starts at a `'`, so what follows it is whole UTF-8.
+    let ch = std::str::from_utf8(&b[1..]).ok()?.chars().next()?;
     (b.get(1 + ch.len_utf8()) == Some(&b'\'')).then_some(ch.len_utf8() + 2)
 }
 

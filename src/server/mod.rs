@@ -69,7 +69,6 @@ struct AppState {
     feeds: Vec<Arc<FeedStatus>>,
     /// The NATS URL a feed node publishes to, if it does.
     publish: Option<String>,
-    shutdown: watch::Receiver<bool>,
     sessions: Sessions,
     started: Instant,
     /// Set when the port speaks TLS.
@@ -166,7 +165,6 @@ pub fn start(listener: TcpListener, mut v: Setup) -> std::io::Result<Running> {
         handshake_timeout: config.handshake_timeout,
         feeds,
         publish,
-        shutdown: shutdown_rx.clone(),
         sessions,
         started: Instant::now(),
         tls: v.tls.map(|store| {

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use super::status::{healthz, render_metrics};
 use super::upgrade::upgrade;
 use super::{sse, web, AppState};
+use crate::metrics::Labelled;
 use crate::server::guard::access::{self, Grant};
 use crate::server::guard::admission::Admitted;
 use crate::server::guard::auth::AuthError;
@@ -54,7 +55,7 @@ pub(super) fn forwarded(
 pub(super) fn refuse_head(state: &AppState, refusal: HttpRefusal) -> Response<Body> {
     state.market.metrics.http_rejection(refusal);
     tracing::debug!(
-        reason = HttpRefusal::REASONS[refusal.index()],
+        reason = HttpRefusal::REASONS[Labelled::index(refusal)],
         "refused a request head ({})",
         refusal.status().as_u16()
     );

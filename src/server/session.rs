@@ -33,19 +33,13 @@ pub struct Drained {
     closed: mpsc::Receiver<()>,
 }
 
-/// One subscriber's session, open until dropped.
+/// One subscriber's session, open until dropped: dropping it lowers the
+/// gauge and lets go of the completion sender, however the session ends.
 pub struct Session {
     pub market: Arc<Market>,
     pub shutdown: watch::Receiver<bool>,
     /// When the access token expires; `None`: never.
     pub expiry: Option<Instant>,
-    _open: Open,
-}
-
-/// Lowers the gauge and lets go of the completion sender however the
-/// session ends.
-struct Open {
-    market: Arc<Market>,
     /// `None` for a session opened after shutdown dropped the server's
     /// sender: it sees the shutdown signal at once and closes.
     _done: Option<mpsc::Sender<()>>,
@@ -73,11 +67,13 @@ impl Sessions {
             market: Arc::clone(&self.market),
             shutdown: self.shutdown.clone(),
             expiry: expires_in.and_then(|d| Instant::now().checked_add(d)),
-            _open: Open {
-                market: Arc::clone(&self.market),
-                _done: self.done.upgrade(),
-            },
+            _done: self.done.upgrade(),
         }
+    }
+
+    /// Whether the server has been told to shut down.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 }
 
@@ -94,7 +90,7 @@ impl Session {
     }
 }
 
-impl Drop for Open {
+impl Drop for Session {
     fn drop(&mut self) {
         self.market.metrics.connections.dec();
     }

@@ -117,7 +117,7 @@ pub(super) fn healthz(state: &AppState) -> Response<Body> {
         }
         body.push(b'}');
     }
-    let healthy = failed < state.feeds.len() && !*state.shutdown.borrow();
+    let healthy = failed < state.feeds.len() && !state.sessions.shutting_down();
     let m = &state.market.metrics;
     body.push(b']');
     if let Some(url) = &state.publish {

@@ -114,19 +114,15 @@ impl AuthError {
         AuthError::NotYetValid,
     ];
 
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
     /// The metric label.
     pub fn name(self) -> &'static str {
-        crate::metrics::AUTH_REJECTION_REASONS[self.index()]
+        crate::metrics::AUTH_REJECTION_REASONS[crate::metrics::Labelled::index(self)]
     }
 }
 
 impl crate::metrics::Labelled for AuthError {
     fn index(self) -> usize {
-        AuthError::index(self)
+        self as usize
     }
 }
 

@@ -111,20 +111,16 @@ pub enum ProxyError {
 impl ProxyError {
     /// The metric labels, by [`ProxyError::index`].
     pub const REASONS: [&'static str; 4] = crate::metrics::PROXY_HEADER_REASONS;
+}
 
-    pub fn index(self) -> usize {
+impl crate::metrics::Labelled for ProxyError {
+    fn index(self) -> usize {
         match self {
             ProxyError::Malformed(_) => 0,
             ProxyError::TooLarge => 1,
             ProxyError::Timeout => 2,
             ProxyError::Truncated => 3,
         }
-    }
-}
-
-impl crate::metrics::Labelled for ProxyError {
-    fn index(self) -> usize {
-        ProxyError::index(self)
     }
 }
 

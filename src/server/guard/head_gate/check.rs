@@ -36,15 +36,6 @@ impl HttpRefusal {
     /// The metric labels, by [`HttpRefusal::index`].
     pub const REASONS: [&'static str; 4] = crate::metrics::HTTP_REJECTION_REASONS;
 
-    pub fn index(self) -> usize {
-        match self {
-            HttpRefusal::RequestLineTooLong => 0,
-            HttpRefusal::HeadersTooLarge | HttpRefusal::TooManyHeaders => 1,
-            HttpRefusal::Malformed(_) => 2,
-            HttpRefusal::UntrustedProxyHeader => 3,
-        }
-    }
-
     pub fn status(self) -> StatusCode {
         match self {
             HttpRefusal::RequestLineTooLong => StatusCode::URI_TOO_LONG,
@@ -192,6 +183,11 @@ fn has_token(v: &[u8], token: &str) -> bool {
 
 impl crate::metrics::Labelled for HttpRefusal {
     fn index(self) -> usize {
-        HttpRefusal::index(self)
+        match self {
+            HttpRefusal::RequestLineTooLong => 0,
+            HttpRefusal::HeadersTooLarge | HttpRefusal::TooManyHeaders => 1,
+            HttpRefusal::Malformed(_) => 2,
+            HttpRefusal::UntrustedProxyHeader => 3,
+        }
     }
 }

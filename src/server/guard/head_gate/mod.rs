@@ -516,7 +516,9 @@ mod tests {
             HttpRefusal::UntrustedProxyHeader,
         ] {
             assert!(!r.reason().contains('\n'));
-            assert!(HttpRefusal::REASONS.get(r.index()).is_some());
+            assert!(HttpRefusal::REASONS
+                .get(crate::metrics::Labelled::index(r))
+                .is_some());
         }
     }
 }
