@@ -124,6 +124,11 @@ fn read_log(path: &Path) -> (Vec<Entry>, log::ReadStats) {
 async fn collect(addr: std::net::SocketAddr, n: usize) -> Vec<Seen> {
     let mut ws = connect(addr, "tickwire.v1").await;
     send(&mut ws, r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    read_updates(&mut ws, n).await
+}
+
+/// The next `n` updates on a subscribed connection, decoded.
+async fn read_updates(ws: &mut common::Ws, n: usize) -> Vec<Seen> {
     let mut decoder = Decoder::new();
     let mut out = Vec::new();
     while out.len() < n {
@@ -416,11 +421,18 @@ async fn a_torn_log_replays_exactly_its_whole_blocks() {
     let n = (whole * 16).min(recorded.len());
     std::fs::write(&torn, &bytes[..last_cut]).unwrap();
     let server = serve_log(&torn, false).await;
-    let got = collect(server.addr, n).await;
+    // The client stays subscribed until the feed has finished: when the cut
+    // falls before the first whole block it wants no update, and leaving at
+    // once could pass unseen by the server's min_subscribers gate, which
+    // would then hold the feed forever.
+    let mut ws = connect(server.addr, "tickwire.v1").await;
+    send(&mut ws, r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    let got = read_updates(&mut ws, n).await;
     for (g, r) in got.iter().zip(&recorded) {
         assert_eq!((g.symbol_seq, &g.kind), (r.symbol_seq, &r.kind));
     }
     let health = until_finished(server.addr).await;
+    drop(ws);
     assert!(health.contains(&format!("\"updates\":{n},")), "{health}");
     let m = metrics_text(server.addr).await;
     assert_eq!(feed_metric(&m, "tickwire_feed_rejected_total"), 0);
