@@ -38,7 +38,7 @@ fn market() -> (Arc<Market>, Publisher) {
         ring,
         lvc: LastValueCache::default(),
         symbols,
-        wakeup: tokio::sync::Notify::new(),
+        wakeup: tickwire::market::Wakeup::default(),
         metrics: Arc::new(Metrics::default()),
     });
     let publisher = Publisher::new(Arc::clone(&market), writer);

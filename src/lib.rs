@@ -27,7 +27,9 @@
 //!   `wire::encode` (frames, encoded once), `wire::decode` (their one
 //!   reader: tests, fuzz, bench), `wire::frame` (RFC 6455 headers).
 //! - **Fan-out**, [`fanout`]: what one connection is sent: the ring cursor,
-//!   conflation, subscriptions and their limits, the outbox.
+//!   conflation, subscriptions and their limits, the outbox; and the writer
+//!   shards (`fanout::shard`), the threads that write it, woken once per
+//!   batch through [`wake`].
 //! - **Server**, [`server`]: accept, routes, status endpoints, the upgrade,
 //!   the session a WebSocket (`server::ws`) and an SSE stream share, and
 //!   its security pieces together in [`server::guard`] (admission, head
@@ -65,6 +67,7 @@ pub mod ring;
 pub mod server;
 pub mod symbols;
 pub mod update;
+pub mod wake;
 pub mod wire;
 
 pub use os::raise_open_files_limit;

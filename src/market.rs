@@ -10,6 +10,7 @@ use crate::metrics::Metrics;
 use crate::ring::{Ring, RingWriter};
 use crate::symbols::SymbolTable;
 use crate::update::SymbolId;
+use crate::wake::ThreadWake;
 use crate::wire::encode::EncodedUpdate;
 use crate::wire::Format;
 
@@ -126,10 +127,8 @@ pub struct Market {
     pub ring: crate::ring::Arc<Ring<Published>>,
     pub lvc: LastValueCache,
     pub symbols: Arc<SymbolTable>,
-    /// Signalled once per batch the publisher appends. Connections that are
-    /// idle wait on it; connections that are busy writing are not woken at
-    /// all and find the new entries when they next drain the ring.
-    pub wakeup: Notify,
+    /// Signalled once per batch the publisher appends.
+    pub wakeup: Wakeup,
     pub metrics: Arc<Metrics>,
 }
 
@@ -146,9 +145,52 @@ impl Market {
             ring,
             lvc: LastValueCache::default(),
             symbols,
-            wakeup: Notify::new(),
+            wakeup: Wakeup::default(),
             metrics,
         });
         (market, writer)
+    }
+}
+
+/// The publisher's once-per-batch signal. Two kinds of waiter: the writer
+/// shards' threads (every plain-TCP WebSocket connection is written by one),
+/// woken with an atomic swap and at most one unpark each; and tokio tasks
+/// (SSE streams, TLS connections), which wait on `tasks`. A task or shard
+/// that is busy writing is not woken at all: it finds the new entries when
+/// it next drains the ring.
+#[derive(Default)]
+pub struct Wakeup {
+    pub tasks: Notify,
+    threads: RwLock<Vec<Arc<ThreadWake>>>,
+}
+
+impl Wakeup {
+    /// Wakes every waiter: called by the publisher after each batch.
+    pub fn notify(&self) {
+        self.tasks.notify_waiters();
+        for thread in self
+            .threads
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            thread.wake();
+        }
+    }
+
+    /// Adds a thread to wake after every batch.
+    pub fn add_thread(&self, thread: Arc<ThreadWake>) {
+        self.threads
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(thread);
+    }
+
+    /// Stops waking a thread added with [`add_thread`](Self::add_thread).
+    pub fn remove_thread(&self, thread: &Arc<ThreadWake>) {
+        self.threads
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|t| !Arc::ptr_eq(t, thread));
     }
 }

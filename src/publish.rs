@@ -147,7 +147,7 @@ impl Publisher {
             for update in batch.drain(..) {
                 self.publish(update);
             }
-            self.market.wakeup.notify_waiters();
+            self.market.wakeup.notify();
             if let Some(sink) = &mut self.sink {
                 sink.flush();
             }

@@ -73,6 +73,10 @@ pub struct ServeConfig {
     /// kernel's autotuning.
     #[arg(long, env = "TICKWIRE_SEND_BUFFER_BYTES", default_value_t = 128 * 1024)]
     pub send_buffer_bytes: usize,
+    /// Writer threads: each writes what is published to its share of the
+    /// plain-TCP WebSocket connections. 0: one per CPU core.
+    #[arg(long, env = "TICKWIRE_WRITER_THREADS", default_value_t = 0)]
+    pub writer_threads: usize,
     /// A connection further behind the ring's head than this many updates
     /// is conflated: it skips to the newest value of each symbol.
     #[arg(long, env = "TICKWIRE_MAX_LAG_UPDATES", default_value_t = 4096)]
@@ -302,6 +306,10 @@ impl ServeConfig {
             min_subscribers: self.min_subscribers,
             connection: self.connection(),
             send_buffer_bytes: self.send_buffer_bytes,
+            writer_threads: match self.writer_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
             echo: self.echo,
             admission: self.admission(),
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),

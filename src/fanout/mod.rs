@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 mod outbox;
+pub mod shard;
 mod subscriptions;
 
 pub use self::outbox::{Outbox, MAX_IOV};

@@ -54,16 +54,16 @@ impl Outbox {
         self.frames.len()
     }
 
-    /// Fills `iov` with the unwritten bytes, in order; returns how many
-    /// slices it used.
-    pub fn io_slices<'a>(&'a self, iov: &mut [IoSlice<'a>]) -> usize {
-        let mut n = 0;
-        for (i, q) in self.frames.iter().enumerate().take(iov.len()) {
+    /// Appends the unwritten bytes to `iov`, in order, as up to [`MAX_IOV`]
+    /// slices; returns how many bytes they hold.
+    pub fn io_slices<'a>(&'a self, iov: &mut Vec<IoSlice<'a>>) -> usize {
+        let mut bytes = 0;
+        for (i, q) in self.frames.iter().enumerate().take(MAX_IOV) {
             let start = if i == 0 { self.head_written } else { 0 };
-            iov[i] = IoSlice::new(&q.frame[start..]);
-            n += 1;
+            iov.push(IoSlice::new(&q.frame[start..]));
+            bytes += q.frame.len() - start;
         }
-        n
+        bytes
     }
 
     /// Records that `written` more bytes went out. Returns how many frames
@@ -138,8 +138,9 @@ mod tests {
         out.push(Bytes::from_static(b"f"));
         assert_eq!(out.advance(4), 1);
         assert_eq!(out.concat(), b"ef");
-        let mut iov = [IoSlice::new(&[]); 4];
+        let mut iov = Vec::new();
         assert_eq!(out.io_slices(&mut iov), 2);
+        assert_eq!(iov.len(), 2);
         assert_eq!(&*iov[0], b"e");
         // Cut back to the half-written frame only.
         out.keep_partial_only();

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use self::accept::{accept_loop, serve_http};
 use self::session::{Drained, Sessions};
 pub use self::setup::{Settings, Setup};
+use crate::fanout::shard::Shards;
 use crate::feed::{FeedSpec, FeedStats, ReplayOptions};
 use crate::market::Market;
 use crate::metrics::Metrics;
@@ -63,6 +64,8 @@ struct AppState {
     market: Arc<Market>,
     connection: ConnectionConfig,
     send_buffer_bytes: usize,
+    /// The threads that write updates to plain-TCP WebSocket connections.
+    shards: Arc<Shards>,
     echo: bool,
     admission: Arc<Admission>,
     handshake_timeout: Duration,
@@ -137,7 +140,7 @@ impl Running {
 }
 
 /// Starts the feeds, the publisher and the accept loop on `listener`.
-/// Fails only if the publisher's thread cannot be started.
+/// Fails only if the publisher's or the writers' threads cannot be started.
 pub fn start(listener: TcpListener, mut v: Setup) -> std::io::Result<Running> {
     let addr = listener
         .local_addr()
@@ -160,6 +163,7 @@ pub fn start(listener: TcpListener, mut v: Setup) -> std::io::Result<Running> {
         market: Arc::clone(&market),
         connection: config.connection,
         send_buffer_bytes: config.send_buffer_bytes,
+        shards: Arc::new(Shards::start(Arc::clone(&market), config.writer_threads)?),
         echo: config.echo,
         admission: Admission::new(config.admission, Arc::clone(&metrics)),
         handshake_timeout: config.handshake_timeout,

@@ -26,6 +26,8 @@ pub struct Settings {
     pub min_subscribers: usize,
     pub connection: ConnectionConfig,
     pub send_buffer_bytes: usize,
+    /// Writer shard threads (at least one).
+    pub writer_threads: usize,
     pub echo: bool,
     pub admission: AdmissionLimits,
     pub handshake_timeout: Duration,

@@ -246,7 +246,7 @@ async fn stream(
         // Register for the wake-up before looking at the ring, as the
         // WebSocket writer does (connection.rs): an update published between
         // the look and the wait still wakes us.
-        let wakeup = market.wakeup.notified();
+        let wakeup = market.wakeup.tasks.notified();
         tokio::pin!(wakeup);
         wakeup.as_mut().enable();
 

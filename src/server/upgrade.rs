@@ -20,7 +20,7 @@ use super::AppState;
 use crate::server::guard::access::Grant;
 use crate::server::guard::admission::Admitted;
 use crate::server::guard::head_gate::HeadGate;
-use crate::server::ws::connection::{self, Service};
+use crate::server::ws::connection::{self, Service, SharedTcp};
 use crate::wire::Format;
 
 /// Refuses a request on `/ws` that is not a valid WebSocket upgrade, with
@@ -166,12 +166,14 @@ async fn serve_upgraded(upgraded: Upgraded, service: Service, state: &AppState, 
                 prefix,
                 inner: read,
             };
-            connection::serve(read, write, service, config, grant, session).await;
+            let write = SharedTcp(Arc::new(write));
+            let shards = Some(Arc::clone(&state.shards));
+            connection::serve(read, write, service, config, grant, session, shards).await;
         }
         Err(upgraded) => {
             // TLS (or any other stream): one object, shared by the halves.
             let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-            connection::serve(read, write, service, config, grant, session).await;
+            connection::serve(read, write, service, config, grant, session, None).await;
         }
     }
 }

@@ -1,0 +1,334 @@
+//! The writer shards: one thread per core, each owning a share of the
+//! subscribed plain-TCP connections, woken once per publish batch, writing
+//! what is new to every connection of its share with one non-blocking
+//! `writev` each.
+//!
+//! A tokio task per connection woken per batch cost more than the writes:
+//! the wake-up list, the scheduler, the `select!`, all per connection per
+//! batch (docs/ARCHITECTURE.md, "The fan-out engine"). Here a batch costs a
+//! shard one wake-up, and a connection one `try_lock` and one system call.
+//!
+//! A connection's state, its [`Pipe`] (subscriber and outbox), is shared
+//! with its own task under a mutex that neither holds for more than one
+//! fill and one write. The task keeps everything that waits: requests,
+//! heartbeats, the stall timer, closing. The shard never waits on a socket:
+//! when one takes less than it was offered, the shard *holds* the pipe back
+//! to the task ([`Pipe::held`]), which waits for the socket to drain (or
+//! stalls it out) and releases it. A held pipe costs the shard nothing, so
+//! a slow client slows no one else; what it misses meanwhile is conflated
+//! from the last-value cache when it fills again.
+
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::thread::JoinHandle;
+
+use tokio::sync::Notify;
+
+use crate::fanout::{Outbox, Subscriber};
+use crate::market::Market;
+use crate::metrics::Metrics;
+use crate::wake::ThreadWake;
+
+/// A socket a shard can write to from its own thread without waiting.
+pub trait Socket: Send + Sync {
+    /// Writes what the kernel takes now of `bufs`; `WouldBlock` if nothing.
+    fn try_writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+/// What one connection sends, written by its task or by its shard.
+pub struct Pipe {
+    pub sub: Subscriber,
+    pub outbox: Outbox,
+    /// The connection's task is writing (the socket would block, or the
+    /// connection is closing): the shard leaves the pipe alone.
+    pub held: bool,
+    /// The connection is closing: the pipe stays held.
+    pub closing: bool,
+    /// The outbox size last added to the `queued_bytes` gauge.
+    reported_queue: usize,
+}
+
+impl Pipe {
+    pub fn new(sub: Subscriber) -> Self {
+        Pipe {
+            sub,
+            outbox: Outbox::default(),
+            held: false,
+            closing: false,
+            reported_queue: 0,
+        }
+    }
+
+    /// Moves what the ring holds for this connection into the outbox.
+    pub fn fill(&mut self) {
+        self.sub.fill(&mut self.outbox);
+    }
+
+    /// Calls `write` with the unwritten bytes (up to [`MAX_IOV`](crate::fanout::MAX_IOV)
+    /// frames) and how many bytes they hold.
+    pub fn with_slices<R>(&self, write: impl FnOnce(&[IoSlice<'_>], usize) -> R) -> R {
+        let mut iov = Vec::with_capacity(self.outbox.frame_count().min(crate::fanout::MAX_IOV));
+        let offered = self.outbox.io_slices(&mut iov);
+        write(&iov, offered)
+    }
+
+    /// Records `n` bytes written by one system call.
+    pub fn wrote(&mut self, n: usize, tally: &mut Tally) {
+        tally.frames += self.outbox.advance(n) as u64;
+        tally.bytes += n as u64;
+        tally.writes += 1;
+    }
+
+    /// Brings the server-wide `queued_bytes` gauge up to date with this
+    /// pipe's outbox.
+    pub fn report_queue(&mut self) {
+        let now = self.outbox.len_bytes();
+        let gauge = &self.sub.market.metrics.queued_bytes;
+        if now >= self.reported_queue {
+            gauge.add((now - self.reported_queue) as u64);
+        } else {
+            gauge.sub((self.reported_queue - now) as u64);
+        }
+        self.reported_queue = now;
+    }
+
+    /// Empties the outbox (the connection has ended) and says so to the
+    /// gauge.
+    pub fn discard(&mut self) {
+        self.outbox = Outbox::default();
+        self.report_queue();
+    }
+}
+
+/// Writes counted locally and added to the shared counters once per pass
+/// or flush, not once per system call.
+#[derive(Default)]
+pub struct Tally {
+    writes: u64,
+    bytes: u64,
+    frames: u64,
+}
+
+impl Tally {
+    pub fn report(&mut self, metrics: &Metrics) {
+        if self.writes > 0 {
+            metrics.writev_calls_total.add(self.writes);
+            metrics.bytes_out_total.add(self.bytes);
+            metrics.frames_out_total.add(self.frames);
+        }
+        *self = Tally::default();
+    }
+}
+
+/// A connection's pipe as its task and its shard share it.
+pub struct Link {
+    pipe: Mutex<Pipe>,
+    socket: Option<Arc<dyn Socket>>,
+    /// Notified when the shard holds the pipe back to the task.
+    pub held_back: Notify,
+    /// The connection has ended: its shard lets go of it.
+    gone: AtomicBool,
+    /// The shard that writes it, once it has subscribed to something.
+    shard: Mutex<Option<Arc<Shard>>>,
+}
+
+impl Link {
+    /// A link whose pipe only its task writes (TLS, in-memory streams), or
+    /// that a shard may write to `socket` once it subscribes.
+    pub fn new(pipe: Pipe, socket: Option<Arc<dyn Socket>>) -> Arc<Link> {
+        Arc::new(Link {
+            pipe: Mutex::new(pipe),
+            socket,
+            held_back: Notify::new(),
+            gone: AtomicBool::new(false),
+            shard: Mutex::new(None),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Pipe> {
+        self.pipe.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a shard writes this link's updates (else its task must).
+    pub fn is_sharded(&self) -> bool {
+        self.shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Asks the link's shard for a pass: the task has released the pipe
+    /// and frames may be waiting.
+    pub fn nudge(&self) {
+        if let Some(shard) = &*self.shard.lock().unwrap_or_else(|e| e.into_inner()) {
+            shard.wake.wake();
+        }
+    }
+
+    /// The connection has ended: its shard drops the link at its next
+    /// pass, which this asks for, so that the socket closes promptly.
+    pub fn retire(&self) {
+        self.gone.store(true, Ordering::Release); // pairs with the Acquire load in `Shard::run`
+        self.nudge();
+    }
+
+    /// One shard pass over this link: fill from the ring and write until
+    /// the outbox is empty or the socket takes less than offered; then the
+    /// pipe is held back to the task. Returns false if the task held the
+    /// lock (the shard must come back).
+    fn pump(&self, tally: &mut Tally) -> bool {
+        let Some(socket) = &self.socket else {
+            return true;
+        };
+        let mut pipe = match self.pipe.try_lock() {
+            Ok(pipe) => pipe,
+            Err(TryLockError::WouldBlock) => return false,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+        };
+        if pipe.held {
+            return true;
+        }
+        pipe.fill();
+        while !pipe.outbox.is_empty() {
+            let (result, offered) =
+                pipe.with_slices(|iov, offered| (socket.try_writev(iov), offered));
+            match result {
+                Ok(n) if n > 0 => {
+                    pipe.wrote(n, tally);
+                    if n < offered {
+                        self.hold_back(&mut pipe);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Would block, or failed: the task waits, or finds the error.
+                _ => self.hold_back(&mut pipe),
+            }
+            if pipe.held {
+                break;
+            }
+        }
+        pipe.report_queue();
+        true
+    }
+
+    fn hold_back(&self, pipe: &mut Pipe) {
+        pipe.held = true;
+        self.held_back.notify_one();
+    }
+}
+
+/// One writer thread's share of the connections.
+pub struct Shard {
+    wake: Arc<ThreadWake>,
+    /// Links added since the last pass.
+    incoming: Mutex<Vec<Arc<Link>>>,
+    stop: AtomicBool,
+}
+
+impl Shard {
+    /// Writes its links' updates, one pass per wake-up, until stopped.
+    fn run(&self, metrics: &Metrics) {
+        let mut links: Vec<Arc<Link>> = Vec::new();
+        loop {
+            self.wake.wait();
+            if self.stop.load(Ordering::Acquire) {
+                return; // pairs with the Release store in `Shards::drop`
+            }
+            links.append(&mut self.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut tally = Tally::default();
+            let mut again = false;
+            links.retain(|link| {
+                // Acquire pairs with the Release store in `Link::retire`.
+                if link.gone.load(Ordering::Acquire) {
+                    return false;
+                }
+                again |= !link.pump(&mut tally);
+                true
+            });
+            tally.report(metrics);
+            if again {
+                // A task held a pipe (briefly: never across a wait); its
+                // frames are written on the next pass, after a yield.
+                std::thread::yield_now();
+                self.wake.wake();
+            }
+        }
+    }
+}
+
+/// The writer shards of one server.
+pub struct Shards {
+    shards: Vec<(Arc<Shard>, Option<JoinHandle<()>>)>,
+    next: AtomicUsize,
+    market: Arc<Market>,
+}
+
+impl Shards {
+    /// Starts `threads` writer threads (at least one) woken by `market`'s
+    /// publisher.
+    pub fn start(market: Arc<Market>, threads: usize) -> io::Result<Shards> {
+        let mut shards = Vec::new();
+        for i in 0..threads.max(1) {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let metrics = Arc::clone(&market.metrics);
+            let handle = std::thread::Builder::new()
+                .name(format!("tickwire-writer-{i}"))
+                .spawn(move || {
+                    let shard = Arc::new(Shard {
+                        wake: Arc::new(ThreadWake::for_current_thread()),
+                        incoming: Mutex::default(),
+                        stop: AtomicBool::new(false),
+                    });
+                    if tx.send(Arc::clone(&shard)).is_ok() {
+                        shard.run(&metrics);
+                    }
+                })?;
+            let shard = rx
+                .recv()
+                .map_err(|_| io::Error::other("a writer thread died at start"))?;
+            market.wakeup.add_thread(Arc::clone(&shard.wake));
+            shards.push((shard, Some(handle)));
+        }
+        Ok(Shards {
+            shards,
+            next: AtomicUsize::new(0),
+            market,
+        })
+    }
+
+    /// Hands `link` to a shard (round robin), which writes its updates from
+    /// its next pass on. A link without a socket stays with its task.
+    pub fn add(&self, link: &Arc<Link>) {
+        if link.socket.is_none() {
+            return;
+        }
+        let mut slot = link.shard.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        // Relaxed: a counter for spreading links, ordering nothing.
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        let shard = Arc::clone(&self.shards[i].0);
+        shard
+            .incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(link));
+        shard.wake.wake();
+        *slot = Some(shard);
+    }
+}
+
+impl Drop for Shards {
+    fn drop(&mut self) {
+        for (shard, handle) in &mut self.shards {
+            self.market.wakeup.remove_thread(&shard.wake);
+            shard.stop.store(true, Ordering::Release); // pairs with the Acquire load in `Shard::run`
+            shard.wake.wake();
+            if let Some(handle) = handle.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}

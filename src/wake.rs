@@ -1,0 +1,58 @@
+//! Waking a thread once per publish batch: no wake-up is lost, and a thread
+//! that is already awake costs the waker one atomic swap, not a system call.
+//!
+//! The writer shards ([`crate::fanout::shard`]) wait here; the publisher
+//! wakes them through [`crate::market::Wakeup`]. The atomics and the thread
+//! handle come from loom under the `loom` feature, so that
+//! `tests/loom_wake.rs` can check every interleaving.
+
+#[cfg(feature = "loom")]
+use loom::{
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+};
+#[cfg(not(feature = "loom"))]
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    thread,
+};
+
+/// One thread's wake-up: a flag saying a pass is owed, and the thread to
+/// unpark when the flag goes up.
+pub struct ThreadWake {
+    pending: AtomicBool,
+    thread: thread::Thread,
+}
+
+impl ThreadWake {
+    /// A wake-up for the calling thread, the only one that may
+    /// [`wait`](Self::wait) on it.
+    pub fn for_current_thread() -> Self {
+        ThreadWake {
+            pending: AtomicBool::new(false),
+            thread: thread::current(),
+        }
+    }
+
+    /// Owes the thread one more pass. Everything the caller wrote before
+    /// this call is visible to that pass.
+    pub fn wake(&self) {
+        // AcqRel pairs with the swap in `wait`: the Release half publishes
+        // the caller's writes to the pass that takes the flag down. Only
+        // the waker that raises the flag unparks; a thread that has not yet
+        // taken it down will see the flag (a swap reads the newest value),
+        // and a parked one has its unpark token.
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.thread.unpark();
+        }
+    }
+
+    /// Returns once a [`wake`](Self::wake) has come since the last return,
+    /// taking the flag down. Spurious unparks are waited out.
+    pub fn wait(&self) {
+        // AcqRel pairs with the swap in `wake` (see there).
+        while !self.pending.swap(false, Ordering::AcqRel) {
+            thread::park();
+        }
+    }
+}
