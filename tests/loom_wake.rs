@@ -14,37 +14,26 @@ use tickwire::wake::ThreadWake;
 /// arrives before the write it announces.
 #[test]
 fn no_wake_up_is_lost_and_each_pass_sees_what_preceded_its_wake() {
-    loom::model(|| {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
         let values = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-        let (tx, rx) = loom::sync::mpsc::channel();
-        let waiter = {
-            let values = Arc::clone(&values);
+        // The model's main thread is the waiter.
+        let wake = Arc::new(ThreadWake::for_current_thread());
+        for i in 0..2 {
+            let (values, wake) = (Arc::clone(&values), Arc::clone(&wake));
             thread::spawn(move || {
-                let wake = Arc::new(ThreadWake::for_current_thread());
-                tx.send(Arc::clone(&wake)).unwrap();
-                let mut seen = [false; 2];
-                while !(seen[0] && seen[1]) {
-                    wake.wait();
-                    for (i, v) in values.iter().enumerate() {
-                        seen[i] |= v.load(Ordering::Relaxed) == 1;
-                    }
-                }
-            })
-        };
-        let wake = rx.recv().unwrap();
-        let publishers: Vec<_> = (0..2)
-            .map(|i| {
-                let (values, wake) = (Arc::clone(&values), Arc::clone(&wake));
-                thread::spawn(move || {
-                    values[i].store(1, Ordering::Relaxed);
-                    wake.wake();
-                })
-            })
-            .collect();
-        for p in publishers {
-            p.join().unwrap();
+                values[i].store(1, Ordering::Relaxed);
+                wake.wake();
+            });
         }
         // loom reports a deadlock if the waiter parks for good.
-        waiter.join().unwrap();
+        let mut seen = [false; 2];
+        while !(seen[0] && seen[1]) {
+            wake.wait();
+            for (i, v) in values.iter().enumerate() {
+                seen[i] |= v.load(Ordering::Relaxed) == 1;
+            }
+        }
     });
 }
