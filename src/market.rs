@@ -36,6 +36,14 @@ impl Published {
             Format::Json => &self.frames.json,
         }
     }
+
+    /// The id of the arena chunk holding [`frame`](Self::frame).
+    pub fn chunk(&self, format: Format) -> u64 {
+        match format {
+            Format::Binary => self.frames.chunks[0],
+            Format::Json => self.frames.chunks[1],
+        }
+    }
 }
 
 /// What the cache holds for one symbol: its newest update and, once an

@@ -154,7 +154,7 @@ impl Subscriber {
     /// the ring's copy of it, or anything older, is not sent after it.
     fn send_latest(&mut self, p: &Published, out: &mut Outbox) {
         self.define(p.symbol, out);
-        out.push_update(p.frame(self.format).clone(), p.seq);
+        out.push_update(p.frame(self.format), p.chunk(self.format), p.seq);
         let floor = self.floors.entry(p.symbol).or_insert(0);
         *floor = (*floor).max(p.seq);
         // p sits at ring position p.seq - 1; everything from p.seq on is newer.
@@ -193,7 +193,7 @@ impl Subscriber {
                         }
                     }
                     self.define(p.symbol, out);
-                    out.push_update(p.frame(self.format).clone(), p.seq);
+                    out.push_update(p.frame(self.format), p.chunk(self.format), p.seq);
                 }
             }
         }

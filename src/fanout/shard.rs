@@ -53,7 +53,7 @@ impl Pipe {
     pub fn new(sub: Subscriber) -> Self {
         Pipe {
             sub,
-            outbox: Outbox::default(),
+            outbox: Outbox::merging(),
             held: false,
             closing: false,
             reported_queue: 0,

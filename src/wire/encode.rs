@@ -6,6 +6,8 @@
 //! resulting [`Bytes`]. The layouts are specified in `docs/PROTOCOL.md`; the
 //! tests at the bottom pin them to that page.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::decimal::write_fixed;
@@ -103,11 +105,36 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
     frame(OPCODE_CLOSE, &payload)
 }
 
-/// The two frames of one update, in the two subprotocols.
+/// The two frames of one update, in the two subprotocols, and the arena
+/// chunks they were carved from.
 #[derive(Debug, Clone)]
 pub struct EncodedUpdate {
     pub binary: Bytes,
     pub json: Bytes,
+    /// Ids of the chunks holding `binary` and `json`: frames with equal ids
+    /// share one allocation, which lives as long as any `Bytes` of it
+    /// (the outbox keeps one per chunk, not one per frame).
+    pub chunks: [u64; 2],
+}
+
+/// Chunk ids, unique in the process whichever encoder carves the chunk.
+static NEXT_CHUNK: AtomicU64 = AtomicU64::new(0);
+
+/// An arena chunk and its id.
+struct Arena {
+    bytes: BytesMut,
+    id: u64,
+}
+
+impl Arena {
+    fn new(capacity: usize) -> Self {
+        Arena {
+            bytes: BytesMut::with_capacity(capacity),
+            // Relaxed: only uniqueness matters, which the counter gives in
+            // any order.
+            id: NEXT_CHUNK.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 /// What the encoder needs to know about a symbol for its JSON form.
@@ -122,7 +149,11 @@ pub struct SymbolFormat<'a> {
 /// frame costs no allocation of its own: the arena is one `BytesMut` that
 /// frames are split off, and a chunk is freed when the last frame in it is.
 pub struct FrameEncoder {
-    arena: BytesMut,
+    /// Binary frames only: consecutive updates' frames lie end to end, so
+    /// that a connection taking them all writes them as one buffer.
+    arena: Arena,
+    /// JSON frames only, likewise.
+    json_arena: Arena,
     json: Vec<u8>,
 }
 
@@ -137,7 +168,8 @@ impl Default for FrameEncoder {
 impl FrameEncoder {
     pub fn new() -> Self {
         FrameEncoder {
-            arena: BytesMut::with_capacity(ARENA_CHUNK),
+            arena: Arena::new(ARENA_CHUNK),
+            json_arena: Arena::new(ARENA_CHUNK),
             json: Vec::with_capacity(512),
         }
     }
@@ -148,11 +180,16 @@ impl FrameEncoder {
 
     pub fn encode(&mut self, s: &Sequenced, sym: SymbolFormat<'_>) -> EncodedUpdate {
         let binary = self.encode_binary(s);
+        let binary_chunk = self.arena.id;
         self.json.clear();
         write_json(&mut self.json, s, sym);
-        carve(&mut self.arena, OPCODE_TEXT, self.json.len()).put_slice(&self.json);
-        let json = self.arena.split().freeze();
-        EncodedUpdate { binary, json }
+        carve(&mut self.json_arena, OPCODE_TEXT, self.json.len()).put_slice(&self.json);
+        let json = self.json_arena.bytes.split().freeze();
+        EncodedUpdate {
+            binary,
+            json,
+            chunks: [binary_chunk, self.json_arena.id],
+        }
     }
 
     fn encode_binary(&mut self, s: &Sequenced) -> Bytes {
@@ -195,18 +232,18 @@ impl FrameEncoder {
             }
             UpdateKind::Status(_) => {}
         }
-        self.arena.split().freeze()
+        self.arena.bytes.split().freeze()
     }
 }
 
-fn carve(arena: &mut BytesMut, opcode: u8, payload_len: usize) -> &mut BytesMut {
+fn carve(arena: &mut Arena, opcode: u8, payload_len: usize) -> &mut BytesMut {
     let need = MAX_HEADER_LEN + payload_len;
-    if arena.capacity() - arena.len() < need {
+    if arena.bytes.capacity() - arena.bytes.len() < need {
         // A new chunk; frames already split off keep the old one alive.
-        *arena = BytesMut::with_capacity(ARENA_CHUNK.max(need));
+        *arena = Arena::new(ARENA_CHUNK.max(need));
     }
-    put_header(arena, opcode, payload_len);
-    arena
+    put_header(&mut arena.bytes, opcode, payload_len);
+    &mut arena.bytes
 }
 
 fn write_json(out: &mut Vec<u8>, s: &Sequenced, sym: SymbolFormat<'_>) {
