@@ -47,6 +47,14 @@ impl ThreadWake {
         }
     }
 
+    /// Whether a wake-up has come since the last [`wait`](Self::wait)
+    /// returned: a hint, for the waiting thread's own pacing.
+    pub fn is_pending(&self) -> bool {
+        // Relaxed: a hint; `wait` takes the flag down with the ordering
+        // that matters.
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// Returns once a [`wake`](Self::wake) has come since the last return,
     /// taking the flag down. Spurious unparks are waited out.
     pub fn wait(&self) {

@@ -77,6 +77,13 @@ pub struct ServeConfig {
     /// plain-TCP WebSocket connections. 0: one per CPU core.
     #[arg(long, env = "TICKWIRE_WRITER_THREADS", default_value_t = 0)]
     pub writer_threads: usize,
+    /// After a pass over its connections that found the next batch already
+    /// waiting, a writer thread rests for this percentage of the pass's
+    /// duration: under load, batches grow and system calls fall, instead of
+    /// the writers taking every core. Passes under 200 µs never rest. 0:
+    /// never rest.
+    #[arg(long, env = "TICKWIRE_WRITER_REST_PERCENT", default_value_t = 100)]
+    pub writer_rest_percent: u32,
     /// A connection further behind the ring's head than this many updates
     /// is conflated: it skips to the newest value of each symbol.
     #[arg(long, env = "TICKWIRE_MAX_LAG_UPDATES", default_value_t = 4096)]
@@ -310,6 +317,7 @@ impl ServeConfig {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n,
             },
+            writer_rest_percent: self.writer_rest_percent,
             echo: self.echo,
             admission: self.admission(),
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
@@ -378,6 +386,8 @@ mod tests {
             heartbeat_interval_ms: 5_000,
             heartbeat_timeout_ms: 5_000,
             publish: Some("http://h:1".into()),
+            writer_threads: 1025,
+            writer_rest_percent: 1001,
             ..ServeConfig::default()
         };
         let ConfigError::Invalid(errors) = bad.validate().unwrap_err() else {
@@ -394,6 +404,8 @@ mod tests {
             "max_connections",
             "heartbeat_timeout_ms",
             "publish: `http://h:1`",
+            "writer_threads 1025",
+            "writer_rest_percent 1001",
         ] {
             assert!(text.contains(needle), "{needle} missing from:\n{text}");
         }

@@ -16,6 +16,12 @@ use crate::server::Setup;
 
 use super::{ConfigError, ServeConfig};
 
+/// More writer threads than this is a typo, not a machine.
+const MAX_WRITER_THREADS: usize = 1024;
+/// Resting ten times a pass's length is already a writer idle 90 % of the
+/// time under load.
+const MAX_WRITER_REST_PERCENT: u32 = 1000;
+
 impl ServeConfig {
     /// Checks every field and parses the feeds; lists every problem found.
     /// The checks on values come first; then what needs the filesystem
@@ -84,6 +90,18 @@ impl ServeConfig {
             errors.push(format!(
                 "max_lag_updates {} must be between 1 and ring_capacity - 1",
                 self.max_lag_updates
+            ));
+        }
+        if self.writer_threads > MAX_WRITER_THREADS {
+            errors.push(format!(
+                "writer_threads {} must be at most {MAX_WRITER_THREADS} (0: one per core)",
+                self.writer_threads
+            ));
+        }
+        if self.writer_rest_percent > MAX_WRITER_REST_PERCENT {
+            errors.push(format!(
+                "writer_rest_percent {} must be at most {MAX_WRITER_REST_PERCENT}",
+                self.writer_rest_percent
             ));
         }
         for (name, value) in self.must_be_positive() {

@@ -22,6 +22,7 @@ use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -218,20 +219,37 @@ impl Link {
     }
 }
 
+/// A pass shorter than this never rests (`Shard::rest`).
+const MIN_PASS_TO_REST: Duration = Duration::from_micros(200);
+
 /// One writer thread's share of the connections.
 pub struct Shard {
     wake: Arc<ThreadWake>,
+    rest_percent: u32,
     /// Links added since the last pass.
     incoming: Mutex<Vec<Arc<Link>>>,
     stop: AtomicBool,
 }
 
 impl Shard {
+    /// After a pass that took `spent` and found the next batch already
+    /// waiting (the writers are the bottleneck), rests `rest_percent` of
+    /// `spent`, so that the next pass takes a larger batch with fewer
+    /// system calls, rather than the writers taking every core from the
+    /// publisher and, on one machine, from the clients. Short passes (a
+    /// light load) never rest: they add no latency.
+    fn rest(&self, spent: Duration) {
+        if self.rest_percent > 0 && spent > MIN_PASS_TO_REST && self.wake.is_pending() {
+            std::thread::sleep(spent * self.rest_percent / 100);
+        }
+    }
+
     /// Writes its links' updates, one pass per wake-up, until stopped.
     fn run(&self, metrics: &Metrics) {
         let mut links: Vec<Arc<Link>> = Vec::new();
         loop {
             self.wake.wait();
+            let started = Instant::now();
             if self.stop.load(Ordering::Acquire) {
                 return; // pairs with the Release store in `Shards::drop`
             }
@@ -247,6 +265,7 @@ impl Shard {
                 true
             });
             tally.report(metrics);
+            self.rest(started.elapsed());
             if again {
                 // A task held a pipe (briefly: never across a wait); its
                 // frames are written on the next pass, after a yield.
@@ -266,8 +285,8 @@ pub struct Shards {
 
 impl Shards {
     /// Starts `threads` writer threads (at least one) woken by `market`'s
-    /// publisher.
-    pub fn start(market: Arc<Market>, threads: usize) -> io::Result<Shards> {
+    /// publisher, resting `rest_percent` of a pass after a busy one.
+    pub fn start(market: Arc<Market>, threads: usize, rest_percent: u32) -> io::Result<Shards> {
         let mut shards = Vec::new();
         for i in 0..threads.max(1) {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -277,6 +296,7 @@ impl Shards {
                 .spawn(move || {
                     let shard = Arc::new(Shard {
                         wake: Arc::new(ThreadWake::for_current_thread()),
+                        rest_percent,
                         incoming: Mutex::default(),
                         stop: AtomicBool::new(false),
                     });

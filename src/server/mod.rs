@@ -163,7 +163,11 @@ pub fn start(listener: TcpListener, mut v: Setup) -> std::io::Result<Running> {
         market: Arc::clone(&market),
         connection: config.connection,
         send_buffer_bytes: config.send_buffer_bytes,
-        shards: Arc::new(Shards::start(Arc::clone(&market), config.writer_threads)?),
+        shards: Arc::new(Shards::start(
+            Arc::clone(&market),
+            config.writer_threads,
+            config.writer_rest_percent,
+        )?),
         echo: config.echo,
         admission: Admission::new(config.admission, Arc::clone(&metrics)),
         handshake_timeout: config.handshake_timeout,

@@ -28,6 +28,8 @@ pub struct Settings {
     pub send_buffer_bytes: usize,
     /// Writer shard threads (at least one).
     pub writer_threads: usize,
+    /// How long a writer rests after a busy pass, in percent of the pass.
+    pub writer_rest_percent: u32,
     pub echo: bool,
     pub admission: AdmissionLimits,
     pub handshake_timeout: Duration,
