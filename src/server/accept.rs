@@ -25,6 +25,7 @@ use super::AppState;
 use crate::server::guard::admission::{self, Admitted};
 use crate::server::guard::head_gate::{HeadGate, HttpRefusal, Verdict, Verdicts};
 use crate::server::guard::proxy::{self, ConnectionClient, Identified};
+use crate::server::ws::inbound::ReadReady;
 
 pub(super) async fn accept_loop(
     listener: TcpListener,
@@ -267,6 +268,18 @@ pub(super) async fn serve_http<S>(
     }
 }
 
+/// A client's TCP read half: ready with the prefix, else when the socket
+/// is.
+impl ReadReady for Prefixed<tokio::net::tcp::OwnedReadHalf> {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.prefix.is_empty() {
+            self.inner.as_ref().poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
 /// A reader that yields `prefix` before `inner`.
 pub(super) struct Prefixed<R> {
     pub(super) prefix: Bytes,
@@ -283,6 +296,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Let go of the allocation, not only of the bytes.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

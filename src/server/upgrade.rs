@@ -155,12 +155,15 @@ async fn serve_upgraded(upgraded: Upgraded, service: Service, state: &AppState, 
             // Owned halves of the TCP stream: no lock between reader and
             // writer. Bytes hyper read past the handshake come first, then
             // any the gate read and hyper did not.
+            // Copied out, and the buffers dropped now: an empty `Bytes`
+            // split from hyper's or the gate's read buffer would keep that
+            // whole buffer for the life of the connection.
             let (tcp, unread) = parts.io.into_inner().into_parts();
-            let prefix = if unread.is_empty() {
-                parts.read_buf
-            } else {
-                Bytes::from([&parts.read_buf[..], &unread[..]].concat())
+            let prefix = match (parts.read_buf.is_empty(), unread.is_empty()) {
+                (true, true) => Bytes::new(),
+                _ => Bytes::from([&parts.read_buf[..], &unread[..]].concat()),
             };
+            drop((unread, parts.read_buf));
             let (read, write) = tcp.into_split();
             let read = Prefixed {
                 prefix,

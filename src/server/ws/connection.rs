@@ -28,8 +28,7 @@ use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::server::guard::access::Grant;
 use crate::server::session::Session;
-use crate::server::ws::inbound::{InboundLimits, InboundRate, Message, MessageReader};
-use crate::server::ws::mask_check::MaskCheck;
+use crate::server::ws::inbound::{InboundLimits, InboundRate, Message, MessageReader, ReadReady};
 use crate::wire::encode::{self, close_frame};
 use crate::wire::{self, close_code, ErrorCode, Format, Refusal};
 
@@ -104,7 +103,7 @@ pub async fn serve<R, W>(
     mut session: Session,
     shards: Option<Arc<Shards>>,
 ) where
-    R: AsyncRead + Unpin + Send + 'static,
+    R: ReadReady + Send + 'static,
     W: WriteSide,
 {
     let market = Arc::clone(&session.market);
@@ -191,7 +190,7 @@ const ECHO_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// After a protocol error it keeps reading, and discards, until the client
 /// closes: a socket closed with unread input is reset, and the reset can
 /// destroy the close frame we sent before the client reads it.
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<R: ReadReady>(
     reader: R,
     limits: InboundLimits,
     metrics: Arc<Metrics>,
@@ -199,24 +198,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
     max_symbols: usize,
     echo: bool,
 ) {
-    // Under fastwebsockets: it does not say whether a frame was masked.
-    let mut reader = MaskCheck::new(reader);
-    let ws = fastwebsockets::after_handshake_split(
-        &mut reader,
-        tokio::io::sink(),
-        fastwebsockets::Role::Server,
-    )
-    .0;
-    let ws = MessageReader::new(ws, limits, Arc::clone(&metrics));
-    if read_messages(ws, tx, max_symbols, echo, &metrics).await {
-        // Past the check: after an unmasked frame it would fail at once.
-        let _ = tokio::io::copy(reader.get_mut(), &mut tokio::io::sink()).await;
+    let mut ws = MessageReader::new(reader, limits, Arc::clone(&metrics));
+    if read_messages(&mut ws, tx, max_symbols, echo, &metrics).await {
+        // Past the mask check: after an unmasked frame it would fail at once.
+        if let Some(mut reader) = ws.into_inner() {
+            let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+        }
     }
 }
 
 /// Returns whether it stopped on a protocol error (and so should drain).
-async fn read_messages<R: AsyncRead + Unpin>(
-    mut ws: MessageReader<R>,
+async fn read_messages<R: ReadReady>(
+    ws: &mut MessageReader<R>,
     tx: mpsc::Sender<Inbound>,
     max_symbols: usize,
     echo: bool,

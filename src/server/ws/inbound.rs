@@ -18,16 +18,18 @@
 //! closed with 1008. A client that slows down to the rate pays the debt
 //! back and is served again.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::io;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use fastwebsockets::{Frame, OpCode, WebSocketError, WebSocketRead};
+use fastwebsockets::{Frame, OpCode, Role, WebSocket, WebSocketError};
 use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
-use crate::server::ws::mask_check::is_unmasked;
+use crate::server::ws::mask_check::{is_unmasked, MaskCheck, Progress};
 use crate::wire::close_code;
 
 /// The inbound rate: on average `per_sec` messages, `burst` at once.
@@ -214,28 +216,105 @@ struct Partial {
 
 /// Reads whole messages from a client within [`InboundLimits`].
 pub struct MessageReader<R> {
-    ws: WebSocketRead<R>,
+    /// Between messages, with nothing buffered: the stream alone.
+    /// fastwebsockets allocates an 8 KiB read buffer with its reader, so a
+    /// connection that is not sending holds none: the reader is built when
+    /// the socket turns readable and taken apart again after a message
+    /// that left nothing behind.
+    idle: Option<MaskCheck<R>>,
+    ws: Option<WebSocket<MaskCheck<R>>>,
+    /// What the mask check has passed up, against `frames` taken.
+    progress: Arc<Progress>,
+    frames: u64,
     limits: InboundLimits,
     budget: Option<Budget>,
     partial: Option<Partial>,
     metrics: Arc<Metrics>,
 }
 
-impl<R: AsyncRead + Unpin> MessageReader<R> {
-    pub fn new(mut ws: WebSocketRead<R>, limits: InboundLimits, metrics: Arc<Metrics>) -> Self {
-        // fastwebsockets refuses a frame of `max` bytes or more; ours is
-        // "more than max_message_bytes", so a frame of exactly the limit passes.
-        ws.set_max_message_size(limits.max_message_bytes.saturating_add(1));
-        // Pings are answered by us, within the rate; closes are checked and
-        // echoed by us, so that a bad one gets our reason, not its own text.
-        ws.set_auto_pong(false);
-        ws.set_auto_close(false);
+/// fastwebsockets' reader for a server, with our limits and with its
+/// automatic replies off.
+fn server_reader<R: ReadReady>(
+    reader: MaskCheck<R>,
+    limits: &InboundLimits,
+) -> WebSocket<MaskCheck<R>> {
+    let mut ws = WebSocket::after_handshake(reader, Role::Server);
+    // fastwebsockets refuses a frame of `max` bytes or more; ours is "more
+    // than max_message_bytes", so a frame of exactly the limit passes.
+    ws.set_max_message_size(limits.max_message_bytes.saturating_add(1));
+    // Pings are answered by us, within the rate; closes are checked and
+    // echoed by us, so that a bad one gets our reason, not its own text.
+    ws.set_auto_pong(false);
+    ws.set_auto_close(false);
+    ws
+}
+
+/// A client's read half that can say when it has bytes, before anything
+/// is allocated to read them into.
+pub trait ReadReady: AsyncRead + Unpin {
+    /// Ready when a read would not wait (or fail at once); the default is
+    /// always ready.
+    fn poll_read_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// TLS and in-memory streams: no readiness to wait on apart from a read.
+impl<T: AsyncRead> ReadReady for tokio::io::ReadHalf<T> {}
+
+impl<R: ReadReady> MessageReader<R> {
+    pub fn new(reader: R, limits: InboundLimits, metrics: Arc<Metrics>) -> Self {
+        let reader = MaskCheck::new(reader);
         MessageReader {
-            ws,
+            progress: reader.progress(),
+            idle: Some(reader),
+            ws: None,
+            frames: 0,
             limits,
             budget: limits.rate.map(|r| Budget::new(r, Instant::now())),
             partial: None,
             metrics,
+        }
+    }
+
+    /// The stream (to drain what the client still sends after an error).
+    pub fn into_inner(self) -> Option<R> {
+        match (self.idle, self.ws) {
+            (Some(idle), _) => Some(idle.into_inner()),
+            (None, Some(ws)) => Some(ws.into_inner().into_inner()),
+            (None, None) => None,
+        }
+    }
+
+    /// The reader, built when the socket has something to read.
+    async fn reader(&mut self) -> Result<&mut WebSocket<MaskCheck<R>>, InboundError> {
+        if self.ws.is_none() {
+            let mut idle = self
+                .idle
+                .take()
+                .ok_or(InboundError::Ws(WebSocketError::ConnectionClosed))?;
+            let ready = poll_fn(|cx| idle.get_mut().poll_read_ready(cx));
+            let ready = tokio::time::timeout(self.limits.heartbeat_timeout, ready).await;
+            let failed = match ready {
+                Err(_) => InboundError::Silent(self.limits.heartbeat_timeout),
+                Ok(Err(e)) => WebSocketError::IoError(e).into(),
+                Ok(Ok(())) => return Ok(self.ws.insert(server_reader(idle, &self.limits))),
+            };
+            self.idle = Some(idle);
+            return Err(failed);
+        }
+        self.ws
+            .as_mut()
+            .ok_or(InboundError::Ws(WebSocketError::ConnectionClosed))
+    }
+
+    /// Takes the reader apart if it holds nothing: between messages, with
+    /// every frame the check passed up taken.
+    fn release_if_drained(&mut self) {
+        if self.partial.is_none() && self.progress.all_taken(self.frames) {
+            if let Some(ws) = self.ws.take() {
+                self.idle = Some(ws.into_inner());
+            }
         }
     }
 
@@ -249,9 +328,25 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         F: Future<Output = Result<(), E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
+        let message = self.next_message(send_fn).await;
+        if message.is_ok() {
+            self.release_if_drained();
+        }
+        message
+    }
+
+    async fn next_message<F, E>(
+        &mut self,
+        send_fn: &mut impl FnMut(fastwebsockets::Frame<'_>) -> F,
+    ) -> Result<Message, InboundError>
+    where
+        F: Future<Output = Result<(), E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    {
         loop {
-            let read = self.ws.read_frame(send_fn);
-            let frame = match tokio::time::timeout(self.limits.heartbeat_timeout, read).await {
+            let timeout = self.limits.heartbeat_timeout;
+            let read = self.reader().await?.read_frame();
+            let frame = match tokio::time::timeout(timeout, read).await {
                 Err(_) => return Err(InboundError::Silent(self.limits.heartbeat_timeout)),
                 Ok(Err(WebSocketError::IoError(e))) if is_unmasked(&e) => {
                     return Err(InboundError::Unmasked)
@@ -261,6 +356,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 }
                 Ok(frame) => frame?,
             };
+            self.frames += 1;
             let message = match frame.opcode {
                 OpCode::Close => {
                     check_close(&frame.payload)?;
@@ -485,5 +581,60 @@ mod tests {
             checked: 0,
         };
         assert!(check_utf8(&mut cut, true).is_err());
+    }
+
+    /// A masked client frame (short payloads only).
+    fn masked(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let mut f = vec![u8::from(fin) << 7 | opcode, 0x80 | payload.len() as u8];
+        f.extend(key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        f
+    }
+
+    /// The reader holds fastwebsockets' buffer only while something is
+    /// buffered: two messages arriving together are both read, and the
+    /// reader is let go after the second; a fragmented message keeps it
+    /// until its last frame.
+    #[tokio::test]
+    async fn the_read_buffer_is_held_only_while_something_is_buffered() {
+        use tokio::io::AsyncWriteExt;
+        let (server, mut client) = tokio::io::duplex(1 << 12);
+        let (read, _write) = tokio::io::split(server);
+        let limits = InboundLimits {
+            max_message_bytes: 1024,
+            max_fragments: 8,
+            rate: None,
+            heartbeat_timeout: Duration::from_secs(60),
+        };
+        let mut reader = MessageReader::new(read, limits, Arc::new(Metrics::default()));
+        let mut send = |_: Frame<'_>| async { Ok::<(), io::Error>(()) };
+        assert!(
+            reader.ws.is_none(),
+            "nothing allocated before a byte arrives"
+        );
+        // TC0: two messages in one write.
+        let mut both = masked(0x1, true, b"one");
+        both.extend(masked(0x1, true, b"two"));
+        client.write_all(&both).await.unwrap();
+        assert!(matches!(reader.next(&mut send).await, Ok(Message::Text(t)) if t == b"one"));
+        assert!(reader.ws.is_some(), "the second message is still buffered");
+        assert!(matches!(reader.next(&mut send).await, Ok(Message::Text(t)) if t == b"two"));
+        assert!(reader.ws.is_none(), "let go once nothing is buffered");
+        // TC1: a message in two fragments, written apart.
+        client.write_all(&masked(0x1, false, b"thr")).await.unwrap();
+        {
+            let next = reader.next(&mut send);
+            tokio::pin!(next);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), &mut next)
+                    .await
+                    .is_err(),
+                "no message from the first fragment alone"
+            );
+            client.write_all(&masked(0x0, true, b"ee")).await.unwrap();
+            assert!(matches!(next.await, Ok(Message::Text(t)) if t == b"three"));
+        }
+        assert!(reader.ws.is_none());
     }
 }

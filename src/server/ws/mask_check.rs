@@ -14,9 +14,11 @@
 use std::fmt;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::wire::frame;
 
@@ -45,11 +47,16 @@ const FIRST: State = State::Header {
 #[derive(Debug, Clone)]
 pub struct FrameScanner {
     state: State,
+    /// Frames whose every byte has been fed.
+    complete: u64,
 }
 
 impl Default for FrameScanner {
     fn default() -> Self {
-        FrameScanner { state: FIRST }
+        FrameScanner {
+            state: FIRST,
+            complete: 0,
+        }
     }
 }
 
@@ -82,7 +89,10 @@ impl FrameScanner {
                         }
                     }
                     match frame::parse(&buf[..got]) {
-                        Some(h) if h.payload_len == 0 => FIRST,
+                        Some(h) if h.payload_len == 0 => {
+                            self.complete += 1;
+                            FIRST
+                        }
                         Some(h) => State::Payload {
                             left: h.payload_len,
                         },
@@ -99,6 +109,7 @@ impl FrameScanner {
                     let skip = left.min(here);
                     i += skip as usize;
                     if skip == left {
+                        self.complete += 1;
                         FIRST
                     } else {
                         State::Payload { left: left - skip }
@@ -134,12 +145,34 @@ pub fn is_unmasked(e: &io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<UnmaskedFrame>())
 }
 
+/// How far the bytes a [`MaskCheck`] has passed up have got, for the
+/// reader above it, which owns the check (inside fastwebsockets) and so
+/// cannot ask it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Frames whose every byte has been passed up.
+    complete: AtomicU64,
+    /// Whether the bytes passed up end where a frame ends.
+    at_boundary: AtomicBool,
+}
+
+impl Progress {
+    /// Whether every byte passed up belongs to the first `frames` frames:
+    /// a reader that has taken `frames` frames has nothing buffered.
+    pub fn all_taken(&self, frames: u64) -> bool {
+        // Relaxed: written and read by the one task that owns the
+        // connection's reader; atomic only to be `Send`.
+        self.at_boundary.load(Ordering::Relaxed) && self.complete.load(Ordering::Relaxed) == frames
+    }
+}
+
 /// A client's read half that fails on the first unmasked frame (module
 /// docs).
 #[derive(Debug)]
 pub struct MaskCheck<R> {
     inner: R,
     scanner: FrameScanner,
+    progress: Arc<Progress>,
 }
 
 impl<R> MaskCheck<R> {
@@ -147,13 +180,24 @@ impl<R> MaskCheck<R> {
         MaskCheck {
             inner,
             scanner: FrameScanner::default(),
+            progress: Arc::new(Progress {
+                complete: AtomicU64::new(0),
+                at_boundary: AtomicBool::new(true),
+            }),
         }
     }
 
-    /// The stream under the check (to drain what the client still sends
-    /// after an error).
+    /// What the reader above asks about the bytes passed up.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
     }
 }
 
@@ -178,6 +222,27 @@ impl<R: AsyncRead + Unpin> AsyncRead for MaskCheck<R> {
             // The bytes before it now; the error on the next read.
             buf.set_filled(before + at);
         }
+        // Relaxed: see `Progress::all_taken`.
+        let p = &this.progress;
+        p.complete.store(this.scanner.complete, Ordering::Relaxed);
+        p.at_boundary
+            .store(this.scanner.state == FIRST, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// fastwebsockets' whole-connection reader wants a writer too; ours never
+/// writes through it (its automatic pong and close are off: we send both).
+impl<R: Unpin> AsyncWrite for MaskCheck<R> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
 }
