@@ -25,7 +25,7 @@ use super::AppState;
 use crate::server::guard::admission::{self, Admitted};
 use crate::server::guard::head_gate::{HeadGate, HttpRefusal, Verdict, Verdicts};
 use crate::server::guard::proxy::{self, ConnectionClient, Identified};
-use crate::server::ws::inbound::ReadReady;
+use crate::server::ws::socket::ReadReady;
 
 pub(super) async fn accept_loop(
     listener: TcpListener,

@@ -20,7 +20,8 @@ use super::AppState;
 use crate::server::guard::access::Grant;
 use crate::server::guard::admission::Admitted;
 use crate::server::guard::head_gate::HeadGate;
-use crate::server::ws::connection::{self, Service, SharedTcp};
+use crate::server::ws::connection::{self, Service};
+use crate::server::ws::socket::SharedTcp;
 use crate::wire::Format;
 
 /// Refuses a request on `/ws` that is not a valid WebSocket upgrade, with

@@ -19,17 +19,15 @@
 //! back and is served again.
 
 use std::future::{poll_fn, Future};
-use std::io;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fastwebsockets::{Frame, OpCode, Role, WebSocket, WebSocketError};
-use tokio::io::AsyncRead;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::server::ws::mask_check::{is_unmasked, MaskCheck, Progress};
+use crate::server::ws::socket::ReadReady;
 use crate::wire::close_code;
 
 /// The inbound rate: on average `per_sec` messages, `burst` at once.
@@ -248,19 +246,6 @@ fn server_reader<R: ReadReady>(
     ws.set_auto_close(false);
     ws
 }
-
-/// A client's read half that can say when it has bytes, before anything
-/// is allocated to read them into.
-pub trait ReadReady: AsyncRead + Unpin {
-    /// Ready when a read would not wait (or fail at once); the default is
-    /// always ready.
-    fn poll_read_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-/// TLS and in-memory streams: no readiness to wait on apart from a read.
-impl<T: AsyncRead> ReadReady for tokio::io::ReadHalf<T> {}
 
 impl<R: ReadReady> MessageReader<R> {
     pub fn new(reader: R, limits: InboundLimits, metrics: Arc<Metrics>) -> Self {
@@ -608,7 +593,7 @@ mod tests {
             heartbeat_timeout: Duration::from_secs(60),
         };
         let mut reader = MessageReader::new(read, limits, Arc::new(Metrics::default()));
-        let mut send = |_: Frame<'_>| async { Ok::<(), io::Error>(()) };
+        let mut send = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };
         assert!(
             reader.ws.is_none(),
             "nothing allocated before a byte arrives"

@@ -1,8 +1,9 @@
 //! One WebSocket connection: its [`connection`] (the reader task and the
 //! vectored writer), what the client sends ([`inbound`]: reassembly within
 //! the limits) and the check that closes on an unmasked frame
-//! ([`mask_check`]).
+//! ([`mask_check`]), and what each needs of its socket ([`socket`]).
 
 pub(crate) mod connection;
 pub(crate) mod inbound;
 pub(crate) mod mask_check;
+pub(crate) mod socket;
