@@ -210,6 +210,80 @@ async fn replay_reaches_binary_and_json_clients_with_exact_prices() {
     server.stop().await;
 }
 
+/// A burst far larger than a connection's outbox bound, and then nothing:
+/// a writer's fill stops at the bound, so it must come back for the rest by
+/// itself (no later publish will wake it). Every update arrives, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_the_outbox_arrives_whole_with_nothing_published_after() {
+    let path = bundled_path();
+    let expected = expected_updates(&path);
+    let ring = (expected.len() + 1).next_power_of_two();
+    let server = start(ServeConfig {
+        feeds: vec![path],
+        speed: "max".into(),
+        ring_capacity: ring,
+        max_lag_updates: ring as u64 - 1,
+        // A few dozen frames per fill, against thousands in the burst.
+        max_outbox_bytes: 4096,
+        min_subscribers: 1,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut c = Client::connect(server.addr, "tickwire.v1").await;
+    c.send(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+    assert_eq!(c.next_control().await["type"], "ack");
+    // Whole within a minute: stranded frames would come only with the
+    // heartbeat's pings, a fill's worth at a time.
+    let data = tokio::time::timeout(
+        Duration::from_secs(60),
+        collect_data(&mut c, expected.len()),
+    )
+    .await
+    .expect("the whole burst within 60 s");
+    for (i, got) in data.iter().enumerate() {
+        assert_eq!(got.seq(), Some(i as u64 + 1), "global sequence");
+    }
+    server.stop().await;
+}
+
+/// RFC 6455 §5.5.1: after a close frame, nothing. Clients close while a
+/// fast feed keeps their writer busy; each gets its close echoed, and then
+/// the stream ends: no update may slip in after the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_follows_the_servers_close_frame() {
+    use common::raw::{RawWs, CLOSE};
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=10,rate=20000".into()],
+        ..ServeConfig::default()
+    })
+    .await;
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    for _ in 0..20 {
+        let mut ws = RawWs::connect(localhost, server.addr).await;
+        ws.send_text(r#"{"op":"subscribe","symbols":["*"]}"#).await;
+        // Some updates first: the writer is busy with this connection.
+        for _ in 0..50 {
+            ws.read_frame().await.expect("an update");
+        }
+        ws.send(true, CLOSE, &1000u16.to_be_bytes()).await;
+        loop {
+            match ws.read_frame().await {
+                Ok((CLOSE, payload)) => {
+                    assert_eq!(payload[..2], 1000u16.to_be_bytes(), "the close echoed");
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("the connection ended without a close: {e}"),
+            }
+        }
+        match ws.read_frame().await {
+            Err(_) => {}
+            Ok((op, _)) => panic!("a frame with opcode {op:#x} after the close"),
+        }
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_subscribers_get_identical_sequences() {
     raise_fd_limit();

@@ -213,11 +213,48 @@ impl Outbox {
                 self.bytes -= q.len;
             }
         }
+        self.cut_head_run();
         // Keepers after the last frame's go (their numbers are reused).
         let first = self.first_kept();
         let end = self.frames.back().map_or(first, |q| q.keeper + 1);
         self.keepers.truncate((end - first) as usize);
         self.kept = end;
+    }
+
+    /// Cuts a half-written run of merged frames after the frame being
+    /// written, so that only that frame's rest goes out before a close.
+    fn cut_head_run(&mut self) {
+        let Some(q) = self.frames.front() else {
+            return;
+        };
+        if q.count <= 1 {
+            return;
+        }
+        let run = self.frame(q);
+        let (mut end, mut frames) = (0, 0);
+        // Server frames, whole and end to end: each header says where the
+        // next one starts.
+        while end < self.head_written.max(1) {
+            let Some(h) = crate::wire::frame::parse(&run[end..]) else {
+                debug_assert!(false, "a run of whole frames");
+                return;
+            };
+            end += h.header_len + h.payload_len as usize;
+            frames += 1;
+        }
+        if end == self.head_written {
+            // Written up to a frame's end: nothing of the run is owed.
+            self.bytes -= q.len;
+            self.head_written = 0;
+            self.frames.pop_front();
+            self.release_front();
+            return;
+        }
+        let cut = q.len - end;
+        let q = &mut self.frames[0];
+        q.len = end;
+        q.count = frames;
+        self.bytes -= cut;
     }
 
     /// Takes the first frame whole, with the global sequence of the update
@@ -373,5 +410,35 @@ mod tests {
         assert_eq!(out.concat(), b"gh!ijkl");
         assert_eq!(out.advance(7), 4);
         assert!(out.is_empty() && out.keepers.is_empty());
+    }
+
+    #[test]
+    fn cutting_back_a_merged_run_keeps_only_the_frame_being_written() {
+        let frames: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| {
+                crate::wire::encode::frame(crate::wire::encode::OPCODE_BINARY, &[i; 5]).to_vec()
+            })
+            .collect();
+        let chunk = carve(&frames.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let mut out = Outbox::merging();
+        for (i, f) in chunk.iter().enumerate() {
+            out.push_update(f, 3, i as u64 + 1);
+        }
+        assert_eq!(out.frames.len(), 1);
+        // 7-byte frames (2 header, 5 payload): 9 bytes written ends in the second.
+        out.advance(9);
+        out.keep_partial_only();
+        assert_eq!(out.len_bytes(), 5, "the second frame's last 5 bytes");
+        assert_eq!(out.concat(), &frames[1][2..]);
+        assert_eq!(out.advance(5), 2, "the run's two frames counted");
+        assert!(out.is_empty());
+        // Written up to a frame's end, nothing of the run is owed.
+        for (i, f) in chunk.iter().enumerate() {
+            out.push_update(f, 3, i as u64 + 1);
+        }
+        out.advance(7);
+        out.keep_partial_only();
+        assert!(out.is_empty() && out.keepers.is_empty());
+        assert_eq!(out.len_bytes(), 0);
     }
 }

@@ -19,6 +19,7 @@
 //! from the last-value cache when it fills again.
 
 use std::io::{self, IoSlice};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
@@ -59,6 +60,14 @@ impl Pipe {
             closing: false,
             reported_queue: 0,
         }
+    }
+
+    /// Keeps the shard off for good: a close frame is queued, or about to
+    /// be, and nothing may follow it. Under the same lock as the close, so
+    /// that no pass fills in between.
+    pub fn hold_for_close(&mut self) {
+        self.held = true;
+        self.closing = true;
     }
 
     /// Moves what the ring holds for this connection into the outbox.
@@ -130,6 +139,8 @@ pub struct Link {
     pub held_back: Notify,
     /// The connection has ended: its shard lets go of it.
     gone: AtomicBool,
+    /// A pass over it panicked: its shard let go of it.
+    failed: AtomicBool,
     /// The shard that writes it, once it has subscribed to something.
     shard: Mutex<Option<Arc<Shard>>>,
 }
@@ -143,6 +154,7 @@ impl Link {
             socket,
             held_back: Notify::new(),
             gone: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             shard: Mutex::new(None),
         })
     }
@@ -167,17 +179,25 @@ impl Link {
         }
     }
 
+    /// Whether the shard gave up on this link (its pass panicked): the
+    /// connection should end.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire) // pairs with the Release store in `Shard::run`
+    }
+
     /// The connection has ended: its shard drops the link at its next
     /// pass, which this asks for, so that the socket closes promptly.
-    pub fn retire(&self) {
+    fn retire(&self) {
         self.gone.store(true, Ordering::Release); // pairs with the Acquire load in `Shard::run`
         self.nudge();
     }
 
-    /// One shard pass over this link: fill from the ring and write until
-    /// the outbox is empty or the socket takes less than offered; then the
-    /// pipe is held back to the task. Returns false if the task held the
-    /// lock (the shard must come back).
+    /// One shard pass over this link: fill from the ring and write, again
+    /// while the ring has more (a fill stops at the outbox bound), until
+    /// the ring is drained or the socket takes less than offered; then the
+    /// pipe is held back to the task. Returns false if the shard must come
+    /// back: the task held the lock, or the ring still had more after
+    /// [`MAX_FILLS`] fills (one connection does not hold up a pass).
     fn pump(&self, tally: &mut Tally) -> bool {
         let Some(socket) = &self.socket else {
             return true;
@@ -187,10 +207,24 @@ impl Link {
             Err(TryLockError::WouldBlock) => return false,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
         };
-        if pipe.held {
-            return true;
+        for _ in 0..MAX_FILLS {
+            if pipe.held {
+                return true;
+            }
+            pipe.fill();
+            if pipe.outbox.is_empty() {
+                pipe.report_queue();
+                return true;
+            }
+            self.write(socket.as_ref(), &mut pipe, tally);
         }
-        pipe.fill();
+        pipe.report_queue();
+        pipe.held
+    }
+
+    /// Writes the outbox until it is empty or the socket takes less than
+    /// offered, which holds the pipe back to the task.
+    fn write(&self, socket: &dyn Socket, pipe: &mut Pipe, tally: &mut Tally) {
         while !pipe.outbox.is_empty() {
             let (result, offered) =
                 pipe.with_slices(|iov, offered| (socket.try_writev(iov), offered));
@@ -198,19 +232,17 @@ impl Link {
                 Ok(n) if n > 0 => {
                     pipe.wrote(n, tally);
                     if n < offered {
-                        self.hold_back(&mut pipe);
+                        self.hold_back(pipe);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Would block, or failed: the task waits, or finds the error.
-                _ => self.hold_back(&mut pipe),
+                _ => self.hold_back(pipe),
             }
             if pipe.held {
                 break;
             }
         }
-        pipe.report_queue();
-        true
     }
 
     fn hold_back(&self, pipe: &mut Pipe) {
@@ -221,6 +253,24 @@ impl Link {
 
 /// A pass shorter than this never rests (`Shard::rest`).
 const MIN_PASS_TO_REST: Duration = Duration::from_micros(200);
+
+/// Ends a link however its connection's task ends (returns, panics, or is
+/// dropped): holds the pipe for good, empties its outbox (and so the
+/// `queued_bytes` gauge's share), and lets its shard drop it.
+pub struct Retire(pub Arc<Link>);
+
+impl Drop for Retire {
+    fn drop(&mut self) {
+        let mut pipe = self.0.lock();
+        pipe.hold_for_close();
+        pipe.discard();
+        drop(pipe);
+        self.0.retire();
+    }
+}
+
+/// Fills per link per pass at most (`Link::pump`).
+const MAX_FILLS: usize = 8;
 
 /// One writer thread's share of the connections.
 pub struct Shard {
@@ -251,7 +301,13 @@ impl Shard {
             self.wake.wait();
             let started = Instant::now();
             if self.stop.load(Ordering::Acquire) {
-                return; // pairs with the Release store in `Shards::drop`
+                // Pairs with the Release store in `Shards::drop`. Links not
+                // yet taken would hold this shard (through `Link::shard`).
+                self.incoming
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                return;
             }
             links.append(&mut self.incoming.lock().unwrap_or_else(|e| e.into_inner()));
             let mut tally = Tally::default();
@@ -261,7 +317,17 @@ impl Shard {
                 if link.gone.load(Ordering::Acquire) {
                     return false;
                 }
-                again |= !link.pump(&mut tally);
+                // A panic is a bug; it costs its one connection (which the
+                // task then ends), not the thread and every other one.
+                match catch_unwind(AssertUnwindSafe(|| link.pump(&mut tally))) {
+                    Ok(done) => again |= !done,
+                    Err(_) => {
+                        tracing::error!("a writer pass panicked; closing its connection");
+                        link.failed.store(true, Ordering::Release); // pairs with `Link::failed`
+                        link.held_back.notify_one();
+                        return false;
+                    }
+                }
                 true
             });
             tally.report(metrics);

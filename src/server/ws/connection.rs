@@ -21,14 +21,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout_at, Instant};
 
-use crate::fanout::shard::{Link, Pipe, Shards, Tally};
+use crate::fanout::shard::{Link, Pipe, Retire, Shards, Tally};
 use crate::fanout::{FanoutLimits, Subscriber};
 use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::server::guard::access::Grant;
 use crate::server::session::Session;
 use crate::server::ws::inbound::{InboundLimits, InboundRate, Message, MessageReader};
-use crate::server::ws::socket::{ReadReady, WriteSide};
+use crate::server::ws::socket::{write_close_past_stall, ReadReady, WriteSide};
 use crate::wire::encode::{self, close_frame};
 use crate::wire::{self, close_code, ErrorCode, Format, Refusal};
 
@@ -129,6 +129,7 @@ pub async fn serve<R, W>(
         sub.restrict(symbols);
     }
     let link = Link::new(Pipe::new(sub), writer.socket());
+    let _retire = Retire(Arc::clone(&link));
     let mut conn = Writer {
         io: writer,
         link: Arc::clone(&link),
@@ -138,7 +139,6 @@ pub async fn serve<R, W>(
     };
     let expired = session.expired();
     let end = conn.run(rx, &mut session.shutdown, expired).await;
-    link.retire();
     if matches!(end, End::TokenExpired) {
         // Counted now, not after the client's close reply is awaited.
         metrics.token_expired_closes_total.inc();
@@ -150,7 +150,6 @@ pub async fn serve<R, W>(
         let _ = tokio::time::timeout(config.close_timeout, &mut read_task).await;
     }
     read_task.abort();
-    link.lock().discard();
     if let End::Stalled = end {
         metrics.slow_client_closes_total.inc();
         tracing::info!(
@@ -288,6 +287,11 @@ impl<W: WriteSide> Writer<W> {
         tokio::pin!(ping);
         tokio::pin!(expired);
         loop {
+            if self.link.failed() {
+                return End::Io(io::Error::other(
+                    "the writer shard gave up on this connection",
+                ));
+            }
             // Checked here, not only when idle: a connection kept busy by
             // updates must be pinged too, or a client that only reads would
             // time out.
@@ -368,15 +372,22 @@ impl<W: WriteSide> Writer<W> {
                 let is_close = frame
                     .first()
                     .is_some_and(|b| b & 0x0f == encode::OPCODE_CLOSE);
+                if is_close {
+                    pipe.hold_for_close();
+                }
                 pipe.outbox.push(frame);
                 if is_close {
                     return Some(End::ClientClosed);
                 }
             }
-            Inbound::Close(None) => return Some(End::ClientClosed),
+            Inbound::Close(None) => {
+                pipe.hold_for_close();
+                return Some(End::ClientClosed);
+            }
             Inbound::Close(Some((code, reason))) => {
                 // What was queued before the client's error is still owed
-                // to it: the close goes after.
+                // to it: the close goes after, and nothing after it.
+                pipe.hold_for_close();
                 pipe.outbox.push(close_frame(code, &reason));
                 return Some(End::ClientClosed);
             }
@@ -433,19 +444,9 @@ impl<W: WriteSide> Writer<W> {
     /// go out before `close`: a half-written frame.
     fn close_with(&mut self, close: Bytes) {
         let mut pipe = self.link.lock();
-        pipe.held = true;
-        pipe.closing = true;
+        pipe.hold_for_close();
         pipe.outbox.keep_partial_only();
         pipe.outbox.push(close);
-    }
-
-    /// Puts what it can of the outbox (the close frame behind a half
-    /// frame) into a stalled socket's grown send buffer.
-    fn write_past_stall(&mut self) {
-        let mut pipe = self.link.lock();
-        if let Ok(written) = pipe.with_slices(|iov, _| self.io.write_past_stall(iov)) {
-            pipe.outbox.advance(written);
-        }
     }
 
     async fn shutdown(&mut self) -> End {
@@ -457,11 +458,7 @@ impl<W: WriteSide> Writer<W> {
     /// Ends the connection for `end`: writes what is owed (a close frame for
     /// a stalled client or an expired token), bounded by the close timeout.
     async fn finish(&mut self, end: End) -> End {
-        {
-            let mut pipe = self.link.lock();
-            pipe.held = true;
-            pipe.closing = true;
-        }
+        self.link.lock().hold_for_close();
         match end {
             End::ClientClosed => self.close_within_timeout().await,
             End::Stalled => {
@@ -470,7 +467,7 @@ impl<W: WriteSide> Writer<W> {
                     self.config.stall_timeout.as_millis()
                 );
                 self.close_with(close_frame(close_code::POLICY_VIOLATION, &reason));
-                self.write_past_stall();
+                write_close_past_stall(&self.io, &self.link, &self.market.metrics);
                 self.close_within_timeout().await;
             }
             End::TokenExpired => {
@@ -513,6 +510,34 @@ mod tests {
         let mut payload = vec![0; len];
         io.read_exact(&mut payload).await.unwrap();
         (head[0] & 0x0f, payload)
+    }
+
+    /// A close queued from the reader holds the pipe in the same lock, so
+    /// that no writer pass can fill updates in behind it.
+    #[tokio::test]
+    async fn a_queued_close_holds_the_pipe_at_once() {
+        let metrics = Arc::new(Metrics::default());
+        let (market, _writer) = Market::new(16, SymbolTable::new(), metrics);
+        let config = ServeConfig::default().connection();
+        for inbound in [
+            Inbound::Close(Some((1002, "protocol error".into()))),
+            Inbound::Obligated(close_frame(1000, "")),
+            Inbound::Close(None),
+        ] {
+            let (_, write) = tokio::io::split(tokio::io::duplex(64).0);
+            let sub = Subscriber::new(Arc::clone(&market), Format::Binary, config.limits);
+            let link = Link::new(Pipe::new(sub), None);
+            let mut writer = Writer {
+                io: write,
+                link: Arc::clone(&link),
+                shards: None,
+                market: Arc::clone(&market),
+                config,
+            };
+            assert!(matches!(writer.take(inbound), Some(End::ClientClosed)));
+            let pipe = link.lock();
+            assert!(pipe.held && pipe.closing, "held with the close queued");
+        }
     }
 
     /// On tokio's paused clock: a client that sends nothing is pinged every

@@ -272,14 +272,17 @@ impl<R: ReadReady> MessageReader<R> {
     }
 
     /// The reader, built when the socket has something to read.
-    async fn reader(&mut self) -> Result<&mut WebSocket<MaskCheck<R>>, InboundError> {
+    async fn reader(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<&mut WebSocket<MaskCheck<R>>, InboundError> {
         if self.ws.is_none() {
             let mut idle = self
                 .idle
                 .take()
                 .ok_or(InboundError::Ws(WebSocketError::ConnectionClosed))?;
             let ready = poll_fn(|cx| idle.get_mut().poll_read_ready(cx));
-            let ready = tokio::time::timeout(self.limits.heartbeat_timeout, ready).await;
+            let ready = tokio::time::timeout_at(deadline, ready).await;
             let failed = match ready {
                 Err(_) => InboundError::Silent(self.limits.heartbeat_timeout),
                 Ok(Err(e)) => WebSocketError::IoError(e).into(),
@@ -329,9 +332,10 @@ impl<R: ReadReady> MessageReader<R> {
         E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     {
         loop {
-            let timeout = self.limits.heartbeat_timeout;
-            let read = self.reader().await?.read_frame();
-            let frame = match tokio::time::timeout(timeout, read).await {
+            // One deadline for the wait for bytes and the frame's read.
+            let deadline = Instant::now() + self.limits.heartbeat_timeout;
+            let read = self.reader(deadline).await?.read_frame();
+            let frame = match tokio::time::timeout_at(deadline, read).await {
                 Err(_) => return Err(InboundError::Silent(self.limits.heartbeat_timeout)),
                 Ok(Err(WebSocketError::IoError(e))) if is_unmasked(&e) => {
                     return Err(InboundError::Unmasked)

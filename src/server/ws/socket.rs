@@ -12,7 +12,8 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::tcp::OwnedWriteHalf;
 
-use crate::fanout::shard::Socket;
+use crate::fanout::shard::{Link, Socket, Tally};
+use crate::metrics::Metrics;
 
 /// A client's read half that can say when it has bytes, before anything
 /// is allocated to read them into.
@@ -132,3 +133,14 @@ impl AsyncWrite for SharedTcp {
 /// TLS and in-memory streams: the close frame waits in the TLS layer, and
 /// arrives only if the client reads within the close timeout.
 impl<T: AsyncRead + AsyncWrite> WriteSide for tokio::io::WriteHalf<T> {}
+
+/// Puts what it can of `link`'s outbox (the close frame behind a half
+/// frame) into a stalled socket's grown send buffer.
+pub fn write_close_past_stall(io: &impl WriteSide, link: &Link, metrics: &Metrics) {
+    let mut pipe = link.lock();
+    if let Ok(written) = pipe.with_slices(|iov, _| io.write_past_stall(iov)) {
+        let mut tally = Tally::default();
+        pipe.wrote(written, &mut tally);
+        tally.report(metrics);
+    }
+}
