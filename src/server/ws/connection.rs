@@ -109,7 +109,9 @@ pub async fn serve<R, W>(
     let market = Arc::clone(&session.market);
     let metrics = Arc::clone(&market.metrics);
     // Small: a client that floods requests while we cannot write is held
-    // back by TCP, not buffered here.
+    // back by TCP, not buffered here. Boxed messages: the channel allocates
+    // its first block of 32 slots up front, for every connection, and a
+    // slot of 8 bytes instead of 56 saves 1.5 KiB of each idle one.
     let (tx, rx) = mpsc::channel(16);
     let (format, echo) = match service {
         Service::Market(format) => (format, false),
@@ -193,7 +195,7 @@ async fn read_loop<R: ReadReady>(
     reader: R,
     limits: InboundLimits,
     metrics: Arc<Metrics>,
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::Sender<Box<Inbound>>,
     max_symbols: usize,
     echo: bool,
 ) {
@@ -209,7 +211,7 @@ async fn read_loop<R: ReadReady>(
 /// Returns whether it stopped on a protocol error (and so should drain).
 async fn read_messages<R: ReadReady>(
     ws: &mut MessageReader<R>,
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::Sender<Box<Inbound>>,
     max_symbols: usize,
     echo: bool,
     metrics: &Metrics,
@@ -219,7 +221,7 @@ async fn read_messages<R: ReadReady>(
         let bytes = encode::frame(frame.opcode as u8, &frame.payload);
         let tx = obligated.clone();
         async move {
-            tx.send(Inbound::Obligated(bytes))
+            tx.send(Box::new(Inbound::Obligated(bytes)))
                 .await
                 .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
         }
@@ -257,7 +259,7 @@ async fn read_messages<R: ReadReady>(
         };
         let errored = matches!(inbound, Inbound::Close(Some(_)));
         let last = matches!(inbound, Inbound::Close(_));
-        if tx.send(inbound).await.is_err() {
+        if tx.send(Box::new(inbound)).await.is_err() {
             return false;
         }
         if last {
@@ -277,7 +279,7 @@ struct Writer<W> {
 impl<W: WriteSide> Writer<W> {
     async fn run(
         &mut self,
-        mut rx: mpsc::Receiver<Inbound>,
+        mut rx: mpsc::Receiver<Box<Inbound>>,
         shutdown: &mut watch::Receiver<bool>,
         expired: impl Future<Output = ()>,
     ) -> End {
@@ -311,7 +313,7 @@ impl<W: WriteSide> Writer<W> {
             wakeup.as_mut().enable();
 
             while let Ok(inbound) = rx.try_recv() {
-                if let Some(end) = self.take(inbound) {
+                if let Some(end) = self.take(*inbound) {
                     return self.finish(end).await;
                 }
             }
@@ -337,7 +339,7 @@ impl<W: WriteSide> Writer<W> {
                 _ = shutdown.changed() => return self.shutdown().await,
                 _ = &mut expired => return self.finish(End::TokenExpired).await,
                 inbound = rx.recv() => match inbound {
-                    Some(inbound) => if let Some(end) = self.take(inbound) {
+                    Some(inbound) => if let Some(end) = self.take(*inbound) {
                         return self.finish(end).await;
                     },
                     None => return End::ClientClosed,
