@@ -78,9 +78,36 @@ fn main() -> anyhow::Result<()> {
         .validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(release_idle_memory)
         .build()
         .context("starting the tokio runtime")?;
     Ok(runtime.block_on(tickwire::server::serve_until_signal(validated))?)
+}
+
+/// A tokio worker going idle hands its allocator's free pages back to the
+/// system, at most once a second. mimalloc frees pages lazily, on the
+/// owning thread's next allocations; since the writer threads took the
+/// fan-out off the workers, a worker can sit idle after a burst (say, a
+/// thousand connections that timed out in their handshake) holding
+/// megabytes it no longer uses.
+fn release_idle_memory() {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+    thread_local!(static LAST: Cell<Option<Instant>> = const { Cell::new(None) });
+    let now = Instant::now();
+    let due = LAST.with(|last| {
+        let due = last.get().is_none_or(|t| now - t >= Duration::from_secs(1));
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    if due {
+        // SAFETY: mi_collect takes no pointers and has no preconditions; it
+        // collects the calling thread's own heap (`false`: without forcing
+        // the release of pages other threads may still free into).
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    }
 }
 
 /// Opts the process out of transparent huge pages. mimalloc madvises its
