@@ -130,6 +130,18 @@ fn matches(client: &Client, got: &Msg, want: &Expected) -> bool {
     }
 }
 
+/// A replay of `path` (`updates` long) with a ring larger than the whole
+/// recording and a lag bound to match: no client can be conflated.
+fn unconflated_replay(path: String, updates: usize) -> ServeConfig {
+    let ring = (updates + 1).next_power_of_two();
+    ServeConfig {
+        feeds: vec![path],
+        ring_capacity: ring,
+        max_lag_updates: ring as u64 - 1,
+        ..ServeConfig::default()
+    }
+}
+
 /// Collects `n` data messages, checking the protocol's ordering promises on
 /// the way: a symbol is defined before its first update, and global
 /// sequences only go up.
@@ -160,16 +172,11 @@ async fn replay_reaches_binary_and_json_clients_with_exact_prices() {
         "recording too small: {}",
         expected.len()
     );
-    // A ring larger than the whole recording and a lag bound to match: no
-    // client can be conflated, and the paced replay gives them time anyway.
-    let ring = (expected.len() + 1).next_power_of_two();
+    // The paced replay gives the clients time anyway.
     let server = start(ServeConfig {
-        feeds: vec![path],
         speed: "20".into(),
-        ring_capacity: ring,
-        max_lag_updates: ring as u64 - 1,
         min_subscribers: 2,
-        ..ServeConfig::default()
+        ..unconflated_replay(path, expected.len())
     })
     .await;
     let mut clients = Vec::new();
@@ -217,16 +224,12 @@ async fn replay_reaches_binary_and_json_clients_with_exact_prices() {
 async fn a_burst_larger_than_the_outbox_arrives_whole_with_nothing_published_after() {
     let path = bundled_path();
     let expected = expected_updates(&path);
-    let ring = (expected.len() + 1).next_power_of_two();
     let server = start(ServeConfig {
-        feeds: vec![path],
         speed: "max".into(),
-        ring_capacity: ring,
-        max_lag_updates: ring as u64 - 1,
         // A few dozen frames per fill, against thousands in the burst.
         max_outbox_bytes: 4096,
         min_subscribers: 1,
-        ..ServeConfig::default()
+        ..unconflated_replay(path, expected.len())
     })
     .await;
     let mut c = Client::connect(server.addr, "tickwire.v1").await;

@@ -21,7 +21,7 @@
 use std::io::{self, IoSlice};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -141,8 +141,9 @@ pub struct Link {
     gone: AtomicBool,
     /// A pass over it panicked: its shard let go of it.
     failed: AtomicBool,
-    /// The shard that writes it, once it has subscribed to something.
-    shard: Mutex<Option<Arc<Shard>>>,
+    /// The shard that writes it, once it has subscribed to something: set
+    /// once, then read without a lock on every loop of the task.
+    shard: OnceLock<Arc<Shard>>,
 }
 
 impl Link {
@@ -155,7 +156,7 @@ impl Link {
             held_back: Notify::new(),
             gone: AtomicBool::new(false),
             failed: AtomicBool::new(false),
-            shard: Mutex::new(None),
+            shard: OnceLock::new(),
         })
     }
 
@@ -165,16 +166,13 @@ impl Link {
 
     /// Whether a shard writes this link's updates (else its task must).
     pub fn is_sharded(&self) -> bool {
-        self.shard
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.shard.get().is_some()
     }
 
     /// Asks the link's shard for a pass: the task has released the pipe
     /// and frames may be waiting.
     pub fn nudge(&self) {
-        if let Some(shard) = &*self.shard.lock().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(shard) = self.shard.get() {
             shard.wake.wake();
         }
     }
@@ -389,20 +387,18 @@ impl Shards {
         if link.socket.is_none() {
             return;
         }
-        let mut slot = link.shard.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_some() {
-            return;
-        }
-        // Relaxed: a counter for spreading links, ordering nothing.
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-        let shard = Arc::clone(&self.shards[i].0);
-        shard
-            .incoming
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::clone(link));
-        shard.wake.wake();
-        *slot = Some(shard);
+        link.shard.get_or_init(|| {
+            // Relaxed: a counter for spreading links, ordering nothing.
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+            let shard = Arc::clone(&self.shards[i].0);
+            shard
+                .incoming
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Arc::clone(link));
+            shard.wake.wake();
+            shard
+        });
     }
 }
 
