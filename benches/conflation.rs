@@ -76,6 +76,7 @@ fn catch_up(c: &mut Criterion) {
         Request {
             id: None,
             op: Op::Subscribe(Symbols::All),
+            channels: None,
         },
         &mut out,
     );

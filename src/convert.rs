@@ -326,7 +326,10 @@ impl Sink for CsvSink {
     fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<bool, ConvertError> {
         // Tardis CSV has quotes and trades only; a live venue's stale / live
         // status has no row there.
-        if matches!(s.update.kind, UpdateKind::Status(_)) {
+        if matches!(
+            s.update.kind,
+            UpdateKind::Status(_) | UpdateKind::Level { .. }
+        ) {
             return Ok(false);
         }
         if symbol.name.contains(',') {
@@ -369,7 +372,7 @@ impl Sink for CsvSink {
                 &mut self.quotes
             }
             // Returned above; nothing to write either way.
-            UpdateKind::Status(_) => return Ok(false),
+            UpdateKind::Status(_) | UpdateKind::Level { .. } => return Ok(false),
             UpdateKind::Trade { px, sz, side } => {
                 // No trade id: the normalized stream does not carry one.
                 line.push(b',');

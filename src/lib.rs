@@ -50,6 +50,7 @@
 //! binary (`main.rs`, `cli/`) uses `anyhow`.
 
 pub mod bench;
+pub mod book;
 pub mod config;
 pub mod convert;
 pub mod decimal;

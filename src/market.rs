@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::book::shared::BookCache;
 use crate::metrics::Metrics;
 use crate::ring::{Ring, RingWriter};
 use crate::symbols::SymbolTable;
@@ -26,7 +27,21 @@ pub struct Published {
     /// A status entry: the symbol turned stale or live. The cache keeps the
     /// newest of each kind.
     pub is_status: bool,
+    /// What it is, for a connection's channels: [`channel::QUOTES`],
+    /// [`channel::TRADES`], or a book channel (`channel::BOOK + v`); a
+    /// status goes to every channel of its symbol.
+    pub channel: u8,
     pub frames: EncodedUpdate,
+}
+
+/// Values of [`Published::channel`], and the bit of each in a
+/// subscription's channel mask (`1 << channel`).
+pub mod channel {
+    pub const QUOTES: u8 = 0;
+    pub const TRADES: u8 = 1;
+    /// The first book channel: book variant `v` ([`crate::book::DEPTHS`])
+    /// is `BOOK + v`.
+    pub const BOOK: u8 = 2;
 }
 
 impl Published {
@@ -52,14 +67,30 @@ impl Published {
 /// status from before an update and the update from after it.
 #[derive(Debug, Clone, Default)]
 pub struct LastValues {
+    /// The newest quote or trade.
     pub update: Option<Published>,
     pub status: Option<Published>,
+    /// The newest quote, when `update` is a trade (when `update` is a
+    /// quote, it is the newest quote): for a connection that takes quotes
+    /// and not trades.
+    pub quote: Option<Published>,
 }
 
 impl LastValues {
-    /// The entries, oldest first (the order they were published in).
-    pub fn in_order(self) -> impl Iterator<Item = Published> {
-        let (a, b) = match (self.update, self.status) {
+    /// The entries, oldest first (the order they were published in), for a
+    /// connection that takes quotes and trades (both: the newest of
+    /// either; one: the newest of that one).
+    pub fn in_order(self, quotes: bool, trades: bool) -> impl Iterator<Item = Published> {
+        let update = match (quotes, trades) {
+            (true, true) => self.update,
+            (true, false) => self
+                .update
+                .filter(|u| u.channel == channel::QUOTES)
+                .or(self.quote),
+            (false, true) => self.update.filter(|u| u.channel == channel::TRADES),
+            (false, false) => None,
+        };
+        let (a, b) = match (update, self.status) {
             (Some(u), Some(s)) if s.seq < u.seq => (Some(s), Some(u)),
             (u, s) => (u, s),
         };
@@ -87,7 +118,13 @@ impl LastValueCache {
             if p.is_status {
                 values.status = Some(p.clone());
             } else {
-                values.update = Some(p.clone());
+                // The quote a trade replaces moves aside: no extra clone.
+                let before = values.update.replace(p.clone());
+                if p.channel == channel::QUOTES {
+                    values.quote = None;
+                } else if let Some(q) = before.filter(|b| b.channel == channel::QUOTES) {
+                    values.quote = Some(q);
+                }
             }
         };
         {
@@ -134,6 +171,8 @@ pub struct Market {
     // The ring's own `Arc`: loom's under the `loom` feature.
     pub ring: crate::ring::Arc<Ring<Published>>,
     pub lvc: LastValueCache,
+    /// Every symbol's order book ([`crate::book`]).
+    pub books: BookCache,
     pub symbols: Arc<SymbolTable>,
     /// Signalled once per batch the publisher appends.
     pub wakeup: Wakeup,
@@ -152,6 +191,7 @@ impl Market {
         let market = Arc::new(Market {
             ring,
             lvc: LastValueCache::default(),
+            books: BookCache::default(),
             symbols,
             wakeup: Wakeup::default(),
             metrics,

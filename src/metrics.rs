@@ -248,6 +248,18 @@ counters! {
     updates_in_total: "counter",
     /// Updates encoded into frames; equals updates_in_total whatever the number of subscribers.
     frames_encoded_total: "counter",
+    /// Order book levels received from feeds (each a price set to a size; a book event is a run of them).
+    book_levels_in_total: "counter",
+    /// Book events published (a snapshot or one venue diff, applied to the symbol's book).
+    book_updates_total: "counter",
+    /// Book frames the publisher encoded: at most one per book event and watched channel, whatever the number of watchers.
+    book_frames_encoded_total: "counter",
+    /// Book snapshots encoded for connections that subscribed or caught up (shared by every connection asking for the same book state).
+    book_snapshots_encoded_total: "counter",
+    /// Book events after which the best bid was at or above the best ask (served as the source sent them).
+    books_crossed_total: "counter",
+    /// Times a feed's order book lost its synchronization with the venue (a diff out of sequence, a snapshot too old) and was marked stale.
+    book_resyncs_total: "counter",
     /// Updates dropped because their upstream symbol sequence was not newer than the symbol's last.
     updates_out_of_order_total: "counter",
     /// Frames written to clients (data, snapshots, symbol definitions, control replies).

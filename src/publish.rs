@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::market::{Market, Published};
+use crate::book::events::{BookEvents, Publishing};
+use crate::market::{channel, Market, Published};
 use crate::ring::RingWriter;
 use crate::symbols::SymbolDef;
 use crate::update::{now_ns, Sequenced, Update, UpdateKind};
@@ -36,6 +37,9 @@ pub struct Publisher {
     defs: Vec<Option<SymbolDef>>,
     next_seq: u64,
     sink: Option<Box<dyn PublishSink>>,
+    books: BookEvents,
+    /// Book entries of the event being published.
+    book_entries: Vec<Published>,
 }
 
 impl Publisher {
@@ -48,6 +52,8 @@ impl Publisher {
             defs: Vec::new(),
             next_seq: 1,
             sink: None,
+            books: BookEvents::default(),
+            book_entries: Vec::new(),
         }
     }
 
@@ -82,7 +88,44 @@ impl Publisher {
             }
         }
         let def = self.defs[id].as_ref()?;
+        let format = SymbolFormat {
+            name: &def.name,
+            price_decimals: def.price_decimals,
+            size_decimals: def.size_decimals,
+        };
+        if let UpdateKind::Level { .. } = update.kind {
+            self.market.metrics.book_levels_in_total.inc();
+            let publishing = Publishing {
+                books: &self.market.books,
+                encoder: &mut self.encoder,
+                metrics: &self.market.metrics,
+                next_seq: &mut self.next_seq,
+                publish_ts_ns: match update.origin_publish_ts_ns {
+                    0 => now_ns(),
+                    origin => origin,
+                },
+                format,
+            };
+            self.books
+                .level(&update, publishing, &mut self.book_entries);
+            for published in self.book_entries.drain(..) {
+                let seq = published.seq;
+                let pos = self.writer.push(published);
+                debug_assert_eq!(pos + 1, seq);
+            }
+            return None;
+        }
         let is_status = matches!(update.kind, UpdateKind::Status(_));
+        if let UpdateKind::Status(status) = update.kind {
+            if status.is_stale() {
+                // Not served until a snapshot replaces it.
+                self.books.abandon(update.symbol);
+                self.market.books.with(update.symbol, |b| {
+                    b.stale = true;
+                    b.changed();
+                });
+            }
+        }
         if is_status {
             // A status is not data: it keeps the symbol's sequence (the
             // last update it follows) and is never dropped as old.
@@ -106,14 +149,7 @@ impl Publisher {
             },
         };
         self.next_seq += 1;
-        let frames = self.encoder.encode(
-            &sequenced,
-            SymbolFormat {
-                name: &def.name,
-                price_decimals: def.price_decimals,
-                size_decimals: def.size_decimals,
-            },
-        );
+        let frames = self.encoder.encode(&sequenced, format);
         let metrics = &self.market.metrics;
         metrics.updates_in_total.inc();
         metrics.frames_encoded_total.inc();
@@ -122,6 +158,10 @@ impl Publisher {
             symbol: update.symbol,
             symbol_seq: sequenced.symbol_seq,
             is_status,
+            channel: match update.kind {
+                UpdateKind::Trade { .. } => channel::TRADES,
+                _ => channel::QUOTES,
+            },
             frames,
         };
         // The cache first: a connection that finds an entry in the ring and

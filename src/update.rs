@@ -32,6 +32,35 @@ pub enum UpdateKind {
     /// price; it travels the same path as the data so that clients get it
     /// in order with the updates around it.
     Status(SymbolStatus),
+    /// One price level of the symbol's order book, set to an absolute
+    /// size (0 removes it). A book event (a venue's snapshot, or one diff)
+    /// is a run of levels of one symbol, the last one flagged
+    /// [`level_flags::LAST`]; the publisher applies the run and publishes
+    /// it as one book update ([`crate::book`]).
+    Level {
+        side: BookSide,
+        px: i64,
+        sz: i64,
+        flags: u8,
+    },
+}
+
+/// Side of an order book level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum BookSide {
+    Bid = 0,
+    Ask = 1,
+}
+
+/// Bits of [`UpdateKind::Level::flags`].
+pub mod level_flags {
+    /// The first level of a snapshot: the book is emptied before it is
+    /// applied.
+    pub const RESET: u8 = 1 << 0;
+    /// The last level of a book event: the publisher publishes the book
+    /// after applying it.
+    pub const LAST: u8 = 1 << 1;
 }
 
 /// Whether a symbol's last values can be trusted, and if not, why.
@@ -46,6 +75,10 @@ pub enum SymbolStatus {
     StaleDisconnected = 2,
     /// The venue sent nothing, not even a pong, for the silence timeout.
     StaleSilent = 3,
+    /// The order book lost its synchronization with the venue (a diff did
+    /// not follow the one before, or a snapshot was too old): the book is
+    /// not served until a new snapshot is applied.
+    StaleBookGap = 4,
 }
 
 impl SymbolStatus {
@@ -69,6 +102,7 @@ impl SymbolStatus {
             SymbolStatus::StaleGap => "gap",
             SymbolStatus::StaleDisconnected => "disconnected",
             SymbolStatus::StaleSilent => "silent",
+            SymbolStatus::StaleBookGap => "book_gap",
         }
     }
 }

@@ -151,7 +151,7 @@ pub fn control_message(data: &[u8]) {
                     assert!(!names.is_empty() && names.len() <= max, "{names:?}");
                 }
                 let reply = match symbols {
-                    Some(s) => wire::ack_reply(op, req.id, s, 3),
+                    Some(s) => wire::ack_reply(op, req.id, s, req.channels, 3),
                     None => wire::pong_reply(req.id, 7),
                 };
                 let v = text_json(&reply);

@@ -13,6 +13,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+#[cfg(test)]
+mod book_tests;
 mod outbox;
 pub mod shard;
 mod subscriptions;
@@ -20,10 +22,10 @@ mod subscriptions;
 pub use self::outbox::{Outbox, MAX_IOV};
 use self::subscriptions::{Allowed, BitSet};
 
-use crate::market::{Market, Published};
+use crate::market::{channel, Market, Published};
 use crate::ring::Read;
 use crate::update::SymbolId;
-use crate::wire::{self, Format};
+use crate::wire::{self, Channels, Format};
 
 /// Per-connection bounds, from the server config.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +43,11 @@ pub struct FanoutLimits {
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
+        for (s, &mask) in self.channels.iter().enumerate() {
+            for v in Channels(mask).book_variants() {
+                self.market.books.unwatch(s as SymbolId, v);
+            }
+        }
         let metrics = &self.market.metrics;
         metrics.subscriptions.sub(self.subscribed_count as u64);
         if !self.is_idle() {
@@ -65,12 +72,23 @@ pub struct Subscriber {
     /// Every symbol the connection gets, named or through `*`.
     subscribed: BitSet,
     subscribed_count: usize,
+    /// The channels the connection takes of each subscribed symbol, by
+    /// symbol id; each book channel in it is counted as a watcher of the
+    /// symbol's book ([`crate::book::shared`]) until it is dropped.
+    channels: Vec<u16>,
+    /// The channels of the `*` subscription, which symbols that join it
+    /// take.
+    all_channels: Channels,
+    /// Book snapshots of symbols that joined `*` in the middle of a fill,
+    /// queued before the entry that made them join.
+    joined: Vec<Published>,
     /// Symbols whose definition this connection has been sent.
     defined: BitSet,
-    /// After a snapshot or a catch-up: per symbol, the global sequence of
-    /// the newest entry (update or status) sent from the cache; ring entries
-    /// of that symbol at or below it are skipped.
-    floors: HashMap<SymbolId, u64>,
+    /// After a snapshot or a catch-up: per symbol and [`floor_class`], the
+    /// global sequence of the newest entry sent from the cache (or of the
+    /// book state a book snapshot holds); ring entries of that symbol and
+    /// class at or below it are skipped.
+    floors: HashMap<(SymbolId, u8), u64>,
     /// Ring position from which every entry is newer than anything the
     /// floors hold; the floors are dropped there.
     floor_until: u64,
@@ -90,6 +108,9 @@ impl Subscriber {
             all_checked: 0,
             subscribed: BitSet::default(),
             subscribed_count: 0,
+            channels: Vec::new(),
+            all_channels: Channels(0),
+            joined: Vec::new(),
             defined: BitSet::default(),
             floors: HashMap::new(),
             floor_until: 0,
@@ -103,9 +124,20 @@ impl Subscriber {
         !self.all && self.subscribed_count == 0
     }
 
+    /// The channels the connection takes of symbol `s`.
+    fn channels_of(&self, s: SymbolId) -> Channels {
+        Channels(self.channels.get(s as usize).copied().unwrap_or(0))
+    }
+
+    /// Whether the connection takes entry `p`: a status of a subscribed
+    /// symbol, or an entry of one of the symbol's channels.
+    fn wants(&mut self, p: &Published) -> bool {
+        self.wants_symbol(p.symbol) && (p.is_status || self.channels_of(p.symbol).has(p.channel))
+    }
+
     /// Whether the connection gets `id`; a symbol new to a `*`
     /// subscription joins it here, if the limit allows.
-    fn wants(&mut self, id: SymbolId) -> bool {
+    fn wants_symbol(&mut self, id: SymbolId) -> bool {
         if self.subscribed.contains(id) {
             return true;
         }
@@ -131,6 +163,9 @@ impl Subscriber {
             }
             if self.allowed(id) && self.subscribed.insert(id) {
                 added += 1;
+                let mut joined = std::mem::take(&mut self.joined);
+                self.add_channels(id, self.all_channels, &mut joined);
+                self.joined = joined;
             }
         }
         self.all_checked = until;
@@ -150,12 +185,49 @@ impl Subscriber {
         }
     }
 
+    /// Adds `channels` to what the connection takes of symbol `s`; each
+    /// book channel new to it is watched, and its snapshot appended to
+    /// `snapshot`.
+    fn add_channels(&mut self, s: SymbolId, channels: Channels, snapshot: &mut Vec<Published>) {
+        let i = s as usize;
+        if self.channels.len() <= i {
+            self.channels.resize(i + 1, 0);
+        }
+        let added = Channels(channels.0 & !self.channels[i]);
+        self.channels[i] |= added.0;
+        if added.book_variants().next().is_none() {
+            return;
+        }
+        let Some(def) = self.market.symbols.get(s) else {
+            return;
+        };
+        for v in added.book_variants() {
+            let metrics = &self.market.metrics;
+            snapshot.extend(self.market.books.watch(s, v, &def, metrics));
+        }
+    }
+
+    /// Drops `channels` from what the connection takes of symbol `s`;
+    /// returns whether it takes none left.
+    fn drop_channels(&mut self, s: SymbolId, channels: Channels) -> bool {
+        let Some(mask) = self.channels.get_mut(s as usize) else {
+            return true;
+        };
+        let dropped = Channels(*mask & channels.0);
+        *mask &= !channels.0;
+        let none_left = *mask == 0;
+        for v in dropped.book_variants() {
+            self.market.books.unwatch(s, v);
+        }
+        none_left
+    }
+
     /// Queues a frame from the cache and raises the symbol's floor so that
     /// the ring's copy of it, or anything older, is not sent after it.
     fn send_latest(&mut self, p: &Published, out: &mut Outbox) {
         self.define(p.symbol, out);
         out.push_update(p.frame(self.format), p.chunk(self.format), p.seq);
-        let floor = self.floors.entry(p.symbol).or_insert(0);
+        let floor = self.floors.entry((p.symbol, floor_class(p))).or_insert(0);
         *floor = (*floor).max(p.seq);
         // p sits at ring position p.seq - 1; everything from p.seq on is newer.
         self.floor_until = self.floor_until.max(p.seq);
@@ -184,10 +256,18 @@ impl Subscriber {
                     if !self.floors.is_empty() && self.cursor > self.floor_until {
                         self.floors.clear();
                     }
-                    if !self.wants(p.symbol) {
+                    let wanted = self.wants(p);
+                    if !self.joined.is_empty() {
+                        // Symbols that joined `*` just now: their books
+                        // first, as of now; this entry is then held to them.
+                        for j in std::mem::take(&mut self.joined) {
+                            self.send_latest(&j, out);
+                        }
+                    }
+                    if !wanted {
                         continue;
                     }
-                    if let Some(&floor) = self.floors.get(&p.symbol) {
+                    if let Some(&floor) = self.floors.get(&(p.symbol, floor_class(p))) {
                         if p.seq <= floor {
                             continue;
                         }
@@ -212,21 +292,60 @@ impl Subscriber {
         metrics.conflated_updates_total.add(dropped);
         self.follow(self.market.lvc.len() as SymbolId);
         let candidates: Vec<SymbolId> = self.subscribed.iter().collect();
-        let mut latest: Vec<Published> = candidates
-            .into_iter()
-            .flat_map(|s| self.market.lvc.values(s).in_order())
-            .filter(|p| {
-                // Changed since the cursor (entry at position p.seq - 1 >= old),
-                // and newer than anything already sent from the cache.
-                p.seq > old && self.floors.get(&p.symbol).is_none_or(|&f| p.seq > f)
-            })
-            .collect();
+        let mut latest = std::mem::take(&mut self.joined);
+        for s in candidates {
+            let channels = self.channels_of(s);
+            let values = self.market.lvc.values(s).in_order(
+                channels.has(channel::QUOTES),
+                channels.has(channel::TRADES),
+            );
+            // Changed since the cursor (entry at position p.seq - 1 >= old),
+            // and newer than anything already sent from the cache.
+            latest.extend(values.filter(|p| p.seq > old && p.seq > self.floor(p)));
+            if channels.book_variants().next().is_none() {
+                continue;
+            }
+            let Some(def) = self.market.symbols.get(s) else {
+                continue;
+            };
+            for v in channels.book_variants() {
+                let floor = self.floors.get(&(s, book_channel(v))).copied();
+                let since = old.max(floor.unwrap_or(0));
+                let metrics = &self.market.metrics;
+                latest.extend(self.market.books.snapshot_since(s, v, &def, since, metrics));
+            }
+        }
         latest.sort_unstable_by_key(|p| p.seq);
         out.push(wire::conflated_notice(dropped, latest.len()));
         for p in &latest {
             self.send_latest(p, out);
         }
     }
+}
+
+impl Subscriber {
+    /// The floor of `p`'s symbol and class (0 if none).
+    fn floor(&self, p: &Published) -> u64 {
+        self.floors
+            .get(&(p.symbol, floor_class(p)))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Which floor an entry is held to: quotes, trades and statuses share one
+/// (the cache holds them together); each book channel has its own, since a
+/// book snapshot is read apart from the cache.
+fn floor_class(p: &Published) -> u8 {
+    if p.channel >= channel::BOOK {
+        p.channel
+    } else {
+        0
+    }
+}
+
+fn book_channel(v: usize) -> u8 {
+    crate::book::events::channel_of(v)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 
 use crate::update::{now_ns, SymbolId};
-use crate::wire::{self, ErrorCode, Op, Refusal, Request, Symbols};
+use crate::market::channel;
+use crate::wire::{self, Channels, ErrorCode, Op, Refusal, Request, Symbols};
 
 use super::{Outbox, Subscriber};
 
@@ -52,10 +53,6 @@ impl BitSet {
                 .filter(move |b| w & (1 << b) != 0)
                 .map(move |b| (wi * 64 + b) as SymbolId)
         })
-    }
-
-    pub(super) fn clear(&mut self) {
-        self.words = Vec::new();
     }
 }
 
@@ -134,8 +131,8 @@ impl Subscriber {
                 out.push(wire::pong_reply(req.id, now_ns()));
                 Ok(())
             }
-            Op::Subscribe(symbols) => self.subscribe(req.id, symbols, out),
-            Op::Unsubscribe(symbols) => self.unsubscribe(req.id, symbols, out),
+            Op::Subscribe(symbols) => self.subscribe(req.id, symbols, req.channels, out),
+            Op::Unsubscribe(symbols) => self.unsubscribe(req.id, symbols, req.channels, out),
         };
         let metrics = &self.market.metrics;
         metrics.subscriptions.add(self.subscribed_count as u64);
@@ -180,13 +177,29 @@ impl Subscriber {
         &mut self,
         id: Option<u64>,
         symbols: &Symbols,
+        channels: Option<Channels>,
         out: &mut Outbox,
     ) -> Result<(), Refusal> {
+        let want = channels.unwrap_or(Channels::DEFAULT);
         let was_idle = self.is_idle();
+        // Symbols already subscribed that this request names (or `*`
+        // covers): they may take more channels.
+        let named_before: Vec<SymbolId> = match symbols {
+            Symbols::All => self.subscribed.iter().collect(),
+            Symbols::Names(names) => names
+                .iter()
+                .filter_map(|n| self.market.symbols.get_by_name(n))
+                .map(|d| d.id)
+                .filter(|&s| self.subscribed.contains(s))
+                .collect(),
+        };
         let new = match symbols {
             Symbols::All => self.new_with_all(id)?,
             Symbols::Names(names) => self.new_by_name(id, names)?,
         };
+        if matches!(symbols, Symbols::All) {
+            self.all_channels.0 |= want.0;
+        }
         for &s in &new {
             self.subscribed.insert(s);
         }
@@ -196,10 +209,21 @@ impl Subscriber {
             self.cursor = self.market.ring.tail();
         }
         let mut snapshot = Vec::with_capacity(new.len());
+        let (quotes, trades) = (want.has(channel::QUOTES), want.has(channel::TRADES));
         for &s in &new {
-            snapshot.extend(self.market.lvc.values(s).in_order());
+            snapshot.extend(self.market.lvc.values(s).in_order(quotes, trades));
+            self.add_channels(s, want, &mut snapshot);
         }
-        out.push(wire::ack_reply("subscribe", id, symbols, snapshot.len()));
+        for s in named_before {
+            self.add_channels(s, want, &mut snapshot);
+        }
+        out.push(wire::ack_reply(
+            "subscribe",
+            id,
+            symbols,
+            channels,
+            snapshot.len(),
+        ));
         for &s in &new {
             self.define(s, out);
         }
@@ -258,7 +282,7 @@ impl Subscriber {
             }
         }
         let ids = self.resolve(id, names)?;
-        let mut new: Vec<SymbolId> = ids.into_iter().filter(|&s| !self.wants(s)).collect();
+        let mut new: Vec<SymbolId> = ids.into_iter().filter(|&s| !self.wants_symbol(s)).collect();
         new.sort_unstable();
         new.dedup();
         if self.subscribed_count + new.len() > limit {
@@ -278,14 +302,18 @@ impl Subscriber {
         &mut self,
         id: Option<u64>,
         symbols: &Symbols,
+        channels: Option<Channels>,
         out: &mut Outbox,
     ) -> Result<(), Refusal> {
-        match symbols {
+        let drop = channels.unwrap_or(Channels::ALL);
+        let ids: Vec<SymbolId> = match symbols {
             Symbols::All => {
-                self.all = false;
-                self.all_checked = 0;
-                self.subscribed.clear();
-                self.subscribed_count = 0;
+                self.all_channels.0 &= !drop.0;
+                if self.all_channels.is_empty() {
+                    self.all = false;
+                    self.all_checked = 0;
+                }
+                self.subscribed.iter().collect()
             }
             Symbols::Names(names) => {
                 let ids = self.resolve(id, names)?;
@@ -295,14 +323,16 @@ impl Subscriber {
                     self.all = false;
                     self.all_checked = 0;
                 }
-                for s in ids {
-                    if self.subscribed.remove(s) {
-                        self.subscribed_count -= 1;
-                    }
-                }
+                ids
+            }
+        };
+        for s in ids {
+            if self.subscribed.contains(s) && self.drop_channels(s, drop) {
+                self.subscribed.remove(s);
+                self.subscribed_count -= 1;
             }
         }
-        out.push(wire::ack_reply("unsubscribe", id, symbols, 0));
+        out.push(wire::ack_reply("unsubscribe", id, symbols, channels, 0));
         Ok(())
     }
 }

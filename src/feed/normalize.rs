@@ -232,6 +232,7 @@ pub(crate) fn has_negative(kind: &UpdateKind) -> bool {
             ask_sz,
         } => bid_px < 0 || bid_sz.unwrap_or(0) < 0 || ask_px < 0 || ask_sz.unwrap_or(0) < 0,
         UpdateKind::Trade { px, sz, .. } => px < 0 || sz < 0,
+        UpdateKind::Level { px, sz, .. } => px < 0 || sz < 0,
         UpdateKind::Status(_) => false,
     }
 }

@@ -273,7 +273,7 @@ mod tests {
                     assert!(px > 0 && sz > 0);
                     trades += 1;
                 }
-                UpdateKind::Status(s) => panic!("the generator yielded status {s:?}"),
+                other => panic!("the generator yielded {other:?}"),
             }
         }
         // About one in ten.

@@ -318,7 +318,7 @@ pub fn encode_payload(s: &Sequenced, name: &str, price_decimals: u8, size_decima
         UpdateKind::Trade { px, sz, side } => (2, *side as u8, 0, &[*px, *sz]),
         // The feed node's sink never takes a status (see `OutboxSink`);
         // kind 0 is one an edge rejects.
-        UpdateKind::Status(_) => (0, 0, 0, &[]),
+        UpdateKind::Status(_) | UpdateKind::Level { .. } => (0, 0, 0, &[]),
     };
     let mut out = BytesMut::with_capacity(HEADER_LEN + numbers.len() * 8 + name.len());
     out.put_u8(PAYLOAD_VERSION);

@@ -34,7 +34,7 @@ use crate::server::query;
 use crate::server::session::{Session, Sessions};
 use crate::server::ws::connection::ConnectionConfig;
 use crate::wire::encode::frame_payload;
-use crate::wire::{self, ErrorCode, Format, Op, Request, Symbols};
+use crate::wire::{self, Channels, ErrorCode, Format, Op, Request, Symbols};
 
 /// A comment line goes out after this long without an event, so that
 /// proxies and the browser do not take a quiet market for a dead stream.
@@ -113,6 +113,7 @@ pub fn open(
         return Err(SseError::MethodNotAllowed);
     }
     let symbols = symbols_param(uri.query()).ok_or(SseError::NoSymbols)?;
+    let channels = channels_param(uri.query())?;
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -128,13 +129,14 @@ pub fn open(
     let request = Request {
         id: None,
         op: Op::Subscribe(symbols.clone()),
+        channels,
     };
     sub.request(request, &mut outbox)
         .map_err(|r| match r.code {
             ErrorCode::Forbidden => SseError::Forbidden(r.reason),
             _ => SseError::Refused(r.reason),
         })?;
-    let first = first_chunk(&mut outbox, &symbols, last_seen);
+    let first = first_chunk(&mut outbox, &symbols, channels, last_seen);
 
     let (tx, rx) = mpsc::channel(1);
     let StreamControl {
@@ -174,12 +176,39 @@ fn symbols_param(query: Option<&str>) -> Option<Symbols> {
     }
 }
 
+/// The `channels` query parameter: names separated by commas, as in a
+/// WebSocket subscribe; absent means quotes and trades.
+fn channels_param(query: Option<&str>) -> Result<Option<Channels>, SseError> {
+    let Some(value) = query::param(query, "channels") else {
+        return Ok(None);
+    };
+    let mut mask = Channels(0);
+    for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let named = Channels::named(name).ok_or_else(|| {
+            SseError::Refused(format!(
+                "unknown channel {:?}; expected quotes, trades, book, or book.N with N one of 1, 5, 10, 20, 50, 100",
+                name.chars().take(40).collect::<String>()
+            ))
+        })?;
+        mask.0 |= named.0;
+    }
+    if mask.is_empty() {
+        return Err(SseError::Refused("channels= names no channel".into()));
+    }
+    Ok(Some(mask))
+}
+
 /// The start of the stream, from what the subscribe queued (its ack, the
 /// definitions, one cached update per symbol): the reconnection delay, an
 /// ack whose `snapshot` counts what follows, the definitions, and the
 /// cached updates newer than `last_seen`, oldest first so that the last
 /// event id the browser keeps is the newest.
-fn first_chunk(outbox: &mut Outbox, symbols: &Symbols, last_seen: Option<u64>) -> Bytes {
+fn first_chunk(
+    outbox: &mut Outbox,
+    symbols: &Symbols,
+    channels: Option<Channels>,
+    last_seen: Option<u64>,
+) -> Bytes {
     let mut definitions = Vec::new();
     let mut snapshot = Vec::new();
     while let Some((frame, seq)) = outbox.pop_frame() {
@@ -196,7 +225,7 @@ fn first_chunk(outbox: &mut Outbox, symbols: &Symbols, last_seen: Option<u64>) -
     snapshot.sort_unstable_by_key(|&(seq, _)| seq);
     let mut chunk = BytesMut::new();
     chunk.put_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
-    let ack = wire::ack_reply("subscribe", None, symbols, snapshot.len());
+    let ack = wire::ack_reply("subscribe", None, symbols, channels, snapshot.len());
     put_event(&mut chunk, None, &frame_payload(&ack));
     for d in &definitions {
         put_event(&mut chunk, None, d);

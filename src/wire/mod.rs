@@ -15,6 +15,7 @@ use bytes::Bytes;
 use simd_json::prelude::*;
 
 use self::encode::{write_json_str, write_u64, OPCODE_TEXT};
+use crate::market::channel;
 
 /// The binary subprotocol.
 pub const SUBPROTOCOL_BINARY: &str = "tickwire.v1";
@@ -78,10 +79,11 @@ pub enum ErrorCode {
     RateLimited = 4005,
     /// The connection's access token does not allow a requested symbol.
     Forbidden = 4006,
+    UnknownChannel = 4007,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnknownOp,
         ErrorCode::UnknownSymbol,
@@ -89,6 +91,7 @@ impl ErrorCode {
         ErrorCode::BinaryNotAccepted,
         ErrorCode::RateLimited,
         ErrorCode::Forbidden,
+        ErrorCode::UnknownChannel,
     ];
 
     /// Position in [`ErrorCode::ALL`] (the codes are not contiguous).
@@ -108,6 +111,7 @@ impl ErrorCode {
             ErrorCode::BinaryNotAccepted => "binary_not_accepted",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::UnknownChannel => "unknown_channel",
         }
     }
 }
@@ -135,6 +139,56 @@ pub struct Request {
     /// Echoed in the reply, so that clients can match replies to requests.
     pub id: Option<u64>,
     pub op: Op,
+    /// The `channels` of a subscribe or unsubscribe, if it named any.
+    pub channels: Option<Channels>,
+}
+
+/// The channels of a subscription, one bit per channel
+/// ([`crate::market::channel`]): `quotes`, `trades`, `book`, `book.N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channels(pub u16);
+
+impl Channels {
+    /// What a subscription without `channels` means: quotes and trades.
+    pub const DEFAULT: Channels = Channels(1 << channel::QUOTES | 1 << channel::TRADES);
+    /// Every channel.
+    pub const ALL: Channels = Channels((1 << (channel::BOOK as usize + crate::book::VARIANTS)) - 1);
+
+    /// The channel called `name`.
+    pub fn named(name: &str) -> Option<Channels> {
+        let index = match name {
+            "quotes" => channel::QUOTES,
+            "trades" => channel::TRADES,
+            book => channel::BOOK + crate::book::variant_of(book)? as u8,
+        };
+        Some(Channels(1 << index))
+    }
+
+    pub fn has(self, index: u8) -> bool {
+        self.0 & (1 << index) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The book variants among these channels.
+    pub fn book_variants(self) -> impl Iterator<Item = usize> {
+        (0..crate::book::VARIANTS).filter(move |&v| self.has(channel::BOOK + v as u8))
+    }
+
+    /// The names, in channel order.
+    pub fn names(self) -> Vec<String> {
+        let mut names = Vec::new();
+        if self.has(channel::QUOTES) {
+            names.push("quotes".to_owned());
+        }
+        if self.has(channel::TRADES) {
+            names.push("trades".to_owned());
+        }
+        names.extend(self.book_variants().map(crate::book::channel_name));
+        names
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +266,38 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
         }
         Ok(Symbols::Names(names))
     };
+    let channels = match obj.get("channels") {
+        None => None,
+        Some(list) => {
+            let list = list
+                .as_array()
+                .ok_or_else(|| malformed(id, "\"channels\" must be an array of strings"))?;
+            let mut mask = Channels(0);
+            for c in list {
+                let name = c
+                    .as_str()
+                    .ok_or_else(|| malformed(id, "\"channels\" must be an array of strings"))?;
+                let named = Channels::named(name).ok_or_else(|| {
+                    let mut shown = name.chars().take(40).collect::<String>();
+                    if shown.len() < name.len() {
+                        shown.push('…');
+                    }
+                    Refusal::new(
+                        id,
+                        ErrorCode::UnknownChannel,
+                        format!(
+                            "unknown channel {shown:?}; expected quotes, trades, book, or book.N with N one of 1, 5, 10, 20, 50, 100"
+                        ),
+                    )
+                })?;
+                mask.0 |= named.0;
+            }
+            if mask.is_empty() {
+                return Err(malformed(id, "\"channels\" is empty"));
+            }
+            Some(mask)
+        }
+    };
     let op = match op {
         "subscribe" => Op::Subscribe(symbols()?),
         "unsubscribe" => Op::Unsubscribe(symbols()?),
@@ -224,7 +310,7 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
             ))
         }
     };
-    Ok(Request { id, op })
+    Ok(Request { id, op, channels })
 }
 
 /// A request that names more symbols than a connection may subscribe to,
@@ -265,7 +351,13 @@ pub fn error_reply(r: &Refusal) -> Bytes {
 /// `{"type":"ack","op":"subscribe","id":1,"symbols":["BTCUSDT"],"snapshot":1}`:
 /// `snapshot` frames (with any symbol definitions they need before them)
 /// follow the ack at once.
-pub fn ack_reply(op: &str, id: Option<u64>, symbols: &Symbols, snapshot: usize) -> Bytes {
+pub fn ack_reply(
+    op: &str,
+    id: Option<u64>,
+    symbols: &Symbols,
+    channels: Option<Channels>,
+    snapshot: usize,
+) -> Bytes {
     text_frame(|p| {
         p.extend_from_slice(b"{\"type\":\"ack\",\"op\":");
         write_json_str(p, op);
@@ -282,7 +374,18 @@ pub fn ack_reply(op: &str, id: Option<u64>, symbols: &Symbols, snapshot: usize) 
                 }
             }
         }
-        p.extend_from_slice(b"],\"snapshot\":");
+        p.push(b']');
+        if let Some(channels) = channels {
+            p.extend_from_slice(b",\"channels\":[");
+            for (i, n) in channels.names().iter().enumerate() {
+                if i > 0 {
+                    p.push(b',');
+                }
+                write_json_str(p, n);
+            }
+            p.push(b']');
+        }
+        p.extend_from_slice(b",\"snapshot\":");
         write_u64(p, snapshot as u64);
         p.push(b'}');
     })
@@ -327,7 +430,8 @@ mod tests {
             parse(r#"{"op":"subscribe","symbols":["BTCUSDT","ETHUSDT"],"id":7}"#),
             Ok(Request {
                 id: Some(7),
-                op: Op::Subscribe(Symbols::Names(vec!["BTCUSDT".into(), "ETHUSDT".into()]))
+                op: Op::Subscribe(Symbols::Names(vec!["BTCUSDT".into(), "ETHUSDT".into()])),
+                channels: None,
             })
         );
         // TC1: `*` anywhere in the list means all.
@@ -383,6 +487,7 @@ mod tests {
             "subscribe",
             None,
             &Symbols::Names(vec!["A".into()]),
+            None,
             1,
         ));
         assert_eq!(a["symbols"][0], "A");

@@ -401,7 +401,7 @@ fn assert_exact(path: &Path) -> usize {
                 fixed(ask_sz, sd),
             ],
             UpdateKind::Trade { px, sz, .. } => vec![fixed(Some(px), pd), fixed(Some(sz), sd)],
-            UpdateKind::Status(s) => panic!("{file}: a recording yielded status {s:?}"),
+            other => panic!("{file}: a recording yielded {other:?}"),
         };
         assert_eq!(got.len(), texts.len(), "{file} update {i}: kind");
         for (g, t) in got.iter().zip(texts) {

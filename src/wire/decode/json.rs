@@ -153,6 +153,7 @@ fn json_status(v: &Value) -> Result<SymbolStatus, DecodeError> {
         ("stale", Some(Some("gap"))) => Some(SymbolStatus::StaleGap),
         ("stale", Some(Some("disconnected"))) => Some(SymbolStatus::StaleDisconnected),
         ("stale", Some(Some("silent"))) => Some(SymbolStatus::StaleSilent),
+        ("stale", Some(Some("book_gap"))) => Some(SymbolStatus::StaleBookGap),
         _ => None,
     };
     status.ok_or_else(|| DecodeError::BadStatus {

@@ -371,6 +371,7 @@ fn status_of(b: u8) -> Option<SymbolStatus> {
         SymbolStatus::StaleGap,
         SymbolStatus::StaleDisconnected,
         SymbolStatus::StaleSilent,
+        SymbolStatus::StaleBookGap,
     ]
     .into_iter()
     .find(|s| *s as u8 == b)
@@ -632,7 +633,7 @@ mod tests {
             t[offset::SIDE_OR_STATUS] = b;
             let got = decoder().decode_binary(&t);
             assert!(matches!(got, Err(DecodeError::UnknownSide(x)) if x == b));
-            if b >= 4 {
+            if b >= 5 {
                 let mut s = status.clone();
                 s[offset::SIDE_OR_STATUS] = b;
                 let got = decoder().decode_binary(&s);

@@ -87,7 +87,7 @@ pub(super) fn decode_payload(
         }
         if !(TAG_QUOTE..=last_quote_tag).contains(&tag)
             && !(TAG_TRADE..=TAG_TRADE + 2).contains(&tag)
-            && !(TAG_STATUS..=TAG_STATUS + 3).contains(&tag)
+            && !(TAG_STATUS..=TAG_STATUS + 4).contains(&tag)
         {
             return None;
         }
@@ -181,7 +181,8 @@ fn update_kind(
             0 => SymbolStatus::Live,
             1 => SymbolStatus::StaleGap,
             2 => SymbolStatus::StaleDisconnected,
-            _ => SymbolStatus::StaleSilent,
+            3 => SymbolStatus::StaleSilent,
+            _ => SymbolStatus::StaleBookGap,
         };
         Some((UpdateKind::Status(status), last_px))
     } else if tag <= last_quote_tag {

@@ -54,6 +54,11 @@ impl<W: Write> LogWriter<W> {
     /// `s.update.symbol`).
     pub fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> io::Result<()> {
         debug_assert_eq!(symbol.id, s.update.symbol);
+        if let UpdateKind::Level { .. } = s.update.kind {
+            // The publisher sends its sinks quotes, trades and statuses;
+            // this format version has no book records.
+            return Ok(());
+        }
         let d = &mut self.deltas;
         let out = &mut self.payload;
         let id = s.update.symbol;
@@ -84,6 +89,7 @@ impl<W: Write> LogWriter<W> {
             }
             UpdateKind::Trade { side, .. } => TAG_TRADE + side as u8,
             UpdateKind::Status(status) => TAG_STATUS + status as u8,
+            UpdateKind::Level { .. } => return Ok(()),
         });
         put_varint(out, u64::from(id));
         put_delta(out, s.seq, d.seq);
@@ -113,7 +119,7 @@ impl<W: Write> LogWriter<W> {
                 put_varint(out, zigzag(sz));
                 px
             }
-            UpdateKind::Status(_) => last_px,
+            UpdateKind::Status(_) | UpdateKind::Level { .. } => last_px,
         };
         d.seq = s.seq;
         d.exchange_ts = s.update.exchange_ts_ns;

@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+mod book;
+
+pub use self::book::{book_flags, book_frames, BookHead, BookLevels, BOOK_HEAD_LEN, LEVEL_LEN};
+
 use crate::decimal::write_fixed;
 use crate::update::{Sequenced, Side, SymbolStatus, UpdateKind};
 
@@ -19,6 +23,7 @@ pub mod msg_type {
     pub const TRADE: u8 = 2;
     pub const SYMBOL: u8 = 3;
     pub const STATUS: u8 = 4;
+    pub const BOOK: u8 = 5;
 }
 
 /// Bits of the u16 at offset 2 of a binary quote, which is 0 in every
@@ -203,6 +208,10 @@ impl FrameEncoder {
             ),
             UpdateKind::Trade { side, .. } => (msg_type::TRADE, side as u8, 0, TRADE_LEN),
             UpdateKind::Status(status) => (msg_type::STATUS, status as u8, 0, STATUS_LEN),
+            // Never encoded alone: the publisher applies levels to the
+            // symbol's book and encodes the book ([`FrameEncoder::encode_book`]).
+            // A header keeps this total.
+            UpdateKind::Level { .. } => (msg_type::BOOK, 0, 0, STATUS_LEN),
         };
         let out = self.carve(OPCODE_BINARY, len);
         out.put_u8(kind);
@@ -230,7 +239,7 @@ impl FrameEncoder {
                 out.put_i64_le(px);
                 out.put_i64_le(sz);
             }
-            UpdateKind::Status(_) => {}
+            UpdateKind::Status(_) | UpdateKind::Level { .. } => {}
         }
         self.arena.bytes.split().freeze()
     }
@@ -252,6 +261,7 @@ fn write_json(out: &mut Vec<u8>, s: &Sequenced, sym: SymbolFormat<'_>) {
         UpdateKind::Quote { .. } => "quote",
         UpdateKind::Trade { .. } => "trade",
         UpdateKind::Status(_) => "status",
+        UpdateKind::Level { .. } => "level",
     };
     out.extend_from_slice(b"{\"type\":\"");
     out.extend_from_slice(kind.as_bytes());
@@ -305,6 +315,7 @@ fn write_json(out: &mut Vec<u8>, s: &Sequenced, sym: SymbolFormat<'_>) {
             out.push(b'"');
         }
         UpdateKind::Status(status) => write_status(out, status),
+        UpdateKind::Level { .. } => {}
     }
     out.push(b'}');
 }
@@ -438,7 +449,7 @@ mod tests {
         assert_eq!(u64_at(48), 6_183_763_000_000);
         assert_eq!(u64_at(72), 154_698_000);
         // The example in docs/PROTOCOL.md, byte for byte.
-        let doc = include_str!("../../docs/PROTOCOL.md");
+        let doc = include_str!("../../../docs/PROTOCOL.md");
         let start = doc.find("82 50\n").unwrap();
         let hex: String = doc[start..]
             .lines()
@@ -505,7 +516,7 @@ mod tests {
         assert_eq!(&frame_payload(&e.binary)[..], &want[..]);
         let json = frame_payload(&e.json);
         let text = std::str::from_utf8(&json).unwrap();
-        let doc = include_str!("../../docs/PROTOCOL.md");
+        let doc = include_str!("../../../docs/PROTOCOL.md");
         assert!(doc.lines().any(|l| l == text), "not in PROTOCOL.md: {text}");
         // TC3: a real zero is a number, unflagged.
         let e = with_sizes(Some(0), Some(0));

@@ -1,0 +1,188 @@
+//! The publisher's half of the books: it gathers each event's levels,
+//! applies them to the symbol's book in one step, and encodes the frames
+//! of the channels that are watched.
+
+use std::sync::Arc;
+
+use super::shared::{top, BookCache, SharedBook};
+use super::{DEPTHS, VARIANTS};
+use crate::market::Published;
+use crate::metrics::Metrics;
+use crate::update::{level_flags, BookSide, SymbolId, Update, UpdateKind};
+use crate::wire::encode::{BookHead, BookLevels, FrameEncoder, SymbolFormat};
+
+/// The channel of book variant `v` in a [`Published`].
+pub const fn channel_of(v: usize) -> u8 {
+    crate::market::channel::BOOK + v as u8
+}
+
+/// The levels of one event not yet complete.
+#[derive(Debug, Default)]
+struct Pending {
+    levels: Vec<(BookSide, i64, i64)>,
+    reset: bool,
+}
+
+/// Levels on their way into books, and scratch space for encoding them.
+#[derive(Default)]
+pub struct BookEvents {
+    /// By symbol id.
+    pending: Vec<Pending>,
+    bids: Vec<(i64, i64)>,
+    asks: Vec<(i64, i64)>,
+}
+
+/// What the publisher lends [`BookEvents::level`].
+pub struct Publishing<'a> {
+    pub books: &'a BookCache,
+    pub encoder: &'a mut FrameEncoder,
+    pub metrics: &'a Arc<Metrics>,
+    /// The next global sequence; advanced past every entry made.
+    pub next_seq: &'a mut u64,
+    pub publish_ts_ns: u64,
+    pub format: SymbolFormat<'a>,
+}
+
+impl BookEvents {
+    /// Takes one level. At the last level of an event, applies the event to
+    /// the book and appends the ring entries to publish to `out`.
+    pub fn level(&mut self, update: &Update, p: Publishing<'_>, out: &mut Vec<Published>) {
+        let UpdateKind::Level {
+            side,
+            px,
+            sz,
+            flags,
+        } = update.kind
+        else {
+            return;
+        };
+        let id = update.symbol as usize;
+        if self.pending.len() <= id {
+            self.pending.resize_with(id + 1, Pending::default);
+        }
+        let pending = &mut self.pending[id];
+        if flags & level_flags::RESET != 0 {
+            // A snapshot starts: whatever came before it is replaced.
+            pending.levels.clear();
+            pending.reset = true;
+        }
+        pending.levels.push((side, px, sz));
+        if flags & level_flags::LAST == 0 {
+            return;
+        }
+        let pending = std::mem::take(pending);
+        let (bids, asks) = (&mut self.bids, &mut self.asks);
+        p.books.with(update.symbol, |shared| {
+            apply(shared, update, &pending, p, bids, asks, out);
+        });
+    }
+
+    /// Drops the symbol's unfinished event: its source lost its place.
+    pub fn abandon(&mut self, symbol: SymbolId) {
+        if let Some(p) = self.pending.get_mut(symbol as usize) {
+            *p = Pending::default();
+        }
+    }
+}
+
+/// Applies one whole event under the book's mutex and encodes the watched
+/// channels (see [`super::shared`] for why under the mutex).
+fn apply(
+    shared: &mut SharedBook,
+    update: &Update,
+    pending: &Pending,
+    p: Publishing<'_>,
+    bids: &mut Vec<(i64, i64)>,
+    asks: &mut Vec<(i64, i64)>,
+    out: &mut Vec<Published>,
+) {
+    if pending.reset {
+        shared.book.clear();
+        shared.stale = false;
+    } else if shared.stale || shared.book_seq == 0 {
+        // Changes to a book that has no snapshot: nothing to apply them to.
+        return;
+    }
+    // Lowest rank changed on either side: `book.N` changed if it is < N.
+    let mut min_rank = usize::MAX;
+    let mut changes: Vec<(BookSide, i64, i64)> = Vec::with_capacity(pending.levels.len());
+    for &(side, px, sz) in &pending.levels {
+        if let Some(rank) = shared.book.apply(side, px, sz) {
+            min_rank = min_rank.min(rank);
+            changes.push((side, px, sz));
+        }
+    }
+    if !pending.reset && changes.is_empty() {
+        return;
+    }
+    shared.book_seq += 1;
+    shared.exchange_ts_ns = update.exchange_ts_ns;
+    shared.receive_ts_ns = update.receive_ts_ns;
+    shared.publish_ts_ns = p.publish_ts_ns;
+    shared.changed();
+    p.metrics.book_updates_total.inc();
+    if shared.book.is_crossed() {
+        p.metrics.books_crossed_total.inc();
+    }
+    for v in 0..VARIANTS {
+        let depth = usize::from(DEPTHS[v]);
+        let touched = pending.reset || (depth == 0) || min_rank < depth;
+        if shared.watchers[v] == 0 || !touched {
+            continue;
+        }
+        // `book` carries the changes, unless the event replaced the book
+        // or changed more levels than a frame counts.
+        let snapshot = pending.reset || depth != 0 || changes.len() > usize::from(u16::MAX);
+        if snapshot {
+            let (b, a) = top(&shared.book, depth);
+            *bids = b;
+            *asks = a;
+        } else {
+            delta(&mut changes, bids, asks);
+        }
+        let seq = *p.next_seq;
+        *p.next_seq += 1;
+        let head = BookHead {
+            symbol: update.symbol,
+            ..shared.head(seq, DEPTHS[v], snapshot)
+        };
+        let levels = BookLevels { bids, asks };
+        let frames = p.encoder.encode_book(&head, levels, p.format);
+        p.metrics.book_frames_encoded_total.inc();
+        if snapshot {
+            shared.remember(v, &frames);
+        }
+        out.push(Published {
+            seq,
+            symbol: update.symbol,
+            symbol_seq: shared.book_seq,
+            is_status: false,
+            channel: channel_of(v),
+            frames,
+        });
+    }
+    shared.seq = *p.next_seq - 1;
+}
+
+/// One event's changes as each side's levels, best first, each price once
+/// with its last size.
+fn delta(
+    changes: &mut Vec<(BookSide, i64, i64)>,
+    bids: &mut Vec<(i64, i64)>,
+    asks: &mut Vec<(i64, i64)>,
+) {
+    bids.clear();
+    asks.clear();
+    // Newest first, so that the dedup keeps the last size of a price.
+    changes.reverse();
+    changes.sort_by_key(|&(side, px, _)| (side, px));
+    changes.dedup_by_key(|&mut (side, px, _)| (side, px));
+    for &(side, px, sz) in changes.iter() {
+        match side {
+            BookSide::Bid => bids.push((px, sz)),
+            BookSide::Ask => asks.push((px, sz)),
+        }
+    }
+    // Sorted ascending: bids are best (highest) first reversed.
+    bids.reverse();
+}
