@@ -98,6 +98,8 @@ fn seen_from_log(entries: &[Entry]) -> Vec<Seen> {
                     } => (1, 0, vec![Some(bid_px), bid_sz, Some(ask_px), ask_sz]),
                     UpdateKind::Trade { px, sz, side } => (2, side as u8, vec![Some(px), Some(sz)]),
                     UpdateKind::Status(status) => (4, status as u8, vec![]),
+                    // This log version has no book records.
+                    UpdateKind::Level { .. } => panic!("a log held a book level"),
                 };
                 out.push(Seen {
                     name: sym.name.clone(),

@@ -233,6 +233,7 @@ fn expected(s: &Sequenced, sym: &Sym) -> Value {
             "state": status.state(),
             "reason": if status.is_stale() { Value::from(status.reason()) } else { Value::Null },
         }),
+        UpdateKind::Level { .. } => panic!("the fixture has no books"),
     };
     if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
         v.extend(extra);

@@ -119,7 +119,7 @@ fn check_update(table: &SymbolTable, u: &Update) {
             vec![bid_px, ask_px],
             [bid_sz, ask_sz].into_iter().flatten().collect(),
         ),
-        UpdateKind::Trade { px, sz, .. } => (vec![px], vec![sz]),
+        UpdateKind::Trade { px, sz, .. } | UpdateKind::Level { px, sz, .. } => (vec![px], vec![sz]),
         UpdateKind::Status(_) => (vec![], vec![]),
     };
     for (values, decimals) in [(prices, def.price_decimals), (sizes, def.size_decimals)] {
@@ -708,6 +708,7 @@ fn decoded(s: &Sequenced, price_decimals: u8, size_decimals: u8) -> ServerMessag
             side,
         }),
         UpdateKind::Status(status) => ServerMessage::Status(decode::Status { header, status }),
+        UpdateKind::Level { .. } => panic!("levels are encoded as books, never alone"),
     }
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::shared::{top, BookCache, SharedBook};
-use super::{DEPTHS, VARIANTS};
+use super::DEPTHS;
 use crate::market::Published;
 use crate::metrics::Metrics;
 use crate::update::{level_flags, BookSide, SymbolId, Update, UpdateKind};
@@ -124,8 +124,8 @@ fn apply(
     if shared.book.is_crossed() {
         p.metrics.books_crossed_total.inc();
     }
-    for v in 0..VARIANTS {
-        let depth = usize::from(DEPTHS[v]);
+    for (v, &depth) in DEPTHS.iter().enumerate() {
+        let depth = usize::from(depth);
         let touched = pending.reset || (depth == 0) || min_rank < depth;
         if shared.watchers[v] == 0 || !touched {
             continue;

@@ -129,8 +129,11 @@ impl SharedBook {
     }
 }
 
+/// Levels of one side, best first: (price, size) mantissas.
+pub type Levels = Vec<(i64, i64)>;
+
 /// The top `depth` levels of each side (0: all), best first.
-pub fn top(book: &Book, depth: usize) -> (Vec<(i64, i64)>, Vec<(i64, i64)>) {
+pub fn top(book: &Book, depth: usize) -> (Levels, Levels) {
     let take = |side| {
         let n = if depth == 0 {
             book.len(side)

@@ -143,7 +143,10 @@ use BookSide::{Ask, Bid};
 #[test]
 fn snapshot_on_subscribe_then_changes_and_top_n_only_when_it_changes() {
     let mut f = fixture(64);
-    f.event(true, &[(Bid, 100, 1), (Bid, 99, 2), (Ask, 101, 3), (Ask, 102, 4)]);
+    f.event(
+        true,
+        &[(Bid, 100, 1), (Bid, 99, 2), (Ask, 101, 3), (Ask, 102, 4)],
+    );
     let mut sub = f.subscriber(32);
     let mut out = Outbox::default();
     // TC0: the ack echoes the channels and counts both snapshots.
@@ -163,7 +166,10 @@ fn snapshot_on_subscribe_then_changes_and_top_n_only_when_it_changes() {
     // TC1: a change below the top: `book` has it, `book.1` is not sent.
     f.event(false, &[(Bid, 99, 5)]);
     sub.fill(&mut out);
-    assert_eq!(books(&drain(&mut out)), [b("book", 2, false, &[(99, 5)], &[])]);
+    assert_eq!(
+        books(&drain(&mut out)),
+        [b("book", 2, false, &[(99, 5)], &[])]
+    );
     // TC2: a change at the top, with a removal: both; a price set twice
     // in one event goes out once, with its last size.
     f.event(false, &[(Ask, 101, 0), (Bid, 100, 7), (Bid, 100, 8)]);
@@ -232,7 +238,10 @@ fn a_lagging_book_watcher_gets_the_newest_book_never_an_older_one() {
     // TC1: then the changes after it, gapless.
     f.event(false, &[(Ask, 101, 9)]);
     sub.fill(&mut out);
-    assert_eq!(books(&drain(&mut out)), [b("book", 13, false, &[], &[(101, 9)])]);
+    assert_eq!(
+        books(&drain(&mut out)),
+        [b("book", 13, false, &[], &[(101, 9)])]
+    );
 }
 
 #[test]
@@ -248,14 +257,19 @@ fn a_stale_book_is_not_served_until_a_snapshot_replaces_it() {
     let msgs = drain(&mut out);
     // TC1: the status, and no book.
     assert_eq!(msgs[0]["snapshot"], 1);
-    assert!(msgs.iter().any(|m| m["type"] == "status" && m["reason"] == "book_gap"));
+    assert!(msgs
+        .iter()
+        .any(|m| m["type"] == "status" && m["reason"] == "book_gap"));
     assert!(books(&msgs).is_empty());
     // TC2: a new snapshot is served whole.
     f.event(true, &[(Bid, 98, 1), (Ask, 103, 2)]);
     f.status(SymbolStatus::Live);
     sub.fill(&mut out);
     let msgs = drain(&mut out);
-    assert_eq!(books(&msgs), [b("book.5", 2, true, &[(98, 1)], &[(103, 2)])]);
+    assert_eq!(
+        books(&msgs),
+        [b("book.5", 2, true, &[(98, 1)], &[(103, 2)])]
+    );
     assert_eq!(msgs.last().unwrap()["state"], "live");
 }
 
@@ -266,7 +280,10 @@ fn channels_are_checked_and_can_be_dropped_one_by_one() {
     let mut sub = f.subscriber(32);
     let mut out = Outbox::default();
     // TC0: an unknown channel is refused with its code, nothing subscribed.
-    let req = wire::parse_request(br#"{"op":"subscribe","symbols":["A"],"channels":["book.7"]}"#, 10);
+    let req = wire::parse_request(
+        br#"{"op":"subscribe","symbols":["A"],"channels":["book.7"]}"#,
+        10,
+    );
     assert_eq!(req.unwrap_err().code, ErrorCode::UnknownChannel);
     // TC1: quotes by default, then a book channel added to the same symbol.
     sub.handle(

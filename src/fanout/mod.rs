@@ -295,10 +295,11 @@ impl Subscriber {
         let mut latest = std::mem::take(&mut self.joined);
         for s in candidates {
             let channels = self.channels_of(s);
-            let values = self.market.lvc.values(s).in_order(
-                channels.has(channel::QUOTES),
-                channels.has(channel::TRADES),
-            );
+            let values = self
+                .market
+                .lvc
+                .values(s)
+                .in_order(channels.has(channel::QUOTES), channels.has(channel::TRADES));
             // Changed since the cursor (entry at position p.seq - 1 >= old),
             // and newer than anything already sent from the cache.
             latest.extend(values.filter(|p| p.seq > old && p.seq > self.floor(p)));

@@ -12,8 +12,12 @@
 use std::fmt;
 
 use crate::decimal::DecimalError;
+use crate::feed::venue::BookSync;
+use crate::symbols::Scale;
 use crate::symbols::{NormalizeError, Normalizer};
-use crate::update::{now_ns, Side, Update, UpdateKind};
+use crate::update::{
+    level_flags, now_ns, BookSide, Side, SymbolId, SymbolStatus, Update, UpdateKind,
+};
 
 /// The longest line of a recording that is parsed. A longer one (no real
 /// record comes near it) is read to its end and rejected, never held whole:
@@ -221,6 +225,16 @@ fn non_negative(what: &'static str, value: &str) -> Result<(), BadRecord> {
     Ok(())
 }
 
+/// A price or size that must not be negative, parsed by `parse`.
+pub(crate) fn non_negative_decimal(
+    what: &'static str,
+    value: &str,
+    parse: impl FnOnce(&[u8]) -> Result<i64, DecimalError>,
+) -> Result<i64, BadRecord> {
+    non_negative(what, value)?;
+    decimal(what, value, parse(value.as_bytes()))
+}
+
 /// Whether an update carries a price or size below zero (a tickwire log
 /// read back, which no venue parser checked).
 pub(crate) fn has_negative(kind: &UpdateKind) -> bool {
@@ -249,6 +263,8 @@ pub struct Timed {
 /// capture time and interning their symbols.
 pub(crate) struct Emitter<'a> {
     pub normalizer: &'a mut Normalizer,
+    /// The feed's order books in the making (a venue's sync state).
+    pub books: &'a mut BookSync,
     /// When the capture tool received the record, if the recording says.
     pub receive_ts_ns: Option<u64>,
     pub out: &'a mut Vec<Timed>,
@@ -311,6 +327,63 @@ impl Emitter<'_> {
         };
         self.push(scale.id, kind, exchange_ts_ns);
         Ok(())
+    }
+
+    /// Pushes one book event of symbol `id`: `levels` as (side, price,
+    /// size) mantissas, a snapshot if `reset`. `receive_ts_ns` is when the
+    /// venue's message arrived (a diff held for a snapshot arrived before
+    /// the record that releases it, and is paced with that record).
+    pub fn levels(
+        &mut self,
+        id: SymbolId,
+        levels: &[(BookSide, i64, i64)],
+        reset: bool,
+        exchange_ts_ns: u64,
+        receive_ts_ns: Option<u64>,
+    ) {
+        let pace_ns = self
+            .receive_ts_ns
+            .or((exchange_ts_ns != 0).then_some(exchange_ts_ns));
+        let receive_ts_ns = receive_ts_ns.unwrap_or_else(now_ns);
+        for (i, &(side, px, sz)) in levels.iter().enumerate() {
+            let mut flags = 0;
+            if reset && i == 0 {
+                flags |= level_flags::RESET;
+            }
+            if i + 1 == levels.len() {
+                flags |= level_flags::LAST;
+            }
+            let update = Update {
+                symbol: id,
+                kind: UpdateKind::Level {
+                    side,
+                    px,
+                    sz,
+                    flags,
+                },
+                exchange_ts_ns,
+                receive_ts_ns,
+                origin_seq: 0,
+                origin_publish_ts_ns: 0,
+            };
+            self.out.push(Timed { update, pace_ns });
+        }
+    }
+
+    /// Pushes a status of symbol `id` (its book lost its sync).
+    pub fn status(
+        &mut self,
+        id: SymbolId,
+        status: SymbolStatus,
+        exchange_ts_ns: u64,
+        _receive_ts_ns: Option<u64>,
+    ) {
+        self.push(id, UpdateKind::Status(status), exchange_ts_ns);
+    }
+
+    /// The scale of `symbol`, interning it with these samples if it is new.
+    pub fn scale_of(&mut self, symbol: &str, px: &str, sz: &str) -> Result<Scale, BadRecord> {
+        self.scale(symbol, px, sz)
     }
 
     fn scale(
@@ -399,6 +472,7 @@ mod tests {
             let mut out = Vec::new();
             let mut emit = Emitter {
                 normalizer: &mut normalizer,
+                books: &mut BookSync::default(),
                 receive_ts_ns: None,
                 out: &mut out,
             };
@@ -423,6 +497,7 @@ mod tests {
         let mut out = Vec::new();
         let mut emit = Emitter {
             normalizer: &mut normalizer,
+            books: &mut BookSync::default(),
             receive_ts_ns: None,
             out: &mut out,
         };

@@ -20,7 +20,7 @@ use super::jsonl::{capture_note, json_line};
 use super::log::{self, LogFeed};
 use super::replay::{PassReport, Voice};
 use crate::feed::normalize::{BadRecord, Emitter, Outcome, MAX_LINE_BYTES};
-use crate::feed::venue::tardis;
+use crate::feed::venue::{tardis, BookSync};
 use crate::feed::{FeedError, FeedSpec, FeedStats, Timed};
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::Update;
@@ -59,6 +59,9 @@ pub struct FileReader<'n> {
     scratch: Vec<u8>,
     out: Vec<Timed>,
     pending: VecDeque<Timed>,
+    /// The file's order books in sync (a snapshot and the diffs it
+    /// releases are in the same file).
+    books: BookSync,
     done: bool,
     /// Set when the file is a tickwire log, which is read by blocks.
     log: Option<LogFeed<Box<dyn BufRead + Send>>>,
@@ -142,6 +145,7 @@ impl<'n> FileReader<'n> {
             scratch: Vec::new(),
             out: Vec::new(),
             pending: VecDeque::new(),
+            books: BookSync::default(),
             done: false,
             log,
         })
@@ -207,6 +211,7 @@ impl<'n> FileReader<'n> {
         self.nonempty += 1;
         let mut emit = Emitter {
             normalizer: self.normalizer,
+            books: &mut self.books,
             receive_ts_ns: None,
             out: &mut self.out,
         };

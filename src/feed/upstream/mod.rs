@@ -81,7 +81,7 @@ use tokio::sync::mpsc;
 
 use self::ws_client::ClientSocket;
 use crate::feed::normalize::{Emitter, Outcome, Reason, RejectTally};
-use crate::feed::venue::{binance, coinbase};
+use crate::feed::venue::{binance, coinbase, BookSync};
 use crate::feed::{FeedError, FeedStats, Timed};
 use crate::symbols::Normalizer;
 use crate::update::{now_ns, SymbolId, SymbolStatus, Update};
@@ -104,6 +104,7 @@ pub(crate) async fn run(
         out: Vec::new(),
         scratch: Vec::new(),
         rejections: RejectTally::default(),
+        books: BookSync::default(),
         spec,
         normalizer,
         tx,
@@ -148,6 +149,8 @@ struct Connector {
     scratch: Vec<u8>,
     /// Rejected messages by reason, for the log's per-reason budget.
     rejections: RejectTally,
+    /// The venue's order books in sync.
+    books: BookSync,
 }
 
 impl Connector {
@@ -375,6 +378,7 @@ impl Connector {
         self.out.clear();
         let mut emit = Emitter {
             normalizer: &mut self.normalizer,
+            books: &mut self.books,
             receive_ts_ns: None,
             out: &mut self.out,
         };

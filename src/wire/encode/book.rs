@@ -82,7 +82,11 @@ impl FrameEncoder {
 /// [`FrameEncoder::encode_book`] in allocations of their own, for a
 /// snapshot a connection asks for (a subscribe, a catch-up): off the
 /// publisher's thread, and rare.
-pub fn book_frames(head: &BookHead, levels: BookLevels<'_>, sym: SymbolFormat<'_>) -> EncodedUpdate {
+pub fn book_frames(
+    head: &BookHead,
+    levels: BookLevels<'_>,
+    sym: SymbolFormat<'_>,
+) -> EncodedUpdate {
     let mut binary = Arena::new(MAX_HEADER_LEN + levels.binary_len());
     put_header(&mut binary.bytes, OPCODE_BINARY, levels.binary_len());
     put_binary(&mut binary.bytes, head, levels);
@@ -224,10 +228,7 @@ mod tests {
         assert_eq!(u32::from_le_bytes(p[4..8].try_into().unwrap()), 7);
         assert_eq!(u64::from_le_bytes(p[16..24].try_into().unwrap()), 5);
         assert_eq!(&p[48..56], &[10, 0, 2, 0, 1, 0, 0, 0]);
-        assert_eq!(
-            i64::from_le_bytes(p[56..64].try_into().unwrap()),
-            6_183_001
-        );
+        assert_eq!(i64::from_le_bytes(p[56..64].try_into().unwrap()), 6_183_001);
         assert_eq!(i64::from_le_bytes(p[88..96].try_into().unwrap()), 6_183_002);
         // TC2: the full book and changes.
         let full = book_frames(
@@ -244,6 +245,9 @@ mod tests {
         );
         let text = std::str::from_utf8(payload(&full.json)).unwrap();
         assert!(text.contains(r#""channel":"book","#), "{text}");
-        assert!(text.ends_with(r#""snapshot":false,"bids":[],"asks":[]}"#), "{text}");
+        assert!(
+            text.ends_with(r#""snapshot":false,"bids":[],"asks":[]}"#),
+            "{text}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Binance spot, USD-M and COIN-M market streams: `bookTicker` becomes a
-//! quote, `trade` and `aggTrade` become trades; depth updates, REST depth
-//! snapshots and other events are skipped.
+//! quote, `trade` and `aggTrade` become trades, diff depth and REST depth
+//! snapshots become order-book events ([`depth`]); other events are
+//! skipped.
 //!
 //! Payloads arrive bare or inside the combined-stream wrapper
 //! `{"stream":"btcusdt@bookTicker","data":{...}}`; the wrapper is removed
@@ -10,6 +11,10 @@
 use serde::Deserialize;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
+
+mod depth;
+
+pub(crate) use self::depth::DepthBooks;
 
 use crate::feed::normalize::{BadRecord, Emitter, Outcome};
 use crate::update::Side;
@@ -81,11 +86,12 @@ pub(crate) fn parse(
         return Ok(Outcome::Foreign);
     };
     // REST depth snapshot: `{"lastUpdateId":N,"bids":[..],"asks":[..]}`.
-    if obj.contains_key("lastUpdateId") && obj.contains_key("bids") {
-        return Ok(Outcome::Skipped);
+    if depth::is_snapshot(value) {
+        return depth::snapshot(value, emit);
     }
     match value.get("e").and_then(|e| e.as_str()) {
         Some("bookTicker") => book_ticker(value, emit),
+        Some("depthUpdate") => depth::diff(value, emit),
         Some("trade" | "aggTrade") => {
             let t: Trade<'_> = simd_json::serde::from_refborrowed_value(value)
                 .map_err(|e| BadRecord::fields("Binance trade", e))?;
