@@ -37,6 +37,7 @@ fn market() -> (Arc<Market>, Publisher) {
     let market = Arc::new(Market {
         ring,
         lvc: LastValueCache::default(),
+        books: Default::default(),
         symbols,
         wakeup: tickwire::market::Wakeup::default(),
         metrics: Arc::new(Metrics::default()),
