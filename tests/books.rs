@@ -13,11 +13,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use serde_json::Value;
 use tickwire::book::Book;
+use tickwire::config::ServeConfig;
 use tickwire::feed::{read_all, FeedSpec};
 use tickwire::symbols::{Normalizer, SymbolTable};
 use tickwire::update::{level_flags, BookSide, SymbolStatus, Update, UpdateKind};
+
+mod common;
+
+use common::*;
 
 fn real(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -286,4 +293,285 @@ fn a_capture_without_a_snapshot_serves_no_book() {
     let mut tw = Tickwire::read(&real("binance-spot-BTCUSDT-20230405-hftbacktest.jsonl"));
     assert!(tw.next_event().is_none());
     assert!(tw.statuses.is_empty());
+}
+
+type State = [Vec<(String, String)>; 2];
+
+/// The reference's book states in order, each as its top `depth` levels
+/// per side (a state the same as the one before left out), and the whole
+/// final book; levels as decimal strings without trailing zeros.
+fn reference_tops(path: &Path, depth: usize) -> (Vec<State>, State) {
+    fn text((whole, frac): Key) -> String {
+        let frac = format!("{frac:018}");
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            whole.to_string()
+        } else {
+            format!("{whole}.{frac}")
+        }
+    }
+    let mut tops = Vec::new();
+    let mut book = RefBook::default();
+    let mut synced: Option<u64> = None;
+    let mut buffered: Vec<Value> = Vec::new();
+    let text_file = {
+        let file = std::fs::File::open(path).unwrap();
+        BufReader::new(flate2::read::MultiGzDecoder::new(file))
+    };
+    let side = |it: &mut dyn Iterator<Item = (&Key, &Key)>, depth: usize| {
+        it.take(depth)
+            .map(|(p, s)| (text(*p), text(*s)))
+            .collect::<Vec<_>>()
+    };
+    let mut top = |book: &RefBook| {
+        let state = [
+            side(&mut book.bids.iter().rev(), depth),
+            side(&mut book.asks.iter(), depth),
+        ];
+        if tops.last() != Some(&state) {
+            tops.push(state);
+        }
+    };
+    // USD-M only: futures rules, and the capture has no gap.
+    let apply = |d: &Value, last: &mut u64, first: &mut bool, book: &mut RefBook| {
+        let u = d["u"].as_u64().unwrap();
+        if *first && u < *last {
+            return false;
+        }
+        *first = false;
+        *last = u;
+        book.set(&d["b"], &d["a"]);
+        true
+    };
+    let mut first = true;
+    let mut last = 0;
+    for line in text_file.lines() {
+        let line = line.unwrap();
+        let v: Value = serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap();
+        let data = v.get("data").unwrap_or(&v);
+        if data.get("lastUpdateId").is_some() {
+            book.set(&data["bids"], &data["asks"]);
+            last = data["lastUpdateId"].as_u64().unwrap();
+            synced = Some(last);
+            top(&book);
+            for d in std::mem::take(&mut buffered) {
+                if apply(&d, &mut last, &mut first, &mut book) {
+                    top(&book);
+                }
+            }
+        } else if data["e"] == "depthUpdate" {
+            if synced.is_none() {
+                buffered.push(data.clone());
+            } else if apply(data, &mut last, &mut first, &mut book) {
+                top(&book);
+            }
+        }
+    }
+    let whole = [
+        side(&mut book.bids.iter().rev(), usize::MAX),
+        side(&mut book.asks.iter(), usize::MAX),
+    ];
+    (tops, whole)
+}
+
+/// What a client keeps of one symbol's book.
+#[derive(Default)]
+struct LocalBook {
+    bids: BTreeMap<Key, String>,
+    asks: BTreeMap<Key, String>,
+    book_seq: u64,
+    snapshots: usize,
+    changes: usize,
+}
+
+impl LocalBook {
+    /// Applies a `book` channel message: a snapshot replaces, a change
+    /// must be the next `book_seq`.
+    fn apply(
+        &mut self,
+        book_seq: u64,
+        snapshot: bool,
+        bids: &[(String, String)],
+        asks: &[(String, String)],
+    ) {
+        if snapshot {
+            assert!(book_seq >= self.book_seq, "an older book after a newer one");
+            self.bids.clear();
+            self.asks.clear();
+            self.snapshots += 1;
+        } else {
+            assert_eq!(book_seq, self.book_seq + 1, "a change out of sequence");
+            self.changes += 1;
+        }
+        self.book_seq = book_seq;
+        for (side, levels) in [(&mut self.bids, bids), (&mut self.asks, asks)] {
+            for (p, z) in levels {
+                if key(z) == (0, 0) {
+                    side.remove(&key(p));
+                } else {
+                    side.insert(key(p), z.clone());
+                }
+            }
+        }
+    }
+
+    fn top(&self, depth: usize) -> [Vec<(Key, Key)>; 2] {
+        [
+            self.bids
+                .iter()
+                .rev()
+                .take(depth)
+                .map(|(p, z)| (*p, key(z)))
+                .collect(),
+            self.asks
+                .iter()
+                .take(depth)
+                .map(|(p, z)| (*p, key(z)))
+                .collect(),
+        ]
+    }
+}
+
+fn keyed(state: &[Vec<(String, String)>; 2]) -> [Vec<(Key, Key)>; 2] {
+    let side = |l: &Vec<(String, String)>| l.iter().map(|(p, z)| (key(p), key(z))).collect();
+    [side(&state[0]), side(&state[1])]
+}
+
+async fn feeds_finished(addr: std::net::SocketAddr) {
+    eventually_async(Duration::from_secs(60), "the feed to finish", || async {
+        let (_, text) = http_get(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        let health: Value = serde_json::from_str(&body).unwrap_or_default();
+        let feeds = health["feeds"].as_array().cloned().unwrap_or_default();
+        if !feeds.is_empty() && feeds.iter().all(|f| f["state"] == "finished") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn book_channels_serve_a_real_capture_exactly_to_binary_and_json_clients() {
+    let path = real("binance-usdm-BTCUSDT-20240808-hftbacktest.jsonl.gz");
+    let (tops10, last) = reference_tops(&path, 10);
+    // A ring that holds the whole replay and a lag bound to match: no
+    // client is conflated, so every change must arrive.
+    let ring = 1 << 18;
+    let server = start(ServeConfig {
+        feeds: vec![path.to_string_lossy().into_owned()],
+        speed: "max".into(),
+        min_subscribers: 2,
+        ring_capacity: ring,
+        max_lag_updates: ring as u64 - 1,
+        ..ServeConfig::default()
+    })
+    .await;
+    // TC0: JSON, the whole book; binary, the top 10 and the quotes.
+    let mut whole = Client::connect(server.addr, "tickwire.v1.json").await;
+    whole
+        .send(r#"{"op":"subscribe","symbols":["*"],"channels":["book"],"id":1}"#)
+        .await;
+    // An unknown channel: refused with its code, the connection kept.
+    let mut top = Client::connect(server.addr, "tickwire.v1").await;
+    top.send(r#"{"op":"subscribe","symbols":["*"],"channels":["book.11"],"id":2}"#)
+        .await;
+    let refused = top.next_control().await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_u64()),
+        (Some("error"), Some(4007))
+    );
+    top.send(r#"{"op":"subscribe","symbols":["*"],"channels":["book.10","quotes"],"id":3}"#)
+        .await;
+    let ack = whole.next_control().await;
+    assert_eq!(ack["channels"], serde_json::json!(["book"]), "{ack}");
+    let ack = top.next_control().await;
+    assert_eq!(
+        ack["channels"],
+        serde_json::json!(["quotes", "book.10"]),
+        "{ack}"
+    );
+    feeds_finished(server.addr).await;
+    let m = metrics_text(server.addr).await;
+    let events = metric(&m, "tickwire_book_updates_total");
+    assert!(events > 6000, "{events} book events");
+
+    // TC1: the whole book: every change in sequence (or a newer snapshot
+    // where the client fell behind), ending equal to the reference's.
+    let mut local = LocalBook::default();
+    while local.book_seq < events {
+        match whole.next().await {
+            Msg::Book {
+                depth: 0,
+                book_seq,
+                snapshot,
+                bids,
+                asks,
+                ..
+            } => {
+                local.apply(book_seq, snapshot, &bids, &asks);
+            }
+            Msg::Book { .. } | Msg::Quote { .. } | Msg::Trade { .. } => {
+                panic!("a message of a channel not subscribed")
+            }
+            Msg::Closed(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(local.top(usize::MAX), keyed(&last), "the final book");
+    assert_eq!((local.snapshots, local.changes as u64), (1, events - 1));
+    eprintln!(
+        "book: {} snapshots, {} changes, final {} bids {} asks",
+        local.snapshots,
+        local.changes,
+        last[0].len(),
+        last[1].len()
+    );
+
+    // TC2: the top 10: each message is a state of the reference book, in
+    // the reference's order (never an older one), the last one the final.
+    let mut at = 0;
+    let (mut tops, mut quotes, mut book_seq) = (0, 0, 0);
+    // Until the final top 10: the last events may not change it.
+    while tops == 0 || at + 1 < tops10.len() {
+        match top.next().await {
+            Msg::Book {
+                depth,
+                book_seq: n,
+                snapshot,
+                bids,
+                asks,
+                ..
+            } => {
+                assert_eq!((depth, snapshot), (10, true));
+                assert!(n > book_seq, "book_seq went from {book_seq} to {n}");
+                book_seq = n;
+                let got = keyed(&[bids, asks]);
+                while at < tops10.len() && keyed(&tops10[at]) != got {
+                    at += 1;
+                }
+                assert!(
+                    at < tops10.len(),
+                    "book.10 #{tops}: not a later state of the reference"
+                );
+                tops += 1;
+            }
+            Msg::Quote { .. } => quotes += 1,
+            Msg::Trade { .. } => panic!("a trade without the trades channel"),
+            Msg::Closed(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(at, tops10.len() - 1, "the last book.10 is the final top 10");
+    assert_eq!(tops, tops10.len(), "every change of the top 10, each once");
+    assert!(quotes > 0 && tops > 100, "{quotes} quotes, {tops} book.10");
+    eprintln!("book.10: {tops} messages, {quotes} quotes between them");
+    // TC3: encoded once per event and watched channel, not per client.
+    let m = metrics_text(server.addr).await;
+    assert!(metric(&m, "tickwire_book_frames_encoded_total") <= 2 * events);
 }

@@ -158,6 +158,7 @@ async fn collect_data(client: &mut Client, n: usize) -> Vec<Msg> {
             Msg::Control(v) => assert_ne!(v["type"], "conflated", "unexpected conflation"),
             Msg::Symbol { .. } => {}
             Msg::Status { .. } => panic!("a status from a recording"),
+            Msg::Book { .. } => panic!("a book without a book channel"),
         }
     }
     data
@@ -405,6 +406,7 @@ async fn slow_client_is_conflated_then_closed_while_fast_client_gets_everything(
                         Msg::Closed(c) => panic!("fast client closed: {c:?}"),
                         Msg::Symbol { .. } => {}
                         Msg::Status { .. } => panic!("a status from a synthetic feed"),
+                        Msg::Book { .. } => panic!("a book from a synthetic feed"),
                     },
                 }
             }

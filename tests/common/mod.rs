@@ -109,6 +109,16 @@ pub enum Msg {
         stale: bool,
         reason: Option<String>,
     },
+    /// A book snapshot or change; levels as decimal strings, best first.
+    Book {
+        id: u32,
+        seq: u64,
+        book_seq: u64,
+        depth: u16,
+        snapshot: bool,
+        bids: Vec<(String, String)>,
+        asks: Vec<(String, String)>,
+    },
     Control(serde_json::Value),
     Closed(Option<(u16, String)>),
 }
@@ -171,6 +181,22 @@ impl From<ServerMessage> for Msg {
                 stale: s.status.is_stale(),
                 reason: s.status.is_stale().then(|| s.status.reason().to_owned()),
             },
+            ServerMessage::Book(b) => {
+                let text = |l: &[(tickwire::decimal::Fixed, tickwire::decimal::Fixed)]| {
+                    l.iter()
+                        .map(|(p, s)| (p.to_string(), s.to_string()))
+                        .collect()
+                };
+                Msg::Book {
+                    id: b.header.symbol,
+                    seq: b.header.seq,
+                    book_seq: b.header.symbol_seq,
+                    depth: b.depth,
+                    snapshot: b.snapshot,
+                    bids: text(&b.bids),
+                    asks: text(&b.asks),
+                }
+            }
             ServerMessage::Control(v) => Msg::Control(v),
         }
     }

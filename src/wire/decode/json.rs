@@ -29,6 +29,7 @@ impl Decoder {
                 self.symbol_message(def)
             }
             "quote" | "trade" | "status" => self.json_update(&v, kind),
+            "book" => self.json_book(&v),
             _ => Ok(ServerMessage::Control(v)),
         }
     }
@@ -79,6 +80,74 @@ impl Decoder {
                 status: json_status(v)?,
             })),
         }
+    }
+}
+
+impl Decoder {
+    fn json_book(&self, v: &Value) -> Result<ServerMessage, DecodeError> {
+        let header = UpdateHeader {
+            symbol: json_int(v, "id")?,
+            seq: json_int(v, "seq")?,
+            symbol_seq: json_int(v, "book_seq")?,
+            exchange_ts_ns: json_int(v, "exchange_ts")?,
+            receive_ts_ns: json_int(v, "receive_ts")?,
+            publish_ts_ns: json_int(v, "publish_ts")?,
+        };
+        let def = self
+            .symbols
+            .get(&header.symbol)
+            .ok_or(DecodeError::Undefined(header.symbol))?;
+        let name = json_str(v, "symbol")?;
+        if name != def.name {
+            return Err(DecodeError::NameMismatch {
+                id: def.id,
+                got: name.to_owned(),
+                defined: def.name.clone(),
+            });
+        }
+        let depth = match json_str(v, "channel")? {
+            "book" => 0,
+            c => c
+                .strip_prefix("book.")
+                .and_then(|n| n.parse::<u16>().ok())
+                .filter(|&n| n != 0)
+                .ok_or(DecodeError::Field { key: "channel" })?,
+        };
+        let snapshot = v
+            .get("snapshot")
+            .and_then(Value::as_bool)
+            .ok_or(DecodeError::Field { key: "snapshot" })?;
+        let side = |key: &'static str| -> Result<Vec<(Fixed, Fixed)>, DecodeError> {
+            let list = v
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or(DecodeError::Field { key })?;
+            list.iter()
+                .map(|l| {
+                    let pair = l.as_array().filter(|a| a.len() == 2);
+                    let pair = pair.ok_or(DecodeError::Field { key })?;
+                    let text = |x: &Value, d| {
+                        let t = x.as_str().ok_or(DecodeError::Field { key })?;
+                        parse_exact(t, d).ok_or_else(|| DecodeError::Decimal {
+                            key,
+                            text: t.to_owned(),
+                            decimals: d,
+                        })
+                    };
+                    Ok((
+                        text(&pair[0], def.price_decimals)?,
+                        text(&pair[1], def.size_decimals)?,
+                    ))
+                })
+                .collect()
+        };
+        Ok(ServerMessage::Book(super::BookMessage {
+            header,
+            depth,
+            snapshot,
+            bids: side("bids")?,
+            asks: side("asks")?,
+        }))
     }
 }
 

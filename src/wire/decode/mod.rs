@@ -27,7 +27,9 @@ use serde_json::Value;
 
 use crate::decimal::{Fixed, MAX_DECIMALS};
 use crate::update::{Side, SymbolStatus};
-use crate::wire::encode::{msg_type, quote_flags, QUOTE_LEN, STATUS_LEN, TRADE_LEN};
+use crate::wire::encode::{
+    book_flags, msg_type, quote_flags, BOOK_HEAD_LEN, LEVEL_LEN, QUOTE_LEN, STATUS_LEN, TRADE_LEN,
+};
 
 /// Byte offsets of the binary layouts (docs/PROTOCOL.md, "Binary layouts").
 /// Every binary message starts with its type; updates (quote, trade,
@@ -114,6 +116,19 @@ pub struct Status {
     pub status: SymbolStatus,
 }
 
+/// A book message: a snapshot of the top `depth` levels (0: the whole
+/// book), or, on the `book` channel, one event's changed levels (a size of
+/// 0 removes the level). `header.symbol_seq` is the book's `book_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookMessage {
+    pub header: UpdateHeader,
+    pub depth: u16,
+    pub snapshot: bool,
+    /// Best first: bids by price descending, asks ascending.
+    pub bids: Vec<(Fixed, Fixed)>,
+    pub asks: Vec<(Fixed, Fixed)>,
+}
+
 /// One message from the server.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
@@ -121,6 +136,7 @@ pub enum ServerMessage {
     Quote(Quote),
     Trade(Trade),
     Status(Status),
+    Book(BookMessage),
     /// A reply or notice (`ack`, `pong`, `error`, `conflated`, and any type
     /// this version does not name): a JSON object with a string `type`.
     Control(Value),
@@ -133,6 +149,7 @@ impl ServerMessage {
             ServerMessage::Quote(q) => Some(&q.header),
             ServerMessage::Trade(t) => Some(&t.header),
             ServerMessage::Status(s) => Some(&s.header),
+            ServerMessage::Book(b) => Some(&b.header),
             ServerMessage::Symbol(_) | ServerMessage::Control(_) => None,
         }
     }
@@ -241,6 +258,7 @@ impl Decoder {
             msg_type::TRADE => TRADE_LEN,
             msg_type::STATUS => STATUS_LEN,
             msg_type::SYMBOL => return self.binary_symbol(p),
+            msg_type::BOOK => return self.binary_book(p),
             other => return Err(DecodeError::UnknownType(other)),
         };
         if p.len() != want {
@@ -311,6 +329,63 @@ impl Decoder {
                 status: status_of(byte1).ok_or(DecodeError::UnknownStatus(byte1))?,
             })),
         }
+    }
+
+    fn binary_book(&self, p: &[u8]) -> Result<ServerMessage, DecodeError> {
+        let kind = msg_type::BOOK;
+        let length = |want| DecodeError::Length {
+            kind,
+            len: p.len(),
+            want,
+        };
+        if p.len() < BOOK_HEAD_LEN {
+            return Err(length(BOOK_HEAD_LEN));
+        }
+        let u16_at = |at: usize| u16::from_le_bytes([p[at], p[at + 1]]);
+        let (bids, asks) = (usize::from(u16_at(50)), usize::from(u16_at(52)));
+        let want = BOOK_HEAD_LEN + LEVEL_LEN * (bids + asks);
+        if p.len() != want {
+            return Err(length(want));
+        }
+        for (at, value) in [(1, u16::from(p[1])), (54, u16_at(54))] {
+            if value != 0 {
+                return Err(DecodeError::Reserved {
+                    kind,
+                    offset: at,
+                    value,
+                });
+            }
+        }
+        let flags = u16_at(offset::FLAGS);
+        if flags & !book_flags::SNAPSHOT != 0 {
+            return Err(DecodeError::UnknownFlags(flags));
+        }
+        let header = UpdateHeader {
+            symbol: u32_at(p, offset::SYMBOL),
+            seq: u64_at(p, offset::SEQ),
+            symbol_seq: u64_at(p, offset::SYMBOL_SEQ),
+            exchange_ts_ns: u64_at(p, offset::EXCHANGE_TS),
+            receive_ts_ns: u64_at(p, offset::RECEIVE_TS),
+            publish_ts_ns: u64_at(p, offset::PUBLISH_TS),
+        };
+        let def = self
+            .symbols
+            .get(&header.symbol)
+            .ok_or(DecodeError::Undefined(header.symbol))?;
+        let level = |i: usize| {
+            let at = BOOK_HEAD_LEN + LEVEL_LEN * i;
+            (
+                fixed(i64_at(p, at), def.price_decimals),
+                fixed(i64_at(p, at + 8), def.size_decimals),
+            )
+        };
+        Ok(ServerMessage::Book(BookMessage {
+            header,
+            depth: u16_at(48),
+            snapshot: flags & book_flags::SNAPSHOT != 0,
+            bids: (0..bids).map(level).collect(),
+            asks: (bids..bids + asks).map(level).collect(),
+        }))
     }
 
     fn binary_symbol(&mut self, p: &[u8]) -> Result<ServerMessage, DecodeError> {
