@@ -5,52 +5,26 @@
 //! A feed turns a venue's book messages into runs of levels (a snapshot
 //! starts with [`RESET`](crate::update::level_flags::RESET); every run ends
 //! with [`LAST`](crate::update::level_flags::LAST)). The publisher applies a
-//! run to the symbol's [`Book`] and publishes it as one *book event*,
-//! numbered by the symbol's `book_seq`, encoded once per channel that has a
-//! watcher ([`shared`]):
+//! run to the symbol's [`Book`] (`publish::books`) and publishes it as one
+//! *book event*, numbered by the symbol's `book_seq`, encoded once per
+//! channel that has a watcher (`market::books`):
 //!
 //! - `book`: the full-depth book, as one snapshot, then each event's changed
 //!   levels (size 0: removed); `book_seq` goes up by exactly one per change,
 //!   so a client that sees a jump knows it missed one.
-//! - `book.N` for N in [`DEPTHS`]: the top N levels of each side, whole, each
+//! - `book.N` for N in [`DEPTHS`](crate::wire::channel::DEPTHS): the top N levels of each side, whole, each
 //!   time one of them changes: a message is complete on its own.
 //!
 //! A book is kept as two sorted `Vec`s with the best level last: almost every
 //! change is near the top of the book, so an insert or removal moves a few
 //! levels, and the top N is the tail of each side.
 
-pub mod events;
-pub mod shared;
-
 use crate::update::BookSide;
-
-/// The depths served as `book.N` channels; 0 is the full book (`book`).
-pub const DEPTHS: [u16; 7] = [0, 1, 5, 10, 20, 50, 100];
-
-/// Number of book channels (full depth, and each of [`DEPTHS`]' top-N).
-pub const VARIANTS: usize = DEPTHS.len();
 
 /// Most levels one side of a book keeps. A source that sends more (a broken
 /// one, or a fuzzer) loses the levels furthest from the top, which is what
 /// the venues themselves do (Binance snapshots stop at 5,000).
 pub const MAX_LEVELS: usize = 20_000;
-
-/// The channel name of variant `v`: `book` or `book.N`.
-pub fn channel_name(v: usize) -> String {
-    match DEPTHS[v] {
-        0 => "book".to_owned(),
-        n => format!("book.{n}"),
-    }
-}
-
-/// The variant of a channel name, if it is a book channel.
-pub fn variant_of(channel: &str) -> Option<usize> {
-    if channel == "book" {
-        return Some(0);
-    }
-    let n: u16 = channel.strip_prefix("book.")?.parse().ok()?;
-    DEPTHS.iter().position(|&d| d == n && n != 0)
-}
 
 /// The levels of one order book, as fixed-point mantissas at the symbol's
 /// scales.
@@ -196,17 +170,5 @@ mod tests {
         assert_eq!(b.len(Bid), MAX_LEVELS);
         assert_eq!(b.side(Bid).last(), Some((10, 1)));
         assert_eq!(b.side(Ask).last(), Some((1_000_000 - 10, 1)));
-    }
-
-    #[test]
-    fn channel_names() {
-        assert_eq!(variant_of("book"), Some(0));
-        assert_eq!(variant_of("book.10"), Some(3));
-        for bad in ["book.0", "book.7", "book.", "books", "book.10x", "book.-1"] {
-            assert_eq!(variant_of(bad), None, "{bad}");
-        }
-        for v in 0..VARIANTS {
-            assert_eq!(variant_of(&channel_name(v)), Some(v));
-        }
     }
 }

@@ -22,10 +22,10 @@ mod subscriptions;
 pub use self::outbox::{Outbox, MAX_IOV};
 use self::subscriptions::{Allowed, BitSet};
 
-use crate::market::{channel, Market, Published};
+use crate::market::{Market, Published};
 use crate::ring::Read;
 use crate::update::SymbolId;
-use crate::wire::{self, Channels, Format};
+use crate::wire::{self, channel, Channels, Format};
 
 /// Per-connection bounds, from the server config.
 #[derive(Debug, Clone, Copy)]
@@ -74,7 +74,7 @@ pub struct Subscriber {
     subscribed_count: usize,
     /// The channels the connection takes of each subscribed symbol, by
     /// symbol id; each book channel in it is counted as a watcher of the
-    /// symbol's book ([`crate::book::shared`]) until it is dropped.
+    /// symbol's book ([`crate::market::books`]) until it is dropped.
     channels: Vec<u16>,
     /// The channels of the `*` subscription, which symbols that join it
     /// take.
@@ -346,7 +346,7 @@ fn floor_class(p: &Published) -> u8 {
 }
 
 fn book_channel(v: usize) -> u8 {
-    crate::book::events::channel_of(v)
+    channel::book(v)
 }
 
 #[cfg(test)]

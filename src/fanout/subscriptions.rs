@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 
-use crate::market::channel;
 use crate::update::{now_ns, SymbolId};
+use crate::wire::channel;
 use crate::wire::{self, Channels, ErrorCode, Op, Refusal, Request, Symbols};
 
 use super::{Outbox, Subscriber};

@@ -9,10 +9,10 @@
 //! go through the same step, so a record means the same wherever it comes
 //! from.
 
+use std::any::Any;
 use std::fmt;
 
 use crate::decimal::DecimalError;
-use crate::feed::venue::BookSync;
 use crate::symbols::Scale;
 use crate::symbols::{NormalizeError, Normalizer};
 use crate::update::{
@@ -248,6 +248,35 @@ pub(crate) fn has_negative(kind: &UpdateKind) -> bool {
         UpdateKind::Trade { px, sz, .. } => px < 0 || sz < 0,
         UpdateKind::Level { px, sz, .. } => px < 0 || sz < 0,
         UpdateKind::Status(_) => false,
+    }
+}
+
+/// What a feed's venue parsers keep across messages to build order books
+/// (a venue's book sync: diffs waiting for a snapshot, the last update id),
+/// one value per parser type: so that the normalize step carries it without
+/// knowing any venue, and adding a venue touches only its own folder. One
+/// per recording file or live session, since a venue's sync follows the
+/// order of its own messages.
+#[derive(Default)]
+pub(crate) struct BookSync {
+    states: Vec<Box<dyn Any + Send>>,
+}
+
+impl BookSync {
+    /// The state of type `T`, created empty the first time it is asked for.
+    pub fn get<T: Default + Send + 'static>(&mut self) -> &mut T {
+        let at = match self.states.iter().position(|s| s.is::<T>()) {
+            Some(at) => at,
+            None => {
+                self.states.push(Box::<T>::default());
+                self.states.len() - 1
+            }
+        };
+        match self.states[at].downcast_mut() {
+            Some(state) => state,
+            // `at` holds a `T`: found by type, or just pushed.
+            None => unreachable!("the state at {at} is a {}", std::any::type_name::<T>()),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! (symbol definitions, quotes, trades) is binary in `tickwire.v1` and JSON
 //! text in `tickwire.v1.json`, and is encoded by [`crate::wire::encode`].
 
+pub mod channel;
 pub mod decode;
 pub mod encode;
 pub mod frame;
@@ -14,8 +15,8 @@ pub mod frame;
 use bytes::Bytes;
 use simd_json::prelude::*;
 
+pub use self::channel::Channels;
 use self::encode::{write_json_str, write_u64, OPCODE_TEXT};
-use crate::market::channel;
 
 /// The binary subprotocol.
 pub const SUBPROTOCOL_BINARY: &str = "tickwire.v1";
@@ -143,54 +144,6 @@ pub struct Request {
     pub channels: Option<Channels>,
 }
 
-/// The channels of a subscription, one bit per channel
-/// ([`crate::market::channel`]): `quotes`, `trades`, `book`, `book.N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Channels(pub u16);
-
-impl Channels {
-    /// What a subscription without `channels` means: quotes and trades.
-    pub const DEFAULT: Channels = Channels(1 << channel::QUOTES | 1 << channel::TRADES);
-    /// Every channel.
-    pub const ALL: Channels = Channels((1 << (channel::BOOK as usize + crate::book::VARIANTS)) - 1);
-
-    /// The channel called `name`.
-    pub fn named(name: &str) -> Option<Channels> {
-        let index = match name {
-            "quotes" => channel::QUOTES,
-            "trades" => channel::TRADES,
-            book => channel::BOOK + crate::book::variant_of(book)? as u8,
-        };
-        Some(Channels(1 << index))
-    }
-
-    pub fn has(self, index: u8) -> bool {
-        self.0 & (1 << index) != 0
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-
-    /// The book variants among these channels.
-    pub fn book_variants(self) -> impl Iterator<Item = usize> {
-        (0..crate::book::VARIANTS).filter(move |&v| self.has(channel::BOOK + v as u8))
-    }
-
-    /// The names, in channel order.
-    pub fn names(self) -> Vec<String> {
-        let mut names = Vec::new();
-        if self.has(channel::QUOTES) {
-            names.push("quotes".to_owned());
-        }
-        if self.has(channel::TRADES) {
-            names.push("trades".to_owned());
-        }
-        names.extend(self.book_variants().map(crate::book::channel_name));
-        names
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     Subscribe(Symbols),
@@ -266,38 +219,7 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
         }
         Ok(Symbols::Names(names))
     };
-    let channels = match obj.get("channels") {
-        None => None,
-        Some(list) => {
-            let list = list
-                .as_array()
-                .ok_or_else(|| malformed(id, "\"channels\" must be an array of strings"))?;
-            let mut mask = Channels(0);
-            for c in list {
-                let name = c
-                    .as_str()
-                    .ok_or_else(|| malformed(id, "\"channels\" must be an array of strings"))?;
-                let named = Channels::named(name).ok_or_else(|| {
-                    let mut shown = name.chars().take(40).collect::<String>();
-                    if shown.len() < name.len() {
-                        shown.push('…');
-                    }
-                    Refusal::new(
-                        id,
-                        ErrorCode::UnknownChannel,
-                        format!(
-                            "unknown channel {shown:?}; expected quotes, trades, book, or book.N with N one of 1, 5, 10, 20, 50, 100"
-                        ),
-                    )
-                })?;
-                mask.0 |= named.0;
-            }
-            if mask.is_empty() {
-                return Err(malformed(id, "\"channels\" is empty"));
-            }
-            Some(mask)
-        }
-    };
+    let channels = parse_channels(obj.get("channels"), id)?;
     let op = match op {
         "subscribe" => Op::Subscribe(symbols()?),
         "unsubscribe" => Op::Unsubscribe(symbols()?),
@@ -315,6 +237,45 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
 
 /// A request that names more symbols than a connection may subscribe to,
 /// duplicates included: the same refusal on `/ws` and `/sse`.
+/// The `channels` of a request: absent, or a non-empty array of known
+/// channel names.
+fn parse_channels(
+    value: Option<&simd_json::BorrowedValue<'_>>,
+    id: Option<u64>,
+) -> Result<Option<Channels>, Refusal> {
+    let malformed = |why: &str| Refusal::new(id, ErrorCode::MalformedMessage, why);
+    let Some(list) = value else {
+        return Ok(None);
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| malformed("\"channels\" must be an array of strings"))?;
+    let mut mask = Channels(0);
+    for c in list {
+        let name = c
+            .as_str()
+            .ok_or_else(|| malformed("\"channels\" must be an array of strings"))?;
+        let named = Channels::named(name).ok_or_else(|| {
+            let mut shown = name.chars().take(40).collect::<String>();
+            if shown.len() < name.len() {
+                shown.push('…');
+            }
+            Refusal::new(
+                id,
+                ErrorCode::UnknownChannel,
+                format!(
+                    "unknown channel {shown:?}; expected quotes, trades, book, or book.N with N one of 1, 5, 10, 20, 50, 100"
+                ),
+            )
+        })?;
+        mask.0 |= named.0;
+    }
+    if mask.is_empty() {
+        return Err(malformed("\"channels\" is empty"));
+    }
+    Ok(Some(mask))
+}
+
 pub fn too_many_in_request(id: Option<u64>, named: usize, max_symbols: usize) -> Refusal {
     Refusal::new(
         id,

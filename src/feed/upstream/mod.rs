@@ -80,8 +80,8 @@ use simd_json::BorrowedValue;
 use tokio::sync::mpsc;
 
 use self::ws_client::ClientSocket;
-use crate::feed::normalize::{Emitter, Outcome, Reason, RejectTally};
-use crate::feed::venue::{binance, coinbase, BookSync};
+use crate::feed::normalize::{BookSync, Emitter, Outcome, Reason, RejectTally};
+use crate::feed::venue::{binance, coinbase};
 use crate::feed::{FeedError, FeedStats, Timed};
 use crate::symbols::Normalizer;
 use crate::update::{now_ns, SymbolId, SymbolStatus, Update};

@@ -585,6 +585,50 @@ mod tests {
             };
             out.push(("status", b, j, ServerMessage::Status(s)));
         }
+        // TC12-TC14: a book.10 snapshot, the full book's changes (a removal
+        // among them), an empty snapshot.
+        let book = |depth: u16, snapshot: bool, bids: &[(i64, i64)], asks: &[(i64, i64)]| {
+            let head = crate::wire::encode::BookHead {
+                symbol: 7,
+                seq: 42,
+                book_seq: 5,
+                exchange_ts_ns: 11,
+                receive_ts_ns: 1_723_161_253_937_000_000,
+                publish_ts_ns: 1_900_000_000_000_000_000,
+                depth,
+                snapshot,
+            };
+            let e = FrameEncoder::new().encode_book(
+                &head,
+                crate::wire::encode::BookLevels { bids, asks },
+                FMT,
+            );
+            let level = |&(p, s): &(i64, i64)| (f8(p), f8(s));
+            (
+                frame_payload(&e.binary).to_vec(),
+                frame_payload(&e.json).to_vec(),
+                ServerMessage::Book(BookMessage {
+                    header: HEADER,
+                    depth,
+                    snapshot,
+                    bids: bids.iter().map(level).collect(),
+                    asks: asks.iter().map(level).collect(),
+                }),
+            )
+        };
+        for (what, (b, j, m)) in [
+            (
+                "book.10",
+                book(10, true, &[(200, 3), (100, 1)], &[(300, 2)]),
+            ),
+            (
+                "book changes",
+                book(0, false, &[(200, 0)], &[(300, 5), (400, 1)]),
+            ),
+            ("empty book", book(0, true, &[], &[])),
+        ] {
+            out.push((what, b, j, m));
+        }
         out
     }
 
@@ -648,7 +692,7 @@ mod tests {
     #[test]
     fn unknown_type_bytes_are_refused() {
         let (_, mut quote, _, _) = cases().swap_remove(1);
-        for t in (0..=255u8).filter(|t| !(1..=4).contains(t)) {
+        for t in (0..=255u8).filter(|t| !(1..=5).contains(t)) {
             quote[0] = t;
             let got = decoder().decode_binary(&quote);
             assert!(
@@ -684,7 +728,7 @@ mod tests {
             );
         }
         // TC2: trades and statuses carry no flags.
-        for (what, binary, _, _) in &all[5..] {
+        for (what, binary, _, _) in &all[5..12] {
             let mut b = binary.clone();
             b[offset::FLAGS] = 1;
             let got = decoder().decode_binary(&b);
@@ -697,6 +741,25 @@ mod tests {
         let mut q = quote.clone();
         q[offset::SIDE_OR_STATUS] = 1;
         assert!(decoder().decode_binary(&q).is_err());
+        // TC4: a book has one flag (snapshot), byte 1 and offset 54 are 0,
+        // and its length follows its counts.
+        let book = &all[12].1;
+        for (at, value) in [(offset::FLAGS, 2u8), (1, 1), (54, 1)] {
+            let mut b = book.clone();
+            b[at] = value;
+            let got = decoder().decode_binary(&b);
+            assert!(
+                matches!(
+                    got,
+                    Err(DecodeError::UnknownFlags(_) | DecodeError::Reserved { .. })
+                ),
+                "{at}: {got:?}"
+            );
+        }
+        let mut b = book.clone();
+        b[50] += 1;
+        let got = decoder().decode_binary(&b);
+        assert!(matches!(got, Err(DecodeError::Length { .. })), "{got:?}");
     }
 
     #[test]

@@ -205,6 +205,45 @@ mod tests {
     }
 
     #[test]
+    fn the_protocol_page_example_is_byte_for_byte() {
+        let fmt = SymbolFormat {
+            name: "BTCUSDT",
+            price_decimals: 8,
+            size_decimals: 8,
+        };
+        let head = BookHead {
+            symbol: 7,
+            seq: 42,
+            book_seq: 5,
+            exchange_ts_ns: 1_723_161_256_298_000_000,
+            receive_ts_ns: 1_723_161_255_030_314_667,
+            publish_ts_ns: 1_900_000_000_000_000_000,
+            depth: 1,
+            snapshot: true,
+        };
+        let levels = BookLevels {
+            bids: &[(6_180_020_000_000, 290_900_000)],
+            asks: &[(6_180_030_000_000, 500_000)],
+        };
+        let e = book_frames(&head, levels, fmt);
+        let doc = include_str!("../../../docs/PROTOCOL.md");
+        let start = doc.find("82 58\n").unwrap();
+        let hex: String = doc[start..]
+            .lines()
+            .take(7)
+            .map(|l| l.split("   ").next().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let bytes: Vec<u8> = hex
+            .split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        assert_eq!(bytes, &e.binary[..]);
+        let json = std::str::from_utf8(payload(&e.json)).unwrap();
+        assert!(doc.contains(json), "{json}");
+    }
+
+    #[test]
     fn json_and_binary_layouts() {
         let levels = BookLevels {
             bids: &[(6_183_001, 1_500), (6_183_000, 20)],

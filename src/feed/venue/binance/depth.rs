@@ -98,7 +98,7 @@ struct Sync {
 
 /// The diff-depth books of one feed (a recording, a live session).
 #[derive(Debug, Default)]
-pub(crate) struct DepthBooks {
+pub(super) struct DepthBooks {
     books: HashMap<SymbolId, Sync>,
 }
 
@@ -120,10 +120,15 @@ pub(super) fn diff(
         exchange_ts_ns: super::ms_to_ns(d.transaction_ms.or(d.event_ms)),
         receive_ts_ns: emit.receive_ts_ns,
     };
-    let sync = emit.books.binance.books.entry(scale.id).or_insert(Sync {
-        scale,
-        state: State::Waiting(VecDeque::new()),
-    });
+    let sync = emit
+        .books
+        .get::<DepthBooks>()
+        .books
+        .entry(scale.id)
+        .or_insert(Sync {
+            scale,
+            state: State::Waiting(VecDeque::new()),
+        });
     match &mut sync.state {
         State::Waiting(buffered) => {
             if buffered.len() == MAX_BUFFERED {
@@ -151,7 +156,7 @@ pub(super) fn snapshot(
 ) -> Result<Outcome, BadRecord> {
     let s: DepthSnapshot<'_> = simd_json::serde::from_refborrowed_value(value)
         .map_err(|e| BadRecord::fields("Binance depth snapshot", e))?;
-    let books = &emit.books.binance.books;
+    let books = &emit.books.get::<DepthBooks>().books;
     let id = match s.symbol {
         Some(name) => emit.normalizer.table().get_by_name(name).map(|d| d.id),
         None => owner(books, s.last_update_id),
@@ -172,7 +177,7 @@ pub(super) fn snapshot(
     let ts = super::ms_to_ns(s.transaction_ms.or(s.event_ms));
     let receive_ts_ns = emit.receive_ts_ns;
     emit.levels(scale.id, &snapshot_levels, true, ts, receive_ts_ns);
-    let Some(sync) = emit.books.binance.books.get_mut(&scale.id) else {
+    let Some(sync) = emit.books.get::<DepthBooks>().books.get_mut(&scale.id) else {
         return Ok(Outcome::Emitted);
     };
     let before = std::mem::replace(
@@ -228,7 +233,7 @@ fn owner(books: &HashMap<SymbolId, Sync>, last_update_id: u64) -> Option<SymbolI
 
 /// Applies one diff to a book in sync, or finds the gap it shows.
 fn apply(id: SymbolId, diff: Diff, emit: &mut Emitter<'_>) {
-    let Some(sync) = emit.books.binance.books.get_mut(&id) else {
+    let Some(sync) = emit.books.get::<DepthBooks>().books.get_mut(&id) else {
         return;
     };
     let State::Synced { last_id, first } = sync.state else {
@@ -304,8 +309,8 @@ pub(super) fn is_snapshot(value: &BorrowedValue<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::feed::normalize::BookSync;
     use crate::feed::normalize::Timed;
-    use crate::feed::venue::BookSync;
     use crate::symbols::{Normalizer, SymbolTable};
     use crate::update::{level_flags, UpdateKind};
 

@@ -14,8 +14,6 @@ use simd_json::BorrowedValue;
 
 mod depth;
 
-pub(crate) use self::depth::DepthBooks;
-
 use crate::feed::normalize::{BadRecord, Emitter, Outcome};
 use crate::update::Side;
 

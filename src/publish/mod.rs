@@ -5,11 +5,14 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::book::events::{BookEvents, Publishing};
-use crate::market::{channel, Market, Published};
+mod books;
+
+use self::books::{BookEvents, Publishing};
+use crate::market::{Market, Published};
 use crate::ring::RingWriter;
 use crate::symbols::SymbolDef;
-use crate::update::{now_ns, Sequenced, Update, UpdateKind};
+use crate::update::{now_ns, Sequenced, SymbolId, Update, UpdateKind};
+use crate::wire::channel;
 use crate::wire::encode::{FrameEncoder, SymbolFormat};
 
 /// Most updates taken from the feeds before connections are woken. Bounds
@@ -68,64 +71,24 @@ impl Publisher {
     /// know (a feed bug) or carrying an upstream sequence that is not newer
     /// than the symbol's last (a redelivery or a late, older value).
     pub fn publish(&mut self, update: Update) -> Option<Sequenced> {
-        let id = update.symbol as usize;
-        if self.defs.len() <= id {
-            self.defs.resize(id + 1, None);
-            self.symbol_seqs.resize(id + 1, 0);
-        }
-        if self.defs[id].is_none() {
-            match self.market.symbols.get(update.symbol) {
-                Some(def) => self.defs[id] = Some(def),
-                None => {
-                    // Feeds intern before they send, so this is a bug.
-                    debug_assert!(false, "update for unknown symbol {}", update.symbol);
-                    tracing::error!(
-                        symbol = update.symbol,
-                        "update for an unknown symbol dropped"
-                    );
-                    return None;
-                }
-            }
-        }
-        let def = self.defs[id].as_ref()?;
-        let format = SymbolFormat {
-            name: &def.name,
-            price_decimals: def.price_decimals,
-            size_decimals: def.size_decimals,
-        };
-        if let UpdateKind::Level { .. } = update.kind {
-            self.market.metrics.book_levels_in_total.inc();
-            let publishing = Publishing {
-                books: &self.market.books,
-                encoder: &mut self.encoder,
-                metrics: &self.market.metrics,
-                next_seq: &mut self.next_seq,
-                publish_ts_ns: match update.origin_publish_ts_ns {
-                    0 => now_ns(),
-                    origin => origin,
-                },
-                format,
-            };
-            self.books
-                .level(&update, publishing, &mut self.book_entries);
-            for published in self.book_entries.drain(..) {
-                let seq = published.seq;
-                let pos = self.writer.push(published);
-                debug_assert_eq!(pos + 1, seq);
-            }
+        if !self.known(update.symbol) {
             return None;
         }
-        let is_status = matches!(update.kind, UpdateKind::Status(_));
-        if let UpdateKind::Status(status) = update.kind {
-            if status.is_stale() {
-                // Not served until a snapshot replaces it.
-                self.books.abandon(update.symbol);
-                self.market.books.with(update.symbol, |b| {
-                    b.stale = true;
-                    b.changed();
-                });
+        let id = update.symbol as usize;
+        let is_status = match update.kind {
+            UpdateKind::Level { .. } => {
+                self.publish_level(&update);
+                return None;
             }
-        }
+            UpdateKind::Status(status) => {
+                if status.is_stale() {
+                    // Not served until a snapshot replaces it.
+                    self.books.stale(update.symbol, &self.market);
+                }
+                true
+            }
+            _ => false,
+        };
         if is_status {
             // A status is not data: it keeps the symbol's sequence (the
             // last update it follows) and is never dropped as old.
@@ -149,6 +112,12 @@ impl Publisher {
             },
         };
         self.next_seq += 1;
+        let def = self.defs[id].as_ref()?;
+        let format = SymbolFormat {
+            name: &def.name,
+            price_decimals: def.price_decimals,
+            size_decimals: def.size_decimals,
+        };
         let frames = self.encoder.encode(&sequenced, format);
         let metrics = &self.market.metrics;
         metrics.updates_in_total.inc();
@@ -173,6 +142,61 @@ impl Publisher {
             sink.send(&sequenced);
         }
         Some(sequenced)
+    }
+
+    /// Whether the symbol is in the table (its definition cached here);
+    /// feeds intern before they send, so an unknown one is a bug, logged.
+    fn known(&mut self, symbol: SymbolId) -> bool {
+        let id = symbol as usize;
+        if self.defs.len() <= id {
+            self.defs.resize(id + 1, None);
+            self.symbol_seqs.resize(id + 1, 0);
+        }
+        if self.defs[id].is_none() {
+            match self.market.symbols.get(symbol) {
+                Some(def) => self.defs[id] = Some(def),
+                None => {
+                    debug_assert!(false, "update for unknown symbol {symbol}");
+                    tracing::error!(symbol, "update for an unknown symbol dropped");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Takes one order-book level; publishes the book at the end of its
+    /// event ([`books`]).
+    fn publish_level(&mut self, update: &Update) {
+        let Some(Some(def)) = self.defs.get(update.symbol as usize) else {
+            return;
+        };
+        let publishing = Publishing {
+            books: &self.market.books,
+            encoder: &mut self.encoder,
+            metrics: &self.market.metrics,
+            next_seq: &mut self.next_seq,
+            publish_ts_ns: match update.origin_publish_ts_ns {
+                0 => now_ns(),
+                origin => origin,
+            },
+            format: SymbolFormat {
+                name: &def.name,
+                price_decimals: def.price_decimals,
+                size_decimals: def.size_decimals,
+            },
+        };
+        self.books.level(update, publishing, &mut self.book_entries);
+        self.push_book_entries();
+    }
+
+    /// Pushes the ring entries of the book event just published.
+    fn push_book_entries(&mut self) {
+        for published in self.book_entries.drain(..) {
+            let seq = published.seq;
+            let pos = self.writer.push(published);
+            debug_assert_eq!(pos + 1, seq);
+        }
     }
 
     /// Publishes everything the feeds send until they all hang up. Takes

@@ -4,17 +4,12 @@
 
 use std::sync::Arc;
 
-use super::shared::{top, BookCache, SharedBook};
-use super::DEPTHS;
-use crate::market::Published;
+use crate::market::books::top;
+use crate::market::{BookCache, Market, Published, SharedBook};
 use crate::metrics::Metrics;
 use crate::update::{level_flags, BookSide, SymbolId, Update, UpdateKind};
+use crate::wire::channel::{self, DEPTHS};
 use crate::wire::encode::{BookHead, BookLevels, FrameEncoder, SymbolFormat};
-
-/// The channel of book variant `v` in a [`Published`].
-pub const fn channel_of(v: usize) -> u8 {
-    crate::market::channel::BOOK + v as u8
-}
 
 /// The levels of one event not yet complete.
 #[derive(Debug, Default)]
@@ -56,6 +51,7 @@ impl BookEvents {
         else {
             return;
         };
+        p.metrics.book_levels_in_total.inc();
         let id = update.symbol as usize;
         if self.pending.len() <= id {
             self.pending.resize_with(id + 1, Pending::default);
@@ -77,11 +73,16 @@ impl BookEvents {
         });
     }
 
-    /// Drops the symbol's unfinished event: its source lost its place.
-    pub fn abandon(&mut self, symbol: SymbolId) {
+    /// The symbol went stale: its unfinished event is dropped and its book
+    /// is not served until a snapshot replaces it.
+    pub fn stale(&mut self, symbol: SymbolId, market: &Market) {
         if let Some(p) = self.pending.get_mut(symbol as usize) {
             *p = Pending::default();
         }
+        market.books.with(symbol, |b| {
+            b.stale = true;
+            b.changed();
+        });
     }
 }
 
@@ -157,7 +158,7 @@ fn apply(
             symbol: update.symbol,
             symbol_seq: shared.book_seq,
             is_status: false,
-            channel: channel_of(v),
+            channel: channel::book(v),
             frames,
         });
     }

@@ -26,12 +26,12 @@
 
 use std::sync::{Mutex, MutexGuard, RwLock};
 
-use super::events::channel_of;
-use super::{Book, DEPTHS, VARIANTS};
-use crate::market::Published;
+use super::Published;
+use crate::book::Book;
 use crate::metrics::Metrics;
 use crate::symbols::SymbolDef;
 use crate::update::{BookSide, SymbolId};
+use crate::wire::channel::{self, DEPTHS, VARIANTS};
 use crate::wire::encode::{book_frames, BookHead, BookLevels, EncodedUpdate, SymbolFormat};
 
 /// One symbol's book and what the connections need of it.
@@ -100,7 +100,7 @@ impl SharedBook {
             symbol,
             symbol_seq: self.book_seq,
             is_status: false,
-            channel: channel_of(v),
+            channel: channel::book(v),
             frames,
         };
         if let Some(frames) = &self.memo[v] {

@@ -6,14 +6,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::book::shared::BookCache;
+pub mod books;
+
+pub use self::books::{BookCache, SharedBook};
+
 use crate::metrics::Metrics;
 use crate::ring::{Ring, RingWriter};
 use crate::symbols::SymbolTable;
 use crate::update::SymbolId;
 use crate::wake::ThreadWake;
 use crate::wire::encode::EncodedUpdate;
-use crate::wire::Format;
+use crate::wire::{channel, Format};
 
 /// One update as it sits in the ring and the last-value cache: sequenced,
 /// stamped, and encoded once in both wire formats.
@@ -27,21 +30,11 @@ pub struct Published {
     /// A status entry: the symbol turned stale or live. The cache keeps the
     /// newest of each kind.
     pub is_status: bool,
-    /// What it is, for a connection's channels: [`channel::QUOTES`],
-    /// [`channel::TRADES`], or a book channel (`channel::BOOK + v`); a
-    /// status goes to every channel of its symbol.
+    /// What it is, for a connection's channels ([`crate::wire::channel`]):
+    /// quotes, trades, or a book channel; a status goes to every channel of
+    /// its symbol.
     pub channel: u8,
     pub frames: EncodedUpdate,
-}
-
-/// Values of [`Published::channel`], and the bit of each in a
-/// subscription's channel mask (`1 << channel`).
-pub mod channel {
-    pub const QUOTES: u8 = 0;
-    pub const TRADES: u8 = 1;
-    /// The first book channel: book variant `v` ([`crate::book::DEPTHS`])
-    /// is `BOOK + v`.
-    pub const BOOK: u8 = 2;
 }
 
 impl Published {
