@@ -70,12 +70,14 @@ impl RefBook {
     }
 }
 
-/// tickwire's side: the reader's updates, applied to `Book` one event at a
-/// time.
+/// tickwire's side: the reader's updates, applied to a `Book` per symbol
+/// one event at a time.
 struct Tickwire {
     updates: std::vec::IntoIter<Update>,
     table: std::sync::Arc<SymbolTable>,
-    book: Book,
+    books: HashMap<u32, Book>,
+    /// The symbol of the last event.
+    last: u32,
     statuses: Vec<SymbolStatus>,
     events: usize,
 }
@@ -88,7 +90,8 @@ impl Tickwire {
         Tickwire {
             updates: updates.into_iter(),
             table,
-            book: Book::default(),
+            books: HashMap::new(),
+            last: 0,
             statuses: Vec::new(),
             events: 0,
         }
@@ -105,12 +108,14 @@ impl Tickwire {
                     sz,
                     flags,
                 } => {
+                    let book = self.books.entry(u.symbol).or_default();
                     if flags & level_flags::RESET != 0 {
-                        self.book.clear();
+                        book.clear();
                     }
-                    self.book.apply(side, px, sz);
+                    book.apply(side, px, sz);
                     if flags & level_flags::LAST != 0 {
                         self.events += 1;
+                        self.last = u.symbol;
                         let def = self.table.get(u.symbol).unwrap();
                         return Some((def.price_decimals, def.size_decimals));
                     }
@@ -122,9 +127,15 @@ impl Tickwire {
         None
     }
 
-    /// Compares the whole book, level by level, with the reference's;
-    /// returns the number of levels compared.
+    /// The name of the last event's symbol.
+    fn symbol(&self) -> String {
+        self.table.get(self.last).unwrap().name.to_string()
+    }
+
+    /// Compares the last event's book, level by level, with the
+    /// reference's; returns the number of levels compared.
     fn compare(&self, (pd, sd): (u8, u8), r: &RefBook, what: &str) -> usize {
+        let book = &self.books[&self.last];
         let k = |m: i64, d: u8| {
             let p = 10i64.pow(u32::from(d));
             (m / p, (m % p) as u64 * 10u64.pow(18 - u32::from(d)))
@@ -134,8 +145,8 @@ impl Tickwire {
             (BookSide::Bid, r.bids.iter().rev().collect::<Vec<_>>()),
             (BookSide::Ask, r.asks.iter().collect::<Vec<_>>()),
         ] {
-            assert_eq!(self.book.len(side), want.len(), "{what}: {side:?} levels");
-            for (i, ((px, sz), (wp, ws))) in self.book.side(side).zip(want).enumerate() {
+            assert_eq!(book.len(side), want.len(), "{what}: {side:?} levels");
+            for (i, ((px, sz), (wp, ws))) in book.side(side).zip(want).enumerate() {
                 assert_eq!(
                     (k(px, pd), k(sz, sd)),
                     (*wp, *ws),
@@ -285,6 +296,65 @@ fn books_from_real_binance_captures_match_an_independent_reference_at_every_step
             });
         }
     });
+}
+
+#[test]
+fn coinbase_advanced_trade_books_match_an_independent_reference_at_every_step() {
+    let path = real("coinbase-advtrade-ws-BTC-ETH-USD-cryptofeed.jsonl.zst");
+    let text = zstd::decode_all(std::fs::File::open(&path).unwrap()).unwrap();
+    let mut tw = Tickwire::read(&path);
+    let mut books: HashMap<String, RefBook> = HashMap::new();
+    let (mut events, mut levels, mut last_seq) = (0, 0, None);
+    for line in std::str::from_utf8(&text).unwrap().lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        if record["t"] != "recv" {
+            continue;
+        }
+        let msg: Value = serde_json::from_str(record["data"].as_str().unwrap()).unwrap();
+        // The capture has no gap in the connection's numbering.
+        let seq = msg["sequence_num"].as_u64().unwrap();
+        assert!(last_seq.is_none_or(|l: u64| seq == l + 1), "a gap at {seq}");
+        last_seq = Some(seq);
+        if msg["channel"] != "l2_data" {
+            continue;
+        }
+        for event in msg["events"].as_array().unwrap() {
+            let product = event["product_id"].as_str().unwrap().to_owned();
+            let updates = event["updates"].as_array().unwrap();
+            let snapshot = event["type"] == "snapshot";
+            if !snapshot && (updates.is_empty() || !books.contains_key(&product)) {
+                continue;
+            }
+            let book = books.entry(product.clone()).or_default();
+            if snapshot {
+                *book = RefBook::default();
+            }
+            for u in updates {
+                let side = match u["side"].as_str().unwrap() {
+                    "bid" => &mut book.bids,
+                    "offer" => &mut book.asks,
+                    other => panic!("side {other}"),
+                };
+                let (px, sz) = (
+                    key(u["price_level"].as_str().unwrap()),
+                    key(u["new_quantity"].as_str().unwrap()),
+                );
+                if sz == (0, 0) {
+                    side.remove(&px);
+                } else {
+                    side.insert(px, sz);
+                }
+            }
+            let decimals = tw.next_event().expect("tickwire has the event");
+            assert_eq!(tw.symbol(), product);
+            levels += tw.compare(decimals, book, &format!("{product} at {seq}"));
+            events += 1;
+        }
+    }
+    assert!(tw.next_event().is_none(), "tickwire has more events");
+    assert!(tw.statuses.is_empty(), "{:?}", tw.statuses);
+    assert!(events > 700, "{events} events");
+    eprintln!("coinbase l2_data: {events} book events, {levels} levels compared, 0 mismatches");
 }
 
 #[test]

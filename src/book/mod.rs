@@ -24,7 +24,7 @@ use crate::update::BookSide;
 /// Most levels one side of a book keeps. A source that sends more (a broken
 /// one, or a fuzzer) loses the levels furthest from the top, which is what
 /// the venues themselves do (Binance snapshots stop at 5,000).
-pub const MAX_LEVELS: usize = 20_000;
+pub const MAX_LEVELS: usize = 50_000;
 
 /// The levels of one order book, as fixed-point mantissas at the symbol's
 /// scales.

@@ -57,7 +57,8 @@ fn excerpts_parse_into_expected_counts() {
     // them in a capture without a snapshot; Tardis: rows - 1
     // and the header is the one skip; the Coinbase AT capture with a
     // python3 json count (46 tickers in 46 ticker messages; 22 trades in 16
-    // `update` market_trades messages; 235 others: 211 l2_data, 2 snapshot
+    // `update` market_trades messages; 235 others: 211 l2_data updates,
+    // skipped since the excerpt holds no book snapshot, 2 snapshot
     // market_trades, 7 heartbeats, 5 subscriptions, 3 candles and 8 capture
     // header/connect/send records); hand-written fixtures by reading them.
     let cases: &[(&str, usize, usize, u64, u64)] = &[
@@ -113,8 +114,9 @@ fn excerpts_parse_into_expected_counts() {
         ("binance-bare.jsonl", 3, 2, 1, 8),
         // TC5: `<epoch seconds>: <json>`.
         ("epoch-seconds.jsonl", 2, 1, 1, 4),
-        // TC6: Coinbase Exchange ws-feed.
-        ("coinbase-exchange.jsonl", 2, 2, 4, 8),
+        // TC6: Coinbase Exchange ws-feed; its snapshot and l2update are
+        // book events, not skips.
+        ("coinbase-exchange.jsonl", 2, 2, 2, 8),
         // TC7: Coinbase tickers of both APIs with sizes missing.
         ("coinbase-sizes-unknown.jsonl", 4, 0, 0, 4),
     ];

@@ -2,16 +2,19 @@
 //!
 //! - the Exchange ws-feed (`wss://ws-feed.exchange.coinbase.com`): messages
 //!   tagged by `type`; `ticker` becomes a quote, `match` / `last_match` a
-//!   trade;
+//!   trade, `snapshot` and `l2update` book events ([`book`]);
 //! - Advanced Trade (`wss://advanced-trade-ws.coinbase.com`): messages tagged
 //!   by `channel` with an `events` array; every entry of `ticker` /
-//!   `ticker_batch` becomes a quote, every live `market_trades` trade a trade.
+//!   `ticker_batch` becomes a quote, every live `market_trades` trade a trade,
+//!   `l2_data` book events.
 //!
 //! Symbols are the product ids as sent (`BTC-USD`).
 
 use serde::Deserialize;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
+
+mod book;
 
 use crate::feed::normalize::{BadRecord, Emitter, Outcome};
 use crate::feed::timestamp::rfc3339_ns;
@@ -58,8 +61,6 @@ pub struct ExchangeMatch<'a> {
 const EXCHANGE_SKIPPED: &[&str] = &[
     "heartbeat",
     "subscriptions",
-    "l2update",
-    "snapshot",
     "received",
     "open",
     "done",
@@ -138,7 +139,6 @@ pub struct AdvancedTrade<'a> {
 
 /// Advanced Trade channels that carry no quote or trade.
 const ADVANCED_SKIPPED: &[&str] = &[
-    "l2_data",
     "heartbeats",
     "candles",
     "subscriptions",
@@ -154,6 +154,7 @@ pub(crate) fn parse(
 ) -> Result<Outcome, BadRecord> {
     if let Some(channel) = value.get("channel").and_then(|c| c.as_str()) {
         if value.get("events").is_some() {
+            book::sequence(value, emit);
             return advanced(channel, value, emit);
         }
     }
@@ -174,6 +175,8 @@ pub(crate) fn parse(
             emit.trade(m.product_id, m.price, m.size, taker_side(m.side), ts)?;
             Ok(Outcome::Emitted)
         }
+        Some("snapshot") => book::exchange_snapshot(value, emit),
+        Some("l2update") => book::exchange_update(value, emit),
         Some(kind) if EXCHANGE_SKIPPED.contains(&kind) => Ok(Outcome::Skipped),
         _ => Ok(Outcome::Foreign),
     }
@@ -222,6 +225,7 @@ fn advanced(
                 Outcome::Skipped
             })
         }
+        "l2_data" => book::advanced(value, emit),
         other if ADVANCED_SKIPPED.contains(&other) => Ok(Outcome::Skipped),
         _ => Ok(Outcome::Foreign),
     }
