@@ -358,6 +358,49 @@ fn coinbase_advanced_trade_books_match_an_independent_reference_at_every_step() 
 }
 
 #[test]
+fn tardis_books_are_the_rows_they_come_from() {
+    // TC0: book_snapshot_25: each row is the whole top 25, read from its
+    // own columns here.
+    let path = real("tardis-binance-futures-book_snapshot_25-BTCUSDT-20200901-tiny.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let mut tw = Tickwire::read(&path);
+    let mut rows = 0;
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let mut book = RefBook::default();
+        for i in 0..25 {
+            for (side, s) in [(&mut book.bids, "bids"), (&mut book.asks, "asks")] {
+                let px = f[col(&format!("{s}[{i}].price"))];
+                let sz = f[col(&format!("{s}[{i}].amount"))];
+                side.insert(key(px), key(sz));
+            }
+        }
+        let decimals = tw.next_event().unwrap();
+        assert_eq!(tw.compare(decimals, &book, &format!("row {rows}")), 50);
+        rows += 1;
+    }
+    assert_eq!(rows, 10);
+    assert!(tw.next_event().is_none());
+    // TC1: incremental_book_L2: the 15 snapshot rows of one instant are
+    // one book event of 15 asks.
+    let path = real("tardis-deribit-incremental_book_L2-BTC-PERPETUAL-20200401-tiny.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut book = RefBook::default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!((f[4], f[5]), ("true", "ask"));
+        book.asks.insert(key(f[6]), key(f[7]));
+    }
+    let mut tw = Tickwire::read(&path);
+    let decimals = tw.next_event().unwrap();
+    assert_eq!(tw.compare(decimals, &book, "deribit"), 15);
+    assert!(tw.next_event().is_none());
+}
+
+#[test]
 fn a_capture_without_a_snapshot_serves_no_book() {
     // TC0: file 5 has diffs and no REST snapshot: nothing to build on.
     let mut tw = Tickwire::read(&real("binance-spot-BTCUSDT-20230405-hftbacktest.jsonl"));

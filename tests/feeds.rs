@@ -359,10 +359,10 @@ fn feed_files_that_cannot_be_replayed_are_refused_at_start() {
         // TC3: a Tardis type that is not supported.
         (
             dir.write(
-                "l2.csv",
-                "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n",
+                "ticker.csv",
+                "exchange,symbol,timestamp,local_timestamp,funding_rate,mark_price\n",
             ),
-            "Tardis incremental_book_L2 CSV",
+            "columns `funding_rate,mark_price`",
         ),
         // TC4: a directory cannot be read as a file.
         (dir.path(""), "cannot open"),

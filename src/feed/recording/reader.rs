@@ -276,6 +276,18 @@ impl<'n> FileReader<'n> {
     }
 
     fn finish(&mut self) -> Result<bool, FeedError> {
+        if let Some(Format::Tardis(_)) = &self.format {
+            // A message's rows are published when the next message starts;
+            // the last one, here.
+            let mut emit = Emitter {
+                normalizer: self.normalizer,
+                books: &mut self.books,
+                receive_ts_ns: None,
+                out: &mut self.out,
+            };
+            tardis::finish(&mut emit);
+            self.pending.extend(self.out.drain(..));
+        }
         if self.recognized {
             self.summarize(true);
             Ok(false)

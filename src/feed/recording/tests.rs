@@ -509,17 +509,18 @@ fn unrecognized_files_are_refused() {
         err.starts_with("other.jsonl:1: not a recognized record"),
         "{err}"
     );
-    // TC3: unsupported Tardis type names the file and the type.
-    let l2 = data("tardis-deribit-incremental_book_L2-BTC-PERPETUAL-20200401-tiny.csv");
-    let err = read_all(&FeedSpec::File(l2), &mut normalizer())
+    // TC3: an unsupported Tardis type names the file and the columns.
+    let ticker = embedded(
+        "derivative_ticker.csv",
+        "exchange,symbol,timestamp,local_timestamp,funding_rate,mark_price\n\
+         deribit,BTC-PERPETUAL,1,2,0.0001,6421.5\n",
+    );
+    let err = read_all(&ticker, &mut normalizer())
         .unwrap_err()
         .to_string();
+    assert!(err.contains("derivative_ticker.csv:1: "), "{err}");
     assert!(
-        err.contains("incremental_book_L2-BTC-PERPETUAL-20200401-tiny.csv:1: "),
-        "{err}"
-    );
-    assert!(
-        err.contains("Tardis incremental_book_L2 CSV") && err.contains("not supported"),
+        err.contains("columns `funding_rate,mark_price`") && err.contains("not supported"),
         "{err}"
     );
     // TC4: a missing file.
@@ -923,7 +924,12 @@ fn negative_prices_and_sizes_are_rejected_in_every_format() {
     let check = |name: &str, header: &str, lines: Vec<String>, served: usize, refused: u64| {
         let text = leak(format!("{header}{}\n", lines.join("\n")));
         let (u, stats, _) = read_counted(&embedded(leak(name.to_owned()), text));
-        assert_eq!(u.len(), served, "{name}");
+        // Quotes and trades; a book_snapshot row's book is checked below.
+        let data = u
+            .iter()
+            .filter(|u| !matches!(u.kind, UpdateKind::Level { .. }))
+            .count();
+        assert_eq!(data, served, "{name}");
         assert_eq!(stats.rejected.get(), refused, "{name}");
         assert!(u.iter().all(|u| !has_negative(&u.kind)), "{name}: {u:?}");
     };
@@ -1082,7 +1088,7 @@ fn probe_refuses_what_a_feed_could_not_replay() {
         ("hello\n", "x:1: not a recognized record"),
         ("wss://x <-> 1.5\n", "only a capture tool's notes"),
         (
-            "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n",
+            "exchange,symbol,timestamp,local_timestamp,funding_rate\n",
             "not supported",
         ),
     ];
