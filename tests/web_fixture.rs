@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use tickwire::decimal::Fixed;
 use tickwire::update::{Sequenced, Side, SymbolStatus, Update, UpdateKind};
 use tickwire::wire::encode::{
-    frame_payload, side_name, symbol_binary, symbol_json, FrameEncoder, SymbolFormat,
+    frame_payload, side_name, symbol_binary, symbol_json, BookHead, BookLevels, FrameEncoder,
+    SymbolFormat,
 };
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/web/test/fixtures/frames.json");
@@ -271,6 +272,79 @@ fn fixture() -> String {
             "binary": hex(&frame_payload(&frames.binary)),
             "json": text(&frame_payload(&frames.json)),
             "expect": expected(&s, sym),
+        }));
+    }
+    // Books: a top-10 snapshot of EDGE (4 and 3 decimals), then changes of
+    // the full book with a removal (size 0).
+    let edge = &SYMBOLS[2];
+    let format = SymbolFormat {
+        name: edge.name,
+        price_decimals: edge.price_decimals,
+        size_decimals: edge.size_decimals,
+    };
+    for (depth, snapshot, seq, bids, asks) in [
+        (
+            10u16,
+            true,
+            90u64,
+            vec![(1_234_500i64, 1_500i64), (1_234_000, 20)],
+            vec![(1_235_000i64, 7i64)],
+        ),
+        (
+            0,
+            false,
+            91,
+            vec![(1_234_500, 0)],
+            vec![(1_235_000, 8), (1_236_000, 1)],
+        ),
+    ] {
+        let head = BookHead {
+            symbol: edge.id,
+            seq,
+            book_seq: seq - 80,
+            exchange_ts_ns: 1_723_161_256_298_000_000,
+            receive_ts_ns: 1_723_161_255_030_314_667,
+            publish_ts_ns: 1_900_000_000_000_000_123,
+            depth,
+            snapshot,
+        };
+        let frames = encoder.encode_book(
+            &head,
+            BookLevels {
+                bids: &bids,
+                asks: &asks,
+            },
+            format,
+        );
+        let levels = |l: &[(i64, i64)]| -> Vec<[String; 2]> {
+            l.iter()
+                .map(|&(p, q)| {
+                    [
+                        Fixed {
+                            mantissa: p,
+                            decimals: edge.price_decimals,
+                        }
+                        .to_string(),
+                        Fixed {
+                            mantissa: q,
+                            decimals: edge.size_decimals,
+                        }
+                        .to_string(),
+                    ]
+                })
+                .collect()
+        };
+        messages.push(json!({
+            "binary": hex(&frame_payload(&frames.binary)),
+            "json": text(&frame_payload(&frames.json)),
+            "expect": {
+                "type": "book", "id": edge.id, "symbol": edge.name,
+                "channel": if depth == 0 { "book".to_owned() } else { format!("book.{depth}") },
+                "depth": depth, "seq": seq, "bookSeq": seq - 80, "snapshot": snapshot,
+                "exchangeTs": "1723161256298000000", "receiveTs": "1723161255030314667",
+                "publishTs": "1900000000000000123",
+                "bids": levels(&bids), "asks": levels(&asks),
+            },
         }));
     }
     let doc = json!({

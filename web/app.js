@@ -18,6 +18,8 @@ const SPARK_POINTS = 120;
 const CHART_BUCKET_MS = 100;
 const CHART_WINDOW_MS = 5 * 60 * 1000;
 const TRADES_KEPT = 40;
+// The depth ladder: the selected symbol's top levels, on their own channel.
+const BOOK_CHANNEL = "book.10";
 
 function loadWatchlist() {
   try {
@@ -42,6 +44,10 @@ const rows = new Map(); // name -> Row
 let selected = params.get("symbol") ?? localStorage.getItem(STORE_SELECTED);
 let chartDirty = true;
 let tradesDirty = true;
+// The selected symbol's book (TickwireClient's `book` event), and whether
+// the ladder shows it yet.
+let book = null;
+let bookDirty = true;
 
 function saveWatchlist() {
   localStorage.setItem(STORE_WATCH, JSON.stringify(client.subscriptions()));
@@ -257,7 +263,54 @@ function select(name, user) {
   }
   for (const r of rows.values()) r.el?.tr.classList.toggle("selected", r.name === name);
   chartDirty = tradesDirty = true;
+  if (client.bookWatch?.symbol !== name) {
+    book = null;
+    bookDirty = true;
+    client.watchBook(name, BOOK_CHANNEL);
+  }
   drawDetail();
+}
+
+/**
+ * The ladder: bids and asks side by side, best first, sizes as bars
+ * (relative to the largest shown), levels that changed flashing, the
+ * spread above. Prices and sizes are the server's exact strings.
+ */
+function drawLadder() {
+  bookDirty = false;
+  const body = $("ladder-rows");
+  const stale = client.stale.get(selected);
+  $("ladder").classList.toggle("stale", stale !== undefined);
+  if (!book || book.symbol !== selected) {
+    $("book-meta").textContent = stale ? `stale: ${stale}` : "";
+    body.innerHTML = `<tr><td colspan="4" class="muted l">${stale ? "stale: waiting for the venue's snapshot" : "no book for this symbol"}</td></tr>`;
+    return;
+  }
+  const { bids, asks, changed } = book;
+  const n = Math.max(bids.length, asks.length);
+  let max = 0;
+  for (const [, q] of [...bids, ...asks]) max = Math.max(max, Number(q));
+  const cell = (side, level) => {
+    if (!level) return `<td class="${side}-size"></td><td class="${side}"></td>`;
+    const [p, q] = level;
+    const flash = changed.has(`${side === "bid" ? "b" : "a"}:${p}`) ? " flash" : "";
+    const w = max > 0 ? ((Number(q) / max) * 100).toFixed(1) : "0";
+    const size = `<td class="${side}-size${flash}" style="--w:${w}%" data-side="${side}" data-size="${q}">${q}</td>`;
+    const price = `<td class="${side}${flash}" data-side="${side}" data-price="${p}">${p}</td>`;
+    return side === "bid" ? size + price : price + size;
+  };
+  let html = "";
+  for (let i = 0; i < n; i++) html += `<tr>${cell("bid", bids[i])}${cell("ask", asks[i])}</tr>`;
+  body.innerHTML = html;
+  const spread = bids.length && asks.length ? spreadText(bids[0][0], asks[0][0]) : "—";
+  $("book-meta").textContent = `spread ${spread} · book_seq ${book.bookSeq}${stale ? ` · stale: ${stale}` : ""}`;
+}
+
+// Best ask minus best bid, exactly: both strings carry the symbol's decimals.
+function spreadText(bid, ask) {
+  const decimals = (bid.split(".")[1] ?? "").length;
+  const m = (t) => BigInt(t.replace(".", ""));
+  return formatFixed(m(ask) - m(bid), decimals);
 }
 
 function drawDetail() {
@@ -267,8 +320,10 @@ function drawDetail() {
     $("d-meta").textContent = selected ? "not subscribed" : "";
     return;
   }
-  $("d-bid").textContent = r.bid ?? "—";
-  $("d-ask").textContent = r.ask ?? "—";
+  // A venue with depth and no best-bid-offer stream: the book's top.
+  const top = (side) => (book?.symbol === selected ? book[side][0] : undefined);
+  $("d-bid").textContent = r.bid ?? top("bids")?.[0] ?? "—";
+  $("d-ask").textContent = r.ask ?? top("asks")?.[0] ?? "—";
   // A size the venue did not give is unknown ("—"), which 0 is not.
   for (const [id, size] of [["d-bidsz", r.bidSize], ["d-asksz", r.askSize]]) {
     const el = $(id);
@@ -494,10 +549,16 @@ client.addEventListener("trade", (e) => {
   if (!m.snapshot) latencies[latencyCount++ % latencies.length] = m.latencyMs;
   rowFor(m.symbol).trade(m);
 });
+client.addEventListener("book", (e) => {
+  if (e.detail.symbol !== selected) return;
+  book = e.detail;
+  bookDirty = true;
+});
 client.addEventListener("batch", () => {
   const now = performance.now();
   for (const r of rows.values()) if (r.quoteDirty || r.tradeDirty || r.sparkDirty) drawRow(r, now);
   if (chartDirty || tradesDirty) drawDetail();
+  if (bookDirty) drawLadder();
 });
 client.addEventListener("status", (e) => setState(e.detail));
 // A stale row: its upstream feed lost the symbol; the values are the last known.
@@ -507,6 +568,7 @@ client.addEventListener("symbolstatus", (e) => {
   if (!tr) return;
   tr.classList.toggle("stale", m.state === "stale");
   tr.title = m.state === "stale" ? `stale: ${m.reason}` : "";
+  if (m.symbol === selected) bookDirty = true;
 });
 client.addEventListener("error", (e) => {
   if (e.detail.code) $("notice").textContent = e.detail.reason;
@@ -525,5 +587,7 @@ $("empty").hidden = true;
 setTimeout(() => {
   $("empty").hidden = rows.size > 0;
 }, 3000);
+if (selected) client.watchBook(selected, BOOK_CHANNEL);
 client.start();
 drawDetail();
+drawLadder();

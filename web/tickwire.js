@@ -17,15 +17,20 @@ export const MSG_QUOTE = 1;
 export const MSG_TRADE = 2;
 export const MSG_SYMBOL = 3;
 export const MSG_STATUS = 4;
+export const MSG_BOOK = 5;
 export const QUOTE_LEN = 80;
 export const TRADE_LEN = 64;
 export const STATUS_LEN = 48;
+// A book message: the 48-byte header, depth, counts, then the levels.
+export const BOOK_HEAD_LEN = 56;
+// A binary book's flags: the message is a snapshot, not changes.
+export const BOOK_SNAPSHOT = 1;
 // A binary quote's flags, the u16 at offset 2: a size is unknown.
 export const BID_SIZE_UNKNOWN = 1;
 export const ASK_SIZE_UNKNOWN = 2;
 const SIDES = ["unknown", "buy", "sell"];
 // A status's byte 1: 0 live, else stale for this reason.
-const STALE_REASONS = [null, "gap", "disconnected", "silent"];
+const STALE_REASONS = [null, "gap", "disconnected", "silent", "book_gap"];
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** `mantissa × 10^-decimals` as a string with exactly `decimals` decimals. */
@@ -86,6 +91,7 @@ export function decodeBinary(data, symbols) {
     symbols.set(def.id, def);
     return def;
   }
+  if (type === MSG_BOOK) return decodeBookBinary(v, symbols);
   if (type !== MSG_QUOTE && type !== MSG_TRADE && type !== MSG_STATUS) throw new Error(`unknown binary message type ${type}`);
   const want = type === MSG_QUOTE ? QUOTE_LEN : type === MSG_TRADE ? TRADE_LEN : STATUS_LEN;
   if (v.byteLength !== want) throw new Error(`message type ${type} of ${v.byteLength} bytes, not ${want}`);
@@ -132,6 +138,46 @@ export function decodeBinary(data, symbols) {
   return m;
 }
 
+/**
+ * A binary book message: `bids` and `asks` as `[price, size]` strings, best
+ * first; a snapshot of the top `depth` levels (0: the whole book), or on the
+ * `book` channel one event's changed levels (size 0: removed).
+ */
+function decodeBookBinary(v, symbols) {
+  if (v.byteLength < BOOK_HEAD_LEN) throw new Error(`book message of ${v.byteLength} bytes`);
+  const nb = v.getUint16(50, true);
+  const na = v.getUint16(52, true);
+  const want = BOOK_HEAD_LEN + 16 * (nb + na);
+  if (v.byteLength !== want) throw new Error(`book message of ${v.byteLength} bytes, not ${want}`);
+  const flags = v.getUint16(2, true);
+  if (flags & ~BOOK_SNAPSHOT) throw new Error(`book flags 0x${flags.toString(16)} are not defined`);
+  const id = v.getUint32(4, true);
+  const def = symbols.get(id);
+  if (!def) throw new Error(`book for symbol ${id} before its definition`);
+  const depth = v.getUint16(48, true);
+  const level = (i) => {
+    const o = BOOK_HEAD_LEN + 16 * i;
+    return [formatFixed(v.getBigInt64(o, true), def.priceDecimals), formatFixed(v.getBigInt64(o + 8, true), def.sizeDecimals)];
+  };
+  return {
+    type: "book",
+    id,
+    symbol: def.symbol,
+    channel: depth ? `book.${depth}` : "book",
+    depth,
+    seq: seqAt(v, 8),
+    bookSeq: seqAt(v, 16),
+    exchangeTs: v.getBigUint64(24, true),
+    receiveTs: v.getBigUint64(32, true),
+    publishTs: v.getBigUint64(40, true),
+    snapshot: (flags & BOOK_SNAPSHOT) !== 0,
+    bids: Array.from({ length: nb }, (_, i) => level(i)),
+    asks: Array.from({ length: na }, (_, i) => level(nb + i)),
+    priceDecimals: def.priceDecimals,
+    sizeDecimals: def.sizeDecimals,
+  };
+}
+
 // JSON.parse rounds 19-digit integers; the timestamps are read from the
 // text instead, exactly.
 const tsField = (text, key) => {
@@ -158,6 +204,28 @@ export function decodeJson(text, symbols) {
     };
     symbols.set(def.id, def);
     return def;
+  }
+  if (j.type === "book") {
+    const def = symbols.get(j.id);
+    if (!def) throw new Error(`book for symbol ${j.id} before its definition`);
+    const depth = j.channel === "book" ? 0 : Number(j.channel.slice(5));
+    return {
+      type: "book",
+      id: j.id,
+      symbol: j.symbol,
+      channel: j.channel,
+      depth,
+      seq: j.seq,
+      bookSeq: j.book_seq,
+      exchangeTs: tsField(text, "exchange_ts"),
+      receiveTs: tsField(text, "receive_ts"),
+      publishTs: tsField(text, "publish_ts"),
+      snapshot: j.snapshot,
+      bids: j.bids,
+      asks: j.asks,
+      priceDecimals: def.priceDecimals,
+      sizeDecimals: def.sizeDecimals,
+    };
   }
   if (j.type !== "quote" && j.type !== "trade" && j.type !== "status") return j;
   const def = symbols.get(j.id);
@@ -215,6 +283,10 @@ const MAX_QUEUED = 50_000;
  *   `live` again; `client.stale` maps the stale symbols to their reason;
  * - `gap`: a jump in a symbol's sequence (`explained` when the server
  *   announced it: conflation, or a resumed SSE stream);
+ * - `book`: the order book followed with {@link watchBook}, after each
+ *   message: `{symbol, channel, bookSeq, bids, asks, changed, latencyMs}`,
+ *   levels as `[price, size]` strings best first, `changed` the set of
+ *   `"b:price"` / `"a:price"` whose size changed (for flashing);
  * - `conflated`: the server's notice; `error`: a refused request;
  * - `batch`: after each batch of messages, once per animation frame: the
  *   moment to draw.
@@ -260,6 +332,99 @@ export class TickwireClient extends EventTarget {
     this._nextRequestId = 1;
     this._requests = new Map();
     this._stopped = true;
+    /** The book followed: `{symbol, channel}` or null. */
+    this.bookWatch = null;
+    /** Its local copy: `{symbol, channel, bookSeq, bids, asks}`, levels best first. */
+    this.book = null;
+    this._bookEs = null;
+  }
+
+  /**
+   * Follows `symbol`'s order book on `channel` (`book.N`: the top N levels,
+   * whole, on each change; `book`: the full book as a snapshot then
+   * changes), replacing the book followed before; `null` stops. Over a
+   * WebSocket it is a subscription on the same connection; over Server-Sent
+   * Events, a second stream.
+   */
+  watchBook(symbol, channel = "book.20") {
+    const old = this.bookWatch;
+    if (old && this._ws?.readyState === 1) {
+      this._ws.send(JSON.stringify({ op: "unsubscribe", symbols: [old.symbol], channels: [old.channel], id: this._nextRequestId++ }));
+    }
+    this.bookWatch = symbol ? { symbol, channel } : null;
+    this.book = null;
+    this._subscribeBook();
+  }
+
+  _subscribeBook() {
+    if (this._bookEs) {
+      this._bookEs.onmessage = this._bookEs.onerror = null;
+      this._bookEs.close();
+      this._bookEs = null;
+    }
+    const w = this.bookWatch;
+    if (!w) return;
+    if (this.transport === "websocket" && this._ws?.readyState === 1) {
+      const id = this._nextRequestId++;
+      this._requests.set(id, { op: "subscribe", symbols: [w.symbol], channels: [w.channel] });
+      this._ws.send(JSON.stringify({ op: "subscribe", symbols: [w.symbol], channels: [w.channel], id }));
+    } else if (this.transport === "sse" && typeof EventSource === "function") {
+      const url = `${this.httpBase}${this.ssePath}?symbols=${encodeURIComponent(w.symbol)}&channels=${encodeURIComponent(w.channel)}`;
+      const es = new EventSource(url);
+      this._bookEs = es;
+      // Its ack and definitions repeat the main stream's; only books count.
+      es.onmessage = (ev) => {
+        const j = ev.data.startsWith('{"type":"book"') || ev.data.startsWith('{"type":"symbol"');
+        if (j) this._enqueue(ev.data);
+      };
+    }
+  }
+
+  /** Applies one book message to the local book; false if it is not the one followed. */
+  _bookMessage(m, receivedAt) {
+    const w = this.bookWatch;
+    if (!w || m.symbol !== w.symbol || m.channel !== w.channel) return false;
+    const before = this.book;
+    if (m.snapshot) {
+      if (before && m.bookSeq < before.bookSeq) return false;
+      this.book = { symbol: m.symbol, channel: m.channel, bookSeq: m.bookSeq, bids: m.bids, asks: m.asks };
+    } else if (!before || m.bookSeq !== before.bookSeq + 1) {
+      // A change that does not follow: ask again for a snapshot.
+      this.book = null;
+      this._emit("gap", { symbol: m.symbol, book: true, after: before?.bookSeq, got: m.bookSeq, explained: false });
+      this._subscribeBook();
+      return false;
+    } else {
+      const apply = (levels, changes, ask) => {
+        const pd = m.priceDecimals;
+        const map = new Map(levels.map((l) => [l[0], l]));
+        for (const [p, q] of changes) {
+          if (parseFixed(q, m.sizeDecimals) === 0n) map.delete(p);
+          else map.set(p, [p, q]);
+        }
+        const out = [...map.values()];
+        out.sort((a, b) => {
+          const d = parseFixed(a[0], pd) - parseFixed(b[0], pd);
+          return (ask ? d > 0n : d < 0n) ? 1 : d === 0n ? 0 : -1;
+        });
+        return out;
+      };
+      this.book = {
+        symbol: m.symbol,
+        channel: m.channel,
+        bookSeq: m.bookSeq,
+        bids: apply(before.bids, m.bids, false),
+        asks: apply(before.asks, m.asks, true),
+      };
+    }
+    const changed = new Set();
+    const old = (side) => new Map((before?.[side] ?? []).map(([p, q]) => [p, q]));
+    for (const [side, tag] of [["bids", "b"], ["asks", "a"]]) {
+      const was = old(side);
+      for (const [p, q] of this.book[side]) if (was.get(p) !== q) changed.add(`${tag}:${p}`);
+    }
+    this._emit("book", { ...this.book, changed, snapshot: m.snapshot, latencyMs: receivedAt - Number(m.publishTs) / 1e6 });
+    return true;
   }
 
   /** Connects, and keeps reconnecting until {@link close}. */
@@ -355,6 +520,11 @@ export class TickwireClient extends EventTarget {
       this._es.close();
       this._es = null;
     }
+    if (this._bookEs) {
+      this._bookEs.onmessage = this._bookEs.onerror = null;
+      this._bookEs.close();
+      this._bookEs = null;
+    }
     this._queue.length = 0;
   }
 
@@ -366,6 +536,7 @@ export class TickwireClient extends EventTarget {
     this._lastSymbolSeq.clear();
     this._cacheFramesLeft = 0;
     this._requests.clear();
+    this.book = null;
   }
 
   _connect() {
@@ -423,6 +594,7 @@ export class TickwireClient extends EventTarget {
         ws.send(JSON.stringify({ op: "subscribe", symbols, id }));
       }
       this._setState("live");
+      this._subscribeBook();
     };
     ws.onmessage = (ev) => this._enqueue(ev.data);
     ws.onclose = (ev) => {
@@ -466,6 +638,7 @@ export class TickwireClient extends EventTarget {
       this.transport = "sse";
       this.subprotocol = "sse (tickwire.v1.json)";
       this._setState("live");
+      if (!this._bookEs) this._subscribeBook();
     };
     es.onmessage = (ev) => this._enqueue(ev.data);
     es.onerror = () => {
@@ -514,6 +687,10 @@ export class TickwireClient extends EventTarget {
       case "quote":
       case "trade":
         return this._update(m, receivedAt);
+      case "book":
+        // Counted in a snapshot like the updates it comes with.
+        if (m.snapshot && this._cacheFramesLeft > 0) this._cacheFramesLeft--;
+        return this._bookMessage(m, receivedAt);
       case "status":
         // Counted in a snapshot like the updates it comes with.
         if (this._cacheFramesLeft > 0) this._cacheFramesLeft--;

@@ -308,3 +308,41 @@ fn channels_are_checked_and_can_be_dropped_one_by_one() {
     assert_eq!(f.market.metrics.subscriptions.get(), 1);
     assert!(!sub.is_idle());
 }
+
+#[test]
+fn dropping_a_book_channel_under_star_keeps_star() {
+    let mut f = fixture(64);
+    f.event(true, &[(Bid, 100, 1), (Ask, 101, 1)]);
+    let mut sub = f.subscriber(32);
+    let mut out = Outbox::default();
+    let req = |text: &[u8]| wire::parse_request(text, 10).unwrap();
+    sub.handle(req(br#"{"op":"subscribe","symbols":["*"]}"#), &mut out);
+    subscribe(&mut sub, r#""book.1""#, &mut out);
+    sub.handle(
+        req(br#"{"op":"unsubscribe","symbols":["A"],"channels":["book.1"]}"#),
+        &mut out,
+    );
+    drain(&mut out);
+    // TC0: a symbol that appears later still joins `*`.
+    let mut normalizer = Normalizer::new(Arc::clone(&f.market.symbols));
+    let b = normalizer.scale("B", b"1", b"1").unwrap().id;
+    f.publisher.publish(Update {
+        symbol: b,
+        kind: UpdateKind::Trade {
+            px: D,
+            sz: D,
+            side: crate::update::Side::Buy,
+        },
+        exchange_ts_ns: 0,
+        receive_ts_ns: 1,
+        origin_seq: 0,
+        origin_publish_ts_ns: 0,
+    });
+    sub.fill(&mut out);
+    let msgs = drain(&mut out);
+    assert!(
+        msgs.iter()
+            .any(|m| m["type"] == "trade" && m["symbol"] == "B"),
+        "{msgs:?}"
+    );
+}

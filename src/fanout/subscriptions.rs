@@ -317,7 +317,10 @@ impl Subscriber {
             }
             Symbols::Names(names) => {
                 let ids = self.resolve(id, names)?;
-                if self.all {
+                // Only dropping a whole symbol ends `*`: dropping a channel
+                // leaves the symbol, and `*` goes on taking new ones.
+                let removes_a_symbol = ids.iter().any(|&s| self.channels_of(s).0 & !drop.0 == 0);
+                if self.all && removes_a_symbol {
                     // From "everything" to "everything known now, but these".
                     self.follow(self.market.symbols.len() as SymbolId);
                     self.all = false;

@@ -276,3 +276,112 @@ test("a size the venue did not send shows as —, and a real zero as 0", async (
     await once(other.child, "exit");
   }
 });
+
+// ---- the books of the recording, rebuilt here ----
+
+/**
+ * symbol -> Set of the top-10 states its book passes through, each as
+ * "bids|asks" with levels "price:size" best first, synchronized the way
+ * Binance documents (buffer diffs, drop what the REST snapshot covers, the
+ * first diff straddles it, then continuity: spot U = u + 1, futures
+ * pu = u), with its own parsing.
+ */
+function recordedBooks(depth) {
+  const books = new Map();
+  const book = (s) => books.get(s) ?? books.set(s, { waiting: [], bids: new Map(), asks: new Map(), last: null, first: true, states: new Set() }).get(s);
+  const num = (t) => Number(t);
+  const top = (b) => {
+    const side = (m, desc) =>
+      [...m.entries()]
+        .sort((x, y) => (desc ? num(y[0]) - num(x[0]) : num(x[0]) - num(y[0])))
+        .slice(0, depth)
+        .map(([p, q]) => `${p}:${q}`)
+        .join(",");
+    b.states.add(`${side(b.bids, true)}|${side(b.asks, false)}`);
+  };
+  const set = (b, bids, asks) => {
+    for (const [m, list] of [[b.bids, bids], [b.asks, asks]]) {
+      for (const [p, q] of list) if (num(q) === 0) m.delete(p); else m.set(p, q);
+    }
+  };
+  const apply = (b, d) => {
+    const futures = d.pu !== undefined;
+    if (b.first) {
+      if (d.u < b.last || (!futures && d.u === b.last)) return;
+      const l = futures ? b.last : b.last + 1;
+      assert.ok(d.U <= l && l <= d.u, "the first diff straddles the snapshot");
+    } else {
+      assert.ok(futures ? d.pu === b.last : d.U === b.last + 1, "diffs follow each other");
+    }
+    b.first = false;
+    b.last = d.u;
+    set(b, d.b, d.a);
+    if (d.b.length || d.a.length) top(b);
+  };
+  for (const line of gunzipSync(readFileSync(FEED)).toString("utf8").split("\n")) {
+    const space = line.indexOf(" ");
+    if (space < 0) continue;
+    const j = JSON.parse(line.slice(space + 1));
+    const d = j.data ?? j;
+    if (d.lastUpdateId !== undefined) {
+      // A snapshot names no symbol (but COIN-M's): the waiting book whose
+      // diffs are numbered nearest.
+      const name =
+        d.symbol ??
+        [...books.entries()]
+          .filter(([, b]) => b.waiting.length)
+          .sort(([, x], [, y]) => Math.abs(x.waiting.at(-1).u - d.lastUpdateId) - Math.abs(y.waiting.at(-1).u - d.lastUpdateId))[0][0];
+      const b = book(name);
+      b.bids.clear();
+      b.asks.clear();
+      set(b, d.bids, d.asks);
+      b.last = d.lastUpdateId;
+      b.first = true;
+      top(b);
+      for (const w of b.waiting.splice(0)) apply(b, w);
+    } else if (d.e === "depthUpdate") {
+      const b = book(d.s);
+      if (b.last === null) b.waiting.push(d);
+      else apply(b, d);
+    }
+  }
+  return books;
+}
+
+test("the depth ladder shows the selected symbol's top levels exactly as the recording's book", async () => {
+  const books = recordedBooks(10);
+  assert.deepEqual([...books.keys()].sort(), ALL);
+  for (const symbol of ["BTCUSDT", "BTCUSD_PERP"]) {
+    const page = await newPage(`?symbol=${symbol}`);
+    const states = books.get(symbol).states;
+    const seen = new Set();
+    for (let i = 0; i < 5; i++) {
+      await page.waitForFunction(() => document.querySelectorAll("#ladder-rows td[data-price]").length >= 20, null, { timeout: 15_000 });
+      const ladder = await page.$$eval("#ladder-rows tr", (trs) =>
+        trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.dataset.price ?? td.dataset.size ?? "")),
+      );
+      const meta = await page.textContent("#book-meta");
+      // Rows are [bid size, bid, ask, ask size].
+      const bids = ladder.filter((r) => r[1]).map((r) => [r[1], r[0]]);
+      const asks = ladder.filter((r) => r[2]).map((r) => [r[2], r[3]]);
+      const d = decimalsOf(bids[0][0]);
+      const sd = decimalsOf(bids[0][1]);
+      // The recording's state at the page's decimals.
+      const key = (side) => side.map(([p, q]) => `${p}:${q}`).join(",");
+      const shown = `${key(bids)}|${key(asks)}`;
+      const match = [...states].some((s) => {
+        const [b, a] = s.split("|").map((side) => side.split(",").map((l) => l.split(":")).map(([p, q]) => `${atDecimals(p, d)}:${atDecimals(q, sd)}`).join(","));
+        return `${b}|${a}` === shown;
+      });
+      assert.ok(match, `${symbol}: the ladder ${shown} is not a state of the recording's book`);
+      // The spread, exactly: best ask minus best bid.
+      const spread = formatFixed(parseFixed(asks[0][0], d) - parseFixed(bids[0][0], d), d);
+      assert.match(meta, new RegExp(`^spread ${spread.replace(".", "\\.")} · book_seq \\d+$`));
+      seen.add(shown);
+      await page.waitForTimeout(700);
+    }
+    assert.ok(seen.size > 1, `${symbol}: the ladder moved (${seen.size} states seen)`);
+    if (symbol === "BTCUSDT") await page.screenshot({ path: join(SHOTS, "depth-ladder.png") });
+    await page.context().close();
+  }
+});

@@ -19,9 +19,9 @@ function comparable(decoded, expect) {
   return out;
 }
 
-test("the fixture covers definitions, quotes, trades and statuses", () => {
+test("the fixture covers definitions, quotes, trades, statuses and books", () => {
   const types = new Set(fixture.messages.map((m) => m.expect.type));
-  assert.deepEqual([...types].sort(), ["quote", "status", "symbol", "trade"]);
+  assert.deepEqual([...types].sort(), ["book", "quote", "status", "symbol", "trade"]);
 });
 
 test("binary frames decode to the encoder's values", () => {
@@ -142,4 +142,36 @@ test("the client keeps which symbols are stale, in order with the data", () => {
   const first = fixture.messages.findIndex((m) => m.expect.type === "status");
   assert.equal(seen[first - 1].size, 0);
   assert.equal(seen[first].get("BTCUSDT"), "gap");
+});
+
+test("the client keeps a local book: a snapshot, changes in sequence, a gap asks again", () => {
+  const client = new TickwireClient({ url: "http://127.0.0.1:9" });
+  client._handle('{"type":"symbol","id":1,"symbol":"A","price_decimals":1,"size_decimals":0}', 0);
+  client.watchBook("A", "book");
+  const books = [];
+  const gaps = [];
+  client.addEventListener("book", (e) => books.push(e.detail));
+  client.addEventListener("gap", (e) => gaps.push(e.detail));
+  const msg = (channel, bookSeq, snapshot, bids, asks) =>
+    JSON.stringify({
+      type: "book", symbol: "A", channel, id: 1, seq: 100 + bookSeq, book_seq: bookSeq,
+      exchange_ts: 0, receive_ts: 0, publish_ts: 0, snapshot, bids, asks,
+    });
+  // TC0: a snapshot, then changes applied in price order, best first.
+  client._handle(msg("book", 1, true, [["10.0", "1"], ["9.0", "2"]], [["11.0", "3"]]), 0);
+  client._handle(msg("book", 2, false, [["10.0", "0"], ["9.5", "4"]], [["10.5", "1"]]), 0);
+  assert.deepEqual(client.book.bids, [["9.5", "4"], ["9.0", "2"]]);
+  assert.deepEqual(client.book.asks, [["10.5", "1"], ["11.0", "3"]]);
+  assert.deepEqual([...books[1].changed].sort(), ["a:10.5", "b:9.5"]);
+  // TC1: another channel or symbol is not this book.
+  client._handle(msg("book.5", 3, true, [["1.0", "1"]], []), 0);
+  assert.equal(client.book.bookSeq, 2);
+  // TC2: a change that skips one drops the book and reports a gap.
+  client._handle(msg("book", 4, false, [["9.0", "0"]], []), 0);
+  assert.equal(client.book, null);
+  assert.equal(gaps.length, 1);
+  // TC3: an older snapshot never replaces a newer book.
+  client._handle(msg("book", 9, true, [["9.0", "2"]], []), 0);
+  client._handle(msg("book", 8, true, [["8.0", "2"]], []), 0);
+  assert.deepEqual(client.book.bids, [["9.0", "2"]]);
 });
