@@ -29,7 +29,7 @@ use crate::feed::recording::log::{Entry, LogReader, LogSymbol, LogWriter, ReadSt
 use crate::feed::recording::reader;
 use crate::feed::{FeedError, FeedSpec, FeedStats, FileReader};
 use crate::symbols::{Normalizer, SymbolTable};
-use crate::update::{Sequenced, Side, UpdateKind};
+use crate::update::{level_flags, BookSide, Sequenced, Side, UpdateKind};
 
 /// Why a conversion failed. A cause is a source, not repeated in the
 /// message.
@@ -155,6 +155,7 @@ fn convert_recording(
     let mut normalizer = Normalizer::new(Arc::clone(&table));
     let mut defs: Vec<LogSymbol> = Vec::new();
     let mut symbol_seqs: Vec<u64> = Vec::new();
+    let mut book_seqs: Vec<u64> = Vec::new();
     let stats = Arc::new(FeedStats::default());
     let reader = FileReader::open(&spec, &mut normalizer, Arc::clone(&stats))?;
     let mut updates = 0;
@@ -172,16 +173,27 @@ fn convert_recording(
                 size_decimals: def.size_decimals,
             });
             symbol_seqs.push(0);
+            book_seqs.push(0);
         }
-        symbol_seqs[id] += 1;
+        // Quotes and trades are numbered per symbol; a book's levels by
+        // their event (`book_seq`), which replays renumber anyway.
+        let seqs = match update.kind {
+            UpdateKind::Level { .. } => &mut book_seqs[id],
+            _ => &mut symbol_seqs[id],
+        };
+        let symbol_seq = match update.kind {
+            UpdateKind::Level { flags, .. } if flags & level_flags::LAST == 0 => *seqs + 1,
+            _ => {
+                *seqs += 1;
+                *seqs
+            }
+        };
         let s = Sequenced {
             update,
             seq: i as u64 + 1,
-            symbol_seq: symbol_seqs[id],
+            symbol_seq,
             publish_ts_ns: 0,
         };
-        // Recordings hold quotes and trades only, which every sink
-        // writes.
         sink.push(&defs[id], &s)?;
         updates += 1;
     }
@@ -276,12 +288,17 @@ struct CsvSink {
     exchange: String,
     quotes: Option<(PathBuf, BufWriter<File>)>,
     trades: Option<(PathBuf, BufWriter<File>)>,
+    books: Option<(PathBuf, BufWriter<File>)>,
+    /// Symbols in the middle of a book snapshot (its rows are `is_snapshot`).
+    in_snapshot: std::collections::HashSet<u32>,
     line: Vec<u8>,
 }
 
 const QUOTES_HEADER: &str =
     "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount";
 const TRADES_HEADER: &str = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount";
+const BOOKS_HEADER: &str =
+    "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount";
 
 impl CsvSink {
     fn new(output: &Path, exchange: &str) -> Self {
@@ -290,6 +307,8 @@ impl CsvSink {
             exchange: exchange.to_owned(),
             quotes: None,
             trades: None,
+            books: None,
+            in_snapshot: Default::default(),
             line: Vec::with_capacity(256),
         }
     }
@@ -324,12 +343,8 @@ fn write_micros(line: &mut Vec<u8>, ns: u64) {
 
 impl Sink for CsvSink {
     fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> Result<bool, ConvertError> {
-        // Tardis CSV has quotes and trades only; a live venue's stale / live
-        // status has no row there.
-        if matches!(
-            s.update.kind,
-            UpdateKind::Status(_) | UpdateKind::Level { .. }
-        ) {
+        // A live venue's stale / live status has no row in Tardis CSV.
+        if matches!(s.update.kind, UpdateKind::Status(_)) {
             return Ok(false);
         }
         if symbol.name.contains(',') {
@@ -371,8 +386,37 @@ impl Sink for CsvSink {
                 }
                 &mut self.quotes
             }
-            // Returned above; nothing to write either way.
-            UpdateKind::Status(_) | UpdateKind::Level { .. } => return Ok(false),
+            // Returned above.
+            UpdateKind::Status(_) => return Ok(false),
+            UpdateKind::Level {
+                side,
+                px,
+                sz,
+                flags,
+            } => {
+                // `incremental_book_L2`: every row of a venue snapshot is
+                // `is_snapshot`, the rows of one event share their times.
+                let id = s.update.symbol;
+                if flags & level_flags::RESET != 0 {
+                    self.in_snapshot.insert(id);
+                }
+                let snapshot = self.in_snapshot.contains(&id);
+                if flags & level_flags::LAST != 0 {
+                    self.in_snapshot.remove(&id);
+                }
+                line.extend_from_slice(if snapshot { b"true," } else { b"false," });
+                line.extend_from_slice(match side {
+                    BookSide::Bid => b"bid,",
+                    BookSide::Ask => b"ask,",
+                });
+                write_fixed(line, px, pd);
+                line.push(b',');
+                write_fixed(line, sz, sd);
+                if self.books.is_none() {
+                    self.books = Some(open_part(self.part("incremental_book_L2"), BOOKS_HEADER)?);
+                }
+                &mut self.books
+            }
             UpdateKind::Trade { px, sz, side } => {
                 // No trade id: the normalized stream does not carry one.
                 line.push(b',');
@@ -401,7 +445,7 @@ impl Sink for CsvSink {
 
     fn finish(self: Box<Self>) -> Result<Vec<PathBuf>, ConvertError> {
         let mut written = Vec::new();
-        for (path, mut out) in [self.quotes, self.trades].into_iter().flatten() {
+        for (path, mut out) in [self.quotes, self.trades, self.books].into_iter().flatten() {
             out.flush().map_err(io_at(&path, "write"))?;
             written.push(path);
         }

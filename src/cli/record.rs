@@ -32,7 +32,8 @@ pub(crate) struct ConvertArgs {
     /// or Coinbase JSON lines; plain, gzip or zstd).
     input: PathBuf,
     /// A tickwire log, or Tardis CSV if it ends in `.csv` (quotes and
-    /// trades both present: STEM.quotes.csv and STEM.trades.csv).
+    /// trades both present: STEM.quotes.csv and STEM.trades.csv; books:
+    /// STEM.incremental_book_L2.csv).
     output: PathBuf,
     /// The `exchange` column of CSV output.
     #[arg(long, default_value = "")]

@@ -139,7 +139,13 @@ impl PublishSink for BacklogSink {
         // clients: in the last-value stream it would take the place of the
         // symbol's price, and an edge's snapshot would lose it. Edges see a
         // venue's trouble as silence, then a jump in `symbol_seq`.
-        if matches!(update.update.kind, UpdateKind::Status(_)) {
+        //
+        // Order books do not travel over NATS yet: the backlog keeps the
+        // newest value of each symbol, which a book's changes are not.
+        if matches!(
+            update.update.kind,
+            UpdateKind::Status(_) | UpdateKind::Level { .. }
+        ) {
             return;
         }
         self.0.push(update);

@@ -40,8 +40,15 @@ pub struct Publishing<'a> {
 
 impl BookEvents {
     /// Takes one level. At the last level of an event, applies the event to
-    /// the book and appends the ring entries to publish to `out`.
-    pub fn level(&mut self, update: &Update, p: Publishing<'_>, out: &mut Vec<Published>) {
+    /// the book and appends the ring entries to publish to `out`; returns
+    /// the event if it was published (it changed the book, which had a
+    /// snapshot), for the publisher's sinks.
+    pub fn level(
+        &mut self,
+        update: &Update,
+        p: Publishing<'_>,
+        out: &mut Vec<Published>,
+    ) -> Option<Applied> {
         let UpdateKind::Level {
             side,
             px,
@@ -49,7 +56,7 @@ impl BookEvents {
             flags,
         } = update.kind
         else {
-            return;
+            return None;
         };
         p.metrics.book_levels_in_total.inc();
         let id = update.symbol as usize;
@@ -64,13 +71,19 @@ impl BookEvents {
         }
         pending.levels.push((side, px, sz));
         if flags & level_flags::LAST == 0 {
-            return;
+            return None;
         }
         let pending = std::mem::take(pending);
         let (bids, asks) = (&mut self.bids, &mut self.asks);
-        p.books.with(update.symbol, |shared| {
-            apply(shared, update, &pending, p, bids, asks, out);
+        let applied = p.books.with(update.symbol, |shared| {
+            apply(shared, update, &pending, p, bids, asks, out)
         });
+        applied.map(|(book_seq, seq)| Applied {
+            levels: pending.levels,
+            reset: pending.reset,
+            book_seq,
+            seq,
+        })
     }
 
     /// The symbol went stale: its unfinished event is dropped and its book
@@ -86,8 +99,19 @@ impl BookEvents {
     }
 }
 
+/// A book event as the publisher published it.
+pub struct Applied {
+    pub levels: Vec<(BookSide, i64, i64)>,
+    /// The event replaced the book (a snapshot).
+    pub reset: bool,
+    pub book_seq: u64,
+    /// The newest global sequence assigned when it was published.
+    pub seq: u64,
+}
+
 /// Applies one whole event under the book's mutex and encodes the watched
-/// channels (see [`super::shared`] for why under the mutex).
+/// channels (see `market::books` for why under the mutex); returns the
+/// event's `book_seq` and the newest global sequence, if it was published.
 fn apply(
     shared: &mut SharedBook,
     update: &Update,
@@ -96,13 +120,13 @@ fn apply(
     bids: &mut Vec<(i64, i64)>,
     asks: &mut Vec<(i64, i64)>,
     out: &mut Vec<Published>,
-) {
+) -> Option<(u64, u64)> {
     if pending.reset {
         shared.book.clear();
         shared.stale = false;
     } else if shared.stale || shared.book_seq == 0 {
         // Changes to a book that has no snapshot: nothing to apply them to.
-        return;
+        return None;
     }
     // Lowest rank changed on either side: `book.N` changed if it is < N.
     let mut min_rank = usize::MAX;
@@ -114,7 +138,7 @@ fn apply(
         }
     }
     if !pending.reset && changes.is_empty() {
-        return;
+        return None;
     }
     shared.book_seq += 1;
     shared.exchange_ts_ns = update.exchange_ts_ns;
@@ -163,6 +187,7 @@ fn apply(
         });
     }
     shared.seq = *p.next_seq - 1;
+    Some((shared.book_seq, shared.seq))
 }
 
 /// One event's changes as each side's levels, best first, each price once

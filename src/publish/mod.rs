@@ -11,7 +11,7 @@ use self::books::{BookEvents, Publishing};
 use crate::market::{Market, Published};
 use crate::ring::RingWriter;
 use crate::symbols::SymbolDef;
-use crate::update::{now_ns, Sequenced, SymbolId, Update, UpdateKind};
+use crate::update::{level_flags, now_ns, Sequenced, SymbolId, Update, UpdateKind};
 use crate::wire::channel;
 use crate::wire::encode::{FrameEncoder, SymbolFormat};
 
@@ -186,8 +186,39 @@ impl Publisher {
                 size_decimals: def.size_decimals,
             },
         };
-        self.books.level(update, publishing, &mut self.book_entries);
+        let publish_ts_ns = publishing.publish_ts_ns;
+        let applied = self.books.level(update, publishing, &mut self.book_entries);
         self.push_book_entries();
+        if let (Some(event), Some(sink)) = (applied, &mut self.sink) {
+            // The event's levels as the source sent them, numbered by the
+            // event: a recorded log replays the same book.
+            let n = event.levels.len();
+            for (i, &(side, px, sz)) in event.levels.iter().enumerate() {
+                let mut flags = 0;
+                if event.reset && i == 0 {
+                    flags |= level_flags::RESET;
+                }
+                if i + 1 == n {
+                    flags |= level_flags::LAST;
+                }
+                sink.send(&Sequenced {
+                    update: Update {
+                        kind: UpdateKind::Level {
+                            side,
+                            px,
+                            sz,
+                            flags,
+                        },
+                        origin_seq: 0,
+                        origin_publish_ts_ns: 0,
+                        ..*update
+                    },
+                    seq: event.seq,
+                    symbol_seq: event.book_seq,
+                    publish_ts_ns,
+                });
+            }
+        }
     }
 
     /// Pushes the ring entries of the book event just published.

@@ -273,12 +273,12 @@ struct L2Row<'a> {
     exchange_ts: u64,
 }
 
-/// The rows of the message being read, and whether each symbol's last
-/// row was a snapshot's.
+/// The rows of the message being read, and per symbol the local time of
+/// its last message if that was a snapshot.
 #[derive(Debug, Default)]
 struct L2Books {
     group: Option<Group>,
-    in_snapshot: std::collections::HashMap<SymbolId, bool>,
+    in_snapshot: std::collections::HashMap<SymbolId, Option<String>>,
 }
 
 #[derive(Debug)]
@@ -296,7 +296,10 @@ struct Group {
 /// Adds a row to the message being read; a row of another message (another
 /// symbol, time or kind) first publishes the one before. Tardis: "if the
 /// last update was not a snapshot and the current one is, the existing
-/// order book state must be discarded".
+/// order book state must be discarded"; a snapshot at another time than the
+/// symbol's last one (`tickwire convert` writes one per venue snapshot) is
+/// a new snapshot too, while the rows of one snapshot that other symbols'
+/// rows interrupt continue it.
 fn incremental(row: L2Row<'_>, emit: &mut Emitter<'_>) -> Result<(), BadRecord> {
     let scale = emit.scale_of(row.symbol, row.price, row.amount)?;
     let level = (
@@ -314,12 +317,13 @@ fn incremental(row: L2Row<'_>, emit: &mut Emitter<'_>) -> Result<(), BadRecord> 
             publish(done, emit);
         }
         let books = emit.books.get::<L2Books>();
-        let was_snapshot = books.in_snapshot.insert(scale.id, row.is_snapshot);
+        let now = row.is_snapshot.then(|| row.local_ts.to_owned());
+        let was = books.in_snapshot.insert(scale.id, now.clone()).flatten();
         books.group = Some(Group {
             id: scale.id,
             local_ts: row.local_ts.to_owned(),
             is_snapshot: row.is_snapshot,
-            reset: row.is_snapshot && was_snapshot != Some(true),
+            reset: now.is_some() && was != now,
             levels: Vec::new(),
             exchange_ts: row.exchange_ts,
             receive_ts,

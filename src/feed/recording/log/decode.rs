@@ -9,11 +9,13 @@
 use std::collections::HashMap;
 
 use super::{
-    unzigzag, Deltas, Entry, LogSymbol, QUOTE_ASK_SIZE_UNKNOWN, QUOTE_BID_SIZE_UNKNOWN, TAG_QUOTE,
-    TAG_STATUS, TAG_SYMBOL, TAG_TRADE,
+    unzigzag, Deltas, Entry, LogSymbol, LEVEL_ASK, LEVEL_LAST, LEVEL_RESET, QUOTE_ASK_SIZE_UNKNOWN,
+    QUOTE_BID_SIZE_UNKNOWN, TAG_LEVEL, TAG_QUOTE, TAG_STATUS, TAG_SYMBOL, TAG_TRADE,
 };
 use crate::symbols::MAX_NAME_LEN;
-use crate::update::{Sequenced, Side, SymbolId, SymbolStatus, Update, UpdateKind};
+use crate::update::{
+    level_flags, BookSide, Sequenced, Side, SymbolId, SymbolStatus, Update, UpdateKind,
+};
 
 /// A payload being decoded, and how far.
 pub(super) struct Cursor<'a> {
@@ -85,10 +87,13 @@ pub(super) fn decode_payload(
             entries.push(Entry::Symbol(sym));
             continue;
         }
-        if !(TAG_QUOTE..=last_quote_tag).contains(&tag)
-            && !(TAG_TRADE..=TAG_TRADE + 2).contains(&tag)
-            && !(TAG_STATUS..=TAG_STATUS + 4).contains(&tag)
-        {
+        // Levels and the book_gap status came with version 3.
+        let (last_status, books) = if version >= 3 { (4, true) } else { (3, false) };
+        let known = (TAG_QUOTE..=last_quote_tag).contains(&tag)
+            || (TAG_TRADE..=TAG_TRADE + 2).contains(&tag)
+            || (TAG_STATUS..=TAG_STATUS + last_status).contains(&tag)
+            || (books && (TAG_LEVEL..=TAG_LEVEL + 7).contains(&tag));
+        if !known {
             return None;
         }
         let id = SymbolId::try_from(c.varint()?).ok()?;
@@ -140,7 +145,11 @@ fn update_record(
     last_quote_tag: u8,
     d: &mut Deltas,
 ) -> Option<Sequenced> {
-    let (last_symbol_seq, last_px) = d.symbols.get(&id).copied().unwrap_or((0, 0));
+    let level = tag >= TAG_LEVEL;
+    let (last_symbol_seq, last_px) = if level { &d.books } else { &d.symbols }
+        .get(&id)
+        .copied()
+        .unwrap_or((0, 0));
     let seq = c.delta(d.seq)?;
     let symbol_seq = c.delta(last_symbol_seq)?;
     let exchange_ts_ns = c.delta(d.exchange_ts)?;
@@ -151,7 +160,11 @@ fn update_record(
     d.exchange_ts = exchange_ts_ns;
     d.receive_ts = receive_ts_ns;
     d.publish_ts = publish_ts_ns;
-    d.symbols.insert(id, (symbol_seq, px));
+    if level {
+        d.books.insert(id, (symbol_seq, px));
+    } else {
+        d.symbols.insert(id, (symbol_seq, px));
+    }
     Some(Sequenced {
         update: Update {
             symbol: id,
@@ -176,7 +189,32 @@ fn update_kind(
     last_quote_tag: u8,
     last_px: i64,
 ) -> Option<(UpdateKind, i64)> {
-    if tag >= TAG_STATUS {
+    if tag >= TAG_LEVEL {
+        let bits = tag - TAG_LEVEL;
+        let px = last_px.wrapping_add(c.signed()?);
+        let sz = c.signed()?;
+        let side = if bits & LEVEL_ASK != 0 {
+            BookSide::Ask
+        } else {
+            BookSide::Bid
+        };
+        let mut flags = 0;
+        if bits & LEVEL_RESET != 0 {
+            flags |= level_flags::RESET;
+        }
+        if bits & LEVEL_LAST != 0 {
+            flags |= level_flags::LAST;
+        }
+        Some((
+            UpdateKind::Level {
+                side,
+                px,
+                sz,
+                flags,
+            },
+            px,
+        ))
+    } else if tag >= TAG_STATUS {
         let status = match tag - TAG_STATUS {
             0 => SymbolStatus::Live,
             1 => SymbolStatus::StaleGap,

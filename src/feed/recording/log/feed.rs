@@ -7,7 +7,7 @@ use super::{Entry, LogError, LogReader, LogSymbol, ReadStats};
 use crate::feed::normalize::{has_negative, Reason, RejectTally};
 use crate::feed::{FeedError, FeedStats, Timed};
 use crate::symbols::Normalizer;
-use crate::update::{SymbolId, Update};
+use crate::update::{SymbolId, Update, UpdateKind};
 
 /// A log replayed as a feed: symbols are interned by name with their
 /// recorded decimals, and each update carries its recorded `symbol_seq` as
@@ -99,7 +99,15 @@ impl<R: Read> LogFeed<R> {
                     }
                     let update = Update {
                         symbol,
-                        origin_seq: s.symbol_seq,
+                        // A level's number is its book_seq, which the
+                        // replaying publisher gives again: the book is
+                        // rebuilt from the recorded events, numbered from
+                        // 1 (a looped replay's second pass starts with a
+                        // snapshot, and could not keep the first's numbers).
+                        origin_seq: match s.update.kind {
+                            UpdateKind::Level { .. } => 0,
+                            _ => s.symbol_seq,
+                        },
                         ..s.update
                     };
                     // Paced by when it was served; a converted log was

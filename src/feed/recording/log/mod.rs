@@ -39,9 +39,10 @@ pub use write::LogWriter;
 pub const MAGIC: [u8; 8] = [0x89, b'T', b'W', b'L', b'\r', b'\n', 0x1a, b'\n'];
 
 /// The format version this code writes. Version 2 added quotes with
-/// unknown sizes (tags `0x03` to `0x05`); it reads 1 as well, which is the
-/// same format without them.
-pub const VERSION: u16 = 2;
+/// unknown sizes (tags `0x03` to `0x05`), version 3 order-book levels and
+/// the `book_gap` status (tags `0x24`, `0x30` to `0x37`); it reads 1 and 2
+/// as well, which are the same format without them.
+pub const VERSION: u16 = 3;
 
 /// The oldest format version this code reads.
 pub const OLDEST_VERSION: u16 = 1;
@@ -77,6 +78,14 @@ const TAG_TRADE: u8 = 0x10;
 /// A live venue's per-symbol status: this plus the status (0 live, 1 stale
 /// after a gap, 2 disconnected, 3 silent); no numbers follow.
 const TAG_STATUS: u8 = 0x20;
+/// An order-book level (version 3 on): this plus bit 0 for the ask side,
+/// bit 1 [`RESET`](crate::update::level_flags::RESET) (the first level of a
+/// snapshot), bit 2 [`LAST`](crate::update::level_flags::LAST) (the last of
+/// a book event). Its `symbol_seq` is the event's `book_seq`.
+const TAG_LEVEL: u8 = 0x30;
+const LEVEL_ASK: u8 = 1;
+const LEVEL_RESET: u8 = 2;
+const LEVEL_LAST: u8 = 4;
 
 /// A symbol as the log defines it. `id` is the recording server's id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -160,6 +169,8 @@ struct Deltas {
     /// Per symbol: last symbol_seq and last price (a quote's bid or a
     /// trade's price).
     symbols: HashMap<SymbolId, (u64, i64)>,
+    /// Per symbol: last book_seq and last level price.
+    books: HashMap<SymbolId, (u64, i64)>,
 }
 
 fn header(started_ns: u64) -> [u8; HEADER_LEN] {

@@ -569,3 +569,52 @@ fn log_feed_rejects_negative_prices_and_sizes() {
     negative_only.add(Reason::Negative, 1, 6);
     assert_eq!(rejections, negative_only);
 }
+
+#[test]
+fn book_levels_round_trip_with_their_flags_and_need_version_3() {
+    let sym = &symbols()[0];
+    let level = |side, px, sz, flags, symbol_seq| Sequenced {
+        update: Update {
+            symbol: sym.id,
+            kind: UpdateKind::Level {
+                side,
+                px,
+                sz,
+                flags,
+            },
+            exchange_ts_ns: 7,
+            receive_ts_ns: 8,
+            origin_seq: 0,
+            origin_publish_ts_ns: 0,
+        },
+        seq: 3,
+        symbol_seq,
+        publish_ts_ns: 9,
+    };
+    use crate::update::{level_flags::*, BookSide::*};
+    let mut updates = vec![
+        // TC0: a snapshot of three levels, then a change, between quotes.
+        level(Bid, 6_183_763_000_000, 378_826_000, RESET, 1),
+        level(Bid, 6_183_762_000_000, 0, 0, 1),
+        level(Ask, 6_183_764_000_000, 1, LAST, 1),
+    ];
+    updates.extend(
+        stream(3, 5)
+            .into_iter()
+            .filter(|u| u.update.symbol == sym.id),
+    );
+    updates.push(level(Ask, 6_183_765_000_000, 2, RESET | LAST, 2));
+    // TC1: the book_gap status.
+    let mut gap = updates[0];
+    gap.update.kind = UpdateKind::Status(SymbolStatus::StaleBookGap);
+    updates.push(gap);
+    let (log, _) = write(&updates, 100);
+    let (entries, stats) = read_entries(&log).unwrap();
+    assert_eq!(updates_of(&entries), updates);
+    assert_eq!(stats.corrupt, 0);
+    // TC2: the same bytes under a version 2 header are damage, not levels.
+    let old = with_version(&log, 2);
+    let (entries, stats) = read_entries(&old).unwrap();
+    assert!(updates_of(&entries).is_empty());
+    assert_eq!(stats.corrupt, 1);
+}

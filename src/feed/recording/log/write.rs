@@ -5,11 +5,12 @@ use std::io::{self, Write};
 
 use super::{
     block_crc, header, put_delta, put_varint, zigzag, Deltas, LogSymbol, BLOCK_BYTES,
-    BLOCK_HEADER_LEN, BLOCK_MARKER, BLOCK_UPDATES, QUOTE_ASK_SIZE_UNKNOWN, QUOTE_BID_SIZE_UNKNOWN,
-    TAG_QUOTE, TAG_STATUS, TAG_SYMBOL, TAG_TRADE,
+    BLOCK_HEADER_LEN, BLOCK_MARKER, BLOCK_UPDATES, LEVEL_ASK, LEVEL_LAST, LEVEL_RESET,
+    QUOTE_ASK_SIZE_UNKNOWN, QUOTE_BID_SIZE_UNKNOWN, TAG_LEVEL, TAG_QUOTE, TAG_STATUS, TAG_SYMBOL,
+    TAG_TRADE,
 };
 use crate::symbols::MAX_NAME_LEN;
-use crate::update::{Sequenced, UpdateKind};
+use crate::update::{level_flags, BookSide, Sequenced, UpdateKind};
 
 /// Appends updates to a log. Blocks are closed by [`BLOCK_UPDATES`] and
 /// [`BLOCK_BYTES`] in [`push`](Self::push) and by
@@ -54,11 +55,6 @@ impl<W: Write> LogWriter<W> {
     /// `s.update.symbol`).
     pub fn push(&mut self, symbol: &LogSymbol, s: &Sequenced) -> io::Result<()> {
         debug_assert_eq!(symbol.id, s.update.symbol);
-        if let UpdateKind::Level { .. } = s.update.kind {
-            // The publisher sends its sinks quotes, trades and statuses;
-            // this format version has no book records.
-            return Ok(());
-        }
         let d = &mut self.deltas;
         let out = &mut self.payload;
         let id = s.update.symbol;
@@ -89,8 +85,26 @@ impl<W: Write> LogWriter<W> {
             }
             UpdateKind::Trade { side, .. } => TAG_TRADE + side as u8,
             UpdateKind::Status(status) => TAG_STATUS + status as u8,
-            UpdateKind::Level { .. } => return Ok(()),
+            UpdateKind::Level { side, flags, .. } => {
+                let mut tag = TAG_LEVEL;
+                if side == BookSide::Ask {
+                    tag += LEVEL_ASK;
+                }
+                if flags & level_flags::RESET != 0 {
+                    tag += LEVEL_RESET;
+                }
+                if flags & level_flags::LAST != 0 {
+                    tag += LEVEL_LAST;
+                }
+                tag
+            }
         });
+        // A level's sequence and price are deltas from the symbol's last
+        // level: a book's numbers apart from its quotes'.
+        let (last_symbol_seq, last_px) = match s.update.kind {
+            UpdateKind::Level { .. } => d.books.get(&id).copied().unwrap_or((0, 0)),
+            _ => (last_symbol_seq, last_px),
+        };
         put_varint(out, u64::from(id));
         put_delta(out, s.seq, d.seq);
         put_delta(out, s.symbol_seq, last_symbol_seq);
@@ -119,13 +133,27 @@ impl<W: Write> LogWriter<W> {
                 put_varint(out, zigzag(sz));
                 px
             }
-            UpdateKind::Status(_) | UpdateKind::Level { .. } => last_px,
+            UpdateKind::Level { px, sz, .. } => {
+                put_varint(out, zigzag(px.wrapping_sub(last_px)));
+                put_varint(out, zigzag(sz));
+                px
+            }
+            UpdateKind::Status(_) => last_px,
         };
         d.seq = s.seq;
         d.exchange_ts = s.update.exchange_ts_ns;
         d.receive_ts = s.update.receive_ts_ns;
         d.publish_ts = s.publish_ts_ns;
-        d.symbols.insert(id, (s.symbol_seq, px));
+        match s.update.kind {
+            UpdateKind::Level { .. } => {
+                d.books.insert(id, (s.symbol_seq, px));
+                // A symbol's definition comes before its first record.
+                d.symbols.entry(id).or_insert((0, 0));
+            }
+            _ => {
+                d.symbols.insert(id, (s.symbol_seq, px));
+            }
+        }
         self.updates += 1;
         if self.updates >= self.block_updates || self.payload.len() >= BLOCK_BYTES {
             self.finish_block()?;
