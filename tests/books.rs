@@ -692,7 +692,10 @@ async fn book_channels_serve_a_real_capture_exactly_to_binary_and_json_clients()
 /// The states a file's books pass through: per event, a hash of the
 /// symbol's whole book (consecutive equal states once: a recorder keeps
 /// only events that changed the book), and the final books by name.
-fn book_states(path: &Path) -> (Vec<u64>, BTreeMap<String, Vec<(i64, i64)>>) {
+/// Each symbol's final book: bids then asks, best first.
+type Finals = BTreeMap<String, Vec<(i64, i64)>>;
+
+fn book_states(path: &Path) -> (Vec<u64>, Finals) {
     use std::hash::{Hash, Hasher};
     let mut tw = Tickwire::read(path);
     let mut hashes: Vec<u64> = Vec::new();
