@@ -204,6 +204,9 @@ pub struct BenchConfig {
     pub duration: Duration,
     pub warmup: Duration,
     pub subscription: Subscription,
+    /// The subscription's `channels`, comma separated; `None`: the
+    /// server's default (quotes and trades).
+    pub channels: Option<String>,
     /// The first `slow_clients` clients read with `slow_pattern`.
     pub slow_clients: usize,
     pub slow_pattern: SlowPattern,
@@ -234,6 +237,7 @@ impl BenchConfig {
             duration,
             warmup: Duration::from_secs(2),
             subscription: Subscription::All,
+            channels: None,
             slow_clients: 0,
             slow_pattern: SlowPattern {
                 read: Duration::from_millis(1000),

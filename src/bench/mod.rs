@@ -234,11 +234,17 @@ fn subscribe_request(config: &BenchConfig, client: usize) -> Option<String> {
             ids[..*k].iter().map(|i| format!("SYN{i:04}")).collect()
         }
     };
-    let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
-    Some(format!(
-        r#"{{"op":"subscribe","symbols":[{}]}}"#,
-        quoted.join(",")
-    ))
+    let quote = |list: &mut dyn Iterator<Item = &str>| {
+        list.map(|n| format!("{n:?}")).collect::<Vec<_>>().join(",")
+    };
+    let symbols = quote(&mut names.iter().map(String::as_str));
+    Some(match &config.channels {
+        None => format!(r#"{{"op":"subscribe","symbols":[{symbols}]}}"#),
+        Some(channels) => format!(
+            r#"{{"op":"subscribe","symbols":[{symbols}],"channels":[{}]}}"#,
+            quote(&mut channels.split(',').map(str::trim))
+        ),
+    })
 }
 
 /// The measured window as the coordinator saw it.

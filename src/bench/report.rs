@@ -206,7 +206,11 @@ impl Messages {
         let measured = total(clients, |c| c.updates_measured);
         let secs = w.wall.as_secs_f64();
         // Every client sees the whole stream only with `*` (peers: always).
-        let sequenced = cfg.subscription == Subscription::All && cfg.protocol != Protocol::RawTcp;
+        // Every global sequence reaches a client of every symbol's default
+        // channels; one that named channels sees a share of them.
+        let sequenced = cfg.subscription == Subscription::All
+            && cfg.channels.is_none()
+            && cfg.protocol != Protocol::RawTcp;
         let published = w.head_seq_end.saturating_sub(w.head_seq_start);
         let per_client = match cfg.nominal_rate {
             Some(rate) => (rate * secs) as u64,

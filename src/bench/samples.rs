@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use super::{Phase, Protocol};
 use crate::update::now_ns;
 use crate::wire::decode::offset;
-use crate::wire::encode::{msg_type, QUOTE_LEN, STATUS_LEN, TRADE_LEN};
+use crate::wire::encode::{msg_type, BOOK_HEAD_LEN, QUOTE_LEN, STATUS_LEN, TRADE_LEN};
 use crate::wire::frame;
 
 /// Highest latency recorded, in µs (one hour); larger values saturate.
@@ -119,7 +119,10 @@ pub(crate) struct Parsed {
 struct Tick {
     symbol: u32,
     seq: u64,
+    /// The symbol's sequence; for a book message its `book_seq`, which a
+    /// `book.N` channel skips through by design (no gap counted).
     symbol_seq: u64,
+    book: bool,
     publish_ts: u64,
     receive_ts: Option<u64>,
 }
@@ -221,10 +224,19 @@ impl ThreadStats {
                         symbol,
                         seq: u64_at(p, offset::SEQ),
                         symbol_seq: u64_at(p, offset::SYMBOL_SEQ),
+                        book: false,
                         receive_ts: Some(u64_at(p, offset::RECEIVE_TS)),
                         publish_ts: u64_at(p, offset::PUBLISH_TS),
                     }))
                 }
+                (Some(msg_type::BOOK), n) if n >= BOOK_HEAD_LEN => Ok(Some(Tick {
+                    symbol: u32_at(p, offset::SYMBOL).min(MAX_SYMBOL_ID as u32),
+                    seq: u64_at(p, offset::SEQ),
+                    symbol_seq: u64_at(p, offset::SYMBOL_SEQ),
+                    book: true,
+                    receive_ts: Some(u64_at(p, offset::RECEIVE_TS)),
+                    publish_ts: u64_at(p, offset::PUBLISH_TS),
+                })),
                 (Some(msg_type::SYMBOL), n) if n >= offset::symbol::NAME => {
                     self.clients[slot].definitions += 1;
                     Ok(None)
@@ -245,6 +257,7 @@ impl ThreadStats {
                     symbol: 0,
                     seq,
                     symbol_seq: seq,
+                    book: false,
                     publish_ts: u64_at(p, 0),
                     receive_ts: None,
                 }))
@@ -271,7 +284,8 @@ impl ThreadStats {
             .and_then(|rest| rest.split(|&b| b == b'"').next());
         let c = &mut self.clients[slot];
         match kind {
-            Some(b"quote" | b"trade") => {
+            Some(kind @ (b"quote" | b"trade" | b"book")) => {
+                let book = kind == b"book";
                 let field = |key: &[u8]| {
                     json_u64(p, key).ok_or_else(|| {
                         FrameError::NotTickwire(String::from_utf8_lossy(p).into_owned())
@@ -280,7 +294,12 @@ impl ThreadStats {
                 return Ok(Some(Tick {
                     symbol: u32::try_from(field(b"\"id\":")?).unwrap_or(u32::MAX),
                     seq: field(b"\"seq\":")?,
-                    symbol_seq: field(b"\"symbol_seq\":")?,
+                    symbol_seq: field(if book {
+                        b"\"book_seq\":"
+                    } else {
+                        b"\"symbol_seq\":"
+                    })?,
+                    book,
                     receive_ts: Some(field(b"\"receive_ts\":")?),
                     publish_ts: field(b"\"publish_ts\":")?,
                 }));
@@ -311,7 +330,9 @@ impl ThreadStats {
             c.last_symbol_seq.resize(s + 1, 0);
         }
         let last = c.last_symbol_seq[s];
-        if last != 0 {
+        if t.book {
+            // A book's sequence is its own: not this symbol's updates.
+        } else if last != 0 {
             if t.symbol_seq == last {
                 c.duplicates += 1;
             } else if t.symbol_seq < last {
@@ -321,7 +342,9 @@ impl ThreadStats {
                 c.missed += t.symbol_seq - last - 1;
             }
         }
-        c.last_symbol_seq[s] = last.max(t.symbol_seq);
+        if !t.book {
+            c.last_symbol_seq[s] = last.max(t.symbol_seq);
+        }
         if !measuring {
             return;
         }

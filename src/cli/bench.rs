@@ -31,6 +31,11 @@ pub(crate) struct BenchArgs {
     /// the synthetic feed's M symbols) or `none` (idle connections).
     #[arg(long, default_value = "*")]
     symbols: String,
+    /// Channels of each subscription (tickwire), comma separated, e.g.
+    /// `book.10` or `quotes,book.10`; the server's default (quotes and
+    /// trades) when absent.
+    #[arg(long)]
+    channels: Option<String>,
     /// Load threads, each a current-thread runtime with its share of the clients.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -112,6 +117,7 @@ impl BenchArgs {
             .symbols
             .parse()
             .map_err(|e: String| anyhow!("--symbols {e}"))?;
+        c.channels = self.channels.clone();
         c.slow_clients = self.slow;
         c.slow_pattern = self
             .slow_pattern

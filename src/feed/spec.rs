@@ -173,6 +173,7 @@ mod tests {
                 symbols: 3,
                 rate: Rate::PerSecond(500),
                 seed: synthetic::DEFAULT_SEED,
+                book: 0,
             }))
         );
         assert_eq!(
@@ -181,6 +182,7 @@ mod tests {
                 symbols: 1,
                 rate: Rate::Max,
                 seed: 7,
+                book: 0,
             }))
         );
         // TC2: bad synthetic specs name the problem.

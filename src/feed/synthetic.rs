@@ -1,6 +1,8 @@
 //! A synthetic feed for load tests and demos: a random walk of quotes over
 //! `N` symbols `SYN0000`, `SYN0001`, ..., with about one trade in ten, at a
-//! steady total rate.
+//! steady total rate; with `book=L`, each quote also moves an order book of
+//! `L` levels a side (a snapshot first, then the levels the move changed),
+//! whose top is the quote.
 //!
 //! Prices move in ticks of 0.01 from around 100.00, the spread is 1 to 3
 //! ticks, and the bid never falls below one tick, so a book is never crossed
@@ -15,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{FeedError, FeedStats, SpecError};
 use crate::symbols::{Normalizer, Scale, MAX_SYMBOLS};
-use crate::update::{now_ns, Side, Update, UpdateKind};
+use crate::update::{level_flags, now_ns, BookSide, Side, Update, UpdateKind};
 
 pub const DEFAULT_SEED: u64 = 0x5EED;
 
@@ -33,7 +35,12 @@ pub struct SyntheticSpec {
     pub symbols: u32,
     pub rate: Rate,
     pub seed: u64,
+    /// Levels a side of each symbol's order book; 0 for none.
+    pub book: u32,
 }
+
+/// Most levels a side a synthetic book may have.
+pub const MAX_BOOK_LEVELS: u32 = 10_000;
 
 /// Updates per second over all symbols.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +61,7 @@ impl SyntheticSpec {
             symbols: 8,
             rate: Rate::PerSecond(1_000),
             seed: DEFAULT_SEED,
+            book: 0,
         };
         for pair in params.split(',').filter(|p| !p.is_empty()) {
             let (key, value) = pair
@@ -80,6 +88,17 @@ impl SyntheticSpec {
                             err(format!("rate `{value}` is not a positive integer or `max`"))
                         })?;
                 }
+                "book" => {
+                    out.book = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n <= MAX_BOOK_LEVELS)
+                        .ok_or_else(|| {
+                            err(format!(
+                                "book `{value}` is not a number of levels from 0 to {MAX_BOOK_LEVELS}"
+                            ))
+                        })?;
+                }
                 "seed" => {
                     out.seed = value
                         .parse()
@@ -99,7 +118,11 @@ impl fmt::Display for SyntheticSpec {
             Rate::PerSecond(r) => write!(f, "{r}")?,
             Rate::Max => f.write_str("max")?,
         }
-        write!(f, ",seed={}", self.seed)
+        write!(f, ",seed={}", self.seed)?;
+        if self.book > 0 {
+            write!(f, ",book={}", self.book)?;
+        }
+        Ok(())
     }
 }
 
@@ -134,12 +157,18 @@ struct Book {
     /// Multiplies ticks / size steps into mantissas at the symbol's scale.
     px_unit: i64,
     sz_unit: i64,
+    /// Best bid and ask (ticks) of the order book sent last, if any.
+    depth_at: Option<(i64, i64)>,
 }
 
 /// Produces the random walk; no clock inside, so tests can drive it.
 pub struct Generator {
     rng: SplitMix64,
     books: Vec<Book>,
+    /// Levels a side of the order books; 0 for none.
+    depth: i64,
+    /// The book event of the last quote, for [`Generator::take_levels`].
+    levels: Vec<Update>,
 }
 
 impl Generator {
@@ -161,9 +190,86 @@ impl Generator {
                 scale,
                 // 95.00 to 105.00.
                 bid_ticks: 9_500 + rng.below(1_001) as i64,
+                depth_at: None,
             });
         }
-        Ok(Generator { rng, books })
+        Ok(Generator {
+            rng,
+            books,
+            depth: i64::from(spec.book),
+            levels: Vec::new(),
+        })
+    }
+
+    /// The order-book levels the last quote moved (empty without `book=`):
+    /// the symbol's first is a snapshot of every level.
+    pub fn take_levels(&mut self) -> std::vec::Drain<'_, Update> {
+        self.levels.drain(..)
+    }
+
+    /// The book event of a quote at `bid` / `ask` (ticks) with these
+    /// sizes: bids at `bid`, `bid - 1`, ... and asks at `ask`, `ask + 1`,
+    /// ..., `depth` of each; the levels the move left get size 0, the ones
+    /// it reached a random size, and the top the quote's.
+    fn book_event(
+        &mut self,
+        i: usize,
+        (bid, ask): (i64, i64),
+        (bid_sz, ask_sz): (i64, i64),
+        now: u64,
+    ) {
+        let depth = self.depth;
+        let book = &self.books[i];
+        let (px_unit, sz_unit, id) = (book.px_unit, book.sz_unit, book.scale.id);
+        let before = book.depth_at;
+        let mut levels: Vec<(BookSide, i64, i64)> = Vec::new();
+        for (side, top, sz, dir) in [
+            (BookSide::Bid, bid, bid_sz, -1),
+            (BookSide::Ask, ask, ask_sz, 1),
+        ] {
+            let range = |t: i64| (t.min(t + dir * (depth - 1)), t.max(t + dir * (depth - 1)));
+            let (lo, hi) = range(top);
+            let old = before.map(|(b, a)| range(if side == BookSide::Bid { b } else { a }));
+            if let Some((olo, ohi)) = old {
+                for t in olo..=ohi {
+                    if t < lo || t > hi {
+                        levels.push((side, t, 0));
+                    }
+                }
+            }
+            for t in lo..=hi {
+                let new = old.is_none_or(|(olo, ohi)| t < olo || t > ohi);
+                if t == top {
+                    levels.push((side, t, sz));
+                } else if new {
+                    levels.push((side, t, (1 + self.rng.below(10_000) as i64) * sz_unit));
+                }
+            }
+        }
+        self.books[i].depth_at = Some((bid, ask));
+        let n = levels.len();
+        for (k, (side, ticks, sz)) in levels.into_iter().enumerate() {
+            let mut flags = 0;
+            if before.is_none() && k == 0 {
+                flags |= level_flags::RESET;
+            }
+            if k + 1 == n {
+                flags |= level_flags::LAST;
+            }
+            self.levels.push(Update {
+                symbol: id,
+                kind: UpdateKind::Level {
+                    side,
+                    px: ticks.max(1) * px_unit,
+                    sz,
+                    flags,
+                },
+                exchange_ts_ns: now,
+                receive_ts_ns: now,
+                origin_seq: 0,
+                origin_publish_ts_ns: 0,
+            });
+        }
     }
 
     /// The next update, stamped with the wall clock.
@@ -178,6 +284,12 @@ impl Generator {
         let bid_px = book.bid_ticks * book.px_unit;
         let ask_px = (book.bid_ticks + spread) * book.px_unit;
         let [a, b] = sizes.map(|s| s as i64 * book.sz_unit);
+        let ticks = (book.bid_ticks, book.bid_ticks + spread);
+        let symbol = book.scale.id;
+        let now = now_ns();
+        if !trade && self.depth > 0 {
+            self.book_event(i, ticks, (a, b), now);
+        }
         let kind = if trade {
             // A buyer lifts the offer or a seller hits the bid.
             let buy = a % 2 == 0;
@@ -194,9 +306,8 @@ impl Generator {
                 ask_sz: Some(b),
             }
         };
-        let now = now_ns();
         Update {
-            symbol: book.scale.id,
+            symbol,
             kind,
             exchange_ts_ns: now,
             receive_ts_ns: now,
@@ -235,6 +346,13 @@ pub(crate) async fn run(
             sent += 1;
             stats.records.inc();
             stats.updates.inc();
+            // A book event rides with its quote, outside the rate.
+            for level in generator.take_levels() {
+                if tx.send(level).await.is_err() {
+                    return Ok(());
+                }
+                stats.updates.inc();
+            }
         }
         if let Rate::PerSecond(rate) = spec.rate {
             // Wake at the next tick, or later if nothing comes due by then.
@@ -255,6 +373,7 @@ mod tests {
             symbols,
             rate,
             seed: 42,
+            book: 0,
         }
     }
 
@@ -320,5 +439,66 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO);
         drop(rx);
         feed.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_book_moves_with_its_quote_and_never_crosses() {
+        let mut n = Normalizer::new(SymbolTable::new());
+        let spec = SyntheticSpec {
+            book: 5,
+            ..spec(3, Rate::Max)
+        };
+        let mut g = Generator::new(&spec, &mut n).unwrap();
+        let mut books: std::collections::HashMap<u32, crate::book::Book> = Default::default();
+        let (mut events, mut resets) = (0, 0);
+        for _ in 0..20_000 {
+            let u = g.next_update();
+            let levels: Vec<Update> = g.take_levels().collect();
+            let UpdateKind::Quote {
+                bid_px,
+                ask_px,
+                bid_sz,
+                ask_sz,
+            } = u.kind
+            else {
+                assert!(levels.is_empty(), "a trade moves no book");
+                continue;
+            };
+            // TC0: every quote comes with one event: a snapshot first, then
+            // changes; its levels are the quote's symbol's.
+            assert!(!levels.is_empty());
+            let book = books.entry(u.symbol).or_default();
+            for (k, l) in levels.iter().enumerate() {
+                let UpdateKind::Level {
+                    side,
+                    px,
+                    sz,
+                    flags,
+                } = l.kind
+                else {
+                    panic!("{l:?}");
+                };
+                assert_eq!(l.symbol, u.symbol);
+                if flags & level_flags::RESET != 0 {
+                    assert_eq!(k, 0);
+                    book.clear();
+                    resets += 1;
+                }
+                assert_eq!(flags & level_flags::LAST != 0, k + 1 == levels.len());
+                book.apply(side, px, sz);
+            }
+            events += 1;
+            // TC1: the book's top is the quote, 5 levels a side, uncrossed.
+            assert_eq!(book.best(BookSide::Bid), Some((bid_px, bid_sz.unwrap())));
+            assert_eq!(book.best(BookSide::Ask), Some((ask_px, ask_sz.unwrap())));
+            assert_eq!((book.len(BookSide::Bid), book.len(BookSide::Ask)), (5, 5));
+            assert!(!book.is_crossed());
+        }
+        assert_eq!(resets, 3);
+        assert!(events > 15_000, "{events}");
+        assert_eq!(
+            spec.to_string(),
+            "synthetic:symbols=3,rate=max,seed=42,book=5"
+        );
     }
 }
