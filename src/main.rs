@@ -31,7 +31,7 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Measure a server with many WebSocket subscribers: throughput,
     /// end-to-end latency, sequence gaps.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Overlay latency distributions (`.hgrm` files) in one SVG plot.
     Plot(PlotArgs),
     /// Print an access token (an HS256 JWT) for a server that requires
@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let args = match cli.command {
         Some(Command::Serve(args)) => *args,
-        Some(Command::Bench(args)) => return run_bench(args),
+        Some(Command::Bench(args)) => return run_bench(*args),
         Some(Command::Plot(args)) => return run_plot(args),
         Some(Command::Token(args)) => return run_token(args),
         Some(Command::Record(args)) => return run_record(args),
