@@ -192,7 +192,9 @@ async fn sse_refusals() {
         ("GET /sse HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "symbols="),
         // TC1: an unknown symbol, named.
         ("GET /sse?symbols=SYN0000,NOPE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "NOPE"),
-        // TC2: not a GET.
+        // TC2: an unknown channel, named.
+        ("GET /sse?symbols=*&channels=book.7 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "book.7"),
+        // TC3: not a GET.
         ("POST /sse?symbols=* HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 405, "GET"),
     ] {
         let (got, text) = http_get(server.addr, request).await;
@@ -250,5 +252,54 @@ async fn a_stalled_stream_closes_its_connection() {
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
         .await
         .expect("the socket ends");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_serves_book_channels() {
+    let server = start(ServeConfig {
+        feeds: vec!["synthetic:symbols=3,rate=2000,book=20".into()],
+        ..ServeConfig::default()
+    })
+    .await;
+    common::eventually(Duration::from_secs(10), "every book has a state", || {
+        (0..SYMBOLS).all(|s| server.market.books.with(s, |b| b.book_seq > 0))
+    })
+    .await;
+    let (head, events) = events(server.addr, "symbols=*&channels=book.5", None, 60).await;
+    assert!(head.contains("text/event-stream"), "{head}");
+    let msgs: Vec<serde_json::Value> = events.iter().map(json).collect();
+    // TC0: the ack names the channel; then only book.5 messages (and the
+    // definitions): no quote, no trade.
+    assert_eq!(msgs[0]["type"], "ack");
+    assert_eq!(msgs[0]["channels"], serde_json::json!(["book.5"]));
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut books = 0;
+    for (e, m) in events.iter().zip(&msgs).skip(1) {
+        match m["type"].as_str().unwrap() {
+            "symbol" => continue,
+            "book" => {}
+            other => panic!("{other} on a book channel: {m}"),
+        }
+        books += 1;
+        // TC1: each a whole top 5, uncrossed, with an event id, newer per
+        // symbol than the one before.
+        assert_eq!(
+            (m["channel"].as_str(), m["snapshot"].as_bool()),
+            (Some("book.5"), Some(true))
+        );
+        let (bids, asks) = (m["bids"].as_array().unwrap(), m["asks"].as_array().unwrap());
+        assert_eq!((bids.len(), asks.len()), (5, 5), "{m}");
+        let px = |l: &serde_json::Value| l[0].as_str().unwrap().parse::<f64>().unwrap();
+        assert!(px(&bids[0]) < px(&asks[0]), "{m}");
+        assert!(bids.windows(2).all(|w| px(&w[0]) > px(&w[1])), "{m}");
+        assert!(asks.windows(2).all(|w| px(&w[0]) < px(&w[1])), "{m}");
+        assert_eq!(e.id, m["seq"].as_u64());
+        let seq = m["book_seq"].as_u64().unwrap();
+        let symbol = m["symbol"].as_str().unwrap().to_owned();
+        assert!(last.get(&symbol).is_none_or(|&l| seq > l), "{m}");
+        last.insert(symbol, seq);
+    }
+    assert!(books > 40, "{books} book messages");
     server.stop().await;
 }
