@@ -1113,3 +1113,152 @@ async fn a_venue_message_over_16_mib_fails_the_connection_and_it_is_made_again()
     assert_eq!(h["reconnects"].as_u64(), Some(2), "{h}");
     server.stop().await;
 }
+
+// ---- order books from a live venue ----
+
+/// A fake REST endpoint: answers the `n`th GET with `bodies[n]` (the last
+/// one again after them), and reports each request line's target.
+async fn fake_rest(bodies: Vec<String>) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for i in 0.. {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let body = bodies[i.min(bodies.len() - 1)].clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
+                let _ = tx.send(line.split(' ').nth(1).unwrap_or("").to_owned());
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+fn depth(first: u64, last: u64, bids: &str, asks: &str) -> Act {
+    Act::Send(format!(
+        r#"{{"stream":"btcusdt@depth@100ms","data":{{"e":"depthUpdate","E":1723161255308,"s":"BTCUSDT","U":{first},"u":{last},"b":{bids},"a":{asks}}}}}"#
+    ))
+}
+
+/// A book message's (bids, asks) as (price, size) strings.
+type Levels = (Vec<(String, String)>, Vec<(String, String)>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_binance_book_syncs_to_the_rest_snapshot_and_resyncs_after_a_gap() {
+    // The venue's diffs around two REST snapshots (lastUpdateId 8, then
+    // 16): 1..5 is covered by the first, 6..10 straddles it, 14..15 skips
+    // 13 (a gap: the book goes stale and is fetched again), 16..17 follows
+    // the second. Whatever the order the fetches and the diffs meet in, the
+    // books are the same.
+    let (rest, mut requests) = fake_rest(vec![
+        r#"{"lastUpdateId":8,"bids":[["100.00","1.0"],["99.00","1.0"]],"asks":[["101.00","1.0"],["102.00","1.0"]]}"#.into(),
+        r#"{"lastUpdateId":16,"bids":[["98.00","7.0"]],"asks":[["103.00","7.0"]]}"#.into(),
+    ])
+    .await;
+    let script = vec![
+        depth(1, 5, r#"[["100.00","5.0"]]"#, "[]"),
+        depth(6, 10, r#"[["100.00","2.0"]]"#, "[]"),
+        Act::Quiet(Duration::from_millis(500)),
+        depth(11, 12, "[]", r#"[["101.00","3.0"]]"#),
+        Act::Quiet(Duration::from_millis(300)),
+        depth(14, 15, r#"[["97.00","1.0"]]"#, "[]"),
+        Act::Quiet(Duration::from_millis(500)),
+        depth(16, 17, r#"[["98.00","8.0"]]"#, "[]"),
+    ];
+    let (venue, _events) = fake_venue(vec![script]).await;
+    let server = start(ServeConfig {
+        feeds: vec![format!(
+            "binance:ws://{venue}/stream?streams=btcusdt@depth@100ms"
+        )],
+        upstream_rest_url: Some(format!("http://{rest}/api/v3/depth")),
+        min_subscribers: 1,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = Client::connect(server.addr, "tickwire.v1.json").await;
+    client
+        .send(r#"{"op":"subscribe","symbols":["*"],"channels":["book.5"]}"#)
+        .await;
+    let s = |p: &str, q: &str| (p.to_owned(), q.to_owned());
+    let synced: Levels = (
+        vec![
+            s("100.00000000", "2.00000000"),
+            s("99.00000000", "1.00000000"),
+        ],
+        vec![
+            s("101.00000000", "3.00000000"),
+            s("102.00000000", "1.00000000"),
+        ],
+    );
+    let resynced: Levels = (
+        vec![s("98.00000000", "8.00000000")],
+        vec![s("103.00000000", "7.00000000")],
+    );
+    // TC0: the book after the first snapshot and the diffs that follow
+    // it; then stale for the gap; then the second snapshot's book, live.
+    let mut seen = Vec::new();
+    loop {
+        match client.next().await {
+            Msg::Book {
+                depth: 5,
+                bids,
+                asks,
+                ..
+            } => {
+                let done = (bids.clone(), asks.clone()) == resynced;
+                seen.push(format!("book {bids:?} {asks:?}"));
+                if done {
+                    break;
+                }
+            }
+            Msg::Status { stale, reason, .. } => seen.push(format!("status {stale} {reason:?}")),
+            Msg::Closed(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    let at = |want: &str| seen.iter().position(|x| x == want);
+    let a =
+        at(&format!("book {:?} {:?}", synced.0, synced.1)).unwrap_or_else(|| panic!("{seen:#?}"));
+    let gap = at(r#"status true Some("book_gap")"#).unwrap_or_else(|| panic!("{seen:#?}"));
+    let live = at("status false None").unwrap_or_else(|| panic!("{seen:#?}"));
+    assert!(a < gap && gap < live && live < seen.len() - 1, "{seen:#?}");
+    // TC1: nothing from the stale book between the gap and the new
+    // snapshot.
+    assert!(
+        seen[gap + 1..live].iter().all(|x| !x.starts_with("book")),
+        "{seen:#?}"
+    );
+    // TC2: two REST requests, each for the symbol, at the given URL.
+    for _ in 0..2 {
+        let target = tokio::time::timeout(Duration::from_secs(5), requests.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(target, "/api/v3/depth?symbol=BTCUSDT&limit=1000");
+    }
+    let m = metrics_text(server.addr).await;
+    assert_eq!(metric(&m, "tickwire_book_resyncs_total"), 1);
+    server.stop().await;
+}

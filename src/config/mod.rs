@@ -144,6 +144,12 @@ pub struct ServeConfig {
     /// proxy's CA, a private venue's). Not set: Mozilla's roots only.
     #[arg(long, env = "TICKWIRE_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
+    /// Live Binance feeds with diff depth: where a book's REST depth
+    /// snapshot is fetched (`?symbol=…&limit=1000` is added). Not set: the
+    /// venue's public endpoint for the stream host (api, fapi or dapi
+    /// .binance.com), none for another host.
+    #[arg(long, env = "TICKWIRE_UPSTREAM_REST_URL")]
+    pub upstream_rest_url: Option<String>,
     /// Most TCP connections open at once (HTTP, WebSocket and SSE); past it
     /// a new connection gets 503 before any request is read.
     #[arg(long, env = "TICKWIRE_MAX_CONNECTIONS", default_value_t = 50_000)]

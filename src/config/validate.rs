@@ -168,6 +168,13 @@ impl ServeConfig {
                 UpstreamTls::default()
             }),
         };
+        if let Some(url) = &self.upstream_rest_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                errors.push(format!(
+                    "upstream_rest_url {url:?}: must start with http:// or https://"
+                ));
+            }
+        }
         let mut feeds = Vec::new();
         for f in &self.feeds {
             match f.parse::<FeedSpec>() {
@@ -181,6 +188,12 @@ impl ServeConfig {
                 Ok(FeedSpec::Upstream(mut spec)) => {
                     spec.timing = self.upstream_timing();
                     spec.tls = upstream_tls.clone();
+                    if spec.venue == crate::feed::upstream::Venue::Binance {
+                        spec.rest_url = self
+                            .upstream_rest_url
+                            .clone()
+                            .or_else(|| crate::feed::upstream::rest::default_url(&spec.endpoint));
+                    }
                     feeds.push(FeedSpec::Upstream(spec));
                 }
                 Ok(spec) => feeds.push(spec),

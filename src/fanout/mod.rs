@@ -239,6 +239,9 @@ impl Subscriber {
         if self.is_idle() {
             return 0;
         }
+        if self.all && self.all_channels.book_variants().next().is_some() {
+            self.join_new_books(out);
+        }
         let start = self.cursor;
         let ring = self.market.ring.clone();
         let guard = ring.pin();
@@ -278,6 +281,21 @@ impl Subscriber {
             }
         }
         self.cursor - start
+    }
+
+    /// A `*` subscription with book channels takes the symbols interned
+    /// since it last looked, and their books, now: a symbol whose only data
+    /// is its book has no ring entry until someone watches it, so waiting
+    /// for one (as quotes and trades do) would wait forever.
+    fn join_new_books(&mut self, out: &mut Outbox) {
+        let known = self.market.symbols.len() as SymbolId;
+        if known <= self.all_checked {
+            return;
+        }
+        self.follow(known);
+        for j in std::mem::take(&mut self.joined) {
+            self.send_latest(&j, out);
+        }
     }
 
     /// Skips to the head of the ring and queues the newest value of each

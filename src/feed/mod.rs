@@ -98,6 +98,9 @@ pub struct FeedStats {
     pub outdated: Counter,
     /// Network feeds: subscriptions the upstream refused.
     pub refusals: Counter,
+    /// Network feeds: order-book snapshots that could not be fetched from
+    /// the venue's REST endpoint.
+    pub snapshot_failures: Counter,
     /// Network feeds: wall-clock time of the last message from upstream, in
     /// nanoseconds since the epoch; 0 before the first. A timestamp,
     /// overwritten with `store`, not a count: hence a plain atomic (stored

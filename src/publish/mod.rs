@@ -81,6 +81,9 @@ impl Publisher {
                 return None;
             }
             UpdateKind::Status(status) => {
+                if status == crate::update::SymbolStatus::StaleBookGap {
+                    self.market.metrics.book_resyncs_total.inc();
+                }
                 if status.is_stale() {
                     // Not served until a snapshot replaces it.
                     self.books.stale(update.symbol, &self.market);

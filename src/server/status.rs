@@ -23,7 +23,7 @@ pub(super) fn render_metrics(state: &AppState) -> String {
     let _ = writeln!(out, "# HELP tickwire_ring_tail Next ring position (updates published).\n# TYPE tickwire_ring_tail counter");
     let _ = writeln!(out, "tickwire_ring_tail {}", state.market.ring.tail());
     type Field = fn(&FeedStats) -> &Counter;
-    let counters: [(&str, &str, Field); 9] = [
+    let counters: [(&str, &str, Field); 10] = [
         ("records", "Records (lines, rows) read by a feed.", |s| {
             &s.records
         }),
@@ -58,6 +58,11 @@ pub(super) fn render_metrics(state: &AppState) -> String {
             "refusals",
             "Subscriptions a network feed's upstream refused.",
             |s| &s.refusals,
+        ),
+        (
+            "snapshot_failures",
+            "Order-book snapshots a live feed could not fetch from the venue's REST endpoint (retried with backoff).",
+            |s| &s.snapshot_failures,
         ),
     ];
     for (metric, help, counter) in counters {

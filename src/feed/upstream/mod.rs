@@ -63,6 +63,7 @@
 //! clients receive them in order with the data.
 
 mod backoff;
+pub(crate) mod rest;
 mod sequence;
 mod spec;
 mod status;
@@ -74,10 +75,13 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload};
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Duration, Instant};
 
 use self::ws_client::ClientSocket;
 use crate::feed::normalize::{BookSync, Emitter, Outcome, Reason, RejectTally};
@@ -105,6 +109,7 @@ pub(crate) async fn run(
         scratch: Vec::new(),
         rejections: RejectTally::default(),
         books: BookSync::default(),
+        fetches: HashMap::new(),
         spec,
         normalizer,
         tx,
@@ -113,6 +118,18 @@ pub(crate) async fn run(
     connector.run().await;
     Ok(())
 }
+
+/// A book's REST snapshot requests.
+struct Fetch {
+    in_flight: bool,
+    /// Not asked for again before this.
+    next: Instant,
+    /// The wait after the next failure.
+    delay: Duration,
+}
+
+const FETCH_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+const FETCH_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +168,8 @@ struct Connector {
     rejections: RejectTally,
     /// The venue's order books in sync.
     books: BookSync,
+    /// Per book that waits for a REST snapshot: when it may be asked for.
+    fetches: HashMap<SymbolId, Fetch>,
 }
 
 impl Connector {
@@ -210,6 +229,12 @@ impl Connector {
             write: mut wx,
         } = ws;
         let mut delivered = false;
+        // A new connection's books start over: the first diffs wait for a
+        // snapshot fetched now (the old ones' fetches died with the last
+        // connection).
+        self.books = BookSync::default();
+        self.fetches.clear();
+        let mut snapshots: JoinSet<(SymbolId, Result<Bytes, String>)> = JoinSet::new();
         for msg in self.spec.subscribe_messages() {
             let frame = Frame::text(Payload::Owned(msg.into_bytes()));
             if let Err(e) = wx.write_frame(frame).await {
@@ -228,19 +253,32 @@ impl Connector {
             tokio::pin!(read);
             let mut pinged = false;
             let frame = loop {
-                tokio::select! {
+                let waited = tokio::select! {
                     frame = &mut read => break frame,
-                    _ = tokio::time::sleep(half) => {
+                    _ = tokio::time::sleep(half) => None,
+                    Some(done) = snapshots.join_next(), if !snapshots.is_empty() => Some(done),
+                    _ = self.tx.closed() => return (End::Shutdown, delivered),
+                };
+                match waited {
+                    None => {
                         if pinged {
                             return (End::Silent, delivered);
                         }
                         pinged = true;
-                        let ping = Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"tickwire"));
+                        let ping =
+                            Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"tickwire"));
                         if let Err(e) = wx.write_frame(ping).await {
                             return (End::Failed(e.to_string()), delivered);
                         }
                     }
-                    _ = self.tx.closed() => return (End::Shutdown, delivered),
+                    Some(Ok((id, body))) => {
+                        if !self.depth_snapshot(id, body).await {
+                            return (End::Shutdown, delivered);
+                        }
+                        self.ask_for_snapshots(&mut snapshots);
+                    }
+                    // A fetch task that panicked: its book asks again later.
+                    Some(Err(_)) => {}
                 }
             };
             let frame = match frame {
@@ -250,7 +288,10 @@ impl Connector {
             self.stats.last_message_ns.store(now_ns(), Relaxed);
             match frame.opcode {
                 OpCode::Text => match self.message(&frame.payload).await {
-                    Step::Continue { data } => delivered |= data,
+                    Step::Continue { data } => {
+                        delivered |= data;
+                        self.ask_for_snapshots(&mut snapshots);
+                    }
                     Step::Refused(reason) => return (End::Refused(reason), delivered),
                     Step::Shutdown => return (End::Shutdown, delivered),
                 },
@@ -272,6 +313,86 @@ impl Connector {
                     &"a binary message (venues send JSON text)",
                 ),
                 OpCode::Pong | OpCode::Continuation => {}
+            }
+        }
+    }
+
+    /// Starts a REST snapshot fetch for every book that waits for one and
+    /// has none on the way, each at most once per its backoff (1 s,
+    /// doubling to 30 s after failures: the venue weighs depth requests).
+    fn ask_for_snapshots(&mut self, snapshots: &mut JoinSet<(SymbolId, Result<Bytes, String>)>) {
+        let Some(url) = &self.spec.rest_url else {
+            return;
+        };
+        let now = Instant::now();
+        for id in binance::books_waiting(&mut self.books) {
+            let fetch = self.fetches.entry(id).or_insert(Fetch {
+                in_flight: false,
+                next: now,
+                delay: FETCH_BACKOFF_INITIAL,
+            });
+            if fetch.in_flight || now < fetch.next {
+                continue;
+            }
+            let Some(def) = self.normalizer.table().get(id) else {
+                continue;
+            };
+            fetch.in_flight = true;
+            let (url, tls) = (url.clone(), self.spec.tls.clone());
+            let timeout = self.spec.timing.silence_timeout;
+            snapshots.spawn(async move {
+                let body = rest::fetch(&url, &def.name, &tls, timeout).await;
+                (id, body)
+            });
+        }
+    }
+
+    /// Applies a fetched snapshot (or notes why there is none, to ask again
+    /// later); false if the publisher is gone.
+    async fn depth_snapshot(&mut self, id: SymbolId, body: Result<Bytes, String>) -> bool {
+        let Some(fetch) = self.fetches.get_mut(&id) else {
+            return true;
+        };
+        fetch.in_flight = false;
+        let name = self.normalizer.table().get(id).map(|d| d.name.to_string());
+        let Some(name) = name else {
+            return true;
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => {
+                fetch.next = Instant::now() + fetch.delay;
+                fetch.delay = (fetch.delay * 2).min(FETCH_BACKOFF_MAX);
+                self.stats.snapshot_failures.inc();
+                tracing::warn!(feed = %self.spec.spec, "depth snapshot of {name}: {e}");
+                return true;
+            }
+        };
+        fetch.delay = FETCH_BACKOFF_INITIAL;
+        // A snapshot that does not sync (older than the diffs kept) leaves
+        // the book waiting: the next one comes no sooner than this.
+        fetch.next = Instant::now() + FETCH_BACKOFF_INITIAL;
+        self.stats.records.inc();
+        let mut buf = body.to_vec();
+        let value = match crate::json::parse(&mut buf) {
+            Ok(value) => value,
+            Err(e) => {
+                self.reject(Reason::Json, &e);
+                return true;
+            }
+        };
+        self.out.clear();
+        let mut emit = Emitter {
+            normalizer: &mut self.normalizer,
+            books: &mut self.books,
+            receive_ts_ns: None,
+            out: &mut self.out,
+        };
+        match binance::depth_snapshot(&value, Some(&name), &mut emit) {
+            Ok(_) => self.publish_normalized(false).await,
+            Err(e) => {
+                self.reject(e.reason(), &e);
+                true
             }
         }
     }

@@ -49,6 +49,10 @@ pub struct UpstreamSpec {
     pub timing: UpstreamTiming,
     /// Whom `wss` trusts, from the server configuration.
     pub tls: UpstreamTls,
+    /// Binance: where a depth book's REST snapshot is fetched
+    /// (`--upstream-rest-url`, else the venue's public endpoint for the
+    /// stream host); `None`: books wait for a snapshot that never comes.
+    pub rest_url: Option<String>,
 }
 
 /// Coinbase channels a connector may ask for: the ones that carry quotes,
@@ -161,6 +165,7 @@ impl UpstreamSpec {
             channels,
             timing: UpstreamTiming::default(),
             tls: UpstreamTls::default(),
+            rest_url: None,
         })
     }
 

@@ -274,6 +274,11 @@ pub struct UpstreamTls {
 }
 
 impl UpstreamTls {
+    /// The rustls configuration (for the REST snapshot's HTTPS too).
+    pub(crate) fn config(&self) -> &Arc<rustls::ClientConfig> {
+        &self.config
+    }
+
     /// Mozilla's roots plus `extra`; an `extra` certificate that is not a
     /// usable trust anchor is an error.
     pub fn with_extra_roots(extra: Vec<CertificateDer<'static>>) -> Result<UpstreamTls, String> {

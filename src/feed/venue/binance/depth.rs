@@ -22,7 +22,7 @@ use serde::Deserialize;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use crate::feed::normalize::{non_negative_decimal, BadRecord, Emitter, Outcome};
+use crate::feed::normalize::{non_negative_decimal, BadRecord, BookSync, Emitter, Outcome};
 use crate::symbols::Scale;
 use crate::update::{BookSide, SymbolId, SymbolStatus};
 
@@ -83,8 +83,12 @@ struct Diff {
 
 #[derive(Debug)]
 enum State {
-    /// No snapshot yet, or a gap since the last one.
-    Waiting(VecDeque<Diff>),
+    /// No snapshot yet, or a gap since the last one (`after_gap`: the
+    /// symbol was told stale, and is told live again with the snapshot).
+    Waiting {
+        buffered: VecDeque<Diff>,
+        after_gap: bool,
+    },
     /// In sync at diff `last_id` (the snapshot's `lastUpdateId` while
     /// `first` is true: no diff applied since it).
     Synced { last_id: u64, first: bool },
@@ -127,10 +131,13 @@ pub(super) fn diff(
         .entry(scale.id)
         .or_insert(Sync {
             scale,
-            state: State::Waiting(VecDeque::new()),
+            state: State::Waiting {
+                buffered: VecDeque::new(),
+                after_gap: false,
+            },
         });
     match &mut sync.state {
-        State::Waiting(buffered) => {
+        State::Waiting { buffered, .. } => {
             if buffered.len() == MAX_BUFFERED {
                 buffered.pop_front();
             }
@@ -149,15 +156,29 @@ pub(super) fn diff(
     }
 }
 
-/// Takes one REST depth snapshot.
-pub(super) fn snapshot(
+/// The books of this feed that wait for a snapshot (none yet, or a gap
+/// since the last).
+pub(crate) fn waiting(sync: &mut BookSync) -> Vec<SymbolId> {
+    sync.get::<DepthBooks>()
+        .books
+        .iter()
+        .filter(|(_, b)| matches!(b.state, State::Waiting { .. }))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// Takes one REST depth snapshot; `symbol` is the one it was fetched for,
+/// when the caller knows (a live feed's fetch), which the snapshot's own
+/// `symbol` field (COIN-M's) would otherwise say.
+pub(crate) fn snapshot(
     value: &BorrowedValue<'_>,
+    symbol: Option<&str>,
     emit: &mut Emitter<'_>,
 ) -> Result<Outcome, BadRecord> {
     let s: DepthSnapshot<'_> = simd_json::serde::from_refborrowed_value(value)
         .map_err(|e| BadRecord::fields("Binance depth snapshot", e))?;
     let books = &emit.books.get::<DepthBooks>().books;
-    let id = match s.symbol {
+    let id = match symbol.or(s.symbol) {
         Some(name) => emit.normalizer.table().get_by_name(name).map(|d| d.id),
         None => owner(books, s.last_update_id),
     };
@@ -176,9 +197,8 @@ pub(super) fn snapshot(
     }
     let ts = super::ms_to_ns(s.transaction_ms.or(s.event_ms));
     let receive_ts_ns = emit.receive_ts_ns;
-    emit.levels(scale.id, &snapshot_levels, true, ts, receive_ts_ns);
     let Some(sync) = emit.books.get::<DepthBooks>().books.get_mut(&scale.id) else {
-        return Ok(Outcome::Emitted);
+        return Ok(Outcome::Skipped);
     };
     let before = std::mem::replace(
         &mut sync.state,
@@ -187,10 +207,21 @@ pub(super) fn snapshot(
             first: true,
         },
     );
-    if let State::Waiting(buffered) = before {
-        for diff in buffered {
-            apply(scale.id, diff, emit);
-        }
+    let (buffered, after_gap) = match before {
+        State::Waiting {
+            buffered,
+            after_gap,
+        } => (buffered, after_gap),
+        State::Synced { .. } => (VecDeque::new(), false),
+    };
+    if after_gap {
+        // Live again, just before the book that makes it so (as a live
+        // venue's symbols are, docs/PROTOCOL.md "Symbol status").
+        emit.status(scale.id, SymbolStatus::Live, ts, receive_ts_ns);
+    }
+    emit.levels(scale.id, &snapshot_levels, true, ts, receive_ts_ns);
+    for diff in buffered {
+        apply(scale.id, diff, emit);
     }
     Ok(Outcome::Emitted)
 }
@@ -204,7 +235,7 @@ fn owner(books: &HashMap<SymbolId, Sync>, last_update_id: u64) -> Option<SymbolI
     let mut best: Option<(u64, SymbolId)> = None;
     let mut tied = false;
     for (&id, sync) in books {
-        let State::Waiting(buffered) = &sync.state else {
+        let State::Waiting { buffered, .. } = &sync.state else {
             continue;
         };
         let (Some(first), Some(last)) = (buffered.front(), buffered.back()) else {
@@ -237,7 +268,7 @@ fn apply(id: SymbolId, diff: Diff, emit: &mut Emitter<'_>) {
         return;
     };
     let State::Synced { last_id, first } = sync.state else {
-        if let State::Waiting(buffered) = &mut sync.state {
+        if let State::Waiting { buffered, .. } = &mut sync.state {
             buffered.push_back(diff);
         }
         return;
@@ -260,7 +291,10 @@ fn apply(id: SymbolId, diff: Diff, emit: &mut Emitter<'_>) {
         diff.first_id == last_id + 1
     };
     if !follows {
-        sync.state = State::Waiting(VecDeque::from([diff]));
+        sync.state = State::Waiting {
+            buffered: VecDeque::from([diff]),
+            after_gap: true,
+        };
         let ts = emit.receive_ts_ns;
         emit.status(id, SymbolStatus::StaleBookGap, 0, ts);
         return;
@@ -346,6 +380,7 @@ mod tests {
                         }
                     }
                     UpdateKind::Status(SymbolStatus::StaleBookGap) => seen.push('S'),
+                    UpdateKind::Status(SymbolStatus::Live) => seen.push('V'),
                     ref other => panic!("{other:?}"),
                 }
             }
@@ -400,8 +435,9 @@ mod tests {
                 // TC3: U = 17 after u = 15: a gap, the book goes stale, and
                 // diffs wait again.
                 "S", "-",
-                // TC4: a new snapshot at 18 drops 17..18 and applies 19..20.
-                "RL3L1", // TC5: 19..20 again: a redelivery, skipped.
+                // TC4: the book is live again with a new snapshot at 18,
+                // which drops 17..18 and applies 19..20.
+                "VRL3L1", // TC5: 19..20 again: a redelivery, skipped.
                 "-",
             ]
         );

@@ -14,6 +14,8 @@ use simd_json::BorrowedValue;
 
 mod depth;
 
+pub(crate) use self::depth::{snapshot as depth_snapshot, waiting as books_waiting};
+
 use crate::feed::normalize::{BadRecord, Emitter, Outcome};
 use crate::update::Side;
 
@@ -85,7 +87,7 @@ pub(crate) fn parse(
     };
     // REST depth snapshot: `{"lastUpdateId":N,"bids":[..],"asks":[..]}`.
     if depth::is_snapshot(value) {
-        return depth::snapshot(value, emit);
+        return depth::snapshot(value, None, emit);
     }
     match value.get("e").and_then(|e| e.as_str()) {
         Some("bookTicker") => book_ticker(value, emit),

@@ -72,6 +72,8 @@ struct AdvancedLevel<'a> {
 pub(super) struct Books {
     /// Products whose snapshot has been applied since the last gap.
     synced: HashSet<SymbolId>,
+    /// Products told stale by a gap, told live again by their snapshot.
+    gapped: HashSet<SymbolId>,
     /// The last Advanced Trade `sequence_num` seen.
     last_seq: Option<u64>,
 }
@@ -88,6 +90,7 @@ pub(super) fn sequence(value: &BorrowedValue<'_>, emit: &mut Emitter<'_>) {
     books.last_seq = Some(seq);
     if gap {
         let stale: Vec<SymbolId> = books.synced.drain().collect();
+        books.gapped.extend(stale.iter().copied());
         let ts = emit.receive_ts_ns;
         for id in stale {
             emit.status(id, SymbolStatus::StaleBookGap, 0, ts);
@@ -188,8 +191,13 @@ fn snapshot<'a>(
         parsed.push((BookSide::Bid, 0, 0));
     }
     let receive_ts_ns = emit.receive_ts_ns;
+    let books = emit.books.get::<Books>();
+    books.synced.insert(scale.id);
+    if books.gapped.remove(&scale.id) {
+        // Live again, just before the book that makes it so.
+        emit.status(scale.id, SymbolStatus::Live, ts, receive_ts_ns);
+    }
     emit.levels(scale.id, &parsed, true, ts, receive_ts_ns);
-    emit.books.get::<Books>().synced.insert(scale.id);
     Ok(Outcome::Emitted)
 }
 
@@ -274,6 +282,7 @@ mod tests {
                         }
                     }
                     UpdateKind::Status(SymbolStatus::StaleBookGap) => seen.push('S'),
+                    UpdateKind::Status(SymbolStatus::Live) => seen.push('V'),
                     ref other => panic!("{other:?}"),
                 }
             }
@@ -316,11 +325,11 @@ mod tests {
             // TC0: 5 after 3: messages were lost; the book is stale, and
             // this update is not applied.
             l2(5, "update"),
-            // TC1: a new snapshot brings it back.
+            // TC1: a new snapshot brings it back, live.
             l2(6, "snapshot"),
             l2(7, "update"),
         ];
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        assert_eq!(feed(&lines), ["RL1", "L1", "-", "S", "RL1", "L1"]);
+        assert_eq!(feed(&lines), ["RL1", "L1", "-", "S", "VRL1", "L1"]);
     }
 }
