@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -1115,6 +1116,93 @@ async fn a_venue_message_over_16_mib_fails_the_connection_and_it_is_made_again()
 }
 
 // ---- order books from a live venue ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_coinbase_level2_book_is_served_from_its_snapshot_and_updates() {
+    let mut script = vec![Act::ExpectText, Act::Send(SUBSCRIPTIONS.into())];
+    script.extend(
+        [
+            // TC0: an update before the snapshot changes nothing.
+            r#"{"type":"l2update","product_id":"BTC-USD","time":"2019-08-14T20:42:27.265Z","changes":[["buy","10101.00","9.0"]]}"#,
+            r#"{"type":"snapshot","product_id":"BTC-USD","bids":[["10101.10","0.45054140"],["10100.00","1.0"]],"asks":[["10102.55","0.57753524"]]}"#,
+            // TC1: then a new best bid and a removed ask level.
+            r#"{"type":"l2update","product_id":"BTC-USD","time":"2019-08-14T20:42:27.265Z","changes":[["buy","10101.80","0.162567"],["sell","10102.55","0"],["sell","10103.00","2.5"]]}"#,
+        ]
+        .map(|m| Act::Send(m.to_owned())),
+    );
+    let (venue, mut events) = fake_venue(vec![script]).await;
+    let server = start(ServeConfig {
+        feeds: vec![format!(
+            "coinbase:ws://{venue}/?products=BTC-USD&channels=level2_batch,heartbeat"
+        )],
+        min_subscribers: 1,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = Client::connect(server.addr, "tickwire.v1").await;
+    client
+        .send(r#"{"op":"subscribe","symbols":["*"],"channels":["book"]}"#)
+        .await;
+    let _connected = next_event(&mut events).await;
+    let Event::Text(sub) = next_event(&mut events).await else {
+        panic!("expected the subscribe");
+    };
+    let sub: serde_json::Value = serde_json::from_str(&sub).unwrap();
+    assert_eq!(
+        sub["channels"],
+        serde_json::json!(["level2_batch", "heartbeat"])
+    );
+    // The subscriber may take the symbol before or after the update: a
+    // snapshot then the change, or one snapshot of both. Either way the
+    // book it keeps ends the same, at book_seq 2.
+    let mut bids: BTreeMap<String, String> = BTreeMap::new();
+    let mut asks: BTreeMap<String, String> = BTreeMap::new();
+    let mut book_seq = 0;
+    while book_seq < 2 {
+        match client.next().await {
+            Msg::Book {
+                snapshot,
+                bids: b,
+                asks: a,
+                book_seq: n,
+                ..
+            } => {
+                if snapshot {
+                    bids.clear();
+                    asks.clear();
+                } else {
+                    assert_eq!(n, book_seq + 1, "a change out of sequence");
+                }
+                book_seq = n;
+                for (side, levels) in [(&mut bids, b), (&mut asks, a)] {
+                    for (p, q) in levels {
+                        if q.trim_end_matches('0').trim_end_matches('.') == "0" {
+                            side.remove(&p);
+                        } else {
+                            side.insert(p, q);
+                        }
+                    }
+                }
+            }
+            Msg::Closed(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    let level = |p: &str, q: &str| (p.to_owned(), q.to_owned());
+    assert_eq!(
+        bids.into_iter().rev().collect::<Vec<_>>(),
+        [
+            level("10101.80000000", "0.16256700"),
+            level("10101.10000000", "0.45054140"),
+            level("10100.00000000", "1.00000000")
+        ]
+    );
+    assert_eq!(
+        asks.into_iter().collect::<Vec<_>>(),
+        [level("10103.00000000", "2.50000000")]
+    );
+    server.stop().await;
+}
 
 /// A fake REST endpoint: answers the `n`th GET with `bodies[n]` (the last
 /// one again after them), and reports each request line's target.

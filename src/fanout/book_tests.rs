@@ -185,8 +185,19 @@ fn snapshot_on_subscribe_then_changes_and_top_n_only_when_it_changes() {
     f.event(false, &[(Ask, 150, 0)]);
     sub.fill(&mut out);
     assert!(drain(&mut out).is_empty());
-    // TC4: quotes and trades are not in book channels.
     assert_eq!(f.market.metrics.book_updates_total.get(), 3);
+    // TC5: a crossed book is served as the source sent it, and counted.
+    assert_eq!(f.market.metrics.books_crossed_total.get(), 0);
+    f.event(false, &[(Bid, 103, 1)]);
+    sub.fill(&mut out);
+    assert_eq!(
+        books(&drain(&mut out)),
+        [
+            b("book", 4, false, &[(103, 1)], &[]),
+            b("book.1", 4, true, &[(103, 1)], &[(102, 4)]),
+        ]
+    );
+    assert_eq!(f.market.metrics.books_crossed_total.get(), 1);
 }
 
 #[test]

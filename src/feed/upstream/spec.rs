@@ -56,8 +56,17 @@ pub struct UpstreamSpec {
 }
 
 /// Coinbase channels a connector may ask for: the ones that carry quotes,
-/// trades, or sequence checks.
-const COINBASE_CHANNELS: &[&str] = &["ticker", "ticker_batch", "matches", "heartbeat"];
+/// trades, order books (`level2_batch` is public; `level2` needs an
+/// authenticated subscription, which tickwire does not send), or sequence
+/// checks.
+const COINBASE_CHANNELS: &[&str] = &[
+    "ticker",
+    "ticker_batch",
+    "matches",
+    "heartbeat",
+    "level2",
+    "level2_batch",
+];
 const COINBASE_DEFAULT_CHANNELS: &[&str] = &["ticker", "matches", "heartbeat"];
 
 impl UpstreamSpec {
@@ -237,7 +246,7 @@ mod tests {
             ("kraken:wss://x/", "unknown venue"),
             ("binance:wss://x/ws", "no streams"),
             ("coinbase:wss://x", "no products"),
-            ("coinbase:wss://x?products=A&channels=level2", "level2"),
+            ("coinbase:wss://x?products=A&channels=full", "full"),
             ("binance:ws://?subscribe=a@trade", "URL"),
         ] {
             let err = UpstreamSpec::parse(bad).unwrap().unwrap_err().to_string();
