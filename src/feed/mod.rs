@@ -101,11 +101,26 @@ pub struct FeedStats {
     /// Network feeds: order-book snapshots that could not be fetched from
     /// the venue's REST endpoint.
     pub snapshot_failures: Counter,
+    /// Order-book levels sent to the publisher (not in `updates`, which
+    /// counts what the publisher counts as updates: quotes, trades and
+    /// statuses).
+    pub book_levels: Counter,
     /// Network feeds: wall-clock time of the last message from upstream, in
     /// nanoseconds since the epoch; 0 before the first. A timestamp,
     /// overwritten with `store`, not a count: hence a plain atomic (stored
     /// and loaded `Relaxed`, as it orders nothing else).
     pub last_message_ns: AtomicU64,
+}
+
+impl FeedStats {
+    /// Counts one update sent to the publisher: a book level apart.
+    pub fn sent(&self, update: &crate::update::Update) {
+        if let crate::update::UpdateKind::Level { .. } = update.kind {
+            self.book_levels.inc();
+        } else {
+            self.updates.inc();
+        }
+    }
 }
 
 /// Why a feed stopped.

@@ -351,7 +351,7 @@ pub(crate) async fn run(
                 if tx.send(level).await.is_err() {
                     return Ok(());
                 }
-                stats.updates.inc();
+                stats.book_levels.inc();
             }
         }
         if let Rate::PerSecond(rate) = spec.rate {

@@ -23,7 +23,7 @@ pub(super) fn render_metrics(state: &AppState) -> String {
     let _ = writeln!(out, "# HELP tickwire_ring_tail Next ring position (updates published).\n# TYPE tickwire_ring_tail counter");
     let _ = writeln!(out, "tickwire_ring_tail {}", state.market.ring.tail());
     type Field = fn(&FeedStats) -> &Counter;
-    let counters: [(&str, &str, Field); 10] = [
+    let counters: [(&str, &str, Field); 11] = [
         ("records", "Records (lines, rows) read by a feed.", |s| {
             &s.records
         }),
@@ -58,6 +58,11 @@ pub(super) fn render_metrics(state: &AppState) -> String {
             "refusals",
             "Subscriptions a network feed's upstream refused.",
             |s| &s.refusals,
+        ),
+        (
+            "book_levels",
+            "Order-book levels a feed sent to the publisher (runs of them make book events; not in updates).",
+            |s| &s.book_levels,
         ),
         (
             "snapshot_failures",

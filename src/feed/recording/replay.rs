@@ -77,7 +77,7 @@ pub(crate) async fn run(
                         // The publisher is gone: the server is shutting down.
                         return Ok(());
                     }
-                    stats.updates.inc();
+                    stats.sent(&timed.update);
                 }
             }
             Batch::Restart => pacer.restart(),

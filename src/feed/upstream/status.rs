@@ -40,7 +40,7 @@ impl Connector {
         if self.tx.send(update).await.is_err() {
             return false;
         }
-        self.stats.updates.inc();
+        self.stats.sent(&update);
         true
     }
 
