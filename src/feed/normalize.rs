@@ -225,14 +225,22 @@ fn non_negative(what: &'static str, value: &str) -> Result<(), BadRecord> {
     Ok(())
 }
 
-/// A price or size that must not be negative, parsed by `parse`.
-pub(crate) fn non_negative_decimal(
-    what: &'static str,
-    value: &str,
-    parse: impl FnOnce(&[u8]) -> Result<i64, DecimalError>,
-) -> Result<i64, BadRecord> {
-    non_negative(what, value)?;
-    decimal(what, value, parse(value.as_bytes()))
+/// One order-book level from a venue's text: a price and a size, neither
+/// negative nor finer than the symbol's scale (a size of 0 removes the
+/// level).
+pub(crate) fn book_level(
+    scale: &Scale,
+    side: BookSide,
+    px: &str,
+    sz: &str,
+) -> Result<(BookSide, i64, i64), BadRecord> {
+    non_negative("level price", px)?;
+    non_negative("level size", sz)?;
+    Ok((
+        side,
+        decimal("level price", px, scale.price(px.as_bytes()))?,
+        decimal("level size", sz, scale.size(sz.as_bytes()))?,
+    ))
 }
 
 /// Whether an update carries a price or size below zero (a tickwire log

@@ -7,7 +7,7 @@
 //! `local_timestamp` Tardis's receive time (optionally with a `.nnn` ns
 //! fraction, as `tickwire convert` writes for ns recordings).
 
-use crate::feed::normalize::{non_negative_decimal, BadRecord, Emitter, Outcome};
+use crate::feed::normalize::{book_level, BadRecord, Emitter, Outcome};
 use crate::update::{BookSide, Side, SymbolId};
 
 /// The start of every Tardis CSV header.
@@ -247,11 +247,7 @@ fn book_snapshot(
             if px.is_empty() || sz.is_empty() {
                 continue;
             }
-            levels.push((
-                side,
-                non_negative_decimal("level price", px, |v| scale.price(v))?,
-                non_negative_decimal("level size", sz, |v| scale.size(v))?,
-            ));
+            levels.push(book_level(&scale, side, px, sz)?);
         }
     }
     if levels.is_empty() {
@@ -302,11 +298,7 @@ struct Group {
 /// rows interrupt continue it.
 fn incremental(row: L2Row<'_>, emit: &mut Emitter<'_>) -> Result<(), BadRecord> {
     let scale = emit.scale_of(row.symbol, row.price, row.amount)?;
-    let level = (
-        row.side,
-        non_negative_decimal("level price", row.price, |v| scale.price(v))?,
-        non_negative_decimal("level size", row.amount, |v| scale.size(v))?,
-    );
+    let level = book_level(&scale, row.side, row.price, row.amount)?;
     let receive_ts = emit.receive_ts_ns;
     let books = emit.books.get::<L2Books>();
     let same = books.group.as_ref().is_some_and(|g| {

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
-use crate::feed::normalize::{non_negative_decimal, BadRecord, BookSync, Emitter, Outcome};
+use crate::feed::normalize::{book_level, BadRecord, BookSync, Emitter, Outcome};
 use crate::symbols::Scale;
 use crate::update::{BookSide, SymbolId, SymbolStatus};
 
@@ -323,11 +323,7 @@ fn levels(
     let mut out = Vec::with_capacity(bids.len() + asks.len());
     for (side, list) in [(BookSide::Bid, bids), (BookSide::Ask, asks)] {
         for [px, sz] in list {
-            out.push((
-                side,
-                non_negative_decimal("depth price", px, |v| scale.price(v))?,
-                non_negative_decimal("depth size", sz, |v| scale.size(v))?,
-            ));
+            out.push(book_level(scale, side, px, sz)?);
         }
     }
     Ok(out)
@@ -342,56 +338,9 @@ pub(super) fn is_snapshot(value: &BorrowedValue<'_>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::feed::normalize::BookSync;
-    use crate::feed::normalize::Timed;
-    use crate::symbols::{Normalizer, SymbolTable};
-    use crate::update::{level_flags, UpdateKind};
-
-    /// What one line became: `L<n>` a book event of n levels (`R` if a
-    /// snapshot), `S` a status, `-` nothing.
+    /// What each line became (see [`crate::feed::venue::book_trace`]).
     fn feed(lines: &[&str]) -> Vec<String> {
-        let mut normalizer = Normalizer::new(SymbolTable::new());
-        let mut books = BookSync::default();
-        let mut got = Vec::new();
-        for line in lines {
-            let mut out: Vec<Timed> = Vec::new();
-            let mut emit = Emitter {
-                normalizer: &mut normalizer,
-                books: &mut books,
-                receive_ts_ns: Some(1),
-                out: &mut out,
-            };
-            let mut text = line.as_bytes().to_vec();
-            let value = crate::json::parse(&mut text).unwrap();
-            let result = super::super::parse(&value, &mut emit);
-            let mut seen = String::new();
-            let mut n = 0;
-            for t in &out {
-                match t.update.kind {
-                    UpdateKind::Level { flags, .. } => {
-                        n += 1;
-                        if flags & level_flags::RESET != 0 {
-                            seen.push('R');
-                        }
-                        if flags & level_flags::LAST != 0 {
-                            seen.push_str(&format!("L{n}"));
-                            n = 0;
-                        }
-                    }
-                    UpdateKind::Status(SymbolStatus::StaleBookGap) => seen.push('S'),
-                    UpdateKind::Status(SymbolStatus::Live) => seen.push('V'),
-                    ref other => panic!("{other:?}"),
-                }
-            }
-            match result {
-                Err(e) => seen.push_str(&format!("E:{}", e.reason().name())),
-                Ok(_) if seen.is_empty() => seen.push('-'),
-                Ok(_) => {}
-            }
-            got.push(seen);
-        }
-        got
+        crate::feed::venue::book_trace(lines, super::super::parse)
     }
 
     fn spot(first: u64, last: u64) -> String {

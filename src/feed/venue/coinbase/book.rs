@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use simd_json::BorrowedValue;
 
-use crate::feed::normalize::{non_negative_decimal, BadRecord, Emitter, Outcome};
+use crate::feed::normalize::{book_level, BadRecord, Emitter, Outcome};
 use crate::symbols::Scale;
 use crate::update::{BookSide, SymbolId, SymbolStatus};
 
@@ -234,66 +234,15 @@ fn parse_levels(
 ) -> Result<Vec<(BookSide, i64, i64)>, BadRecord> {
     levels
         .iter()
-        .map(|&(side, px, sz)| {
-            Ok((
-                side,
-                non_negative_decimal("level price", px, |v| scale.price(v))?,
-                non_negative_decimal("level size", sz, |v| scale.size(v))?,
-            ))
-        })
+        .map(|&(side, px, sz)| book_level(scale, side, px, sz))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::feed::normalize::{BookSync, Timed};
-    use crate::symbols::{Normalizer, SymbolTable};
-    use crate::update::{level_flags, UpdateKind};
-
-    /// What each message became: `R` a snapshot's start, `L<n>` the end of
-    /// an event of n levels, `S` a book_gap status, `-` nothing.
+    /// What each line became (see [`crate::feed::venue::book_trace`]).
     fn feed(lines: &[&str]) -> Vec<String> {
-        let mut normalizer = Normalizer::new(SymbolTable::new());
-        let mut books = BookSync::default();
-        let mut got = Vec::new();
-        for line in lines {
-            let mut out: Vec<Timed> = Vec::new();
-            let mut emit = Emitter {
-                normalizer: &mut normalizer,
-                books: &mut books,
-                receive_ts_ns: Some(1),
-                out: &mut out,
-            };
-            let mut text = line.as_bytes().to_vec();
-            let value = crate::json::parse(&mut text).unwrap();
-            let result = super::super::parse(&value, &mut emit);
-            let (mut seen, mut n) = (String::new(), 0);
-            for t in &out {
-                match t.update.kind {
-                    UpdateKind::Level { flags, .. } => {
-                        n += 1;
-                        if flags & level_flags::RESET != 0 {
-                            seen.push('R');
-                        }
-                        if flags & level_flags::LAST != 0 {
-                            seen.push_str(&format!("L{n}"));
-                            n = 0;
-                        }
-                    }
-                    UpdateKind::Status(SymbolStatus::StaleBookGap) => seen.push('S'),
-                    UpdateKind::Status(SymbolStatus::Live) => seen.push('V'),
-                    ref other => panic!("{other:?}"),
-                }
-            }
-            match result {
-                Err(e) => seen.push_str(&format!("E:{}", e.reason().name())),
-                Ok(_) if seen.is_empty() => seen.push('-'),
-                Ok(_) => {}
-            }
-            got.push(seen);
-        }
-        got
+        crate::feed::venue::book_trace(lines, super::super::parse)
     }
 
     #[test]
