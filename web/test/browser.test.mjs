@@ -351,8 +351,9 @@ function recordedBooks(depth) {
 test("the depth ladder shows the selected symbol's top levels exactly as the recording's book", async () => {
   const books = recordedBooks(10);
   assert.deepEqual([...books.keys()].sort(), ALL);
-  for (const symbol of ["BTCUSDT", "BTCUSD_PERP"]) {
-    const page = await newPage(`?symbol=${symbol}`);
+  // The third run forces the SSE fallback: the book comes on a second stream.
+  for (const [symbol, query] of [["BTCUSDT", ""], ["BTCUSD_PERP", ""], ["ETHUSDT", "&ws=/blocked"]]) {
+    const page = await newPage(`?symbol=${symbol}${query}`);
     const states = books.get(symbol).states;
     const seen = new Set();
     for (let i = 0; i < 5; i++) {
@@ -381,6 +382,7 @@ test("the depth ladder shows the selected symbol's top levels exactly as the rec
       await page.waitForTimeout(700);
     }
     assert.ok(seen.size > 1, `${symbol}: the ladder moved (${seen.size} states seen)`);
+    if (query) assert.match(await page.textContent("#s-proto"), /^sse/);
     if (symbol === "BTCUSDT") await page.screenshot({ path: join(SHOTS, "depth-ladder.png") });
     await page.context().close();
   }
