@@ -18,6 +18,7 @@
 //! a feed rejects them (logged per reason, with file and line) and counted
 //! in the [`ConvertSummary`].
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -290,7 +291,7 @@ struct CsvSink {
     trades: Option<(PathBuf, BufWriter<File>)>,
     books: Option<(PathBuf, BufWriter<File>)>,
     /// Symbols in the middle of a book snapshot (its rows are `is_snapshot`).
-    in_snapshot: std::collections::HashSet<u32>,
+    in_snapshot: HashSet<u32>,
     line: Vec<u8>,
 }
 
@@ -329,6 +330,42 @@ fn open_part(path: PathBuf, header: &str) -> Result<(PathBuf, BufWriter<File>), 
     let mut out = BufWriter::with_capacity(1 << 16, file);
     writeln!(out, "{header}").map_err(io_at(&path, "write"))?;
     Ok((path, out))
+}
+
+/// The rest of an `incremental_book_L2` row: every row of a venue snapshot
+/// is `is_snapshot` (`in_snapshot` holds the symbols in the middle of one),
+/// and the rows of one event share their times.
+fn level_row(
+    line: &mut Vec<u8>,
+    s: &Sequenced,
+    in_snapshot: &mut HashSet<u32>,
+    (pd, sd): (u8, u8),
+) {
+    let UpdateKind::Level {
+        side,
+        px,
+        sz,
+        flags,
+    } = s.update.kind
+    else {
+        return;
+    };
+    let id = s.update.symbol;
+    if flags & level_flags::RESET != 0 {
+        in_snapshot.insert(id);
+    }
+    let snapshot = in_snapshot.contains(&id);
+    if flags & level_flags::LAST != 0 {
+        in_snapshot.remove(&id);
+    }
+    line.extend_from_slice(if snapshot { b"true," } else { b"false," });
+    line.extend_from_slice(match side {
+        BookSide::Bid => b"bid,",
+        BookSide::Ask => b"ask,",
+    });
+    write_fixed(line, px, pd);
+    line.push(b',');
+    write_fixed(line, sz, sd);
 }
 
 /// ns as Tardis's µs, with the sub-µs part only when there is one.
@@ -388,30 +425,8 @@ impl Sink for CsvSink {
             }
             // Returned above.
             UpdateKind::Status(_) => return Ok(false),
-            UpdateKind::Level {
-                side,
-                px,
-                sz,
-                flags,
-            } => {
-                // `incremental_book_L2`: every row of a venue snapshot is
-                // `is_snapshot`, the rows of one event share their times.
-                let id = s.update.symbol;
-                if flags & level_flags::RESET != 0 {
-                    self.in_snapshot.insert(id);
-                }
-                let snapshot = self.in_snapshot.contains(&id);
-                if flags & level_flags::LAST != 0 {
-                    self.in_snapshot.remove(&id);
-                }
-                line.extend_from_slice(if snapshot { b"true," } else { b"false," });
-                line.extend_from_slice(match side {
-                    BookSide::Bid => b"bid,",
-                    BookSide::Ask => b"ask,",
-                });
-                write_fixed(line, px, pd);
-                line.push(b',');
-                write_fixed(line, sz, sd);
+            UpdateKind::Level { .. } => {
+                level_row(line, s, &mut self.in_snapshot, (pd, sd));
                 if self.books.is_none() {
                     self.books = Some(open_part(self.part("incremental_book_L2"), BOOKS_HEADER)?);
                 }

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{FeedError, FeedStats};
+use crate::nats::book::{BookPayload, EdgeBooks};
 use crate::nats::{backoff, connect_options, decode_payload, read_last_values, NatsSource};
 use crate::symbols::Normalizer;
 use crate::update::{now_ns, SymbolId, Update};
@@ -70,6 +71,8 @@ pub(crate) async fn run(
         normalizer,
         ids: HashMap::new(),
         last_seq: Vec::new(),
+        books: EdgeBooks::default(),
+        book_out: Vec::new(),
         stats,
         tx,
     };
@@ -167,6 +170,10 @@ struct Edge {
     ids: HashMap<Box<str>, (SymbolId, (u8, u8))>,
     /// The feed node's `symbol_seq` last passed on, by id here.
     last_seq: Vec<u64>,
+    /// The feed node's books as this edge follows them.
+    books: EdgeBooks,
+    /// Updates a book payload gives.
+    book_out: Vec<Update>,
     stats: Arc<FeedStats>,
     tx: mpsc::Sender<Update>,
 }
@@ -177,32 +184,21 @@ impl Edge {
         let stats = &self.stats;
         stats.records.inc();
         stats.last_message_ns.store(now_ns(), Relaxed);
+        if let Some(book) = BookPayload::decode(payload) {
+            return match book {
+                Ok(book) => self.book(book).await,
+                Err(e) => self.reject(format_args!("undecodable book payload: {e}")),
+            };
+        }
         let decoded = match decode_payload(payload) {
             Ok(d) => d,
             Err(e) => return self.reject(format_args!("undecodable payload: {e}")),
         };
         let scales = (decoded.price_decimals, decoded.size_decimals);
-        let (id, known) = match self.ids.get(decoded.name) {
-            Some(&entry) => entry,
-            None => {
-                let table = self.normalizer.table();
-                match table.intern(decoded.name, scales.0, scales.1) {
-                    Ok(def) => {
-                        let entry = (def.id, (def.price_decimals, def.size_decimals));
-                        self.ids.insert(decoded.name.into(), entry);
-                        entry
-                    }
-                    Err(e) => return self.reject(format_args!("symbol {:?}: {e}", decoded.name)),
-                }
-            }
+        let id = match self.intern(decoded.name, scales) {
+            Ok(id) => id,
+            Err(e) => return self.reject(format_args!("{e}")),
         };
-        if known != scales {
-            // Mantissas at other scales would be served as other prices.
-            return self.reject(format_args!(
-                "symbol {} has {}/{} decimals here but {}/{} in the message",
-                decoded.name, known.0, known.1, scales.0, scales.1
-            ));
-        }
         let index = id as usize;
         if self.last_seq.len() <= index {
             self.last_seq.resize(index + 1, 0);
@@ -226,6 +222,51 @@ impl Edge {
             return false;
         }
         self.stats.updates.inc();
+        true
+    }
+
+    /// The symbol's id here, interned with these decimals the first time;
+    /// a message at other decimals than the first is refused (its
+    /// mantissas would be served as other prices).
+    fn intern(&mut self, name: &str, scales: (u8, u8)) -> Result<SymbolId, String> {
+        let (id, known) = match self.ids.get(name) {
+            Some(&entry) => entry,
+            None => {
+                let def = self
+                    .normalizer
+                    .table()
+                    .intern(name, scales.0, scales.1)
+                    .map_err(|e| format!("symbol {name:?}: {e}"))?;
+                let entry = (def.id, (def.price_decimals, def.size_decimals));
+                self.ids.insert(name.into(), entry);
+                entry
+            }
+        };
+        if known != scales {
+            return Err(format!(
+                "symbol {name} has {}/{} decimals here but {}/{} in the message",
+                known.0, known.1, scales.0, scales.1
+            ));
+        }
+        Ok(id)
+    }
+
+    /// A book payload: its levels once the edge's book follows on from
+    /// what it passed on ([`EdgeBooks`]). False when the publisher is gone.
+    async fn book(&mut self, book: BookPayload) -> bool {
+        let id = match self.intern(&book.name, (book.price_decimals, book.size_decimals)) {
+            Ok(id) => id,
+            Err(e) => return self.reject(format_args!("{e}")),
+        };
+        let mut out = std::mem::take(&mut self.book_out);
+        self.books.take(id, book, &mut out);
+        for update in out.drain(..) {
+            if self.tx.send(update).await.is_err() {
+                return false;
+            }
+            self.stats.sent(&update);
+        }
+        self.book_out = out;
         true
     }
 
@@ -320,6 +361,8 @@ mod tests {
             normalizer: Normalizer::new(Arc::clone(&table)),
             ids: HashMap::new(),
             last_seq: Vec::new(),
+            books: EdgeBooks::default(),
+            book_out: Vec::new(),
             stats: Arc::clone(&stats),
             tx,
         };

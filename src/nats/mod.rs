@@ -10,6 +10,7 @@
 //! both into its own publisher. Payloads carry the feed node's `symbol_seq`
 //! and `publish_ts`, which every edge serves unchanged.
 
+pub(crate) mod book;
 pub(crate) mod publish;
 
 use std::time::Duration;
@@ -116,6 +117,21 @@ impl PublishTarget {
         let mut s = String::with_capacity(self.prefix.len() + 1 + symbol.len());
         s.push_str(&self.prefix);
         s.push('.');
+        push_subject_token(&mut s, symbol);
+        s
+    }
+
+    /// The subject of one symbol's book events (`<prefix>.book.<symbol>`).
+    pub fn book_subject(&self, symbol: &str) -> String {
+        let mut s = format!("{}.book.", self.prefix);
+        push_subject_token(&mut s, symbol);
+        s
+    }
+
+    /// The subject of one symbol's whole-book snapshots
+    /// (`<prefix>.booksnap.<symbol>`): the stream keeps the newest.
+    pub fn snapshot_subject(&self, symbol: &str) -> String {
+        let mut s = format!("{}.booksnap.", self.prefix);
         push_subject_token(&mut s, symbol);
         s
     }

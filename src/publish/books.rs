@@ -121,6 +121,17 @@ fn apply(
     asks: &mut Vec<(i64, i64)>,
     out: &mut Vec<Published>,
 ) -> Option<(u64, u64)> {
+    // An event numbered upstream (an edge's, from its feed node) keeps its
+    // number, and one not newer than the book is dropped: never an older
+    // book after a newer one.
+    let book_seq = match update.origin_seq {
+        0 => shared.book_seq + 1,
+        origin if origin > shared.book_seq => origin,
+        _ => {
+            p.metrics.updates_out_of_order_total.inc();
+            return None;
+        }
+    };
     if pending.reset {
         shared.book.clear();
         shared.stale = false;
@@ -128,7 +139,6 @@ fn apply(
         // Changes to a book that has no snapshot: nothing to apply them to.
         return None;
     }
-    // Lowest rank changed on either side: `book.N` changed if it is < N.
     let mut min_rank = usize::MAX;
     let mut changes: Vec<(BookSide, i64, i64)> = Vec::with_capacity(pending.levels.len());
     for &(side, px, sz) in &pending.levels {
@@ -140,7 +150,7 @@ fn apply(
     if !pending.reset && changes.is_empty() {
         return None;
     }
-    shared.book_seq += 1;
+    shared.book_seq = book_seq;
     shared.exchange_ts_ns = update.exchange_ts_ns;
     shared.receive_ts_ns = update.receive_ts_ns;
     shared.publish_ts_ns = p.publish_ts_ns;
@@ -149,26 +159,55 @@ fn apply(
     if shared.book.is_crossed() {
         p.metrics.books_crossed_total.inc();
     }
+    let event = Event {
+        symbol: update.symbol,
+        reset: pending.reset,
+        min_rank,
+        changes,
+    };
+    encode_watched(shared, event, p, bids, asks, out)
+}
+
+/// What one applied event changed, for [`encode_watched`].
+struct Event {
+    symbol: SymbolId,
+    reset: bool,
+    /// Lowest rank changed on either side: `book.N` changed if it is < N.
+    min_rank: usize,
+    changes: Vec<(BookSide, i64, i64)>,
+}
+
+/// Encodes the event for each channel that is watched and that it changed;
+/// returns its `book_seq` and the newest global sequence.
+fn encode_watched(
+    shared: &mut SharedBook,
+    mut e: Event,
+    p: Publishing<'_>,
+    bids: &mut Vec<(i64, i64)>,
+    asks: &mut Vec<(i64, i64)>,
+    out: &mut Vec<Published>,
+) -> Option<(u64, u64)> {
+    let (pending_reset, min_rank) = (e.reset, e.min_rank);
     for (v, &depth) in DEPTHS.iter().enumerate() {
         let depth = usize::from(depth);
-        let touched = pending.reset || (depth == 0) || min_rank < depth;
+        let touched = pending_reset || (depth == 0) || min_rank < depth;
         if shared.watchers[v] == 0 || !touched {
             continue;
         }
         // `book` carries the changes, unless the event replaced the book
         // or changed more levels than a frame counts.
-        let snapshot = pending.reset || depth != 0 || changes.len() > usize::from(u16::MAX);
+        let snapshot = pending_reset || depth != 0 || e.changes.len() > usize::from(u16::MAX);
         if snapshot {
             let (b, a) = top(&shared.book, depth);
             *bids = b;
             *asks = a;
         } else {
-            delta(&mut changes, bids, asks);
+            delta(&mut e.changes, bids, asks);
         }
         let seq = *p.next_seq;
         *p.next_seq += 1;
         let head = BookHead {
-            symbol: update.symbol,
+            symbol: e.symbol,
             ..shared.head(seq, DEPTHS[v], snapshot)
         };
         let levels = BookLevels { bids, asks };
@@ -179,7 +218,7 @@ fn apply(
         }
         out.push(Published {
             seq,
-            symbol: update.symbol,
+            symbol: e.symbol,
             symbol_seq: shared.book_seq,
             is_status: false,
             channel: channel::book(v),

@@ -81,7 +81,6 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::{Duration, Instant};
 
 use self::ws_client::ClientSocket;
 use crate::feed::normalize::{BookSync, Emitter, Outcome, Reason, RejectTally};
@@ -118,18 +117,6 @@ pub(crate) async fn run(
     connector.run().await;
     Ok(())
 }
-
-/// A book's REST snapshot requests.
-struct Fetch {
-    in_flight: bool,
-    /// Not asked for again before this.
-    next: Instant,
-    /// The wait after the next failure.
-    delay: Duration,
-}
-
-const FETCH_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-const FETCH_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +156,7 @@ struct Connector {
     /// The venue's order books in sync.
     books: BookSync,
     /// Per book that waits for a REST snapshot: when it may be asked for.
-    fetches: HashMap<SymbolId, Fetch>,
+    fetches: HashMap<SymbolId, rest::Fetch>,
 }
 
 impl Connector {
@@ -295,106 +282,46 @@ impl Connector {
                     Step::Refused(reason) => return (End::Refused(reason), delivered),
                     Step::Shutdown => return (End::Shutdown, delivered),
                 },
-                OpCode::Ping => {
-                    let pong = Frame::pong(Payload::Owned(frame.payload.to_vec()));
-                    if let Err(e) = wx.write_frame(pong).await {
-                        return (End::Failed(e.to_string()), delivered);
+                _ => {
+                    if let Some(end) = self.control(frame, &mut wx).await {
+                        return (end, delivered);
                     }
                 }
-                OpCode::Close => {
-                    let reason = close_reason(&frame.payload);
-                    // Echo it, as RFC 6455 asks; the connection is over anyway.
-                    let echo = Frame::close_raw(Payload::Owned(frame.payload.to_vec()));
-                    let _ = wx.write_frame(echo).await;
-                    return (End::Closed(reason), delivered);
+            }
+        }
+    }
+
+    /// A frame that is not a message: a ping answered, a close echoed (the
+    /// connection's end), a binary message refused.
+    async fn control<S>(
+        &mut self,
+        frame: Frame<'_>,
+        wx: &mut fastwebsockets::WebSocketWrite<S>,
+    ) -> Option<End>
+    where
+        S: tokio::io::AsyncWrite + Unpin,
+    {
+        match frame.opcode {
+            OpCode::Ping => {
+                let pong = Frame::pong(Payload::Owned(frame.payload.to_vec()));
+                if let Err(e) = wx.write_frame(pong).await {
+                    return Some(End::Failed(e.to_string()));
                 }
-                OpCode::Binary => self.reject(
-                    Reason::Unrecognized,
-                    &"a binary message (venues send JSON text)",
-                ),
-                OpCode::Pong | OpCode::Continuation => {}
             }
+            OpCode::Close => {
+                let reason = close_reason(&frame.payload);
+                // Echo it, as RFC 6455 asks; the connection is over anyway.
+                let echo = Frame::close_raw(Payload::Owned(frame.payload.to_vec()));
+                let _ = wx.write_frame(echo).await;
+                return Some(End::Closed(reason));
+            }
+            OpCode::Binary => self.reject(
+                Reason::Unrecognized,
+                &"a binary message (venues send JSON text)",
+            ),
+            OpCode::Text | OpCode::Pong | OpCode::Continuation => {}
         }
-    }
-
-    /// Starts a REST snapshot fetch for every book that waits for one and
-    /// has none on the way, each at most once per its backoff (1 s,
-    /// doubling to 30 s after failures: the venue weighs depth requests).
-    fn ask_for_snapshots(&mut self, snapshots: &mut JoinSet<(SymbolId, Result<Bytes, String>)>) {
-        let Some(url) = &self.spec.rest_url else {
-            return;
-        };
-        let now = Instant::now();
-        for id in binance::books_waiting(&mut self.books) {
-            let fetch = self.fetches.entry(id).or_insert(Fetch {
-                in_flight: false,
-                next: now,
-                delay: FETCH_BACKOFF_INITIAL,
-            });
-            if fetch.in_flight || now < fetch.next {
-                continue;
-            }
-            let Some(def) = self.normalizer.table().get(id) else {
-                continue;
-            };
-            fetch.in_flight = true;
-            let (url, tls) = (url.clone(), self.spec.tls.clone());
-            let timeout = self.spec.timing.silence_timeout;
-            snapshots.spawn(async move {
-                let body = rest::fetch(&url, &def.name, &tls, timeout).await;
-                (id, body)
-            });
-        }
-    }
-
-    /// Applies a fetched snapshot (or notes why there is none, to ask again
-    /// later); false if the publisher is gone.
-    async fn depth_snapshot(&mut self, id: SymbolId, body: Result<Bytes, String>) -> bool {
-        let Some(fetch) = self.fetches.get_mut(&id) else {
-            return true;
-        };
-        fetch.in_flight = false;
-        let name = self.normalizer.table().get(id).map(|d| d.name.to_string());
-        let Some(name) = name else {
-            return true;
-        };
-        let body = match body {
-            Ok(body) => body,
-            Err(e) => {
-                fetch.next = Instant::now() + fetch.delay;
-                fetch.delay = (fetch.delay * 2).min(FETCH_BACKOFF_MAX);
-                self.stats.snapshot_failures.inc();
-                tracing::warn!(feed = %self.spec.spec, "depth snapshot of {name}: {e}");
-                return true;
-            }
-        };
-        fetch.delay = FETCH_BACKOFF_INITIAL;
-        // A snapshot that does not sync (older than the diffs kept) leaves
-        // the book waiting: the next one comes no sooner than this.
-        fetch.next = Instant::now() + FETCH_BACKOFF_INITIAL;
-        self.stats.records.inc();
-        let mut buf = body.to_vec();
-        let value = match crate::json::parse(&mut buf) {
-            Ok(value) => value,
-            Err(e) => {
-                self.reject(Reason::Json, &e);
-                return true;
-            }
-        };
-        self.out.clear();
-        let mut emit = Emitter {
-            normalizer: &mut self.normalizer,
-            books: &mut self.books,
-            receive_ts_ns: None,
-            out: &mut self.out,
-        };
-        match binance::depth_snapshot(&value, Some(&name), &mut emit) {
-            Ok(_) => self.publish_normalized(false).await,
-            Err(e) => {
-                self.reject(e.reason(), &e);
-                true
-            }
-        }
+        None
     }
 
     /// Handles one text message.

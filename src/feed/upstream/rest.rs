@@ -12,7 +12,14 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
 use super::ws_client::{Endpoint, UpstreamTls};
+use super::Connector;
+use crate::feed::normalize::{Emitter, Reason};
+use crate::feed::venue::binance;
+use crate::update::SymbolId;
 
 /// The largest snapshot read: Binance's deepest (5,000 levels a side) is
 /// about 300 KB.
@@ -128,6 +135,107 @@ where
         return Err(format!("HTTP {status}: {shown}"));
     }
     Ok(body)
+}
+
+/// A book's REST snapshot requests.
+pub(super) struct Fetch {
+    in_flight: bool,
+    /// Not asked for again before this.
+    next: Instant,
+    /// The wait after the next failure.
+    delay: Duration,
+}
+
+const FETCH_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+const FETCH_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl Connector {
+    /// Starts a REST snapshot fetch for every book that waits for one and
+    /// has none on the way, each at most once per its backoff (1 s,
+    /// doubling to 30 s after failures: the venue weighs depth requests).
+    pub(super) fn ask_for_snapshots(
+        &mut self,
+        snapshots: &mut JoinSet<(SymbolId, Result<Bytes, String>)>,
+    ) {
+        let Some(url) = &self.spec.rest_url else {
+            return;
+        };
+        let now = Instant::now();
+        for id in binance::books_waiting(&mut self.books) {
+            let fetch = self.fetches.entry(id).or_insert(Fetch {
+                in_flight: false,
+                next: now,
+                delay: FETCH_BACKOFF_INITIAL,
+            });
+            if fetch.in_flight || now < fetch.next {
+                continue;
+            }
+            let Some(def) = self.normalizer.table().get(id) else {
+                continue;
+            };
+            fetch.in_flight = true;
+            let (url, tls) = (url.clone(), self.spec.tls.clone());
+            let timeout = self.spec.timing.silence_timeout;
+            snapshots.spawn(async move {
+                let body = self::fetch(&url, &def.name, &tls, timeout).await;
+                (id, body)
+            });
+        }
+    }
+
+    /// Applies a fetched snapshot (or notes why there is none, to ask again
+    /// later); false if the publisher is gone.
+    pub(super) async fn depth_snapshot(
+        &mut self,
+        id: SymbolId,
+        body: Result<Bytes, String>,
+    ) -> bool {
+        let Some(fetch) = self.fetches.get_mut(&id) else {
+            return true;
+        };
+        fetch.in_flight = false;
+        let name = self.normalizer.table().get(id).map(|d| d.name.to_string());
+        let Some(name) = name else {
+            return true;
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => {
+                fetch.next = Instant::now() + fetch.delay;
+                fetch.delay = (fetch.delay * 2).min(FETCH_BACKOFF_MAX);
+                self.stats.snapshot_failures.inc();
+                tracing::warn!(feed = %self.spec.spec, "depth snapshot of {name}: {e}");
+                return true;
+            }
+        };
+        fetch.delay = FETCH_BACKOFF_INITIAL;
+        // A snapshot that does not sync (older than the diffs kept) leaves
+        // the book waiting: the next one comes no sooner than this.
+        fetch.next = Instant::now() + FETCH_BACKOFF_INITIAL;
+        self.stats.records.inc();
+        let mut buf = body.to_vec();
+        let value = match crate::json::parse(&mut buf) {
+            Ok(value) => value,
+            Err(e) => {
+                self.reject(Reason::Json, &e);
+                return true;
+            }
+        };
+        self.out.clear();
+        let mut emit = Emitter {
+            normalizer: &mut self.normalizer,
+            books: &mut self.books,
+            receive_ts_ns: None,
+            out: &mut self.out,
+        };
+        match binance::depth_snapshot(&value, Some(&name), &mut emit) {
+            Ok(_) => self.publish_normalized(false).await,
+            Err(e) => {
+                self.reject(e.reason(), &e);
+                true
+            }
+        }
+    }
 }
 
 #[cfg(test)]

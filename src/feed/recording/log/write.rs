@@ -61,44 +61,11 @@ impl<W: Write> LogWriter<W> {
         let (last_symbol_seq, last_px) = match d.symbols.get(&id) {
             Some(state) => *state,
             None => {
-                out.push(TAG_SYMBOL);
-                put_varint(out, u64::from(id));
-                out.push(symbol.price_decimals);
-                out.push(symbol.size_decimals);
-                let name = symbol.name.as_bytes();
-                let len = name.len().min(MAX_NAME_LEN);
-                out.push(len as u8);
-                out.extend_from_slice(&name[..len]);
+                define(out, symbol);
                 (0, 0)
             }
         };
-        out.push(match s.update.kind {
-            UpdateKind::Quote { bid_sz, ask_sz, .. } => {
-                let mut tag = TAG_QUOTE;
-                if bid_sz.is_none() {
-                    tag += QUOTE_BID_SIZE_UNKNOWN;
-                }
-                if ask_sz.is_none() {
-                    tag += QUOTE_ASK_SIZE_UNKNOWN;
-                }
-                tag
-            }
-            UpdateKind::Trade { side, .. } => TAG_TRADE + side as u8,
-            UpdateKind::Status(status) => TAG_STATUS + status as u8,
-            UpdateKind::Level { side, flags, .. } => {
-                let mut tag = TAG_LEVEL;
-                if side == BookSide::Ask {
-                    tag += LEVEL_ASK;
-                }
-                if flags & level_flags::RESET != 0 {
-                    tag += LEVEL_RESET;
-                }
-                if flags & level_flags::LAST != 0 {
-                    tag += LEVEL_LAST;
-                }
-                tag
-            }
-        });
+        out.push(tag(&s.update.kind));
         // A level's sequence and price are deltas from the symbol's last
         // level: a book's numbers apart from its quotes'.
         let (last_symbol_seq, last_px) = match s.update.kind {
@@ -193,5 +160,48 @@ impl<W: Write> LogWriter<W> {
     pub fn finish(mut self) -> io::Result<W> {
         self.finish_block()?;
         Ok(self.out)
+    }
+}
+
+/// A symbol's definition record, before its first update in a block.
+fn define(out: &mut Vec<u8>, symbol: &LogSymbol) {
+    out.push(TAG_SYMBOL);
+    put_varint(out, u64::from(symbol.id));
+    out.push(symbol.price_decimals);
+    out.push(symbol.size_decimals);
+    let name = symbol.name.as_bytes();
+    let len = name.len().min(MAX_NAME_LEN);
+    out.push(len as u8);
+    out.extend_from_slice(&name[..len]);
+}
+
+/// A record's tag: its kind and the bits that say what follows.
+fn tag(kind: &UpdateKind) -> u8 {
+    match *kind {
+        UpdateKind::Quote { bid_sz, ask_sz, .. } => {
+            let mut tag = TAG_QUOTE;
+            if bid_sz.is_none() {
+                tag += QUOTE_BID_SIZE_UNKNOWN;
+            }
+            if ask_sz.is_none() {
+                tag += QUOTE_ASK_SIZE_UNKNOWN;
+            }
+            tag
+        }
+        UpdateKind::Trade { side, .. } => TAG_TRADE + side as u8,
+        UpdateKind::Status(status) => TAG_STATUS + status as u8,
+        UpdateKind::Level { side, flags, .. } => {
+            let mut tag = TAG_LEVEL;
+            if side == BookSide::Ask {
+                tag += LEVEL_ASK;
+            }
+            if flags & level_flags::RESET != 0 {
+                tag += LEVEL_RESET;
+            }
+            if flags & level_flags::LAST != 0 {
+                tag += LEVEL_LAST;
+            }
+            tag
+        }
     }
 }

@@ -20,7 +20,7 @@
 //! reached the stream or the edges, and edges drop what they already have.
 //! On every connect it makes sure the JetStream stream exists.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,19 +30,25 @@ use tokio::task::JoinHandle;
 
 use crate::market::Market;
 use crate::metrics::Metrics;
+use crate::nats::book::BookPayload;
 use crate::nats::{
     backoff, connect_options, decode_payload, encode_payload, read_last_values, PublishTarget,
 };
 use crate::publish::PublishSink;
 use crate::symbols::{SymbolDef, SymbolTable};
-use crate::update::{Sequenced, Update, UpdateKind};
+use crate::update::{level_flags, BookSide, Sequenced, SymbolId, Update, UpdateKind};
 
 /// Longest the feeds are held at start for [`restore`].
 pub const RESTORE_TIMEOUT: Duration = Duration::from_secs(5);
 
+mod books;
+
+use self::books::{BookEvent, BOOK_SNAPSHOT_EVERY, MAX_BOOK_EVENTS};
+
 /// Updates between the publisher's thread and the NATS task.
 pub struct Backlog {
     inner: Mutex<BacklogInner>,
+    books: Mutex<VecDeque<BookEvent>>,
     ready: Notify,
     metrics: Arc<Metrics>,
 }
@@ -68,9 +74,24 @@ impl Backlog {
                 limit: capacity,
                 newest: Vec::new(),
             }),
+            books: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
             metrics,
         })
+    }
+
+    fn push_book(&self, event: BookEvent) {
+        let mut books = self.books.lock().unwrap_or_else(|e| e.into_inner());
+        if books.len() == MAX_BOOK_EVENTS {
+            books.pop_front();
+            self.metrics.nats_publish_conflated_total.inc();
+        }
+        books.push_back(event);
+    }
+
+    fn take_books(&self, out: &mut VecDeque<BookEvent>) {
+        let mut books = self.books.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::swap(&mut *books, out);
     }
 
     fn push(&self, update: &Sequenced) {
@@ -131,24 +152,55 @@ fn conflate(queue: &mut VecDeque<Sequenced>, newest: &mut Vec<usize>) -> usize {
 }
 
 /// The publisher's handle on the backlog.
-struct BacklogSink(Arc<Backlog>);
+/// The publisher's handle on the backlog, with the levels of each book
+/// event in progress and the books whose event in progress is a snapshot.
+struct BacklogSink(
+    Arc<Backlog>,
+    HashMap<SymbolId, Vec<(BookSide, i64, i64)>>,
+    HashSet<SymbolId>,
+);
 
 impl PublishSink for BacklogSink {
     fn send(&mut self, update: &Sequenced) {
-        // A live venue's stale / live status stays with the feed node's own
-        // clients: in the last-value stream it would take the place of the
-        // symbol's price, and an edge's snapshot would lose it. Edges see a
-        // venue's trouble as silence, then a jump in `symbol_seq`.
-        //
-        // Order books do not travel over NATS yet: the backlog keeps the
-        // newest value of each symbol, which a book's changes are not.
-        if matches!(
-            update.update.kind,
-            UpdateKind::Status(_) | UpdateKind::Level { .. }
-        ) {
-            return;
+        match update.update.kind {
+            // A live venue's stale / live status stays with the feed node's
+            // own clients: in the last-value stream it would take the place
+            // of the symbol's price, and an edge's snapshot would lose it.
+            // Edges see a venue's trouble as silence, then a jump in
+            // `symbol_seq`.
+            UpdateKind::Status(_) => {}
+            // A book event's levels, gathered to one message: its changes
+            // are not a last value, so they go apart from the backlog's
+            // conflation ([`crate::nats::book`]).
+            UpdateKind::Level {
+                side,
+                px,
+                sz,
+                flags,
+            } => {
+                let u = &update.update;
+                let pending = self.1.entry(u.symbol).or_default();
+                pending.push((side, px, sz));
+                if flags & level_flags::LAST != 0 {
+                    let levels = std::mem::take(pending);
+                    // RESET is on an event's first level: this one, or one
+                    // taken before.
+                    let first = self.2.remove(&u.symbol);
+                    self.0.push_book(BookEvent {
+                        symbol: u.symbol,
+                        book_seq: update.symbol_seq,
+                        reset: first || flags & level_flags::RESET != 0,
+                        levels,
+                        exchange_ts_ns: u.exchange_ts_ns,
+                        receive_ts_ns: u.receive_ts_ns,
+                        publish_ts_ns: update.publish_ts_ns,
+                    });
+                } else if flags & level_flags::RESET != 0 {
+                    self.2.insert(u.symbol);
+                }
+            }
+            _ => self.0.push(update),
         }
-        self.0.push(update);
     }
 
     fn flush(&mut self) {
@@ -178,7 +230,7 @@ pub fn start(
     let (restored_tx, restored) = watch::channel(false);
     let task = tokio::spawn(drain(target, market, Arc::clone(&backlog), tx, restored_tx));
     Publishing {
-        sink: Box::new(BacklogSink(backlog)),
+        sink: Box::new(BacklogSink(backlog, HashMap::new(), HashSet::new())),
         task,
         restored,
     }
@@ -196,7 +248,10 @@ pub async fn restore(
 ) -> Result<u64, async_nats::Error> {
     let filter = format!("{}.>", target.prefix);
     read_last_values(client, &filter, |payload| {
+        // A book is rebuilt by this node's own feeds, not restored.
+        let book = BookPayload::decode(&payload).is_some();
         let update = match decode_payload(&payload) {
+            _ if book => None,
             Ok(d) => match symbols.intern(d.name, d.price_decimals, d.size_decimals) {
                 Ok(def) => Some(Update {
                     symbol: def.id,
@@ -236,24 +291,17 @@ struct Sender {
     routes: Vec<Option<Route>>,
     /// The last update sent of each symbol, by id, for republishing.
     last_sent: Vec<Option<Sequenced>>,
+    /// Symbols with a book, and those whose book changed since its last
+    /// snapshot went out.
+    books: HashSet<SymbolId>,
+    changed_books: HashSet<SymbolId>,
 }
 
 impl Sender {
     async fn send(&mut self, s: Sequenced) {
         let id = s.update.symbol as usize;
-        if self.routes.len() <= id {
-            self.routes.resize_with(id + 1, || None);
-            self.last_sent.resize(id + 1, None);
-        }
-        if self.routes[id].is_none() {
-            // The publisher published it, so the table has it.
-            let Some(def) = self.market.symbols.get(s.update.symbol) else {
-                return;
-            };
-            let subject = Subject::from(self.target.subject(&def.name));
-            self.routes[id] = Some(Route { subject, def });
-        }
-        let Some(route) = &self.routes[id] else {
+        // The publisher published it, so the table has it.
+        let Some(route) = self.route(s.update.symbol) else {
             return;
         };
         let payload = encode_payload(
@@ -262,15 +310,55 @@ impl Sender {
             route.def.price_decimals,
             route.def.size_decimals,
         );
+        let subject = route.subject.clone();
+        self.publish(subject, payload).await;
+        self.last_sent[id] = Some(s);
+    }
+
+    /// The route of a symbol the publisher published.
+    fn route(&mut self, symbol: SymbolId) -> Option<&Route> {
+        let id = symbol as usize;
+        if self.routes.len() <= id {
+            self.routes.resize_with(id + 1, || None);
+            self.last_sent.resize(id + 1, None);
+        }
+        if self.routes[id].is_none() {
+            let def = self.market.symbols.get(symbol)?;
+            let subject = Subject::from(self.target.subject(&def.name));
+            self.routes[id] = Some(Route { subject, def });
+        }
+        self.routes[id].as_ref()
+    }
+
+    async fn publish(&mut self, subject: Subject, payload: bytes::Bytes) {
         let metrics = &self.market.metrics;
-        match self.client.publish(route.subject.clone(), payload).await {
+        match self.client.publish(subject.clone(), payload).await {
             Ok(()) => metrics.nats_published_total.inc(),
             Err(e) => {
-                tracing::warn!(subject = %route.subject, "NATS publish failed: {e}");
+                tracing::warn!(%subject, "NATS publish failed: {e}");
                 metrics.nats_publish_errors_total.inc()
             }
         };
-        self.last_sent[id] = Some(s);
+    }
+
+    /// A (re)connection: the stream made sure of, and after a reconnect
+    /// what NATS may have lost sent again.
+    async fn connected(&mut self, connects: u64, stream_task: &mut Option<JoinHandle<()>>) {
+        let metrics = &self.market.metrics;
+        metrics.nats_publish_connected.set(1);
+        tracing::info!(server = %self.target.server, "publishing to NATS");
+        if let Some(t) = stream_task.take() {
+            t.abort();
+        }
+        *stream_task = Some(tokio::spawn(ensure_stream(
+            self.client.clone(),
+            self.target.clone(),
+        )));
+        if connects > 1 {
+            metrics.nats_publish_reconnects_total.inc();
+            self.republish().await;
+            self.send_snapshots(true).await;
+        }
     }
 
     async fn republish(&mut self) {
@@ -319,7 +407,12 @@ async fn drain(
         market,
         routes: Vec::new(),
         last_sent: Vec::new(),
+        books: HashSet::new(),
+        changed_books: HashSet::new(),
     };
+    let mut book_batch = VecDeque::new();
+    let mut snapshots = tokio::time::interval(BOOK_SNAPSHOT_EVERY);
+    snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut connected = false;
     let mut connects = 0u64;
     let mut stream_task: Option<JoinHandle<()>> = None;
@@ -331,19 +424,7 @@ async fn drain(
                 Some(Event::Connected) => {
                     connected = true;
                     connects += 1;
-                    metrics.nats_publish_connected.set(1);
-                    tracing::info!(server = %sender.target.server, "publishing to NATS");
-                    if let Some(t) = stream_task.take() {
-                        t.abort();
-                    }
-                    stream_task = Some(tokio::spawn(ensure_stream(
-                        sender.client.clone(),
-                        sender.target.clone(),
-                    )));
-                    if connects > 1 {
-                        metrics.nats_publish_reconnects_total.inc();
-                        sender.republish().await;
-                    }
+                    sender.connected(connects, &mut stream_task).await;
                 }
                 Some(Event::Disconnected) => {
                     connected = false;
@@ -359,7 +440,12 @@ async fn drain(
                 for s in batch.drain(..) {
                     sender.send(s).await;
                 }
+                backlog.take_books(&mut book_batch);
+                for e in book_batch.drain(..) {
+                    sender.send_book(e).await;
+                }
             }
+            _ = snapshots.tick(), if connected => sender.send_snapshots(false).await,
         }
     }
 }
