@@ -615,14 +615,16 @@ async fn book_channels_serve_a_real_capture_exactly_to_binary_and_json_clients()
         "{ack}"
     );
     feeds_finished(server.addr).await;
-    let m = metrics_text(server.addr).await;
-    let events = metric(&m, "tickwire_book_updates_total");
-    assert!(events > 6000, "{events} book events");
 
     // TC1: the whole book: every change in sequence (or a newer snapshot
-    // where the client fell behind), ending equal to the reference's.
+    // where the client fell behind), ending equal to the reference's (read
+    // until it is: the feed reports finished before the publisher has
+    // published its last events).
     let mut local = LocalBook::default();
-    while local.book_seq < events {
+    let final_book = keyed(&last);
+    let size = final_book[0].len() + final_book[1].len();
+    // The sizes first: the whole compare only when they agree.
+    while local.bids.len() + local.asks.len() != size || local.top(usize::MAX) != final_book {
         match whole.next().await {
             Msg::Book {
                 depth: 0,
@@ -641,7 +643,12 @@ async fn book_channels_serve_a_real_capture_exactly_to_binary_and_json_clients()
             _ => {}
         }
     }
-    assert_eq!(local.top(usize::MAX), keyed(&last), "the final book");
+    let events = metric(
+        &metrics_text(server.addr).await,
+        "tickwire_book_updates_total",
+    );
+    assert!(events > 6000, "{events} book events");
+    assert_eq!(local.book_seq, events, "the last event");
     // One snapshot (of the book as it was when `*` took the symbol: the
     // feed may have published a few events by then), then every change.
     assert_eq!(
@@ -773,8 +780,8 @@ fn books_survive_a_tickwire_log_and_tardis_csv_both_ways() {
     assert_eq!(book_states(&back).1, finals);
 }
 
-#[test]
-fn tickwire_record_keeps_the_books_it_publishes() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickwire_record_keeps_the_books_it_publishes_and_a_log_replay_serves_them() {
     // The binary: `record` runs the publisher, whose book events go to the
     // log; read back, the log's books pass through the capture's states.
     let dir = TempDir::new("books-record");
@@ -794,5 +801,67 @@ fn tickwire_record_keeps_the_books_it_publishes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(book_states(&log), book_states(&capture));
+    let (states, finals) = book_states(&capture);
+    assert_eq!(book_states(&log), (states, finals.clone()));
+    // TC1: the log replayed through the server: a client of the full book
+    // ends with the capture's final book, every change in sequence.
+    let ring = 1 << 18;
+    let server = start(ServeConfig {
+        feeds: vec![log.to_string_lossy().into_owned()],
+        speed: "max".into(),
+        min_subscribers: 1,
+        ring_capacity: ring,
+        max_lag_updates: ring as u64 - 1,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut client = Client::connect(server.addr, "tickwire.v1").await;
+    client
+        .send(r#"{"op":"subscribe","symbols":["*"],"channels":["book"]}"#)
+        .await;
+    let k = |m: i64, d: u8| {
+        let p = 10i64.pow(u32::from(d));
+        (m / p, (m % p) as u64 * 10u64.pow(18 - u32::from(d)))
+    };
+    // Until the client's book is the capture's final one (the feed reports
+    // finished before the publisher has published its last events), every
+    // change in sequence on the way.
+    let mut local = LocalBook::default();
+    let mut want: Option<Vec<(Key, Key)>> = None;
+    loop {
+        if let Some(want) = &want {
+            if local.bids.len() + local.asks.len() == want.len() {
+                let [bids, asks] = local.top(usize::MAX);
+                if bids.into_iter().chain(asks).eq(want.iter().copied()) {
+                    break;
+                }
+            }
+        }
+        match client.next().await {
+            Msg::Symbol {
+                price_decimals,
+                size_decimals,
+                ..
+            } => {
+                let (pd, sd) = (price_decimals, size_decimals);
+                want = Some(
+                    finals["ETHUSDT"]
+                        .iter()
+                        .map(|&(p, q)| (k(p, pd), k(q, sd)))
+                        .collect(),
+                );
+            }
+            Msg::Book {
+                book_seq,
+                snapshot,
+                bids,
+                asks,
+                ..
+            } => local.apply(book_seq, snapshot, &bids, &asks),
+            Msg::Closed(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(local.snapshots, 1);
+    server.stop().await;
 }
