@@ -36,6 +36,9 @@ const client = new TickwireClient({
   wsPath: params.get("ws") ?? "/ws",
   ssePath: params.get("sse") ?? "/sse",
   transport: params.get("transport") ?? "auto",
+  // The top of each book too: a venue with depth and no best bid and
+  // offer stream still fills its row.
+  channels: ["quotes", "trades", "book.1"],
 });
 // For tests and the console.
 window.tickwire = client;
@@ -542,7 +545,16 @@ client.addEventListener("symbol", () => refreshSuggestions());
 client.addEventListener("quote", (e) => {
   const m = e.detail;
   if (!m.snapshot) latencies[latencyCount++ % latencies.length] = m.latencyMs;
-  rowFor(m.symbol).quote(m);
+  const r = rowFor(m.symbol);
+  r.hasQuotes = true;
+  r.quote(m);
+});
+// A row whose venue sends no quotes takes its bid and ask from the book.
+client.addEventListener("top", (e) => {
+  const r = rowFor(e.detail.symbol);
+  if (r.hasQuotes) return;
+  r.fromBook = true;
+  r.quote(e.detail);
 });
 client.addEventListener("trade", (e) => {
   const m = e.detail;

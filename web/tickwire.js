@@ -283,6 +283,10 @@ const MAX_QUEUED = 50_000;
  *   `live` again; `client.stale` maps the stale symbols to their reason;
  * - `gap`: a jump in a symbol's sequence (`explained` when the server
  *   announced it: conflation, or a resumed SSE stream);
+ * - `top`: with the `book.1` channel (option `channels`), each symbol's
+ *   best bid and ask from its book as a quote-like message (`bid`, `ask`,
+ *   `bidSize`, `askSize`, `bidPx`, `askPx`): for a venue that sends depth
+ *   and no best bid and offer;
  * - `book`: the order book followed with {@link watchBook}, after each
  *   message: `{symbol, channel, bookSeq, bids, asks, changed, latencyMs}`,
  *   levels as `[price, size]` strings best first, `changed` the set of
@@ -306,6 +310,9 @@ export class TickwireClient extends EventTarget {
     this.maxBackoffMs = options.maxBackoffMs ?? 5000;
     this.batchPerFrame = options.batchPerFrame ?? typeof requestAnimationFrame === "function";
     this.wanted = { all: false, names: new Set() };
+    // The channels of every subscription (`undefined`: the server's
+    // default, quotes and trades).
+    this.channels = options.channels;
     for (const s of options.symbols ?? []) this._want(s, true);
 
     this.state = "closed";
@@ -378,6 +385,33 @@ export class TickwireClient extends EventTarget {
         if (j) this._enqueue(ev.data);
       };
     }
+  }
+
+  /** A `book.1` message as a quote-like `top` event. */
+  _top(m, receivedAt) {
+    const [bid, bidSize] = m.bids[0] ?? [null, null];
+    const [ask, askSize] = m.asks[0] ?? [null, null];
+    if (bid === null || ask === null) return;
+    const pd = m.priceDecimals;
+    this._emit("top", {
+      type: "top",
+      symbol: m.symbol,
+      id: m.id,
+      bid,
+      bidSize,
+      ask,
+      askSize,
+      bidPx: parseFixed(bid, pd),
+      askPx: parseFixed(ask, pd),
+      bidSz: parseFixed(bidSize, m.sizeDecimals),
+      askSz: parseFixed(askSize, m.sizeDecimals),
+      priceDecimals: pd,
+      sizeDecimals: m.sizeDecimals,
+      symbolSeq: m.bookSeq,
+      publishTs: m.publishTs,
+      receivedAt,
+      latencyMs: receivedAt - Number(m.publishTs) / 1e6,
+    });
   }
 
   /** Applies one book message to the local book; false if it is not the one followed. */
@@ -493,7 +527,7 @@ export class TickwireClient extends EventTarget {
     if (this._ws?.readyState !== 1) return; // sent on (re)connect
     const id = this._nextRequestId++;
     this._requests.set(id, { op, symbols });
-    this._ws.send(JSON.stringify({ op, symbols, id }));
+    this._ws.send(JSON.stringify({ op, symbols, id, channels: this.channels }));
   }
 
   _setState(state, extra = {}) {
@@ -591,7 +625,7 @@ export class TickwireClient extends EventTarget {
       if (symbols.length) {
         const id = this._nextRequestId++;
         this._requests.set(id, { op: "subscribe", symbols });
-        ws.send(JSON.stringify({ op: "subscribe", symbols, id }));
+        ws.send(JSON.stringify({ op: "subscribe", symbols, id, channels: this.channels }));
       }
       this._setState("live");
       this._subscribeBook();
@@ -609,7 +643,8 @@ export class TickwireClient extends EventTarget {
 
   _sseUrl() {
     const symbols = this.subscriptions().map(encodeURIComponent).join(",");
-    return `${this.httpBase}${this.ssePath}?symbols=${symbols}`;
+    const channels = this.channels ? `&channels=${this.channels.map(encodeURIComponent).join(",")}` : "";
+    return `${this.httpBase}${this.ssePath}?symbols=${symbols}${channels}`;
   }
 
   _openSse(onFail) {
@@ -690,6 +725,7 @@ export class TickwireClient extends EventTarget {
       case "book":
         // Counted in a snapshot like the updates it comes with.
         if (m.snapshot && this._cacheFramesLeft > 0) this._cacheFramesLeft--;
+        if (m.channel === "book.1" && this.wants(m.symbol)) this._top(m, receivedAt);
         return this._bookMessage(m, receivedAt);
       case "status":
         // Counted in a snapshot like the updates it comes with.

@@ -9,7 +9,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFileSync, readdirSync, mkdirSync, existsSync } from "node:fs";
+import { readFileSync, readdirSync, mkdirSync, existsSync, mkdtempSync, writeFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { gunzipSync } from "node:zlib";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -286,9 +287,9 @@ test("a size the venue did not send shows as —, and a real zero as 0", async (
  * first diff straddles it, then continuity: spot U = u + 1, futures
  * pu = u), with its own parsing.
  */
-function recordedBooks(depth) {
+function recordedBooks(depth, feed = FEED) {
   const books = new Map();
-  const book = (s) => books.get(s) ?? books.set(s, { waiting: [], bids: new Map(), asks: new Map(), last: null, first: true, states: new Set() }).get(s);
+  const book = (s) => books.get(s) ?? books.set(s, { waiting: [], bids: new Map(), asks: new Map(), last: null, lastId: null, first: true, states: new Set() }).get(s);
   const num = (t) => Number(t);
   const top = (b) => {
     const side = (m, desc) =>
@@ -297,7 +298,8 @@ function recordedBooks(depth) {
         .slice(0, depth)
         .map(([p, q]) => `${p}:${q}`)
         .join(",");
-    b.states.add(`${side(b.bids, true)}|${side(b.asks, false)}`);
+    b.last = `${side(b.bids, true)}|${side(b.asks, false)}`;
+    b.states.add(b.last);
   };
   const set = (b, bids, asks) => {
     for (const [m, list] of [[b.bids, bids], [b.asks, asks]]) {
@@ -307,18 +309,20 @@ function recordedBooks(depth) {
   const apply = (b, d) => {
     const futures = d.pu !== undefined;
     if (b.first) {
-      if (d.u < b.last || (!futures && d.u === b.last)) return;
-      const l = futures ? b.last : b.last + 1;
+      if (d.u < b.lastId || (!futures && d.u === b.lastId)) return;
+      const l = futures ? b.lastId : b.lastId + 1;
       assert.ok(d.U <= l && l <= d.u, "the first diff straddles the snapshot");
     } else {
-      assert.ok(futures ? d.pu === b.last : d.U === b.last + 1, "diffs follow each other");
+      assert.ok(futures ? d.pu === b.lastId : d.U === b.lastId + 1, "diffs follow each other");
     }
     b.first = false;
-    b.last = d.u;
+    b.lastId = d.u;
     set(b, d.b, d.a);
     if (d.b.length || d.a.length) top(b);
   };
-  for (const line of gunzipSync(readFileSync(FEED)).toString("utf8").split("\n")) {
+  const raw = readFileSync(feed);
+  const text = (feed.endsWith(".gz") ? gunzipSync(raw) : raw).toString("utf8");
+  for (const line of text.split("\n")) {
     const space = line.indexOf(" ");
     if (space < 0) continue;
     const j = JSON.parse(line.slice(space + 1));
@@ -335,13 +339,13 @@ function recordedBooks(depth) {
       b.bids.clear();
       b.asks.clear();
       set(b, d.bids, d.asks);
-      b.last = d.lastUpdateId;
+      b.lastId = d.lastUpdateId;
       b.first = true;
       top(b);
       for (const w of b.waiting.splice(0)) apply(b, w);
     } else if (d.e === "depthUpdate") {
       const b = book(d.s);
-      if (b.last === null) b.waiting.push(d);
+      if (b.lastId === null) b.waiting.push(d);
       else apply(b, d);
     }
   }
@@ -385,5 +389,31 @@ test("the depth ladder shows the selected symbol's top levels exactly as the rec
     if (query) assert.match(await page.textContent("#s-proto"), /^sse/);
     if (symbol === "BTCUSDT") await page.screenshot({ path: join(SHOTS, "depth-ladder.png") });
     await page.context().close();
+  }
+});
+
+test("a venue with depth and no best bid and offer fills its row from the book", async () => {
+  // The USD-M excerpt without its bookTicker lines: only the book says
+  // where the market is.
+  const src = join(ROOT, "tests", "data", "binance-usdm-BTCUSDT-20240808-head300.jsonl.gz");
+  const lines = gunzipSync(readFileSync(src)).toString("utf8").split("\n").filter((l) => !l.includes("@bookTicker"));
+  const dir = mkdtempSync(join(tmpdir(), "tickwire-depth-only-"));
+  const feed = join(dir, "depth-only.jsonl");
+  writeFileSync(feed, lines.join("\n"));
+  const book = recordedBooks(1, feed).get("BTCUSDT");
+  const [bid, ask] = book.last.split("|").map((side) => side.split(":")[0]);
+  const other = await spawnServer(feed, ["--speed", "max"], 0);
+  try {
+    const page = await newPage("?symbol=BTCUSDT", other.port);
+    await waitForPrices(page, ["BTCUSDT"]);
+    const row = (await gridRows(page)).find((r) => r.symbol === "BTCUSDT");
+    const d = decimalsOf(row.bid);
+    assert.deepEqual([row.bid, row.ask], [atDecimals(bid, d), atDecimals(ask, d)]);
+    assert.equal(await page.textContent("#d-bid"), atDecimals(bid, d));
+    await page.context().close();
+  } finally {
+    other.child.kill("SIGTERM");
+    await once(other.child, "exit");
+    rmSync(dir, { recursive: true, force: true });
   }
 });
