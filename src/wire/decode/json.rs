@@ -34,11 +34,17 @@ impl Decoder {
         }
     }
 
-    fn json_update(&self, v: &Value, kind: &str) -> Result<ServerMessage, DecodeError> {
+    /// An update's header (its own sequence under `seq_key`) and its
+    /// symbol's definition, which the name must match.
+    fn header(
+        &self,
+        v: &Value,
+        seq_key: &'static str,
+    ) -> Result<(UpdateHeader, &SymbolDef), DecodeError> {
         let header = UpdateHeader {
             symbol: json_int(v, "id")?,
             seq: json_int(v, "seq")?,
-            symbol_seq: json_int(v, "symbol_seq")?,
+            symbol_seq: json_int(v, seq_key)?,
             exchange_ts_ns: json_int(v, "exchange_ts")?,
             receive_ts_ns: json_int(v, "receive_ts")?,
             publish_ts_ns: json_int(v, "publish_ts")?,
@@ -55,6 +61,11 @@ impl Decoder {
                 defined: def.name.clone(),
             });
         }
+        Ok((header, def))
+    }
+
+    fn json_update(&self, v: &Value, kind: &str) -> Result<ServerMessage, DecodeError> {
+        let (header, def) = self.header(v, "symbol_seq")?;
         let (pd, sd) = (def.price_decimals, def.size_decimals);
         match kind {
             "quote" => Ok(ServerMessage::Quote(Quote {
@@ -85,26 +96,7 @@ impl Decoder {
 
 impl Decoder {
     fn json_book(&self, v: &Value) -> Result<ServerMessage, DecodeError> {
-        let header = UpdateHeader {
-            symbol: json_int(v, "id")?,
-            seq: json_int(v, "seq")?,
-            symbol_seq: json_int(v, "book_seq")?,
-            exchange_ts_ns: json_int(v, "exchange_ts")?,
-            receive_ts_ns: json_int(v, "receive_ts")?,
-            publish_ts_ns: json_int(v, "publish_ts")?,
-        };
-        let def = self
-            .symbols
-            .get(&header.symbol)
-            .ok_or(DecodeError::Undefined(header.symbol))?;
-        let name = json_str(v, "symbol")?;
-        if name != def.name {
-            return Err(DecodeError::NameMismatch {
-                id: def.id,
-                got: name.to_owned(),
-                defined: def.name.clone(),
-            });
-        }
+        let (header, def) = self.header(v, "book_seq")?;
         let depth = match json_str(v, "channel")? {
             "book" => 0,
             c => c

@@ -10,8 +10,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::{
-    carve, msg_type, put_header, write_json_str, write_u64, Arena, EncodedUpdate, FrameEncoder,
-    SymbolFormat, MAX_HEADER_LEN, OPCODE_BINARY, OPCODE_TEXT,
+    carve, msg_type, put_header, write_json_str, write_u64, write_u64_fields, Arena, EncodedUpdate,
+    FrameEncoder, SymbolFormat, MAX_HEADER_LEN, OPCODE_BINARY, OPCODE_TEXT,
 };
 use crate::decimal::write_fixed;
 use crate::update::SymbolId;
@@ -137,19 +137,17 @@ fn write_json(out: &mut Vec<u8>, head: &BookHead, levels: BookLevels<'_>, sym: S
         write_u64(out, u64::from(head.depth));
     }
     out.push(b'"');
-    for (key, value) in [
-        ("id", u64::from(head.symbol)),
-        ("seq", head.seq),
-        ("book_seq", head.book_seq),
-        ("exchange_ts", head.exchange_ts_ns),
-        ("receive_ts", head.receive_ts_ns),
-        ("publish_ts", head.publish_ts_ns),
-    ] {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
-        write_u64(out, value);
-    }
+    write_u64_fields(
+        out,
+        [
+            ("id", u64::from(head.symbol)),
+            ("seq", head.seq),
+            ("book_seq", head.book_seq),
+            ("exchange_ts", head.exchange_ts_ns),
+            ("receive_ts", head.receive_ts_ns),
+            ("publish_ts", head.publish_ts_ns),
+        ],
+    );
     out.extend_from_slice(if head.snapshot {
         b",\"snapshot\":true"
     } else {

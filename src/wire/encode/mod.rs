@@ -267,19 +267,17 @@ fn write_json(out: &mut Vec<u8>, s: &Sequenced, sym: SymbolFormat<'_>) {
     out.extend_from_slice(kind.as_bytes());
     out.extend_from_slice(b"\",\"symbol\":");
     write_json_str(out, sym.name);
-    for (key, value) in [
-        ("id", u64::from(u.symbol)),
-        ("seq", s.seq),
-        ("symbol_seq", s.symbol_seq),
-        ("exchange_ts", u.exchange_ts_ns),
-        ("receive_ts", u.receive_ts_ns),
-        ("publish_ts", s.publish_ts_ns),
-    ] {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
-        write_u64(out, value);
-    }
+    write_u64_fields(
+        out,
+        [
+            ("id", u64::from(u.symbol)),
+            ("seq", s.seq),
+            ("symbol_seq", s.symbol_seq),
+            ("exchange_ts", u.exchange_ts_ns),
+            ("receive_ts", u.receive_ts_ns),
+            ("publish_ts", s.publish_ts_ns),
+        ],
+    );
     // An unknown size is `null`, never a number.
     let decimal = |out: &mut Vec<u8>, key: &str, v: Option<i64>, d: u8| {
         out.extend_from_slice(b",\"");
@@ -336,6 +334,16 @@ pub fn side_name(side: Side) -> &'static str {
         Side::Unknown => "unknown",
         Side::Buy => "buy",
         Side::Sell => "sell",
+    }
+}
+
+/// Appends `,"key":value` for each of an update's numbers.
+fn write_u64_fields(out: &mut Vec<u8>, fields: [(&str, u64); 6]) {
+    for (key, value) in fields {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        write_u64(out, value);
     }
 }
 
