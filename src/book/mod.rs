@@ -67,6 +67,11 @@ impl Book {
                 Some(levels.len() - 1 - i)
             }
             Err(_) if sz == 0 => None,
+            Err(0) if levels.len() >= MAX_LEVELS => {
+                // Worse than every level of a full side: not kept, so no
+                // change.
+                None
+            }
             Err(i) => {
                 levels.insert(i, (px, sz));
                 let rank = levels.len() - 1 - i;

@@ -357,3 +357,50 @@ fn dropping_a_book_channel_under_star_keeps_star() {
         "{msgs:?}"
     );
 }
+
+#[test]
+fn naming_a_symbol_new_to_star_gives_it_the_channels_asked_for() {
+    let mut f = fixture(64);
+    let mut sub = f.subscriber(32);
+    let mut out = Outbox::default();
+    let req = |text: &[u8]| wire::parse_request(text, 10).unwrap();
+    // TC0: `*` (quotes and trades), then B appears with a book.
+    sub.handle(req(br#"{"op":"subscribe","symbols":["*"]}"#), &mut out);
+    drain(&mut out);
+    let mut normalizer = Normalizer::new(Arc::clone(&f.market.symbols));
+    f.id = normalizer.scale("B", b"1", b"1").unwrap().id;
+    f.event(true, &[(Bid, 100, 1), (Ask, 101, 1)]);
+    // TC1: B, which `*` takes at this request, named with book.1: its book
+    // comes, as for a symbol named before.
+    let text = br#"{"op":"subscribe","symbols":["B"],"channels":["book.1"]}"#;
+    sub.handle(req(text), &mut out);
+    assert_eq!(
+        books(&drain(&mut out)),
+        [b("book.1", 1, true, &[(100, 1)], &[(101, 1)])]
+    );
+}
+
+#[test]
+fn watching_a_stale_book_skips_its_older_changes_still_in_the_ring() {
+    let mut f = fixture(64);
+    f.event(true, &[(Bid, 100, 1), (Ask, 101, 1)]);
+    // Another connection watches `book`, so its changes are in the ring.
+    let mut other = f.subscriber(32);
+    let mut out = Outbox::default();
+    subscribe(&mut other, r#""book""#, &mut out);
+    let mut lagging = f.subscriber(32);
+    lagging.handle(
+        wire::parse_request(br#"{"op":"subscribe","symbols":["A"]}"#, 10).unwrap(),
+        &mut out,
+    );
+    drain(&mut out);
+    f.event(false, &[(Bid, 100, 2)]);
+    f.status(SymbolStatus::StaleBookGap);
+    // TC0: the lagging connection asks for the stale book: nothing now,
+    // and the change before the gap is not sent it later.
+    subscribe(&mut lagging, r#""book""#, &mut out);
+    lagging.fill(&mut out);
+    let msgs = drain(&mut out);
+    assert!(books(&msgs).is_empty(), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m["reason"] == "book_gap"));
+}

@@ -203,7 +203,11 @@ impl Subscriber {
         };
         for v in added.book_variants() {
             let metrics = &self.market.metrics;
-            snapshot.extend(self.market.books.watch(s, v, &def, metrics));
+            let (floor, frames) = self.market.books.watch(s, v, &def, metrics);
+            match frames {
+                Some(p) => snapshot.push(p),
+                None => self.raise_floor(s, channel::book(v), floor),
+            }
         }
     }
 
@@ -220,6 +224,13 @@ impl Subscriber {
             self.market.books.unwatch(s, v);
         }
         none_left
+    }
+
+    /// Skips ring entries of symbol `s` on `channel` at or below `seq`.
+    fn raise_floor(&mut self, s: SymbolId, channel: u8, seq: u64) {
+        let floor = self.floors.entry((s, channel)).or_insert(0);
+        *floor = (*floor).max(seq);
+        self.floor_until = self.floor_until.max(seq);
     }
 
     /// Queues a frame from the cache and raises the symbol's floor so that

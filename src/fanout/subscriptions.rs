@@ -182,6 +182,9 @@ impl Subscriber {
     ) -> Result<(), Refusal> {
         let want = channels.unwrap_or(Channels::DEFAULT);
         let was_idle = self.is_idle();
+        // Symbols new to `*` join it now, with its channels, so that the
+        // ones this request names count as subscribed and take its channels.
+        self.follow(self.market.symbols.len() as SymbolId);
         // Symbols already subscribed that this request names (or `*`
         // covers): they may take more channels.
         let named_before: Vec<SymbolId> = match symbols {

@@ -172,17 +172,20 @@ impl BookCache {
     }
 
     /// Counts a connection as watching channel `v` of the symbol's book and
-    /// returns its snapshot, if the book has one to serve.
+    /// returns its floor for the channel (see the module docs) and its
+    /// snapshot, if the book has one to serve. Without one (a stale book, or
+    /// none yet) the floor still holds: the channel's ring entries from
+    /// before, which the connection may not have read yet, are not its.
     pub fn watch(
         &self,
         symbol: SymbolId,
         v: usize,
         def: &SymbolDef,
         metrics: &Metrics,
-    ) -> Option<Published> {
+    ) -> (u64, Option<Published>) {
         self.with(symbol, |b| {
             b.watchers[v] += 1;
-            b.snapshot(symbol, v, def, metrics)
+            (b.seq, b.snapshot(symbol, v, def, metrics))
         })
     }
 

@@ -104,7 +104,7 @@ impl BookPayload {
             .and_then(|n| n.checked_mul(16))
             .and_then(|n| n.checked_add(HEAD_LEN))
             .ok_or("a book payload with too many levels")?;
-        if p.len() != levels_end + p[5] as usize {
+        if Some(p.len()) != levels_end.checked_add(p[5] as usize) {
             return Err(format!("book payload of {} bytes", p.len()));
         }
         let name = std::str::from_utf8(&p[levels_end..]).map_err(|_| "a name that is not UTF-8")?;
@@ -145,11 +145,21 @@ pub struct EdgeBooks {
     books: HashMap<SymbolId, EdgeBook>,
 }
 
+#[derive(Debug, Default)]
+struct EdgeBook {
+    state: State,
+    /// Added to the feed node's `book_seq` for what this edge serves: 0
+    /// until the feed node restarts and numbers from 1 again, so that the
+    /// edge's numbers never go back.
+    offset: u64,
+    /// The last `book_seq` this edge passed on (its own numbering).
+    served: u64,
+}
+
 #[derive(Debug)]
-enum EdgeBook {
-    Synced {
-        book_seq: u64,
-    },
+enum State {
+    /// In sync at the feed node's `book_seq`.
+    Synced { book_seq: u64 },
     Waiting {
         events: VecDeque<BookPayload>,
         /// Served before: told stale, and live again with the snapshot.
@@ -157,72 +167,112 @@ enum EdgeBook {
     },
 }
 
+impl Default for State {
+    fn default() -> Self {
+        State::Waiting {
+            events: VecDeque::new(),
+            was_live: false,
+        }
+    }
+}
+
 impl EdgeBooks {
     /// Takes one book payload of symbol `id` (interned here): appends the
     /// updates to pass on to `out` (levels numbered by the feed node's
     /// `book_seq`, and statuses).
     pub fn take(&mut self, id: SymbolId, p: BookPayload, out: &mut Vec<Update>) {
-        let book = self.books.entry(id).or_insert(EdgeBook::Waiting {
-            events: VecDeque::new(),
-            was_live: false,
-        });
-        match book {
-            EdgeBook::Synced { book_seq } if p.snapshot => {
-                // In sync: the events carry what a snapshot would.
-                let _ = book_seq;
-            }
-            EdgeBook::Synced { book_seq } if p.book_seq <= *book_seq => {}
-            EdgeBook::Synced { book_seq } if p.book_seq == *book_seq + 1 => {
+        let book = self.books.entry(id).or_default();
+        match &mut book.state {
+            // In sync: the events carry what the same snapshot would.
+            State::Synced { book_seq } if p.snapshot && p.book_seq == *book_seq => {}
+            // A snapshot of another state: events were lost (a newer one),
+            // or the feed node restarted (an older one): start from it.
+            State::Synced { .. } if p.snapshot => book.resync(id, p, VecDeque::new(), false, out),
+            // Seen, or numbered by a feed node that restarted: its next
+            // snapshot resyncs.
+            State::Synced { book_seq } if p.book_seq <= *book_seq => {}
+            State::Synced { book_seq } if p.book_seq == *book_seq + 1 => {
                 *book_seq = p.book_seq;
-                levels(id, &p, out);
+                book.pass(id, &p, out);
             }
-            EdgeBook::Synced { .. } => {
+            State::Synced { .. } => {
                 // An event lost: stale until the next snapshot.
                 out.push(status(id, SymbolStatus::StaleBookGap));
-                *book = EdgeBook::Waiting {
+                book.state = State::Waiting {
                     events: VecDeque::from([p]),
                     was_live: true,
                 };
             }
-            EdgeBook::Waiting { events, .. } if !p.snapshot => {
+            State::Waiting { events, .. } if !p.snapshot => {
                 if events.len() == MAX_WAITING {
                     events.pop_front();
                 }
                 events.push_back(p);
             }
-            EdgeBook::Waiting { events, was_live } => {
-                let (mut held, was_live) = (std::mem::take(events), *was_live);
-                if was_live {
-                    out.push(status(id, SymbolStatus::Live));
-                }
-                let mut at = p.book_seq;
-                levels(id, &p, out);
-                *book = EdgeBook::Synced { book_seq: at };
-                held.retain(|e| e.book_seq > at);
-                for e in held {
-                    if e.book_seq != at + 1 {
-                        // What the snapshot and the held events leave out:
-                        // wait for the next snapshot.
-                        out.push(status(id, SymbolStatus::StaleBookGap));
-                        *book = EdgeBook::Waiting {
-                            events: VecDeque::from([e]),
-                            was_live: true,
-                        };
-                        return;
-                    }
-                    at = e.book_seq;
-                    levels(id, &e, out);
-                    *book = EdgeBook::Synced { book_seq: at };
-                }
+            State::Waiting { events, was_live } => {
+                let (held, was_live) = (std::mem::take(events), *was_live);
+                book.resync(id, p, held, was_live, out);
             }
         }
+    }
+}
+
+impl EdgeBook {
+    /// Applies snapshot `p`, then the held events that follow it in order
+    /// (duplicates once); at the first that does not, waits again with it
+    /// and the rest.
+    fn resync(
+        &mut self,
+        id: SymbolId,
+        p: BookPayload,
+        held: VecDeque<BookPayload>,
+        was_live: bool,
+        out: &mut Vec<Update>,
+    ) {
+        if p.book_seq + self.offset <= self.served {
+            // The feed node numbers from 1 again (a restart).
+            self.offset = self.served + 1 - p.book_seq;
+        }
+        if was_live {
+            out.push(status(id, SymbolStatus::Live));
+        }
+        let mut at = p.book_seq;
+        self.pass(id, &p, out);
+        self.state = State::Synced { book_seq: at };
+        let mut held: Vec<BookPayload> = held.into_iter().filter(|e| e.book_seq > at).collect();
+        held.sort_by_key(|e| e.book_seq);
+        held.dedup_by_key(|e| e.book_seq);
+        let mut rest = held.into_iter();
+        while let Some(e) = rest.next() {
+            if e.book_seq != at + 1 {
+                // What the snapshot and the held events leave out: wait for
+                // the next snapshot, keeping what came after it.
+                out.push(status(id, SymbolStatus::StaleBookGap));
+                let mut events = VecDeque::from([e]);
+                events.extend(rest);
+                self.state = State::Waiting {
+                    events,
+                    was_live: true,
+                };
+                return;
+            }
+            at = e.book_seq;
+            self.pass(id, &e, out);
+            self.state = State::Synced { book_seq: at };
+        }
+    }
+
+    /// Passes one payload's levels on, numbered in this edge's numbering.
+    fn pass(&mut self, id: SymbolId, p: &BookPayload, out: &mut Vec<Update>) {
+        self.served = p.book_seq + self.offset;
+        levels(id, p, self.served, out);
     }
 }
 
 /// The levels of one payload as the publisher takes them: a snapshot, or
 /// an event that replaced the book, starts with `RESET`; all carry the
 /// feed node's `book_seq`.
-fn levels(id: SymbolId, p: &BookPayload, out: &mut Vec<Update>) {
+fn levels(id: SymbolId, p: &BookPayload, book_seq: u64, out: &mut Vec<Update>) {
     let mut levels = p.levels.clone();
     if levels.is_empty() {
         // An event with no level still counts: a level of size 0 changes
@@ -248,7 +298,7 @@ fn levels(id: SymbolId, p: &BookPayload, out: &mut Vec<Update>) {
             },
             exchange_ts_ns: p.exchange_ts_ns,
             receive_ts_ns: p.receive_ts_ns,
-            origin_seq: p.book_seq,
+            origin_seq: book_seq,
             origin_publish_ts_ns: p.publish_ts_ns,
         });
     }
@@ -344,7 +394,15 @@ mod tests {
             // TC2: 10 after 8: stale, until a snapshot after it; then live.
             (payload(false, 10, 100), "!"),
             (payload(false, 11, 100), ""),
+            (payload(false, 11, 100), ""),
             (payload(true, 10, 100), "+S10E11"),
+            // TC3: in sync, a newer snapshot (events lost quietly) resyncs.
+            (payload(true, 14, 100), "S14"),
+            // TC4: the feed node restarted: numbered from 1 again; its
+            // snapshot resyncs, and the edge's numbers keep rising.
+            (payload(false, 2, 100), ""),
+            (payload(true, 3, 100), "S15"),
+            (payload(false, 4, 100), "E16"),
         ];
         for (i, (p, want)) in steps.into_iter().enumerate() {
             assert_eq!(trace(&mut b, p), want, "step {i}");

@@ -84,8 +84,10 @@ impl Publisher {
                 if status == crate::update::SymbolStatus::StaleBookGap {
                     self.market.metrics.book_resyncs_total.inc();
                 }
-                if status.is_stale() {
-                    // Not served until a snapshot replaces it.
+                // A book gap, or the venue lost (the connector starts its
+                // books over): not served until a snapshot replaces it. A
+                // gap in trades (`StaleGap`) says nothing of the book.
+                if status.is_stale() && status != crate::update::SymbolStatus::StaleGap {
                     self.books.stale(update.symbol, &self.market);
                 }
                 true

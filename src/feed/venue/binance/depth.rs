@@ -207,13 +207,26 @@ pub(crate) fn snapshot(
             first: true,
         },
     );
-    let (buffered, after_gap) = match before {
+    let (mut buffered, after_gap) = match before {
         State::Waiting {
             buffered,
             after_gap,
         } => (buffered, after_gap),
         State::Synced { .. } => (VecDeque::new(), false),
     };
+    // The diffs the snapshot covers go; the first one left must connect to
+    // it, or the snapshot is older than what was kept: no book from it (and
+    // no live-again notice), wait for the next.
+    buffered.retain(|d| !covered(d, s.last_update_id));
+    if let Some(first) = buffered.front() {
+        if !straddles(first, s.last_update_id) {
+            sync.state = State::Waiting {
+                buffered,
+                after_gap,
+            };
+            return Ok(Outcome::Skipped);
+        }
+    }
     if after_gap {
         // Live again, just before the book that makes it so (as a live
         // venue's symbols are, docs/PROTOCOL.md "Symbol status").
@@ -273,21 +286,17 @@ fn apply(id: SymbolId, diff: Diff, emit: &mut Emitter<'_>) {
         }
         return;
     };
-    let futures = diff.prev_id.is_some();
     let follows = if first {
-        // Covered by the snapshot: dropped.
-        if diff.last_id < last_id || (!futures && diff.last_id == last_id) {
+        if covered(&diff, last_id) {
             return;
         }
-        let l = if futures { last_id } else { last_id + 1 };
-        diff.first_id <= l && l <= diff.last_id
+        straddles(&diff, last_id)
+    } else if diff.last_id <= last_id {
+        // Seen already (a redelivery): nothing new in it.
+        return;
     } else if let Some(prev) = diff.prev_id {
         prev == last_id
     } else {
-        if diff.last_id <= last_id {
-            // Seen already (a redelivery): nothing new in it.
-            return;
-        }
         diff.first_id == last_id + 1
     };
     if !follows {
@@ -312,6 +321,25 @@ fn apply(id: SymbolId, diff: Diff, emit: &mut Emitter<'_>) {
             diff.receive_ts_ns,
         );
     }
+}
+
+/// Whether a snapshot at `last_update_id` already holds the diff: spot
+/// `u <= L`, futures (with `pu`) `u < L`.
+fn covered(diff: &Diff, last_update_id: u64) -> bool {
+    match diff.prev_id {
+        Some(_) => diff.last_id < last_update_id,
+        None => diff.last_id <= last_update_id,
+    }
+}
+
+/// Whether the first diff after a snapshot at `L` continues it: spot
+/// `U <= L + 1 <= u`, futures `U <= L <= u`.
+fn straddles(diff: &Diff, last_update_id: u64) -> bool {
+    let l = match diff.prev_id {
+        Some(_) => last_update_id,
+        None => last_update_id + 1,
+    };
+    diff.first_id <= l && l <= diff.last_id
 }
 
 /// The levels of both sides as mantissas at the symbol's scales.
@@ -368,6 +396,7 @@ mod tests {
             spot(13, 15),
             spot(17, 18),
             spot(19, 20),
+            SNAPSHOT.replace(":10", ":14"),
             SNAPSHOT.replace(":10", ":18"),
             spot(19, 20),
         ];
@@ -382,8 +411,9 @@ mod tests {
                 "RL3L1", // TC2: in sequence.
                 "L1",
                 // TC3: U = 17 after u = 15: a gap, the book goes stale, and
-                // diffs wait again.
-                "S", "-",
+                // diffs wait again; a snapshot at 14 is older than they are
+                // (17 does not follow 14): no book, no live notice.
+                "S", "-", "-",
                 // TC4: the book is live again with a new snapshot at 18,
                 // which drops 17..18 and applies 19..20.
                 "VRL3L1", // TC5: 19..20 again: a redelivery, skipped.
@@ -415,14 +445,16 @@ mod tests {
             futures(10, 12, 9),
             SNAPSHOT.to_owned(),
             futures(13, 14, 12),
+            futures(13, 14, 12),
             futures(15, 16, 13),
         ];
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         assert_eq!(
             feed(&lines),
             // TC0: u = 9 < 10 dropped; 10 <= 10 <= 12 applied; pu = 12
-            // follows; pu = 13 after u = 14 is a gap.
-            ["-", "-", "RL3L1", "L1", "S"]
+            // follows; the same diff again is skipped; pu = 13 after
+            // u = 14 is a gap.
+            ["-", "-", "RL3L1", "L1", "-", "S"]
         );
     }
 
