@@ -78,6 +78,7 @@ fn catch_up(c: &mut Criterion) {
             id: None,
             op: Op::Subscribe(Symbols::All),
             channels: None,
+            throttle_ms: None,
         },
         &mut out,
     );

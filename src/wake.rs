@@ -55,6 +55,23 @@ impl ThreadWake {
         self.pending.load(Ordering::Relaxed)
     }
 
+    /// [`wait`](Self::wait), but returns at `deadline` if no wake-up has
+    /// come by then (a throttled connection's held frames are due).
+    #[cfg(not(feature = "loom"))]
+    pub fn wait_until(&self, deadline: Option<std::time::Instant>) {
+        let Some(deadline) = deadline else {
+            return self.wait();
+        };
+        // AcqRel pairs with the swap in `wake`, as in `wait`.
+        while !self.pending.swap(false, Ordering::AcqRel) {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            thread::park_timeout(deadline - now);
+        }
+    }
+
     /// Returns once a [`wake`](Self::wake) has come since the last return,
     /// taking the flag down. Spurious unparks are waited out.
     pub fn wait(&self) {

@@ -194,6 +194,8 @@ async fn sse_refusals() {
         ("GET /sse?symbols=SYN0000,NOPE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "NOPE"),
         // TC2: an unknown channel, named.
         ("GET /sse?symbols=*&channels=book.7 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "book.7"),
+        // TC2b: a throttle out of its range.
+        ("GET /sse?symbols=*&throttle_ms=5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 400, "throttle_ms 5"),
         // TC3: not a GET.
         ("POST /sse?symbols=* HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 405, "GET"),
     ] {
@@ -301,5 +303,37 @@ async fn sse_serves_book_channels() {
         last.insert(symbol, seq);
     }
     assert!(books > 40, "{books} book messages");
+    server.stop().await;
+}
+
+/// `&throttle_ms=` on a stream: the ack echoes it, and at 2,000 updates a
+/// second over 4 symbols (about 500 a second of SYN0000) a 200 ms throttle
+/// lets through about five quotes a second, never going back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_throttles_a_stream() {
+    let server = synthetic_server().await;
+    let started = tokio::time::Instant::now();
+    let (_, evs) = events(server.addr, "symbols=SYN0000&throttle_ms=200", None, 30).await;
+    let elapsed = started.elapsed();
+    let ack = json(&evs[0]);
+    assert_eq!(
+        (ack["type"].as_str(), ack["throttle_ms"].as_u64()),
+        (Some("ack"), Some(200))
+    );
+    let quotes: Vec<u64> = evs
+        .iter()
+        .map(json)
+        .filter(|m| m["type"] == "quote")
+        .map(|m| m["symbol_seq"].as_u64().unwrap())
+        .collect();
+    assert!(quotes.windows(2).all(|w| w[0] < w[1]), "{quotes:?}");
+    // Quotes come at most one per 200 ms (the snapshot's counts as one),
+    // trades besides them.
+    let most = 2 + (elapsed.as_millis() / 200) as usize;
+    assert!(
+        quotes.len() <= most,
+        "{} quotes in {elapsed:?}",
+        quotes.len()
+    );
     server.stop().await;
 }

@@ -39,6 +39,10 @@ const client = new TickwireClient({
   // The top of each book too: a venue with depth and no best bid and
   // offer stream still fills its row.
   channels: ["quotes", "trades", "book.1"],
+  // The grid needs no more than ten of a symbol's values a second (its
+  // trades all come, together); the selected symbol, whose book the page
+  // follows, comes at full rate. `?throttle=0` turns it off.
+  throttleMs: Number(params.get("throttle") ?? 100) || undefined,
 });
 // For tests and the console.
 window.tickwire = client;

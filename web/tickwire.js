@@ -313,6 +313,10 @@ export class TickwireClient extends EventTarget {
     // The channels of every subscription (`undefined`: the server's
     // default, quotes and trades).
     this.channels = options.channels;
+    // The throttle of every subscription but the followed book's symbol
+    // (`throttle_ms`: per symbol, at most one state message per interval,
+    // the newest; every trade): `undefined` for none.
+    this.throttleMs = options.throttleMs;
     for (const s of options.symbols ?? []) this._want(s, true);
 
     this.state = "closed";
@@ -324,6 +328,8 @@ export class TickwireClient extends EventTarget {
     this.conflatedUpdates = 0;
     this.gaps = 0;
     this.missedUpdates = 0;
+    /** Updates a throttle skipped (the newest came instead): not gaps. */
+    this.throttledSkips = 0;
     /** Symbols the server says are stale now: name -> reason. */
     this.stale = new Map();
     this.lastError = null;
@@ -357,6 +363,14 @@ export class TickwireClient extends EventTarget {
     const old = this.bookWatch;
     if (old && this._ws?.readyState === 1) {
       this._ws.send(JSON.stringify({ op: "unsubscribe", symbols: [old.symbol], channels: [old.channel], id: this._nextRequestId++ }));
+      // Following its book took the old symbol out of the throttle: put
+      // it back.
+      if (this.throttleMs && this.wants(old.symbol) && old.symbol !== symbol) {
+        const id = this._nextRequestId++;
+        const req = { op: "subscribe", symbols: [old.symbol], id, channels: this.channels, throttle_ms: this.throttleMs };
+        this._requests.set(id, req);
+        this._ws.send(JSON.stringify(req));
+      }
     }
     this.bookWatch = symbol ? { symbol, channel } : null;
     this.book = null;
@@ -527,7 +541,8 @@ export class TickwireClient extends EventTarget {
     if (this._ws?.readyState !== 1) return; // sent on (re)connect
     const id = this._nextRequestId++;
     this._requests.set(id, { op, symbols });
-    this._ws.send(JSON.stringify({ op, symbols, id, channels: this.channels }));
+    const throttle_ms = op === "subscribe" ? this.throttleMs : undefined;
+    this._ws.send(JSON.stringify({ op, symbols, id, channels: this.channels, throttle_ms }));
   }
 
   _setState(state, extra = {}) {
@@ -625,7 +640,7 @@ export class TickwireClient extends EventTarget {
       if (symbols.length) {
         const id = this._nextRequestId++;
         this._requests.set(id, { op: "subscribe", symbols });
-        ws.send(JSON.stringify({ op: "subscribe", symbols, id, channels: this.channels }));
+        ws.send(JSON.stringify({ op: "subscribe", symbols, id, channels: this.channels, throttle_ms: this.throttleMs }));
       }
       this._setState("live");
       this._subscribeBook();
@@ -644,7 +659,8 @@ export class TickwireClient extends EventTarget {
   _sseUrl() {
     const symbols = this.subscriptions().map(encodeURIComponent).join(",");
     const channels = this.channels ? `&channels=${this.channels.map(encodeURIComponent).join(",")}` : "";
-    return `${this.httpBase}${this.ssePath}?symbols=${symbols}${channels}`;
+    const throttle = this.throttleMs ? `&throttle_ms=${this.throttleMs}` : "";
+    return `${this.httpBase}${this.ssePath}?symbols=${symbols}${channels}${throttle}`;
   }
 
   _openSse(onFail) {
@@ -757,6 +773,13 @@ export class TickwireClient extends EventTarget {
     }
   }
 
+  /** Whether the server throttles `name` for this client (a skip in its sequence is then expected). */
+  _isThrottled(name) {
+    if (!this.throttleMs) return false;
+    // Over WebSocket the followed book's symbol is subscribed without one.
+    return this.transport === "sse" || this.bookWatch?.symbol !== name;
+  }
+
   _update(m, receivedAt) {
     // Updates already on the way when an unsubscribe went out.
     if (!this.wants(m.symbol)) return false;
@@ -771,9 +794,14 @@ export class TickwireClient extends EventTarget {
       if (m.symbolSeq <= prev) return false;
       if (m.symbolSeq > prev + 1) {
         const missed = m.symbolSeq - prev - 1;
-        this.gaps++;
-        this.missedUpdates += missed;
-        this._emit("gap", { symbol: m.symbol, id: m.id, after: prev, got: m.symbolSeq, missed, explained: m.snapshot });
+        const throttled = this._isThrottled(m.symbol);
+        if (throttled) {
+          this.throttledSkips += missed;
+        } else {
+          this.gaps++;
+          this.missedUpdates += missed;
+        }
+        this._emit("gap", { symbol: m.symbol, id: m.id, after: prev, got: m.symbolSeq, missed, explained: m.snapshot || throttled, throttled });
       }
     }
     this._lastSymbolSeq.set(m.id, m.symbolSeq);

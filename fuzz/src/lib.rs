@@ -151,7 +151,7 @@ pub fn control_message(data: &[u8]) {
                     assert!(!names.is_empty() && names.len() <= max, "{names:?}");
                 }
                 let reply = match symbols {
-                    Some(s) => wire::ack_reply(op, req.id, s, req.channels, 3),
+                    Some(s) => wire::ack_reply(op, req.id, s, req.channels, req.throttle_ms, 3),
                     None => wire::pong_reply(req.id, 7),
                 };
                 let v = text_json(&reply);
@@ -163,6 +163,12 @@ pub fn control_message(data: &[u8]) {
                     };
                     assert_eq!(v["symbols"], Value::Array(expected));
                     assert_eq!(v["op"], op);
+                    assert_eq!(v["throttle_ms"].as_u64(), req.throttle_ms.map(u64::from));
+                }
+                if let Some(ms) = req.throttle_ms {
+                    assert!(
+                        ms == 0 || (wire::MIN_THROTTLE_MS..=wire::MAX_THROTTLE_MS).contains(&ms)
+                    );
                 }
             }
             Err(refusal) => {

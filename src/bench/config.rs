@@ -207,6 +207,8 @@ pub struct BenchConfig {
     /// The subscription's `channels`, comma separated; `None`: the
     /// server's default (quotes and trades).
     pub channels: Option<String>,
+    /// The subscription's `throttle_ms`; `None`: none.
+    pub throttle_ms: Option<u16>,
     /// The first `slow_clients` clients read with `slow_pattern`.
     pub slow_clients: usize,
     pub slow_pattern: SlowPattern,
@@ -238,6 +240,7 @@ impl BenchConfig {
             warmup: Duration::from_secs(2),
             subscription: Subscription::All,
             channels: None,
+            throttle_ms: None,
             slow_clients: 0,
             slow_pattern: SlowPattern {
                 read: Duration::from_millis(1000),

@@ -238,13 +238,20 @@ fn subscribe_request(config: &BenchConfig, client: usize) -> Option<String> {
         list.map(|n| format!("{n:?}")).collect::<Vec<_>>().join(",")
     };
     let symbols = quote(&mut names.iter().map(String::as_str));
-    Some(match &config.channels {
-        None => format!(r#"{{"op":"subscribe","symbols":[{symbols}]}}"#),
+    let channels = match &config.channels {
+        None => String::new(),
         Some(channels) => format!(
-            r#"{{"op":"subscribe","symbols":[{symbols}],"channels":[{}]}}"#,
+            r#","channels":[{}]"#,
             quote(&mut channels.split(',').map(str::trim))
         ),
-    })
+    };
+    let throttle = match config.throttle_ms {
+        None => String::new(),
+        Some(ms) => format!(r#","throttle_ms":{ms}"#),
+    };
+    Some(format!(
+        r#"{{"op":"subscribe","symbols":[{symbols}]{channels}{throttle}}}"#
+    ))
 }
 
 /// The measured window as the coordinator saw it.
@@ -383,5 +390,11 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), 5);
         assert_ne!(subscribe_request(&cfg, 1), Some(req));
+        cfg.throttle_ms = Some(100);
+        cfg.channels = Some("quotes, book.10".into());
+        let v: serde_json::Value =
+            serde_json::from_str(&subscribe_request(&cfg, 0).unwrap()).unwrap();
+        assert_eq!(v["throttle_ms"], 100);
+        assert_eq!(v["channels"], serde_json::json!(["quotes", "book.10"]));
     }
 }

@@ -210,6 +210,7 @@ impl Messages {
         // channels; one that named channels sees a share of them.
         let sequenced = cfg.subscription == Subscription::All
             && cfg.channels.is_none()
+            && cfg.throttle_ms.is_none()
             && cfg.protocol != Protocol::RawTcp;
         let published = w.head_seq_end.saturating_sub(w.head_seq_start);
         let per_client = match cfg.nominal_rate {

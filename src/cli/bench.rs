@@ -36,6 +36,10 @@ pub(crate) struct BenchArgs {
     /// trades) when absent.
     #[arg(long)]
     channels: Option<String>,
+    /// `throttle_ms` of each subscription (tickwire): per symbol at most
+    /// one quote or book per this many milliseconds, every trade.
+    #[arg(long)]
+    throttle_ms: Option<u16>,
     /// Load threads, each a current-thread runtime with its share of the clients.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -118,6 +122,7 @@ impl BenchArgs {
             .parse()
             .map_err(|e: String| anyhow!("--symbols {e}"))?;
         c.channels = self.channels.clone();
+        c.throttle_ms = self.throttle_ms;
         c.slow_clients = self.slow;
         c.slow_pattern = self
             .slow_pattern

@@ -18,9 +18,12 @@ mod book_tests;
 mod outbox;
 pub mod shard;
 mod subscriptions;
+mod throttle;
 
 pub use self::outbox::{Outbox, MAX_IOV};
 use self::subscriptions::{Allowed, BitSet};
+use self::throttle::Throttle;
+pub use self::throttle::{clock_ms, instant_of};
 
 use crate::market::{Market, Published};
 use crate::ring::Read;
@@ -94,6 +97,12 @@ pub struct Subscriber {
     floor_until: u64,
     /// What the access token allows; None for everything.
     allowed: Option<Allowed>,
+    /// The throttles and gates of throttled symbols, from the first
+    /// subscribe that asks for one ([`throttle`]).
+    throttle: Option<Box<Throttle>>,
+    /// The time of the last fill or request ([`clock_ms`]), for the
+    /// throttle.
+    now_ms: u64,
 }
 
 impl Subscriber {
@@ -115,6 +124,8 @@ impl Subscriber {
             floors: HashMap::new(),
             floor_until: 0,
             allowed: None,
+            throttle: None,
+            now_ms: 0,
         }
     }
 
@@ -163,6 +174,9 @@ impl Subscriber {
             }
             if self.allowed(id) && self.subscribed.insert(id) {
                 added += 1;
+                if let Some(t) = &mut self.throttle {
+                    t.set(id, t.all_ms);
+                }
                 let mut joined = std::mem::take(&mut self.joined);
                 self.add_channels(id, self.all_channels, &mut joined);
                 self.joined = joined;
@@ -236,6 +250,9 @@ impl Subscriber {
     /// Queues a frame from the cache and raises the symbol's floor so that
     /// the ring's copy of it, or anything older, is not sent after it.
     fn send_latest(&mut self, p: &Published, out: &mut Outbox) {
+        if let Some(t) = &mut self.throttle {
+            t.sent(p.symbol, self.now_ms);
+        }
         self.define(p.symbol, out);
         out.push_update(p.frame(self.format), p.chunk(self.format), p.seq);
         let floor = self.floors.entry((p.symbol, floor_class(p))).or_insert(0);
@@ -244,14 +261,39 @@ impl Subscriber {
         self.floor_until = self.floor_until.max(p.seq);
     }
 
+    /// Queues `p`, which the connection has been found to want, as it is.
+    fn send(&mut self, p: &Published, out: &mut Outbox) {
+        self.define(p.symbol, out);
+        out.push_update(p.frame(self.format), p.chunk(self.format), p.seq);
+    }
+
     /// Moves pending frames from the ring into `out`, up to the outbox
     /// bound. Returns the number of ring entries it consumed.
     pub fn fill(&mut self, out: &mut Outbox) -> u64 {
+        let now = match self.throttle {
+            Some(_) => clock_ms(),
+            None => 0,
+        };
+        self.fill_at(out, now)
+    }
+
+    /// When a throttled symbol's held frames are due ([`clock_ms`]), if
+    /// any are: the connection's writer fills again then, updates or not.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.throttle.as_ref().and_then(|t| t.next_due())
+    }
+
+    /// [`fill`](Self::fill) at `now` on [`clock_ms`]'s scale.
+    fn fill_at(&mut self, out: &mut Outbox, now: u64) -> u64 {
         if self.is_idle() {
             return 0;
         }
+        self.now_ms = self.now_ms.max(now);
         if self.all && self.all_channels.book_variants().next().is_some() {
             self.join_new_books(out);
+        }
+        if self.throttle.is_some() {
+            self.release(out);
         }
         let start = self.cursor;
         let ring = self.market.ring.clone();
@@ -286,12 +328,35 @@ impl Subscriber {
                             continue;
                         }
                     }
-                    self.define(p.symbol, out);
-                    out.push_update(p.frame(self.format), p.chunk(self.format), p.seq);
+                    if let Some(t) = &mut self.throttle {
+                        let mut early = Vec::new();
+                        if t.hold(p, self.now_ms, &mut early) {
+                            for e in &early {
+                                self.send(e, out);
+                            }
+                            continue;
+                        }
+                    }
+                    self.send(p, out);
                 }
             }
         }
         self.cursor - start
+    }
+
+    /// Queues what throttled symbols held, for those whose gates have
+    /// reopened, and that the connection still takes.
+    fn release(&mut self, out: &mut Outbox) {
+        let Some(t) = &mut self.throttle else {
+            return;
+        };
+        let mut ready = Vec::new();
+        t.release(self.now_ms, &mut ready);
+        for p in &ready {
+            if self.wants(p) {
+                self.send(p, out);
+            }
+        }
     }
 
     /// A `*` subscription with book channels takes the symbols interned
@@ -312,6 +377,15 @@ impl Subscriber {
     /// Skips to the head of the ring and queues the newest value of each
     /// subscribed symbol that changed since the cursor.
     fn catch_up(&mut self, out: &mut Outbox) {
+        // What throttles hold is older than anything the cache sends now,
+        // and may not be in the cache any more (a trade): it goes first.
+        if let Some(t) = &mut self.throttle {
+            for p in t.take_all() {
+                if self.wants(&p) {
+                    self.send(&p, out);
+                }
+            }
+        }
         let old = self.cursor;
         let tail = self.market.ring.tail();
         self.cursor = tail;
@@ -425,6 +499,23 @@ mod tests {
             });
         }
 
+        fn trade(&mut self, symbol: &str, px: i64) {
+            let scale = self.normalizer.scale(symbol, b"1", b"1").unwrap();
+            let m = 10i64.pow(u32::from(scale.price_decimals));
+            self.publisher.publish(Update {
+                symbol: scale.id,
+                kind: UpdateKind::Trade {
+                    px: px * m,
+                    sz: m,
+                    side: crate::update::Side::Buy,
+                },
+                exchange_ts_ns: 0,
+                receive_ts_ns: 1,
+                origin_seq: 0,
+                origin_publish_ts_ns: 0,
+            });
+        }
+
         fn status(&mut self, symbol: &str, status: SymbolStatus) {
             let id = self.normalizer.scale(symbol, b"1", b"1").unwrap().id;
             self.publisher.publish(Update {
@@ -514,6 +605,87 @@ mod tests {
                 msg("quote", "B", 2)
             ]
         );
+    }
+
+    #[test]
+    fn a_throttled_symbol_gets_its_newest_quote_per_interval_and_every_trade() {
+        let mut f = fixture(64);
+        f.quote("A", 1);
+        f.quote("B", 1);
+        let mut sub = f.subscriber(32);
+        let mut out = Outbox::default();
+        let t0 = 1_000_000;
+        sub.now_ms = t0;
+        let req = r#"{"op":"subscribe","symbols":["A"],"throttle_ms":100}"#;
+        sub.handle(wire::parse_request(req.as_bytes(), 10).unwrap(), &mut out);
+        sub.handle(request("subscribe", &["B"]), &mut out);
+        let got = drain(&mut out);
+        assert_eq!(got[1..3], [msg("symbol", "A", 0), msg("quote", "A", 1)]);
+        // TC0: within A's interval (it opened with the snapshot): A is held,
+        // B, unthrottled, goes out as it comes.
+        f.quote("A", 2);
+        f.trade("A", 3);
+        f.quote("B", 2);
+        f.quote("A", 4);
+        f.trade("A", 5);
+        f.quote("A", 6);
+        sub.fill_at(&mut out, t0 + 50);
+        assert_eq!(drain(&mut out), [msg("quote", "B", 2)]);
+        assert_eq!(sub.next_due_ms(), Some(t0 + 100));
+        // TC1: at the interval, every trade and the newest quote, in order.
+        sub.fill_at(&mut out, t0 + 100);
+        assert_eq!(
+            drain(&mut out),
+            [
+                msg("trade", "A", 3),
+                msg("trade", "A", 5),
+                msg("quote", "A", 6)
+            ]
+        );
+        assert_eq!(sub.next_due_ms(), None);
+        // TC2: after a quiet interval the next one goes out at once.
+        f.quote("A", 7);
+        sub.fill_at(&mut out, t0 + 250);
+        assert_eq!(drain(&mut out), [msg("quote", "A", 7)]);
+        // TC3: resubscribing without a throttle sends what is held now,
+        // then A is unthrottled.
+        f.quote("A", 8);
+        sub.fill_at(&mut out, t0 + 260);
+        assert!(drain(&mut out).is_empty());
+        sub.handle(request("subscribe", &["A"]), &mut out);
+        assert_eq!(drain(&mut out)[1..], [msg("quote", "A", 8)]);
+        f.quote("A", 9);
+        f.quote("A", 10);
+        sub.fill_at(&mut out, t0 + 261);
+        assert_eq!(
+            drain(&mut out),
+            [msg("quote", "A", 9), msg("quote", "A", 10)]
+        );
+    }
+
+    #[test]
+    fn a_lagging_throttled_subscriber_gets_what_was_held_before_the_catch_up() {
+        let mut f = fixture(8);
+        let mut sub = f.subscriber(4);
+        let mut out = Outbox::default();
+        let t0 = 1_000_000;
+        sub.now_ms = t0;
+        let req = r#"{"op":"subscribe","symbols":["*"],"throttle_ms":1000}"#;
+        sub.handle(wire::parse_request(req.as_bytes(), 10).unwrap(), &mut out);
+        drain(&mut out);
+        f.quote("A", 1);
+        f.trade("A", 2);
+        sub.fill_at(&mut out, t0 + 1);
+        assert_eq!(drain(&mut out)[1..], [msg("quote", "A", 1)]);
+        // Held: the trade; then the ring laps the connection.
+        for i in 3..=12 {
+            f.quote("A", i);
+        }
+        sub.fill_at(&mut out, t0 + 2);
+        let got = drain(&mut out);
+        assert_eq!(got[0], msg("trade", "A", 2));
+        assert_eq!(got[1].0, "conflated");
+        assert_eq!(got[2..], [msg("quote", "A", 12)]);
     }
 
     #[test]

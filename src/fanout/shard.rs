@@ -196,7 +196,8 @@ impl Link {
     /// pipe is held back to the task. Returns false if the shard must come
     /// back: the task held the lock, or the ring still had more after
     /// [`MAX_FILLS`] fills (one connection does not hold up a pass).
-    fn pump(&self, tally: &mut Tally) -> bool {
+    /// Lowers `due` to when the link's throttled frames are due, if sooner.
+    fn pump(&self, tally: &mut Tally, due: &mut Option<u64>) -> bool {
         let Some(socket) = &self.socket else {
             return true;
         };
@@ -205,6 +206,14 @@ impl Link {
             Err(TryLockError::WouldBlock) => return false,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
         };
+        let done = self.pump_locked(socket.as_ref(), &mut pipe, tally);
+        if let Some(d) = pipe.sub.next_due_ms() {
+            *due = Some(due.map_or(d, |x| x.min(d)));
+        }
+        done
+    }
+
+    fn pump_locked(&self, socket: &dyn Socket, pipe: &mut Pipe, tally: &mut Tally) -> bool {
         for _ in 0..MAX_FILLS {
             if pipe.held {
                 return true;
@@ -214,7 +223,7 @@ impl Link {
                 pipe.report_queue();
                 return true;
             }
-            self.write(socket.as_ref(), &mut pipe, tally);
+            self.write(socket, pipe, tally);
         }
         pipe.report_queue();
         pipe.held
@@ -295,8 +304,12 @@ impl Shard {
     /// Writes its links' updates, one pass per wake-up, until stopped.
     fn run(&self, metrics: &Metrics) {
         let mut links: Vec<Arc<Link>> = Vec::new();
+        // When the soonest throttled frames of a link are due: the next
+        // pass comes then, if no update comes first.
+        let mut due: Option<u64> = None;
         loop {
-            self.wake.wait();
+            self.wake.wait_until(due.map(crate::fanout::instant_of));
+            due = None;
             let started = Instant::now();
             if self.stop.load(Ordering::Acquire) {
                 // Pairs with the Release store in `Shards::drop`. Links not
@@ -317,7 +330,7 @@ impl Shard {
                 }
                 // A panic is a bug; it costs its one connection (which the
                 // task then ends), not the thread and every other one.
-                match catch_unwind(AssertUnwindSafe(|| link.pump(&mut tally))) {
+                match catch_unwind(AssertUnwindSafe(|| link.pump(&mut tally, &mut due))) {
                     Ok(done) => again |= !done,
                     Err(_) => {
                         tracing::error!("a writer pass panicked; closing its connection");

@@ -126,12 +126,17 @@ impl Subscriber {
     /// subscription with an HTTP status.
     pub fn request(&mut self, req: Request, out: &mut Outbox) -> Result<(), Refusal> {
         let (before, was_idle) = (self.subscribed_count, self.is_idle());
+        if self.throttle.is_some() {
+            self.now_ms = self.now_ms.max(super::clock_ms());
+        }
         let result = match &req.op {
             Op::Ping => {
                 out.push(wire::pong_reply(req.id, now_ns()));
                 Ok(())
             }
-            Op::Subscribe(symbols) => self.subscribe(req.id, symbols, req.channels, out),
+            Op::Subscribe(symbols) => {
+                self.subscribe(req.id, symbols, req.channels, req.throttle_ms, out)
+            }
             Op::Unsubscribe(symbols) => self.unsubscribe(req.id, symbols, req.channels, out),
         };
         let metrics = &self.market.metrics;
@@ -178,9 +183,11 @@ impl Subscriber {
         id: Option<u64>,
         symbols: &Symbols,
         channels: Option<Channels>,
+        throttle_ms: Option<u16>,
         out: &mut Outbox,
     ) -> Result<(), Refusal> {
         let want = channels.unwrap_or(Channels::DEFAULT);
+        let throttle = throttle_ms.unwrap_or(0);
         let was_idle = self.is_idle();
         // Symbols new to `*` join it now, with its channels, so that the
         // ones this request names count as subscribed and take its channels.
@@ -202,6 +209,21 @@ impl Subscriber {
         };
         if matches!(symbols, Symbols::All) {
             self.all_channels.0 |= want.0;
+        }
+        if throttle > 0 && self.throttle.is_none() {
+            self.throttle = Some(Box::default());
+            self.now_ms = self.now_ms.max(super::clock_ms());
+        }
+        // Each symbol named takes this throttle (none, without one); what
+        // it held under its old one goes out first.
+        let mut released = Vec::new();
+        if let Some(t) = &mut self.throttle {
+            if matches!(symbols, Symbols::All) {
+                t.all_ms = throttle;
+            }
+            for &s in new.iter().chain(&named_before) {
+                released.extend(t.set(s, throttle));
+            }
         }
         for &s in &new {
             self.subscribed.insert(s);
@@ -225,8 +247,13 @@ impl Subscriber {
             id,
             symbols,
             channels,
+            throttle_ms,
             snapshot.len(),
         ));
+        released.sort_unstable_by_key(|p| p.seq);
+        for p in &released {
+            self.send(p, out);
+        }
         for &s in &new {
             self.define(s, out);
         }
@@ -336,9 +363,19 @@ impl Subscriber {
             if self.subscribed.contains(s) && self.drop_channels(s, drop) {
                 self.subscribed.remove(s);
                 self.subscribed_count -= 1;
+                if let Some(t) = &mut self.throttle {
+                    t.forget(s);
+                }
             }
         }
-        out.push(wire::ack_reply("unsubscribe", id, symbols, channels, 0));
+        out.push(wire::ack_reply(
+            "unsubscribe",
+            id,
+            symbols,
+            channels,
+            None,
+            0,
+        ));
         Ok(())
     }
 }

@@ -114,6 +114,7 @@ pub fn open(
     }
     let symbols = symbols_param(uri.query()).ok_or(SseError::NoSymbols)?;
     let channels = channels_param(uri.query())?;
+    let throttle_ms = throttle_param(uri.query())?;
     let last_seen = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -130,13 +131,14 @@ pub fn open(
         id: None,
         op: Op::Subscribe(symbols.clone()),
         channels,
+        throttle_ms,
     };
     sub.request(request, &mut outbox)
         .map_err(|r| match r.code {
             ErrorCode::Forbidden => SseError::Forbidden(r.reason),
             _ => SseError::Refused(r.reason),
         })?;
-    let first = first_chunk(&mut outbox, &symbols, channels, last_seen);
+    let first = first_chunk(&mut outbox, &symbols, (channels, throttle_ms), last_seen);
 
     let (tx, rx) = mpsc::channel(1);
     let StreamControl {
@@ -198,6 +200,20 @@ fn channels_param(query: Option<&str>) -> Result<Option<Channels>, SseError> {
     Ok(Some(mask))
 }
 
+/// The `throttle_ms` query parameter, as in a WebSocket subscribe.
+fn throttle_param(query: Option<&str>) -> Result<Option<u16>, SseError> {
+    let Some(value) = query::param(query, "throttle_ms") else {
+        return Ok(None);
+    };
+    let ms: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| SseError::Refused("throttle_ms= must be a non-negative integer".into()))?;
+    wire::check_throttle(ms, None)
+        .map(Some)
+        .map_err(|r| SseError::Refused(r.reason))
+}
+
 /// The start of the stream, from what the subscribe queued (its ack, the
 /// definitions, one cached update per symbol): the reconnection delay, an
 /// ack whose `snapshot` counts what follows, the definitions, and the
@@ -206,7 +222,7 @@ fn channels_param(query: Option<&str>) -> Result<Option<Channels>, SseError> {
 fn first_chunk(
     outbox: &mut Outbox,
     symbols: &Symbols,
-    channels: Option<Channels>,
+    (channels, throttle_ms): (Option<Channels>, Option<u16>),
     last_seen: Option<u64>,
 ) -> Bytes {
     let mut definitions = Vec::new();
@@ -225,7 +241,14 @@ fn first_chunk(
     snapshot.sort_unstable_by_key(|&(seq, _)| seq);
     let mut chunk = BytesMut::new();
     chunk.put_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
-    let ack = wire::ack_reply("subscribe", None, symbols, channels, snapshot.len());
+    let ack = wire::ack_reply(
+        "subscribe",
+        None,
+        symbols,
+        channels,
+        throttle_ms,
+        snapshot.len(),
+    );
     put_event(&mut chunk, None, &frame_payload(&ack));
     for d in &definitions {
         put_event(&mut chunk, None, d);
@@ -271,6 +294,7 @@ async fn stream(
     let mut outbox = Outbox::default();
     let mut pending = Some(first);
     let mut quiet_since = Instant::now();
+    let mut due_at = None;
     loop {
         // Register for the wake-up before looking at the ring, as the
         // WebSocket writer does (connection.rs): an update published between
@@ -283,6 +307,9 @@ async fn stream(
             Some(chunk) => chunk,
             None => {
                 sub.fill(&mut outbox);
+                due_at = sub
+                    .next_due_ms()
+                    .map(|ms| Instant::from_std(crate::fanout::instant_of(ms)));
                 let mut chunk = BytesMut::with_capacity(outbox.len_bytes() + 64);
                 while let Some((frame, seq)) = outbox.pop_frame() {
                     put_event(&mut chunk, seq, &frame_payload(&frame));
@@ -318,6 +345,8 @@ async fn stream(
             _ = &mut expired => return token_expired(),
             _ = tx.closed() => return,
             _ = &mut wakeup => {}
+            // Throttled frames due with no update to wake us: fill then.
+            _ = sleep_until(due_at.unwrap_or(quiet_since + HEARTBEAT)), if due_at.is_some() => {}
             _ = sleep_until(quiet_since + HEARTBEAT) => {
                 pending = Some(Bytes::from_static(b": ping\n\n"));
             }

@@ -81,10 +81,12 @@ pub enum ErrorCode {
     /// The connection's access token does not allow a requested symbol.
     Forbidden = 4006,
     UnknownChannel = 4007,
+    /// A subscription option out of its documented range (`throttle_ms`).
+    InvalidOption = 4008,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::MalformedMessage,
         ErrorCode::UnknownOp,
         ErrorCode::UnknownSymbol,
@@ -93,6 +95,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Forbidden,
         ErrorCode::UnknownChannel,
+        ErrorCode::InvalidOption,
     ];
 
     /// Position in [`ErrorCode::ALL`] (the codes are not contiguous).
@@ -113,6 +116,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::UnknownChannel => "unknown_channel",
+            ErrorCode::InvalidOption => "invalid_option",
         }
     }
 }
@@ -142,7 +146,16 @@ pub struct Request {
     pub op: Op,
     /// The `channels` of a subscribe or unsubscribe, if it named any.
     pub channels: Option<Channels>,
+    /// The `throttle_ms` of a subscribe, if it gave one: 0, or
+    /// [`MIN_THROTTLE_MS`]..=[`MAX_THROTTLE_MS`].
+    pub throttle_ms: Option<u16>,
 }
+
+/// The shortest interval a subscription may ask for, in milliseconds
+/// (besides 0, no throttle).
+pub const MIN_THROTTLE_MS: u16 = 10;
+/// The longest.
+pub const MAX_THROTTLE_MS: u16 = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -220,6 +233,10 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
         Ok(Symbols::Names(names))
     };
     let channels = parse_channels(obj.get("channels"), id)?;
+    let throttle_ms = parse_throttle(obj.get("throttle_ms"), id)?;
+    if throttle_ms.is_some() && op != "subscribe" {
+        return Err(malformed(id, "\"throttle_ms\" is an option of subscribe"));
+    }
     let op = match op {
         "subscribe" => Op::Subscribe(symbols()?),
         "unsubscribe" => Op::Unsubscribe(symbols()?),
@@ -232,7 +249,46 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
             ))
         }
     };
-    Ok(Request { id, op, channels })
+    Ok(Request {
+        id,
+        op,
+        channels,
+        throttle_ms,
+    })
+}
+
+/// The `throttle_ms` of a request: absent, 0 (no throttle), or an integer
+/// from [`MIN_THROTTLE_MS`] to [`MAX_THROTTLE_MS`].
+fn parse_throttle(
+    value: Option<&simd_json::BorrowedValue<'_>>,
+    id: Option<u64>,
+) -> Result<Option<u16>, Refusal> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let ms = value.as_u64().ok_or_else(|| {
+        Refusal::new(
+            id,
+            ErrorCode::MalformedMessage,
+            "\"throttle_ms\" must be a non-negative integer",
+        )
+    })?;
+    check_throttle(ms, id).map(Some)
+}
+
+/// `ms` as a throttle, if it is 0 or within the documented range: the
+/// same check for `/ws` requests and `/sse` queries.
+pub fn check_throttle(ms: u64, id: Option<u64>) -> Result<u16, Refusal> {
+    match u16::try_from(ms) {
+        Ok(ms) if ms == 0 || (MIN_THROTTLE_MS..=MAX_THROTTLE_MS).contains(&ms) => Ok(ms),
+        _ => Err(Refusal::new(
+            id,
+            ErrorCode::InvalidOption,
+            format!(
+                "throttle_ms {ms} is out of range: 0 (none) or {MIN_THROTTLE_MS} to {MAX_THROTTLE_MS}"
+            ),
+        )),
+    }
 }
 
 /// A request that names more symbols than a connection may subscribe to,
@@ -317,6 +373,7 @@ pub fn ack_reply(
     id: Option<u64>,
     symbols: &Symbols,
     channels: Option<Channels>,
+    throttle_ms: Option<u16>,
     snapshot: usize,
 ) -> Bytes {
     text_frame(|p| {
@@ -345,6 +402,10 @@ pub fn ack_reply(
                 write_json_str(p, n);
             }
             p.push(b']');
+        }
+        if let Some(ms) = throttle_ms {
+            p.extend_from_slice(b",\"throttle_ms\":");
+            write_u64(p, u64::from(ms));
         }
         p.extend_from_slice(b",\"snapshot\":");
         write_u64(p, snapshot as u64);
@@ -393,6 +454,7 @@ mod tests {
                 id: Some(7),
                 op: Op::Subscribe(Symbols::Names(vec!["BTCUSDT".into(), "ETHUSDT".into()])),
                 channels: None,
+                throttle_ms: None,
             })
         );
         // TC1: `*` anywhere in the list means all.
@@ -427,6 +489,21 @@ mod tests {
         // TC1: unknown op, with the id echoed.
         let r = parse(r#"{"op":"subscrib","id":9}"#).unwrap_err();
         assert_eq!((r.code, r.id), (ErrorCode::UnknownOp, Some(9)));
+        // TC1b: throttle_ms: a subscribe option, 0 or within its range.
+        let sub = |t: &str| format!(r#"{{"op":"subscribe","symbols":["A"],"throttle_ms":{t}}}"#);
+        assert_eq!(parse(&sub("0")).unwrap().throttle_ms, Some(0));
+        assert_eq!(parse(&sub("10")).unwrap().throttle_ms, Some(10));
+        assert_eq!(parse(&sub("60000")).unwrap().throttle_ms, Some(60_000));
+        for bad in ["9", "1", "60001", "65536", "18446744073709551615"] {
+            assert_eq!(code(&sub(bad)), ErrorCode::InvalidOption, "{bad}");
+        }
+        for bad in ["-1", "1.5", "\"100\"", "null"] {
+            assert_eq!(code(&sub(bad)), ErrorCode::MalformedMessage, "{bad}");
+        }
+        assert_eq!(
+            code(r#"{"op":"unsubscribe","symbols":["A"],"throttle_ms":100}"#),
+            ErrorCode::MalformedMessage
+        );
         // TC2: too many symbols in one request.
         assert_eq!(
             code(r#"{"op":"subscribe","symbols":["a","b","c","d","e"]}"#),
@@ -449,10 +526,12 @@ mod tests {
             None,
             &Symbols::Names(vec!["A".into()]),
             None,
+            Some(100),
             1,
         ));
         assert_eq!(a["symbols"][0], "A");
         assert_eq!(a["snapshot"], 1);
+        assert_eq!(a["throttle_ms"], 100);
         assert_eq!(strip(pong_reply(Some(3), 5))["time"], 5);
         assert_eq!(strip(conflated_notice(10, 2))["dropped"], 10);
     }

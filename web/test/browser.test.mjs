@@ -417,3 +417,52 @@ test("a venue with depth and no best bid and offer fills its row from the book",
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** Quotes per symbol the page's client takes in `ms`. */
+const quotesPerSymbol = (page, ms) =>
+  page.evaluate(
+    (ms) =>
+      new Promise((resolve) => {
+        const n = {};
+        const on = (ev) => (n[ev.detail.symbol] = (n[ev.detail.symbol] ?? 0) + 1);
+        window.tickwire.addEventListener("quote", on);
+        setTimeout(() => {
+          window.tickwire.removeEventListener("quote", on);
+          resolve(n);
+        }, ms);
+      }),
+    ms,
+  );
+
+test("the grid is throttled to 100 ms a symbol, the selected symbol comes at full rate", async () => {
+  // 4 symbols at 1,000 quotes and trades a second each.
+  const other = await spawnServer("synthetic:symbols=4,rate=4000", [], 0);
+  try {
+    const page = await newPage("?symbol=SYN0000", other.port);
+    await waitForPrices(page, ["SYN0000", "SYN0001", "SYN0002", "SYN0003"]);
+    for (const [selected, click] of [["SYN0000", null], ["SYN0002", "SYN0002"]]) {
+      if (click) {
+        await page.click(`#rows tr[data-symbol="${click}"]`);
+        await page.waitForFunction((s) => window.tickwire.bookWatch?.symbol === s, click);
+        await page.waitForTimeout(300);
+      }
+      const gapsBefore = await page.evaluate(() => window.tickwire.gaps);
+      const n = await quotesPerSymbol(page, 2000);
+      for (const s of ["SYN0000", "SYN0001", "SYN0002", "SYN0003"]) {
+        if (s === selected) {
+          assert.ok(n[s] > 400, `${s} (selected): ${n[s]} quotes in 2 s`);
+        } else {
+          // At most one per 100 ms (and one interval's slack), not none.
+          assert.ok(n[s] <= 22 && n[s] >= 5, `${s}: ${n[s]} quotes in 2 s`);
+        }
+      }
+      // What a throttle skips is not a gap.
+      assert.equal(await page.evaluate(() => window.tickwire.gaps), gapsBefore);
+    }
+    assert.ok((await page.evaluate(() => window.tickwire.throttledSkips)) > 1000);
+    await page.context().close();
+  } finally {
+    other.child.kill("SIGTERM");
+    await once(other.child, "exit");
+  }
+});

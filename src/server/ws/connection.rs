@@ -318,13 +318,20 @@ impl<W: WriteSide> Writer<W> {
                 }
             }
             let sharded = self.link.is_sharded();
-            let (owed, idle) = {
+            let (owed, idle, due) = {
                 let mut pipe = self.link.lock();
                 if !sharded {
                     pipe.fill();
                 }
-                (!pipe.outbox.is_empty() || pipe.held, pipe.sub.is_idle())
+                let due = pipe.sub.next_due_ms().filter(|_| !sharded);
+                (
+                    !pipe.outbox.is_empty() || pipe.held,
+                    pipe.sub.is_idle(),
+                    due,
+                )
             };
+            // Throttled frames due with no update to wake us: fill then.
+            let due_at = due.map(|ms| Instant::from_std(crate::fanout::instant_of(ms)));
             if owed {
                 tokio::select! {
                     biased;
@@ -349,6 +356,7 @@ impl<W: WriteSide> Writer<W> {
                 // when its socket would block.
                 _ = &mut wakeup, if !idle && !sharded => {}
                 _ = self.link.held_back.notified(), if sharded => {}
+                () = tokio::time::sleep_until(due_at.unwrap_or_else(Instant::now)), if due_at.is_some() => {}
                 () = &mut ping => {}
             }
         }
