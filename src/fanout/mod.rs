@@ -103,6 +103,15 @@ pub struct Subscriber {
     /// The time of the last fill or request ([`clock_ms`]), for the
     /// throttle.
     now_ms: u64,
+    /// The oldest held entry the ring no longer had when it was due
+    /// (`u64::MAX`: none): the next fill catches up.
+    lost_held: u64,
+    /// When every symbol the connection takes is throttled: the grid point
+    /// ([`clock_ms`]) before which it need not read the ring, and the
+    /// shortest interval. A fill before then reads nothing (unless the
+    /// ring is running ahead of it), so that the connection costs its
+    /// writer one ring scan per interval, not one per publish batch.
+    read_at: Option<(u64, u16)>,
 }
 
 impl Subscriber {
@@ -126,6 +135,8 @@ impl Subscriber {
             allowed: None,
             throttle: None,
             now_ms: 0,
+            lost_held: u64::MAX,
+            read_at: None,
         }
     }
 
@@ -176,6 +187,9 @@ impl Subscriber {
                 added += 1;
                 if let Some(t) = &mut self.throttle {
                     t.set(id, t.all_ms);
+                    if t.all_ms == 0 {
+                        self.read_at = None;
+                    }
                 }
                 let mut joined = std::mem::take(&mut self.joined);
                 self.add_channels(id, self.all_channels, &mut joined);
@@ -280,7 +294,35 @@ impl Subscriber {
     /// When a throttled symbol's held frames are due ([`clock_ms`]), if
     /// any are: the connection's writer fills again then, updates or not.
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.throttle.as_ref().and_then(|t| t.next_due())
+        let held = self.throttle.as_ref().and_then(|t| t.next_due());
+        let read = self
+            .read_at
+            .filter(|_| self.market.ring.tail() > self.cursor)
+            .map(|(at, _)| at);
+        match (held, read) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Decides, after a request, whether every symbol the connection takes
+    /// is throttled, and so whether fills may wait for the grid.
+    pub(super) fn plan_reads(&mut self) {
+        self.read_at = None;
+        let Some(t) = &self.throttle else {
+            return;
+        };
+        if self.is_idle() || (self.all && t.all_ms == 0) {
+            return;
+        }
+        let mut shortest = if self.all { t.all_ms } else { u16::MAX };
+        for s in self.subscribed.iter() {
+            match t.ms_of(s) {
+                0 => return,
+                ms => shortest = shortest.min(ms),
+            }
+        }
+        self.read_at = Some((0, shortest));
     }
 
     /// [`fill`](Self::fill) at `now` on [`clock_ms`]'s scale.
@@ -292,8 +334,21 @@ impl Subscriber {
         if self.all && self.all_channels.book_variants().next().is_some() {
             self.join_new_books(out);
         }
-        if self.throttle.is_some() {
-            self.release(out);
+        // The time entries read now are held as of.
+        let mut hold_at = self.now_ms;
+        if let Some((at, shortest)) = self.read_at {
+            let behind = self.market.ring.tail().saturating_sub(self.cursor);
+            if self.now_ms < at && behind < self.limits.max_lag_updates / 2 {
+                self.release(out);
+                return 0;
+            }
+            if self.now_ms >= at && at > 0 {
+                // Read at the grid point: they came in the interval that
+                // ends there, and go out with it, now.
+                hold_at = at - 1;
+            }
+            let ms = u64::from(shortest);
+            self.read_at = Some(((self.now_ms / ms + 1) * ms, shortest));
         }
         let start = self.cursor;
         let ring = self.market.ring.clone();
@@ -330,9 +385,9 @@ impl Subscriber {
                     }
                     if let Some(t) = &mut self.throttle {
                         let mut early = Vec::new();
-                        if t.hold(p, self.now_ms, &mut early) {
-                            for e in &early {
-                                self.send(e, out);
+                        if t.hold(p, hold_at, &mut early) {
+                            if !early.is_empty() {
+                                self.send_held(&early, out, false);
                             }
                             continue;
                         }
@@ -341,20 +396,51 @@ impl Subscriber {
                 }
             }
         }
+        // After the read: what came up to now goes with an interval that
+        // ends now.
+        self.release(out);
         self.cursor - start
     }
 
-    /// Queues what throttled symbols held, for those whose gates have
-    /// reopened, and that the connection still takes.
+    /// Queues what throttled symbols held, for those whose interval has
+    /// ended.
     fn release(&mut self, out: &mut Outbox) {
         let Some(t) = &mut self.throttle else {
             return;
         };
         let mut ready = Vec::new();
         t.release(self.now_ms, &mut ready);
-        for p in &ready {
-            if self.wants(p) {
-                self.send(p, out);
+        if !ready.is_empty() {
+            self.send_held(&ready, out, false);
+        }
+        if self.lost_held != u64::MAX {
+            self.catch_up(out);
+        }
+    }
+
+    /// Queues the ring entries at sequences `seqs` (ascending) that the
+    /// connection still takes; with `floors`, as sent from the cache
+    /// (floors raised: for a catch-up, which may send the cache's copy of
+    /// one). One the ring no longer holds makes the next fill catch up:
+    /// what it was is lost, and the catch-up says so and sends the newest.
+    fn send_held(&mut self, seqs: &[u64], out: &mut Outbox, floors: bool) {
+        let ring = self.market.ring.clone();
+        let guard = ring.pin();
+        for &seq in seqs {
+            match ring.read(&guard, seq - 1) {
+                Read::Item(p) if p.seq == seq => {
+                    if !self.wants(p) {
+                        continue;
+                    }
+                    if floors {
+                        self.send_latest(p, out);
+                    } else {
+                        self.send(p, out);
+                    }
+                }
+                _ => {
+                    self.lost_held = self.lost_held.min(seq);
+                }
             }
         }
     }
@@ -380,16 +466,17 @@ impl Subscriber {
         // What throttles hold is older than anything the cache sends now,
         // and may not be in the cache any more (a trade): it goes first.
         if let Some(t) = &mut self.throttle {
-            for p in t.take_all() {
-                if self.wants(&p) {
-                    self.send(&p, out);
-                }
-            }
+            let held = t.take_all();
+            self.send_held(&held, out, true);
         }
-        let old = self.cursor;
+        // What was held and lost counts as changed since the cursor: the
+        // cache's newest of it goes out.
+        let old = self
+            .cursor
+            .min(std::mem::replace(&mut self.lost_held, u64::MAX) - 1);
         let tail = self.market.ring.tail();
+        let dropped = tail - self.cursor;
         self.cursor = tail;
-        let dropped = tail - old;
         let metrics = &self.market.metrics;
         metrics.lapped_readers_total.inc();
         metrics.conflated_updates_total.add(dropped);
@@ -621,8 +708,8 @@ mod tests {
         sub.handle(request("subscribe", &["B"]), &mut out);
         let got = drain(&mut out);
         assert_eq!(got[1..3], [msg("symbol", "A", 0), msg("quote", "A", 1)]);
-        // TC0: within A's interval (it opened with the snapshot): A is held,
-        // B, unthrottled, goes out as it comes.
+        // TC0: within A's interval: A is held, B, unthrottled, goes out as
+        // it comes.
         f.quote("A", 2);
         f.trade("A", 3);
         f.quote("B", 2);
@@ -632,7 +719,8 @@ mod tests {
         sub.fill_at(&mut out, t0 + 50);
         assert_eq!(drain(&mut out), [msg("quote", "B", 2)]);
         assert_eq!(sub.next_due_ms(), Some(t0 + 100));
-        // TC1: at the interval, every trade and the newest quote, in order.
+        // TC1: at the end of the interval, every trade and the newest
+        // quote, in order.
         sub.fill_at(&mut out, t0 + 100);
         assert_eq!(
             drain(&mut out),
@@ -643,20 +731,22 @@ mod tests {
             ]
         );
         assert_eq!(sub.next_due_ms(), None);
-        // TC2: after a quiet interval the next one goes out at once.
+        // TC2: the next one waits for the next grid point.
         f.quote("A", 7);
         sub.fill_at(&mut out, t0 + 250);
+        assert!(drain(&mut out).is_empty());
+        sub.fill_at(&mut out, t0 + 300);
         assert_eq!(drain(&mut out), [msg("quote", "A", 7)]);
         // TC3: resubscribing without a throttle sends what is held now,
         // then A is unthrottled.
         f.quote("A", 8);
-        sub.fill_at(&mut out, t0 + 260);
+        sub.fill_at(&mut out, t0 + 310);
         assert!(drain(&mut out).is_empty());
         sub.handle(request("subscribe", &["A"]), &mut out);
         assert_eq!(drain(&mut out)[1..], [msg("quote", "A", 8)]);
         f.quote("A", 9);
         f.quote("A", 10);
-        sub.fill_at(&mut out, t0 + 261);
+        sub.fill_at(&mut out, t0 + 311);
         assert_eq!(
             drain(&mut out),
             [msg("quote", "A", 9), msg("quote", "A", 10)]
@@ -665,7 +755,7 @@ mod tests {
 
     #[test]
     fn a_lagging_throttled_subscriber_gets_what_was_held_before_the_catch_up() {
-        let mut f = fixture(8);
+        let mut f = fixture(16);
         let mut sub = f.subscriber(4);
         let mut out = Outbox::default();
         let t0 = 1_000_000;
@@ -676,16 +766,71 @@ mod tests {
         f.quote("A", 1);
         f.trade("A", 2);
         sub.fill_at(&mut out, t0 + 1);
-        assert_eq!(drain(&mut out)[1..], [msg("quote", "A", 1)]);
-        // Held: the trade; then the ring laps the connection.
-        for i in 3..=12 {
+        assert!(drain(&mut out).is_empty());
+        // TC0: held: a quote and a trade; then the connection lags, and
+        // catches up: what was held first, then the newest.
+        for i in 3..=8 {
             f.quote("A", i);
         }
         sub.fill_at(&mut out, t0 + 2);
         let got = drain(&mut out);
-        assert_eq!(got[0], msg("trade", "A", 2));
-        assert_eq!(got[1].0, "conflated");
-        assert_eq!(got[2..], [msg("quote", "A", 12)]);
+        assert_eq!(
+            got[..3],
+            [
+                msg("symbol", "A", 0),
+                msg("quote", "A", 1),
+                msg("trade", "A", 2)
+            ]
+        );
+        assert_eq!(got[3].0, "conflated");
+        assert_eq!(got[4..], [msg("quote", "A", 8)]);
+        // TC1: held entries the ring lapped: lost, announced, and the
+        // newest comes from the cache.
+        f.trade("A", 9);
+        sub.fill_at(&mut out, t0 + 3);
+        for i in 10..=30 {
+            f.quote("A", i);
+        }
+        sub.fill_at(&mut out, t0 + 4);
+        let got = drain(&mut out);
+        assert_eq!(got[0].0, "conflated");
+        assert_eq!(got[1..], [msg("quote", "A", 30)]);
+    }
+
+    #[test]
+    fn a_connection_throttled_throughout_reads_the_ring_once_per_interval() {
+        let mut f = fixture(64);
+        f.quote("A", 1);
+        let mut sub = f.subscriber(32);
+        let mut out = Outbox::default();
+        let t0 = 1_000_000;
+        sub.now_ms = t0;
+        let req = r#"{"op":"subscribe","symbols":["*"],"throttle_ms":100}"#;
+        sub.handle(wire::parse_request(req.as_bytes(), 10).unwrap(), &mut out);
+        drain(&mut out);
+        assert_eq!(sub.fill_at(&mut out, t0 + 1), 0);
+        f.quote("A", 2);
+        f.trade("A", 3);
+        f.quote("A", 4);
+        // TC0: before the grid point, the ring is not read at all, and the
+        // writer is told when to come back.
+        assert_eq!(sub.fill_at(&mut out, t0 + 50), 0);
+        assert_eq!(sub.next_due_ms(), Some(t0 + 100));
+        // TC1: at it, read and sent at once: the trade, the newest quote.
+        assert_eq!(sub.fill_at(&mut out, t0 + 101), 3);
+        assert_eq!(
+            drain(&mut out),
+            [msg("trade", "A", 3), msg("quote", "A", 4)]
+        );
+        assert_eq!(sub.next_due_ms(), None);
+        // TC2: a ring running ahead is read before the grid point (held).
+        for i in 5..=25 {
+            f.quote("A", i);
+        }
+        assert_eq!(sub.fill_at(&mut out, t0 + 150), 21);
+        assert!(drain(&mut out).is_empty());
+        sub.fill_at(&mut out, t0 + 200);
+        assert_eq!(drain(&mut out), [msg("quote", "A", 25)]);
     }
 
     #[test]

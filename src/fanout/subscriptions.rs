@@ -139,6 +139,7 @@ impl Subscriber {
             }
             Op::Unsubscribe(symbols) => self.unsubscribe(req.id, symbols, req.channels, out),
         };
+        self.plan_reads();
         let metrics = &self.market.metrics;
         metrics.subscriptions.add(self.subscribed_count as u64);
         metrics.subscriptions.sub(before as u64);
@@ -250,10 +251,8 @@ impl Subscriber {
             throttle_ms,
             snapshot.len(),
         ));
-        released.sort_unstable_by_key(|p| p.seq);
-        for p in &released {
-            self.send(p, out);
-        }
+        released.sort_unstable();
+        self.send_held(&released, out, false);
         for &s in &new {
             self.define(s, out);
         }

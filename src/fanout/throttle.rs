@@ -1,23 +1,26 @@
 //! Throttled subscriptions (`throttle_ms`, docs/PROTOCOL.md "Throttle"):
 //! per symbol, at most one message of its state per interval, the newest.
 //!
-//! A connection's throttled symbols each have a *gate*. An entry that finds
-//! its gate open goes out at once and closes the gate for the interval; one
-//! that finds it closed is held. When the gate reopens, what it holds goes
-//! out together, in ring order:
-//! - state (quotes, `book.N`, statuses) is held as the newest of each kind:
-//!   a newer quote replaces the held one, so the client gets the newest, the
-//!   same pre-encoded frame, with `symbol_seq` showing what it skipped;
-//! - events (trades, and the changes of the full-depth `book`, which build
-//!   on each other) are all held and all sent: a throttle never drops them.
+//! A throttled symbol's entries are *held* as they are read from the ring,
+//! by their ring sequence, not by copy: holding costs a store or two in
+//! arrays indexed by symbol, no reference count, no allocation once warm. State (quotes, `book.N`,
+//! statuses) is held as the newest of each kind, so a newer quote replaces
+//! the held one; events (trades, and the full-depth `book`'s changes, which
+//! build on each other) are all held. At the end of each interval what
+//! every symbol of that interval holds is read back from the ring and sent
+//! together, in ring order: the very frames everyone else got, with
+//! `symbol_seq` showing what a quote replaced.
 //!
-//! Nothing here reads the clock: the caller passes the time, in
-//! milliseconds of [`clock_ms`], so tests drive it by hand. Gates reopen on
-//! a grid of [`TICK_MS`], so that the connections of one writer shard whose
-//! gates reopen close together are written in one pass.
+//! Intervals end on the clock's grid (a multiple of T ms on [`clock_ms`]),
+//! the same instants for every connection: a writer shard writes all its
+//! throttled connections in one pass per interval, one system call each,
+//! rather than one pass per publish batch. A symbol sent from the cache
+//! (a subscribe's snapshot, a catch-up) within the last T ms waits one
+//! interval more, so that two messages are never closer than T.
+//!
+//! Nothing here reads the clock: the caller passes the time, so tests drive
+//! it by hand.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -25,13 +28,10 @@ use crate::market::Published;
 use crate::update::SymbolId;
 use crate::wire::channel;
 
-/// Gates reopen at multiples of this (rounded up: never early).
-pub const TICK_MS: u64 = 5;
-
-/// A symbol holding more events than this sends them at once, before its
-/// gate reopens: a throttle bounds a connection's memory, and never drops a
-/// trade.
-pub const MAX_HELD_EVENTS: usize = 1024;
+/// A connection holding more events than this has them sent at once,
+/// before their intervals end: a throttle bounds what a connection holds,
+/// and never drops a trade.
+pub const MAX_HELD_EVENTS: usize = 4096;
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -48,43 +48,48 @@ pub fn instant_of(ms: u64) -> Instant {
     epoch() + Duration::from_millis(ms)
 }
 
-#[derive(Default)]
-struct Gate {
-    /// When the symbol may send again ([`clock_ms`]).
-    open_at: u64,
-    /// What came while the gate was closed, in ring order.
-    held: Vec<Published>,
-    /// Events among `held`.
-    events: usize,
-    /// The gate has an entry in [`Throttle::due`].
-    queued: bool,
+/// The first multiple of `ms` after `now`.
+fn boundary(now: u64, ms: u16) -> u64 {
+    let ms = u64::from(ms);
+    (now / ms + 1) * ms
 }
 
-/// One connection's throttles and gates.
+/// Book variants with a state slot: `book.N` (the full `book` is events).
+const BOOK_SLOTS: usize = channel::VARIANTS - 1;
+
+/// The symbols of one interval length that hold something.
+struct Interval {
+    ms: u16,
+    /// When it ends next.
+    next: u64,
+    dirty: Vec<SymbolId>,
+}
+
+/// One connection's throttles. Per symbol, a few words in arrays indexed
+/// by symbol id (what one held entry touches stays in a few cache lines);
+/// the events of every symbol in one list, in ring order.
 #[derive(Default)]
 pub struct Throttle {
-    /// Per symbol id: its interval in milliseconds, 0 for none.
+    /// Per symbol: its interval in milliseconds, 0 for none.
     ms: Vec<u16>,
     /// The interval of symbols that join a `*` subscription.
     pub all_ms: u16,
-    gates: HashMap<SymbolId, Gate>,
-    /// Gates that hold something, by the tick they reopen at.
-    due: BinaryHeap<Reverse<(u64, SymbolId)>>,
-}
-
-/// The kind of state `p` is, or `None` for an event.
-fn state_kind(p: &Published) -> Option<u8> {
-    if p.is_status {
-        Some(u8::MAX)
-    } else if p.channel == channel::TRADES || p.channel == channel::book(0) {
-        None
-    } else {
-        Some(p.channel)
-    }
-}
-
-fn tick_of(ms: u64) -> u64 {
-    ms.div_ceil(TICK_MS) * TICK_MS
+    /// Per symbol: ring sequences of the newest held quote and status
+    /// (0: none), and of the newest held `book.N` by variant (sized for
+    /// the symbols that have one).
+    quote: Vec<u64>,
+    status: Vec<u64>,
+    books: Vec<[u64; BOOK_SLOTS]>,
+    /// Per symbol: it holds something, and is listed under its interval.
+    dirty: Vec<bool>,
+    /// Per symbol: when it was last sent something (released, or from the
+    /// cache).
+    sent_at: Vec<u64>,
+    /// Held events of every symbol: (ring sequence, symbol), in ring order.
+    events: Vec<(u64, SymbolId)>,
+    intervals: Vec<Interval>,
+    /// Per symbol, scratch for `release`: its interval ended now.
+    releasing: Vec<bool>,
 }
 
 impl Throttle {
@@ -93,127 +98,191 @@ impl Throttle {
         self.ms.get(s as usize).copied().unwrap_or(0)
     }
 
-    /// Sets the interval of symbol `s`. If that changes it, what the symbol
-    /// holds is returned, to be sent now: it was held under the old one.
-    pub fn set(&mut self, s: SymbolId, ms: u16) -> Vec<Published> {
+    /// Sets the interval of symbol `s`. If that changes it, the ring
+    /// sequences of what the symbol holds are returned, ascending, to be
+    /// sent now: they were held under the old one.
+    pub fn set(&mut self, s: SymbolId, ms: u16) -> Vec<u64> {
         if self.ms_of(s) == ms {
             return Vec::new();
         }
         let i = s as usize;
         if self.ms.len() <= i {
-            if ms == 0 {
-                return Vec::new();
-            }
-            self.ms.resize(i + 1, 0);
+            let n = i + 1;
+            self.ms.resize(n, 0);
+            self.quote.resize(n, 0);
+            self.status.resize(n, 0);
+            self.dirty.resize(n, false);
+            self.sent_at.resize(n, 0);
+            self.releasing.resize(n, false);
         }
         self.ms[i] = ms;
-        self.take(s)
+        let mut held = Vec::new();
+        self.drain_state(i, &mut held);
+        self.events.retain(|&(seq, e)| {
+            if e == s {
+                held.push(seq);
+            }
+            e != s
+        });
+        // Still listed under its old interval: found clean there, skipped.
+        self.dirty[i] = false;
+        held.sort_unstable();
+        held
     }
 
     /// Forgets symbol `s` (unsubscribed): its interval, and what it holds.
     pub fn forget(&mut self, s: SymbolId) {
-        if let Some(m) = self.ms.get_mut(s as usize) {
-            *m = 0;
-        }
-        self.gates.remove(&s);
+        self.set(s, 0);
     }
 
-    /// Takes what symbol `s` holds, leaving its gate as it is.
-    fn take(&mut self, s: SymbolId) -> Vec<Published> {
-        match self.gates.get_mut(&s) {
-            Some(g) => {
-                g.events = 0;
-                std::mem::take(&mut g.held)
+    /// Moves the held state of symbol `i` into `out`.
+    fn drain_state(&mut self, i: usize, out: &mut Vec<u64>) {
+        for seq in [
+            std::mem::take(&mut self.quote[i]),
+            std::mem::take(&mut self.status[i]),
+        ] {
+            if seq != 0 {
+                out.push(seq);
             }
-            None => Vec::new(),
+        }
+        if let Some(books) = self.books.get_mut(i) {
+            out.extend(books.iter().copied().filter(|&s| s != 0));
+            *books = [0; BOOK_SLOTS];
         }
     }
 
     /// Takes what every symbol holds (the connection is about to catch up
-    /// from the cache), in ring order.
-    pub fn take_all(&mut self) -> Vec<Published> {
-        let mut all = Vec::new();
-        for g in self.gates.values_mut() {
-            g.events = 0;
-            all.append(&mut g.held);
+    /// from the cache), ascending.
+    pub fn take_all(&mut self) -> Vec<u64> {
+        let mut all: Vec<u64> = self.events.drain(..).map(|(seq, _)| seq).collect();
+        for i in 0..self.ms.len() {
+            self.drain_state(i, &mut all);
         }
-        all.sort_unstable_by_key(|p| p.seq);
+        self.dirty.fill(false);
+        for i in &mut self.intervals {
+            i.dirty.clear();
+        }
+        all.sort_unstable();
         all
     }
 
-    /// Whether `p` must wait for its symbol's gate (then it is held);
-    /// false if it goes out now, which closes the gate for the interval.
-    /// Events past [`MAX_HELD_EVENTS`] release what the symbol holds into
-    /// `early`, `p` last.
-    pub fn hold(&mut self, p: &Published, now: u64, early: &mut Vec<Published>) -> bool {
+    /// Whether `p`, read from the ring at `now`, is held for its symbol's
+    /// interval (else it goes out now: its symbol is not throttled). Past
+    /// [`MAX_HELD_EVENTS`] held events, they are all moved into `early`
+    /// (ascending), to be sent now.
+    pub fn hold(&mut self, p: &Published, now: u64, early: &mut Vec<u64>) -> bool {
         let ms = self.ms_of(p.symbol);
         if ms == 0 {
             return false;
         }
-        let g = self.gates.entry(p.symbol).or_default();
-        if g.held.is_empty() && now >= g.open_at {
-            g.open_at = now + u64::from(ms);
-            return false;
+        let i = p.symbol as usize;
+        if p.is_status {
+            self.status[i] = p.seq;
+        } else if p.channel == channel::QUOTES {
+            self.quote[i] = p.seq;
+        } else if p.channel == channel::TRADES || p.channel == channel::book(0) {
+            self.events.push((p.seq, p.symbol));
+            if self.events.len() > MAX_HELD_EVENTS {
+                early.extend(self.events.drain(..).map(|(seq, _)| seq));
+            }
+        } else {
+            if self.books.len() <= i {
+                self.books.resize(i + 1, [0; BOOK_SLOTS]);
+            }
+            self.books[i][usize::from(p.channel - channel::book(1))] = p.seq;
         }
-        match state_kind(p) {
-            Some(kind) => g.held.retain(|h| state_kind(h) != Some(kind)),
-            None => g.events += 1,
-        }
-        g.held.push(p.clone());
-        if g.events > MAX_HELD_EVENTS {
-            g.events = 0;
-            g.open_at = now + u64::from(ms);
-            early.append(&mut g.held);
-            return true;
-        }
-        if !g.queued {
-            g.queued = true;
-            self.due.push(Reverse((tick_of(g.open_at), p.symbol)));
+        if !self.dirty[i] {
+            self.dirty[i] = true;
+            self.list(p.symbol, ms, now);
         }
         true
     }
 
-    /// Marks symbol `s` as sent to now (from the cache, bypassing
-    /// [`hold`](Self::hold)): its gate closes for the interval.
+    /// Lists symbol `s` under its interval `ms`.
+    fn list(&mut self, s: SymbolId, ms: u16, now: u64) {
+        let at = match self.intervals.iter().position(|x| x.ms == ms) {
+            Some(at) => at,
+            None => {
+                self.intervals.push(Interval {
+                    ms,
+                    next: boundary(now, ms),
+                    dirty: Vec::new(),
+                });
+                self.intervals.len() - 1
+            }
+        };
+        let interval = &mut self.intervals[at];
+        if interval.dirty.is_empty() {
+            interval.next = boundary(now, ms);
+        }
+        interval.dirty.push(s);
+    }
+
+    /// Symbol `s` was sent a value from the cache at `now`.
     pub fn sent(&mut self, s: SymbolId, now: u64) {
-        let ms = self.ms_of(s);
-        if ms > 0 {
-            self.gates.entry(s).or_default().open_at = now + u64::from(ms);
+        if let Some(at) = self.sent_at.get_mut(s as usize) {
+            *at = now;
         }
     }
 
-    /// Moves into `out` what the gates that have reopened by `now` hold,
-    /// gate by gate in the order they reopened, and closes each again for
-    /// its interval.
-    pub fn release(&mut self, now: u64, out: &mut Vec<Published>) {
-        while let Some(&Reverse((tick, s))) = self.due.peek() {
-            if tick > now {
-                break;
-            }
-            self.due.pop();
-            let ms = self.ms_of(s);
-            let Some(g) = self.gates.get_mut(&s) else {
-                continue;
-            };
-            g.queued = false;
-            if g.held.is_empty() {
+    /// Moves into `out` the ring sequences of what the symbols whose
+    /// interval has ended by `now` hold, ascending.
+    pub fn release(&mut self, now: u64, out: &mut Vec<u64>) {
+        let start = out.len();
+        let mut released = Vec::new();
+        for k in 0..self.intervals.len() {
+            let (ms, next) = (self.intervals[k].ms, self.intervals[k].next);
+            if self.intervals[k].dirty.is_empty() || next > now {
                 continue;
             }
-            if g.open_at > now {
-                // Sent from the cache since it was queued: later.
-                g.queued = true;
-                self.due.push(Reverse((tick_of(g.open_at), s)));
-                continue;
+            let dirty = std::mem::take(&mut self.intervals[k].dirty);
+            let mut later = Vec::new();
+            for s in dirty {
+                let i = s as usize;
+                // Released early, or moved to another interval, since.
+                if !self.dirty[i] || self.ms[i] != ms {
+                    continue;
+                }
+                if self.sent_at[i] + u64::from(ms) > now {
+                    // Sent from the cache within the interval: one more.
+                    later.push(s);
+                    continue;
+                }
+                self.drain_state(i, out);
+                self.dirty[i] = false;
+                // The grid point, not `now`: a pass that comes late must not
+                // push the symbol's next release a whole interval back.
+                self.sent_at[i] = next;
+                self.releasing[i] = true;
+                released.push(i);
             }
-            g.open_at = now + u64::from(ms);
-            g.events = 0;
-            out.append(&mut g.held);
+            self.intervals[k].dirty = later;
+            self.intervals[k].next = boundary(now, ms);
         }
+        if released.is_empty() {
+            return;
+        }
+        let releasing = &self.releasing;
+        self.events.retain(|&(seq, s)| {
+            let go = releasing[s as usize];
+            if go {
+                out.push(seq);
+            }
+            !go
+        });
+        for i in released {
+            self.releasing[i] = false;
+        }
+        out[start..].sort_unstable();
     }
 
-    /// When the first held gate reopens, if one does.
+    /// When the first interval that holds something ends.
     pub fn next_due(&self) -> Option<u64> {
-        self.due.peek().map(|Reverse((tick, _))| *tick)
+        self.intervals
+            .iter()
+            .filter(|i| !i.dirty.is_empty())
+            .map(|i| i.next)
+            .min()
     }
 }
 
@@ -238,38 +307,32 @@ mod tests {
         }
     }
 
-    fn seqs(v: &[Published]) -> Vec<u64> {
-        v.iter().map(|p| p.seq).collect()
-    }
-
     #[test]
     fn state_is_the_newest_at_each_interval_and_events_all_arrive() {
         let mut t = Throttle::default();
         assert!(t.set(0, 100).is_empty());
         let mut early = Vec::new();
-        // TC0: the first goes out at once and closes the gate.
-        assert!(!t.hold(&entry(1, 0, channel::QUOTES), 1000, &mut early));
-        // TC1: within the interval: quotes replace each other, trades queue.
-        assert!(t.hold(&entry(2, 0, channel::QUOTES), 1010, &mut early));
-        assert!(t.hold(&entry(3, 0, channel::TRADES), 1020, &mut early));
-        assert!(t.hold(&entry(4, 0, channel::QUOTES), 1030, &mut early));
-        assert!(t.hold(&entry(5, 0, channel::TRADES), 1040, &mut early));
+        // TC0: held until the interval ends on the grid.
+        assert!(t.hold(&entry(1, 0, channel::QUOTES), 1010, &mut early));
+        assert!(t.hold(&entry(2, 0, channel::TRADES), 1020, &mut early));
+        assert!(t.hold(&entry(3, 0, channel::QUOTES), 1030, &mut early));
+        assert!(t.hold(&entry(4, 0, channel::TRADES), 1040, &mut early));
+        assert!(t.hold(&entry(5, 0, channel::QUOTES), 1050, &mut early));
         assert_eq!(t.next_due(), Some(1100));
         let mut out = Vec::new();
         t.release(1099, &mut out);
         assert!(out.is_empty());
-        // TC2: at the interval: both trades and the newest quote, in order.
+        // TC1: both trades and the newest quote, in ring order.
         t.release(1100, &mut out);
-        assert_eq!(seqs(&out), [3, 4, 5]);
+        assert_eq!(out, [2, 4, 5]);
+        assert_eq!(t.next_due(), None);
         assert!(early.is_empty());
-        // TC3: the gate closed again for an interval from the release.
+        // TC2: the next interval, the next grid point.
         assert!(t.hold(&entry(6, 0, channel::QUOTES), 1150, &mut early));
         assert_eq!(t.next_due(), Some(1200));
-        // TC4: a quiet interval later, the next one goes straight out.
         out.clear();
-        t.release(1200, &mut out);
-        assert_eq!(seqs(&out), [6]);
-        assert!(!t.hold(&entry(7, 0, channel::QUOTES), 1400, &mut early));
+        t.release(1234, &mut out);
+        assert_eq!(out, [6]);
     }
 
     #[test]
@@ -278,14 +341,15 @@ mod tests {
         t.set(1, 50);
         let mut early = Vec::new();
         assert!(!t.hold(&entry(1, 0, channel::QUOTES), 0, &mut early));
-        assert!(!t.hold(&entry(2, 0, channel::QUOTES), 0, &mut early));
-        assert!(!t.hold(&entry(3, 1, channel::QUOTES), 0, &mut early));
+        assert!(t.hold(&entry(3, 1, channel::QUOTES), 0, &mut early));
         assert!(t.hold(&entry(4, 1, channel::book(3)), 1, &mut early));
         assert!(t.hold(&entry(5, 1, channel::book(3)), 2, &mut early));
-        // The newest book.10, released by the change of interval.
-        assert_eq!(seqs(&t.set(1, 0)), [5]);
-        assert!(!t.hold(&entry(6, 1, channel::QUOTES), 3, &mut early));
-        // The stale queue entry releases nothing.
+        assert!(t.hold(&entry(6, 1, channel::book(1)), 2, &mut early));
+        // The quote and the newest book.10 and book.1, released by the
+        // change of interval.
+        assert_eq!(t.set(1, 0), [3, 5, 6]);
+        assert!(!t.hold(&entry(7, 1, channel::QUOTES), 3, &mut early));
+        // What the interval listed is gone with it.
         let mut out = Vec::new();
         t.release(1_000, &mut out);
         assert!(out.is_empty());
@@ -296,32 +360,41 @@ mod tests {
     fn too_many_events_go_out_early_and_none_is_lost() {
         let mut t = Throttle::default();
         t.set(0, 1_000);
+        t.set(1, 1_000);
         let mut early = Vec::new();
-        assert!(!t.hold(&entry(1, 0, channel::TRADES), 0, &mut early));
         let n = MAX_HELD_EVENTS as u64 + 1;
+        assert!(t.hold(&entry(1, 1, channel::QUOTES), 1, &mut early));
         for i in 0..n {
-            assert!(t.hold(&entry(2 + i, 0, channel::TRADES), 1, &mut early));
+            assert!(t.hold(
+                &entry(2 + i, (i % 2) as u32, channel::TRADES),
+                1,
+                &mut early
+            ));
         }
-        assert_eq!(seqs(&early), (2..2 + n).collect::<Vec<_>>());
+        assert_eq!(early, (2..2 + n).collect::<Vec<_>>());
+        // The state stays held for its interval.
         let mut out = Vec::new();
-        t.release(1_005, &mut out);
-        assert!(out.is_empty());
+        t.release(1_000, &mut out);
+        assert_eq!(out, [1]);
     }
 
     #[test]
-    fn a_gate_sent_from_the_cache_waits_its_interval() {
+    fn a_symbol_sent_from_the_cache_waits_a_whole_interval() {
         let mut t = Throttle::default();
         t.set(0, 100);
-        let mut early = Vec::new();
-        assert!(!t.hold(&entry(1, 0, channel::QUOTES), 0, &mut early));
-        assert!(t.hold(&entry(2, 0, channel::QUOTES), 10, &mut early));
+        t.set(1, 100);
         t.sent(0, 90);
+        let mut early = Vec::new();
+        assert!(t.hold(&entry(1, 0, channel::QUOTES), 95, &mut early));
+        assert!(t.hold(&entry(2, 1, channel::QUOTES), 95, &mut early));
         let mut out = Vec::new();
+        // Symbol 1 at the grid point; symbol 0, sent at 90, one later.
         t.release(100, &mut out);
-        assert!(out.is_empty());
-        assert_eq!(t.next_due(), Some(190));
-        t.release(190, &mut out);
-        assert_eq!(seqs(&out), [2]);
+        assert_eq!(out, [2]);
+        assert_eq!(t.next_due(), Some(200));
+        out.clear();
+        t.release(200, &mut out);
+        assert_eq!(out, [1]);
         assert!(t.take_all().is_empty());
     }
 }
