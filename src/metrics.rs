@@ -298,6 +298,8 @@ counters! {
     unmasked_frame_closes_total: "counter",
     /// Connections closed with 1002 or 1007 for other breaches of RFC 6455 (a reserved opcode or bit, a bad close frame or code, a stray continuation, text that is not UTF-8).
     protocol_error_closes_total: "counter",
+    /// Long-poll requests (`/poll`) taken.
+    poll_requests_total: "counter",
     /// Requests on /ws and /sse refused with 403 for their Origin.
     origin_rejections_total: "counter",
     /// Connections closed (1008, or the SSE stream ended) when their access token expired.

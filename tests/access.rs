@@ -111,6 +111,12 @@ async fn subscribed(mut c: Client, symbols: &str) -> Client {
     c
 }
 
+/// GET /poll`query`: the whole response.
+async fn poll(addr: SocketAddr, query: &str, headers: &str) -> String {
+    let req = format!("GET /poll{query} HTTP/1.0\r\nHost: {addr}\r\n{headers}\r\n");
+    http_get(addr, &req).await.1
+}
+
 /// GET /sse`query`: the response head and whatever body came with it, read
 /// until the first event (or the end).
 async fn sse(addr: SocketAddr, query: &str, headers: &str) -> String {
@@ -173,8 +179,11 @@ async fn cross_site_websocket_hijack_is_refused_and_allowed_origins_connect() {
         panic!("Origin: null was accepted");
     };
     assert_eq!(code, 403);
+    // TC1b: and over long-polling.
+    let r = poll(addr, "?symbols=*", "Origin: https://evil.example\r\n").await;
+    assert_eq!(status(&r), 403, "{r}");
     let m = metrics_text(addr).await;
-    assert_eq!(metric(&m, "tickwire_origin_rejections_total"), 3);
+    assert_eq!(metric(&m, "tickwire_origin_rejections_total"), 4);
     assert_eq!(metric(&m, "tickwire_connections_total"), 0);
 
     // TC2: the server's own page (the dashboard), and a non-browser client.
@@ -385,6 +394,15 @@ async fn the_symbols_claim_restricts_subscriptions() {
     assert_eq!(status(&r), 200, "{r}");
     assert!(r.contains("\"symbol\":\"SYN0001\""), "{r}");
     assert!(!r.contains("SYN0000") && !r.contains("SYN0002"), "{r}");
+    // TC5: /poll: no token is 401, another symbol 403, `*` the allowed one.
+    let r = poll(addr, "?symbols=*", "").await;
+    assert_eq!(status(&r), 401, "{r}");
+    let r = poll(addr, &format!("?symbols=SYN0000&access_token={t}"), "").await;
+    assert_eq!(status(&r), 403, "{r}");
+    let r = poll(addr, &format!("?symbols=*&access_token={t}"), "").await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(r.contains("\"symbol\":\"SYN0001\""), "{r}");
+    assert!(!r.contains("SYN0000") && !r.contains("SYN0002"), "{r}");
 
     let m = metrics_text(addr).await;
     assert_eq!(
@@ -392,7 +410,7 @@ async fn the_symbols_claim_restricts_subscriptions() {
             &m,
             "tickwire_protocol_errors_total{code=\"4006\",reason=\"forbidden\"}"
         ),
-        3
+        4
     );
     server.stop().await;
 }

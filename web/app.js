@@ -36,6 +36,8 @@ const client = new TickwireClient({
   wsPath: params.get("ws") ?? "/ws",
   ssePath: params.get("sse") ?? "/sse",
   transport: params.get("transport") ?? "auto",
+  pollPath: params.get("poll") ?? "/poll",
+  sseTimeoutMs: Number(params.get("sseTimeout")) || undefined,
   // The top of each book too: a venue with depth and no best bid and
   // offer stream still fills its row.
   channels: ["quotes", "trades", "book.1"],

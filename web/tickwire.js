@@ -302,7 +302,14 @@ export class TickwireClient extends EventTarget {
     this.httpBase = origin.replace(/\/$/, "");
     this.wsPath = options.wsPath ?? "/ws";
     this.ssePath = options.ssePath ?? "/sse";
-    this.transportMode = options.transport ?? "auto"; // auto | websocket | sse
+    this.pollPath = options.pollPath ?? "/poll";
+    this.transportMode = options.transport ?? "auto"; // auto | websocket | sse | poll
+    // An event stream that delivers nothing (not even the ack the server
+    // sends at once) for this long is taken as blocked (a proxy that
+    // buffers the response): long-polling next.
+    this.sseTimeoutMs = options.sseTimeoutMs ?? 5000;
+    // How long the server may hold a poll (its poll_timeout_ms caps it).
+    this.pollTimeoutMs = options.pollTimeoutMs ?? 25_000;
     // Set once a WebSocket has opened: from then on, failures are the
     // server's absence, and the client does not fall back to SSE.
     this._webSocketWorked = false;
@@ -350,6 +357,8 @@ export class TickwireClient extends EventTarget {
     /** Its local copy: `{symbol, channel, bookSeq, bids, asks}`, levels best first. */
     this.book = null;
     this._bookEs = null;
+    // The long-poll loops running: AbortControllers.
+    this._polls = [];
   }
 
   /**
@@ -383,12 +392,18 @@ export class TickwireClient extends EventTarget {
       this._bookEs.close();
       this._bookEs = null;
     }
+    for (const c of this._polls.filter((c) => c.book)) c.abort();
+    this._polls = this._polls.filter((c) => !c.book);
     const w = this.bookWatch;
     if (!w) return;
     if (this.transport === "websocket" && this._ws?.readyState === 1) {
       const id = this._nextRequestId++;
       this._requests.set(id, { op: "subscribe", symbols: [w.symbol], channels: [w.channel] });
       this._ws.send(JSON.stringify({ op: "subscribe", symbols: [w.symbol], channels: [w.channel], id }));
+    } else if (this.transport === "poll") {
+      // A second poll loop, for the book only.
+      const query = `symbols=${encodeURIComponent(w.symbol)}&channels=${encodeURIComponent(w.channel)}`;
+      this._pollLoop(query, (text) => text.startsWith('{"type":"book"') || text.startsWith('{"type":"symbol"'), () => {}, true);
     } else if (this.transport === "sse" && typeof EventSource === "function") {
       const url = `${this.httpBase}${this.ssePath}?symbols=${encodeURIComponent(w.symbol)}&channels=${encodeURIComponent(w.channel)}`;
       const es = new EventSource(url);
@@ -533,6 +548,11 @@ export class TickwireClient extends EventTarget {
   }
 
   _request(op, symbols) {
+    if (this.transport === "poll") {
+      // A poll's subscription is its query: start over with the new one.
+      if (this.state === "live") this._openPoll(() => this._retry("long-poll failed"));
+      return;
+    }
     if (this.transport === "sse") {
       // An event stream's subscription is its URL: open the new one.
       if (this.state === "live") this._openSse(() => this._retry("event stream failed"));
@@ -574,6 +594,8 @@ export class TickwireClient extends EventTarget {
       this._bookEs.close();
       this._bookEs = null;
     }
+    for (const c of this._polls) c.abort();
+    this._polls = [];
     this._queue.length = 0;
   }
 
@@ -592,14 +614,19 @@ export class TickwireClient extends EventTarget {
     if (this._stopped) return;
     this._setState(this._attempt === 0 && this.messages === 0 ? "connecting" : "reconnecting", { attempt: this._attempt });
     if (this.transportMode === "sse") return this._openSse(() => this._retry());
+    if (this.transportMode === "poll") return this._openPoll(() => this._retry());
     this._openWebSocket(() => {
       // A WebSocket that worked before and now fails means the server is
       // away (restarting), not that something on the path blocks
       // WebSocket: keep to it, or a restart would leave us on the event
       // stream for good.
       if (this.transportMode === "websocket" || this._webSocketWorked) return this._retry();
-      // No WebSocket at all: try the event stream before waiting.
-      this._openSse(() => this._retry());
+      // No WebSocket at all: try the event stream, then long-polling,
+      // before waiting.
+      this._openSse((why) => {
+        if (typeof fetch !== "function") return this._retry(why);
+        this._openPoll(() => this._retry());
+      });
     });
   }
 
@@ -656,6 +683,76 @@ export class TickwireClient extends EventTarget {
     };
   }
 
+  _pollQuery() {
+    const symbols = this.subscriptions().map(encodeURIComponent).join(",");
+    const channels = this.channels ? `&channels=${this.channels.map(encodeURIComponent).join(",")}` : "";
+    return `symbols=${symbols}${channels}`;
+  }
+
+  /**
+   * Long-polls `query` until aborted: the first answer is the snapshot,
+   * each next one what changed since the last (`next`). Each answer's
+   * messages (NDJSON, the JSON of `tickwire.v1.json`) that `keep` accepts
+   * go through the usual decoding. `onFirst(ok, why)` is told how the
+   * first poll went; a later failure retries the connection, unless `book`
+   * (the book's loop only stops).
+   */
+  _pollLoop(query, keep, onFirst, book = false) {
+    const ctl = new AbortController();
+    ctl.book = book;
+    this._polls.push(ctl);
+    const run = async () => {
+      let since = null;
+      for (;;) {
+        const url = `${this.httpBase}${this.pollPath}?${query}${since === null ? "" : `&since=${since}&timeout_ms=${this.pollTimeoutMs}`}`;
+        let text;
+        try {
+          const r = await fetch(url, { signal: ctl.signal, cache: "no-store" });
+          if (!r.ok) throw new Error(`${r.status} ${(await r.text()).trim()}`);
+          text = await r.text();
+        } catch (e) {
+          if (ctl.signal.aborted) return;
+          if (since === null) return onFirst(false, `long-poll failed: ${e.message ?? e}`);
+          if (!book) this._retry(`long-poll failed: ${e.message ?? e}`);
+          return;
+        }
+        if (ctl.signal.aborted) return;
+        const lines = text.split("\n").filter((l) => l.length > 0);
+        const head = JSON.parse(lines[0] ?? "{}");
+        if (head.type !== "poll") {
+          if (since === null) return onFirst(false, "not a long-poll answer");
+          if (!book) this._retry("not a long-poll answer");
+          return;
+        }
+        if (since === null) onFirst(true);
+        for (const l of lines.slice(1)) if (keep(l)) this._enqueue(l);
+        since = head.next;
+      }
+    };
+    run();
+    return ctl;
+  }
+
+  _openPoll(onFail) {
+    for (const c of this._polls.filter((c) => !c.book)) c.abort();
+    this._polls = this._polls.filter((c) => c.book);
+    if (this.subscriptions().length === 0) {
+      this._freshConnection();
+      this.transport = "poll";
+      this.subprotocol = "poll (tickwire.v1.json)";
+      return this._setState("live");
+    }
+    this._pollLoop(this._pollQuery(), () => true, (ok, why) => {
+      if (!ok) return onFail(why);
+      this._attempt = 0;
+      this._freshConnection();
+      this.transport = "poll";
+      this.subprotocol = "poll (tickwire.v1.json)";
+      this._setState("live");
+      if (!this._polls.some((c) => c.book)) this._subscribeBook();
+    });
+  }
+
   _sseUrl() {
     const symbols = this.subscriptions().map(encodeURIComponent).join(",");
     const channels = this.channels ? `&channels=${this.channels.map(encodeURIComponent).join(",")}` : "";
@@ -680,6 +777,16 @@ export class TickwireClient extends EventTarget {
     const es = new EventSource(this._sseUrl());
     this._es = es;
     let opened = false;
+    let heard = false;
+    // The server's first chunk (its ack) comes at once; a stream that
+    // stays silent is held up on the way.
+    const silent = setTimeout(() => {
+      if (this._es !== es || heard) return;
+      es.onopen = es.onmessage = es.onerror = null;
+      es.close();
+      this._es = null;
+      onFail(`event stream silent for ${this.sseTimeoutMs} ms`);
+    }, this.sseTimeoutMs);
     es.onopen = () => {
       // Also after the browser's own reconnect (with Last-Event-ID): the
       // server starts every stream with an ack and the definitions again.
@@ -691,9 +798,14 @@ export class TickwireClient extends EventTarget {
       this._setState("live");
       if (!this._bookEs) this._subscribeBook();
     };
-    es.onmessage = (ev) => this._enqueue(ev.data);
+    es.onmessage = (ev) => {
+      heard = true;
+      clearTimeout(silent);
+      this._enqueue(ev.data);
+    };
     es.onerror = () => {
       if (this._es !== es) return;
+      if (!opened || es.readyState === 2) clearTimeout(silent);
       if (!opened || es.readyState === 2) return onFail("event stream failed");
       // CONNECTING: the browser reconnects by itself, with Last-Event-ID.
       this._setState("reconnecting", { reason: "event stream interrupted" });
@@ -775,6 +887,8 @@ export class TickwireClient extends EventTarget {
 
   /** Whether the server throttles `name` for this client (a skip in its sequence is then expected). */
   _isThrottled(name) {
+    // A poll answers the newest quote of what changed since the last.
+    if (this.transport === "poll") return true;
     if (!this.throttleMs) return false;
     // Over WebSocket the followed book's symbol is subscribed without one.
     return this.transport === "sse" || this.bookWatch?.symbol !== name;

@@ -206,6 +206,10 @@ pub struct ServeConfig {
     /// for this long is closed with 1001.
     #[arg(long, env = "TICKWIRE_HEARTBEAT_TIMEOUT_MS", default_value_t = 60_000)]
     pub heartbeat_timeout_ms: u64,
+    /// The longest a `/poll` request waits for something to change before
+    /// it is answered empty.
+    #[arg(long, env = "TICKWIRE_POLL_TIMEOUT_MS", default_value_t = 25_000)]
+    pub poll_timeout_ms: u64,
     /// PEM certificate chain (leaf first): with `tls_key`, the port serves
     /// HTTPS and wss only. Reloaded on SIGHUP.
     #[arg(long, env = "TICKWIRE_TLS_CERT")]
@@ -349,6 +353,7 @@ impl ServeConfig {
             },
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
+            poll_timeout: Duration::from_millis(self.poll_timeout_ms),
         }
     }
 

@@ -125,7 +125,7 @@ impl ServeConfig {
     }
 
     /// The settings that 0 would break, by name.
-    fn must_be_positive(&self) -> [(&'static str, u64); 17] {
+    fn must_be_positive(&self) -> [(&'static str, u64); 18] {
         [
             ("max_outbox_bytes", self.max_outbox_bytes as u64),
             ("stall_timeout_ms", self.stall_timeout_ms),
@@ -151,6 +151,7 @@ impl ServeConfig {
             ("inbound_burst", u64::from(self.inbound_burst)),
             ("max_fragments", self.max_fragments as u64),
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("poll_timeout_ms", self.poll_timeout_ms),
             ("tls_handshake_timeout_ms", self.tls_handshake_timeout_ms),
             ("publish_buffer_updates", self.publish_buffer_updates as u64),
         ]

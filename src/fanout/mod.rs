@@ -16,11 +16,13 @@ use std::sync::Arc;
 #[cfg(test)]
 mod book_tests;
 mod outbox;
+mod poll;
 pub mod shard;
 mod subscriptions;
 mod throttle;
 
 pub use self::outbox::{Outbox, MAX_IOV};
+pub use self::poll::{poll_body, Polled};
 use self::subscriptions::{Allowed, BitSet};
 use self::throttle::Throttle;
 pub use self::throttle::{clock_ms, instant_of};

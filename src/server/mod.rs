@@ -36,6 +36,7 @@ use crate::server::ws::connection::ConnectionConfig;
 
 mod accept;
 pub mod guard;
+pub(crate) mod poll;
 mod query;
 mod routes;
 mod session;

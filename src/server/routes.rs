@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::status::{healthz, render_metrics};
 use super::upgrade::upgrade;
-use super::{sse, web, AppState};
+use super::{poll, sse, web, AppState};
 use crate::metrics::Labelled;
 use crate::server::guard::access::{self, Grant};
 use crate::server::guard::admission::Admitted;
@@ -120,6 +120,34 @@ pub(super) fn route(
                     r
                 }
                 Err(e) => respond(e.status(), "text/plain", format!("{e}\n")),
+            }
+        }
+        "/poll" => {
+            let grant = match admit(&req, state) {
+                Ok(grant) => grant,
+                Err(refused) => return *refused,
+            };
+            let answer = poll::open(
+                req.method(),
+                req.uri(),
+                &state.market,
+                state.connection,
+                grant,
+                &state.sessions,
+            );
+            match answer {
+                Ok(r) => {
+                    let mut r = r.map(Either::Right);
+                    if let Some(origin) = req.headers().get(header::ORIGIN) {
+                        let h = r.headers_mut();
+                        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+                    }
+                    r
+                }
+                Err(poll::PollError(status, reason)) => {
+                    respond(status, "text/plain", format!("{reason}\n"))
+                }
             }
         }
         "/metrics" => respond(

@@ -87,6 +87,14 @@ impl hyper::body::Body for EventStream {
     }
 }
 
+impl EventStream {
+    /// A body fed by the returned sender, ending when it is dropped.
+    pub(super) fn channel() -> (mpsc::Sender<Bytes>, EventStream) {
+        let (tx, rx) = mpsc::channel(1);
+        (tx, EventStream { rx })
+    }
+}
+
 /// Where a stream opens its session (the server's shutdown, the gauge), and how it ends its
 /// HTTP connection at once.
 pub struct StreamControl {
@@ -161,7 +169,7 @@ pub fn open(
 
 /// The `symbols` query parameter: `*`, or names separated by commas,
 /// percent-encoded.
-fn symbols_param(query: Option<&str>) -> Option<Symbols> {
+pub(super) fn symbols_param(query: Option<&str>) -> Option<Symbols> {
     let value = query::param(query, "symbols")?;
     let names: Vec<String> = value
         .split(',')
@@ -180,7 +188,7 @@ fn symbols_param(query: Option<&str>) -> Option<Symbols> {
 
 /// The `channels` query parameter: names separated by commas, as in a
 /// WebSocket subscribe; absent means quotes and trades.
-fn channels_param(query: Option<&str>) -> Result<Option<Channels>, SseError> {
+pub(super) fn channels_param(query: Option<&str>) -> Result<Option<Channels>, SseError> {
     let Some(value) = query::param(query, "channels") else {
         return Ok(None);
     };

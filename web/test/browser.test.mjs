@@ -15,6 +15,7 @@ import { gunzipSync } from "node:zlib";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { once } from "node:events";
+import http from "node:http";
 import { chromium } from "playwright-core";
 import { formatFixed, parseFixed } from "../tickwire.js";
 
@@ -246,6 +247,65 @@ test("with the WebSocket blocked, the SSE fallback delivers the same prices", as
   await page.waitForTimeout(1500);
   await page.screenshot({ path: join(SHOTS, "sse-fallback.png") });
   await page.context().close();
+});
+
+test("with WebSocket and SSE refused, long-polling delivers the same prices and the ladder", async () => {
+  const page = await newPage("?ws=/blocked&sse=/blocked&symbol=BTCUSDT");
+  await waitForPrices(page, ALL);
+  assert.equal(await status(page), "live");
+  assert.match(await page.textContent("#s-proto"), /^poll/);
+  const first = await gridRows(page);
+  first.forEach(assertRecordedQuote);
+  await waitForChange(page, first);
+  (await gridRows(page)).forEach(assertRecordedQuote);
+  // The ladder comes over a second poll loop.
+  await page.waitForFunction(() => document.querySelectorAll("#ladder-rows td[data-price]").length >= 20, null, { timeout: 15_000 });
+  // What a poll skips is the newest-of rule, not a gap.
+  assert.equal(await page.evaluate(() => window.tickwire.gaps), 0);
+  await page.context().close();
+});
+
+/**
+ * A proxy in front of tickwire that breaks streaming the way some
+ * corporate proxies do: it refuses WebSocket upgrades and buffers every
+ * response whole before passing it on (an event stream never ends, so it
+ * never arrives); whole responses (the page, /poll) pass.
+ */
+async function bufferingProxy(upstreamPort) {
+  const proxy = http.createServer((req, res) => {
+    const up = http.request({ host: "127.0.0.1", port: upstreamPort, path: req.url, method: req.method, headers: req.headers }, (r) => {
+      const chunks = [];
+      r.on("data", (c) => chunks.push(c));
+      r.on("end", () => {
+        res.writeHead(r.statusCode, r.headers);
+        res.end(Buffer.concat(chunks));
+      });
+    });
+    up.on("error", () => res.destroy());
+    res.on("close", () => up.destroy());
+    req.pipe(up);
+  });
+  proxy.on("upgrade", (req, socket) => socket.end("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n"));
+  proxy.listen(0, "127.0.0.1");
+  await once(proxy, "listening");
+  return proxy;
+}
+
+test("behind a proxy that refuses upgrades and buffers the event stream, the page falls back to long-polling", async () => {
+  const proxy = await bufferingProxy(port);
+  try {
+    const page = await newPage("?sseTimeout=1500", proxy.address().port);
+    await waitForPrices(page, ALL);
+    assert.match(await page.textContent("#s-proto"), /^poll/);
+    const first = await gridRows(page);
+    first.forEach(assertRecordedQuote);
+    await waitForChange(page, first);
+    (await gridRows(page)).forEach(assertRecordedQuote);
+    await page.context().close();
+  } finally {
+    proxy.closeAllConnections();
+    proxy.close();
+  }
 });
 
 test("a size the venue did not send shows as —, and a real zero as 0", async () => {

@@ -51,6 +51,8 @@ pub struct ConnectionConfig {
     pub heartbeat_interval: Duration,
     /// A client that sends nothing for this long is closed with 1001.
     pub heartbeat_timeout: Duration,
+    /// The longest a `/poll` request waits for a change.
+    pub poll_timeout: Duration,
 }
 
 /// What a connection serves.
