@@ -238,6 +238,8 @@ counters! {
     connections: "gauge",
     /// WebSocket connections accepted since start.
     connections_total: "counter",
+    /// Open WebSocket connections that negotiated permessage-deflate.
+    deflate_connections: "gauge",
     /// Connections subscribed to at least one symbol.
     subscribers: "gauge",
     /// Bytes queued in connections' outboxes, not yet taken by their sockets.
@@ -294,6 +296,8 @@ counters! {
     too_many_fragments_closes_total: "counter",
     /// Connections closed with 1009 for a message larger than max_message_bytes.
     message_too_big_closes_total: "counter",
+    /// Connections closed with 1009 for a compressed message that inflated past max_message_bytes (permessage-deflate).
+    inflated_too_big_closes_total: "counter",
     /// Connections closed with 1002 for an unmasked client frame (RFC 6455 section 5.1).
     unmasked_frame_closes_total: "counter",
     /// Connections closed with 1002 or 1007 for other breaches of RFC 6455 (a reserved opcode or bit, a bad close frame or code, a stray continuation, text that is not UTF-8).

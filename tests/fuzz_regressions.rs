@@ -204,6 +204,9 @@ fn upgrade() {
         b"Transfer-Encoding: chunked\r\n",
         b"\x81\x80\0\0\0\0",
         b"\x88\x82\0\0\0\0\x03\xe8",
+        b"Sec-WebSocket-Extensions: permessage-deflate\r\n",
+        b"\xc1\x85\0\0\0\0",
+        b"\xc2\x7e\x01\x00\0\0\0\0",
     ];
     run("upgrade", targets::upgrade, 6000, tokens);
 }
@@ -385,7 +388,27 @@ fn bad_frames_get_their_close_codes() {
     assert!(
         String::from_utf8_lossy(&frames[0].1).contains(r#""type":"pong""#),
         "{frames:?}"
-    );
+    ); // TC5: permessage-deflate: a message that inflates past the limit is
+       // 1009, one that does not inflate 1007, RSV1 on a continuation 1002,
+       // and RSV1 without the extension (an offer we declined) 1002.
+    for (name, code) in [
+        ("deflate-bomb", 1009),
+        ("deflate-garbage", 1007),
+        ("deflate-fragmented", 1002),
+        ("deflate-declined", 1002),
+    ] {
+        let answer = targets::upgrade_answer(&seed("upgrade", name));
+        let frames = frames_after_upgrade(&answer);
+        let (opcode, payload) = frames.last().expect("a close frame");
+        assert_eq!(*opcode, 8, "{name}: {frames:?}");
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code, "{name}");
+        let head = String::from_utf8_lossy(&answer);
+        assert_eq!(
+            head.contains("permessage-deflate"),
+            name != "deflate-declined",
+            "{name}"
+        );
+    }
 }
 
 /// RFC 6455 §5.1: a server MUST close with 1002 on an unmasked client

@@ -360,38 +360,82 @@ fn check_http_answer(out: &[u8]) {
         Some(b"tickwire.v1.json") => Protocol::TickwireJson,
         Some(p) => panic!("101 with subprotocol {:?}", String::from_utf8_lossy(p)),
     };
-    check_server_frames(&out[head_len..], format);
+    // permessage-deflate, if the answer says so: frames may then come
+    // compressed (RSV1).
+    let deflate = header("sec-websocket-extensions").is_some_and(|v| {
+        let v = String::from_utf8_lossy(v);
+        assert!(
+            v.starts_with("permessage-deflate; server_no_context_takeover"),
+            "an extension answered: {v}"
+        );
+        true
+    });
+    check_server_frames(&out[head_len..], format, deflate);
+}
+
+/// A permessage-deflate message inflated (flate2 here, independently of
+/// the server's own inflate).
+fn inflate_message(data: &[u8]) -> Vec<u8> {
+    let mut d = flate2::Decompress::new(false);
+    let input = [data, &[0, 0, 0xff, 0xff][..]].concat();
+    let mut out = Vec::with_capacity(data.len() * 8 + 1024);
+    loop {
+        let before = d.total_in();
+        d.decompress_vec(
+            &input[d.total_in() as usize..],
+            &mut out,
+            flate2::FlushDecompress::Sync,
+        )
+        .expect("a compressed server frame that does not inflate");
+        if d.total_in() as usize == input.len() {
+            return out;
+        }
+        if d.total_in() == before && out.len() < out.capacity() {
+            panic!("a compressed server frame that stops short");
+        }
+        out.reserve(out.capacity());
+    }
 }
 
 /// Everything after a 101 is complete server frames: text frames are JSON
 /// objects with a `type`, binary frames are tickwire messages, and a close
 /// frame, if any, is last.
-fn check_server_frames(all: &[u8], format: Protocol) {
+fn check_server_frames(all: &[u8], format: Protocol, deflate: bool) {
     let mut bytes = all;
     let mut closed = false;
     // One connection's decoder: definitions come before their updates.
     let mut decoder = Decoder::new();
     while !bytes.is_empty() {
         assert!(!closed, "a frame after the close frame");
-        let (f, used) = match next_frame(bytes) {
-            Ok(Some(x)) => x,
-            other => panic!("bad server frame: {other:?}"),
+        // A compressed frame: RSV1 allowed (deflate only), and checked
+        // as what it inflates to.
+        let rsv1 = deflate && bytes[0] & 0x40 != 0;
+        let mut plain = bytes[..bytes.len().min(frame::MAX_HEADER_LEN)].to_vec();
+        if rsv1 {
+            assert!(matches!(bytes[0] & 0x0f, 1 | 2), "RSV1 on a control frame");
+            plain[0] &= !0x40;
+        }
+        let parsed = match frame::prefix(&plain) {
+            Some(_) => frame::parse(&plain).map(|h| (h.header_len, h.payload_len)),
+            None => None,
+        };
+        let (f, used) = match (rsv1, parsed) {
+            (true, Some((header_len, len))) => {
+                let end = header_len + len as usize;
+                assert!(end <= bytes.len(), "a cut compressed frame");
+                let inflated = inflate_message(&bytes[header_len..end]);
+                check_payload(&mut decoder, bytes[0] & 0x0f, &inflated, format);
+                bytes = &bytes[end..];
+                continue;
+            }
+            _ => match next_frame(bytes) {
+                Ok(Some(x)) => x,
+                other => panic!("bad server frame: {other:?}"),
+            },
         };
         match f.opcode {
-            encode::OPCODE_TEXT => {
-                if let Err(e) = decoder.decode_json(f.payload) {
-                    panic!("{e}: {:?}", String::from_utf8_lossy(f.payload));
-                }
-            }
-            encode::OPCODE_BINARY => {
-                assert_eq!(
-                    format,
-                    Protocol::TickwireBinary,
-                    "binary on the JSON subprotocol"
-                );
-                if let Err(e) = decoder.decode_binary(f.payload) {
-                    panic!("not a tickwire binary message: {e}");
-                }
+            encode::OPCODE_TEXT | encode::OPCODE_BINARY => {
+                check_payload(&mut decoder, f.opcode, f.payload, format)
             }
             encode::OPCODE_CLOSE => {
                 closed = true;
@@ -406,9 +450,31 @@ fn check_server_frames(all: &[u8], format: Protocol) {
         }
         bytes = &bytes[used..];
     }
-    // The bench harness's parser takes the same bytes.
-    if let Err(e) = parse_server_bytes(format, all) {
-        panic!("the bench parser refused the server's frames: {e}");
+    // The bench harness's parser takes the same bytes (it speaks no
+    // extension).
+    if !deflate {
+        if let Err(e) = parse_server_bytes(format, all) {
+            panic!("the bench parser refused the server's frames: {e}");
+        }
+    }
+}
+
+/// A text frame is a JSON object with a `type`, a binary one a tickwire
+/// message (and only on the binary subprotocol).
+fn check_payload(decoder: &mut Decoder, opcode: u8, payload: &[u8], format: Protocol) {
+    if opcode == encode::OPCODE_TEXT {
+        if let Err(e) = decoder.decode_json(payload) {
+            panic!("{e}: {:?}", String::from_utf8_lossy(payload));
+        }
+        return;
+    }
+    assert_eq!(
+        format,
+        Protocol::TickwireBinary,
+        "binary on the JSON subprotocol"
+    );
+    if let Err(e) = decoder.decode_binary(payload) {
+        panic!("not a tickwire binary message: {e}");
     }
 }
 

@@ -206,6 +206,13 @@ pub struct ServeConfig {
     /// for this long is closed with 1001.
     #[arg(long, env = "TICKWIRE_HEARTBEAT_TIMEOUT_MS", default_value_t = 60_000)]
     pub heartbeat_timeout_ms: u64,
+    /// permessage-deflate: messages with a payload of at least this many
+    /// bytes go compressed to clients that negotiated it (each compressed
+    /// once for all of them); smaller ones, which compression does not
+    /// pay for, go as they are. 0 turns the extension off (it is then not
+    /// negotiated).
+    #[arg(long, env = "TICKWIRE_COMPRESS_MIN_BYTES", default_value_t = 256)]
+    pub compress_min_bytes: usize,
     /// The longest a `/poll` request waits for something to change before
     /// it is answered empty.
     #[arg(long, env = "TICKWIRE_POLL_TIMEOUT_MS", default_value_t = 25_000)]
@@ -354,6 +361,7 @@ impl ServeConfig {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms),
             heartbeat_timeout: Duration::from_millis(self.heartbeat_timeout_ms),
             poll_timeout: Duration::from_millis(self.poll_timeout_ms),
+            compress_min_bytes: self.compress_min_bytes,
         }
     }
 

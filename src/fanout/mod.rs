@@ -114,6 +114,9 @@ pub struct Subscriber {
     /// ring is running ahead of it), so that the connection costs its
     /// writer one ring scan per interval, not one per publish batch.
     read_at: Option<(u64, u16)>,
+    /// Frames with payloads of at least this many bytes go compressed
+    /// (0: none): [`deflate_from`](Self::deflate_from).
+    deflate_min: usize,
 }
 
 impl Subscriber {
@@ -139,6 +142,7 @@ impl Subscriber {
             now_ms: 0,
             lost_held: u64::MAX,
             read_at: None,
+            deflate_min: 0,
         }
     }
 
@@ -270,17 +274,39 @@ impl Subscriber {
             t.sent(p.symbol, self.now_ms);
         }
         self.define(p.symbol, out);
-        out.push_update(p.frame(self.format), p.chunk(self.format), p.seq);
+        self.push_frame(p, out);
         let floor = self.floors.entry((p.symbol, floor_class(p))).or_insert(0);
         *floor = (*floor).max(p.seq);
         // p sits at ring position p.seq - 1; everything from p.seq on is newer.
         self.floor_until = self.floor_until.max(p.seq);
     }
 
+    /// Sends frames of at least `min` bytes of payload compressed
+    /// (permessage-deflate negotiated, with the whole window), each
+    /// compressed once for every connection ([`EncodedUpdate::deflated`]).
+    ///
+    /// [`EncodedUpdate::deflated`]: crate::wire::encode::EncodedUpdate::deflated
+    pub fn deflate_from(&mut self, min: usize) {
+        self.deflate_min = min;
+    }
+
+    /// Queues `p`'s frame in this connection's format (its compressed form
+    /// if the connection takes those and it has one).
+    fn push_frame(&self, p: &Published, out: &mut Outbox) {
+        if self.deflate_min > 0 {
+            let i = usize::from(self.format == Format::Json);
+            if let Some((frame, chunk)) = p.frames.deflated(i, self.deflate_min) {
+                out.push_update(frame, chunk, p.seq);
+                return;
+            }
+        }
+        out.push_update(p.frame(self.format), p.chunk(self.format), p.seq);
+    }
+
     /// Queues `p`, which the connection has been found to want, as it is.
     fn send(&mut self, p: &Published, out: &mut Outbox) {
         self.define(p.symbol, out);
-        out.push_update(p.frame(self.format), p.chunk(self.format), p.seq);
+        self.push_frame(p, out);
     }
 
     /// Moves pending frames from the ring into `out`, up to the outbox

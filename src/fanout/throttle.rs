@@ -303,6 +303,7 @@ mod tests {
                 binary: Bytes::new(),
                 json: Bytes::new(),
                 chunks: [0; 2],
+                deflated: None,
             },
         }
     }

@@ -147,6 +147,10 @@ pub fn start(listener: TcpListener, mut v: Setup) -> std::io::Result<Running> {
         .local_addr()
         .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
     let metrics = Arc::new(Metrics::default());
+    // Before the data path starts encoding: what it compresses.
+    if v.settings.connection.compress_min_bytes > 0 {
+        crate::wire::deflate::set_min_bytes(v.settings.connection.compress_min_bytes);
+    }
     let DataPath {
         market,
         feeds,

@@ -22,6 +22,7 @@ use crate::server::guard::admission::Admitted;
 use crate::server::guard::head_gate::HeadGate;
 use crate::server::ws::connection::{self, Service};
 use crate::server::ws::socket::SharedTcp;
+use crate::wire::deflate::{self, Deflate};
 use crate::wire::Format;
 
 /// Refuses a request on `/ws` that is not a valid WebSocket upgrade, with
@@ -77,17 +78,38 @@ pub(super) fn upgrade(
     } else {
         Service::Market(format.unwrap_or(Format::Binary))
     };
+    // permessage-deflate, if the client offers it and compression is on.
+    let offers = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let deflate = (state.connection.compress_min_bytes > 0)
+        .then(|| deflate::negotiate(&offers))
+        .flatten();
+    let negotiated = deflate.as_ref().map(|(d, _)| *d);
     let state = Arc::clone(state);
     let connection = async move {
         let _admitted = admitted;
         match fut.await {
-            Ok(ws) => serve_upgraded(ws.into_inner().into_inner(), service, &state, grant).await,
+            Ok(ws) => {
+                let io = ws.into_inner().into_inner();
+                let service = (service, negotiated);
+                serve_upgraded(io, service, &state, grant).await
+            }
             Err(e) => tracing::debug!("upgrade failed: {e}"),
         }
     };
     // The connection's log lines carry its client, as the request's did.
     tokio::spawn(connection.in_current_span());
     let (mut parts, _) = response.into_parts();
+    if let Some((_, answer)) = &deflate {
+        if let Ok(v) = HeaderValue::from_str(answer) {
+            parts.headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
+        }
+    }
     if let Some(f) = format {
         parts.headers.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
@@ -148,7 +170,12 @@ fn check_handshake(
 }
 
 /// Serves an upgraded connection as a session of its own until it ends.
-async fn serve_upgraded(upgraded: Upgraded, service: Service, state: &AppState, grant: Grant) {
+async fn serve_upgraded(
+    upgraded: Upgraded,
+    service: (Service, Option<Deflate>),
+    state: &AppState,
+    grant: Grant,
+) {
     let session = state.sessions.open(grant.expires_in);
     let config = state.connection;
     match upgraded.downcast::<TokioIo<HeadGate<TcpStream>>>() {

@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod decode;
+pub mod deflate;
 pub mod encode;
 pub mod frame;
 

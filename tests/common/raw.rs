@@ -100,6 +100,8 @@ pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 pub struct RawWs {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    /// Whether the last frame read had RSV1 set (permessage-deflate).
+    pub last_rsv1: bool,
 }
 
 impl RawWs {
@@ -115,7 +117,41 @@ impl RawWs {
         if status(&head) != 101 {
             return Err(std::io::Error::other(head));
         }
-        Ok(RawWs { stream, buf })
+        Ok(RawWs {
+            stream,
+            buf,
+            last_rsv1: false,
+        })
+    }
+
+    /// Upgrades `/ws` offering `extensions` (a `Sec-WebSocket-Extensions`
+    /// value); returns the connection and the response head.
+    pub async fn upgrade_offering(
+        mut stream: TcpStream,
+        extensions: &str,
+    ) -> std::io::Result<(RawWs, String)> {
+        let req = upgrade_request("/ws").replace(
+            "\r\n\r\n",
+            &format!("\r\nSec-WebSocket-Extensions: {extensions}\r\n\r\n"),
+        );
+        stream.write_all(req.as_bytes()).await?;
+        let (head, buf) = read_head(&mut stream).await?;
+        if status(&head) != 101 {
+            return Err(std::io::Error::other(head));
+        }
+        let ws = RawWs {
+            stream,
+            buf,
+            last_rsv1: false,
+        };
+        Ok((ws, head))
+    }
+
+    /// Sends a raw first header byte (FIN, RSV bits, opcode) with `payload`.
+    pub async fn send_with_bits(&mut self, first: u8, payload: &[u8]) {
+        let mut f = frame(true, 0, payload);
+        f[0] = first;
+        self.stream.write_all(&f).await.unwrap();
     }
 
     pub async fn send(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
@@ -170,6 +206,7 @@ impl RawWs {
             }
         };
         let (opcode, header, len) = (h.opcode, h.header_len, h.payload_len as usize);
+        self.last_rsv1 = self.buf[0] & 0x40 != 0;
         self.fill(header + len).await?;
         let payload = self.buf[header..header + len].to_vec();
         self.buf.drain(..header + len);

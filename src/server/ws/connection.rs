@@ -29,6 +29,7 @@ use crate::server::guard::access::Grant;
 use crate::server::session::Session;
 use crate::server::ws::inbound::{InboundLimits, InboundRate, Message, MessageReader};
 use crate::server::ws::socket::{write_close_past_stall, ReadReady, WriteSide};
+use crate::wire::deflate::Deflate;
 use crate::wire::encode::{self, close_frame};
 use crate::wire::{self, close_code, ErrorCode, Format, Refusal};
 
@@ -53,6 +54,24 @@ pub struct ConnectionConfig {
     pub heartbeat_timeout: Duration,
     /// The longest a `/poll` request waits for a change.
     pub poll_timeout: Duration,
+    /// permessage-deflate: the smallest payload compressed; 0: off.
+    pub compress_min_bytes: usize,
+}
+
+/// Counts a connection that negotiated permessage-deflate while it lives.
+struct DeflateGauge(Arc<Metrics>);
+
+impl DeflateGauge {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.deflate_connections.inc();
+        DeflateGauge(Arc::clone(metrics))
+    }
+}
+
+impl Drop for DeflateGauge {
+    fn drop(&mut self) {
+        self.0.deflate_connections.dec();
+    }
 }
 
 /// What a connection serves.
@@ -99,7 +118,7 @@ enum End {
 pub async fn serve<R, W>(
     reader: R,
     writer: W,
-    service: Service,
+    (service, deflate): (Service, Option<Deflate>),
     config: ConnectionConfig,
     grant: Grant,
     mut session: Session,
@@ -119,16 +138,28 @@ pub async fn serve<R, W>(
         Service::Market(format) => (format, false),
         Service::Echo => (Format::Binary, true),
     };
-    let limits = inbound_limits(&config, echo);
+    let mut limits = inbound_limits(&config, echo);
+    limits.deflate = deflate.is_some();
+    // What the echo service compresses: the conformance suite's messages,
+    // each on its own, as market data is (none for a client that limits
+    // our window: RFC 7692 lets any message go uncompressed).
+    let echo_deflate = deflate
+        .filter(|d| echo && d.takes_shared_frames())
+        .map(|_| crate::wire::deflate::min_bytes())
+        .filter(|&m| m > 0);
+    let _deflating = deflate.map(|_| DeflateGauge::new(&metrics));
     let mut read_task = tokio::spawn(read_loop(
         reader,
         limits,
         Arc::clone(&metrics),
         tx,
         config.limits.max_subscriptions,
-        echo,
+        (echo, echo_deflate),
     ));
     let mut sub = Subscriber::new(Arc::clone(&market), format, config.limits);
+    if deflate.is_some_and(|d| d.takes_shared_frames()) {
+        sub.deflate_from(crate::wire::deflate::min_bytes());
+    }
     if let Some(symbols) = grant.symbols {
         sub.restrict(symbols);
     }
@@ -174,6 +205,7 @@ fn inbound_limits(config: &ConnectionConfig, echo: bool) -> InboundLimits {
             max_fragments: usize::MAX,
             rate: None,
             heartbeat_timeout: config.heartbeat_timeout,
+            deflate: false,
         }
     } else {
         InboundLimits {
@@ -181,6 +213,7 @@ fn inbound_limits(config: &ConnectionConfig, echo: bool) -> InboundLimits {
             max_fragments: config.max_fragments,
             rate: Some(config.inbound_rate),
             heartbeat_timeout: config.heartbeat_timeout,
+            deflate: false,
         }
     }
 }
@@ -199,7 +232,7 @@ async fn read_loop<R: ReadReady>(
     metrics: Arc<Metrics>,
     tx: mpsc::Sender<Box<Inbound>>,
     max_symbols: usize,
-    echo: bool,
+    echo: (bool, Option<usize>),
 ) {
     let mut ws = MessageReader::new(reader, limits, Arc::clone(&metrics));
     if read_messages(&mut ws, tx, max_symbols, echo, &metrics).await {
@@ -215,9 +248,17 @@ async fn read_messages<R: ReadReady>(
     ws: &mut MessageReader<R>,
     tx: mpsc::Sender<Box<Inbound>>,
     max_symbols: usize,
-    echo: bool,
+    (echo, echo_deflate): (bool, Option<usize>),
     metrics: &Metrics,
 ) -> bool {
+    // The echo of a message: compressed if the client negotiated it and
+    // the message is large enough.
+    let echoed = |opcode: u8, p: &[u8]| match echo_deflate {
+        Some(min) if p.len() >= min => {
+            encode::deflated_frame(opcode, &crate::wire::deflate::compress(p))
+        }
+        _ => encode::frame(opcode, p),
+    };
     let obligated = tx.clone();
     let mut send_fn = move |frame: Frame<'_>| {
         let bytes = encode::frame(frame.opcode as u8, &frame.payload);
@@ -230,10 +271,8 @@ async fn read_messages<R: ReadReady>(
     };
     loop {
         let inbound = match ws.next(&mut send_fn).await {
-            Ok(Message::Text(p)) if echo => Inbound::Echo(encode::frame(encode::OPCODE_TEXT, &p)),
-            Ok(Message::Binary(p)) if echo => {
-                Inbound::Echo(encode::frame(encode::OPCODE_BINARY, &p))
-            }
+            Ok(Message::Text(p)) if echo => Inbound::Echo(echoed(encode::OPCODE_TEXT, &p)),
+            Ok(Message::Binary(p)) if echo => Inbound::Echo(echoed(encode::OPCODE_BINARY, &p)),
             Ok(Message::Text(p)) => match wire::parse_request(&p, max_symbols) {
                 Ok(req) => Inbound::Request(req),
                 Err(refusal) => Inbound::Refused(refusal),
@@ -574,7 +613,7 @@ mod tests {
         let conn = tokio::spawn(serve(
             read,
             write,
-            Service::Market(Format::Binary),
+            (Service::Market(Format::Binary), None),
             config,
             Grant::default(),
             session,
@@ -647,7 +686,7 @@ mod tests {
         let conn = tokio::spawn(serve(
             read,
             write,
-            Service::Market(Format::Json),
+            (Service::Market(Format::Json), None),
             config,
             Grant::default(),
             sessions.open(None),

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::server::ws::mask_check::{is_unmasked, MaskCheck, Progress};
 use crate::server::ws::socket::ReadReady;
 use crate::wire::close_code;
+use crate::wire::deflate::{inflate, InflateError};
 
 /// The inbound rate: on average `per_sec` messages, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct InboundLimits {
     /// None: not rate-limited (the echo service of conformance suites).
     pub rate: Option<InboundRate>,
     pub heartbeat_timeout: Duration,
+    /// permessage-deflate was negotiated: messages may come compressed.
+    pub deflate: bool,
 }
 
 /// A whole message, or what the reader owes the client.
@@ -81,6 +84,9 @@ pub enum InboundError {
     /// A close frame whose code a peer may not send (RFC 6455 §7.4).
     #[error("invalid close code {0}")]
     CloseCode(u16),
+    /// A compressed message that inflates past the limit, or not at all.
+    #[error(transparent)]
+    Inflate(#[from] InflateError),
 }
 
 impl InboundError {
@@ -120,6 +126,14 @@ impl InboundError {
             InboundError::Silent(_) => {
                 metrics.heartbeat_timeouts_total.inc();
                 close_code::GOING_AWAY
+            }
+            InboundError::Inflate(InflateError::TooBig(_)) => {
+                metrics.inflated_too_big_closes_total.inc();
+                close_code::MESSAGE_TOO_BIG
+            }
+            InboundError::Inflate(InflateError::Corrupt) => {
+                metrics.protocol_error_closes_total.inc();
+                close_code::INVALID_PAYLOAD
             }
         };
         Some((code, self.reason()))
@@ -206,6 +220,9 @@ impl Budget {
 /// A message being reassembled from its frames.
 struct Partial {
     text: bool,
+    /// Its frames are deflated (permessage-deflate): inflated, and checked
+    /// for UTF-8, once whole.
+    compressed: bool,
     data: Vec<u8>,
     frames: usize,
     /// Bytes of `data` known to be valid UTF-8 (text only).
@@ -249,7 +266,7 @@ fn server_reader<R: ReadReady>(
 
 impl<R: ReadReady> MessageReader<R> {
     pub fn new(reader: R, limits: InboundLimits, metrics: Arc<Metrics>) -> Self {
-        let reader = MaskCheck::new(reader);
+        let reader = MaskCheck::new(reader).deflating(limits.deflate);
         MessageReader {
             progress: reader.progress(),
             idle: Some(reader),
@@ -363,10 +380,16 @@ impl<R: ReadReady> MessageReader<R> {
                         _ => continue,
                     }
                 }
-                OpCode::Text | OpCode::Binary => match first_frame(&mut self.partial, &frame)? {
-                    Some(message) => message,
-                    None => continue,
-                },
+                OpCode::Text | OpCode::Binary => {
+                    let compressed = match self.limits.deflate {
+                        true => self.progress.take_compressed(self.frames - 1),
+                        false => None,
+                    };
+                    match first_frame(&mut self.partial, &self.limits, &frame, compressed)? {
+                        Some(message) => message,
+                        None => continue,
+                    }
+                }
                 OpCode::Continuation => {
                     match continuation(&mut self.partial, &self.limits, &frame)? {
                         Some(message) => message,
@@ -420,7 +443,7 @@ fn check_close(payload: &[u8]) -> Result<(), InboundError> {
 /// invalid one fails at the first bad byte; a character split between
 /// fragments is checked when its end arrives.
 fn check_utf8(p: &mut Partial, fin: bool) -> Result<(), InboundError> {
-    if !p.text {
+    if !p.text || p.compressed {
         return Ok(());
     }
     match std::str::from_utf8(&p.data[p.checked..]) {
@@ -435,16 +458,33 @@ fn check_utf8(p: &mut Partial, fin: bool) -> Result<(), InboundError> {
 /// while more fragments are to come.
 fn first_frame(
     partial: &mut Option<Partial>,
+    limits: &InboundLimits,
     frame: &Frame<'_>,
+    compressed: Option<bool>,
 ) -> Result<Option<Message>, InboundError> {
     if partial.is_some() {
         return Err(WebSocketError::InvalidFragment.into());
     }
-    let text = frame.opcode == OpCode::Text;
+    let text = compressed.unwrap_or(frame.opcode == OpCode::Text);
+    if let Some(text) = compressed {
+        let p = Partial {
+            text,
+            compressed: true,
+            data: frame.payload.to_vec(),
+            frames: 1,
+            checked: 0,
+        };
+        if !frame.fin {
+            *partial = Some(p);
+            return Ok(None);
+        }
+        return whole(p, limits).map(Some);
+    }
     if !frame.fin {
         // Text frames with FIN were checked for UTF-8 by fastwebsockets.
         let mut p = Partial {
             text,
+            compressed: false,
             data: frame.payload.to_vec(),
             frames: 1,
             checked: 0,
@@ -483,13 +523,26 @@ fn continuation(
     if !frame.fin {
         return Ok(None);
     }
-    Ok(partial.take().map(|p| {
+    partial.take().map(|p| whole(p, limits)).transpose()
+}
+
+/// A whole message: inflated (within the size limit) and checked for UTF-8
+/// if it came compressed.
+fn whole(p: Partial, limits: &InboundLimits) -> Result<Message, InboundError> {
+    let data = if p.compressed {
+        let data = inflate(&p.data, limits.max_message_bytes)?;
         if p.text {
-            Message::Text(p.data)
-        } else {
-            Message::Binary(p.data)
+            std::str::from_utf8(&data).map_err(|_| WebSocketError::InvalidUTF8)?;
         }
-    }))
+        data
+    } else {
+        p.data
+    };
+    Ok(if p.text {
+        Message::Text(data)
+    } else {
+        Message::Binary(data)
+    })
 }
 
 #[cfg(test)]
@@ -551,6 +604,7 @@ mod tests {
     fn utf8_is_checked_across_fragments() {
         let mut p = Partial {
             text: true,
+            compressed: false,
             data: "h\u{e9}".as_bytes()[..2].to_vec(),
             frames: 1,
             checked: 0,
@@ -565,6 +619,7 @@ mod tests {
         assert!(check_utf8(&mut p, false).is_err());
         let mut cut = Partial {
             text: true,
+            compressed: false,
             data: vec![b'a', 0xc3],
             frames: 2,
             checked: 0,
@@ -595,6 +650,7 @@ mod tests {
             max_fragments: 8,
             rate: None,
             heartbeat_timeout: Duration::from_secs(60),
+            deflate: false,
         };
         let mut reader = MessageReader::new(read, limits, Arc::new(Metrics::default()));
         let mut send = |_: Frame<'_>| async { Ok::<(), std::io::Error>(()) };

@@ -15,7 +15,7 @@ use std::fmt;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -49,6 +49,11 @@ pub struct FrameScanner {
     state: State,
     /// Frames whose every byte has been fed.
     complete: u64,
+    /// permessage-deflate was negotiated: a text or binary frame with RSV1
+    /// is a compressed message's first frame.
+    deflate: bool,
+    /// Such frames seen: (frame index, it was text), oldest first.
+    compressed: Vec<(u64, bool)>,
 }
 
 impl Default for FrameScanner {
@@ -56,6 +61,8 @@ impl Default for FrameScanner {
         FrameScanner {
             state: FIRST,
             complete: 0,
+            deflate: false,
+            compressed: Vec::new(),
         }
     }
 }
@@ -64,12 +71,28 @@ impl FrameScanner {
     /// Takes the next bytes of the stream. `Err(i)`: `bytes[i]` is the
     /// second header byte of an unmasked frame (and every later call fails
     /// with `Err(0)`).
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), usize> {
+    ///
+    /// With permessage-deflate, a text or binary frame with RSV1 (a
+    /// compressed message's first frame) is passed on as a binary frame
+    /// without RSV1, rewritten in `bytes`, and recorded in
+    /// [`compressed`](Self::take_compressed): fastwebsockets knows no
+    /// extension (it refuses RSV1) and would check a compressed text frame
+    /// for UTF-8; the reader above inflates, and checks what it inflates
+    /// to. RSV1 anywhere else is left for fastwebsockets to refuse (1002).
+    pub fn feed(&mut self, bytes: &mut [u8]) -> Result<(), usize> {
         let mut i = 0;
         while i < bytes.len() {
             self.state = match self.state {
                 State::Unmasked => return Err(0),
                 State::Header { mut buf, got } => {
+                    if got == 0 && self.deflate {
+                        let b = bytes[i];
+                        let opcode = b & 0x0f;
+                        if b & 0x40 != 0 && (opcode == 1 || opcode == 2) {
+                            bytes[i] = (b & 0xb0) | 0x2;
+                            self.compressed.push((self.complete, opcode == 1));
+                        }
+                    }
                     // Take what is here of the header: its first two bytes,
                     // then the rest of the length they give.
                     let got = usize::from(got);
@@ -154,11 +177,29 @@ pub struct Progress {
     complete: AtomicU64,
     /// Whether the bytes passed up end where a frame ends.
     at_boundary: AtomicBool,
+    /// The compressed messages' first frames passed up and not yet taken:
+    /// (frame index, it was text), oldest first.
+    compressed: Mutex<Vec<(u64, bool)>>,
 }
 
 impl Progress {
     /// Whether every byte passed up belongs to the first `frames` frames:
     /// a reader that has taken `frames` frames has nothing buffered.
+    /// Whether frame `index` was a compressed message's first frame, and
+    /// if so whether it was text; forgets it, and any before it.
+    pub fn take_compressed(&self, index: u64) -> Option<bool> {
+        let mut c = self.compressed.lock().unwrap_or_else(|e| e.into_inner());
+        let before = c.partition_point(|&(i, _)| i < index);
+        c.drain(..before);
+        match c.first() {
+            Some(&(i, text)) if i == index => {
+                c.remove(0);
+                Some(text)
+            }
+            _ => None,
+        }
+    }
+
     pub fn all_taken(&self, frames: u64) -> bool {
         // Relaxed: written and read by the one task that owns the
         // connection's reader; atomic only to be `Send`.
@@ -176,6 +217,13 @@ pub struct MaskCheck<R> {
 }
 
 impl<R> MaskCheck<R> {
+    /// A check that also takes compressed frames apart (permessage-deflate
+    /// negotiated), as [`FrameScanner::feed`] says.
+    pub fn deflating(mut self, on: bool) -> Self {
+        self.scanner.deflate = on;
+        self
+    }
+
     pub fn new(inner: R) -> Self {
         MaskCheck {
             inner,
@@ -183,6 +231,7 @@ impl<R> MaskCheck<R> {
             progress: Arc::new(Progress {
                 complete: AtomicU64::new(0),
                 at_boundary: AtomicBool::new(true),
+                compressed: Mutex::default(),
             }),
         }
     }
@@ -213,7 +262,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for MaskCheck<R> {
         }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if let Err(at) = this.scanner.feed(&buf.filled()[before..]) {
+        if let Err(at) = this.scanner.feed(&mut buf.filled_mut()[before..]) {
             if at == 0 {
                 // Nothing to pass on: an empty read would look like EOF.
                 buf.set_filled(before);
@@ -222,8 +271,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for MaskCheck<R> {
             // The bytes before it now; the error on the next read.
             buf.set_filled(before + at);
         }
-        // Relaxed: see `Progress::all_taken`.
         let p = &this.progress;
+        if !this.scanner.compressed.is_empty() {
+            let mut c = p.compressed.lock().unwrap_or_else(|e| e.into_inner());
+            c.append(&mut this.scanner.compressed);
+        }
+        // Relaxed: see `Progress::all_taken`.
         p.complete.store(this.scanner.complete, Ordering::Relaxed);
         p.at_boundary
             .store(this.scanner.state == FIRST, Ordering::Relaxed);
@@ -282,7 +335,7 @@ mod tests {
         let mut s = FrameScanner::default();
         let mut start = 0;
         for &end in cuts.iter().chain([stream.len()].iter()) {
-            if let Err(i) = s.feed(&stream[start..end]) {
+            if let Err(i) = s.feed(&mut stream[start..end].to_vec()) {
                 return Some(start + i);
             }
             start = end;
@@ -350,9 +403,9 @@ mod tests {
     #[test]
     fn once_unmasked_every_feed_fails() {
         let mut s = FrameScanner::default();
-        assert_eq!(s.feed(&[0x81, 0x02]), Err(1));
-        assert_eq!(s.feed(&[0x81]), Err(0));
-        assert_eq!(s.feed(&[]), Err(0));
+        assert_eq!(s.feed(&mut [0x81, 0x02]), Err(1));
+        assert_eq!(s.feed(&mut [0x81]), Err(0));
+        assert_eq!(s.feed(&mut []), Err(0));
     }
 
     /// Reads `stream` through a [`MaskCheck`] over a reader that returns

@@ -75,7 +75,9 @@ impl FrameEncoder {
             binary,
             json,
             chunks: [self.arena.id, self.json_arena.id],
+            deflated: None,
         }
+        .with_deflated()
     }
 }
 
@@ -99,7 +101,9 @@ pub fn book_frames(
         chunks: [binary.id, json.id],
         binary: binary.bytes.freeze(),
         json: json.bytes.freeze(),
+        deflated: None,
     }
+    .with_deflated()
 }
 
 fn put_binary(out: &mut BytesMut, head: &BookHead, levels: BookLevels<'_>) {

@@ -7,6 +7,7 @@
 //! tests at the bottom pin them to that page.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -16,6 +17,7 @@ pub use self::book::{book_flags, book_frames, BookHead, BookLevels, BOOK_HEAD_LE
 
 use crate::decimal::write_fixed;
 use crate::update::{Sequenced, Side, SymbolStatus, UpdateKind};
+use crate::wire::deflate;
 
 /// Message type, the first payload byte of every binary message.
 pub mod msg_type {
@@ -120,6 +122,68 @@ pub struct EncodedUpdate {
     /// share one allocation, which lives as long as any `Bytes` of it
     /// (the outbox keeps one per chunk, not one per frame).
     pub chunks: [u64; 2],
+    /// For a frame large enough to compress ([`deflate::min_bytes`]): its
+    /// permessage-deflate form, made once, by the first connection that
+    /// wants it, and shared by every clone of this update (the ring's, the
+    /// caches').
+    pub deflated: Option<Arc<Deflated>>,
+}
+
+/// The compressed forms of an update's two frames, each made at most once.
+#[derive(Debug, Default)]
+pub struct Deflated {
+    frames: [OnceLock<Option<(Bytes, u64)>>; 2],
+}
+
+impl EncodedUpdate {
+    /// A compressed form for a frame with a payload of at least
+    /// [`deflate::min_bytes`], if compression is on.
+    fn with_deflated(mut self) -> Self {
+        let min = deflate::min_bytes();
+        if min > 0 && self.binary.len().max(self.json.len()) >= min + MAX_HEADER_LEN {
+            self.deflated = Some(Arc::default());
+        }
+        self
+    }
+
+    /// The frame of subprotocol `i` (0 binary, 1 JSON) compressed with
+    /// permessage-deflate (RSV1 set) and its chunk id, if its payload is at
+    /// least `min` bytes and compressing it pays; made once.
+    pub fn deflated(&self, i: usize, min: usize) -> Option<(&Bytes, u64)> {
+        let d = self.deflated.as_ref()?;
+        let frame = if i == 0 { &self.binary } else { &self.json };
+        let payload = frame_payload(frame);
+        if payload.len() < min {
+            return None;
+        }
+        d.frames[i]
+            .get_or_init(|| {
+                let packed = deflate::compress(&payload);
+                (packed.len() + MAX_HEADER_LEN < frame.len()).then(|| {
+                    let mut out = BytesMut::with_capacity(MAX_HEADER_LEN + packed.len());
+                    put_header(&mut out, frame[0] & 0x0f, packed.len());
+                    out[0] |= RSV1;
+                    out.put_slice(&packed);
+                    // Relaxed: only uniqueness matters (see `Arena::new`).
+                    (out.freeze(), NEXT_CHUNK.fetch_add(1, Ordering::Relaxed))
+                })
+            })
+            .as_ref()
+            .map(|(b, id)| (b, *id))
+    }
+}
+
+/// The RSV1 bit of a frame's first byte: permessage-deflate's "compressed".
+pub const RSV1: u8 = 0x40;
+
+/// A data frame whose payload is `packed`, a permessage-deflate message
+/// (RSV1 set).
+pub fn deflated_frame(opcode: u8, packed: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(MAX_HEADER_LEN + packed.len());
+    put_header(&mut out, opcode, packed.len());
+    out[0] |= RSV1;
+    out.put_slice(packed);
+    out.freeze()
 }
 
 /// Chunk ids, unique in the process whichever encoder carves the chunk.
@@ -194,7 +258,9 @@ impl FrameEncoder {
             binary,
             json,
             chunks: [binary_chunk, self.json_arena.id],
+            deflated: None,
         }
+        .with_deflated()
     }
 
     fn encode_binary(&mut self, s: &Sequenced) -> Bytes {
