@@ -134,7 +134,7 @@ thread_local! {
     /// (no context between messages): their state is large (miniz's
     /// compressor is some 300 KB), so it is made once per thread, not once
     /// per message or per connection.
-    static COMPRESS: RefCell<Compress> = RefCell::new(Compress::new(Compression::new(3), false));
+    static COMPRESS: RefCell<Compress> = RefCell::new(Compress::new(Compression::new(1), false));
     static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
 }
 

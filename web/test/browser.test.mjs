@@ -447,7 +447,13 @@ test("the depth ladder shows the selected symbol's top levels exactly as the rec
     }
     assert.ok(seen.size > 1, `${symbol}: the ladder moved (${seen.size} states seen)`);
     if (query) assert.match(await page.textContent("#s-proto"), /^sse/);
-    if (symbol === "BTCUSDT") await page.screenshot({ path: join(SHOTS, "depth-ladder.png") });
+    if (symbol === "BTCUSDT") {
+      await page.screenshot({ path: join(SHOTS, "depth-ladder.png") });
+      // Chromium offers permessage-deflate and the server takes it: the
+      // ladder above came in compressed book frames.
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      assert.match(metrics, /^tickwire_deflate_connections [1-9]/m);
+    }
     await page.context().close();
   }
 });
