@@ -268,7 +268,7 @@ mod tests {
         // A small bomb: 10 MB of zeros in a few KB.
         let zeros = vec![0u8; 10 << 20];
         let bomb = compress(&zeros);
-        assert!(bomb.len() < 20_000, "{}", bomb.len());
+        assert!(bomb.len() < 100_000, "{}", bomb.len());
         assert_eq!(inflate(&bomb, 1 << 16), Err(InflateError::TooBig(1 << 16)));
         // TC2: garbage.
         assert_eq!(inflate(&[0xff; 16], 1 << 16), Err(InflateError::Corrupt));
