@@ -125,7 +125,7 @@ impl Connection {
             let handshake = handshake(
                 &mut stream,
                 target,
-                cfg.protocol,
+                (cfg.protocol, cfg.deflate),
                 self.shared.key(self.slot),
             );
             tokio::time::timeout(timeout, handshake)
@@ -268,7 +268,7 @@ async fn connect(from: Option<IpAddr>, to: SocketAddr) -> Result<TcpStream, Benc
 async fn handshake(
     stream: &mut TcpStream,
     target: &Target,
-    protocol: Protocol,
+    (protocol, deflate): (Protocol, bool),
     key_seed: u64,
 ) -> Result<Vec<u8>, BenchError> {
     let offer = match protocol {
@@ -276,9 +276,14 @@ async fn handshake(
         Protocol::TickwireJson => "Sec-WebSocket-Protocol: tickwire.v1.json\r\n",
         Protocol::TsPrefix | Protocol::RawTcp => "",
     };
+    let extensions = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    } else {
+        ""
+    };
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
+         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{offer}{extensions}\r\n",
         target.path,
         target.host_header,
         websocket_key(key_seed)
@@ -309,6 +314,17 @@ async fn handshake(
         }
     };
     check_upgrade(&head[..end], target, protocol)?;
+    if deflate {
+        let answered = String::from_utf8_lossy(&head[..end])
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions: permessage-deflate");
+        if !answered {
+            return Err(BenchError::Refused {
+                url: target.url.clone(),
+                reason: "--deflate: the server did not take permessage-deflate".into(),
+            });
+        }
+    }
     Ok(head[end..].to_vec())
 }
 

@@ -209,6 +209,10 @@ pub struct BenchConfig {
     pub channels: Option<String>,
     /// The subscription's `throttle_ms`; `None`: none.
     pub throttle_ms: Option<u16>,
+    /// Offer permessage-deflate; compressed messages are counted as they
+    /// come and one in [`INFLATE_ONE_IN`](crate::bench::samples::INFLATE_ONE_IN)
+    /// is inflated for its latency.
+    pub deflate: bool,
     /// The first `slow_clients` clients read with `slow_pattern`.
     pub slow_clients: usize,
     pub slow_pattern: SlowPattern,
@@ -241,6 +245,7 @@ impl BenchConfig {
             subscription: Subscription::All,
             channels: None,
             throttle_ms: None,
+            deflate: false,
             slow_clients: 0,
             slow_pattern: SlowPattern {
                 read: Duration::from_millis(1000),

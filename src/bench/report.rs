@@ -83,6 +83,10 @@ pub struct Sequence {
     pub conflated_notices: u64,
     /// Stale / live statuses (not updates, not counted in the above).
     pub status_notices: u64,
+    /// permessage-deflate (`--deflate`): compressed messages, and those
+    /// inflated for their latency and sequence.
+    pub compressed: u64,
+    pub inflated: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -245,6 +249,8 @@ impl Sequence {
             duplicates: total(clients, |c| c.duplicates),
             conflated_notices: total(clients, |c| c.conflated_notices),
             status_notices: total(clients, |c| c.status_notices),
+            compressed: total(clients, |c| c.compressed),
+            inflated: total(clients, |c| c.inflated),
         }
     }
 }
@@ -352,6 +358,13 @@ impl BenchResult {
             "  sequence      {} gaps ({} missed, {} conflated notices), {} reorders, {} duplicates",
             s.gaps, s.missed, s.conflated_notices, s.reorders, s.duplicates
         );
+        if s.compressed > 0 {
+            let _ = writeln!(
+                out,
+                "  deflate       {} compressed messages, {} of them inflated for their latency",
+                s.compressed, s.inflated
+            );
+        }
         let _ = writeln!(
             out,
             "  connections   {} disconnects, close codes {:?}, {} server errors",

@@ -52,6 +52,15 @@ pub(crate) fn frame_header(bytes: &[u8]) -> Result<Option<(u8, usize, usize)>, F
     Ok(Some((bytes[0], h.header_len, len)))
 }
 
+/// One compressed message in this many is inflated (`--deflate`).
+pub const INFLATE_ONE_IN: u64 = 32;
+
+/// A permessage-deflate message inflated.
+fn inflate(data: &[u8]) -> Result<Vec<u8>, FrameError> {
+    crate::wire::deflate::inflate(data, MAX_FRAME)
+        .map_err(|e| FrameError::NotTickwire(e.to_string()))
+}
+
 /// A microsecond histogram with 3 significant digits.
 pub(crate) fn latency_histogram() -> Histogram<u64> {
     // Bounds are constants that hdrhistogram accepts (1 ≤ low, 2·low ≤ high).
@@ -78,6 +87,9 @@ pub struct ConnStats {
     pub duplicates: u64,
     /// `conflated` notices from the server.
     pub conflated_notices: u64,
+    /// Compressed (permessage-deflate) messages, and those inflated.
+    pub compressed: u64,
+    pub inflated: u64,
     /// Stale / live status messages (upstream feeds only).
     pub status_notices: u64,
     /// `error` messages from the server.
@@ -174,6 +186,31 @@ impl ThreadStats {
             let tick = match opcode {
                 0x82 => self.binary(slot, payload, measuring)?,
                 0x81 => self.text(slot, payload)?,
+                // permessage-deflate (FIN, RSV1): counted as it comes; one
+                // in INFLATE_ONE_IN inflated for its latency (inflating
+                // each would measure this thread, not the server). Only
+                // market data is large enough to come compressed.
+                0xc1 | 0xc2 => {
+                    let c = &mut self.clients[slot];
+                    c.compressed += 1;
+                    if c.compressed % INFLATE_ONE_IN == 1 {
+                        c.inflated += 1;
+                        let data = inflate(payload)?;
+                        let tick = if opcode == 0xc2 {
+                            self.binary(slot, &data, measuring)?
+                        } else {
+                            self.text(slot, &data)?
+                        };
+                        // Sampled: its sequence says nothing of the others.
+                        tick.map(|t| Tick { book: true, ..t })
+                    } else {
+                        c.updates_total += 1;
+                        if measuring {
+                            c.updates_measured += 1;
+                        }
+                        None
+                    }
+                }
                 0x88 => {
                     let code = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
                     self.clients[slot].close_code = code;
@@ -516,6 +553,35 @@ mod tests {
         assert_eq!(json_u64(q, b"\"seq\":"), Some(42));
         assert_eq!(json_u64(q, b"\"symbol_seq\":"), Some(5));
         assert_eq!(json_u64(q, b"\"missing\":"), None);
+    }
+
+    #[test]
+    fn compressed_messages_are_counted_and_one_in_32_inflated() {
+        use crate::wire::deflate::compress;
+        use crate::wire::encode::{deflated_frame, OPCODE_TEXT};
+        let mut s = ThreadStats::new(1, Protocol::TickwireJson);
+        let mut bytes = Vec::new();
+        for seq in 1..=64u64 {
+            let q = format!(
+                r#"{{"type":"quote","symbol":"X","id":7,"seq":{seq},"symbol_seq":{seq},"exchange_ts":0,"receive_ts":{},"publish_ts":{}}}"#,
+                now_ns(),
+                now_ns()
+            );
+            bytes.extend_from_slice(&deflated_frame(OPCODE_TEXT, &compress(q.as_bytes())));
+        }
+        let p = s.parse_frames(0, &bytes, Phase::Measure, false).unwrap();
+        assert_eq!((p.frames, p.consumed), (64, bytes.len()));
+        let c = &s.clients[0];
+        assert_eq!((c.compressed, c.inflated), (64, 2));
+        assert_eq!((c.updates_total, c.updates_measured), (64, 64));
+        assert_eq!(c.bytes_measured, bytes.len() as u64);
+        // Sampled: latency recorded, no gap counted between samples.
+        assert_eq!(s.publish.len(), 2);
+        assert_eq!(c.gaps, 0);
+        // Garbage that does not inflate is a protocol error, not a panic.
+        let bad = deflated_frame(OPCODE_TEXT, &[0xff; 8]);
+        let mut s = ThreadStats::new(1, Protocol::TickwireJson);
+        assert!(s.parse_frames(0, &bad, Phase::Measure, false).is_err());
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub(crate) struct BenchArgs {
     /// one quote or book per this many milliseconds, every trade.
     #[arg(long)]
     throttle_ms: Option<u16>,
+    /// Offer permessage-deflate (tickwire): compressed messages are
+    /// counted as they come, one in 32 is inflated for its latency.
+    #[arg(long)]
+    deflate: bool,
     /// Load threads, each a current-thread runtime with its share of the clients.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -123,6 +127,7 @@ impl BenchArgs {
             .map_err(|e: String| anyhow!("--symbols {e}"))?;
         c.channels = self.channels.clone();
         c.throttle_ms = self.throttle_ms;
+        c.deflate = self.deflate;
         c.slow_clients = self.slow;
         c.slow_pattern = self
             .slow_pattern
