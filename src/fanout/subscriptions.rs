@@ -211,21 +211,8 @@ impl Subscriber {
         if matches!(symbols, Symbols::All) {
             self.all_channels.0 |= want.0;
         }
-        if throttle > 0 && self.throttle.is_none() {
-            self.throttle = Some(Box::default());
-            self.now_ms = self.now_ms.max(super::clock_ms());
-        }
-        // Each symbol named takes this throttle (none, without one); what
-        // it held under its old one goes out first.
-        let mut released = Vec::new();
-        if let Some(t) = &mut self.throttle {
-            if matches!(symbols, Symbols::All) {
-                t.all_ms = throttle;
-            }
-            for &s in new.iter().chain(&named_before) {
-                released.extend(t.set(s, throttle));
-            }
-        }
+        let all = matches!(symbols, Symbols::All);
+        let mut released = self.set_throttle(throttle, all, new.iter().chain(&named_before));
         for &s in &new {
             self.subscribed.insert(s);
         }
@@ -260,6 +247,31 @@ impl Subscriber {
             self.send_latest(p, out);
         }
         Ok(())
+    }
+
+    /// Gives `symbols` (and with `all`, those `*` takes later) the throttle
+    /// `ms` (0: none); returns the ring sequences of what they held under
+    /// their old one, to go out first.
+    fn set_throttle<'a>(
+        &mut self,
+        ms: u16,
+        all: bool,
+        symbols: impl Iterator<Item = &'a SymbolId>,
+    ) -> Vec<u64> {
+        if ms > 0 && self.throttle.is_none() {
+            self.throttle = Some(Box::default());
+            self.now_ms = self.now_ms.max(super::clock_ms());
+        }
+        let mut released = Vec::new();
+        if let Some(t) = &mut self.throttle {
+            if all {
+                t.all_ms = ms;
+            }
+            for &s in symbols {
+                released.extend(t.set(s, ms));
+            }
+        }
+        released
     }
 
     /// The symbols `*` adds now (every allowed one not yet subscribed),

@@ -122,34 +122,7 @@ pub(super) fn route(
                 Err(e) => respond(e.status(), "text/plain", format!("{e}\n")),
             }
         }
-        "/poll" => {
-            let grant = match admit(&req, state) {
-                Ok(grant) => grant,
-                Err(refused) => return *refused,
-            };
-            let answer = poll::open(
-                req.method(),
-                req.uri(),
-                &state.market,
-                state.connection,
-                grant,
-                &state.sessions,
-            );
-            match answer {
-                Ok(r) => {
-                    let mut r = r.map(Either::Right);
-                    if let Some(origin) = req.headers().get(header::ORIGIN) {
-                        let h = r.headers_mut();
-                        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-                        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-                    }
-                    r
-                }
-                Err(poll::PollError(status, reason)) => {
-                    respond(status, "text/plain", format!("{reason}\n"))
-                }
-            }
-        }
+        "/poll" => poll_route(&req, state),
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -162,6 +135,38 @@ pub(super) fn route(
             }
             _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         },
+    }
+}
+
+/// `/poll`: the Origin and token checks, then the answer (or its
+/// refusal).
+fn poll_route(req: &Request<Incoming>, state: &Arc<AppState>) -> Response<Body> {
+    let grant = match admit(req, state) {
+        Ok(grant) => grant,
+        Err(refused) => return *refused,
+    };
+    let answer = poll::open(
+        req.method(),
+        req.uri(),
+        &state.market,
+        state.connection,
+        grant,
+        &state.sessions,
+    );
+    match answer {
+        Ok(r) => {
+            let mut r = r.map(Either::Right);
+            // An allowed cross-origin page may read the answer.
+            if let Some(origin) = req.headers().get(header::ORIGIN) {
+                let h = r.headers_mut();
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            }
+            r
+        }
+        Err(poll::PollError(status, reason)) => {
+            respond(status, "text/plain", format!("{reason}\n"))
+        }
     }
 }
 

@@ -16,7 +16,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fastwebsockets::Frame;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout_at, Instant};
@@ -27,11 +26,12 @@ use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::server::guard::access::Grant;
 use crate::server::session::Session;
-use crate::server::ws::inbound::{InboundLimits, InboundRate, Message, MessageReader};
+use crate::server::ws::inbound::InboundRate;
+use crate::server::ws::read::{inbound_limits, read_loop};
 use crate::server::ws::socket::{write_close_past_stall, ReadReady, WriteSide};
 use crate::wire::deflate::Deflate;
 use crate::wire::encode::{self, close_frame};
-use crate::wire::{self, close_code, ErrorCode, Format, Refusal};
+use crate::wire::{self, close_code, Format, Refusal};
 
 /// Per-connection settings, from the server config.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +85,7 @@ pub enum Service {
 }
 
 /// What the reader task tells the writer.
-enum Inbound {
+pub(super) enum Inbound {
     /// A message to send back as it came (echo service).
     Echo(Bytes),
     /// A text message, parsed.
@@ -196,119 +196,6 @@ pub async fn serve<R, W>(
     }
 }
 
-/// What a client may send. The echo service is for conformance suites,
-/// which send large messages in many fragments as fast as they can.
-fn inbound_limits(config: &ConnectionConfig, echo: bool) -> InboundLimits {
-    if echo {
-        InboundLimits {
-            max_message_bytes: ECHO_MAX_MESSAGE_BYTES,
-            max_fragments: usize::MAX,
-            rate: None,
-            heartbeat_timeout: config.heartbeat_timeout,
-            deflate: false,
-        }
-    } else {
-        InboundLimits {
-            max_message_bytes: config.max_message_bytes,
-            max_fragments: config.max_fragments,
-            rate: Some(config.inbound_rate),
-            heartbeat_timeout: config.heartbeat_timeout,
-            deflate: false,
-        }
-    }
-}
-
-/// Largest message the echo service takes: the conformance suite sends
-/// messages of up to 16 MiB.
-const ECHO_MAX_MESSAGE_BYTES: usize = 64 << 20;
-
-/// Reads client messages until the client closes or breaks the protocol.
-/// After a protocol error it keeps reading, and discards, until the client
-/// closes: a socket closed with unread input is reset, and the reset can
-/// destroy the close frame we sent before the client reads it.
-async fn read_loop<R: ReadReady>(
-    reader: R,
-    limits: InboundLimits,
-    metrics: Arc<Metrics>,
-    tx: mpsc::Sender<Box<Inbound>>,
-    max_symbols: usize,
-    echo: (bool, Option<usize>),
-) {
-    let mut ws = MessageReader::new(reader, limits, Arc::clone(&metrics));
-    if read_messages(&mut ws, tx, max_symbols, echo, &metrics).await {
-        // Past the mask check: after an unmasked frame it would fail at once.
-        if let Some(mut reader) = ws.into_inner() {
-            let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
-        }
-    }
-}
-
-/// Returns whether it stopped on a protocol error (and so should drain).
-async fn read_messages<R: ReadReady>(
-    ws: &mut MessageReader<R>,
-    tx: mpsc::Sender<Box<Inbound>>,
-    max_symbols: usize,
-    (echo, echo_deflate): (bool, Option<usize>),
-    metrics: &Metrics,
-) -> bool {
-    // The echo of a message: compressed if the client negotiated it and
-    // the message is large enough.
-    let echoed = |opcode: u8, p: &[u8]| match echo_deflate {
-        Some(min) if p.len() >= min => {
-            encode::deflated_frame(opcode, &crate::wire::deflate::compress(p))
-        }
-        _ => encode::frame(opcode, p),
-    };
-    let obligated = tx.clone();
-    let mut send_fn = move |frame: Frame<'_>| {
-        let bytes = encode::frame(frame.opcode as u8, &frame.payload);
-        let tx = obligated.clone();
-        async move {
-            tx.send(Box::new(Inbound::Obligated(bytes)))
-                .await
-                .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
-        }
-    };
-    loop {
-        let inbound = match ws.next(&mut send_fn).await {
-            Ok(Message::Text(p)) if echo => Inbound::Echo(echoed(encode::OPCODE_TEXT, &p)),
-            Ok(Message::Binary(p)) if echo => Inbound::Echo(echoed(encode::OPCODE_BINARY, &p)),
-            Ok(Message::Text(p)) => match wire::parse_request(&p, max_symbols) {
-                Ok(req) => Inbound::Request(req),
-                Err(refusal) => Inbound::Refused(refusal),
-            },
-            Ok(Message::Binary(_)) => Inbound::Refused(Refusal::new(
-                None,
-                ErrorCode::BinaryNotAccepted,
-                "requests are JSON text messages; binary messages are not accepted",
-            )),
-            Ok(Message::Ping(p)) => Inbound::Obligated(encode::frame(encode::OPCODE_PONG, &p)),
-            Ok(Message::RateLimited) => Inbound::Refused(Refusal::new(
-                None,
-                ErrorCode::RateLimited,
-                "too many messages: this and further messages are dropped until you slow down",
-            )),
-            // The echo of the client's close went out through send_fn.
-            Ok(Message::Close) => Inbound::Close(None),
-            Err(e) => {
-                let close = e.close(metrics);
-                if let Some((code, reason)) = &close {
-                    tracing::debug!(code, "closing a client: {reason}");
-                }
-                Inbound::Close(close)
-            }
-        };
-        let errored = matches!(inbound, Inbound::Close(Some(_)));
-        let last = matches!(inbound, Inbound::Close(_));
-        if tx.send(Box::new(inbound)).await.is_err() {
-            return false;
-        }
-        if last {
-            return errored;
-        }
-    }
-}
-
 struct Writer<W> {
     io: W,
     link: Arc<Link>,
@@ -359,20 +246,7 @@ impl<W: WriteSide> Writer<W> {
                 }
             }
             let sharded = self.link.is_sharded();
-            let (owed, idle, due) = {
-                let mut pipe = self.link.lock();
-                if !sharded {
-                    pipe.fill();
-                }
-                let due = pipe.sub.next_due_ms().filter(|_| !sharded);
-                (
-                    !pipe.outbox.is_empty() || pipe.held,
-                    pipe.sub.is_idle(),
-                    due,
-                )
-            };
-            // Throttled frames due with no update to wake us: fill then.
-            let due_at = due.map(|ms| Instant::from_std(crate::fanout::instant_of(ms)));
+            let (owed, idle, due_at) = self.look(sharded);
             if owed {
                 tokio::select! {
                     biased;
@@ -401,6 +275,23 @@ impl<W: WriteSide> Writer<W> {
                 () = &mut ping => {}
             }
         }
+    }
+
+    /// Fills the pipe unless a shard writes it; returns whether bytes are
+    /// owed to the socket, whether the connection is idle, and when its
+    /// throttled frames are due (the task fills then, updates or not).
+    fn look(&self, sharded: bool) -> (bool, bool, Option<Instant>) {
+        let mut pipe = self.link.lock();
+        if !sharded {
+            pipe.fill();
+        }
+        let due = pipe.sub.next_due_ms().filter(|_| !sharded);
+        let due_at = due.map(|ms| Instant::from_std(crate::fanout::instant_of(ms)));
+        (
+            !pipe.outbox.is_empty() || pipe.held,
+            pipe.sub.is_idle(),
+            due_at,
+        )
     }
 
     /// Acts on one message from the reader; returns how the connection ends

@@ -1,9 +1,11 @@
 //! One WebSocket connection: its [`connection`] (the reader task and the
 //! vectored writer), what the client sends ([`inbound`]: reassembly within
-//! the limits) and the check that closes on an unmasked frame
+//! the limits, and [`budget`], the inbound rate) and the check that closes on an unmasked frame
 //! ([`mask_check`]), and what each needs of its socket ([`socket`]).
 
+mod budget;
 pub(crate) mod connection;
 pub(crate) mod inbound;
 pub(crate) mod mask_check;
+mod read;
 pub(crate) mod socket;
