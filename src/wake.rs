@@ -72,6 +72,19 @@ impl ThreadWake {
         }
     }
 
+    /// Under loom, which has no clock: the deadline may already have
+    /// passed, so one look at the flag and back. Every interleaving of the
+    /// real timed wait is one of these (a timeout firing before any wake)
+    /// or one of [`wait`](Self::wait)'s, so the models cover both.
+    #[cfg(feature = "loom")]
+    pub fn wait_until(&self, deadline: Option<std::time::Instant>) {
+        if deadline.is_none() {
+            return self.wait();
+        }
+        // AcqRel pairs with the swap in `wake`, as in `wait`.
+        self.pending.swap(false, Ordering::AcqRel);
+    }
+
     /// Returns once a [`wake`](Self::wake) has come since the last return,
     /// taking the flag down. Spurious unparks are waited out.
     pub fn wait(&self) {

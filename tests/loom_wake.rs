@@ -37,3 +37,39 @@ fn no_wake_up_is_lost_and_each_pass_sees_what_preceded_its_wake() {
         }
     });
 }
+
+/// A throttled shard waits with a deadline. A timed wait that returns
+/// before the wake-up (the deadline came first) must not swallow it: the
+/// publisher's write is seen by a later pass, timed or not, and the waiter
+/// never parks for good with a wake owed.
+#[test]
+fn a_timed_wait_that_times_out_loses_no_wake_up() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let value = Arc::new(AtomicUsize::new(0));
+        let wake = Arc::new(ThreadWake::for_current_thread());
+        {
+            let (value, wake) = (Arc::clone(&value), Arc::clone(&wake));
+            thread::spawn(move || {
+                value.store(1, Ordering::Relaxed);
+                wake.wake();
+            });
+        }
+        // A deadline one pass away: loom's wait_until returns at once.
+        let deadline = Some(std::time::Instant::now());
+        let mut timed = 0;
+        while value.load(Ordering::Relaxed) != 1 {
+            if timed < 2 {
+                wake.wait_until(deadline);
+                timed += 1;
+            } else {
+                // No more deadlines due: wait for the wake itself. If a
+                // timed wait had taken the flag down without its write
+                // being visible, this would park for good and loom would
+                // report the deadlock.
+                wake.wait_until(None);
+            }
+        }
+    });
+}
