@@ -38,6 +38,7 @@ fn market() -> (Arc<Market>, Publisher) {
         ring,
         lvc: LastValueCache::default(),
         books: Default::default(),
+        candles: Default::default(),
         symbols,
         wakeup: tickwire::market::Wakeup::default(),
         metrics: Arc::new(Metrics::default()),

@@ -23,6 +23,8 @@
 //! - **Publish**: `pipeline` assembles feeds → [`publish`] (the one writer:
 //!   sequences, encodes once) → [`ring`] and the last-value cache, which
 //!   make up the [`market`]; built once for `serve` and for [`record`].
+//!   Beside the updates, the publisher keeps each symbol's order [`book`]
+//!   and its [`candle`] bars, published on their own channels.
 //! - **Wire**, [`wire`]: the protocol both ways: requests, replies, codes;
 //!   `wire::encode` (frames, encoded once), `wire::decode` (their one
 //!   reader: tests, fuzz, bench), `wire::frame` (RFC 6455 headers).
@@ -51,6 +53,7 @@
 
 pub mod bench;
 pub mod book;
+pub mod candle;
 pub mod config;
 pub mod convert;
 pub mod decimal;

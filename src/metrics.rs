@@ -258,6 +258,12 @@ counters! {
     book_frames_encoded_total: "counter",
     /// Book snapshots encoded for connections that subscribed or caught up (shared by every connection asking for the same book state).
     book_snapshots_encoded_total: "counter",
+    /// Candle frames the publisher encoded: one per bar change or close of a watched interval, whatever the number of watchers.
+    candle_frames_encoded_total: "counter",
+    /// Candle snapshots and catch-ups encoded for connections (a snapshot is shared by every connection asking for the same state).
+    candle_snapshots_encoded_total: "counter",
+    /// Trades older than a candle bar already closed (in no bar).
+    candle_late_trades_total: "counter",
     /// Book events after which the best bid was at or above the best ask (served as the source sent them).
     books_crossed_total: "counter",
     /// Times a feed's order book lost its synchronization with the venue (a diff out of sequence, a snapshot too old) and was marked stale.

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::feed::{self, FeedError, FeedSpec, FeedStats, ReplayOptions};
 use crate::market::Market;
 use crate::metrics::Metrics;
-use crate::publish::{PublishSink, Publisher};
+use crate::publish::{CandleSettings, PublishSink, Publisher};
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::Update;
 
@@ -59,6 +59,12 @@ impl Pipeline {
     /// feed node's restore from NATS).
     pub fn sender(&self) -> mpsc::Sender<Update> {
         self.tx.clone()
+    }
+
+    /// Keeps candles with `settings`.
+    pub fn with_candles(mut self, settings: CandleSettings) -> Self {
+        self.publisher = self.publisher.with_candles(settings);
+        self
     }
 
     /// Also hands every published update to `sink`.

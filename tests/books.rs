@@ -555,25 +555,6 @@ fn keyed(state: &[Vec<(String, String)>; 2]) -> [Vec<(Key, Key)>; 2] {
     [side(&state[0]), side(&state[1])]
 }
 
-async fn feeds_finished(addr: std::net::SocketAddr) {
-    eventually_async(Duration::from_secs(60), "the feed to finish", || async {
-        let (_, text) = http_get(
-            addr,
-            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        )
-        .await;
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-        let health: Value = serde_json::from_str(&body).unwrap_or_default();
-        let feeds = health["feeds"].as_array().cloned().unwrap_or_default();
-        if !feeds.is_empty() && feeds.iter().all(|f| f["state"] == "finished") {
-            Ok(())
-        } else {
-            Err(body)
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn book_channels_serve_a_real_capture_exactly_to_binary_and_json_clients() {
     let path = real("binance-usdm-BTCUSDT-20240808-hftbacktest.jsonl.gz");

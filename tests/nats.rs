@@ -537,6 +537,21 @@ async fn a_new_edge_starts_from_the_full_snapshot_and_takes_over_clients() {
     // After the feed has run: a new edge, and its first subscriber.
     let new_edge = spawn_edge("edge3", &url);
     new_edge.wait_live().await;
+    // `connected` means the snapshot is loaded into the edge's publisher,
+    // not yet published: wait for the last value of each symbol (one
+    // subject each) to be in.
+    eventually_async(PATIENCE, "the edge's snapshot published", || async {
+        let n = metric(
+            &metrics_text(new_edge.addr).await,
+            "tickwire_updates_in_total",
+        );
+        if n as usize >= want.len() {
+            Ok(())
+        } else {
+            Err(format!("{n} updates in"))
+        }
+    })
+    .await;
     let fresh = Watcher::subscribe_all(new_edge.addr, "tickwire.v1.json").await;
     let from_feed = Watcher::subscribe_all(feed.addr, "tickwire.v1.json").await;
     // One value per symbol, and (if the edge loaded a book's snapshot

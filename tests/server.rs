@@ -159,6 +159,7 @@ async fn collect_data(client: &mut Client, n: usize) -> Vec<Msg> {
             Msg::Symbol { .. } => {}
             Msg::Status { .. } => panic!("a status from a recording"),
             Msg::Book { .. } => panic!("a book without a book channel"),
+            Msg::Candle { .. } => panic!("a candle without a candle channel"),
         }
     }
     data
@@ -407,6 +408,7 @@ async fn slow_client_is_conflated_then_closed_while_fast_client_gets_everything(
                         Msg::Symbol { .. } => {}
                         Msg::Status { .. } => panic!("a status from a synthetic feed"),
                         Msg::Book { .. } => panic!("a book from a synthetic feed"),
+                        Msg::Candle { .. } => panic!("a candle without a candle channel"),
                     },
                 }
             }

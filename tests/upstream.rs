@@ -150,7 +150,7 @@ async fn collect(client: &mut Client, data: usize, linger: Duration) -> Vec<Seen
                 assert_ne!(v["type"], "conflated", "unexpected conflation");
                 continue;
             }
-            Msg::Symbol { .. } | Msg::Book { .. } => continue,
+            Msg::Symbol { .. } | Msg::Book { .. } | Msg::Candle { .. } => continue,
         };
         n += usize::from(s.is_data());
         seen.push(s);

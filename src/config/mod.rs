@@ -12,6 +12,7 @@ use clap::{Args as _, FromArgMatches as _};
 use serde::{Deserialize, Serialize};
 
 use crate::fanout::FanoutLimits;
+use crate::publish::CandleSettings;
 use crate::server::guard::admission::AdmissionLimits;
 use crate::server::guard::auth::Secret;
 use crate::server::ws::connection::ConnectionConfig;
@@ -213,6 +214,16 @@ pub struct ServeConfig {
     /// negotiated).
     #[arg(long, env = "TICKWIRE_COMPRESS_MIN_BYTES", default_value_t = 256)]
     pub compress_min_bytes: usize,
+    /// Closed candle bars kept per symbol and interval, sent in a candle
+    /// channel's snapshot (memory: at most 64 bytes × this × 6 intervals
+    /// per traded symbol).
+    #[arg(long, env = "TICKWIRE_CANDLE_HISTORY", default_value_t = crate::candle::DEFAULT_HISTORY)]
+    pub candle_history: usize,
+    /// A candle bar with no later trade of its symbol closes once the
+    /// newest trade of any symbol is this far past the bar's end (venues
+    /// order each symbol's trades, not the trades of two symbols).
+    #[arg(long, env = "TICKWIRE_CANDLE_CLOSE_GRACE_MS", default_value_t = 1_000)]
+    pub candle_close_grace_ms: u64,
     /// The longest a `/poll` request waits for something to change before
     /// it is answered empty.
     #[arg(long, env = "TICKWIRE_POLL_TIMEOUT_MS", default_value_t = 25_000)]
@@ -340,6 +351,10 @@ impl ServeConfig {
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            candles: CandleSettings {
+                history: self.candle_history,
+                grace_ns: self.candle_close_grace_ms.saturating_mul(1_000_000),
+            },
         }
     }
 

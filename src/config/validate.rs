@@ -104,6 +104,13 @@ impl ServeConfig {
                 self.writer_rest_percent
             ));
         }
+        if self.candle_history > crate::candle::MAX_HISTORY {
+            errors.push(format!(
+                "candle_history {} must be at most {}",
+                self.candle_history,
+                crate::candle::MAX_HISTORY
+            ));
+        }
         for (name, value) in self.must_be_positive() {
             if value == 0 {
                 errors.push(format!("{name} must be greater than 0"));

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 #[cfg(test)]
 mod book_tests;
+mod cached;
 mod outbox;
 mod poll;
 pub mod shard;
@@ -22,6 +23,7 @@ mod subscriptions;
 mod throttle;
 mod throttled;
 
+use self::cached::unwatch;
 pub use self::outbox::{Outbox, MAX_IOV};
 pub use self::poll::{poll_body, Polled};
 use self::subscriptions::{Allowed, BitSet};
@@ -50,9 +52,7 @@ pub struct FanoutLimits {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         for (s, &mask) in self.channels.iter().enumerate() {
-            for v in Channels(mask).book_variants() {
-                self.market.books.unwatch(s as SymbolId, v);
-            }
+            unwatch(&self.market, s as SymbolId, Channels(mask));
         }
         let metrics = &self.market.metrics;
         metrics.subscriptions.sub(self.subscribed_count as u64);
@@ -218,47 +218,6 @@ impl Subscriber {
                 });
             }
         }
-    }
-
-    /// Adds `channels` to what the connection takes of symbol `s`; each
-    /// book channel new to it is watched, and its snapshot appended to
-    /// `snapshot`.
-    fn add_channels(&mut self, s: SymbolId, channels: Channels, snapshot: &mut Vec<Published>) {
-        let i = s as usize;
-        if self.channels.len() <= i {
-            self.channels.resize(i + 1, 0);
-        }
-        let added = Channels(channels.0 & !self.channels[i]);
-        self.channels[i] |= added.0;
-        if added.book_variants().next().is_none() {
-            return;
-        }
-        let Some(def) = self.market.symbols.get(s) else {
-            return;
-        };
-        for v in added.book_variants() {
-            let metrics = &self.market.metrics;
-            let (floor, frames) = self.market.books.watch(s, v, &def, metrics);
-            match frames {
-                Some(p) => snapshot.push(p),
-                None => self.raise_floor(s, channel::book(v), floor),
-            }
-        }
-    }
-
-    /// Drops `channels` from what the connection takes of symbol `s`;
-    /// returns whether it takes none left.
-    fn drop_channels(&mut self, s: SymbolId, channels: Channels) -> bool {
-        let Some(mask) = self.channels.get_mut(s as usize) else {
-            return true;
-        };
-        let dropped = Channels(*mask & channels.0);
-        *mask &= !channels.0;
-        let none_left = *mask == 0;
-        for v in dropped.book_variants() {
-            self.market.books.unwatch(s, v);
-        }
-        none_left
     }
 
     /// Skips ring entries of symbol `s` on `channel` at or below `seq`.
@@ -445,18 +404,7 @@ impl Subscriber {
             // Changed since the cursor (entry at position p.seq - 1 >= old),
             // and newer than anything already sent from the cache.
             latest.extend(values.filter(|p| p.seq > old && p.seq > self.floor(p)));
-            if channels.book_variants().next().is_none() {
-                continue;
-            }
-            let Some(def) = self.market.symbols.get(s) else {
-                continue;
-            };
-            for v in channels.book_variants() {
-                let floor = self.floors.get(&(s, book_channel(v))).copied();
-                let since = old.max(floor.unwrap_or(0));
-                let metrics = &self.market.metrics;
-                latest.extend(self.market.books.snapshot_since(s, v, &def, since, metrics));
-            }
+            self.cached_since(s, channels, old, &mut latest);
         }
         latest.sort_unstable_by_key(|p| p.seq);
         out.push(wire::conflated_notice(dropped, latest.len()));
@@ -469,26 +417,24 @@ impl Subscriber {
 impl Subscriber {
     /// The floor of `p`'s symbol and class (0 if none).
     fn floor(&self, p: &Published) -> u64 {
-        self.floors
-            .get(&(p.symbol, floor_class(p)))
-            .copied()
-            .unwrap_or(0)
+        self.floor_of(p.symbol, floor_class(p))
+    }
+
+    /// The floor of symbol `s` and floor class `class` (0 if none).
+    fn floor_of(&self, s: SymbolId, class: u8) -> u64 {
+        self.floors.get(&(s, class)).copied().unwrap_or(0)
     }
 }
 
 /// Which floor an entry is held to: quotes, trades and statuses share one
-/// (the cache holds them together); each book channel has its own, since a
-/// book snapshot is read apart from the cache.
+/// (the cache holds them together); each book and candle channel has its
+/// own, since its snapshot is read apart from the cache.
 fn floor_class(p: &Published) -> u8 {
     if p.channel >= channel::BOOK {
         p.channel
     } else {
         0
     }
-}
-
-fn book_channel(v: usize) -> u8 {
-    channel::book(v)
 }
 
 #[cfg(test)]

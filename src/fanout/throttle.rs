@@ -3,10 +3,11 @@
 //!
 //! A throttled symbol's entries are *held* as they are read from the ring,
 //! by their ring sequence, not by copy: holding costs a store or two in
-//! arrays indexed by symbol, no reference count, no allocation once warm. State (quotes, `book.N`,
-//! statuses) is held as the newest of each kind, so a newer quote replaces
-//! the held one; events (trades, and the full-depth `book`'s changes, which
-//! build on each other) are all held. At the end of each interval what
+//! arrays indexed by symbol, no reference count, no allocation once warm.
+//! State (quotes, `book.N`, open candles, statuses) is held as the newest
+//! of each kind, so a newer quote replaces the held one; events
+//! ([`Published::is_event`]: trades, the full-depth `book`'s changes, which
+//! build on each other, and candle closes) are all held. At the end of each interval what
 //! every symbol of that interval holds is read back from the ring and sent
 //! together, in ring order: the very frames everyone else got, with
 //! `symbol_seq` showing what a quote replaced.
@@ -54,8 +55,10 @@ fn boundary(now: u64, ms: u16) -> u64 {
     (now / ms + 1) * ms
 }
 
-/// Book variants with a state slot: `book.N` (the full `book` is events).
-const BOOK_SLOTS: usize = channel::VARIANTS - 1;
+/// Channels with a state slot besides quotes: `book.N` (the full `book` is
+/// events) and the candle intervals (an open bar is state, a close an
+/// event), in channel order from `book.1`.
+const STATE_SLOTS: usize = channel::VARIANTS - 1 + crate::candle::COUNT;
 
 /// The symbols of one interval length that hold something.
 struct Interval {
@@ -75,11 +78,11 @@ pub struct Throttle {
     /// The interval of symbols that join a `*` subscription.
     pub all_ms: u16,
     /// Per symbol: ring sequences of the newest held quote and status
-    /// (0: none), and of the newest held `book.N` by variant (sized for
-    /// the symbols that have one).
+    /// (0: none), and of the newest held `book.N` or open candle by channel
+    /// (sized for the symbols that have one).
     quote: Vec<u64>,
     status: Vec<u64>,
-    books: Vec<[u64; BOOK_SLOTS]>,
+    books: Vec<[u64; STATE_SLOTS]>,
     /// Per symbol: it holds something, and is listed under its interval.
     dirty: Vec<bool>,
     /// Per symbol: when it was last sent something (released, or from the
@@ -147,7 +150,7 @@ impl Throttle {
         }
         if let Some(books) = self.books.get_mut(i) {
             out.extend(books.iter().copied().filter(|&s| s != 0));
-            *books = [0; BOOK_SLOTS];
+            *books = [0; STATE_SLOTS];
         }
     }
 
@@ -180,14 +183,15 @@ impl Throttle {
             self.status[i] = p.seq;
         } else if p.channel == channel::QUOTES {
             self.quote[i] = p.seq;
-        } else if p.channel == channel::TRADES || p.channel == channel::book(0) {
+        } else if p.is_event {
             self.events.push((p.seq, p.symbol));
             if self.events.len() > MAX_HELD_EVENTS {
                 early.extend(self.events.drain(..).map(|(seq, _)| seq));
             }
         } else {
+            // A `book.N` or an open candle: the newest of its channel.
             if self.books.len() <= i {
-                self.books.resize(i + 1, [0; BOOK_SLOTS]);
+                self.books.resize(i + 1, [0; STATE_SLOTS]);
             }
             self.books[i][usize::from(p.channel - channel::book(1))] = p.seq;
         }
@@ -298,6 +302,7 @@ mod tests {
             symbol,
             symbol_seq: seq,
             is_status: false,
+            is_event: channel == channel::TRADES || channel == channel::book(0),
             channel,
             frames: EncodedUpdate {
                 binary: Bytes::new(),

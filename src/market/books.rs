@@ -24,9 +24,7 @@
 //! one: the connection skips the book's ring entries at or below it (its
 //! floor) and applies every later one.
 
-use std::sync::{Mutex, MutexGuard, RwLock};
-
-use super::Published;
+use super::{PerSymbol, Published};
 use crate::book::Book;
 use crate::metrics::Metrics;
 use crate::symbols::SymbolDef;
@@ -100,6 +98,7 @@ impl SharedBook {
             symbol,
             symbol_seq: self.book_seq,
             is_status: false,
+            is_event: v == 0,
             channel: channel::book(v),
             frames,
         };
@@ -149,26 +148,13 @@ pub fn top(book: &Book, depth: usize) -> (Levels, Levels) {
 /// only to add a symbol.
 #[derive(Default)]
 pub struct BookCache {
-    slots: RwLock<Vec<Mutex<SharedBook>>>,
+    slots: PerSymbol<SharedBook>,
 }
 
 impl BookCache {
-    /// Runs `f` on the symbol's book, under its mutex, creating it empty
-    /// if the symbol has none yet.
+    /// Runs `f` on the symbol's entry, under its mutex ([`PerSymbol`]).
     pub fn with<R>(&self, symbol: SymbolId, f: impl FnOnce(&mut SharedBook) -> R) -> R {
-        let index = symbol as usize;
-        {
-            let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(slot) = slots.get(index) {
-                return f(&mut lock(slot));
-            }
-        }
-        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
-        if slots.len() <= index {
-            slots.resize_with(index + 1, Mutex::default);
-        }
-        let result = f(&mut lock(&slots[index]));
-        result
+        self.slots.with(symbol, f)
     }
 
     /// Counts a connection as watching channel `v` of the symbol's book and
@@ -211,8 +197,4 @@ impl BookCache {
             b.snapshot(symbol, v, def, metrics)
         })
     }
-}
-
-fn lock(slot: &Mutex<SharedBook>) -> MutexGuard<'_, SharedBook> {
-    slot.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -7,8 +7,10 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 pub mod books;
+pub mod candles;
 
 pub use self::books::{BookCache, SharedBook};
+pub use self::candles::{CandleCache, SharedCandles, Stamps};
 
 use crate::metrics::Metrics;
 use crate::ring::{Ring, RingWriter};
@@ -30,6 +32,9 @@ pub struct Published {
     /// A status entry: the symbol turned stale or live. The cache keeps the
     /// newest of each kind.
     pub is_status: bool,
+    /// An event, not a state: a trade, a full-book change, a candle's
+    /// close. A throttle holds every event, and only the newest state.
+    pub is_event: bool,
     /// What it is, for a connection's channels ([`crate::wire::channel`]):
     /// quotes, trades, or a book channel; a status goes to every channel of
     /// its symbol.
@@ -159,6 +164,41 @@ impl LastValueCache {
     }
 }
 
+/// One `T` per symbol id, each under its own mutex (a symbol's book, its
+/// candles): a reader delays the publisher only on the one symbol it reads.
+/// The outer lock is written only to add a symbol.
+pub struct PerSymbol<T> {
+    slots: RwLock<Vec<Mutex<T>>>,
+}
+
+impl<T> Default for PerSymbol<T> {
+    fn default() -> Self {
+        PerSymbol {
+            slots: RwLock::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Default> PerSymbol<T> {
+    /// Runs `f` on the symbol's `T`, under its mutex, creating it (default)
+    /// if the symbol has none yet.
+    pub fn with<R>(&self, symbol: SymbolId, f: impl FnOnce(&mut T) -> R) -> R {
+        let lock = |m: &Mutex<T>| -> R { f(&mut m.lock().unwrap_or_else(|e| e.into_inner())) };
+        let index = symbol as usize;
+        {
+            let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = slots.get(index) {
+                return lock(slot);
+            }
+        }
+        let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
+        if slots.len() <= index {
+            slots.resize_with(index + 1, Mutex::default);
+        }
+        lock(&slots[index])
+    }
+}
+
 /// The shared half of the data path.
 pub struct Market {
     // The ring's own `Arc`: loom's under the `loom` feature.
@@ -166,6 +206,8 @@ pub struct Market {
     pub lvc: LastValueCache,
     /// Every symbol's order book ([`crate::book`]).
     pub books: BookCache,
+    /// Every symbol's candles ([`crate::candle`]).
+    pub candles: CandleCache,
     pub symbols: Arc<SymbolTable>,
     /// Signalled once per batch the publisher appends.
     pub wakeup: Wakeup,
@@ -185,6 +227,7 @@ impl Market {
             ring,
             lvc: LastValueCache::default(),
             books: BookCache::default(),
+            candles: CandleCache::default(),
             symbols,
             wakeup: Wakeup::default(),
             metrics,

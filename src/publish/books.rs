@@ -221,6 +221,7 @@ fn encode_watched(
             symbol: e.symbol,
             symbol_seq: shared.book_seq,
             is_status: false,
+            is_event: v == 0,
             channel: channel::book(v),
             frames,
         });

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 mod books;
+mod candles;
 
 use self::books::{BookEvents, Publishing};
-use crate::market::{Market, Published};
+pub use self::candles::CandleSettings;
+use self::candles::{trade_ts, CandleEvents};
+use crate::market::{Market, Published, Stamps};
 use crate::ring::RingWriter;
 use crate::symbols::SymbolDef;
 use crate::update::{level_flags, now_ns, Sequenced, SymbolId, Update, UpdateKind};
@@ -41,7 +44,8 @@ pub struct Publisher {
     next_seq: u64,
     sink: Option<Box<dyn PublishSink>>,
     books: BookEvents,
-    /// Book entries of the event being published.
+    candles: CandleEvents,
+    /// Book or candle entries of the event being published.
     book_entries: Vec<Published>,
 }
 
@@ -56,8 +60,15 @@ impl Publisher {
             next_seq: 1,
             sink: None,
             books: BookEvents::default(),
+            candles: CandleEvents::default(),
             book_entries: Vec::new(),
         }
+    }
+
+    /// Keeps candles with `settings` (else the defaults).
+    pub fn with_candles(mut self, settings: CandleSettings) -> Self {
+        self.candles.settings = settings;
+        self
     }
 
     /// Also hands every published update to `sink`.
@@ -90,21 +101,13 @@ impl Publisher {
                 if status.is_stale() && status != crate::update::SymbolStatus::StaleGap {
                     self.books.stale(update.symbol, &self.market);
                 }
+                // A status is not data: it keeps the symbol's sequence (the
+                // last update it follows) and is never dropped as old.
                 true
             }
             _ => false,
         };
-        if is_status {
-            // A status is not data: it keeps the symbol's sequence (the
-            // last update it follows) and is never dropped as old.
-        } else if update.origin_seq == 0 {
-            self.symbol_seqs[id] += 1;
-        } else if update.origin_seq > self.symbol_seqs[id] {
-            self.symbol_seqs[id] = update.origin_seq;
-        } else {
-            // Never publish older after newer: a client that saw symbol_seq n
-            // must not be shown n or less again.
-            self.market.metrics.updates_out_of_order_total.inc();
+        if !is_status && !self.sequence(&update) {
             return None;
         }
         let sequenced = Sequenced {
@@ -132,6 +135,7 @@ impl Publisher {
             symbol: update.symbol,
             symbol_seq: sequenced.symbol_seq,
             is_status,
+            is_event: matches!(update.kind, UpdateKind::Trade { .. }),
             channel: match update.kind {
                 UpdateKind::Trade { .. } => channel::TRADES,
                 _ => channel::QUOTES,
@@ -146,7 +150,55 @@ impl Publisher {
         if let Some(sink) = &mut self.sink {
             sink.send(&sequenced);
         }
+        if matches!(update.kind, UpdateKind::Trade { .. }) {
+            self.publish_candles(&sequenced);
+        }
         Some(sequenced)
+    }
+
+    /// Puts a published trade into its symbol's candles and pushes the
+    /// changes the watched intervals get.
+    fn publish_candles(&mut self, s: &Sequenced) {
+        let mut publishing = candles::Publishing {
+            candles: &self.market.candles,
+            encoder: &mut self.encoder,
+            metrics: &self.market.metrics,
+            next_seq: &mut self.next_seq,
+            stamps: Stamps {
+                exchange_ts_ns: s.update.exchange_ts_ns,
+                receive_ts_ns: s.update.receive_ts_ns,
+                publish_ts_ns: s.publish_ts_ns,
+            },
+            defs: &self.defs,
+        };
+        self.candles
+            .trade(&s.update, &mut publishing, &mut self.book_entries);
+        self.push_book_entries();
+    }
+
+    /// Numbers a quote or trade in its symbol's sequence: the next number,
+    /// or the upstream one if it is newer. False for an update not newer
+    /// than the symbol's last (dropped, counted).
+    fn sequence(&mut self, update: &Update) -> bool {
+        let id = update.symbol as usize;
+        let last = self.symbol_seqs[id];
+        if update.origin_seq == 0 {
+            self.symbol_seqs[id] += 1;
+        } else if update.origin_seq > last {
+            if update.origin_seq > last + 1 {
+                // Updates numbered upstream were missed (an edge that
+                // joined late or lost some): the open bars lack trades.
+                let ts = trade_ts(update);
+                self.candles.gap(update.symbol, ts, &self.market.candles);
+            }
+            self.symbol_seqs[id] = update.origin_seq;
+        } else {
+            // Never publish older after newer: a client that saw symbol_seq n
+            // must not be shown n or less again.
+            self.market.metrics.updates_out_of_order_total.inc();
+            return false;
+        }
+        true
     }
 
     /// Whether the symbol is in the table (its definition cached here);

@@ -220,7 +220,8 @@ struct DataPath {
 /// Starts the publisher (with a feed node's NATS sink) and `v`'s feeds,
 /// taking them out of `v`.
 fn start_data_path(v: &mut Setup, metrics: Arc<Metrics>) -> std::io::Result<DataPath> {
-    let mut pipeline = Pipeline::new(v.settings.ring_capacity, Arc::clone(&metrics));
+    let mut pipeline = Pipeline::new(v.settings.ring_capacity, Arc::clone(&metrics))
+        .with_candles(v.settings.candles);
     let market = Arc::clone(&pipeline.market);
     let mut background = Vec::new();
     let (mut publish, mut restored) = (None, None);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::feed::{FeedSpec, Speed};
 use crate::nats::PublishTarget;
+use crate::publish::CandleSettings;
 use crate::server::guard::access::OriginPolicy;
 use crate::server::guard::admission::AdmissionLimits;
 use crate::server::guard::auth::Verifier;
@@ -35,6 +36,7 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub candles: CandleSettings,
 }
 
 /// A validated configuration, ready to serve: settings, feeds and speed

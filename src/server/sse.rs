@@ -196,8 +196,9 @@ pub(super) fn channels_param(query: Option<&str>) -> Result<Option<Channels>, Ss
     for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let named = Channels::named(name).ok_or_else(|| {
             SseError::Refused(format!(
-                "unknown channel {:?}; expected quotes, trades, book, or book.N with N one of 1, 5, 10, 20, 50, 100",
-                name.chars().take(40).collect::<String>()
+                "unknown channel {:?}; expected {}",
+                name.chars().take(40).collect::<String>(),
+                crate::wire::channel::EXPECTED
             ))
         })?;
         mask.0 |= named.0;

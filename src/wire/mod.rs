@@ -321,7 +321,8 @@ fn parse_channels(
                 id,
                 ErrorCode::UnknownChannel,
                 format!(
-                    "unknown channel {shown:?}; expected quotes, trades, book, or book.N with N one of 1, 5, 10, 20, 50, 100"
+                    "unknown channel {shown:?}; expected {}",
+                    crate::wire::channel::EXPECTED
                 ),
             )
         })?;

@@ -119,9 +119,24 @@ pub enum Msg {
         bids: Vec<(String, String)>,
         asks: Vec<(String, String)>,
     },
+    /// A candle (one bar) or candles (several) message; bars as
+    /// [`BarText`].
+    Candle {
+        id: u32,
+        seq: u64,
+        candle_seq: u64,
+        interval: String,
+        list: bool,
+        snapshot: bool,
+        bars: Vec<BarText>,
+    },
     Control(serde_json::Value),
     Closed(Option<(u16, String)>),
 }
+
+/// A candle bar: start, open, high, low, close, volume as decimal text,
+/// trades, closed.
+pub type BarText = (u64, [String; 5], u64, bool);
 
 impl Msg {
     pub fn symbol_seq(&self) -> Option<(u32, u64)> {
@@ -197,6 +212,28 @@ impl From<ServerMessage> for Msg {
                     asks: text(&b.asks),
                 }
             }
+            ServerMessage::Candle(c) => Msg::Candle {
+                id: c.header.symbol,
+                seq: c.header.seq,
+                candle_seq: c.header.symbol_seq,
+                interval: tickwire::candle::INTERVALS[c.interval].0.to_owned(),
+                list: c.list,
+                snapshot: c.snapshot,
+                bars: c
+                    .bars
+                    .iter()
+                    .map(|b| {
+                        let text = [b.open, b.high, b.low, b.close].map(|p| p.to_string());
+                        let [o, h, l, cl] = text;
+                        (
+                            b.start_ts_ns,
+                            [o, h, l, cl, b.volume.to_string()],
+                            b.trades,
+                            b.closed,
+                        )
+                    })
+                    .collect(),
+            },
             ServerMessage::Control(v) => Msg::Control(v),
         }
     }
@@ -450,4 +487,26 @@ pub fn eventually_blocking(limit: Duration, mut done: impl FnMut() -> bool) -> b
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Until every feed of the server at `addr` reports `finished` (its
+/// source is read to the end; the publisher may still be taking the last
+/// updates).
+pub async fn feeds_finished(addr: std::net::SocketAddr) {
+    eventually_async(Duration::from_secs(60), "the feed to finish", || async {
+        let (_, text) = http_get(
+            addr,
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let feeds = health["feeds"].as_array().cloned().unwrap_or_default();
+        if !feeds.is_empty() && feeds.iter().all(|f| f["state"] == "finished") {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    })
+    .await;
 }

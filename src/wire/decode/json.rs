@@ -30,13 +30,14 @@ impl Decoder {
             }
             "quote" | "trade" | "status" => self.json_update(&v, kind),
             "book" => self.json_book(&v),
+            "candle" | "candles" => self.json_candle(&v, kind == "candles"),
             _ => Ok(ServerMessage::Control(v)),
         }
     }
 
     /// An update's header (its own sequence under `seq_key`) and its
     /// symbol's definition, which the name must match.
-    fn header(
+    pub(super) fn header(
         &self,
         v: &Value,
         seq_key: &'static str,
@@ -143,14 +144,14 @@ impl Decoder {
     }
 }
 
-fn json_str<'a>(v: &'a Value, key: &'static str) -> Result<&'a str, DecodeError> {
+pub(super) fn json_str<'a>(v: &'a Value, key: &'static str) -> Result<&'a str, DecodeError> {
     v.get(key)
         .and_then(Value::as_str)
         .ok_or(DecodeError::Field { key })
 }
 
 /// A non-negative JSON integer that fits `T`.
-fn json_int<T: TryFrom<u64>>(v: &Value, key: &'static str) -> Result<T, DecodeError> {
+pub(super) fn json_int<T: TryFrom<u64>>(v: &Value, key: &'static str) -> Result<T, DecodeError> {
     v.get(key)
         .and_then(Value::as_u64)
         .and_then(|n| T::try_from(n).ok())
@@ -165,7 +166,7 @@ fn json_size(v: &Value, key: &'static str, decimals: u8) -> Result<Option<Fixed>
     }
 }
 
-fn json_fixed(v: &Value, key: &'static str, decimals: u8) -> Result<Fixed, DecodeError> {
+pub(super) fn json_fixed(v: &Value, key: &'static str, decimals: u8) -> Result<Fixed, DecodeError> {
     let text = json_str(v, key)?;
     parse_exact(text, decimals).ok_or_else(|| DecodeError::Decimal {
         key,
@@ -180,6 +181,12 @@ fn json_fixed(v: &Value, key: &'static str, decimals: u8) -> Result<Fixed, Decod
 /// Anything else is refused, so that a decoded value displays as the very
 /// text that was sent.
 pub(super) fn parse_exact(text: &str, decimals: u8) -> Option<Fixed> {
+    let mantissa = i64::try_from(parse_exact_wide(text, decimals)?).ok()?;
+    Some(fixed(mantissa, decimals))
+}
+
+/// [`parse_exact`] of a 128-bit mantissa (a candle's volume).
+pub(super) fn parse_exact_wide(text: &str, decimals: u8) -> Option<i128> {
     let (negative, body) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -193,16 +200,19 @@ pub(super) fn parse_exact(text: &str, decimals: u8) -> Option<Fixed> {
     if !digits(int) || (decimals > 0 && !digits(frac)) || (int.len() > 1 && int.starts_with('0')) {
         return None;
     }
-    // Accumulated negative, so that i64::MIN is reachable.
-    let mut acc: i64 = 0;
+    // Accumulated negative, so that the minimum is reachable.
+    let mut acc: i128 = 0;
     for d in int.bytes().chain(frac.bytes()) {
-        acc = acc.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+        acc = acc.checked_mul(10)?.checked_sub(i128::from(d - b'0'))?;
     }
     if negative && acc == 0 {
         return None;
     }
-    let mantissa = if negative { acc } else { acc.checked_neg()? };
-    Some(fixed(mantissa, decimals))
+    if negative {
+        Some(acc)
+    } else {
+        acc.checked_neg()
+    }
 }
 
 /// `"state":"live"` with no reason, or `"state":"stale"` with a named one.

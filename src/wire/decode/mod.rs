@@ -19,7 +19,10 @@
 //! `tickwire bench` has a header-only reader of its own (`bench::samples`),
 //! on its hot path; it takes its offsets from [`offset`].
 
+mod candle;
 mod json;
+
+pub use self::candle::{CandleBar, CandleMessage};
 
 use std::collections::HashMap;
 
@@ -137,6 +140,7 @@ pub enum ServerMessage {
     Trade(Trade),
     Status(Status),
     Book(BookMessage),
+    Candle(CandleMessage),
     /// A reply or notice (`ack`, `pong`, `error`, `conflated`, and any type
     /// this version does not name): a JSON object with a string `type`.
     Control(Value),
@@ -150,6 +154,7 @@ impl ServerMessage {
             ServerMessage::Trade(t) => Some(&t.header),
             ServerMessage::Status(s) => Some(&s.header),
             ServerMessage::Book(b) => Some(&b.header),
+            ServerMessage::Candle(c) => Some(&c.header),
             ServerMessage::Symbol(_) | ServerMessage::Control(_) => None,
         }
     }
@@ -259,6 +264,7 @@ impl Decoder {
             msg_type::STATUS => STATUS_LEN,
             msg_type::SYMBOL => return self.binary_symbol(p),
             msg_type::BOOK => return self.binary_book(p),
+            msg_type::CANDLE | msg_type::CANDLES => return self.binary_candle(p),
             other => return Err(DecodeError::UnknownType(other)),
         };
         if p.len() != want {
@@ -692,7 +698,7 @@ mod tests {
     #[test]
     fn unknown_type_bytes_are_refused() {
         let (_, mut quote, _, _) = cases().swap_remove(1);
-        for t in (0..=255u8).filter(|t| !(1..=5).contains(t)) {
+        for t in (0..=255u8).filter(|t| !(1..=7).contains(t)) {
             quote[0] = t;
             let got = decoder().decode_binary(&quote);
             assert!(

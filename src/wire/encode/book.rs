@@ -10,8 +10,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::{
-    carve, msg_type, put_header, write_json_str, write_u64, write_u64_fields, Arena, EncodedUpdate,
-    FrameEncoder, SymbolFormat, MAX_HEADER_LEN, OPCODE_BINARY, OPCODE_TEXT,
+    msg_type, own_frames, write_json_str, write_u64, write_u64_fields, EncodedUpdate, FrameEncoder,
+    SymbolFormat,
 };
 use crate::decimal::write_fixed;
 use crate::update::SymbolId;
@@ -64,20 +64,11 @@ impl FrameEncoder {
         levels: BookLevels<'_>,
         sym: SymbolFormat<'_>,
     ) -> EncodedUpdate {
-        let out = carve(&mut self.arena, OPCODE_BINARY, levels.binary_len());
-        put_binary(out, head, levels);
-        let binary = self.arena.bytes.split().freeze();
-        self.json.clear();
-        write_json(&mut self.json, head, levels, sym);
-        carve(&mut self.json_arena, OPCODE_TEXT, self.json.len()).put_slice(&self.json);
-        let json = self.json_arena.bytes.split().freeze();
-        EncodedUpdate {
-            binary,
-            json,
-            chunks: [self.arena.id, self.json_arena.id],
-            deflated: None,
-        }
-        .with_deflated()
+        self.encode_with(
+            levels.binary_len(),
+            |out| put_binary(out, head, levels),
+            |json| write_json(json, head, levels, sym),
+        )
     }
 }
 
@@ -89,21 +80,11 @@ pub fn book_frames(
     levels: BookLevels<'_>,
     sym: SymbolFormat<'_>,
 ) -> EncodedUpdate {
-    let mut binary = Arena::new(MAX_HEADER_LEN + levels.binary_len());
-    put_header(&mut binary.bytes, OPCODE_BINARY, levels.binary_len());
-    put_binary(&mut binary.bytes, head, levels);
-    let mut payload = Vec::with_capacity(64 + 48 * (levels.bids.len() + levels.asks.len()));
-    write_json(&mut payload, head, levels, sym);
-    let mut json = Arena::new(MAX_HEADER_LEN + payload.len());
-    put_header(&mut json.bytes, OPCODE_TEXT, payload.len());
-    json.bytes.put_slice(&payload);
-    EncodedUpdate {
-        chunks: [binary.id, json.id],
-        binary: binary.bytes.freeze(),
-        json: json.bytes.freeze(),
-        deflated: None,
-    }
-    .with_deflated()
+    own_frames(
+        levels.binary_len(),
+        |out| put_binary(out, head, levels),
+        |json| write_json(json, head, levels, sym),
+    )
 }
 
 fn put_binary(out: &mut BytesMut, head: &BookHead, levels: BookLevels<'_>) {

@@ -6,14 +6,18 @@
 //! resulting [`Bytes`]. The layouts are specified in `docs/PROTOCOL.md`; the
 //! tests at the bottom pin them to that page.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+mod arena;
 mod book;
+mod candle;
 
+use self::arena::{carve, own_frames, Arena, NEXT_CHUNK};
 pub use self::book::{book_flags, book_frames, BookHead, BookLevels, BOOK_HEAD_LEN, LEVEL_LEN};
+pub use self::candle::{candle_flags, candles_frames, CandleHead, BAR_LEN, CANDLE_HEAD_LEN};
 
 use crate::decimal::write_fixed;
 use crate::update::{Sequenced, Side, SymbolStatus, UpdateKind};
@@ -26,6 +30,10 @@ pub mod msg_type {
     pub const SYMBOL: u8 = 3;
     pub const STATUS: u8 = 4;
     pub const BOOK: u8 = 5;
+    /// One candle bar as it changes or closes.
+    pub const CANDLE: u8 = 6;
+    /// A run of candle bars: a snapshot, or a catch-up.
+    pub const CANDLES: u8 = 7;
 }
 
 /// Bits of the u16 at offset 2 of a binary quote, which is 0 in every
@@ -186,26 +194,6 @@ pub fn deflated_frame(opcode: u8, packed: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// Chunk ids, unique in the process whichever encoder carves the chunk.
-static NEXT_CHUNK: AtomicU64 = AtomicU64::new(0);
-
-/// An arena chunk and its id.
-struct Arena {
-    bytes: BytesMut,
-    id: u64,
-}
-
-impl Arena {
-    fn new(capacity: usize) -> Self {
-        Arena {
-            bytes: BytesMut::with_capacity(capacity),
-            // Relaxed: only uniqueness matters, which the counter gives in
-            // any order.
-            id: NEXT_CHUNK.fetch_add(1, Ordering::Relaxed),
-        }
-    }
-}
-
 /// What the encoder needs to know about a symbol for its JSON form.
 #[derive(Debug, Clone, Copy)]
 pub struct SymbolFormat<'a> {
@@ -309,16 +297,6 @@ impl FrameEncoder {
         }
         self.arena.bytes.split().freeze()
     }
-}
-
-fn carve(arena: &mut Arena, opcode: u8, payload_len: usize) -> &mut BytesMut {
-    let need = MAX_HEADER_LEN + payload_len;
-    if arena.bytes.capacity() - arena.bytes.len() < need {
-        // A new chunk; frames already split off keep the old one alive.
-        *arena = Arena::new(ARENA_CHUNK.max(need));
-    }
-    put_header(&mut arena.bytes, opcode, payload_len);
-    &mut arena.bytes
 }
 
 fn write_json(out: &mut Vec<u8>, s: &Sequenced, sym: SymbolFormat<'_>) {
