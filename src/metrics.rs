@@ -264,6 +264,8 @@ counters! {
     candle_snapshots_encoded_total: "counter",
     /// Trades older than a candle bar already closed (in no bar).
     candle_late_trades_total: "counter",
+    /// Times a symbol's trade time went back past the close grace (a looped replay started over) and its candle bars started over.
+    candle_resets_total: "counter",
     /// Book events after which the best bid was at or above the best ask (served as the source sent them).
     books_crossed_total: "counter",
     /// Times a feed's order book lost its synchronization with the venue (a diff out of sequence, a snapshot too old) and was marked stale.

@@ -178,6 +178,15 @@ impl Series {
         dropped
     }
 
+    /// Forgets every bar (the symbol's trade time went back: a looped
+    /// replay started over); `candle_seq` goes on.
+    pub fn reset(&mut self) {
+        *self = Series {
+            candle_seq: self.candle_seq,
+            ..Series::default()
+        };
+    }
+
     /// The closed bars and the open one, oldest first, with whether each is
     /// closed.
     pub fn bars(&self) -> impl Iterator<Item = (Bar, bool)> + '_ {

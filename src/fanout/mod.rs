@@ -16,6 +16,8 @@ use std::sync::Arc;
 #[cfg(test)]
 mod book_tests;
 mod cached;
+#[cfg(test)]
+mod candle_tests;
 mod outbox;
 mod poll;
 pub mod shard;

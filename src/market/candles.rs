@@ -42,6 +42,8 @@ pub struct SharedCandles {
     /// at its last change (a snapshot's floor).
     pub seq: [u64; COUNT],
     pub stamps: [Stamps; COUNT],
+    /// The newest trade time of the symbol.
+    pub last_trade_ts_ns: u64,
     /// Snapshots encoded since the last change, by interval.
     memo: [Option<EncodedUpdate>; COUNT],
 }

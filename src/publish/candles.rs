@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::symbols::SymbolDef;
 use crate::update::{SymbolId, Update, UpdateKind};
 use crate::wire::channel;
-use crate::wire::encode::{FrameEncoder, SymbolFormat};
+use crate::wire::encode::{candles_frames, FrameEncoder, SymbolFormat};
 
 /// The candles' settings (`candle_history`, `candle_close_grace_ms`).
 #[derive(Debug, Clone, Copy)]
@@ -74,16 +74,40 @@ impl CandleEvents {
             return;
         };
         let ts = trade_ts(update);
-        self.clock = self.clock.max(ts);
+        let symbol = update.symbol;
+        let grace = self.settings.grace_ns;
+        // The symbol's trade time went back past the grace: not a late
+        // trade but a clock that started over (a looped replay's next
+        // pass). Its bars start over, and so does the trade clock.
+        let went_back = p
+            .candles
+            .with(symbol, |c| c.last_trade_ts_ns > ts.saturating_add(grace));
+        self.clock = if went_back { ts } else { self.clock.max(ts) };
         self.close_due(p, out);
-        let Some(Some(def)) = p.defs.get(update.symbol as usize) else {
+        let Some(Some(def)) = p.defs.get(symbol as usize) else {
             return;
         };
         let history = self.settings.history;
-        let symbol = update.symbol;
         let mut late = false;
         let due = &mut self.due;
         p.candles.with(symbol, |c| {
+            c.last_trade_ts_ns = if went_back {
+                ts
+            } else {
+                c.last_trade_ts_ns.max(ts)
+            };
+            if went_back {
+                p.metrics.candle_resets_total.inc();
+                for i in 0..COUNT {
+                    c.series[i].reset();
+                    c.series[i].trade(i, ts, px, sz, history);
+                    let bar = c.series[i].current.expect("a trade opens a bar");
+                    let end = bar.start_ts_ns + interval_ns(i);
+                    due.push(Reverse((end, symbol, i as u8)));
+                    publish_reset(c, (symbol, i, def), &bar, p, out);
+                }
+                return;
+            }
             for i in 0..COUNT {
                 match c.series[i].trade(i, ts, px, sz, history) {
                     Applied::Late => late = true,
@@ -146,6 +170,45 @@ impl CandleEvents {
     }
 }
 
+/// Publishes interval `i` started over with `bar` as a `candles` snapshot
+/// (a client replaces what it had), held by a throttle like an event.
+fn publish_reset(
+    c: &mut SharedCandles,
+    (symbol, i, def): (SymbolId, usize, &SymbolDef),
+    bar: &Bar,
+    p: &mut Publishing<'_>,
+    out: &mut Vec<Published>,
+) {
+    let watched = c.watchers[i] > 0;
+    if watched {
+        *p.next_seq += 1;
+    }
+    c.changed(i, *p.next_seq - 1, p.stamps);
+    if !watched {
+        return;
+    }
+    let head = c.head(symbol, i, *p.next_seq - 1);
+    let frames = candles_frames(&head, &[(*bar, false)], true, format(def));
+    p.metrics.candle_frames_encoded_total.inc();
+    out.push(Published {
+        seq: head.seq,
+        symbol,
+        symbol_seq: head.candle_seq,
+        is_status: false,
+        is_event: true,
+        channel: channel::candle(i),
+        frames,
+    });
+}
+
+fn format(def: &SymbolDef) -> SymbolFormat<'_> {
+    SymbolFormat {
+        name: &def.name,
+        price_decimals: def.price_decimals,
+        size_decimals: def.size_decimals,
+    }
+}
+
 /// Publishes one change of interval `i` (under the symbol's mutex, see
 /// `market::candles`): numbered, and encoded if the interval is watched.
 fn publish(
@@ -166,12 +229,7 @@ fn publish(
     }
     let seq = *p.next_seq - 1;
     let head = c.head(symbol, i, seq);
-    let format = SymbolFormat {
-        name: &def.name,
-        price_decimals: def.price_decimals,
-        size_decimals: def.size_decimals,
-    };
-    let frames = p.encoder.encode_candle(&head, bar, closed, format);
+    let frames = p.encoder.encode_candle(&head, bar, closed, format(def));
     p.metrics.candle_frames_encoded_total.inc();
     out.push(Published {
         seq,

@@ -232,6 +232,66 @@ mod tests {
         &frame[h.header_len..]
     }
 
+    /// The page's candle examples are the encoder's bytes.
+    #[test]
+    fn the_protocol_page_examples_are_the_encoders() {
+        let fmt = SymbolFormat {
+            name: "BTCUSDT",
+            price_decimals: 8,
+            size_decimals: 8,
+        };
+        let head = CandleHead {
+            symbol: 7,
+            interval: 1,
+            seq: 60,
+            candle_seq: 12,
+            exchange_ts_ns: 1_723_161_300_019_000_000,
+            receive_ts_ns: 1_723_161_298_770_000_000,
+            publish_ts_ns: 1_900_000_000_000_400_000,
+        };
+        let bar = Bar {
+            start_ts_ns: 1_723_161_240_000_000_000,
+            open: 6_180_030_000_000,
+            high: 6_181_250_000_000,
+            low: 6_179_500_000_000,
+            close: 6_180_810_000_000,
+            volume: 4_182_600_000,
+            trades: 913,
+        };
+        let doc = include_str!("../../../docs/PROTOCOL.md");
+        let e = FrameEncoder::new().encode_candle(&head, &bar, true, fmt);
+        let json = std::str::from_utf8(payload(&e.json)).unwrap();
+        assert!(doc.contains(json), "{json}");
+        let start = doc.find("82 78\n").expect("the binary candle example");
+        let bytes: Vec<u8> = doc[start..]
+            .lines()
+            .take(9)
+            .flat_map(|l| l.split("   ").next().unwrap().split_whitespace())
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        assert_eq!(bytes, &e.binary[..]);
+        let open = Bar {
+            start_ts_ns: 1_723_161_300_000_000_000,
+            open: 6_180_810_000_000,
+            high: 6_180_810_000_000,
+            low: 6_180_800_000_000,
+            close: 6_180_800_000_000,
+            volume: 20_000_000,
+            trades: 2,
+        };
+        let head = CandleHead {
+            seq: 75,
+            candle_seq: 14,
+            exchange_ts_ns: 1_723_161_300_107_000_000,
+            receive_ts_ns: 1_723_161_298_861_000_000,
+            publish_ts_ns: 1_900_000_000_000_500_000,
+            ..head
+        };
+        let e = candles_frames(&head, &[(bar, true), (open, false)], true, fmt);
+        let json = std::str::from_utf8(payload(&e.json)).unwrap();
+        assert!(doc.contains(json), "{json}");
+    }
+
     #[test]
     fn candle_layouts() {
         let f = FrameEncoder::new().encode_candle(&head(), &bar(), true, FMT);
