@@ -5,14 +5,18 @@
 // the rows that changed.
 //
 // URL parameters: `symbol` (the selection; also kept in localStorage),
-// `ws` / `sse` (endpoint paths), `transport` (auto, websocket, sse).
+// `interval` (the candle chart's, likewise), `ws` / `sse` (endpoint
+// paths), `transport` (auto, websocket, sse).
 
-import { TickwireClient, formatFixed } from "./tickwire.js";
+import { TickwireClient, formatFixed, parseFixed, INTERVALS } from "./tickwire.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 const STORE_WATCH = "tickwire.watchlist";
 const STORE_SELECTED = "tickwire.selected";
+const STORE_INTERVAL = "tickwire.candleInterval";
+// The candle chart: one bar per this many CSS pixels.
+const CANDLE_SLOT = 9;
 const SPARK_BUCKET_MS = 500;
 const SPARK_POINTS = 120;
 const CHART_BUCKET_MS = 100;
@@ -45,6 +49,8 @@ const client = new TickwireClient({
   // trades all come, together); the selected symbol, whose book the page
   // follows, comes at full rate. `?throttle=0` turns it off.
   throttleMs: Number(params.get("throttle") ?? 100) || undefined,
+  // The selected symbol's candles, at the picked interval.
+  candleInterval: [params.get("interval"), localStorage.getItem(STORE_INTERVAL)].find((i) => INTERVALS.includes(i)) ?? "1m",
 });
 // For tests and the console.
 window.tickwire = client;
@@ -57,6 +63,9 @@ let tradesDirty = true;
 // the ladder shows it yet.
 let book = null;
 let bookDirty = true;
+// The selected symbol's candles (TickwireClient's `candles` event).
+let candles = null;
+let candlesDirty = true;
 
 function saveWatchlist() {
   localStorage.setItem(STORE_WATCH, JSON.stringify(client.subscriptions()));
@@ -275,6 +284,8 @@ function select(name, user) {
   if (client.bookWatch?.symbol !== name) {
     book = null;
     bookDirty = true;
+    candles = null;
+    candlesDirty = true;
     client.watchBook(name, BOOK_CHANNEL);
   }
   drawDetail();
@@ -482,6 +493,121 @@ function drawChart(r) {
   g.fillText(r.bid, pw + 6, yy + 4);
 }
 
+// ---- candles ----
+
+const utcTime = new Intl.DateTimeFormat("en-GB", { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false, timeZone: "UTC" });
+const utcDay = new Intl.DateTimeFormat("en-GB", { month: "short", day: "2-digit", timeZone: "UTC" });
+
+function pickInterval(interval, user) {
+  for (const b of document.querySelectorAll("#intervals button")) b.setAttribute("aria-pressed", String(b.dataset.interval === interval));
+  if (!user) return;
+  localStorage.setItem(STORE_INTERVAL, interval);
+  const p = new URLSearchParams(location.search);
+  p.set("interval", interval);
+  history.replaceState(null, "", `?${p}`);
+  candles = null;
+  candlesDirty = true;
+  client.watchCandles(interval);
+}
+
+/**
+ * The selected symbol's bars as candlesticks, as many of the newest as fit:
+ * a wick from low to high, a body from open to close (green up, red down),
+ * the open bar paler. Times are UTC interval starts. The newest bar's
+ * exact values are written beside the title, and kept on the canvas's
+ * dataset for tests.
+ */
+function drawCandles() {
+  candlesDirty = false;
+  const canvas = $("candles");
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth;
+  const h = canvas.clientHeight;
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr);
+    canvas.height = Math.round(h * dpr);
+  }
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  g.font = "11px ui-monospace, Menlo, Consolas, monospace";
+  const interval = client.candleInterval;
+  const bars = candles?.interval === interval ? candles.bars : [];
+  const closed = bars.filter((b) => b.closed);
+  const lastClosed = closed[closed.length - 1];
+  canvas.dataset.interval = interval;
+  canvas.dataset.bars = String(bars.length);
+  canvas.dataset.lastClosed = lastClosed ? JSON.stringify([lastClosed.startMs, lastClosed.open, lastClosed.high, lastClosed.low, lastClosed.close, lastClosed.volume, lastClosed.trades]) : "";
+  canvas.dataset.starts = bars.map((b) => b.startMs).join(",");
+  const newest = bars[bars.length - 1];
+  $("candle-meta").textContent = newest
+    ? `${newest.closed ? "closed" : "open"} ${utcTime.format(newest.startMs)} UTC · O ${newest.open} H ${newest.high} L ${newest.low} C ${newest.close} · V ${newest.volume} · ${newest.trades} trades`
+    : "";
+  if (!bars.length) {
+    g.fillStyle = "#7f8a96";
+    g.fillText(selected ? "waiting for trades…" : "select a symbol", 12, 20);
+    return;
+  }
+  const pd = decimalsOf(newest.open);
+  const padR = 92;
+  const padB = 22;
+  const pw = w - padR;
+  const ph = h - padB - 8;
+  const shown = bars.slice(-Math.max(1, Math.floor(pw / CANDLE_SLOT)));
+  const num = (t) => Number(parseFixed(t, pd));
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const b of shown) {
+    lo = Math.min(lo, num(b.low));
+    hi = Math.max(hi, num(b.high));
+  }
+  const { step, k } = niceStep((hi - lo) / 5 || 1);
+  const s = Number(step);
+  lo = Math.floor(lo / s) * s;
+  hi = Math.ceil(hi / s) * s;
+  if (hi === lo) hi = lo + s;
+  const y = (v) => 8 + ph - ((v - lo) / (hi - lo)) * ph;
+  g.strokeStyle = "#1f252c";
+  g.fillStyle = "#7f8a96";
+  g.lineWidth = 1;
+  for (let v = BigInt(lo); v <= BigInt(hi); v += step) {
+    const yy = Math.round(y(Number(v))) + 0.5;
+    g.beginPath();
+    g.moveTo(0, yy);
+    g.lineTo(pw, yy);
+    g.stroke();
+    g.fillText(label(v, pd, k), pw + 8, yy + 4);
+  }
+  // A time label every so many bars, at UTC.
+  const every = Math.max(1, Math.ceil(70 / CANDLE_SLOT));
+  const fmt = interval === "1d" ? utcDay : utcTime;
+  shown.forEach((b, i) => {
+    const x = i * CANDLE_SLOT + CANDLE_SLOT / 2;
+    if (i % every === 0) {
+      g.fillStyle = "#7f8a96";
+      g.fillText(fmt.format(b.startMs), Math.max(0, x - 24), h - 6);
+    }
+    const [o, c] = [num(b.open), num(b.close)];
+    const color = c >= o ? "#26c281" : "#f0506e";
+    g.globalAlpha = b.closed ? 1 : 0.6;
+    g.strokeStyle = g.fillStyle = color;
+    g.beginPath();
+    g.moveTo(Math.round(x) + 0.5, y(num(b.high)));
+    g.lineTo(Math.round(x) + 0.5, y(num(b.low)));
+    g.stroke();
+    const top = y(Math.max(o, c));
+    g.fillRect(x - (CANDLE_SLOT - 3) / 2, top, CANDLE_SLOT - 3, Math.max(1, y(Math.min(o, c)) - top));
+    g.globalAlpha = 1;
+  });
+  g.fillStyle = "#7f8a96";
+  g.fillText("UTC", pw + 8, h - 6);
+}
+
+function decimalsOf(text) {
+  const dot = text.indexOf(".");
+  return dot < 0 ? 0 : text.length - dot - 1;
+}
+
 // ---- subscriptions ----
 
 function subscribe(name) {
@@ -572,11 +698,17 @@ client.addEventListener("book", (e) => {
   book = e.detail;
   bookDirty = true;
 });
+client.addEventListener("candles", (e) => {
+  if (e.detail.symbol !== selected) return;
+  candles = e.detail;
+  candlesDirty = true;
+});
 client.addEventListener("batch", () => {
   const now = performance.now();
   for (const r of rows.values()) if (r.quoteDirty || r.tradeDirty || r.sparkDirty) drawRow(r, now);
   if (chartDirty || tradesDirty) drawDetail();
   if (bookDirty) drawLadder();
+  if (candlesDirty) drawCandles();
 });
 client.addEventListener("status", (e) => setState(e.detail));
 // A stale row: its upstream feed lost the symbol; the values are the last known.
@@ -600,7 +732,10 @@ setInterval(() => {
 window.addEventListener("resize", () => {
   chartDirty = true;
   drawDetail();
+  drawCandles();
 });
+for (const b of document.querySelectorAll("#intervals button")) b.addEventListener("click", () => pickInterval(b.dataset.interval, true));
+pickInterval(client.candleInterval, false);
 $("empty").hidden = true;
 setTimeout(() => {
   $("empty").hidden = rows.size > 0;
@@ -609,3 +744,4 @@ if (selected) client.watchBook(selected, BOOK_CHANNEL);
 client.start();
 drawDetail();
 drawLadder();
+drawCandles();

@@ -25,6 +25,22 @@ export const STATUS_LEN = 48;
 export const BOOK_HEAD_LEN = 56;
 // A binary book's flags: the message is a snapshot, not changes.
 export const BOOK_SNAPSHOT = 1;
+// Candles: type 6 one bar, type 7 several; the 48-byte header, the
+// interval in seconds and a count, then 64 bytes a bar.
+export const MSG_CANDLE = 6;
+export const MSG_CANDLES = 7;
+export const CANDLE_HEAD_LEN = 56;
+export const BAR_LEN = 64;
+// Byte 1 of a candle message: the interval.
+export const INTERVALS = ["1s", "1m", "5m", "15m", "1h", "1d"];
+const INTERVAL_SECONDS = [1, 60, 300, 900, 3600, 86400];
+// A candle's flags: closed; a candles message's: snapshot, the last bar open.
+const CANDLE_CLOSED = 1;
+const CANDLE_SNAPSHOT = 2;
+const CANDLE_LAST_OPEN = 4;
+// Bars a followed candle series keeps (the server sends up to its
+// candle_history, 500 by default).
+const MAX_BARS = 1000;
 // A binary quote's flags, the u16 at offset 2: a size is unknown.
 export const BID_SIZE_UNKNOWN = 1;
 export const ASK_SIZE_UNKNOWN = 2;
@@ -92,6 +108,7 @@ export function decodeBinary(data, symbols) {
     return def;
   }
   if (type === MSG_BOOK) return decodeBookBinary(v, symbols);
+  if (type === MSG_CANDLE || type === MSG_CANDLES) return decodeCandleBinary(v, symbols);
   if (type !== MSG_QUOTE && type !== MSG_TRADE && type !== MSG_STATUS) throw new Error(`unknown binary message type ${type}`);
   const want = type === MSG_QUOTE ? QUOTE_LEN : type === MSG_TRADE ? TRADE_LEN : STATUS_LEN;
   if (v.byteLength !== want) throw new Error(`message type ${type} of ${v.byteLength} bytes, not ${want}`);
@@ -180,6 +197,60 @@ function decodeBookBinary(v, symbols) {
 
 // JSON.parse rounds 19-digit integers; the timestamps are read from the
 // text instead, exactly.
+/**
+ * A binary candle (one bar) or candles (several) message: bars oldest
+ * first, prices and volume as exact strings, `startMs` the bar's start.
+ */
+function decodeCandleBinary(v, symbols) {
+  const type = v.getUint8(0);
+  const list = type === MSG_CANDLES;
+  if (v.byteLength < CANDLE_HEAD_LEN) throw new Error(`candle message of ${v.byteLength} bytes`);
+  const count = v.getUint32(52, true);
+  const n = list ? count : 1;
+  const want = CANDLE_HEAD_LEN + BAR_LEN * n;
+  if (v.byteLength !== want || (list ? count === 0 : count !== 0)) throw new Error(`candle message of ${v.byteLength} bytes, count ${count}`);
+  const i = v.getUint8(1);
+  if (i >= INTERVALS.length || v.getUint32(48, true) !== INTERVAL_SECONDS[i]) throw new Error(`candle interval ${i}`);
+  const flags = v.getUint16(2, true);
+  if (flags & ~(list ? CANDLE_SNAPSHOT | CANDLE_LAST_OPEN : CANDLE_CLOSED)) throw new Error(`candle flags 0x${flags.toString(16)} are not defined`);
+  const id = v.getUint32(4, true);
+  const def = symbols.get(id);
+  if (!def) throw new Error(`candle for symbol ${id} before its definition`);
+  const bars = [];
+  for (let k = 0; k < n; k++) {
+    const o = CANDLE_HEAD_LEN + BAR_LEN * k;
+    const px = (at) => formatFixed(v.getBigInt64(o + at, true), def.priceDecimals);
+    // i128, little-endian: the low half unsigned, the high half signed.
+    const volume = (v.getBigInt64(o + 48, true) << 64n) | v.getBigUint64(o + 40, true);
+    bars.push({
+      startMs: Number(v.getBigUint64(o, true) / 1_000_000n),
+      open: px(8),
+      high: px(16),
+      low: px(24),
+      close: px(32),
+      volume: formatFixed(volume, def.sizeDecimals),
+      trades: Number(v.getBigUint64(o + 56, true)),
+      closed: list ? k + 1 < n || !(flags & CANDLE_LAST_OPEN) : (flags & CANDLE_CLOSED) !== 0,
+    });
+  }
+  return {
+    type: list ? "candles" : "candle",
+    id,
+    symbol: def.symbol,
+    interval: INTERVALS[i],
+    channel: `candles.${INTERVALS[i]}`,
+    seq: seqAt(v, 8),
+    candleSeq: seqAt(v, 16),
+    exchangeTs: v.getBigUint64(24, true),
+    receiveTs: v.getBigUint64(32, true),
+    publishTs: v.getBigUint64(40, true),
+    snapshot: (flags & CANDLE_SNAPSHOT) !== 0,
+    bars,
+    priceDecimals: def.priceDecimals,
+    sizeDecimals: def.sizeDecimals,
+  };
+}
+
 const tsField = (text, key) => {
   const at = text.indexOf(`"${key}":`);
   if (at < 0) return 0n;
@@ -223,6 +294,28 @@ export function decodeJson(text, symbols) {
       snapshot: j.snapshot,
       bids: j.bids,
       asks: j.asks,
+      priceDecimals: def.priceDecimals,
+      sizeDecimals: def.sizeDecimals,
+    };
+  }
+  if (j.type === "candle" || j.type === "candles") {
+    const def = symbols.get(j.id);
+    if (!def) throw new Error(`candle for symbol ${j.id} before its definition`);
+    // A bar's start is a whole second in ns: exact as a double.
+    const bar = (b) => ({ startMs: b.start_ts / 1e6, open: b.open, high: b.high, low: b.low, close: b.close, volume: b.volume, trades: b.trades, closed: b.closed });
+    return {
+      type: j.type,
+      id: j.id,
+      symbol: j.symbol,
+      interval: j.interval,
+      channel: j.channel,
+      seq: j.seq,
+      candleSeq: j.candle_seq,
+      exchangeTs: tsField(text, "exchange_ts"),
+      receiveTs: tsField(text, "receive_ts"),
+      publishTs: tsField(text, "publish_ts"),
+      snapshot: j.type === "candles" && j.snapshot,
+      bars: j.type === "candles" ? j.bars.map(bar) : [bar(j)],
       priceDecimals: def.priceDecimals,
       sizeDecimals: def.sizeDecimals,
     };
@@ -291,6 +384,10 @@ const MAX_QUEUED = 50_000;
  *   message: `{symbol, channel, bookSeq, bids, asks, changed, latencyMs}`,
  *   levels as `[price, size]` strings best first, `changed` the set of
  *   `"b:price"` / `"a:price"` whose size changed (for flashing);
+ * - `candles`: the candles followed with {@link watchCandles}, after each
+ *   message: `{symbol, interval, bars}`, bars oldest first, each
+ *   `{startMs, open, high, low, close, volume, trades, closed}` (prices
+ *   and volume as exact strings);
  * - `conflated`: the server's notice; `error`: a refused request;
  * - `batch`: after each batch of messages, once per animation frame: the
  *   moment to draw.
@@ -352,6 +449,10 @@ export class TickwireClient extends EventTarget {
     this._nextRequestId = 1;
     this._requests = new Map();
     this._stopped = true;
+    /** The candle interval followed for the book's symbol (`"1m"`), or null. */
+    this.candleInterval = options.candleInterval ?? null;
+    /** Its bars: `{symbol, interval, bars}`, bars oldest first. */
+    this.candles = null;
     /** The book followed: `{symbol, channel}` or null. */
     this.bookWatch = null;
     /** Its local copy: `{symbol, channel, bookSeq, bids, asks}`, levels best first. */
@@ -371,7 +472,7 @@ export class TickwireClient extends EventTarget {
   watchBook(symbol, channel = "book.20") {
     const old = this.bookWatch;
     if (old && this._ws?.readyState === 1) {
-      this._ws.send(JSON.stringify({ op: "unsubscribe", symbols: [old.symbol], channels: [old.channel], id: this._nextRequestId++ }));
+      this._ws.send(JSON.stringify({ op: "unsubscribe", symbols: [old.symbol], channels: this._followed(old.channel), id: this._nextRequestId++ }));
       // Following its book took the old symbol out of the throttle: put
       // it back.
       if (this.throttleMs && this.wants(old.symbol) && old.symbol !== symbol) {
@@ -383,7 +484,39 @@ export class TickwireClient extends EventTarget {
     }
     this.bookWatch = symbol ? { symbol, channel } : null;
     this.book = null;
+    this.candles = null;
     this._subscribeBook();
+  }
+
+  /**
+   * Follows the candles of the symbol whose book is followed
+   * ({@link watchBook}) at `interval` (`"1s"`, `"1m"`, `"5m"`, `"15m"`,
+   * `"1h"`, `"1d"`; null stops): the kept bars at once, then each change.
+   * The bars are `client.candles`; a `candles` event says they changed.
+   */
+  watchCandles(interval) {
+    const w = this.bookWatch;
+    const old = this.candleInterval;
+    if (interval === old) return;
+    this.candleInterval = interval;
+    this.candles = null;
+    if (!w) return;
+    if (this.transport === "websocket" && this._ws?.readyState === 1) {
+      if (old) this._ws.send(JSON.stringify({ op: "unsubscribe", symbols: [w.symbol], channels: [`candles.${old}`], id: this._nextRequestId++ }));
+      if (interval) {
+        const id = this._nextRequestId++;
+        const req = { op: "subscribe", symbols: [w.symbol], channels: [`candles.${interval}`], id };
+        this._requests.set(id, req);
+        this._ws.send(JSON.stringify(req));
+      }
+    } else {
+      this._subscribeBook();
+    }
+  }
+
+  /** The channels of the followed symbol: its book's, and its candles'. */
+  _followed(bookChannel) {
+    return this.candleInterval ? [bookChannel, `candles.${this.candleInterval}`] : [bookChannel];
   }
 
   _subscribeBook() {
@@ -396,22 +529,24 @@ export class TickwireClient extends EventTarget {
     this._polls = this._polls.filter((c) => !c.book);
     const w = this.bookWatch;
     if (!w) return;
+    const channels = this._followed(w.channel);
+    // On a second stream, its ack and definitions repeat the main
+    // stream's: only books and candles count.
+    const ours = (text) => text.startsWith('{"type":"book"') || text.startsWith('{"type":"candle') || text.startsWith('{"type":"symbol"');
     if (this.transport === "websocket" && this._ws?.readyState === 1) {
       const id = this._nextRequestId++;
-      this._requests.set(id, { op: "subscribe", symbols: [w.symbol], channels: [w.channel] });
-      this._ws.send(JSON.stringify({ op: "subscribe", symbols: [w.symbol], channels: [w.channel], id }));
+      this._requests.set(id, { op: "subscribe", symbols: [w.symbol], channels });
+      this._ws.send(JSON.stringify({ op: "subscribe", symbols: [w.symbol], channels, id }));
     } else if (this.transport === "poll") {
-      // A second poll loop, for the book only.
-      const query = `symbols=${encodeURIComponent(w.symbol)}&channels=${encodeURIComponent(w.channel)}`;
-      this._pollLoop(query, (text) => text.startsWith('{"type":"book"') || text.startsWith('{"type":"symbol"'), () => {}, true);
+      // A second poll loop, for the book and candles only.
+      const query = `symbols=${encodeURIComponent(w.symbol)}&channels=${encodeURIComponent(channels.join(","))}`;
+      this._pollLoop(query, ours, () => {}, true);
     } else if (this.transport === "sse" && typeof EventSource === "function") {
-      const url = `${this.httpBase}${this.ssePath}?symbols=${encodeURIComponent(w.symbol)}&channels=${encodeURIComponent(w.channel)}`;
+      const url = `${this.httpBase}${this.ssePath}?symbols=${encodeURIComponent(w.symbol)}&channels=${encodeURIComponent(channels.join(","))}`;
       const es = new EventSource(url);
       this._bookEs = es;
-      // Its ack and definitions repeat the main stream's; only books count.
       es.onmessage = (ev) => {
-        const j = ev.data.startsWith('{"type":"book"') || ev.data.startsWith('{"type":"symbol"');
-        if (j) this._enqueue(ev.data);
+        if (ours(ev.data)) this._enqueue(ev.data);
       };
     }
   }
@@ -487,6 +622,25 @@ export class TickwireClient extends EventTarget {
       for (const [p, q] of this.book[side]) if (was.get(p) !== q) changed.add(`${tag}:${p}`);
     }
     this._emit("book", { ...this.book, changed, snapshot: m.snapshot, latencyMs: receivedAt - Number(m.publishTs) / 1e6 });
+    return true;
+  }
+
+  /** Applies one candle message to the followed series; false if it is not followed. */
+  _candleMessage(m, receivedAt) {
+    const w = this.bookWatch;
+    if (!w || m.symbol !== w.symbol || m.interval !== this.candleInterval) return false;
+    const c = this.candles;
+    // A snapshot replaces the series; anything else is merged by start.
+    const bars = m.snapshot || !c || c.symbol !== m.symbol || c.interval !== m.interval ? [] : c.bars;
+    for (const b of m.bars) {
+      let k = bars.length - 1;
+      while (k >= 0 && bars[k].startMs > b.startMs) k--;
+      if (k >= 0 && bars[k].startMs === b.startMs) bars[k] = b;
+      else bars.splice(k + 1, 0, b);
+    }
+    if (bars.length > MAX_BARS) bars.splice(0, bars.length - MAX_BARS);
+    this.candles = { symbol: m.symbol, interval: m.interval, bars, candleSeq: m.candleSeq };
+    this._emit("candles", { ...this.candles, latencyMs: receivedAt - Number(m.publishTs) / 1e6 });
     return true;
   }
 
@@ -855,6 +1009,10 @@ export class TickwireClient extends EventTarget {
         if (m.snapshot && this._cacheFramesLeft > 0) this._cacheFramesLeft--;
         if (m.channel === "book.1" && this.wants(m.symbol)) this._top(m, receivedAt);
         return this._bookMessage(m, receivedAt);
+      case "candle":
+      case "candles":
+        if (m.snapshot && this._cacheFramesLeft > 0) this._cacheFramesLeft--;
+        return this._candleMessage(m, receivedAt);
       case "status":
         // Counted in a snapshot like the updates it comes with.
         if (this._cacheFramesLeft > 0) this._cacheFramesLeft--;

@@ -500,6 +500,67 @@ const quotesPerSymbol = (page, ms) =>
     ms,
   );
 
+/**
+ * The recording's bars of `symbol` at `seconds`, computed here from its
+ * trade lines: start ms -> the JSON the page keeps for a closed bar
+ * ([start, open, high, low, close, volume, trades], prices at `d` and
+ * sizes at `sd` decimals).
+ */
+function recordedBars(symbol, seconds, d, sd) {
+  const bars = new Map();
+  for (const line of gunzipSync(readFileSync(FEED)).toString("utf8").split("\n")) {
+    const space = line.indexOf(" ");
+    if (space < 0) continue;
+    const t = JSON.parse(line.slice(space + 1)).data;
+    if (!t || t.s !== symbol || (t.e !== "trade" && t.e !== "aggTrade")) continue;
+    const ms = t.T ?? t.E;
+    const start = ms - (ms % (seconds * 1000));
+    const [px, sz] = [parseFixed(t.p, d), parseFixed(t.q, sd)];
+    const b = bars.get(start);
+    if (!b) bars.set(start, { o: px, h: px, l: px, c: px, v: sz, n: 1 });
+    else Object.assign(b, { h: px > b.h ? px : b.h, l: px < b.l ? px : b.l, c: px, v: b.v + sz, n: b.n + 1 });
+  }
+  const f = (m) => formatFixed(m, d);
+  return new Map([...bars].map(([k, b]) => [k, JSON.stringify([k, f(b.o), f(b.h), f(b.l), f(b.c), formatFixed(b.v, sd), b.n])]));
+}
+
+test("the candle chart shows the selected symbol's bars, each closed one exactly the recording's; the interval picker switches", async () => {
+  const page = await newPage("?symbol=BTCUSDT&interval=1s");
+  const candles = () => page.$eval("#candles", (c) => ({ ...c.dataset }));
+  const seen = new Set();
+  for (let i = 0; i < 4; i++) {
+    await page.waitForFunction(() => {
+      const c = document.getElementById("candles");
+      return c.dataset.lastClosed && Number(c.dataset.bars) >= 2;
+    }, null, { timeout: 20_000 });
+    const c = await candles();
+    const last = JSON.parse(c.lastClosed);
+    const ref = recordedBars("BTCUSDT", 1, decimalsOf(last[1]), decimalsOf(last[5]));
+    assert.equal(c.lastClosed, ref.get(last[0]), "the last closed 1s bar is the recording's");
+    // Bars in time order, on whole seconds.
+    const starts = c.starts.split(",").map(Number);
+    assert.ok(starts.every((s, k) => s % 1000 === 0 && (k === 0 || s > starts[k - 1])), c.starts);
+    seen.add(last[0]);
+    await page.waitForTimeout(1200);
+  }
+  assert.ok(seen.size > 1, `bars closed as the replay went on (${seen.size} seen)`);
+  assert.match(await page.textContent("#candle-meta"), /^(open|closed) \d\d:\d\d:\d\d UTC · O \d+\.\d{8} H /);
+  await page.screenshot({ path: join(SHOTS, "candles.png") });
+  // The picker: 1m bars, on whole minutes; kept across a reload.
+  await page.click('#intervals button[data-interval="1m"]');
+  const minute = () => {
+    const c = document.getElementById("candles");
+    return c.dataset.interval === "1m" && Number(c.dataset.bars) >= 1;
+  };
+  await page.waitForFunction(minute, null, { timeout: 20_000 });
+  const starts = (await candles()).starts.split(",").map(Number);
+  assert.ok(starts.every((s) => s % 60_000 === 0), `1m bars start on minutes: ${starts}`);
+  assert.equal(await page.getAttribute('#intervals button[data-interval="1m"]', "aria-pressed"), "true");
+  await page.goto(`http://127.0.0.1:${port}/?symbol=BTCUSDT`);
+  await page.waitForFunction(minute, null, { timeout: 20_000 });
+  await page.context().close();
+});
+
 test("the grid is throttled to 100 ms a symbol, the selected symbol comes at full rate", async () => {
   // 4 symbols at 1,000 quotes and trades a second each.
   const other = await spawnServer("synthetic:symbols=4,rate=4000", [], 0);

@@ -19,9 +19,9 @@ function comparable(decoded, expect) {
   return out;
 }
 
-test("the fixture covers definitions, quotes, trades, statuses and books", () => {
+test("the fixture covers definitions, quotes, trades, statuses, books and candles", () => {
   const types = new Set(fixture.messages.map((m) => m.expect.type));
-  assert.deepEqual([...types].sort(), ["book", "quote", "status", "symbol", "trade"]);
+  assert.deepEqual([...types].sort(), ["book", "candle", "candles", "quote", "status", "symbol", "trade"]);
 });
 
 test("binary frames decode to the encoder's values", () => {
@@ -174,4 +174,41 @@ test("the client keeps a local book: a snapshot, changes in sequence, a gap asks
   client._handle(msg("book", 9, true, [["9.0", "2"]], []), 0);
   client._handle(msg("book", 8, true, [["8.0", "2"]], []), 0);
   assert.deepEqual(client.book.bids, [["9.0", "2"]]);
+});
+
+test("the client keeps the followed candles: a snapshot, changes and closes merged by start, a reset replaces", () => {
+  const client = new TickwireClient({ url: "http://127.0.0.1:9", candleInterval: "1s" });
+  client._handle('{"type":"symbol","id":1,"symbol":"A","price_decimals":1,"size_decimals":0}', 0);
+  client.watchBook("A", "book.10");
+  const events = [];
+  client.addEventListener("candles", (e) => events.push(e.detail));
+  const bar = (s, close, trades, closed) => ({ start_ts: s * 1e9, open: "1.0", high: "2.0", low: "0.5", close, volume: String(trades), trades, closed });
+  const head = (type, interval, seq) => ({
+    type, symbol: "A", channel: `candles.${interval}`, interval, id: 1, seq: 100 + seq, candle_seq: seq,
+    exchange_ts: 0, receive_ts: 0, publish_ts: 0,
+  });
+  const candles = (interval, seq, snapshot, bars) => JSON.stringify({ ...head("candles", interval, seq), snapshot, bars });
+  const candle = (interval, seq, b) => JSON.stringify({ ...head("candle", interval, seq), ...b });
+  const shown = () => client.candles.bars.map((b) => [b.startMs / 1000, b.close, b.trades, b.closed]);
+  // TC0: the snapshot, then the open bar changes, closes, and a new one opens.
+  client._handle(candles("1s", 3, true, [bar(10, "1.5", 2, true), bar(11, "1.6", 1, false)]), 0);
+  client._handle(candle("1s", 4, bar(11, "1.7", 2, false)), 0);
+  client._handle(candle("1s", 5, bar(11, "1.7", 2, true)), 0);
+  client._handle(candle("1s", 6, bar(12, "1.8", 1, false)), 0);
+  assert.deepEqual(shown(), [[10, "1.5", 2, true], [11, "1.7", 2, true], [12, "1.8", 1, false]]);
+  assert.equal(events.length, 4);
+  // TC1: another interval, or another symbol, is not the followed series.
+  assert.equal(client._handle(candle("1m", 7, bar(0, "9.9", 1, false)), 0), false);
+  assert.equal(shown().length, 3);
+  // TC2: a catch-up (not a snapshot) merges what closed while behind.
+  client._handle(candles("1s", 9, false, [bar(12, "1.9", 3, true), bar(13, "2.0", 1, false)]), 0);
+  assert.deepEqual(shown().slice(2), [[12, "1.9", 3, true], [13, "2.0", 1, false]]);
+  // TC3: a snapshot (a replay that started over) replaces the series.
+  client._handle(candles("1s", 10, true, [bar(10, "1.1", 1, false)]), 0);
+  assert.deepEqual(shown(), [[10, "1.1", 1, false]]);
+  // TC4: another interval starts a new series.
+  client.watchCandles("1m");
+  assert.equal(client.candles, null);
+  client._handle(candles("1m", 2, true, [bar(0, "1.2", 5, false)]), 0);
+  assert.deepEqual(shown(), [[0, "1.2", 5, false]]);
 });
