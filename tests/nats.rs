@@ -737,4 +737,50 @@ async fn books_reach_edges_and_a_late_edge_starts_from_the_newest_snapshot() {
         },
     )
     .await;
+
+    // TC2: the edges that followed the whole run computed the feed node's
+    // candles from the trades it published, bar for bar.
+    for interval in ["1s", "1m"] {
+        let want = candles_of(&feed, interval).await;
+        assert_eq!(want.len(), 3, "{interval}: every symbol traded");
+        for e in &edges {
+            assert_eq!(candles_of(e, interval).await, want, "{interval}");
+        }
+        // TC3: the late edge joined after the trades: it has no bar rather
+        // than bars with trades missing.
+        assert!(candles_of(&late, interval).await.is_empty(), "{interval}");
+    }
+}
+
+/// Each symbol's candle bars at `interval` on `node`, from the snapshot
+/// of a `*` subscription (the ack says how many messages it holds).
+async fn candles_of(node: &Node, interval: &str) -> BTreeMap<String, Vec<BarText>> {
+    let mut c = Client::connect(node.addr, "tickwire.v1.json").await;
+    c.send(&format!(
+        r#"{{"op":"subscribe","symbols":["*"],"channels":["candles.{interval}"]}}"#
+    ))
+    .await;
+    let ack = c.next_control().await;
+    let mut left = ack["snapshot"].as_u64().unwrap();
+    let mut out = BTreeMap::new();
+    // The snapshot's messages: candles, and any symbol's status (which
+    // comes whatever the channels).
+    while left > 0 {
+        match c.next().await {
+            Msg::Candle {
+                id,
+                list: true,
+                snapshot: true,
+                bars,
+                ..
+            } => {
+                out.insert(c.name(id).to_owned(), bars);
+            }
+            Msg::Status { .. } => {}
+            Msg::Symbol { .. } => continue,
+            other => panic!("{other:?} in a candle snapshot"),
+        }
+        left -= 1;
+    }
+    out
 }

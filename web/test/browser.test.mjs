@@ -235,8 +235,8 @@ test("a server restart shows reconnecting, then live data again", async () => {
   await page.context().close();
 });
 
-test("with the WebSocket blocked, the SSE fallback delivers the same prices", async () => {
-  const page = await newPage("?ws=/blocked");
+test("with the WebSocket blocked, the SSE fallback delivers the same prices and candles", async () => {
+  const page = await newPage("?ws=/blocked&symbol=ETHUSDT&interval=1s");
   await waitForPrices(page, ALL);
   assert.equal(await status(page), "live");
   assert.match(await page.textContent("#s-proto"), /^sse/);
@@ -244,13 +244,15 @@ test("with the WebSocket blocked, the SSE fallback delivers the same prices", as
   first.forEach(assertRecordedQuote);
   await waitForChange(page, first);
   (await gridRows(page)).forEach(assertRecordedQuote);
+  // The candles come on the second stream, with the book.
+  await assertClosedBarRecorded(page, "ETHUSDT");
   await page.waitForTimeout(1500);
   await page.screenshot({ path: join(SHOTS, "sse-fallback.png") });
   await page.context().close();
 });
 
-test("with WebSocket and SSE refused, long-polling delivers the same prices and the ladder", async () => {
-  const page = await newPage("?ws=/blocked&sse=/blocked&symbol=BTCUSDT");
+test("with WebSocket and SSE refused, long-polling delivers the same prices, the ladder and candles", async () => {
+  const page = await newPage("?ws=/blocked&sse=/blocked&symbol=BTCUSDT&interval=1s");
   await waitForPrices(page, ALL);
   assert.equal(await status(page), "live");
   assert.match(await page.textContent("#s-proto"), /^poll/);
@@ -260,6 +262,7 @@ test("with WebSocket and SSE refused, long-polling delivers the same prices and 
   (await gridRows(page)).forEach(assertRecordedQuote);
   // The ladder comes over a second poll loop.
   await page.waitForFunction(() => document.querySelectorAll("#ladder-rows td[data-price]").length >= 20, null, { timeout: 15_000 });
+  await assertClosedBarRecorded(page, "BTCUSDT");
   // What a poll skips is the newest-of rule, not a gap.
   assert.equal(await page.evaluate(() => window.tickwire.gaps), 0);
   await page.context().close();
@@ -522,6 +525,14 @@ function recordedBars(symbol, seconds, d, sd) {
   }
   const f = (m) => formatFixed(m, d);
   return new Map([...bars].map(([k, b]) => [k, JSON.stringify([k, f(b.o), f(b.h), f(b.l), f(b.c), formatFixed(b.v, sd), b.n])]));
+}
+
+/** Waits for the page's candle chart to have a closed 1s bar, and checks it is the recording's. */
+async function assertClosedBarRecorded(page, symbol) {
+  await page.waitForFunction(() => document.getElementById("candles").dataset.lastClosed, null, { timeout: 20_000 });
+  const closed = await page.$eval("#candles", (c) => c.dataset.lastClosed);
+  const last = JSON.parse(closed);
+  assert.equal(closed, recordedBars(symbol, 1, decimalsOf(last[1]), decimalsOf(last[5])).get(last[0]), `${symbol}: the last closed 1s bar`);
 }
 
 test("the candle chart shows the selected symbol's bars, each closed one exactly the recording's; the interval picker switches", async () => {
