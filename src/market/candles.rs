@@ -68,7 +68,9 @@ impl SharedCandles {
         self.series[i].candle_seq += 1;
         self.seq[i] = seq;
         self.stamps[i] = stamps;
-        self.memo[i] = None;
+        if self.memo[i].is_some() {
+            self.memo[i] = None;
+        }
     }
 
     /// The bars of interval `i` closed after global sequence `since` and

@@ -67,7 +67,7 @@ pub fn trade_ts(update: &Update) -> u64 {
 }
 
 impl CandleEvents {
-    /// Puts a published trade into its symbol's bars, after closing every
+    /// Puts a published trade into its symbol's bars, then closes every
     /// bar it shows is due; appends the ring entries to `out`.
     pub fn trade(&mut self, update: &Update, p: &mut Publishing<'_>, out: &mut Vec<Published>) {
         let UpdateKind::Trade { px, sz, .. } = update.kind else {
@@ -76,21 +76,20 @@ impl CandleEvents {
         let ts = trade_ts(update);
         let symbol = update.symbol;
         let grace = self.settings.grace_ns;
-        // The symbol's trade time went back past the grace: not a late
-        // trade but a clock that started over (a looped replay's next
-        // pass). Its bars start over, and so does the trade clock.
-        let went_back = p
-            .candles
-            .with(symbol, |c| c.last_trade_ts_ns > ts.saturating_add(grace));
-        self.clock = if went_back { ts } else { self.clock.max(ts) };
-        self.close_due(p, out);
         let Some(Some(def)) = p.defs.get(symbol as usize) else {
             return;
         };
         let history = self.settings.history;
         let mut late = false;
         let due = &mut self.due;
-        p.candles.with(symbol, |c| {
+        // The symbol's own bars first, then the others' that its time
+        // makes due: the ring entries of different symbols are not ordered
+        // with each other, and one lock of this symbol is enough.
+        let went_back = p.candles.with(symbol, |c| {
+            // The symbol's trade time went back past the grace: not a late
+            // trade but a clock that started over (a looped replay's next
+            // pass). Its bars start over, and so does the trade clock.
+            let went_back = c.last_trade_ts_ns > ts.saturating_add(grace);
             c.last_trade_ts_ns = if went_back {
                 ts
             } else {
@@ -106,7 +105,7 @@ impl CandleEvents {
                     due.push(Reverse((end, symbol, i as u8)));
                     publish_reset(c, (symbol, i, def), &bar, p, out);
                 }
-                return;
+                return true;
             }
             for i in 0..COUNT {
                 match c.series[i].trade(i, ts, px, sz, history) {
@@ -129,10 +128,13 @@ impl CandleEvents {
                     }
                 }
             }
+            false
         });
         if late {
             p.metrics.candle_late_trades_total.inc();
         }
+        self.clock = if went_back { ts } else { self.clock.max(ts) };
+        self.close_due(p, out);
     }
 
     /// Closes the open bars whose interval ended at least the grace before
