@@ -67,6 +67,7 @@ mod os;
 mod pipeline;
 pub mod publish;
 pub mod record;
+pub mod replay;
 pub mod ring;
 pub mod server;
 pub mod symbols;

@@ -266,6 +266,14 @@ counters! {
     candle_late_trades_total: "counter",
     /// Times a symbol's trade time went back past the close grace (a looped replay started over) and its candle bars started over.
     candle_resets_total: "counter",
+    /// Replay sessions running (`/replay.ndjson`).
+    replay_sessions: "gauge",
+    /// Replay sessions started.
+    replay_sessions_total: "counter",
+    /// Replay requests refused (bad parameters, unknown recording, a name outside the directory, too many sessions).
+    replay_refused_total: "counter",
+    /// Updates replayed to clients by replay sessions, summed.
+    replay_updates_total: "counter",
     /// Book events after which the best bid was at or above the best ask (served as the source sent them).
     books_crossed_total: "counter",
     /// Times a feed's order book lost its synchronization with the venue (a diff out of sequence, a snapshot too old) and was marked stale.

@@ -214,6 +214,17 @@ pub struct ServeConfig {
     /// negotiated).
     #[arg(long, env = "TICKWIRE_COMPRESS_MIN_BYTES", default_value_t = 256)]
     pub compress_min_bytes: usize,
+    /// A directory of recordings offered for replay on demand
+    /// (`/recordings`, `/replay.ndjson`): every file directly in it that
+    /// tickwire reads. Unset: no replay.
+    #[arg(long = "recordings", env = "TICKWIRE_RECORDINGS")]
+    pub recordings_dir: Option<PathBuf>,
+    /// Replay sessions running at once, in all.
+    #[arg(long, env = "TICKWIRE_MAX_REPLAY_SESSIONS", default_value_t = 16)]
+    pub max_replay_sessions: usize,
+    /// Replay sessions running at once from one client address.
+    #[arg(long, env = "TICKWIRE_MAX_REPLAY_SESSIONS_PER_IP", default_value_t = 4)]
+    pub max_replay_sessions_per_ip: usize,
     /// Closed candle bars kept per symbol and interval, sent in a candle
     /// channel's snapshot (memory: at most 64 bytes × this × 6 intervals
     /// per traded symbol).

@@ -2,6 +2,8 @@
 //! the checks on values first and then what needs the filesystem (feeds,
 //! the CA bundle, the certificate, the secret).
 
+use crate::replay::catalog::Catalog;
+use crate::server::replay::ReplaySetup;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +59,7 @@ impl ServeConfig {
         });
         let tls = self.open_tls(&mut errors);
         let auth = self.load_secret(&mut errors).map(Verifier::new);
+        let replay = self.open_recordings(&mut errors);
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors));
         }
@@ -74,7 +77,24 @@ impl ServeConfig {
             origins,
             auth,
             trusted_proxies,
+            replay,
         })
+    }
+
+    /// The recordings directory's catalog, when there is one.
+    fn open_recordings(&self, errors: &mut Vec<String>) -> Option<ReplaySetup> {
+        let dir = self.recordings_dir.as_ref()?;
+        match Catalog::open(dir) {
+            Ok(catalog) => Some(ReplaySetup {
+                catalog: std::sync::Arc::new(catalog),
+                max_sessions: self.max_replay_sessions,
+                max_sessions_per_ip: self.max_replay_sessions_per_ip,
+            }),
+            Err(e) => {
+                errors.push(format!("recordings_dir {}: {e}", dir.display()));
+                None
+            }
+        }
     }
 
     /// The checks on numbers alone: bounds, and pairs that must agree.

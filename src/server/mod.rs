@@ -38,6 +38,7 @@ mod accept;
 pub mod guard;
 pub(crate) mod poll;
 mod query;
+pub(crate) mod replay;
 mod routes;
 mod session;
 mod setup;
@@ -83,6 +84,8 @@ struct AppState {
     auth: Option<Verifier>,
     /// Peers whose PROXY headers and `X-Forwarded-For` name the client.
     trusted_proxies: TrustedProxies,
+    /// Replay on demand, when there is a recordings directory.
+    replay: Option<replay::Replays>,
 }
 
 /// A server started by [`start`]: its address, its market, and the handle
@@ -187,6 +190,7 @@ pub fn start(listener: TcpListener, mut v: Setup) -> std::io::Result<Running> {
         origins: v.origins,
         auth: v.auth,
         trusted_proxies: v.trusted_proxies,
+        replay: v.replay.map(replay::Replays::new),
     });
     let shutdown_timeout = config.shutdown_timeout;
     let task = tokio::spawn(serve(

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::status::{healthz, render_metrics};
 use super::upgrade::upgrade;
-use super::{poll, sse, web, AppState};
+use super::{poll, replay, sse, web, AppState};
 use crate::metrics::Labelled;
 use crate::server::guard::access::{self, Grant};
 use crate::server::guard::admission::Admitted;
@@ -123,6 +123,16 @@ pub(super) fn route(
             }
         }
         "/poll" => poll_route(&req, state),
+        "/recordings" | "/replay.ndjson" => {
+            if let Err(refused) = admit(&req, state) {
+                return *refused;
+            }
+            if req.uri().path() == "/recordings" {
+                replay::recordings(req.method(), state)
+            } else {
+                replay::ndjson(req.method(), req.uri(), state, admitted.ip())
+            }
+        }
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",

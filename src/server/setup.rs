@@ -55,4 +55,6 @@ pub struct Setup {
     /// Checks access tokens, when auth is on.
     pub auth: Option<Verifier>,
     pub trusted_proxies: TrustedProxies,
+    /// Replay on demand: the catalog and the sessions' limits.
+    pub replay: Option<crate::server::replay::ReplaySetup>,
 }

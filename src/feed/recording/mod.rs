@@ -50,6 +50,7 @@ mod pacer;
 pub(crate) mod reader;
 pub(crate) mod replay;
 
+pub(crate) use pacer::Pacer;
 pub use reader::{probe, read_all, FileReader};
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ const SLEEP_SLACK: Duration = Duration::from_millis(1);
 
 /// Maps recorded time to wall time: an update recorded at `t` is due at
 /// `start + (t - t0) / k`.
-pub(super) struct Pacer {
+pub(crate) struct Pacer {
     speed: Speed,
     /// Wall time and recorded time of the first paced update of this pass.
     anchor: Option<(Instant, u64)>,
@@ -28,7 +28,7 @@ pub(super) struct Pacer {
 }
 
 impl Pacer {
-    pub(super) fn new(speed: Speed) -> Self {
+    pub(crate) fn new(speed: Speed) -> Self {
         Pacer {
             speed,
             anchor: None,
@@ -37,7 +37,7 @@ impl Pacer {
         }
     }
 
-    pub(super) async fn wait(&mut self, pace_ns: Option<u64>) {
+    pub(crate) async fn wait(&mut self, pace_ns: Option<u64>) {
         let (Speed::Factor(k), Some(t)) = (self.speed, pace_ns) else {
             return;
         };

@@ -158,6 +158,25 @@ impl<'n> FileReader<'n> {
         self
     }
 
+    /// What the file turned out to be: `tickwire-log`, `tardis-csv` or
+    /// `json-lines` (`unknown` before its first record is recognized).
+    pub(crate) fn format_name(&self) -> &'static str {
+        match (&self.log, &self.format) {
+            (Some(_), _) => "tickwire-log",
+            (None, Some(Format::Tardis(_))) => "tardis-csv",
+            (None, Some(Format::JsonLines)) => "json-lines",
+            (None, None) => "unknown",
+        }
+    }
+
+    /// A pass that says nothing in the log (a client's replay session, the
+    /// catalog's scan): what the server's own feeds would warn about is no
+    /// news for each client that reads the file.
+    pub(crate) fn quiet(mut self) -> Self {
+        self.report.voice = Voice::Silent;
+        self
+    }
+
     /// Reads until the file is recognized, or fails as the iteration would
     /// on it (unreadable, empty, no known record in the first
     /// [`DETECT_LINES`]). A tickwire log is recognized by its header.

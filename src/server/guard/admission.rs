@@ -138,6 +138,14 @@ pub struct Admitted {
     ip: Mutex<Option<IpAddr>>,
 }
 
+impl Admitted {
+    /// The client address the connection counts against, if it is
+    /// attributed to one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        *self.ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Admission {
     pub fn new(limits: AdmissionLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Admission {

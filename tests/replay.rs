@@ -1,0 +1,363 @@
+//! Replay on demand: the catalog (`/recordings`) of a recordings
+//! directory, the names a client may and may not use, and NDJSON replay
+//! sessions (`/replay.ndjson`) compared update by update with the
+//! recording as tickwire's reader reads it, through a symbol filter, a time
+//! window, a slow client, and the session limit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use tickwire::config::ServeConfig;
+use tickwire::feed::recording::FileReader;
+use tickwire::feed::FeedSpec;
+use tickwire::symbols::{Normalizer, SymbolTable};
+use tickwire::update::UpdateKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+mod common;
+
+use common::temp::TempDir;
+use common::*;
+
+fn real(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/feeds-real")
+        .join(name)
+}
+
+/// A recordings directory: the bundled recording, a Tardis CSV, a file
+/// that is no recording, a hidden file, and a symbolic link out of it.
+fn recordings() -> TempDir {
+    let dir = TempDir::new("recordings");
+    std::fs::copy(bundled_path(), dir.path("bundled.jsonl.gz")).unwrap();
+    std::fs::copy(
+        real("tardis-binance-futures-trades-BTCUSDT-20200222.csv"),
+        dir.path("trades.csv"),
+    )
+    .unwrap();
+    std::fs::write(dir.path("README.txt"), "not a recording\n").unwrap();
+    std::fs::copy(bundled_path(), dir.path(".hidden.jsonl.gz")).unwrap();
+    std::os::unix::fs::symlink(
+        real("binance-spot-BTCUSDT-20230405-hftbacktest.jsonl"),
+        dir.path("outside.jsonl"),
+    )
+    .unwrap();
+    dir
+}
+
+async fn server(dir: &TempDir, max_sessions: usize) -> tickwire::server::Running {
+    start(ServeConfig {
+        recordings_dir: Some(dir.0.clone()),
+        max_replay_sessions: max_sessions,
+        ..ServeConfig::default()
+    })
+    .await
+}
+
+/// A GET, the whole response: status and body (de-chunked).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut raw))
+        .await
+        .expect("the response within 60 s")
+        .unwrap();
+    split_response(&raw)
+}
+
+fn split_response(raw: &[u8]) -> (u16, Vec<u8>) {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = raw[end..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..line]).unwrap().trim(), 16)
+                .unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[line + 2..line + 2 + n]);
+            rest = &rest[line + 2 + n + 2..];
+        }
+        body = out;
+    }
+    (status, body)
+}
+
+/// A quote or trade as text: (symbol, kind, values).
+type Tick = (String, &'static str, String);
+
+/// The recording's quotes and trades as tickwire's reader reads them,
+/// those of `symbols` (all if empty) recorded in `[from, to)`.
+fn reference(path: &Path, symbols: &[&str], from: u64, to: u64) -> Vec<Tick> {
+    let table = SymbolTable::new();
+    let mut normalizer = Normalizer::new(table.clone());
+    let spec = FeedSpec::File(path.to_owned());
+    let mut out = Vec::new();
+    for item in FileReader::open(&spec, &mut normalizer, Default::default()).unwrap() {
+        let t = item.unwrap();
+        let ts = t.pace_ns.unwrap_or(0);
+        let def = table.get(t.update.symbol).unwrap();
+        if ts < from || ts >= to || !(symbols.is_empty() || symbols.contains(&&*def.name)) {
+            continue;
+        }
+        let f = |m: i64, d: u8| {
+            tickwire::decimal::Fixed {
+                mantissa: m,
+                decimals: d,
+            }
+            .to_string()
+        };
+        let (pd, sd) = (def.price_decimals, def.size_decimals);
+        match t.update.kind {
+            UpdateKind::Quote {
+                bid_px,
+                bid_sz,
+                ask_px,
+                ask_sz,
+            } => out.push((
+                def.name.to_string(),
+                "quote",
+                format!(
+                    "{} {:?} {} {:?}",
+                    f(bid_px, pd),
+                    bid_sz.map(|s| f(s, sd)),
+                    f(ask_px, pd),
+                    ask_sz.map(|s| f(s, sd))
+                ),
+            )),
+            UpdateKind::Trade { px, sz, .. } => out.push((
+                def.name.to_string(),
+                "trade",
+                format!("{} {}", f(px, pd), f(sz, sd)),
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The quotes and trades of an NDJSON replay, as [`Tick`]s; every line
+/// must be a JSON message.
+fn ticks(body: &[u8]) -> Vec<Tick> {
+    let mut out = Vec::new();
+    for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_slice(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        let s = |k: &str| v[k].as_str().map(str::to_owned);
+        match v["type"].as_str() {
+            Some("quote") => out.push((
+                s("symbol").unwrap(),
+                "quote",
+                format!(
+                    "{} {:?} {} {:?}",
+                    s("bid").unwrap(),
+                    s("bid_size"),
+                    s("ask").unwrap(),
+                    s("ask_size")
+                ),
+            )),
+            Some("trade") => out.push((
+                s("symbol").unwrap(),
+                "trade",
+                format!("{} {}", s("price").unwrap(), s("size").unwrap()),
+            )),
+            Some("symbol") => {}
+            other => panic!("unexpected message {other:?}: {v}"),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_lists_what_tickwire_reads_and_follows_the_directory() {
+    let dir = recordings();
+    let server = server(&dir, 4).await;
+    let (status, body) = get(server.addr, "/recordings").await;
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let by_name: HashMap<String, Value> = list["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_owned(), e.clone()))
+        .collect();
+    // TC0: the recordings, not the README, the hidden file or the link out.
+    let mut names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, ["bundled.jsonl.gz", "trades.csv"]);
+    // TC1: what it says of them, against the reader's own count.
+    let bundled = &by_name["bundled.jsonl.gz"];
+    let reference = reference(&dir.path("bundled.jsonl.gz"), &[], 0, u64::MAX);
+    assert_eq!(
+        (bundled["format"].as_str(), bundled["compression"].as_str()),
+        (Some("json-lines"), Some("gzip"))
+    );
+    assert_eq!(
+        bundled["symbols"],
+        serde_json::json!(["BTCUSDT", "ETHUSDT", "BTCUSD_PERP"])
+    );
+    assert_eq!(bundled["updates"].as_u64(), Some(reference.len() as u64));
+    assert!(bundled["book_levels"].as_u64() > Some(0));
+    let (first, last) = (
+        bundled["first_ts"].as_u64().unwrap(),
+        bundled["last_ts"].as_u64().unwrap(),
+    );
+    assert!(
+        first >= 1_723_161_253_000_000_000 && last > first + 30_000_000_000,
+        "{bundled}"
+    );
+    let trades = &by_name["trades.csv"];
+    assert_eq!(trades["format"], "tardis-csv");
+    assert_eq!(trades["symbols"], serde_json::json!(["BTCUSDT"]));
+    // TC2: a file added while running shows up; one removed goes away.
+    std::fs::copy(dir.path("trades.csv"), dir.path("more.csv")).unwrap();
+    std::fs::remove_file(dir.path("bundled.jsonl.gz")).unwrap();
+    let (_, body) = get(server.addr, "/recordings").await;
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let names: Vec<&str> = list["recordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["more.csv", "trades.csv"]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_never_leave_the_directory() {
+    let dir = recordings();
+    let server = server(&dir, 4).await;
+    for (query, status) in [
+        ("recording=..%2F..%2Fetc%2Fpasswd", 400),
+        ("recording=%2Fetc%2Fpasswd", 400),
+        ("recording=..", 400),
+        ("recording=.hidden.jsonl.gz", 400),
+        ("recording=a%5Cb", 400),
+        ("recording=", 400),
+        ("recording=nothing.csv", 404),
+        ("recording=outside.jsonl", 403),
+        ("symbols=BTCUSDT", 400),
+        ("recording=trades.csv&from=yesterday", 400),
+        ("recording=trades.csv&speed=0", 400),
+        ("recording=trades.csv&channels=book.7", 400),
+        (
+            "recording=trades.csv&from=2020-02-23T00:00:00Z&to=2020-02-22T00:00:00Z",
+            400,
+        ),
+    ] {
+        let (got, body) = get(server.addr, &format!("/replay.ndjson?{query}")).await;
+        assert_eq!(got, status, "{query}: {}", String::from_utf8_lossy(&body));
+    }
+    let text = metrics_text(server.addr).await;
+    assert_eq!(metric(&text, "tickwire_replay_refused_total"), 13);
+    assert_eq!(metric(&text, "tickwire_replay_sessions_total"), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_the_recording_update_by_update() {
+    let dir = recordings();
+    let server = server(&dir, 4).await;
+    let path = dir.path("bundled.jsonl.gz");
+    // TC0: everything, as fast as it is read.
+    let (status, body) = get(server.addr, "/replay.ndjson?recording=bundled.jsonl.gz").await;
+    assert_eq!(status, 200);
+    let want = reference(&path, &[], 0, u64::MAX);
+    assert!(want.len() > 5_000, "{}", want.len());
+    assert_eq!(ticks(&body), want);
+    // TC1: one symbol, in a window given as RFC 3339 and as ns.
+    let (from, to) = (1_723_161_260_000_000_000u64, 1_723_161_270_000_000_000u64);
+    let q = "recording=bundled.jsonl.gz&symbols=ETHUSDT&from=2024-08-08T23:54:20Z&to=1723161270000000000";
+    let (status, body) = get(server.addr, &format!("/replay.ndjson?{q}")).await;
+    assert_eq!(status, 200);
+    let want = reference(&path, &["ETHUSDT"], from, to);
+    assert!(want.len() > 100, "{}", want.len());
+    assert_eq!(ticks(&body), want);
+    // TC2: a live server's numbers and counters are not the session's.
+    let text = metrics_text(server.addr).await;
+    assert_eq!(metric(&text, "tickwire_replay_sessions_total"), 2);
+    assert_eq!(
+        metric(&text, "tickwire_updates_in_total"),
+        metric(&text, "tickwire_frames_encoded_total")
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_waits_the_replay_and_loses_nothing_and_sessions_are_limited() {
+    let dir = recordings();
+    // 87,000 updates, some 20 MB of JSON: more than the sockets hold.
+    std::fs::copy(
+        real("binance-usdm-BTCUSDT-20240808-hftbacktest.jsonl.gz"),
+        dir.path("usdm.jsonl.gz"),
+    )
+    .unwrap();
+    let server = server(&dir, 1).await;
+    let path = dir.path("usdm.jsonl.gz");
+    // A client that reads a little, then nothing for a while, through a
+    // small receive buffer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(server.addr).await.unwrap();
+    slow.write_all(
+        b"GET /replay.ndjson?recording=usdm.jsonl.gz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut raw = vec![0u8; 4096];
+    let n = slow.read(&mut raw).await.unwrap();
+    raw.truncate(n);
+    // TC0: the one session allowed is taken: the next request is refused.
+    eventually_async(Duration::from_secs(10), "the session counted", || async {
+        let n = metric(&metrics_text(server.addr).await, "tickwire_replay_sessions");
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    })
+    .await;
+    let (status, _) = get(server.addr, "/replay.ndjson?recording=trades.csv").await;
+    assert_eq!(status, 503);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // TC1: the slow client then reads the rest: all of it, in order.
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).await.unwrap();
+    raw.extend_from_slice(&rest);
+    let (status, body) = split_response(&raw);
+    assert_eq!(status, 200);
+    assert_eq!(ticks(&body), reference(&path, &[], 0, u64::MAX));
+    // TC2: its slot is given back.
+    eventually_async(Duration::from_secs(10), "the slot given back", || async {
+        let n = metric(&metrics_text(server.addr).await, "tickwire_replay_sessions");
+        if n == 0 {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    })
+    .await;
+    let (status, _) = get(server.addr, "/replay.ndjson?recording=trades.csv").await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_recordings_directory_there_is_no_replay() {
+    let server = start(ServeConfig::default()).await;
+    for path in ["/recordings", "/replay.ndjson?recording=x"] {
+        assert_eq!(get(server.addr, path).await.0, 404, "{path}");
+    }
+    server.stop().await;
+}
