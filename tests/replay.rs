@@ -361,3 +361,153 @@ async fn without_a_recordings_directory_there_is_no_replay() {
     }
     server.stop().await;
 }
+
+/// A WebSocket replay session in `subprotocol`.
+async fn replay_ws(addr: std::net::SocketAddr, query: &str, subprotocol: &str) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/replay?{query}")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", subprotocol.parse().unwrap());
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.headers()["Sec-WebSocket-Protocol"], subprotocol);
+    Client::new(ws)
+}
+
+/// A decoded quote or trade as a [`Tick`].
+fn tick(c: &Client, m: &Msg) -> Option<Tick> {
+    match m {
+        Msg::Quote {
+            id,
+            bid,
+            bid_size,
+            ask,
+            ask_size,
+            ..
+        } => Some((
+            c.name(*id).to_owned(),
+            "quote",
+            format!("{bid} {bid_size:?} {ask} {ask_size:?}"),
+        )),
+        Msg::Trade {
+            id, price, size, ..
+        } => Some((c.name(*id).to_owned(), "trade", format!("{price} {size}"))),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_replay_sends_the_live_frames_and_ends_with_a_close() {
+    let dir = recordings();
+    let server = server(&dir, 4).await;
+    let path = dir.path("bundled.jsonl.gz");
+    let mut c = replay_ws(
+        server.addr,
+        "recording=bundled.jsonl.gz&symbols=BTCUSDT,BTCUSD_PERP",
+        "tickwire.v1",
+    )
+    .await;
+    let mut got = Vec::new();
+    let end = loop {
+        let m = c.next().await;
+        if let Some(t) = tick(&c, &m) {
+            got.push(t);
+        } else if let Msg::Control(v) = &m {
+            assert_eq!(v["type"], "replay_end", "{v}");
+            break v.clone();
+        }
+    };
+    let want = reference(&path, &["BTCUSDT", "BTCUSD_PERP"], 0, u64::MAX);
+    assert_eq!(got, want);
+    assert!(end["updates"].as_u64() >= Some(want.len() as u64), "{end}");
+    // Then a close, 1000.
+    assert_eq!(
+        c.until_closed(Duration::from_secs(5)).await.map(|c| c.0),
+        Some(1000)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_controls_pause_resume_and_change_the_speed_and_nothing_is_lost() {
+    let dir = recordings();
+    let server = server(&dir, 4).await;
+    let path = dir.path("bundled.jsonl.gz");
+    // At the recorded pace: 40 s of data, unless the speed changes.
+    let mut c = replay_ws(
+        server.addr,
+        "recording=bundled.jsonl.gz&symbols=ETHUSDT&speed=1",
+        "tickwire.v1.json",
+    )
+    .await;
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        let m = c.next().await;
+        got.extend(tick(&c, &m));
+    }
+    // TC0: pause, acknowledged; once what was on the way has come, nothing
+    // more while paused.
+    c.send(r#"{"op":"pause","id":1}"#).await;
+    loop {
+        match c.next().await {
+            Msg::Control(v) if v["type"] == "ack" => {
+                assert_eq!(
+                    (v["op"].as_str(), v["id"].as_u64()),
+                    (Some("pause"), Some(1))
+                );
+                break;
+            }
+            m => got.extend(tick(&c, &m)),
+        }
+    }
+    while let Some(m) = c.next_within(Duration::from_millis(700)).await {
+        got.extend(tick(&c, &m));
+    }
+    assert!(
+        c.next_within(Duration::from_millis(1500)).await.is_none(),
+        "a message while paused"
+    );
+    // TC1: resume at full speed: the rest, all of it, then the end.
+    c.send(r#"{"op":"speed","speed":"max","id":2}"#).await;
+    c.send(r#"{"op":"resume","id":3}"#).await;
+    let mut acks = Vec::new();
+    loop {
+        match c.next().await {
+            Msg::Control(v) if v["type"] == "ack" => {
+                acks.push(v["op"].as_str().unwrap().to_owned())
+            }
+            Msg::Control(v) if v["type"] == "replay_end" => break,
+            m => got.extend(tick(&c, &m)),
+        }
+    }
+    assert_eq!(acks, ["speed", "resume"]);
+    assert_eq!(got, reference(&path, &["ETHUSDT"], 0, u64::MAX));
+    // TC2: what a session does not take is refused, and the connection kept.
+    let mut c = replay_ws(
+        server.addr,
+        "recording=trades.csv&speed=1",
+        "tickwire.v1.json",
+    )
+    .await;
+    c.send(r#"{"op":"subscribe","symbols":["*"],"id":4}"#).await;
+    c.send(r#"{"op":"speed","speed":-1,"id":5}"#).await;
+    let mut codes = Vec::new();
+    while codes.len() < 2 {
+        if let Msg::Control(v) = c.next().await {
+            if v["type"] == "error" {
+                codes.push(v["code"].as_u64().unwrap());
+            }
+        }
+    }
+    assert_eq!(codes, [4001, 4008]);
+    // TC3: on /ws, a control is an unknown op.
+    let mut live = Client::connect(server.addr, "tickwire.v1.json").await;
+    live.send(r#"{"op":"pause","id":6}"#).await;
+    let v = live.next_control().await;
+    assert_eq!(
+        (v["type"].as_str(), v["code"].as_u64()),
+        (Some("error"), Some(4001))
+    );
+    server.stop().await;
+}

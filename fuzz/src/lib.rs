@@ -146,13 +146,22 @@ pub fn control_message(data: &[u8]) {
                     Op::Subscribe(s) => ("subscribe", Some(s)),
                     Op::Unsubscribe(s) => ("unsubscribe", Some(s)),
                     Op::Ping => ("ping", None),
+                    Op::Replay(control) => {
+                        if let wire::ReplayControl::Speed(Some(k)) = control {
+                            assert!(k.is_finite() && *k > 0.0, "speed {k}");
+                        }
+                        (control.name(), None)
+                    }
                 };
                 if let Some(Symbols::Names(names)) = symbols {
                     assert!(!names.is_empty() && names.len() <= max, "{names:?}");
                 }
-                let reply = match symbols {
-                    Some(s) => wire::ack_reply(op, req.id, s, req.channels, req.throttle_ms, 3),
-                    None => wire::pong_reply(req.id, 7),
+                let reply = match (symbols, &req.op) {
+                    (Some(s), _) => {
+                        wire::ack_reply(op, req.id, s, req.channels, req.throttle_ms, 3)
+                    }
+                    (None, Op::Replay(_)) => wire::control_ack(op, req.id),
+                    (None, _) => wire::pong_reply(req.id, 7),
                 };
                 let v = text_json(&reply);
                 assert_eq!(v["id"].as_u64(), req.id);

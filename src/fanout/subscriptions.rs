@@ -138,6 +138,11 @@ impl Subscriber {
                 self.subscribe(req.id, symbols, req.channels, req.throttle_ms, out)
             }
             Op::Unsubscribe(symbols) => self.unsubscribe(req.id, symbols, req.channels, out),
+            Op::Replay(control) => Err(Refusal::new(
+                req.id,
+                wire::ErrorCode::UnknownOp,
+                format!("{} is a replay session's control (/replay)", control.name()),
+            )),
         };
         self.plan_reads();
         let metrics = &self.market.metrics;

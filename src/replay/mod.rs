@@ -23,13 +23,14 @@ use tokio::sync::mpsc;
 
 pub use self::time::parse_time;
 use crate::fanout::{FanoutLimits, Outbox, Subscriber};
+use crate::feed::recording::Pacer;
 use crate::feed::{FeedError, FeedSpec, FeedStats, Speed, Timed};
 use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::wire::encode::frame_payload;
-use crate::wire::{self, Channels, Format};
+use crate::wire::{self, Channels, Format, ReplayControl};
 
 /// The session's ring: larger than a batch, so that its one reader, which
 /// drains it after every batch, is never lapped.
@@ -58,6 +59,9 @@ pub struct ReplayRequest {
 pub enum Output {
     /// The JSON messages, one per line (`/replay.ndjson`).
     NdJson,
+    /// WebSocket frames of this subprotocol, as `/ws` sends them
+    /// (`/replay`).
+    Frames(Format),
 }
 
 /// How a session ended.
@@ -69,15 +73,19 @@ pub struct Summary {
     pub messages: u64,
     /// Whether the client went away before the end.
     pub cut: bool,
+    /// Times it was paused.
+    pub pauses: u64,
 }
 
 /// Runs one session to its end, sending to `tx` (bounded: a full channel
-/// waits, which is the back-pressure). Ends early if the client goes away
-/// (the receiver is dropped).
+/// waits, which is the back-pressure), and taking `controls` between
+/// updates. Ends early if the client goes away (the receiver is dropped,
+/// or the controls' sender).
 pub async fn run(
     req: ReplayRequest,
     output: Output,
     tx: mpsc::Sender<Bytes>,
+    mut controls: Option<mpsc::Receiver<ReplayControl>>,
 ) -> Result<Summary, FeedError> {
     let symbols = SymbolTable::new();
     let (market, writer) = Market::new(RING, Arc::clone(&symbols), Arc::new(Metrics::default()));
@@ -87,56 +95,42 @@ pub async fn run(
         max_lag_updates: RING as u64 - 1,
         max_subscriptions: usize::MAX,
     };
-    let mut sub = Subscriber::new(Arc::clone(&market), Format::Json, limits);
+    let format = match output {
+        Output::NdJson => Format::Json,
+        Output::Frames(format) => format,
+    };
+    let mut sub = Subscriber::new(Arc::clone(&market), format, limits);
     let mut out = Outbox::default();
     subscribe(&mut sub, req.channels, &mut out);
     // The ack is the live protocol's; a replay's stream is the data.
     out = Outbox::default();
 
-    let (batch_tx, mut batch_rx) = mpsc::channel::<Result<Vec<Timed>, FeedError>>(2);
-    let normalizer = Normalizer::new(Arc::clone(&symbols));
-    let spec = req.spec.clone();
-    std::thread::Builder::new()
-        .name("replay-reader".into())
-        .spawn(move || read(&spec, normalizer, &batch_tx))
-        .map_err(|e| FeedError::Reader {
-            file: req.spec.name(),
-            reason: e.to_string(),
-        })?;
-
+    let mut batch_rx = spawn_reader(&req.spec, Normalizer::new(Arc::clone(&symbols)))?;
     let mut summary = Summary::default();
-    let mut pacer = crate::feed::recording::Pacer::new(req.speed);
-    // By symbol id: 0 not looked at yet, 1 wanted, 2 not.
-    let mut wanted_ids: Vec<u8> = Vec::new();
-    let mut wanted = |id: u32| {
-        let Some(names) = &req.symbols else {
-            return true;
-        };
-        let i = id as usize;
-        if wanted_ids.len() <= i {
-            wanted_ids.resize(i + 1, 0);
-        }
-        if wanted_ids[i] == 0 {
-            let yes = symbols.get(id).is_some_and(|d| names.contains(&*d.name));
-            wanted_ids[i] = if yes { 1 } else { 2 };
-        }
-        wanted_ids[i] == 1
-    };
+    let mut pacer = Pacer::new(req.speed);
+    let mut filter = SymbolFilter::new(req.symbols.clone(), symbols);
     'read: while let Some(batch) = batch_rx.recv().await {
         for timed in batch? {
             let t = timed.pace_ns.unwrap_or(0);
             if t >= req.to_ns {
                 break 'read;
             }
-            if t < req.from_ns || !wanted(timed.update.symbol) {
+            if t < req.from_ns || !filter.wants(timed.update.symbol) {
                 continue;
+            }
+            if let Some(c) = &mut controls {
+                if !take_controls(c, &mut pacer, &mut summary).await {
+                    summary.cut = true;
+                    return Ok(summary);
+                }
             }
             pacer.wait(timed.pace_ns).await;
             publisher.publish(timed.update);
             summary.updates += 1;
-            if market.ring.tail() - sub.position() >= BATCH as u64
-                && !drain(&mut sub, &mut out, output, &tx, &mut summary).await
-            {
+            // Paced, each update goes when it is due; at full speed, in
+            // batches.
+            let due = pacer.is_paced() || market.ring.tail() - sub.position() >= BATCH as u64;
+            if due && !drain(&mut sub, &mut out, output, &tx, &mut summary).await {
                 summary.cut = true;
                 return Ok(summary);
             }
@@ -150,6 +144,93 @@ pub async fn run(
         summary.cut = true;
     }
     Ok(summary)
+}
+
+/// Starts the thread that reads the recording: its updates in batches,
+/// then the channel's end (or an error).
+fn spawn_reader(
+    spec: &FeedSpec,
+    normalizer: Normalizer,
+) -> Result<mpsc::Receiver<Result<Vec<Timed>, FeedError>>, FeedError> {
+    let (tx, rx) = mpsc::channel(2);
+    let thread_spec = spec.clone();
+    std::thread::Builder::new()
+        .name("replay-reader".into())
+        .spawn(move || read(&thread_spec, normalizer, &tx))
+        .map_err(|e| FeedError::Reader {
+            file: spec.name(),
+            reason: e.to_string(),
+        })?;
+    Ok(rx)
+}
+
+/// Which symbols a session replays, decided once per symbol id.
+struct SymbolFilter {
+    names: Option<HashSet<String>>,
+    symbols: Arc<SymbolTable>,
+    /// By symbol id: 0 not looked at yet, 1 wanted, 2 not.
+    decided: Vec<u8>,
+}
+
+impl SymbolFilter {
+    fn new(names: Option<HashSet<String>>, symbols: Arc<SymbolTable>) -> Self {
+        SymbolFilter {
+            names,
+            symbols,
+            decided: Vec::new(),
+        }
+    }
+
+    fn wants(&mut self, id: u32) -> bool {
+        let Some(names) = &self.names else {
+            return true;
+        };
+        let i = id as usize;
+        if self.decided.len() <= i {
+            self.decided.resize(i + 1, 0);
+        }
+        if self.decided[i] == 0 {
+            let yes = self
+                .symbols
+                .get(id)
+                .is_some_and(|d| names.contains(&*d.name));
+            self.decided[i] = if yes { 1 } else { 2 };
+        }
+        self.decided[i] == 1
+    }
+}
+
+/// Applies the controls that came; while paused, waits for `resume`.
+/// False if the client went away.
+async fn take_controls(
+    controls: &mut mpsc::Receiver<ReplayControl>,
+    pacer: &mut Pacer,
+    summary: &mut Summary,
+) -> bool {
+    let mut paused = false;
+    loop {
+        let control = if paused {
+            match controls.recv().await {
+                Some(c) => c,
+                None => return false,
+            }
+        } else {
+            match controls.try_recv() {
+                Ok(c) => c,
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        };
+        match control {
+            ReplayControl::Pause => {
+                paused = true;
+                summary.pauses += 1;
+            }
+            ReplayControl::Resume => paused = false,
+            // Re-anchored at the next update: the pace changes from there.
+            ReplayControl::Speed(k) => *pacer = Pacer::new(k.map_or(Speed::Max, Speed::Factor)),
+        }
+    }
 }
 
 /// Subscribes the session's one subscriber to every symbol (the filter is
@@ -189,6 +270,7 @@ async fn drain(
                     chunk.put_slice(&frame_payload(&frame));
                     chunk.put_u8(b'\n');
                 }
+                Output::Frames(_) => chunk.put_slice(&frame),
             }
             summary.messages += 1;
         }

@@ -39,6 +39,7 @@ pub mod guard;
 pub(crate) mod poll;
 mod query;
 pub(crate) mod replay;
+mod replay_ws;
 mod routes;
 mod session;
 mod setup;

@@ -44,7 +44,7 @@ impl Replays {
 }
 
 /// One running session's place in the count, given back when dropped.
-struct Slot {
+pub(super) struct Slot {
     state: Arc<AppState>,
     ip: Option<IpAddr>,
 }
@@ -113,20 +113,58 @@ pub(super) fn ndjson(
     state: &Arc<AppState>,
     ip: Option<IpAddr>,
 ) -> Response<Body> {
-    let Some(r) = &state.replay else {
-        return not_enabled();
-    };
     if method != Method::GET {
         return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
     }
-    let metrics = &state.market.metrics;
-    let req = match request(uri.query(), &r.setup.catalog) {
-        Ok(req) => req,
-        Err((status, reason)) => {
-            metrics.replay_refused_total.inc();
-            return respond(status, "text/plain", format!("{reason}\n"));
-        }
+    let (req, slot) = match open_session(uri, state, ip) {
+        Ok(session) => session,
+        Err(refused) => return *refused,
     };
+    let (tx, body) = EventStream::channel();
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let summary = replay::run(req, Output::NdJson, tx, None).await;
+        ended(&state, summary);
+    });
+    let mut resp = Response::new(Either::Right(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    resp
+}
+
+/// Counts and logs how a session ended.
+pub(super) fn ended(state: &AppState, summary: Result<replay::Summary, crate::feed::FeedError>) {
+    match summary {
+        Ok(summary) => {
+            state
+                .market
+                .metrics
+                .replay_updates_total
+                .add(summary.updates);
+            tracing::debug!(?summary, "replay session ended");
+        }
+        Err(e) => tracing::warn!("replay session failed: {e}"),
+    }
+}
+
+/// A session's request from the query, and its place against the limits;
+/// or the refusal (counted).
+pub(super) fn open_session(
+    uri: &Uri,
+    state: &Arc<AppState>,
+    ip: Option<IpAddr>,
+) -> Result<(ReplayRequest, Slot), Box<Response<Body>>> {
+    let Some(r) = &state.replay else {
+        return Err(Box::new(not_enabled()));
+    };
+    let metrics = &state.market.metrics;
+    let req = request(uri.query(), &r.setup.catalog).map_err(|(status, reason)| {
+        metrics.replay_refused_total.inc();
+        Box::new(respond(status, "text/plain", format!("{reason}\n")))
+    })?;
     {
         let mut running = r.running.lock().unwrap_or_else(|e| e.into_inner());
         let total: usize = running.values().sum();
@@ -143,7 +181,7 @@ pub(super) fn ndjson(
             let mut resp = respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", reason + "\n");
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return resp;
+            return Err(Box::new(resp));
         }
         *running.entry(ip).or_insert(0) += 1;
     }
@@ -153,28 +191,7 @@ pub(super) fn ndjson(
         state: Arc::clone(state),
         ip,
     };
-    let (tx, body) = EventStream::channel();
-    let state = Arc::clone(state);
-    tokio::spawn(async move {
-        let _slot = slot;
-        match replay::run(req, Output::NdJson, tx).await {
-            Ok(summary) => {
-                state
-                    .market
-                    .metrics
-                    .replay_updates_total
-                    .add(summary.updates);
-                tracing::debug!(?summary, "replay session ended");
-            }
-            Err(e) => tracing::warn!("replay session failed: {e}"),
-        }
-    });
-    let mut resp = Response::new(Either::Right(body));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    resp
+    Ok((req, slot))
 }
 
 type Refusal = (StatusCode, String);

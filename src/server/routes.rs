@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use super::status::{healthz, render_metrics};
 use super::upgrade::upgrade;
-use super::{poll, replay, sse, web, AppState};
+use super::{poll, replay, replay_ws, sse, web, AppState};
 use crate::metrics::Labelled;
 use crate::server::guard::access::{self, Grant};
 use crate::server::guard::admission::Admitted;
@@ -92,6 +92,7 @@ pub(super) fn route(
     match req.uri().path() {
         "/ws" => upgrade(req, state, false, admitted),
         "/echo" if state.echo => upgrade(req, state, true, admitted),
+        "/replay" => replay_ws::upgrade(req, state, admitted),
         "/sse" => {
             let grant = match admit(&req, state) {
                 Ok(grant) => grant,

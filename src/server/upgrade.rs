@@ -122,7 +122,7 @@ pub(super) fn upgrade(
 /// The handshake's own checks, in the order docs/PROTOCOL.md lists their
 /// refusals; returns the negotiated subprotocol (`None`: none offered).
 /// The refusal is boxed: a cold path, and a large type.
-fn check_handshake(
+pub(super) fn check_handshake(
     req: &Request<Incoming>,
     state: &AppState,
 ) -> Result<Option<Format>, Box<Response<Body>>> {

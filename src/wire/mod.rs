@@ -8,6 +8,7 @@
 //! text in `tickwire.v1.json`, and is encoded by [`crate::wire::encode`].
 
 pub mod channel;
+mod control;
 pub mod decode;
 pub mod deflate;
 pub mod encode;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use simd_json::prelude::*;
 
 pub use self::channel::Channels;
+pub use self::control::{control_ack, ReplayControl};
 use self::encode::{write_json_str, write_u64, OPCODE_TEXT};
 
 /// The binary subprotocol.
@@ -140,7 +142,7 @@ pub mod close_code {
 }
 
 /// A parsed client request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     /// Echoed in the reply, so that clients can match replies to requests.
     pub id: Option<u64>,
@@ -158,11 +160,13 @@ pub const MIN_THROTTLE_MS: u16 = 10;
 /// The longest.
 pub const MAX_THROTTLE_MS: u16 = 60_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     Subscribe(Symbols),
     Unsubscribe(Symbols),
     Ping,
+    /// A replay session's control (`/replay`); refused on `/ws`.
+    Replay(ReplayControl),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +246,12 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
         "subscribe" => Op::Subscribe(symbols()?),
         "unsubscribe" => Op::Unsubscribe(symbols()?),
         "ping" => Op::Ping,
+        "pause" => Op::Replay(ReplayControl::Pause),
+        "resume" => Op::Replay(ReplayControl::Resume),
+        "speed" => Op::Replay(ReplayControl::Speed(control::parse_speed(
+            obj.get("speed"),
+            id,
+        )?)),
         other => {
             return Err(Refusal::new(
                 id,
@@ -340,6 +350,11 @@ pub fn too_many_in_request(id: Option<u64>, named: usize, max_symbols: usize) ->
         ErrorCode::TooManySymbols,
         format!("{named} symbols in one request; the limit is {max_symbols}"),
     )
+}
+
+/// A text frame of `payload` as it is.
+pub fn text_frame_of(payload: &[u8]) -> Bytes {
+    text_frame(|p| p.extend_from_slice(payload))
 }
 
 fn text_frame(body: impl FnOnce(&mut Vec<u8>)) -> Bytes {

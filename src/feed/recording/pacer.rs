@@ -37,6 +37,11 @@ impl Pacer {
         }
     }
 
+    /// Whether updates wait for their recorded time (not `Speed::Max`).
+    pub(crate) fn is_paced(&self) -> bool {
+        matches!(self.speed, Speed::Factor(_))
+    }
+
     pub(crate) async fn wait(&mut self, pace_ns: Option<u64>) {
         let (Speed::Factor(k), Some(t)) = (self.speed, pace_ns) else {
             return;

@@ -85,7 +85,7 @@ pub enum Service {
 }
 
 /// What the reader task tells the writer.
-pub(super) enum Inbound {
+pub(crate) enum Inbound {
     /// A message to send back as it came (echo service).
     Echo(Bytes),
     /// A text message, parsed.

@@ -7,5 +7,5 @@ mod budget;
 pub(crate) mod connection;
 pub(crate) mod inbound;
 pub(crate) mod mask_check;
-mod read;
+pub(crate) mod read;
 pub(crate) mod socket;

@@ -17,7 +17,7 @@ use crate::wire::{self, ErrorCode, Refusal};
 
 /// What a client may send. The echo service is for conformance suites,
 /// which send large messages in many fragments as fast as they can.
-pub(super) fn inbound_limits(config: &ConnectionConfig, echo: bool) -> InboundLimits {
+pub(crate) fn inbound_limits(config: &ConnectionConfig, echo: bool) -> InboundLimits {
     if echo {
         InboundLimits {
             max_message_bytes: ECHO_MAX_MESSAGE_BYTES,
@@ -45,7 +45,7 @@ const ECHO_MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// After a protocol error it keeps reading, and discards, until the client
 /// closes: a socket closed with unread input is reset, and the reset can
 /// destroy the close frame we sent before the client reads it.
-pub(super) async fn read_loop<R: ReadReady>(
+pub(crate) async fn read_loop<R: ReadReady>(
     reader: R,
     limits: InboundLimits,
     metrics: Arc<Metrics>,
