@@ -171,7 +171,7 @@ fn ticks(body: &[u8]) -> Vec<Tick> {
                 "trade",
                 format!("{} {}", s("price").unwrap(), s("size").unwrap()),
             )),
-            Some("symbol") => {}
+            Some("symbol" | "replay_behind") => {}
             other => panic!("unexpected message {other:?}: {v}"),
         }
     }
@@ -509,5 +509,95 @@ async fn replay_controls_pause_resume_and_change_the_speed_and_nothing_is_lost()
         (v["type"].as_str(), v["code"].as_u64()),
         (Some("error"), Some(4001))
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_replays_from_the_new_time_under_new_numbers() {
+    let dir = recordings();
+    let server = server(&dir, 4).await;
+    let path = dir.path("bundled.jsonl.gz");
+    let mut c = replay_ws(
+        server.addr,
+        "recording=bundled.jsonl.gz&symbols=ETHUSDT&speed=1",
+        "tickwire.v1.json",
+    )
+    .await;
+    let mut before = Vec::new();
+    while before.len() < 10 {
+        let m = c.next().await;
+        before.extend(tick(&c, &m));
+    }
+    let to = 1_723_161_280_000_000_000u64;
+    c.send(r#"{"op":"speed","speed":"max","id":1}"#).await;
+    c.send(r#"{"op":"seek","to":"2024-08-08T23:54:40Z","id":2}"#)
+        .await;
+    let mut after = Vec::new();
+    let mut sought = false;
+    let mut acks = Vec::new();
+    loop {
+        match c.next().await {
+            Msg::Control(v) if v["type"] == "ack" => {
+                acks.push(v["op"].as_str().unwrap().to_owned())
+            }
+            Msg::Control(v) if v["type"] == "replay_seek" => {
+                assert_eq!(v["from"].as_u64(), Some(to));
+                sought = true;
+            }
+            Msg::Control(v) if v["type"] == "replay_end" => break,
+            m if sought => after.extend(tick(&c, &m)),
+            m => before.extend(tick(&c, &m)),
+        }
+    }
+    assert_eq!(acks, ["speed", "seek"]);
+    // Before the seek, the recording from its start; after it, from the
+    // time asked, whole, at the speed asked before it.
+    let all = reference(&path, &["ETHUSDT"], 0, u64::MAX);
+    assert_eq!(before[..], all[..before.len()]);
+    assert_eq!(after, reference(&path, &["ETHUSDT"], to, u64::MAX));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_session_whose_client_stalls_says_it_is_behind_and_still_sends_everything() {
+    let dir = recordings();
+    std::fs::copy(
+        real("binance-usdm-BTCUSDT-20240808-hftbacktest.jsonl.gz"),
+        dir.path("usdm.jsonl.gz"),
+    )
+    .unwrap();
+    let server = server(&dir, 4).await;
+    let path = dir.path("usdm.jsonl.gz");
+    // 30 times the recorded pace, in a window of 120 s of recording (4 s,
+    // some 9 MB of JSON, more than the sockets between hold).
+    let (from, to) = (1_723_161_300_000_000_000u64, 1_723_161_420_000_000_000u64);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(server.addr).await.unwrap();
+    slow.write_all(
+        format!("GET /replay.ndjson?recording=usdm.jsonl.gz&speed=30&from={from}&to={to} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = vec![0u8; 4096];
+    let n = slow.read(&mut raw).await.unwrap();
+    raw.truncate(n);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut rest = Vec::new();
+    slow.read_to_end(&mut rest).await.unwrap();
+    raw.extend_from_slice(&rest);
+    let (_, body) = split_response(&raw);
+    let behind: Vec<Value> = body
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(br#"{"type":"replay_behind""#))
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert!(!behind.is_empty(), "no replay_behind notice");
+    assert!(
+        behind[0]["behind_ms"].as_u64() >= Some(1000),
+        "{:?}",
+        behind[0]
+    );
+    assert_eq!(ticks(&body), reference(&path, &[], from, to));
     server.stop().await;
 }

@@ -145,7 +145,7 @@ where
                             _ => wire::error_reply(&wire::Refusal::new(
                                 req.id,
                                 wire::ErrorCode::UnknownOp,
-                                "a replay session's subscription is its URL; it takes pause, resume, speed and ping",
+                                "a replay session's subscription is its URL; it takes pause, resume, speed, seek and ping",
                             )),
                         };
                         if write.write_all(&reply).await.is_err() {

@@ -16,6 +16,8 @@ pub enum ReplayControl {
     /// The pace from the next update on: the recorded pace times this, or
     /// `None` for as fast as the client reads.
     Speed(Option<f64>),
+    /// The recording from this time on (ns since the epoch, on its clock).
+    Seek(u64),
 }
 
 impl ReplayControl {
@@ -24,6 +26,7 @@ impl ReplayControl {
             ReplayControl::Pause => "pause",
             ReplayControl::Resume => "resume",
             ReplayControl::Speed(_) => "speed",
+            ReplayControl::Seek(_) => "seek",
         }
     }
 }
@@ -56,6 +59,26 @@ pub(super) fn parse_speed(
         Ok(Some(k))
     } else {
         Err(invalid())
+    }
+}
+
+/// A `seek` control's `"to"`: ns since the epoch (a number, or its text),
+/// or an RFC 3339 time.
+pub(super) fn parse_seek(
+    value: Option<&simd_json::BorrowedValue<'_>>,
+    id: Option<u64>,
+) -> Result<u64, Refusal> {
+    let invalid = || {
+        Refusal::new(
+            id,
+            ErrorCode::InvalidOption,
+            "\"to\" must be a time: RFC 3339, or ns since the epoch",
+        )
+    };
+    let value = value.ok_or_else(invalid)?;
+    match value.as_str() {
+        Some(s) => super::time::parse_time(s).ok_or_else(invalid),
+        None => value.as_u64().ok_or_else(invalid),
     }
 }
 
@@ -97,7 +120,22 @@ mod tests {
                 "{text}"
             );
         }
+        for (text, to) in [
+            (
+                r#"{"op":"seek","to":1723161260000000000}"#,
+                1_723_161_260_000_000_000,
+            ),
+            (
+                r#"{"op":"seek","to":"2024-08-08T23:54:20Z"}"#,
+                1_723_161_260_000_000_000,
+            ),
+        ] {
+            assert_eq!(op(text), Ok(Op::Replay(ReplayControl::Seek(to))), "{text}");
+        }
         for bad in [
+            r#"{"op":"seek"}"#,
+            r#"{"op":"seek","to":"noon"}"#,
+            r#"{"op":"seek","to":-5}"#,
             r#"{"op":"speed"}"#,
             r#"{"op":"speed","speed":0}"#,
             r#"{"op":"speed","speed":-1}"#,

@@ -13,6 +13,7 @@ pub mod decode;
 pub mod deflate;
 pub mod encode;
 pub mod frame;
+pub mod time;
 
 use bytes::Bytes;
 use simd_json::prelude::*;
@@ -252,6 +253,7 @@ pub fn parse_request(text: &[u8], max_symbols: usize) -> Result<Request, Refusal
             obj.get("speed"),
             id,
         )?)),
+        "seek" => Op::Replay(ReplayControl::Seek(control::parse_seek(obj.get("to"), id)?)),
         other => {
             return Err(Refusal::new(
                 id,

@@ -37,6 +37,15 @@ impl Pacer {
         }
     }
 
+    /// How long after its due time the last paced update went (its
+    /// client or the reading held it up), if it was late.
+    pub(crate) fn lateness(&self) -> Option<Duration> {
+        if !self.is_paced() {
+            return None;
+        }
+        Instant::now().checked_duration_since(self.last_due?)
+    }
+
     /// Whether updates wait for their recorded time (not `Speed::Max`).
     pub(crate) fn is_paced(&self) -> bool {
         matches!(self.speed, Speed::Factor(_))

@@ -1,5 +1,6 @@
-//! A replay's `from` and `to`: nanoseconds since the epoch, or an RFC 3339
-//! time (`2024-08-08T23:54:15Z`, `2024-08-08T23:54:15.250+02:00`).
+//! A replay's times (`from`, `to`, a `seek`'s `to`): nanoseconds since the
+//! epoch, or an RFC 3339 time (`2024-08-08T23:54:15Z`,
+//! `2024-08-08T23:54:15.250+02:00`).
 
 /// Nanoseconds since the Unix epoch of `text`, or `None` if it is neither
 /// an integer nor an RFC 3339 date-time (with a `T` or a space, seconds,

@@ -1,0 +1,333 @@
+//! One segment of a replay session: the recording read from a time on,
+//! published into a private market and drained to the client; a `seek`
+//! ends it, and the session starts another ([`super::run`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{notice, Output, ReplayRequest, Summary};
+use crate::fanout::{FanoutLimits, Outbox, Subscriber};
+use crate::feed::recording::Pacer;
+use crate::feed::{FeedError, FeedSpec, FeedStats, Speed, Timed};
+use crate::market::Market;
+use crate::metrics::Metrics;
+use crate::publish::Publisher;
+use crate::symbols::{Normalizer, SymbolTable};
+use crate::wire::encode::frame_payload;
+use crate::wire::{self, Channels, Format, ReplayControl};
+
+/// The session's ring: larger than a batch, so that its one reader, which
+/// drains it after every batch, is never lapped.
+const RING: usize = 1 << 13;
+
+/// Updates read from the file per hand-over and per drain.
+const BATCH: usize = 512;
+
+/// A paced session this far behind its recorded pace says so, at most once
+/// this often.
+const BEHIND: Duration = Duration::from_secs(1);
+
+/// How a segment ended.
+pub(super) enum Next {
+    /// The window is replayed.
+    End,
+    /// The client went away.
+    Gone,
+    /// The client asked for the recording from this time on.
+    Seek(u64),
+}
+
+/// A private market, its publisher and its one subscriber.
+pub(super) struct Segment {
+    market: Arc<Market>,
+    publisher: Publisher,
+    sub: Subscriber,
+    out: Outbox,
+    output: Output,
+    batches: mpsc::Receiver<Result<Vec<Timed>, FeedError>>,
+    filter: SymbolFilter,
+    from_ns: u64,
+}
+
+impl Segment {
+    pub(super) fn new(
+        req: &ReplayRequest,
+        from_ns: u64,
+        output: Output,
+    ) -> Result<Self, FeedError> {
+        let symbols = SymbolTable::new();
+        let (market, writer) =
+            Market::new(RING, Arc::clone(&symbols), Arc::new(Metrics::default()));
+        let publisher = Publisher::new(Arc::clone(&market), writer);
+        let limits = FanoutLimits {
+            max_outbox_bytes: 4 << 20,
+            max_lag_updates: RING as u64 - 1,
+            max_subscriptions: usize::MAX,
+        };
+        let format = match output {
+            Output::NdJson => Format::Json,
+            Output::Frames(format) => format,
+        };
+        let mut sub = Subscriber::new(Arc::clone(&market), format, limits);
+        // The ack is the live protocol's; a replay's stream is the data.
+        subscribe(&mut sub, req.channels, &mut Outbox::default());
+        let batches = spawn_reader(&req.spec, Normalizer::new(Arc::clone(&symbols)))?;
+        Ok(Segment {
+            market,
+            publisher,
+            sub,
+            out: Outbox::default(),
+            output,
+            batches,
+            filter: SymbolFilter::new(req.symbols.clone(), symbols),
+            from_ns,
+        })
+    }
+
+    /// Replays the window from this segment's time on.
+    /// Replays the window from this segment's time on, at `speed` (which
+    /// a `speed` control changes for this segment and the next).
+    pub(super) async fn play(
+        mut self,
+        req: &ReplayRequest,
+        speed: &mut Speed,
+        tx: &mpsc::Sender<Bytes>,
+        controls: &mut Option<mpsc::Receiver<ReplayControl>>,
+        summary: &mut Summary,
+    ) -> Result<Next, FeedError> {
+        let mut pacer = Pacer::new(*speed);
+        let mut said_behind: Option<Instant> = None;
+        'read: while let Some(batch) = self.batches.recv().await {
+            for timed in batch? {
+                let t = timed.pace_ns.unwrap_or(0);
+                if t >= req.to_ns {
+                    break 'read;
+                }
+                if t < self.from_ns || !self.filter.wants(timed.update.symbol) {
+                    continue;
+                }
+                if let Some(c) = controls {
+                    match take_controls(c, (&mut pacer, speed), summary).await {
+                        Flow::Go => {}
+                        Flow::Gone => return Ok(Next::Gone),
+                        Flow::Seek(to) => return Ok(Next::Seek(to)),
+                    }
+                }
+                pacer.wait(timed.pace_ns).await;
+                self.publisher.publish(timed.update);
+                summary.updates += 1;
+                // Paced, each update goes when it is due; at full speed, in
+                // batches.
+                let behind = self.market.ring.tail() - self.sub.position();
+                if (pacer.is_paced() || behind >= BATCH as u64) && !self.drain(tx, summary).await {
+                    return Ok(Next::Gone);
+                }
+                if let Some(late) = pacer.lateness() {
+                    let quiet = said_behind.is_none_or(|at| at.elapsed() >= BEHIND);
+                    if late >= BEHIND && quiet {
+                        said_behind = Some(Instant::now());
+                        summary.behind_notices += 1;
+                        let text = format!(
+                            r#"{{"type":"replay_behind","behind_ms":{}}}"#,
+                            late.as_millis()
+                        );
+                        if tx.send(notice(self.output, &text)).await.is_err() {
+                            return Ok(Next::Gone);
+                        }
+                    }
+                }
+            }
+            if !self.drain(tx, summary).await {
+                return Ok(Next::Gone);
+            }
+        }
+        Ok(if self.drain(tx, summary).await {
+            Next::End
+        } else {
+            Next::Gone
+        })
+    }
+
+    /// Moves everything the segment's ring holds to the client. False if
+    /// the client went away.
+    async fn drain(&mut self, tx: &mpsc::Sender<Bytes>, summary: &mut Summary) -> bool {
+        loop {
+            let read = self.sub.fill(&mut self.out);
+            if self.out.is_empty() {
+                if read == 0 {
+                    return true;
+                }
+                continue;
+            }
+            let mut chunk = BytesMut::with_capacity(self.out.len_bytes());
+            while let Some((frame, _)) = self.out.pop_frame() {
+                match self.output {
+                    Output::NdJson => {
+                        chunk.put_slice(&frame_payload(&frame));
+                        chunk.put_u8(b'\n');
+                    }
+                    Output::Frames(_) => chunk.put_slice(&frame),
+                }
+                summary.messages += 1;
+            }
+            if tx.send(chunk.freeze()).await.is_err() {
+                return false;
+            }
+        }
+    }
+}
+
+/// Starts the thread that reads the recording: its updates in batches,
+/// then the channel's end (or an error).
+fn spawn_reader(
+    spec: &FeedSpec,
+    normalizer: Normalizer,
+) -> Result<mpsc::Receiver<Result<Vec<Timed>, FeedError>>, FeedError> {
+    let (tx, rx) = mpsc::channel(2);
+    let thread_spec = spec.clone();
+    std::thread::Builder::new()
+        .name("replay-reader".into())
+        .spawn(move || read(&thread_spec, normalizer, &tx))
+        .map_err(|e| FeedError::Reader {
+            file: spec.name(),
+            reason: e.to_string(),
+        })?;
+    Ok(rx)
+}
+
+/// Which symbols a session replays, decided once per symbol id.
+struct SymbolFilter {
+    names: Option<HashSet<String>>,
+    symbols: Arc<SymbolTable>,
+    /// By symbol id: 0 not looked at yet, 1 wanted, 2 not.
+    decided: Vec<u8>,
+}
+
+impl SymbolFilter {
+    fn new(names: Option<HashSet<String>>, symbols: Arc<SymbolTable>) -> Self {
+        SymbolFilter {
+            names,
+            symbols,
+            decided: Vec::new(),
+        }
+    }
+
+    fn wants(&mut self, id: u32) -> bool {
+        let Some(names) = &self.names else {
+            return true;
+        };
+        let i = id as usize;
+        if self.decided.len() <= i {
+            self.decided.resize(i + 1, 0);
+        }
+        if self.decided[i] == 0 {
+            let yes = self
+                .symbols
+                .get(id)
+                .is_some_and(|d| names.contains(&*d.name));
+            self.decided[i] = if yes { 1 } else { 2 };
+        }
+        self.decided[i] == 1
+    }
+}
+
+/// What the controls say to do next.
+enum Flow {
+    Go,
+    Gone,
+    Seek(u64),
+}
+
+/// Applies the controls that came; while paused, waits for `resume` (or a
+/// `seek`).
+async fn take_controls(
+    controls: &mut mpsc::Receiver<ReplayControl>,
+    (pacer, speed): (&mut Pacer, &mut Speed),
+    summary: &mut Summary,
+) -> Flow {
+    let mut paused = false;
+    loop {
+        let control = if paused {
+            match controls.recv().await {
+                Some(c) => c,
+                None => return Flow::Gone,
+            }
+        } else {
+            match controls.try_recv() {
+                Ok(c) => c,
+                Err(mpsc::error::TryRecvError::Empty) => return Flow::Go,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Flow::Gone,
+            }
+        };
+        match control {
+            ReplayControl::Pause => {
+                paused = true;
+                summary.pauses += 1;
+            }
+            ReplayControl::Resume => paused = false,
+            // Re-anchored at the next update: the pace changes from there.
+            ReplayControl::Speed(k) => {
+                *speed = k.map_or(Speed::Max, Speed::Factor);
+                *pacer = Pacer::new(*speed);
+            }
+            ReplayControl::Seek(to) => return Flow::Seek(to),
+        }
+    }
+}
+
+/// Subscribes the session's one subscriber to every symbol (the filter is
+/// at the reader: a named symbol does not exist before its first record).
+fn subscribe(sub: &mut Subscriber, channels: Option<Channels>, out: &mut Outbox) {
+    let text = match channels {
+        None => r#"{"op":"subscribe","symbols":["*"]}"#.to_owned(),
+        Some(c) => serde_json::json!({"op": "subscribe", "symbols": ["*"], "channels": c.names()})
+            .to_string(),
+    };
+    if let Ok(req) = wire::parse_request(text.as_bytes(), usize::MAX) {
+        sub.handle(req, out);
+    }
+}
+
+/// The reader thread: the recording's updates in batches, then the
+/// channel's end (or an error).
+fn read(
+    spec: &FeedSpec,
+    mut normalizer: Normalizer,
+    tx: &mpsc::Sender<Result<Vec<Timed>, FeedError>>,
+) {
+    let reader = match crate::feed::recording::FileReader::open(
+        spec,
+        &mut normalizer,
+        Arc::new(FeedStats::default()),
+    ) {
+        Ok(reader) => reader.quiet(),
+        Err(e) => {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    for item in reader {
+        match item {
+            Ok(timed) => batch.push(timed),
+            Err(e) => {
+                let _ = tx.blocking_send(Ok(batch));
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+        if batch.len() == BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            if tx.blocking_send(Ok(full)).is_err() {
+                // The session is gone.
+                return;
+            }
+        }
+    }
+    let _ = tx.blocking_send(Ok(batch));
+}
