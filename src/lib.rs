@@ -18,8 +18,8 @@
 //!   edge node's NATS source.
 //! - **Normalize**: `feed::normalize` (the step, its rejections), over
 //!   [`decimal`] (exact fixed-point), [`symbols`] (interning) and [`update`]
-//!   (the `Copy` update); [`json`] parses outside JSON with a bound on
-//!   nesting.
+//!   (the `Copy` update), [`timestamp`] (exact times in ns); [`json`]
+//!   parses outside JSON with a bound on nesting.
 //! - **Publish**: `pipeline` assembles feeds → [`publish`] (the one writer:
 //!   sequences, encodes once) → [`ring`] and the last-value cache, which
 //!   make up the [`market`]; built once for `serve` and for [`record`].
@@ -71,6 +71,7 @@ pub mod replay;
 pub mod ring;
 pub mod server;
 pub mod symbols;
+pub mod timestamp;
 pub mod update;
 pub mod wake;
 pub mod wire;

@@ -37,7 +37,6 @@
 //!   parser: the `Emitter` that checks the fields and makes them [`Timed`]
 //!   updates, and `BadRecord`, a record refused, counted by `Reason` in a
 //!   `RejectTally` with a log budget per reason.
-//! - `timestamp.rs`: exact epoch / RFC 3339 parsing to nanoseconds.
 //! - `mod.rs`: [`FeedStats`], [`FeedError`], and [`run`], which starts the
 //!   feed a spec names.
 
@@ -46,7 +45,6 @@ pub(crate) mod normalize;
 pub mod recording;
 mod spec;
 pub(crate) mod synthetic;
-mod timestamp;
 pub(crate) mod upstream;
 pub mod venue;
 

@@ -22,7 +22,6 @@ use tokio::sync::mpsc;
 
 use self::session::{Next, Segment};
 use crate::feed::{FeedError, FeedSpec, Speed};
-pub use crate::wire::time::parse_time;
 use crate::wire::{self, Channels, Format, ReplayControl};
 
 /// What one session replays.

@@ -17,7 +17,8 @@ use super::sse::{channels_param, EventStream};
 use super::{query, AppState};
 use crate::feed::{FeedSpec, Speed};
 use crate::replay::catalog::{Catalog, Entry};
-use crate::replay::{self, parse_time, Output, ReplayRequest};
+use crate::replay::{self, Output, ReplayRequest};
+use crate::timestamp::time_ns;
 
 /// The server's replay side: its catalog and its sessions' limits.
 #[derive(Debug)]
@@ -222,7 +223,7 @@ fn request(q: Option<&str>, catalog: &Catalog) -> Result<ReplayRequest, Refusal>
     let time = |key: &str, default: u64| {
         match query::param(q, key) {
         None => Ok(default),
-        Some(v) => parse_time(&v).ok_or_else(|| {
+        Some(v) => time_ns(&v).ok_or_else(|| {
             bad(format!(
                 "{key}={v:?}: not a time (RFC 3339, e.g. 2024-08-08T23:54:15Z, or ns since the epoch)"
             ))

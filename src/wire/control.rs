@@ -77,7 +77,7 @@ pub(super) fn parse_seek(
     };
     let value = value.ok_or_else(invalid)?;
     match value.as_str() {
-        Some(s) => super::time::parse_time(s).ok_or_else(invalid),
+        Some(s) => crate::timestamp::time_ns(s).ok_or_else(invalid),
         None => value.as_u64().ok_or_else(invalid),
     }
 }

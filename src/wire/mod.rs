@@ -13,7 +13,6 @@ pub mod decode;
 pub mod deflate;
 pub mod encode;
 pub mod frame;
-pub mod time;
 
 use bytes::Bytes;
 use simd_json::prelude::*;

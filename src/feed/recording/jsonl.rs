@@ -21,8 +21,8 @@ use simd_json::prelude::*;
 use simd_json::BorrowedValue;
 
 use crate::feed::normalize::{BadRecord, Emitter, Outcome};
-use crate::feed::timestamp::{decimal_secs_ns, epoch_int_ns};
 use crate::feed::venue::{binance, coinbase};
+use crate::timestamp::{decimal_secs_ns, epoch_int_ns};
 
 /// What kind of capture-tool note `line` is, if it is one: cryptofeed's raw
 /// capture (`AsyncFileCallback`) writes `configuration: {...}` as its first

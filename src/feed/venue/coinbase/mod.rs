@@ -17,7 +17,7 @@ use simd_json::BorrowedValue;
 mod book;
 
 use crate::feed::normalize::{BadRecord, Emitter, Outcome};
-use crate::feed::timestamp::rfc3339_ns;
+use crate::timestamp::rfc3339_ns;
 use crate::update::Side;
 
 /// Exchange `ticker`: the best bid and offer after a match. The sizes may be

@@ -35,6 +35,16 @@ pub fn decimal_secs_ns(text: &[u8]) -> Option<u64> {
     secs.checked_mul(1_000_000_000)?.checked_add(ns)
 }
 
+/// A time as a client gives one (a replay's `from`, `to`, a `seek`):
+/// nanoseconds since the epoch as an integer, or an RFC 3339 time.
+pub fn time_ns(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return parse_u64(text.as_bytes());
+    }
+    rfc3339_ns(text)
+}
+
 /// Nanoseconds from an RFC 3339 time such as `2026-08-09T21:05:48.228568804Z`
 /// (up to 9 fraction digits; `Z` or a `±HH:MM` offset; `T`, `t` or a space
 /// between date and time). Times before 1970 are `None`.
@@ -116,6 +126,27 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_time_is_ns_or_rfc3339() {
+        let t = 1_723_161_255_000_000_000;
+        assert_eq!(time_ns("1723161255000000000"), Some(t));
+        assert_eq!(time_ns(" 2024-08-08T23:54:15Z "), Some(t));
+        assert_eq!(
+            time_ns("2024-08-09T01:54:15.25+02:00"),
+            Some(t + 250_000_000)
+        );
+        for bad in [
+            "",
+            "-5",
+            "99999999999999999999999",
+            "2024-08-08",
+            "noon",
+            "1e9",
+        ] {
+            assert_eq!(time_ns(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn rfc3339_table() {
