@@ -186,15 +186,19 @@ fn no_function_is_over_80_lines() {
         for (start, line) in lines.iter().enumerate() {
             let Some(name) = fn_name(line) else { continue };
             let before = if start == 0 { 0 } else { depth[start - 1] };
-            // The body ends where the depth comes back to the line's own;
-            // a declaration without a body ends at its `;`.
-            let mut opened = false;
+            // The body ends at the `}` that brings the depth back to the
+            // line's own; a declaration without a body, at its `;`. Lines
+            // back at that depth on the way (the `)` or `) -> T` closing a
+            // long parameter list, a `where`) are still the signature.
             for end in start..lines.len() {
-                opened |= depth[end] > before;
-                if !opened && lines[end].trim_end().ends_with(';') {
+                if depth[end] != before {
+                    continue;
+                }
+                let line = lines[end].trim_end();
+                if line.ends_with(';') {
                     break;
                 }
-                if opened && depth[end] == before {
+                if line.ends_with('}') {
                     let n = end - start + 1;
                     if n > MAX_FN_LINES {
                         long.push(format!("{}: {name} ({n} lines)", rel(&path)));

@@ -394,8 +394,8 @@ function label(mantissa, decimals, k) {
   return cut.endsWith(".") ? cut.slice(0, -1) : cut;
 }
 
-function drawChart(r) {
-  const canvas = $("chart");
+/** Sizes `canvas` to its CSS box at the device's pixel ratio and clears it. */
+function clearedCanvas(canvas) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth;
   const h = canvas.clientHeight;
@@ -406,6 +406,12 @@ function drawChart(r) {
   const g = canvas.getContext("2d");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, w, h);
+  return { g, w, h };
+}
+
+function drawChart(r) {
+  const canvas = $("chart");
+  const { g, w, h } = clearedCanvas(canvas);
   const padR = 92;
   const padB = 22;
   const pw = w - padR;
@@ -520,16 +526,7 @@ function pickInterval(interval, user) {
 function drawCandles() {
   candlesDirty = false;
   const canvas = $("candles");
-  const dpr = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth;
-  const h = canvas.clientHeight;
-  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
-    canvas.width = Math.round(w * dpr);
-    canvas.height = Math.round(h * dpr);
-  }
-  const g = canvas.getContext("2d");
-  g.setTransform(dpr, 0, 0, dpr, 0, 0);
-  g.clearRect(0, 0, w, h);
+  const { g, w, h } = clearedCanvas(canvas);
   g.font = "11px ui-monospace, Menlo, Consolas, monospace";
   const interval = client.candleInterval;
   const bars = candles?.interval === interval ? candles.bars : [];

@@ -121,55 +121,13 @@ where
                     file: "replay".into(),
                     reason: e.to_string(),
                 }));
-                let end = match &summary {
-                    Ok(s) => format!(
-                        r#"{{"type":"replay_end","updates":{},"messages":{}}}"#,
-                        s.updates, s.messages
-                    ),
-                    Err(e) => serde_json::json!({"type": "replay_end", "error": e.to_string()}).to_string(),
-                };
-                let _ = write.write_all(&wire::text_frame_of(end.as_bytes())).await;
-                let _ = write.write_all(&close_frame(1000, "replayed")).await;
+                say_end(&summary, &mut write).await;
                 break Some(summary);
             },
             message = inbound.recv() => {
                 let Some(message) = message else { break None };
-                match *message {
-                    Inbound::Request(req) => {
-                        let reply = match req.op {
-                            Op::Replay(control) => {
-                                let _ = control_tx.send(control).await;
-                                wire::control_ack(control.name(), req.id)
-                            }
-                            Op::Ping => wire::pong_reply(req.id, crate::update::now_ns()),
-                            _ => wire::error_reply(&wire::Refusal::new(
-                                req.id,
-                                wire::ErrorCode::UnknownOp,
-                                "a replay session's subscription is its URL; it takes pause, resume, speed, seek and ping",
-                            )),
-                        };
-                        if write.write_all(&reply).await.is_err() {
-                            break None;
-                        }
-                    }
-                    Inbound::Refused(refusal) => {
-                        metrics.protocol_error(refusal.code);
-                        let _ = write.write_all(&wire::error_reply(&refusal)).await;
-                    }
-                    Inbound::Obligated(frame) => {
-                        let is_close = frame.first().is_some_and(|b| b & 0x0f == 0x8);
-                        let _ = write.write_all(&frame).await;
-                        if is_close {
-                            break None;
-                        }
-                    }
-                    Inbound::Close(close) => {
-                        if let Some((code, reason)) = close {
-                            let _ = write.write_all(&close_frame(code, &reason)).await;
-                        }
-                        break None;
-                    }
-                    Inbound::Echo(_) => {}
+                if !answer(*message, &control_tx, &mut write, &metrics).await {
+                    break None;
                 }
             },
             _ = ping.tick() => {
@@ -192,4 +150,67 @@ where
             })
         }
     }
+}
+
+/// Answers one message from the client's reader: a control goes to the
+/// session and is acknowledged, a ping is answered, anything else refused;
+/// frames the protocol owes (pong, close echo) are sent. False when the
+/// connection is over (the client closed, or the socket failed).
+async fn answer<W: tokio::io::AsyncWrite + Unpin>(
+    message: Inbound,
+    controls: &mpsc::Sender<wire::ReplayControl>,
+    write: &mut W,
+    metrics: &crate::metrics::Metrics,
+) -> bool {
+    match message {
+        Inbound::Request(req) => {
+            let reply = match req.op {
+                Op::Replay(control) => {
+                    let _ = controls.send(control).await;
+                    wire::control_ack(control.name(), req.id)
+                }
+                Op::Ping => wire::pong_reply(req.id, crate::update::now_ns()),
+                _ => wire::error_reply(&wire::Refusal::new(
+                    req.id,
+                    wire::ErrorCode::UnknownOp,
+                    "a replay session's subscription is its URL; it takes pause, resume, speed, seek and ping",
+                )),
+            };
+            write.write_all(&reply).await.is_ok()
+        }
+        Inbound::Refused(refusal) => {
+            metrics.protocol_error(refusal.code);
+            let _ = write.write_all(&wire::error_reply(&refusal)).await;
+            true
+        }
+        Inbound::Obligated(frame) => {
+            let is_close = frame.first().is_some_and(|b| b & 0x0f == 0x8);
+            let _ = write.write_all(&frame).await;
+            !is_close
+        }
+        Inbound::Close(close) => {
+            if let Some((code, reason)) = close {
+                let _ = write.write_all(&close_frame(code, &reason)).await;
+            }
+            false
+        }
+        Inbound::Echo(_) => true,
+    }
+}
+
+/// The session's last words: `replay_end` (its counts, or its error), then
+/// a 1000 close.
+async fn say_end<W: tokio::io::AsyncWrite + Unpin>(
+    summary: &Result<Summary, crate::feed::FeedError>,
+    write: &mut W,
+) {
+    let end = match summary {
+        Ok(s) => format!(
+            r#"{{"type":"replay_end","updates":{},"messages":{}}}"#,
+            s.updates, s.messages
+        ),
+        Err(e) => serde_json::json!({"type": "replay_end", "error": e.to_string()}).to_string(),
+    };
+    let _ = write.write_all(&wire::text_frame_of(end.as_bytes())).await;
+    let _ = write.write_all(&close_frame(1000, "replayed")).await;
 }

@@ -425,10 +425,14 @@ test("the depth ladder shows the selected symbol's top levels exactly as the rec
     const seen = new Set();
     for (let i = 0; i < 5; i++) {
       await page.waitForFunction(() => document.querySelectorAll("#ladder-rows td[data-price]").length >= 20, null, { timeout: 15_000 });
-      const ladder = await page.$$eval("#ladder-rows tr", (trs) =>
-        trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.dataset.price ?? td.dataset.size ?? "")),
-      );
-      const meta = await page.textContent("#book-meta");
+      // Rows and title in one read: drawLadder writes both in one task,
+      // and two reads could straddle a redraw of a moving book.
+      const [ladder, meta] = await page.evaluate(() => [
+        [...document.querySelectorAll("#ladder-rows tr")].map((tr) =>
+          [...tr.querySelectorAll("td")].map((td) => td.dataset.price ?? td.dataset.size ?? ""),
+        ),
+        document.getElementById("book-meta").textContent,
+      ]);
       // Rows are [bid size, bid, ask, ask size].
       const bids = ladder.filter((r) => r[1]).map((r) => [r[1], r[0]]);
       const asks = ladder.filter((r) => r[2]).map((r) => [r[2], r[3]]);
