@@ -601,3 +601,158 @@ async fn a_paced_session_whose_client_stalls_says_it_is_behind_and_still_sends_e
     assert_eq!(ticks(&body), reference(&path, &[], from, to));
     server.stop().await;
 }
+
+/// The book of `symbol` as the levels recorded before `from` leave it,
+/// applied in the file's order: (bids best first, asks best first), each
+/// level as text at the symbol's decimals.
+type Side = Vec<(String, String)>;
+fn book_before(path: &Path, symbol: &str, from: u64) -> (Side, Side) {
+    use std::collections::BTreeMap;
+    use tickwire::update::{level_flags, BookSide};
+    let table = SymbolTable::new();
+    let mut normalizer = Normalizer::new(table.clone());
+    let spec = FeedSpec::File(path.to_owned());
+    let (mut bids, mut asks) = (BTreeMap::new(), BTreeMap::new());
+    let mut decimals = (0, 0);
+    for item in FileReader::open(&spec, &mut normalizer, Default::default()).unwrap() {
+        let t = item.unwrap();
+        let def = table.get(t.update.symbol).unwrap();
+        if t.pace_ns.unwrap_or(0) >= from || &*def.name != symbol {
+            continue;
+        }
+        decimals = (def.price_decimals, def.size_decimals);
+        if let UpdateKind::Level {
+            side,
+            px,
+            sz,
+            flags,
+        } = t.update.kind
+        {
+            if flags & level_flags::RESET != 0 {
+                bids.clear();
+                asks.clear();
+            }
+            let book = match side {
+                BookSide::Bid => &mut bids,
+                BookSide::Ask => &mut asks,
+            };
+            if sz == 0 {
+                book.remove(&px);
+            } else {
+                book.insert(px, sz);
+            }
+        }
+    }
+    let text = |(px, sz): (&i64, &i64)| {
+        let f = |m: i64, d: u8| {
+            tickwire::decimal::Fixed {
+                mantissa: m,
+                decimals: d,
+            }
+            .to_string()
+        };
+        (f(*px, decimals.0), f(*sz, decimals.1))
+    };
+    (
+        bids.iter().rev().map(text).collect(),
+        asks.iter().map(text).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_of_a_log_is_the_logs_window_and_a_book_starts_from_its_state_then() {
+    // A log as `record` writes it: the bundled recording as published,
+    // paced by publish time, in blocks.
+    let dir = recordings();
+    let log = dir.path("bundled.twlog");
+    let out = binary::run_within(
+        Duration::from_secs(120),
+        binary::tickwire()
+            .args([
+                "record",
+                "--feed",
+                &bundled_path(),
+                "--speed",
+                "max",
+                "--out",
+            ])
+            .arg(&log)
+            .env("RUST_LOG", "warn"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let everything = reference(&log, &[], 0, u64::MAX);
+    // Its times: the window starts 60 % of the way in, past whole blocks.
+    let times: Vec<u64> = {
+        let mut n = Normalizer::new(SymbolTable::new());
+        FileReader::open(&FeedSpec::File(log.clone()), &mut n, Default::default())
+            .unwrap()
+            .map(|t| t.unwrap().pace_ns.unwrap())
+            .collect()
+    };
+    assert!(
+        times.len() > 3 * 4096,
+        "{} updates: too few blocks",
+        times.len()
+    );
+    let from = times[times.len() * 6 / 10];
+    let to = times[times.len() * 9 / 10];
+    let server = server(&dir, 4).await;
+    // TC0: quotes and trades of the window, of every symbol and of one.
+    for symbols in [&[][..], &["BTCUSDT"]] {
+        let q = format!(
+            "recording=bundled.twlog&from={from}&to={to}{}",
+            symbols
+                .first()
+                .map(|s| format!("&symbols={s}"))
+                .unwrap_or_default()
+        );
+        let (status, body) = get(server.addr, &format!("/replay.ndjson?{q}")).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let want = reference(&log, symbols, from, to);
+        assert!(want.len() > 100 && want.len() < everything.len() / 2);
+        assert_eq!(ticks(&body), want, "{symbols:?}");
+    }
+    // TC1: the full book from the window's start: its first message is a
+    // snapshot of the book the levels before `from` built, then changes.
+    let q = format!("recording=bundled.twlog&symbols=BTCUSDT&channels=book&from={from}&to={to}");
+    let (status, body) = get(server.addr, &format!("/replay.ndjson?{q}")).await;
+    assert_eq!(status, 200);
+    let books: Vec<Value> = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "book")
+        .collect();
+    assert!(books.len() > 10, "{} book messages", books.len());
+    assert_eq!(books[0]["snapshot"], true, "{}", books[0]);
+    assert!(books[1..].iter().all(|b| b["snapshot"] == false));
+    let side = |v: &Value| -> Side {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l[0].as_str().unwrap().to_owned(),
+                    l[1].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let (bids, asks) = book_before(&log, "BTCUSDT", from);
+    assert!(bids.len() >= 10 && asks.len() >= 10);
+    assert_eq!(
+        (side(&books[0]["bids"]), side(&books[0]["asks"])),
+        (bids, asks)
+    );
+    // The changes go on from the snapshot's number, gapless.
+    let seqs: Vec<u64> = books
+        .iter()
+        .map(|b| b["book_seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    server.stop().await;
+}

@@ -18,6 +18,7 @@ use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::symbols::{Normalizer, SymbolTable};
+use crate::update::UpdateKind;
 use crate::wire::encode::frame_payload;
 use crate::wire::{self, Channels, Format, ReplayControl};
 
@@ -52,6 +53,14 @@ pub(super) struct Segment {
     batches: mpsc::Receiver<Result<Vec<Timed>, FeedError>>,
     filter: SymbolFilter,
     from_ns: u64,
+    channels: Option<Channels>,
+    /// Book channels are asked for: levels before `from_ns` are published
+    /// (no one watches yet, so nothing is encoded) to build the books that
+    /// the subscription's snapshots at `from_ns` show.
+    books: bool,
+    /// The subscriber has subscribed: at the window's first update, so
+    /// that its snapshots are the state at the window's start.
+    subscribed: bool,
 }
 
 impl Segment {
@@ -73,10 +82,14 @@ impl Segment {
             Output::NdJson => Format::Json,
             Output::Frames(format) => format,
         };
-        let mut sub = Subscriber::new(Arc::clone(&market), format, limits);
-        // The ack is the live protocol's; a replay's stream is the data.
-        subscribe(&mut sub, req.channels, &mut Outbox::default());
-        let batches = spawn_reader(&req.spec, Normalizer::new(Arc::clone(&symbols)))?;
+        let sub = Subscriber::new(Arc::clone(&market), format, limits);
+        let books = req
+            .channels
+            .is_some_and(|c| c.book_variants().next().is_some());
+        // A book is its history: with book channels, everything is read.
+        let skip_to = if books { 0 } else { from_ns };
+        let normalizer = Normalizer::new(Arc::clone(&symbols));
+        let batches = spawn_reader(&req.spec, normalizer, skip_to)?;
         Ok(Segment {
             market,
             publisher,
@@ -86,10 +99,23 @@ impl Segment {
             batches,
             filter: SymbolFilter::new(req.symbols.clone(), symbols),
             from_ns,
+            channels: req.channels,
+            books,
+            subscribed: false,
         })
     }
 
-    /// Replays the window from this segment's time on.
+    /// Subscribes the session's one subscriber, once: its snapshots (a
+    /// book's, at `from_ns`) go to the client, its ack does not (the ack
+    /// is the live protocol's; a replay's stream is the data).
+    fn subscribe(&mut self) {
+        if std::mem::replace(&mut self.subscribed, true) {
+            return;
+        }
+        subscribe(&mut self.sub, self.channels, &mut self.out);
+        let _ack = self.out.pop_frame();
+    }
+
     /// Replays the window from this segment's time on, at `speed` (which
     /// a `speed` control changes for this segment and the next).
     pub(super) async fn play(
@@ -108,9 +134,16 @@ impl Segment {
                 if t >= req.to_ns {
                     break 'read;
                 }
-                if t < self.from_ns || !self.filter.wants(timed.update.symbol) {
+                if !self.filter.wants(timed.update.symbol) {
                     continue;
                 }
+                if t < self.from_ns {
+                    if self.books && matches!(timed.update.kind, UpdateKind::Level { .. }) {
+                        self.publisher.publish(timed.update);
+                    }
+                    continue;
+                }
+                self.subscribe();
                 if let Some(c) = controls {
                     match take_controls(c, (&mut pacer, speed), summary).await {
                         Flow::Go => {}
@@ -146,6 +179,8 @@ impl Segment {
                 return Ok(Next::Gone);
             }
         }
+        // A window with no update still gets the state at its start.
+        self.subscribe();
         Ok(if self.drain(tx, summary).await {
             Next::End
         } else {
@@ -187,12 +222,13 @@ impl Segment {
 fn spawn_reader(
     spec: &FeedSpec,
     normalizer: Normalizer,
+    skip_to: u64,
 ) -> Result<mpsc::Receiver<Result<Vec<Timed>, FeedError>>, FeedError> {
     let (tx, rx) = mpsc::channel(2);
     let thread_spec = spec.clone();
     std::thread::Builder::new()
         .name("replay-reader".into())
-        .spawn(move || read(&thread_spec, normalizer, &tx))
+        .spawn(move || read(&thread_spec, normalizer, skip_to, &tx))
         .map_err(|e| FeedError::Reader {
             file: spec.name(),
             reason: e.to_string(),
@@ -293,19 +329,24 @@ fn subscribe(sub: &mut Subscriber, channels: Option<Channels>, out: &mut Outbox)
     }
 }
 
-/// The reader thread: the recording's updates in batches, then the
-/// channel's end (or an error).
+/// The reader thread: the recording's updates in batches, from `skip_to`
+/// where the format can pass over what is earlier, then the channel's end
+/// (or an error).
 fn read(
     spec: &FeedSpec,
     mut normalizer: Normalizer,
+    skip_to: u64,
     tx: &mpsc::Sender<Result<Vec<Timed>, FeedError>>,
 ) {
-    let reader = match crate::feed::recording::FileReader::open(
+    let opened = crate::feed::recording::FileReader::open(
         spec,
         &mut normalizer,
         Arc::new(FeedStats::default()),
-    ) {
-        Ok(reader) => reader.quiet(),
+    )
+    .map(|r| r.quiet())
+    .and_then(|mut r| r.skip_before(skip_to).map(|_| r));
+    let reader = match opened {
+        Ok(reader) => reader,
         Err(e) => {
             let _ = tx.blocking_send(Err(e));
             return;

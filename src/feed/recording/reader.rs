@@ -169,6 +169,15 @@ impl<'n> FileReader<'n> {
         }
     }
 
+    /// Passes over what is before `from_ns` where the format can without
+    /// replaying it: a log's whole blocks ([`LogFeed::skip_before`]); other
+    /// formats are read whole. Returns the updates passed over.
+    pub(crate) fn skip_before(&mut self, from_ns: u64) -> Result<u64, FeedError> {
+        self.log
+            .as_mut()
+            .map_or(Ok(0), |log| log.skip_before(from_ns))
+    }
+
     /// A pass that says nothing in the log (a client's replay session, the
     /// catalog's scan): what the server's own feeds would warn about is no
     /// news for each client that reads the file.

@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 
 use super::{
-    unzigzag, Deltas, Entry, LogSymbol, LEVEL_ASK, LEVEL_LAST, LEVEL_RESET, QUOTE_ASK_SIZE_UNKNOWN,
-    QUOTE_BID_SIZE_UNKNOWN, TAG_LEVEL, TAG_QUOTE, TAG_STATUS, TAG_SYMBOL, TAG_TRADE,
+    pace_ns, unzigzag, Deltas, Entry, LogSymbol, LEVEL_ASK, LEVEL_LAST, LEVEL_RESET,
+    QUOTE_ASK_SIZE_UNKNOWN, QUOTE_BID_SIZE_UNKNOWN, TAG_LEVEL, TAG_QUOTE, TAG_STATUS, TAG_SYMBOL,
+    TAG_TRADE,
 };
 use crate::symbols::MAX_NAME_LEN;
 use crate::update::{
@@ -64,6 +65,34 @@ pub(super) fn decode_payload(
     known: &mut HashMap<SymbolId, LogSymbol>,
     version: u16,
 ) -> Option<Vec<Entry>> {
+    let mut entries = Vec::new();
+    decode_each(bytes, known, version, |e| entries.push(e))?;
+    Some(entries)
+}
+
+/// A verified payload's number of updates and the latest of their pace
+/// times ([`pace_ns`]; `None` if one has none), decoded as
+/// [`decode_payload`] decodes it but kept nowhere: what passing over a
+/// block needs to know.
+pub(super) fn latest_pace(bytes: &[u8], version: u16) -> Option<(u64, Option<u64>)> {
+    let (mut updates, mut latest) = (0u64, Some(0u64));
+    decode_each(bytes, &mut HashMap::new(), version, |e| {
+        if let Entry::Update(u) = e {
+            updates += 1;
+            latest = latest.zip(pace_ns(&u)).map(|(a, b)| a.max(b));
+        }
+    })?;
+    Some((updates, latest))
+}
+
+/// [`decode_payload`]'s work, each record handed to `sink` as it is
+/// decoded; `None` (the payload refused) may come after some were.
+fn decode_each(
+    bytes: &[u8],
+    known: &mut HashMap<SymbolId, LogSymbol>,
+    version: u16,
+    mut sink: impl FnMut(Entry),
+) -> Option<()> {
     // Quotes with unknown sizes came with version 2.
     let last_quote_tag = if version >= 2 {
         TAG_QUOTE + QUOTE_BID_SIZE_UNKNOWN + QUOTE_ASK_SIZE_UNKNOWN
@@ -72,7 +101,6 @@ pub(super) fn decode_payload(
     };
     let mut c = Cursor { bytes, at: 0 };
     let mut d = Deltas::default();
-    let mut entries = Vec::new();
     let mut defined: HashMap<SymbolId, LogSymbol> = HashMap::new();
     while c.at < bytes.len() {
         let tag = c.byte()?;
@@ -84,7 +112,7 @@ pub(super) fn decode_payload(
                 return None;
             }
             defined.insert(id, sym.clone());
-            entries.push(Entry::Symbol(sym));
+            sink(Entry::Symbol(sym));
             continue;
         }
         // Levels and the book_gap status came with version 3.
@@ -100,7 +128,7 @@ pub(super) fn decode_payload(
         if !defined.contains_key(&id) {
             return None;
         }
-        entries.push(Entry::Update(update_record(
+        sink(Entry::Update(update_record(
             &mut c,
             id,
             tag,
@@ -109,7 +137,7 @@ pub(super) fn decode_payload(
         )?));
     }
     known.extend(defined);
-    Some(entries)
+    Some(())
 }
 
 /// A symbol definition after its tag: id, decimals and name, each within

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 
-use super::{Entry, LogError, LogReader, LogSymbol, ReadStats};
+use super::{pace_ns, Entry, LogError, LogReader, LogSymbol, ReadStats};
 use crate::feed::normalize::{has_negative, Reason, RejectTally};
 use crate::feed::{FeedError, FeedStats, Timed};
 use crate::symbols::Normalizer;
@@ -41,6 +41,26 @@ impl<R: Read> LogFeed<R> {
         self.reader.stats().blocks
     }
 
+    /// Passes over the blocks before the one that holds `from_ns`
+    /// ([`LogReader::skip_before`]): a window late in a long log costs
+    /// their decoding, not their replay. Returns the updates passed over.
+    pub fn skip_before(&mut self, from_ns: u64) -> Result<u64, FeedError> {
+        self.reader
+            .skip_before(from_ns)
+            .map_err(|e| self.read_error(e))
+    }
+
+    fn read_error(&self, e: LogError) -> FeedError {
+        FeedError::Read {
+            file: self.file.clone(),
+            line: self.reader.stats().blocks + 1,
+            source: match e {
+                LogError::Io(e) => e,
+                other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+            },
+        }
+    }
+
     /// The next block's updates, or `None` at the end of the log. Corrupt
     /// places, updates of a symbol that cannot be served and updates with
     /// a negative price or size are rejected: counted in `stats` and
@@ -54,14 +74,7 @@ impl<R: Read> LogFeed<R> {
         verbose: bool,
         out: &mut Vec<Timed>,
     ) -> Result<bool, FeedError> {
-        let block = self.reader.next_block().map_err(|e| FeedError::Read {
-            file: self.file.clone(),
-            line: self.reader.stats().blocks + 1,
-            source: match e {
-                LogError::Io(e) => e,
-                other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
-            },
-        })?;
+        let block = self.reader.next_block().map_err(|e| self.read_error(e))?;
         self.report(stats, rejections, verbose);
         let Some(entries) = block else {
             return Ok(false);
@@ -110,14 +123,9 @@ impl<R: Read> LogFeed<R> {
                         },
                         ..s.update
                     };
-                    // Paced by when it was served; a converted log was
-                    // never served, so by capture time, else venue time.
-                    let pace = [s.publish_ts_ns, update.receive_ts_ns, update.exchange_ts_ns]
-                        .into_iter()
-                        .find(|&t| t != 0);
                     out.push(Timed {
                         update,
-                        pace_ns: pace,
+                        pace_ns: pace_ns(&s),
                     });
                 }
             }

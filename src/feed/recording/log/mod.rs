@@ -137,6 +137,19 @@ pub enum LogError {
     Io(#[from] io::Error),
 }
 
+/// The time a recorded update is paced and windowed by: when it was
+/// served; for a converted log, which was never served, when it was
+/// captured, else the venue's time. `None`: no time at all.
+pub fn pace_ns(s: &Sequenced) -> Option<u64> {
+    [
+        s.publish_ts_ns,
+        s.update.receive_ts_ns,
+        s.update.exchange_ts_ns,
+    ]
+    .into_iter()
+    .find(|&t| t != 0)
+}
+
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);

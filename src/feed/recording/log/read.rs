@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 
-use super::decode::decode_payload;
+use super::decode::{decode_payload, latest_pace};
 use super::{
     block_crc, Entry, LogError, LogSymbol, ReadStats, BLOCK_HEADER_LEN, BLOCK_MARKER,
     BLOCK_UPDATES, HEADER_LEN, MAGIC, MAX_BLOCK_PAYLOAD, OLDEST_VERSION, VERSION,
@@ -103,6 +103,47 @@ impl<R: Read> LogReader<R> {
             }
         }
         Ok(())
+    }
+
+    /// Passes over the whole blocks, from here, whose every update is
+    /// earlier than `from_ns` by its [`pace_ns`](super::pace_ns): their CRC is checked and
+    /// they are decoded to learn their times, but nothing is kept or handed
+    /// over; they count in [`stats`](Self::stats) as read. Stops at the
+    /// first block with a later update, or that does not verify, and
+    /// leaves it to [`next_block`](Self::next_block). Exact in any order of
+    /// times. Returns the number of updates passed over.
+    pub fn skip_before(&mut self, from_ns: u64) -> Result<u64, LogError> {
+        let mut passed = 0;
+        while let Some(len) = self.whole_block_here()? {
+            let block = &self.available()[..len];
+            let count = u64::from(u32::from_le_bytes([
+                block[8], block[9], block[10], block[11],
+            ]));
+            match latest_pace(&block[BLOCK_HEADER_LEN..], self.version) {
+                Some((n, Some(latest))) if n == count && latest < from_ns => {}
+                _ => break,
+            }
+            self.pos += len;
+            self.stats.blocks += 1;
+            self.stats.updates += count;
+            passed += count;
+        }
+        Ok(passed)
+    }
+
+    /// The length of the block at `pos` if it is whole and its CRC
+    /// verifies, reading as needed; consumes nothing.
+    fn whole_block_here(&mut self) -> Result<Option<usize>, LogError> {
+        self.fill(BLOCK_HEADER_LEN)?;
+        let head = self.available();
+        if head.len() < BLOCK_HEADER_LEN || head[..4] != BLOCK_MARKER || !plausible(head) {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        self.fill(BLOCK_HEADER_LEN + len)?;
+        let block = self.available();
+        let whole = block.len() >= BLOCK_HEADER_LEN + len && crc_ok(block, len);
+        Ok(whole.then_some(BLOCK_HEADER_LEN + len))
     }
 
     /// The next whole block's records, or `None` at the end of the log.

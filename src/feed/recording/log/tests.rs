@@ -618,3 +618,44 @@ fn book_levels_round_trip_with_their_flags_and_need_version_3() {
     assert!(updates_of(&entries).is_empty());
     assert_eq!(stats.corrupt, 1);
 }
+
+#[test]
+fn skipping_to_a_time_passes_over_whole_blocks_and_loses_nothing_at_or_after_it() {
+    let all = stream(5_000, 11);
+    let (log, _) = write(&all, 250);
+    let times: Vec<u64> = all.iter().map(|u| pace_ns(u).unwrap()).collect();
+    let wanted_from = |from: u64| -> Vec<Sequenced> {
+        all.iter()
+            .copied()
+            .filter(|u| pace_ns(u).unwrap() >= from)
+            .collect()
+    };
+    // TC: before the first update, in the middle of a block, on a block's
+    // first update, past the last.
+    let first = *times.iter().min().unwrap();
+    let last = *times.iter().max().unwrap();
+    for (from, skips) in [
+        (0, false),
+        (first, false),
+        (times[2_600], true),
+        (times[2_750], true),
+        (last + 1, true),
+    ] {
+        let mut r = LogReader::new(&log[..]).unwrap();
+        let passed = r.skip_before(from).unwrap();
+        let mut rest = Vec::new();
+        while let Some(block) = r.next_block().unwrap() {
+            rest.extend(updates_of(&block));
+        }
+        assert_eq!(passed as usize + rest.len(), all.len(), "{from}");
+        assert_eq!(passed > 0, skips, "{from}: {passed} passed over");
+        // Whole blocks only: what is passed over is a multiple of 250.
+        assert_eq!(passed % 250, 0);
+        let kept: Vec<Sequenced> = rest
+            .into_iter()
+            .filter(|u| pace_ns(u).unwrap() >= from)
+            .collect();
+        assert_eq!(kept, wanted_from(from), "{from}");
+        assert_eq!(r.stats().updates, all.len() as u64);
+    }
+}
