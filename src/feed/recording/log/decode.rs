@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use super::{
-    pace_ns, unzigzag, Deltas, Entry, LogSymbol, LEVEL_ASK, LEVEL_LAST, LEVEL_RESET,
+    pace_ns, unzigzag, Deltas, Entry, IdMap, LogSymbol, LEVEL_ASK, LEVEL_LAST, LEVEL_RESET,
     QUOTE_ASK_SIZE_UNKNOWN, QUOTE_BID_SIZE_UNKNOWN, TAG_LEVEL, TAG_QUOTE, TAG_STATUS, TAG_SYMBOL,
     TAG_TRADE,
 };
@@ -101,7 +101,7 @@ fn decode_each(
     };
     let mut c = Cursor { bytes, at: 0 };
     let mut d = Deltas::default();
-    let mut defined: HashMap<SymbolId, LogSymbol> = HashMap::new();
+    let mut defined: IdMap<LogSymbol> = IdMap::default();
     while c.at < bytes.len() {
         let tag = c.byte()?;
         if tag == TAG_SYMBOL {
