@@ -274,6 +274,10 @@ counters! {
     replay_refused_total: "counter",
     /// Updates replayed to clients by replay sessions, summed.
     replay_updates_total: "counter",
+    /// Bytes of plain logs that replay sessions from a time seeked past by the block index, unread.
+    replay_jumped_bytes_total: "counter",
+    /// Updates of logs that replay sessions from a time read but passed over (whole blocks before the time), unpublished.
+    replay_passed_over_total: "counter",
     /// Book events after which the best bid was at or above the best ask (served as the source sent them).
     books_crossed_total: "counter",
     /// Times a feed's order book lost its synchronization with the venue (a diff out of sequence, a snapshot too old) and was marked stale.

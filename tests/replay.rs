@@ -701,26 +701,63 @@ async fn a_window_of_a_log_is_the_logs_window_and_a_book_starts_from_its_state_t
     let from = times[times.len() * 6 / 10];
     let to = times[times.len() * 9 / 10];
     let server = server(&dir, 4).await;
-    // TC0: quotes and trades of the window, of every symbol and of one.
-    for symbols in [&[][..], &["BTCUSDT"]] {
-        let q = format!(
-            "recording=bundled.twlog&from={from}&to={to}{}",
-            symbols
-                .first()
-                .map(|s| format!("&symbols={s}"))
-                .unwrap_or_default()
-        );
-        let (status, body) = get(server.addr, &format!("/replay.ndjson?{q}")).await;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-        let want = reference(&log, symbols, from, to);
-        assert!(want.len() > 100 && want.len() < everything.len() / 2);
-        assert_eq!(ticks(&body), want, "{symbols:?}");
+    // TC0: quotes and trades of the window, of every symbol and of one;
+    // first before the catalog has read the log (its blocks before the
+    // window are read and passed over), then after (its block index
+    // seeks to the window's first block).
+    let counters = |text: &str| {
+        (
+            metric(text, "tickwire_replay_passed_over_total"),
+            metric(text, "tickwire_replay_jumped_bytes_total"),
+        )
+    };
+    for indexed in [false, true] {
+        if indexed {
+            let (status, _) = get(server.addr, "/recordings").await;
+            assert_eq!(status, 200);
+        }
+        for symbols in [&[][..], &["BTCUSDT"]] {
+            let before = counters(&metrics_text(server.addr).await);
+            let q = format!(
+                "recording=bundled.twlog&from={from}&to={to}{}",
+                symbols
+                    .first()
+                    .map(|s| format!("&symbols={s}"))
+                    .unwrap_or_default()
+            );
+            let (status, body) = get(server.addr, &format!("/replay.ndjson?{q}")).await;
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            let want = reference(&log, symbols, from, to);
+            assert!(want.len() > 100 && want.len() < everything.len() / 2);
+            assert_eq!(ticks(&body), want, "{symbols:?}");
+            let after = counters(&metrics_text(server.addr).await);
+            let (passed, jumped) = (after.0 - before.0, after.1 - before.1);
+            if indexed {
+                // Straight to the block that holds `from`.
+                assert!(
+                    jumped > 100_000 && passed == 0,
+                    "{jumped} B, {passed} passed"
+                );
+            } else {
+                // Whole blocks of 4,096 read and passed over.
+                assert!(jumped == 0 && passed >= 4096, "{jumped} B, {passed} passed");
+            }
+        }
     }
     // TC1: the full book from the window's start: its first message is a
     // snapshot of the book the levels before `from` built, then changes.
     let q = format!("recording=bundled.twlog&symbols=BTCUSDT&channels=book&from={from}&to={to}");
     let (status, body) = get(server.addr, &format!("/replay.ndjson?{q}")).await;
     assert_eq!(status, 200);
+    let messages: Vec<Value> = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice::<Value>(l).unwrap())
+        .collect();
+    // Only the symbol asked for is defined, once.
+    let defined: Vec<&Value> = messages.iter().filter(|v| v["type"] == "symbol").collect();
+    assert_eq!(defined.len(), 1);
+    assert_eq!(defined[0]["symbol"], "BTCUSDT");
     let books: Vec<Value> = body
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())

@@ -8,13 +8,14 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::feed::recording::log::{self, BlockIndex};
 use crate::feed::recording::FileReader;
 use crate::feed::FeedSpec;
 use crate::symbols::{Normalizer, SymbolTable};
@@ -41,6 +42,10 @@ pub struct Entry {
     pub updates: u64,
     /// Order-book levels (a book event is a run of them).
     pub book_levels: u64,
+    /// A plain log's block index, which lets a replay from a time seek to
+    /// its first block instead of reading up to it.
+    #[serde(skip)]
+    pub index: Option<Arc<BlockIndex>>,
 }
 
 /// Why a recording name is refused.
@@ -69,6 +74,15 @@ impl CatalogError {
 struct FileId {
     len: u64,
     modified: Option<SystemTime>,
+}
+
+impl FileId {
+    fn of(meta: &fs::Metadata) -> FileId {
+        FileId {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 /// What was found of a file, while it is that file: its description, or
@@ -120,6 +134,18 @@ impl Catalog {
         Ok(real)
     }
 
+    /// The block index of the plain log at `path`, named `name`, if a
+    /// listing has read it and it is still that file. Never reads the file.
+    pub fn index_of(&self, name: &str, path: &Path) -> Option<Arc<BlockIndex>> {
+        let id = FileId::of(&fs::metadata(path).ok()?);
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let (k, entry) = known.get(name)?;
+        if *k != id {
+            return None;
+        }
+        entry.as_ref()?.index.clone()
+    }
+
     /// Every readable recording, by name. Blocking: a new or changed file
     /// is read whole once (a caller on an async runtime runs this on a
     /// blocking thread).
@@ -141,10 +167,7 @@ impl Catalog {
             let Ok(meta) = fs::metadata(&path) else {
                 continue;
             };
-            let id = FileId {
-                len: meta.len(),
-                modified: meta.modified().ok(),
-            };
+            let id = FileId::of(&meta);
             let cached = {
                 let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
                 known
@@ -176,8 +199,28 @@ impl Catalog {
 }
 
 /// Reads the whole recording for its description; `None` if tickwire does
-/// not read it.
+/// not read it. A plain log is read by blocks, which also indexes it.
 fn describe(name: &str, path: &Path, size: u64) -> Option<Entry> {
+    let compression = compression(path);
+    if compression == "none" {
+        let mut file = BufReader::new(fs::File::open(path).ok()?);
+        if log::is_log(file.fill_buf().ok()?) {
+            let scan = log::scan(file).ok()?;
+            return Some(Entry {
+                name: name.to_owned(),
+                format: "tickwire-log",
+                compression,
+                size,
+                symbols: scan.symbols,
+                first_ts: scan.first_ts.unwrap_or(0),
+                last_ts: scan.last_ts.unwrap_or(0),
+                updates: scan.updates,
+                book_levels: scan.book_levels,
+                index: Some(Arc::new(scan.index)),
+            })
+            .filter(|e| e.updates + e.book_levels > 0);
+        }
+    }
     let symbols = SymbolTable::new();
     let mut normalizer = Normalizer::new(Arc::clone(&symbols));
     let spec = FeedSpec::File(path.to_owned());
@@ -204,7 +247,7 @@ fn describe(name: &str, path: &Path, size: u64) -> Option<Entry> {
     Some(Entry {
         name: name.to_owned(),
         format,
-        compression: compression(path),
+        compression,
         size,
         symbols: (0..symbols.len() as u32)
             .filter_map(|id| symbols.get(id).map(|d| d.name.to_string()))
@@ -213,6 +256,7 @@ fn describe(name: &str, path: &Path, size: u64) -> Option<Entry> {
         last_ts: last,
         updates,
         book_levels: levels,
+        index: None,
     })
 }
 

@@ -16,11 +16,13 @@ pub mod catalog;
 mod session;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use self::session::{Next, Segment};
+use crate::feed::recording::log::BlockIndex;
 use crate::feed::{FeedError, FeedSpec, Speed};
 use crate::wire::{self, Channels, Format, ReplayControl};
 
@@ -37,6 +39,10 @@ pub struct ReplayRequest {
     pub speed: Speed,
     /// As on `/ws` (`None`: quotes and trades).
     pub channels: Option<Channels>,
+    /// Where the blocks of a plain log start and how late they run, when
+    /// the catalog has read it: a segment from a time starts at the first
+    /// block it needs.
+    pub index: Option<Arc<BlockIndex>>,
 }
 
 /// What the session sends its client.
@@ -64,6 +70,11 @@ pub struct Summary {
     pub seeks: u64,
     /// `replay_behind` notices sent.
     pub behind_notices: u64,
+    /// Bytes of a log its block index let the session seek past, unread.
+    pub jumped_bytes: u64,
+    /// Updates of a log read but passed over, in blocks wholly before the
+    /// session's time.
+    pub passed_over: u64,
 }
 
 /// Runs one session to its end, sending to `tx` (bounded: a full channel
@@ -83,10 +94,12 @@ pub async fn run(
     let mut speed = req.speed;
     loop {
         let segment = Segment::new(&req, from_ns, output)?;
-        match segment
+        let passed = segment.passed();
+        let next = segment
             .play(&req, &mut speed, &tx, &mut controls, &mut summary)
-            .await?
-        {
+            .await;
+        passed.add_to(&mut summary);
+        match next? {
             Next::End => return Ok(summary),
             Next::Gone => {
                 summary.cut = true;

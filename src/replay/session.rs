@@ -3,6 +3,9 @@
 //! ends it, and the session starts another ([`super::run`]).
 
 use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +15,8 @@ use tokio::time::Instant;
 
 use super::{notice, Output, ReplayRequest, Summary};
 use crate::fanout::{FanoutLimits, Outbox, Subscriber};
-use crate::feed::recording::Pacer;
+use crate::feed::recording::log::HEADER_LEN;
+use crate::feed::recording::{FileReader, Pacer};
 use crate::feed::{FeedError, FeedSpec, FeedStats, Speed, Timed};
 use crate::market::Market;
 use crate::metrics::Metrics;
@@ -43,6 +47,23 @@ pub(super) enum Next {
     Seek(u64),
 }
 
+/// What a segment's reader passed over before its first update: set by
+/// the reader thread before it sends its first batch, read by the session
+/// after the segment (the channel's send and receive order the two).
+#[derive(Default)]
+pub(super) struct Passed {
+    bytes: AtomicU64,
+    updates: AtomicU64,
+}
+
+impl Passed {
+    pub(super) fn add_to(&self, summary: &mut Summary) {
+        // Relaxed: ordered by the batch channel, or by the reader's end.
+        summary.jumped_bytes += self.bytes.load(Ordering::Relaxed);
+        summary.passed_over += self.updates.load(Ordering::Relaxed);
+    }
+}
+
 /// A private market, its publisher and its one subscriber.
 pub(super) struct Segment {
     market: Arc<Market>,
@@ -61,6 +82,7 @@ pub(super) struct Segment {
     /// The subscriber has subscribed: at the window's first update, so
     /// that its snapshots are the state at the window's start.
     subscribed: bool,
+    passed: Arc<Passed>,
 }
 
 impl Segment {
@@ -82,14 +104,28 @@ impl Segment {
             Output::NdJson => Format::Json,
             Output::Frames(format) => format,
         };
-        let sub = Subscriber::new(Arc::clone(&market), format, limits);
+        let mut sub = Subscriber::new(Arc::clone(&market), format, limits);
         let books = req
             .channels
             .is_some_and(|c| c.book_variants().next().is_some());
         // A book is its history: with book channels, everything is read.
         let skip_to = if books { 0 } else { from_ns };
+        let start = Start {
+            at: req
+                .index
+                .as_ref()
+                .filter(|_| skip_to > 0)
+                .map(|ix| ix.start_for(skip_to)),
+            skip_to,
+        };
+        let passed = Arc::new(Passed::default());
         let normalizer = Normalizer::new(Arc::clone(&symbols));
-        let batches = spawn_reader(&req.spec, normalizer, skip_to)?;
+        let batches = spawn_reader(&req.spec, normalizer, start, Arc::clone(&passed))?;
+        if !books {
+            // `*` at once: each symbol is defined with its first message,
+            // and the session's filter publishes only the wanted ones.
+            subscribe(&mut sub, "*", req.channels, &mut Outbox::default());
+        }
         Ok(Segment {
             market,
             publisher,
@@ -101,18 +137,47 @@ impl Segment {
             from_ns,
             channels: req.channels,
             books,
-            subscribed: false,
+            subscribed: !books,
+            passed,
         })
     }
 
-    /// Subscribes the session's one subscriber, once: its snapshots (a
-    /// book's, at `from_ns`) go to the client, its ack does not (the ack
-    /// is the live protocol's; a replay's stream is the data).
-    fn subscribe(&mut self) {
-        if std::mem::replace(&mut self.subscribed, true) {
+    /// What its reader passed over, once the segment has played.
+    pub(super) fn passed(&self) -> Arc<Passed> {
+        Arc::clone(&self.passed)
+    }
+
+    /// With book channels, subscribes at the window's first update (of
+    /// `symbol`, wanted), so that the snapshots are the books at `from_ns`:
+    /// `*` when every symbol is wanted; else each wanted symbol by name,
+    /// those read so far now and the others at their first update, so that
+    /// no other symbol is defined. The snapshots go to the client, the
+    /// acks do not (an ack is the live protocol's; a replay's stream is
+    /// the data).
+    fn subscribe_at_window(&mut self, symbol: Option<u32>) {
+        if !self.books {
             return;
         }
-        subscribe(&mut self.sub, self.channels, &mut self.out);
+        if !std::mem::replace(&mut self.subscribed, true) {
+            if self.filter.names.is_none() {
+                self.subscribe_to("*");
+                return;
+            }
+            for id in 0..self.filter.symbols.len() as u32 {
+                if let Some(name) = self.filter.first_subscription(id) {
+                    self.subscribe_to(&name);
+                }
+            }
+        }
+        if let Some(name) = symbol.and_then(|id| self.filter.first_subscription(id)) {
+            self.subscribe_to(&name);
+        }
+    }
+
+    fn subscribe_to(&mut self, symbols: &str) {
+        // Drained after every publish: the ack is the only frame here.
+        debug_assert!(self.out.is_empty());
+        subscribe(&mut self.sub, symbols, self.channels, &mut self.out);
         let _ack = self.out.pop_frame();
     }
 
@@ -143,7 +208,7 @@ impl Segment {
                     }
                     continue;
                 }
-                self.subscribe();
+                self.subscribe_at_window(Some(timed.update.symbol));
                 if let Some(c) = controls {
                     match take_controls(c, (&mut pacer, speed), summary).await {
                         Flow::Go => {}
@@ -179,8 +244,8 @@ impl Segment {
                 return Ok(Next::Gone);
             }
         }
-        // A window with no update still gets the state at its start.
-        self.subscribe();
+        // A window with no update still gets the books at its start.
+        self.subscribe_at_window(None);
         Ok(if self.drain(tx, summary).await {
             Next::End
         } else {
@@ -222,13 +287,14 @@ impl Segment {
 fn spawn_reader(
     spec: &FeedSpec,
     normalizer: Normalizer,
-    skip_to: u64,
+    start: Start,
+    passed: Arc<Passed>,
 ) -> Result<mpsc::Receiver<Result<Vec<Timed>, FeedError>>, FeedError> {
     let (tx, rx) = mpsc::channel(2);
     let thread_spec = spec.clone();
     std::thread::Builder::new()
         .name("replay-reader".into())
-        .spawn(move || read(&thread_spec, normalizer, skip_to, &tx))
+        .spawn(move || read(&thread_spec, normalizer, start, &passed, &tx))
         .map_err(|e| FeedError::Reader {
             file: spec.name(),
             reason: e.to_string(),
@@ -240,7 +306,8 @@ fn spawn_reader(
 struct SymbolFilter {
     names: Option<HashSet<String>>,
     symbols: Arc<SymbolTable>,
-    /// By symbol id: 0 not looked at yet, 1 wanted, 2 not.
+    /// By symbol id: 0 not looked at yet, 1 wanted, 2 not, 3 wanted and
+    /// subscribed to by name.
     decided: Vec<u8>,
 }
 
@@ -268,7 +335,17 @@ impl SymbolFilter {
                 .is_some_and(|d| names.contains(&*d.name));
             self.decided[i] = if yes { 1 } else { 2 };
         }
-        self.decided[i] == 1
+        self.decided[i] & 1 == 1
+    }
+
+    /// The name of a wanted symbol (of a filter by names) the first time
+    /// it is asked for: to subscribe to it once.
+    fn first_subscription(&mut self, id: u32) -> Option<Arc<str>> {
+        if self.names.is_none() || !self.wants(id) || self.decided[id as usize] == 3 {
+            return None;
+        }
+        self.decided[id as usize] = 3;
+        self.symbols.get(id).map(|d| Arc::clone(&d.name))
     }
 }
 
@@ -316,35 +393,51 @@ async fn take_controls(
     }
 }
 
-/// Subscribes the session's one subscriber to every symbol (the filter is
-/// at the reader: a named symbol does not exist before its first record).
-fn subscribe(sub: &mut Subscriber, channels: Option<Channels>, out: &mut Outbox) {
+/// Subscribes the session's one subscriber to `symbols` (`*`, or one
+/// name) on the session's channels.
+fn subscribe(sub: &mut Subscriber, symbols: &str, channels: Option<Channels>, out: &mut Outbox) {
     let text = match channels {
-        None => r#"{"op":"subscribe","symbols":["*"]}"#.to_owned(),
-        Some(c) => serde_json::json!({"op": "subscribe", "symbols": ["*"], "channels": c.names()})
-            .to_string(),
+        None => serde_json::json!({"op": "subscribe", "symbols": [symbols]}).to_string(),
+        Some(c) => {
+            serde_json::json!({"op": "subscribe", "symbols": [symbols], "channels": c.names()})
+                .to_string()
+        }
     };
     if let Ok(req) = wire::parse_request(text.as_bytes(), usize::MAX) {
         sub.handle(req, out);
     }
 }
 
-/// The reader thread: the recording's updates in batches, from `skip_to`
-/// where the format can pass over what is earlier, then the channel's end
-/// (or an error).
+/// Where a segment's reader starts.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    /// The byte of a plain log to seek to (from its block index).
+    at: Option<u64>,
+    /// The time before which whole blocks are passed over.
+    skip_to: u64,
+}
+
+/// The reader thread: the recording's updates in batches, from where
+/// `start` says, then the channel's end (or an error).
 fn read(
     spec: &FeedSpec,
     mut normalizer: Normalizer,
-    skip_to: u64,
+    start: Start,
+    passed: &Passed,
     tx: &mpsc::Sender<Result<Vec<Timed>, FeedError>>,
 ) {
-    let opened = crate::feed::recording::FileReader::open(
-        spec,
-        &mut normalizer,
-        Arc::new(FeedStats::default()),
-    )
-    .map(|r| r.quiet())
-    .and_then(|mut r| r.skip_before(skip_to).map(|_| r));
+    let opened = open(spec, &mut normalizer, start.at).and_then(|mut r| {
+        let n = r.skip_before(start.skip_to)?;
+        // Relaxed: the batch channel's send orders it (see `Passed`).
+        passed.updates.store(n, Ordering::Relaxed);
+        passed.bytes.store(
+            start
+                .at
+                .map_or(0, |at| at.saturating_sub(HEADER_LEN as u64)),
+            Ordering::Relaxed,
+        );
+        Ok(r)
+    });
     let reader = match opened {
         Ok(reader) => reader,
         Err(e) => {
@@ -371,4 +464,28 @@ fn read(
         }
     }
     let _ = tx.blocking_send(Ok(batch));
+}
+
+/// The recording's reader (quiet); for a plain log with a byte `at` from
+/// its block index, its header and then the file from that byte, as if
+/// the blocks before were not there.
+fn open<'n>(
+    spec: &FeedSpec,
+    normalizer: &'n mut Normalizer,
+    at: Option<u64>,
+) -> Result<FileReader<'n>, FeedError> {
+    let stats = Arc::new(FeedStats::default());
+    let (Some(at), FeedSpec::File(path)) = (at, spec) else {
+        return FileReader::open(spec, normalizer, stats).map(FileReader::quiet);
+    };
+    let open_err = |source| FeedError::Open {
+        file: spec.name(),
+        source,
+    };
+    let mut file = File::open(path).map_err(open_err)?;
+    let mut header = vec![0u8; HEADER_LEN];
+    file.read_exact(&mut header).map_err(open_err)?;
+    file.seek(SeekFrom::Start(at)).map_err(open_err)?;
+    let src = io::Cursor::new(header).chain(BufReader::with_capacity(1 << 16, file));
+    FileReader::with_source(spec.name(), Box::new(src), normalizer, stats).map(FileReader::quiet)
 }

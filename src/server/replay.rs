@@ -145,6 +145,9 @@ pub(super) fn ended(state: &AppState, summary: Result<replay::Summary, crate::fe
                 .metrics
                 .replay_updates_total
                 .add(summary.updates);
+            let m = &state.market.metrics;
+            m.replay_jumped_bytes_total.add(summary.jumped_bytes);
+            m.replay_passed_over_total.add(summary.passed_over);
             tracing::debug!(?summary, "replay session ended");
         }
         Err(e) => tracing::warn!("replay session failed: {e}"),
@@ -242,6 +245,7 @@ fn request(q: Option<&str>, catalog: &Catalog) -> Result<ReplayRequest, Refusal>
     };
     let channels = channels_param(q).map_err(|e| bad(e.to_string()))?;
     Ok(ReplayRequest {
+        index: catalog.index_of(&name, &path),
         spec: FeedSpec::File(path),
         symbols,
         from_ns,

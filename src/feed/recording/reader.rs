@@ -110,7 +110,7 @@ impl<'n> FileReader<'n> {
 
     /// Over decompressed bytes: a tickwire log (by its magic) is read by
     /// blocks, anything else by lines.
-    fn with_source(
+    pub(crate) fn with_source(
         file: String,
         mut src: Box<dyn BufRead + Send>,
         normalizer: &'n mut Normalizer,

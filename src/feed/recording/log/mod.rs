@@ -14,6 +14,8 @@
 //!   what it skipped.
 //! - `decode`: a verified block's payload into its records, every field
 //!   bounds-checked.
+//! - `index`: [`scan`] reads a log once for its [`BlockIndex`] (where each
+//!   block starts, how late its updates run) and what a catalog says of it.
 //! - `feed`: `LogFeed` turns a log into a feed's
 //!   [`Timed`](crate::feed::Timed) updates, carrying the recorded
 //!   `symbol_seq` as [`Update::origin_seq`](crate::update::Update::origin_seq);
@@ -22,6 +24,7 @@
 
 mod decode;
 mod feed;
+mod index;
 mod read;
 mod write;
 
@@ -31,6 +34,7 @@ use std::io;
 use crate::update::{Sequenced, SymbolId};
 
 pub(crate) use feed::{LogFeed, LoopedSequences};
+pub use index::{scan, BlockIndex, LogScan};
 pub use read::LogReader;
 pub use write::LogWriter;
 

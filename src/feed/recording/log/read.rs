@@ -28,6 +28,8 @@ pub struct LogReader<R: Read> {
     /// Every definition met so far, to refuse a block that redefines an id
     /// differently (which only a broken writer or corruption could do).
     symbols: HashMap<SymbolId, LogSymbol>,
+    /// Bytes read from `src` in all.
+    read_total: u64,
 }
 
 impl<R: Read> LogReader<R> {
@@ -42,6 +44,7 @@ impl<R: Read> LogReader<R> {
             version: 0,
             stats: ReadStats::default(),
             symbols: HashMap::new(),
+            read_total: 0,
         };
         r.fill(HEADER_LEN)?;
         let h = r.available();
@@ -67,6 +70,12 @@ impl<R: Read> LogReader<R> {
 
     pub fn stats(&self) -> ReadStats {
         self.stats
+    }
+
+    /// Bytes of the source consumed so far: where the next block (or what
+    /// the reader will skip before it) starts.
+    pub fn offset(&self) -> u64 {
+        self.read_total - (self.buf.len() - self.pos) as u64
     }
 
     fn available(&self) -> &[u8] {
@@ -97,6 +106,7 @@ impl<R: Read> LogReader<R> {
                 }
             };
             self.buf.truncate(start + got);
+            self.read_total += got as u64;
             if got == 0 {
                 self.eof = true;
                 break;

@@ -659,3 +659,48 @@ fn skipping_to_a_time_passes_over_whole_blocks_and_loses_nothing_at_or_after_it(
         assert_eq!(r.stats().updates, all.len() as u64);
     }
 }
+
+#[test]
+fn the_block_index_starts_a_reader_at_the_first_block_a_time_needs() {
+    let all = stream(5_000, 12);
+    let (log, ends) = write(&all, 250);
+    let scan = scan(&log[..]).unwrap();
+    assert_eq!(scan.index.blocks(), ends.len());
+    assert_eq!(scan.updates + scan.book_levels, all.len() as u64);
+    assert_eq!(scan.symbols.len(), 3);
+    let times: Vec<u64> = all.iter().map(|u| pace_ns(u).unwrap()).collect();
+    assert_eq!(scan.first_ts, times.iter().min().copied());
+    assert_eq!(scan.last_ts, times.iter().max().copied());
+    for from in [
+        0,
+        times[0],
+        times[1_234],
+        times[2_500],
+        times[4_999],
+        u64::MAX,
+    ] {
+        let at = scan.index.start_for(from) as usize;
+        // Block boundaries only: the header's end, or a block's end.
+        assert!(at == HEADER_LEN || ends.contains(&at), "{from}: {at}");
+        // The header, then the file from there, as the replay opens it.
+        let mut from_there = log[..HEADER_LEN].to_vec();
+        from_there.extend_from_slice(&log[at..]);
+        let (entries, _) = read_entries(&from_there).unwrap();
+        let got: Vec<Sequenced> = updates_of(&entries)
+            .into_iter()
+            .filter(|u| pace_ns(u).unwrap() >= from)
+            .collect();
+        let want: Vec<Sequenced> = all
+            .iter()
+            .copied()
+            .filter(|u| pace_ns(u).unwrap() >= from)
+            .collect();
+        assert_eq!(got, want, "{from}");
+        // And nothing more was read than the blocks before it allow: the
+        // block before the start holds no update at or after `from`.
+        if let Some(i) = ends.iter().position(|&e| e == at) {
+            assert!(times[i * 250..(i + 1) * 250].iter().all(|&t| t < from));
+        }
+    }
+    assert!(scan.index.start_for(times[4_000]) >= ends[10] as u64);
+}
