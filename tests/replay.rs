@@ -713,8 +713,23 @@ async fn a_window_of_a_log_is_the_logs_window_and_a_book_starts_from_its_state_t
     };
     for indexed in [false, true] {
         if indexed {
-            let (status, _) = get(server.addr, "/recordings").await;
+            // Described from its blocks: the same counts and times as the
+            // reader's.
+            let (status, body) = get(server.addr, "/recordings").await;
             assert_eq!(status, 200);
+            let list: Value = serde_json::from_slice(&body).unwrap();
+            let entry = list["recordings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == "bundled.twlog")
+                .unwrap();
+            assert_eq!(entry["format"], "tickwire-log");
+            let n = entry["updates"].as_u64().unwrap() + entry["book_levels"].as_u64().unwrap();
+            assert_eq!(n, times.len() as u64);
+            assert_eq!(entry["first_ts"].as_u64(), times.iter().min().copied());
+            assert_eq!(entry["last_ts"].as_u64(), times.iter().max().copied());
+            assert_eq!(entry["symbols"].as_array().unwrap().len(), 3);
         }
         for symbols in [&[][..], &["BTCUSDT"]] {
             let before = counters(&metrics_text(server.addr).await);
