@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 use crate::decimal::write_fixed;
 use crate::feed::normalize::{has_negative, Reason, RejectTally};
+use crate::feed::recording::lines;
 use crate::feed::recording::log::{Entry, LogReader, LogSymbol, LogWriter, ReadStats};
-use crate::feed::recording::reader;
 use crate::feed::{FeedError, FeedSpec, FeedStats, FileReader};
 use crate::symbols::{Normalizer, SymbolTable};
 use crate::update::{level_flags, BookSide, Sequenced, Side, UpdateKind};
@@ -223,7 +223,7 @@ fn is_csv(path: &Path) -> bool {
 
 fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, ConvertError> {
     let file = File::open(path).map_err(io_at(path, "open"))?;
-    reader::decompress(BufReader::with_capacity(1 << 16, file)).map_err(io_at(path, "open"))
+    lines::decompress(BufReader::with_capacity(1 << 16, file)).map_err(io_at(path, "open"))
 }
 
 fn io_at<'p>(path: &'p Path, doing: &'static str) -> impl Fn(io::Error) -> ConvertError + 'p {

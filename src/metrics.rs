@@ -276,6 +276,8 @@ counters! {
     replay_updates_total: "counter",
     /// Bytes of plain logs that replay sessions from a time seeked past by the block index, unread.
     replay_jumped_bytes_total: "counter",
+    /// Lines of line-format recordings that replay sessions from a time read past unparsed by the line index.
+    replay_jumped_lines_total: "counter",
     /// Updates of logs that replay sessions from a time read but passed over (whole blocks before the time), unpublished.
     replay_passed_over_total: "counter",
     /// Book events after which the best bid was at or above the best ask (served as the source sent them).

@@ -808,3 +808,42 @@ async fn a_window_of_a_log_is_the_logs_window_and_a_book_starts_from_its_state_t
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_line_format_starts_past_the_lines_before_the_window() {
+    let dir = recordings();
+    let server = server(&dir, 4).await;
+    let jumped = |text: &str| metric(text, "tickwire_replay_jumped_lines_total");
+    // TC0: a Tardis CSV, from its 9,000th trade's capture time (µs there):
+    // unlisted, read from the top; listed, from its third run of 4,096
+    // lines, the header read first.
+    let path = dir.path("trades.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let row = text.lines().nth(9_000).unwrap();
+    let from = row.split(',').nth(3).unwrap().parse::<u64>().unwrap() * 1_000;
+    let want = reference(&path, &[], from, u64::MAX);
+    assert!((950..1_100).contains(&want.len()), "{}", want.len());
+    for listed in [false, true] {
+        if listed {
+            assert_eq!(get(server.addr, "/recordings").await.0, 200);
+        }
+        let before = jumped(&metrics_text(server.addr).await);
+        let q = format!("/replay.ndjson?recording=trades.csv&from={from}");
+        let (status, body) = get(server.addr, &q).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(ticks(&body), want);
+        let lines = jumped(&metrics_text(server.addr).await) - before;
+        assert_eq!(lines, if listed { 8_192 } else { 0 });
+    }
+    // TC1: the bundled capture (JSON lines, gzip), listed, late in it: the
+    // window whole, whatever the runs passed.
+    let path = dir.path("bundled.jsonl.gz");
+    let from = 1_723_161_285_000_000_000u64;
+    let q = format!("/replay.ndjson?recording=bundled.jsonl.gz&from={from}");
+    let (status, body) = get(server.addr, &q).await;
+    assert_eq!(status, 200);
+    let want = reference(&path, &[], from, u64::MAX);
+    assert!(want.len() > 500, "{}", want.len());
+    assert_eq!(ticks(&body), want);
+    server.stop().await;
+}

@@ -42,11 +42,24 @@ pub struct Entry {
     pub updates: u64,
     /// Order-book levels (a book event is a run of them).
     pub book_levels: u64,
-    /// A plain log's block index, which lets a replay from a time seek to
-    /// its first block instead of reading up to it.
+    /// Where a replay from a time may start reading, instead of reading
+    /// up to it.
     #[serde(skip)]
-    pub index: Option<Arc<BlockIndex>>,
+    pub index: Option<Arc<StartIndex>>,
 }
+
+/// Where a replay from a time may start reading a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartIndex {
+    /// A plain log's blocks, by byte offset: the file is opened there.
+    LogBlocks(BlockIndex),
+    /// A line format's runs of [`INDEX_LINES`] lines, by line number: the
+    /// lines before are read past unparsed (decompressed if need be).
+    Lines(BlockIndex),
+}
+
+/// Lines in a run of a line format's [`StartIndex`].
+pub const INDEX_LINES: u64 = 4096;
 
 /// Why a recording name is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -134,9 +147,9 @@ impl Catalog {
         Ok(real)
     }
 
-    /// The block index of the plain log at `path`, named `name`, if a
+    /// The start index of the recording at `path`, named `name`, if a
     /// listing has read it and it is still that file. Never reads the file.
-    pub fn index_of(&self, name: &str, path: &Path) -> Option<Arc<BlockIndex>> {
+    pub fn index_of(&self, name: &str, path: &Path) -> Option<Arc<StartIndex>> {
         let id = FileId::of(&fs::metadata(path).ok()?);
         let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         let (k, entry) = known.get(name)?;
@@ -216,7 +229,7 @@ fn describe(name: &str, path: &Path, size: u64) -> Option<Entry> {
                 last_ts: scan.last_ts.unwrap_or(0),
                 updates: scan.updates,
                 book_levels: scan.book_levels,
-                index: Some(Arc::new(scan.index)),
+                index: Some(Arc::new(StartIndex::LogBlocks(scan.index))),
             })
             .filter(|e| e.updates + e.book_levels > 0);
         }
@@ -228,18 +241,31 @@ fn describe(name: &str, path: &Path, size: u64) -> Option<Entry> {
         .ok()?
         .quiet();
     let (mut first, mut last, mut updates, mut levels) = (u64::MAX, 0, 0, 0);
-    for item in reader.by_ref() {
+    // The latest time in each run of INDEX_LINES lines (0: none yet).
+    let mut runs: Vec<u64> = Vec::new();
+    while let Some(item) = reader.next() {
         let timed = item.ok()?;
         if let Some(t) = timed.pace_ns {
             first = first.min(t);
             last = last.max(t);
         }
+        let run = (reader.line_no().saturating_sub(1) / INDEX_LINES) as usize;
+        if runs.len() <= run {
+            runs.resize(run + 1, 0);
+        }
+        // No time: never passed over.
+        runs[run] = runs[run].max(timed.pace_ns.unwrap_or(u64::MAX));
         match timed.update.kind {
             UpdateKind::Level { .. } => levels += 1,
             _ => updates += 1,
         }
     }
     let format = reader.format_name();
+    let mut index = BlockIndex::default();
+    for (i, &latest) in runs.iter().enumerate() {
+        index.push(i as u64 * INDEX_LINES, latest);
+    }
+    index.set_end(reader.line_no());
     drop(reader);
     if updates + levels == 0 {
         return None;
@@ -256,7 +282,7 @@ fn describe(name: &str, path: &Path, size: u64) -> Option<Entry> {
         last_ts: last,
         updates,
         book_levels: levels,
-        index: None,
+        index: Some(Arc::new(StartIndex::Lines(index))),
     })
 }
 

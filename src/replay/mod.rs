@@ -13,6 +13,7 @@
 //! slowly slows the reading of the file, whatever the speed asked for.
 
 pub mod catalog;
+mod reader;
 mod session;
 
 use std::collections::HashSet;
@@ -21,8 +22,8 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
+use self::catalog::StartIndex;
 use self::session::{Next, Segment};
-use crate::feed::recording::log::BlockIndex;
 use crate::feed::{FeedError, FeedSpec, Speed};
 use crate::wire::{self, Channels, Format, ReplayControl};
 
@@ -39,10 +40,10 @@ pub struct ReplayRequest {
     pub speed: Speed,
     /// As on `/ws` (`None`: quotes and trades).
     pub channels: Option<Channels>,
-    /// Where the blocks of a plain log start and how late they run, when
-    /// the catalog has read it: a segment from a time starts at the first
-    /// block it needs.
-    pub index: Option<Arc<BlockIndex>>,
+    /// Where the recording's blocks start and how late they run, when the
+    /// catalog has read it: a segment from a time starts at the first block
+    /// it needs.
+    pub index: Option<Arc<StartIndex>>,
 }
 
 /// What the session sends its client.
@@ -72,6 +73,9 @@ pub struct Summary {
     pub behind_notices: u64,
     /// Bytes of a log its block index let the session seek past, unread.
     pub jumped_bytes: u64,
+    /// Lines of a line format its index let the session read past,
+    /// unparsed.
+    pub jumped_lines: u64,
     /// Updates of a log read but passed over, in blocks wholly before the
     /// session's time.
     pub passed_over: u64,

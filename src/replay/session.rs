@@ -3,9 +3,6 @@
 //! ends it, and the session starts another ([`super::run`]).
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +10,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::catalog::StartIndex;
+use super::reader::{spawn_reader, At, Passed, Start};
 use super::{notice, Output, ReplayRequest, Summary};
 use crate::fanout::{FanoutLimits, Outbox, Subscriber};
-use crate::feed::recording::log::HEADER_LEN;
-use crate::feed::recording::{FileReader, Pacer};
-use crate::feed::{FeedError, FeedSpec, FeedStats, Speed, Timed};
+use crate::feed::recording::Pacer;
+use crate::feed::{FeedError, Speed, Timed};
 use crate::market::Market;
 use crate::metrics::Metrics;
 use crate::publish::Publisher;
@@ -31,7 +29,7 @@ use crate::wire::{self, Channels, Format, ReplayControl};
 const RING: usize = 1 << 13;
 
 /// Updates read from the file per hand-over and per drain.
-const BATCH: usize = 512;
+pub(super) const BATCH: usize = 512;
 
 /// A paced session this far behind its recorded pace says so, at most once
 /// this often.
@@ -45,23 +43,6 @@ pub(super) enum Next {
     Gone,
     /// The client asked for the recording from this time on.
     Seek(u64),
-}
-
-/// What a segment's reader passed over before its first update: set by
-/// the reader thread before it sends its first batch, read by the session
-/// after the segment (the channel's send and receive order the two).
-#[derive(Default)]
-pub(super) struct Passed {
-    bytes: AtomicU64,
-    updates: AtomicU64,
-}
-
-impl Passed {
-    pub(super) fn add_to(&self, summary: &mut Summary) {
-        // Relaxed: ordered by the batch channel, or by the reader's end.
-        summary.jumped_bytes += self.bytes.load(Ordering::Relaxed);
-        summary.passed_over += self.updates.load(Ordering::Relaxed);
-    }
 }
 
 /// A private market, its publisher and its one subscriber.
@@ -110,14 +91,15 @@ impl Segment {
             .is_some_and(|c| c.book_variants().next().is_some());
         // A book is its history: with book channels, everything is read.
         let skip_to = if books { 0 } else { from_ns };
-        let start = Start {
-            at: req
-                .index
-                .as_ref()
-                .filter(|_| skip_to > 0)
-                .map(|ix| ix.start_for(skip_to)),
-            skip_to,
-        };
+        let at = req
+            .index
+            .as_deref()
+            .filter(|_| skip_to > 0)
+            .map(|ix| match ix {
+                StartIndex::LogBlocks(blocks) => At::Byte(blocks.start_for(skip_to)),
+                StartIndex::Lines(runs) => At::Line(runs.start_for(skip_to)),
+            });
+        let start = Start { at, skip_to };
         let passed = Arc::new(Passed::default());
         let normalizer = Normalizer::new(Arc::clone(&symbols));
         let batches = spawn_reader(&req.spec, normalizer, start, Arc::clone(&passed))?;
@@ -282,26 +264,6 @@ impl Segment {
     }
 }
 
-/// Starts the thread that reads the recording: its updates in batches,
-/// then the channel's end (or an error).
-fn spawn_reader(
-    spec: &FeedSpec,
-    normalizer: Normalizer,
-    start: Start,
-    passed: Arc<Passed>,
-) -> Result<mpsc::Receiver<Result<Vec<Timed>, FeedError>>, FeedError> {
-    let (tx, rx) = mpsc::channel(2);
-    let thread_spec = spec.clone();
-    std::thread::Builder::new()
-        .name("replay-reader".into())
-        .spawn(move || read(&thread_spec, normalizer, start, &passed, &tx))
-        .map_err(|e| FeedError::Reader {
-            file: spec.name(),
-            reason: e.to_string(),
-        })?;
-    Ok(rx)
-}
-
 /// Which symbols a session replays, decided once per symbol id.
 struct SymbolFilter {
     names: Option<HashSet<String>>,
@@ -406,86 +368,4 @@ fn subscribe(sub: &mut Subscriber, symbols: &str, channels: Option<Channels>, ou
     if let Ok(req) = wire::parse_request(text.as_bytes(), usize::MAX) {
         sub.handle(req, out);
     }
-}
-
-/// Where a segment's reader starts.
-#[derive(Debug, Clone, Copy)]
-struct Start {
-    /// The byte of a plain log to seek to (from its block index).
-    at: Option<u64>,
-    /// The time before which whole blocks are passed over.
-    skip_to: u64,
-}
-
-/// The reader thread: the recording's updates in batches, from where
-/// `start` says, then the channel's end (or an error).
-fn read(
-    spec: &FeedSpec,
-    mut normalizer: Normalizer,
-    start: Start,
-    passed: &Passed,
-    tx: &mpsc::Sender<Result<Vec<Timed>, FeedError>>,
-) {
-    let opened = open(spec, &mut normalizer, start.at).and_then(|mut r| {
-        let n = r.skip_before(start.skip_to)?;
-        // Relaxed: the batch channel's send orders it (see `Passed`).
-        passed.updates.store(n, Ordering::Relaxed);
-        passed.bytes.store(
-            start
-                .at
-                .map_or(0, |at| at.saturating_sub(HEADER_LEN as u64)),
-            Ordering::Relaxed,
-        );
-        Ok(r)
-    });
-    let reader = match opened {
-        Ok(reader) => reader,
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-    };
-    let mut batch = Vec::with_capacity(BATCH);
-    for item in reader {
-        match item {
-            Ok(timed) => batch.push(timed),
-            Err(e) => {
-                let _ = tx.blocking_send(Ok(batch));
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        }
-        if batch.len() == BATCH {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            if tx.blocking_send(Ok(full)).is_err() {
-                // The session is gone.
-                return;
-            }
-        }
-    }
-    let _ = tx.blocking_send(Ok(batch));
-}
-
-/// The recording's reader (quiet); for a plain log with a byte `at` from
-/// its block index, its header and then the file from that byte, as if
-/// the blocks before were not there.
-fn open<'n>(
-    spec: &FeedSpec,
-    normalizer: &'n mut Normalizer,
-    at: Option<u64>,
-) -> Result<FileReader<'n>, FeedError> {
-    let stats = Arc::new(FeedStats::default());
-    let (Some(at), FeedSpec::File(path)) = (at, spec) else {
-        return FileReader::open(spec, normalizer, stats).map(FileReader::quiet);
-    };
-    let open_err = |source| FeedError::Open {
-        file: spec.name(),
-        source,
-    };
-    let mut file = File::open(path).map_err(open_err)?;
-    let mut header = vec![0u8; HEADER_LEN];
-    file.read_exact(&mut header).map_err(open_err)?;
-    file.seek(SeekFrom::Start(at)).map_err(open_err)?;
-    let src = io::Cursor::new(header).chain(BufReader::with_capacity(1 << 16, file));
-    FileReader::with_source(spec.name(), Box::new(src), normalizer, stats).map(FileReader::quiet)
 }

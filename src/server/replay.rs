@@ -147,6 +147,7 @@ pub(super) fn ended(state: &AppState, summary: Result<replay::Summary, crate::fe
                 .add(summary.updates);
             let m = &state.market.metrics;
             m.replay_jumped_bytes_total.add(summary.jumped_bytes);
+            m.replay_jumped_lines_total.add(summary.jumped_lines);
             m.replay_passed_over_total.add(summary.passed_over);
             tracing::debug!(?summary, "replay session ended");
         }

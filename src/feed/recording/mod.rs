@@ -45,6 +45,7 @@
 //! - `pacer`: recorded time to wall time at `--speed`.
 
 mod jsonl;
+pub(crate) mod lines;
 pub mod log;
 mod pacer;
 pub(crate) mod reader;

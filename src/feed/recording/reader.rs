@@ -17,6 +17,7 @@ use std::io::{self, BufRead, BufReader};
 use std::sync::Arc;
 
 use super::jsonl::{capture_note, json_line};
+use super::lines::{decompress, read_capped_line, trim_ascii, READ_BUF};
 use super::log::{self, LogFeed};
 use super::replay::{PassReport, Voice};
 use crate::feed::normalize::{BadRecord, BookSync, Emitter, Outcome, MAX_LINE_BYTES};
@@ -27,9 +28,6 @@ use crate::update::Update;
 
 /// Lines looked at before a file with no known record is refused.
 pub const DETECT_LINES: u64 = 100;
-
-/// Decompressed bytes read per system call.
-const READ_BUF: usize = 1 << 16;
 
 enum Format {
     JsonLines,
@@ -202,21 +200,46 @@ impl<'n> FileReader<'n> {
         Ok(())
     }
 
+    /// The next line into `line`, unparsed: its bytes (0 at the end) and
+    /// whether it was cut.
+    fn raw_line(&mut self) -> Result<(usize, bool), FeedError> {
+        self.line.clear();
+        let read = read_capped_line(&mut self.src, &mut self.line, MAX_LINE_BYTES);
+        let (n, cut) = read.map_err(|source| FeedError::Read {
+            file: self.file.clone(),
+            line: self.line_no + 1,
+            source,
+        })?;
+        self.line_no += u64::from(n > 0);
+        Ok((n, cut))
+    }
+
+    /// The line last read (0 before the first; a log has none).
+    pub(crate) fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
+    /// Reads past the first `n` lines of a line format unparsed, after the
+    /// ones that told its format, and drops what those held: the start a
+    /// line index gives (none of their updates is wanted). Nothing for a log.
+    pub(crate) fn skip_lines(&mut self, n: u64) -> Result<(), FeedError> {
+        if self.log.is_some() {
+            return Ok(());
+        }
+        self.recognize()?;
+        if self.line_no < n {
+            self.pending.clear();
+        }
+        while self.line_no < n && self.raw_line()?.0 > 0 {}
+        Ok(())
+    }
+
     /// Reads one line into `pending`. `Ok(false)` at the end of the file.
     fn read_line(&mut self) -> Result<bool, FeedError> {
-        self.line.clear();
-        let (n, cut) =
-            read_capped_line(&mut self.src, &mut self.line, MAX_LINE_BYTES).map_err(|source| {
-                FeedError::Read {
-                    file: self.file.clone(),
-                    line: self.line_no + 1,
-                    source,
-                }
-            })?;
+        let (n, cut) = self.raw_line()?;
         if n == 0 {
             return self.finish();
         }
-        self.line_no += 1;
         self.stats.records.inc();
         if cut {
             self.nonempty += 1;
@@ -434,67 +457,4 @@ pub fn read_all(spec: &FeedSpec, normalizer: &mut Normalizer) -> Result<Vec<Upda
     FileReader::open(spec, normalizer, Arc::default())?
         .map(|timed| timed.map(|t| t.update))
         .collect()
-}
-
-pub(crate) fn decompress<R: BufRead + Send + 'static>(
-    mut src: R,
-) -> io::Result<Box<dyn BufRead + Send>> {
-    let head = src.fill_buf()?;
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        // Multi-member, so that concatenated gzip files (`cat a.gz b.gz`)
-        // read as one.
-        let gz = flate2::bufread::MultiGzDecoder::new(src);
-        Box::new(BufReader::with_capacity(READ_BUF, gz))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let zst = zstd::stream::read::Decoder::with_buffer(src)?;
-        Box::new(BufReader::with_capacity(READ_BUF, zst))
-    } else {
-        Box::new(src)
-    })
-}
-
-fn trim_ascii(line: &mut [u8]) -> &mut [u8] {
-    let start = line
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(line.len());
-    let end = line
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &mut line[start..end]
-}
-
-/// Reads through the next newline (or the end), keeping at most `max`
-/// bytes of the line in `line`: the rest of a longer line is read and
-/// dropped. Returns the bytes read and whether the line was cut.
-pub(super) fn read_capped_line(
-    src: &mut impl BufRead,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<(usize, bool)> {
-    let (mut read, mut cut) = (0, false);
-    loop {
-        let buf = match src.fill_buf() {
-            Ok(buf) => buf,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buf.is_empty() {
-            return Ok((read, cut));
-        }
-        let (chunk, end) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (&buf[..=i], true),
-            None => (buf, false),
-        };
-        let room = max.saturating_sub(line.len());
-        cut |= chunk.len() > room;
-        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        let n = chunk.len();
-        src.consume(n);
-        read += n;
-        if end {
-            return Ok((read, cut));
-        }
-    }
 }

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::jsonl::capture_note;
-use super::reader::read_capped_line;
+use super::lines::read_capped_line;
 use super::*;
 use crate::decimal::{same_number, Fixed};
 use crate::feed::normalize::has_negative;

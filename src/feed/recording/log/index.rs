@@ -1,6 +1,8 @@
-//! Where a plain (uncompressed) log's blocks start and how late their
-//! updates run: read once, it lets a replay from a time seek straight to
-//! the first block it needs instead of reading the file up to it.
+//! Where the blocks of a recording start and how late their updates run:
+//! read once, it lets a replay from a time start at the first block it
+//! needs instead of reading the file up to it. A plain log's blocks are
+//! its own, by byte offset ([`scan`]); a line format's are runs of lines,
+//! by line number (the catalog's).
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -8,8 +10,8 @@ use std::io::Read;
 use super::{pace_ns, Entry, LogError, LogReader};
 use crate::update::UpdateKind;
 
-/// Each whole block's offset in the file, with the latest pace time
-/// ([`pace_ns`]) of the blocks up to and including it.
+/// Each block's start (a byte offset, or a line number), with the latest
+/// pace time ([`pace_ns`] for a log) of the blocks up to and including it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BlockIndex {
     starts: Vec<u64>,
@@ -34,6 +36,19 @@ impl BlockIndex {
     pub fn blocks(&self) -> usize {
         self.starts.len()
     }
+
+    /// Adds the next block: where it starts, and the latest time of its
+    /// updates (kept as the running latest).
+    pub fn push(&mut self, start: u64, latest: u64) {
+        let before = self.latest.last().copied().unwrap_or(0);
+        self.starts.push(start);
+        self.latest.push(before.max(latest));
+    }
+
+    /// Where the last block ends.
+    pub fn set_end(&mut self, end: u64) {
+        self.end = end;
+    }
 }
 
 /// What one pass over a log found: its index, and what the catalog says
@@ -57,8 +72,8 @@ pub fn scan<R: Read>(src: R) -> Result<LogScan, LogError> {
     let mut reader = LogReader::new(src)?;
     let mut out = LogScan::default();
     let mut seen = HashSet::new();
-    let mut latest = 0u64;
     loop {
+        let mut latest = 0u64;
         // Where the reader stands: the block's start, or damage before it,
         // which a reader starting here skips again.
         let at = reader.offset();
@@ -86,9 +101,8 @@ pub fn scan<R: Read>(src: R) -> Result<LogScan, LogError> {
                 }
             }
         }
-        out.index.starts.push(at);
-        out.index.latest.push(latest);
-        out.index.end = reader.offset();
+        out.index.push(at, latest);
+        out.index.set_end(reader.offset());
     }
     Ok(out)
 }
