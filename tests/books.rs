@@ -13,8 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use std::time::Duration;
-
 use serde_json::Value;
 use tickwire::book::Book;
 use tickwire::config::ServeConfig;
@@ -768,20 +766,7 @@ async fn tickwire_record_keeps_the_books_it_publishes_and_a_log_replay_serves_th
     let dir = TempDir::new("books-record");
     let capture = real("binance-spot-ETHUSDT-20240808-hftbacktest.jsonl.gz");
     let log = dir.path("eth.twlog");
-    let out = binary::run_within(
-        Duration::from_secs(120),
-        binary::tickwire()
-            .args(["record", "--feed"])
-            .arg(&capture)
-            .args(["--speed", "max", "--out"])
-            .arg(&log)
-            .env("RUST_LOG", "warn"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    binary::record_max(&capture, &log);
     let (states, finals) = book_states(&capture);
     assert_eq!(book_states(&log), (states, finals.clone()));
     // TC1: the log replayed through the server: a client of the full book

@@ -162,20 +162,7 @@ async fn candle_snapshots_of_real_captures_equal_an_independent_computation() {
     let dir = TempDir::new("candles-record");
     let usdm = real("binance-usdm-BTCUSDT-20240808-hftbacktest.jsonl.gz");
     let log = dir.path("usdm.twlog");
-    let out = binary::run_within(
-        Duration::from_secs(120),
-        binary::tickwire()
-            .args(["record", "--feed"])
-            .arg(&usdm)
-            .args(["--speed", "max", "--out"])
-            .arg(&log)
-            .env("RUST_LOG", "warn"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    binary::record_max(&usdm, &log);
     for (path, from) in [
         (usdm.clone(), usdm.clone()),
         (

@@ -665,25 +665,7 @@ async fn a_window_of_a_log_is_the_logs_window_and_a_book_starts_from_its_state_t
     // paced by publish time, in blocks.
     let dir = recordings();
     let log = dir.path("bundled.twlog");
-    let out = binary::run_within(
-        Duration::from_secs(120),
-        binary::tickwire()
-            .args([
-                "record",
-                "--feed",
-                &bundled_path(),
-                "--speed",
-                "max",
-                "--out",
-            ])
-            .arg(&log)
-            .env("RUST_LOG", "warn"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    binary::record_max(bundled_path(), &log);
     let everything = reference(&log, &[], 0, u64::MAX);
     // Its times: the window starts 60 % of the way in, past whole blocks.
     let times: Vec<u64> = {

@@ -69,6 +69,25 @@ pub fn run_within(limit: Duration, cmd: &mut Command) -> Output {
     }
 }
 
+/// `tickwire record --feed FEED --speed max --out LOG`, which must
+/// succeed within 120 s: a log as the publisher writes it.
+pub fn record_max(feed: impl AsRef<std::ffi::OsStr>, log: impl AsRef<std::ffi::OsStr>) {
+    let out = run_within(
+        Duration::from_secs(120),
+        tickwire()
+            .args(["record", "--feed"])
+            .arg(feed)
+            .args(["--speed", "max", "--out"])
+            .arg(log)
+            .env("RUST_LOG", "warn"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// [`run_within`] 20 s.
 pub fn run(cmd: &mut Command) -> Output {
     run_within(Duration::from_secs(20), cmd)
