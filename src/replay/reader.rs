@@ -19,7 +19,9 @@ use crate::symbols::Normalizer;
 
 /// What a segment's reader passed over before its first update: set by
 /// the reader thread before it sends its first batch, read by the session
-/// after the segment (the channel's send and receive order the two).
+/// after the segment. Counters for metrics only: a segment that received
+/// a batch reads them ordered by the channel; one that ended sooner (its
+/// client gone mid-skip) may read less.
 #[derive(Default)]
 pub(super) struct Passed {
     bytes: AtomicU64,
@@ -29,7 +31,8 @@ pub(super) struct Passed {
 
 impl Passed {
     pub(super) fn add_to(&self, summary: &mut Summary) {
-        // Relaxed: ordered by the batch channel, or by the reader's end.
+        // Relaxed: pairs with the stores in `read`, ordered by the batch
+        // channel's send and receive (see the type's note).
         summary.jumped_bytes += self.bytes.load(Ordering::Relaxed);
         summary.jumped_lines += self.lines.load(Ordering::Relaxed);
         summary.passed_over += self.updates.load(Ordering::Relaxed);
