@@ -148,12 +148,22 @@ fn reference(path: &Path, symbols: &[&str], from: u64, to: u64) -> Vec<Tick> {
 }
 
 /// The quotes and trades of an NDJSON replay, as [`Tick`]s; every line
-/// must be a JSON message.
+/// must be a JSON message, and every symbol defined before its first.
 fn ticks(body: &[u8]) -> Vec<Tick> {
     let mut out = Vec::new();
+    let mut defined = std::collections::HashSet::new();
     for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let v: Value = serde_json::from_slice(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
         let s = |k: &str| v[k].as_str().map(str::to_owned);
+        let id = v["id"].as_u64();
+        if v["type"] == "symbol" {
+            defined.insert(id);
+        } else if v["type"] == "quote" || v["type"] == "trade" {
+            assert!(
+                defined.contains(&id),
+                "an update before its definition: {v}"
+            );
+        }
         match v["type"].as_str() {
             Some("quote") => out.push((
                 s("symbol").unwrap(),

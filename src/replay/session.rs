@@ -100,14 +100,16 @@ impl Segment {
                 StartIndex::Lines(runs) => At::Line(runs.start_for(skip_to)),
             });
         let start = Start { at, skip_to };
+        if !books {
+            // `*` at once, and before the reader starts: each symbol is
+            // then defined with its first message (a symbol the reader had
+            // interned already would be defined into this ack's outbox,
+            // which is dropped), and the filter publishes only the wanted.
+            subscribe(&mut sub, "*", req.channels, &mut Outbox::default());
+        }
         let passed = Arc::new(Passed::default());
         let normalizer = Normalizer::new(Arc::clone(&symbols));
         let batches = spawn_reader(&req.spec, normalizer, start, Arc::clone(&passed))?;
-        if !books {
-            // `*` at once: each symbol is defined with its first message,
-            // and the session's filter publishes only the wanted ones.
-            subscribe(&mut sub, "*", req.channels, &mut Outbox::default());
-        }
         Ok(Segment {
             market,
             publisher,
