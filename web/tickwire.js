@@ -23,6 +23,8 @@ export const TRADE_LEN = 64;
 export const STATUS_LEN = 48;
 // A book message: the 48-byte header, depth, counts, then the levels.
 export const BOOK_HEAD_LEN = 56;
+/** A book level: price and size mantissas. */
+const LEVEL_LEN = 16;
 // A binary book's flags: the message is a snapshot, not changes.
 export const BOOK_SNAPSHOT = 1;
 // Candles: type 6 one bar, type 7 several; the 48-byte header, the
@@ -85,6 +87,47 @@ function view(data) {
 // u64 counters (sequences) as Numbers: exact below 2^53, which a sequence
 // reaches after 285 years at a million updates a second.
 const seqAt = (v, o) => Number(v.getBigUint64(o, true));
+
+/**
+ * The updates of one binary WebSocket message, each a view of the same
+ * buffer: one, or several end to end for a client that asked for batches
+ * (`/ws?batch=1`), each as long as its type says.
+ */
+export function splitBinary(data) {
+  const v = view(data);
+  if (v.byteLength === 0) return [v];
+  const out = [];
+  for (let at = 0; at < v.byteLength; ) {
+    const len = binaryLength(v, at);
+    if (!(len > 0) || at + len > v.byteLength) throw new Error(`binary batch cut short at byte ${at} of ${v.byteLength}`);
+    out.push(new DataView(v.buffer, v.byteOffset + at, len));
+    at += len;
+  }
+  return out;
+}
+
+/** The length of the binary message at byte `at` of `v`, by its type. */
+function binaryLength(v, at) {
+  const need = (n) => (at + n <= v.byteLength ? n : NaN);
+  switch (v.getUint8(at)) {
+    case MSG_QUOTE:
+      return QUOTE_LEN;
+    case MSG_TRADE:
+      return TRADE_LEN;
+    case MSG_STATUS:
+      return STATUS_LEN;
+    case MSG_SYMBOL:
+      return need(8) && 8 + v.getUint8(at + 3);
+    case MSG_BOOK:
+      return need(BOOK_HEAD_LEN) && BOOK_HEAD_LEN + LEVEL_LEN * (v.getUint16(at + 50, true) + v.getUint16(at + 52, true));
+    case MSG_CANDLE:
+      return CANDLE_HEAD_LEN + BAR_LEN;
+    case MSG_CANDLES:
+      return need(CANDLE_HEAD_LEN) && CANDLE_HEAD_LEN + BAR_LEN * v.getUint32(at + 52, true);
+    default:
+      return NaN;
+  }
+}
 
 /**
  * Decodes one binary message (the WebSocket payload). Symbol definitions
@@ -413,6 +456,9 @@ export class TickwireClient extends EventTarget {
     this.initialBackoffMs = options.initialBackoffMs ?? 250;
     this.maxBackoffMs = options.maxBackoffMs ?? 5000;
     this.batchPerFrame = options.batchPerFrame ?? typeof requestAnimationFrame === "function";
+    // Several updates per WebSocket message (`/ws?batch=1`): a browser
+    // spends more per message than per byte.
+    this.wsBatch = options.wsBatch ?? true;
     this.wanted = { all: false, names: new Set() };
     // The channels of every subscription (`undefined`: the server's
     // default, quotes and trades).
@@ -800,7 +846,8 @@ export class TickwireClient extends EventTarget {
   }
 
   _openWebSocket(onFail) {
-    const url = this.httpBase.replace(/^http/, "ws") + this.wsPath;
+    const path = this.wsBatch ? `${this.wsPath}${this.wsPath.includes("?") ? "&" : "?"}batch=1` : this.wsPath;
+    const url = this.httpBase.replace(/^http/, "ws") + path;
     let ws;
     try {
       ws = new WebSocket(url, SUBPROTOCOL);
@@ -983,11 +1030,22 @@ export class TickwireClient extends EventTarget {
     this._queue = [];
     let count = 0;
     for (let i = 0; i < q.length; i += 2) {
+      let parts;
       try {
-        if (this._handle(q[i], q[i + 1])) count++;
+        // A batch (`/ws?batch=1`): binary updates end to end, JSON one per line.
+        parts = typeof q[i] === "string" ? (q[i].includes("\n") ? q[i].split("\n") : [q[i]]) : splitBinary(q[i]);
       } catch (e) {
         this.lastError = e;
         this._emit("error", { reason: String(e) });
+        continue;
+      }
+      for (const part of parts) {
+        try {
+          if (this._handle(part, q[i + 1])) count++;
+        } catch (e) {
+          this.lastError = e;
+          this._emit("error", { reason: String(e) });
+        }
       }
     }
     if (q.length) this._emit("batch", { count });

@@ -49,6 +49,9 @@ pub struct Pipe {
     pub closing: bool,
     /// The outbox size last added to the `queued_bytes` gauge.
     reported_queue: usize,
+    /// The client asked for several updates per message (`/ws?batch=1`):
+    /// the outbox is batched before each write.
+    pub batch: bool,
 }
 
 impl Pipe {
@@ -59,6 +62,7 @@ impl Pipe {
             held: false,
             closing: false,
             reported_queue: 0,
+            batch: false,
         }
     }
 
@@ -76,8 +80,12 @@ impl Pipe {
     }
 
     /// Calls `write` with the unwritten bytes (up to [`MAX_IOV`](crate::fanout::MAX_IOV)
-    /// frames) and how many bytes they hold.
-    pub fn with_slices<R>(&self, write: impl FnOnce(&[IoSlice<'_>], usize) -> R) -> R {
+    /// frames; batched first if the client asked) and how many bytes they
+    /// hold.
+    pub fn with_slices<R>(&mut self, write: impl FnOnce(&[IoSlice<'_>], usize) -> R) -> R {
+        if self.batch {
+            self.outbox.batch();
+        }
         let mut iov = Vec::with_capacity(self.outbox.frame_count().min(crate::fanout::MAX_IOV));
         let offered = self.outbox.io_slices(&mut iov);
         write(&iov, offered)

@@ -76,7 +76,13 @@ pub(super) fn upgrade(
     let service = if echo {
         Service::Echo
     } else {
-        Service::Market(format.unwrap_or(Format::Binary))
+        // Several updates per message: for browsers, which pay per message.
+        let batch =
+            crate::server::query::param(req.uri().query(), "batch").is_some_and(|v| v == "1");
+        Service::Market {
+            format: format.unwrap_or(Format::Binary),
+            batch,
+        }
     };
     // permessage-deflate, if the client offers it and compression is on.
     let offers = req

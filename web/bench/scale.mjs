@@ -42,7 +42,8 @@ async function run(browser) {
   const { child, port } = await serve();
   try {
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    await page.goto(`http://127.0.0.1:${port}/`);
+    await page.goto(`http://127.0.0.1:${port}/${process.env.QUERY ?? ""}`);
+    if (process.env.CSS) await page.addStyleTag({ content: process.env.CSS });
     await page.waitForFunction(() => document.querySelectorAll("#rows tr").length > 0, null, { timeout: 30_000 });
     await page.waitForTimeout(3_000);
     await page.evaluate(() => {

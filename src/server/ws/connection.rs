@@ -77,8 +77,9 @@ impl Drop for DeflateGauge {
 /// What a connection serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
-    /// Market data in the given format (`/ws`).
-    Market(Format),
+    /// Market data in the given format (`/ws`), several updates per
+    /// message if `batch` (`/ws?batch=1`).
+    Market { format: Format, batch: bool },
     /// Every text or binary message echoed back (`/echo`, with `--echo`):
     /// the same reader and writer as `/ws`, for conformance testing.
     Echo,
@@ -134,9 +135,9 @@ pub async fn serve<R, W>(
     // its first block of 32 slots up front, for every connection, and a
     // slot of 8 bytes instead of 56 saves 1.5 KiB of each idle one.
     let (tx, rx) = mpsc::channel(16);
-    let (format, echo) = match service {
-        Service::Market(format) => (format, false),
-        Service::Echo => (Format::Binary, true),
+    let (format, echo, batch) = match service {
+        Service::Market { format, batch } => (format, false, batch),
+        Service::Echo => (Format::Binary, true, false),
     };
     let mut limits = inbound_limits(&config, echo);
     limits.deflate = deflate.is_some();
@@ -163,7 +164,9 @@ pub async fn serve<R, W>(
     if let Some(symbols) = grant.symbols {
         sub.restrict(symbols);
     }
-    let link = Link::new(Pipe::new(sub), writer.socket());
+    let mut pipe = Pipe::new(sub);
+    pipe.batch = batch;
+    let link = Link::new(pipe, writer.socket());
     let _retire = Retire(Arc::clone(&link));
     let mut conn = Writer {
         io: writer,
@@ -504,7 +507,13 @@ mod tests {
         let conn = tokio::spawn(serve(
             read,
             write,
-            (Service::Market(Format::Binary), None),
+            (
+                Service::Market {
+                    format: Format::Binary,
+                    batch: false,
+                },
+                None,
+            ),
             config,
             Grant::default(),
             session,
@@ -577,7 +586,13 @@ mod tests {
         let conn = tokio::spawn(serve(
             read,
             write,
-            (Service::Market(Format::Json), None),
+            (
+                Service::Market {
+                    format: Format::Json,
+                    batch: false,
+                },
+                None,
+            ),
             config,
             Grant::default(),
             sessions.open(None),
