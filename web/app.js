@@ -9,6 +9,7 @@
 // paths), `transport` (auto, websocket, sse).
 
 import { TickwireClient, formatFixed, parseFixed, INTERVALS } from "./tickwire.js";
+import { Grid, usedDecimals, trimDecimals, venueTime } from "./grid.js";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -45,10 +46,10 @@ const client = new TickwireClient({
   // The top of each book too: a venue with depth and no best bid and
   // offer stream still fills its row.
   channels: ["quotes", "trades", "book.1"],
-  // The grid needs no more than ten of a symbol's values a second (its
+  // The grid needs no more than twenty of a symbol's values a second (a value waits at most 50 ms) (its
   // trades all come, together); the selected symbol, whose book the page
   // follows, comes at full rate. `?throttle=0` turns it off.
-  throttleMs: Number(params.get("throttle") ?? 100) || undefined,
+  throttleMs: Number(params.get("throttle") ?? 50) || undefined,
   // The selected symbol's candles, at the picked interval.
   candleInterval: [params.get("interval"), localStorage.getItem(STORE_INTERVAL)].find((i) => INTERVALS.includes(i)) ?? "1m",
 });
@@ -78,44 +79,62 @@ class Row {
     this.name = name;
     this.priceDecimals = 8;
     this.sizeDecimals = 8;
+    // The decimals this symbol's prices and sizes actually use (trailing
+    // zeros the venue never fills are not shown), the most seen so far.
+    this.pxUsed = 0;
+    this.szUsed = 0;
     this.bidPx = this.askPx = this.lastPx = this.openPx = null;
-    this.bid = this.ask = this.bidSize = this.askSize = this.last = null;
+    this.bid = this.ask = this.bidSize = this.askSize = this.last = this.spread = null;
+    this.chg = this.pct = null;
+    this.chgSign = 0;
     this.lastSide = "unknown";
-    this.flash = 0; // +1 up, -1 down, since the last draw
-    this.quoteDirty = this.tradeDirty = false;
+    this.lastTradeMs = null; // venue time of the last trade
+    // Publish times (ms) of the newest quote and trade: the page's
+    // publish-to-paint latency is measured from them.
+    this.quotePub = this.tradePub = 0;
+    // Bumped when the quote, trade or sparkline changes: the grid redraws
+    // what it drew of an older one.
+    this.qv = this.tv = this.sv = 0;
+    this.stale = undefined; // the reason, while the venue lost the symbol
     this.spark = []; // [bucket, mid]
-    this.sparkDirty = false;
-    this.sparkDrawnAt = 0;
     this.history = []; // [bucket, bidN, askN] at CHART_BUCKET_MS
     this.trades = []; // newest last
     this.updates = 0;
     this.symbolSeq = 0;
-    this.gaps = 0;
-    this.el = null;
+  }
+
+  usesPrice(...texts) {
+    for (const t of texts) if (t) this.pxUsed = Math.max(this.pxUsed, usedDecimals(t));
+  }
+
+  usesSize(...texts) {
+    for (const t of texts) if (t) this.szUsed = Math.max(this.szUsed, usedDecimals(t));
   }
 
   quote(m) {
-    const midX2 = m.bidPx + m.askPx;
-    if (this.bidPx !== null) {
-      const before = this.bidPx + this.askPx;
-      if (midX2 !== before) this.flash = midX2 > before ? 1 : -1;
-    }
     Object.assign(this, {
       bidPx: m.bidPx, askPx: m.askPx, bid: m.bid, ask: m.ask, bidSize: m.bidSize, askSize: m.askSize,
-      priceDecimals: m.priceDecimals, sizeDecimals: m.sizeDecimals, quoteDirty: true,
+      priceDecimals: m.priceDecimals, sizeDecimals: m.sizeDecimals,
     });
+    this.usesPrice(m.bid, m.ask);
+    this.usesSize(m.bidSize, m.askSize);
+    this.spread = formatFixed(m.askPx - m.bidPx, m.priceDecimals);
+    this.quotePub = Number(m.publishTs) / 1e6;
+    this.qv++;
     this.touch(m);
     // Numbers only for drawing; what is shown as text stays exact.
-    const mid = Number(midX2) / 2;
+    const mid = Number(m.bidPx + m.askPx) / 2;
     const now = m.receivedAt;
     const sb = Math.floor(now / SPARK_BUCKET_MS);
     const lastSpark = this.spark[this.spark.length - 1];
-    if (lastSpark && lastSpark[0] === sb) lastSpark[1] = mid;
-    else {
+    if (lastSpark && lastSpark[0] === sb) {
+      if (lastSpark[1] !== mid) this.sv++;
+      lastSpark[1] = mid;
+    } else {
       this.spark.push([sb, mid]);
       if (this.spark.length > SPARK_POINTS) this.spark.shift();
+      this.sv++;
     }
-    this.sparkDirty = true;
     const cb = Math.floor(now / CHART_BUCKET_MS);
     const h = this.history[this.history.length - 1];
     if (h && h[0] === cb) {
@@ -131,10 +150,22 @@ class Row {
 
   trade(m) {
     if (this.openPx === null) this.openPx = m.px;
-    Object.assign(this, { lastPx: m.px, last: m.price, lastSide: m.side, priceDecimals: m.priceDecimals, tradeDirty: true });
+    Object.assign(this, { lastPx: m.px, last: m.price, lastSide: m.side, priceDecimals: m.priceDecimals });
+    this.usesPrice(m.price);
+    this.usesSize(m.size);
+    const diff = m.px - this.openPx;
+    this.chgSign = diff > 0n ? 1 : diff < 0n ? -1 : 0;
+    const sign = diff > 0n ? "+" : "";
+    this.chg = sign + formatFixed(diff, m.priceDecimals);
+    // Basis points, truncated, in integers: a percentage with two exact decimals.
+    const bp = this.openPx === 0n ? 0n : (diff * 10000n) / this.openPx;
+    this.pct = `${sign}${formatFixed(bp, 2)}%`;
+    const ts = Number((m.exchangeTs || m.receiveTs) / 1_000_000n);
+    this.lastTradeMs = ts;
+    this.tradePub = Number(m.publishTs) / 1e6;
+    this.tv++;
     this.touch(m);
-    const ts = m.exchangeTs || m.receiveTs;
-    this.trades.push({ t: Number(ts / 1_000_000n), side: m.side, price: m.price, size: m.size, at: m.receivedAt, px: Number(m.px) });
+    this.trades.push({ t: ts, side: m.side, price: m.price, size: m.size, at: m.receivedAt, px: Number(m.px) });
     if (this.trades.length > TRADES_KEPT * 25) this.trades.splice(0, this.trades.length - TRADES_KEPT * 5);
     if (this.name === selected) tradesDirty = chartDirty = true;
   }
@@ -149,125 +180,38 @@ function rowFor(name) {
   let r = rows.get(name);
   if (!r) {
     r = new Row(name);
+    r.stale = client.stale.get(name);
     rows.set(name, r);
-    insertRowElement(r);
+    grid.add(r);
+    $("empty").hidden = true;
     if (!selected) select(name, false);
   }
   return r;
 }
 
-// ---- grid ----
-
-function insertRowElement(r) {
-  const tr = document.createElement("tr");
-  tr.dataset.symbol = r.name;
-  tr.innerHTML =
-    '<td class="sym"></td><td class="bid">—</td><td class="ask">—</td><td class="spread">—</td>' +
-    '<td class="last">—</td><td class="chg">—</td><td class="pct">—</td>' +
-    '<td class="spark"><canvas width="96" height="24"></canvas></td>' +
-    '<td class="x"><button type="button" title="Unsubscribe">✕</button></td>';
-  tr.cells[0].textContent = r.name;
-  tr.addEventListener("click", (e) => {
-    if (e.target.closest("button")) unsubscribe(r.name);
-    else select(r.name, true);
-  });
-  r.el = {
-    tr,
-    bid: tr.cells[1],
-    ask: tr.cells[2],
-    spread: tr.cells[3],
-    last: tr.cells[4],
-    chg: tr.cells[5],
-    pct: tr.cells[6],
-    spark: tr.cells[7].firstChild,
-  };
-  const body = $("rows");
-  const after = [...body.rows].find((x) => x.dataset.symbol > r.name);
-  body.insertBefore(tr, after ?? null);
-  if (r.name === selected) tr.classList.add("selected");
-  if (client.stale.has(r.name)) tr.classList.add("stale");
-  $("empty").hidden = true;
-}
-
 function removeRow(name) {
-  const r = rows.get(name);
-  if (!r) return;
-  r.el.tr.remove();
-  rows.delete(name);
+  if (!rows.delete(name)) return;
+  grid.remove(name);
   $("empty").hidden = rows.size > 0;
 }
 
-const FLASH_UP = [{ backgroundColor: "rgba(38,194,129,.45)" }, { backgroundColor: "rgba(38,194,129,0)" }];
-const FLASH_DOWN = [{ backgroundColor: "rgba(240,80,110,.45)" }, { backgroundColor: "rgba(240,80,110,0)" }];
-
-function drawRow(r, now) {
-  const e = r.el;
-  if (r.quoteDirty) {
-    e.bid.textContent = r.bid;
-    e.ask.textContent = r.ask;
-    e.spread.textContent = formatFixed(r.askPx - r.bidPx, r.priceDecimals);
-    if (r.flash) {
-      // The Web Animations API: no class toggling, no forced layout.
-      const keyframes = r.flash > 0 ? FLASH_UP : FLASH_DOWN;
-      e.bid.animate(keyframes, 600);
-      e.ask.animate(keyframes, 600);
-      r.flash = 0;
-    }
-    r.quoteDirty = false;
-  }
-  if (r.tradeDirty) {
-    e.last.textContent = r.last;
-    e.last.className = `last ${r.lastSide === "buy" ? "up-c" : r.lastSide === "sell" ? "down-c" : ""}`;
-    const diff = r.lastPx - r.openPx;
-    const sign = diff > 0n ? "+" : "";
-    e.chg.textContent = sign + formatFixed(diff, r.priceDecimals);
-    // Basis points, truncated, in integers: a percentage with two exact decimals.
-    const bp = r.openPx === 0n ? 0n : (diff * 10000n) / r.openPx;
-    e.pct.textContent = `${sign}${formatFixed(bp, 2)}%`;
-    const cls = diff > 0n ? "up-c" : diff < 0n ? "down-c" : "";
-    e.chg.className = `chg ${cls}`;
-    e.pct.className = `pct ${cls}`;
-    r.tradeDirty = false;
-  }
-  // Sparklines move slowly (half-second buckets): four redraws a second do.
-  if (r.sparkDirty && now - r.sparkDrawnAt > 250) {
-    drawSpark(e.spark, r.spark);
-    r.sparkDirty = false;
-    r.sparkDrawnAt = now;
-  }
-}
-
-function drawSpark(canvas, points) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = 96;
-  const h = 24;
-  if (canvas.width !== w * dpr) {
-    canvas.width = w * dpr;
-    canvas.height = h * dpr;
-  }
-  const g = canvas.getContext("2d");
-  g.setTransform(dpr, 0, 0, dpr, 0, 0);
-  g.clearRect(0, 0, w, h);
-  if (points.length < 2) return;
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const [, v] of points) {
-    lo = Math.min(lo, v);
-    hi = Math.max(hi, v);
-  }
-  const span = hi - lo || 1;
-  // Fill the width once there are a few points, rather than leaving most
-  // of a fresh page's sparkline empty.
-  const dx = w / (Math.max(points.length, 20) - 1);
-  const x = (i) => w - (points.length - 1 - i) * dx;
-  const y = (v) => h - 3 - ((v - lo) / span) * (h - 6);
-  const up = points[points.length - 1][1] >= points[0][1];
-  g.beginPath();
-  points.forEach(([, v], i) => (i ? g.lineTo(x(i), y(v)) : g.moveTo(x(i), y(v))));
-  g.strokeStyle = up ? "#26c281" : "#f0506e";
-  g.lineWidth = 1.25;
-  g.stroke();
-}
+const grid = new Grid(
+  {
+    scroller: $("grid-scroll"),
+    body: $("rows"),
+    padTop: $("pad-top"),
+    padBottom: $("pad-bottom"),
+    head: document.querySelector(".grid thead"),
+    filter: $("filter"),
+    starredOnly: $("starred-only"),
+    count: $("grid-count"),
+  },
+  {
+    select: (name) => select(name, true),
+    unsubscribe: (name) => unsubscribe(name),
+    redraw: () => requestFrame(),
+  },
+);
 
 // ---- detail ----
 
@@ -279,7 +223,7 @@ function select(name, user) {
     p.set("symbol", name);
     history.replaceState(null, "", `?${p}`);
   }
-  for (const r of rows.values()) r.el?.tr.classList.toggle("selected", r.name === name);
+  grid.setSelected(name);
   chartDirty = tradesDirty = true;
   if (client.bookWatch?.symbol !== name) {
     book = null;
@@ -308,6 +252,12 @@ function drawLadder() {
   }
   const { bids, asks, changed } = book;
   const n = Math.max(bids.length, asks.length);
+  // The symbol's decimals in use, as in its grid row.
+  const r = rows.get(selected) ?? new Row(selected);
+  for (const [p, q] of [...bids, ...asks]) {
+    r.usesPrice(p);
+    r.usesSize(q);
+  }
   let max = 0;
   for (const [, q] of [...bids, ...asks]) max = Math.max(max, Number(q));
   const cell = (side, level) => {
@@ -315,14 +265,14 @@ function drawLadder() {
     const [p, q] = level;
     const flash = changed.has(`${side === "bid" ? "b" : "a"}:${p}`) ? " flash" : "";
     const w = max > 0 ? ((Number(q) / max) * 100).toFixed(1) : "0";
-    const size = `<td class="${side}-size${flash}" style="--w:${w}%" data-side="${side}" data-size="${q}">${q}</td>`;
-    const price = `<td class="${side}${flash}" data-side="${side}" data-price="${p}">${p}</td>`;
+    const size = `<td class="${side}-size${flash}" style="--w:${w}%" data-side="${side}" data-size="${q}">${trimDecimals(q, r.szUsed)}</td>`;
+    const price = `<td class="${side}${flash}" data-side="${side}" data-price="${p}">${trimDecimals(p, r.pxUsed)}</td>`;
     return side === "bid" ? size + price : price + size;
   };
   let html = "";
   for (let i = 0; i < n; i++) html += `<tr>${cell("bid", bids[i])}${cell("ask", asks[i])}</tr>`;
   body.innerHTML = html;
-  const spread = bids.length && asks.length ? spreadText(bids[0][0], asks[0][0]) : "—";
+  const spread = bids.length && asks.length ? trimDecimals(spreadText(bids[0][0], asks[0][0]), r.pxUsed) : "—";
   $("book-meta").textContent = `spread ${spread} · book_seq ${book.bookSeq}${stale ? ` · stale: ${stale}` : ""}`;
 }
 
@@ -333,7 +283,8 @@ function spreadText(bid, ask) {
   return formatFixed(m(ask) - m(bid), decimals);
 }
 
-function drawDetail() {
+/** The selected symbol's panel; `painted` collects the publish times of values shown anew. */
+function drawDetail(painted) {
   const r = rows.get(selected);
   $("d-symbol").textContent = selected ?? "—";
   if (!r) {
@@ -342,15 +293,18 @@ function drawDetail() {
   }
   // A venue with depth and no best-bid-offer stream: the book's top.
   const top = (side) => (book?.symbol === selected ? book[side][0] : undefined);
-  $("d-bid").textContent = r.bid ?? top("bids")?.[0] ?? "—";
-  $("d-ask").textContent = r.ask ?? top("asks")?.[0] ?? "—";
+  const px = (t) => trimDecimals(t, r.pxUsed);
+  const bid = px(r.bid ?? top("bids")?.[0]) ?? "—";
+  if ($("d-bid").textContent !== bid && r.quotePub && painted) painted.push(r.quotePub);
+  $("d-bid").textContent = bid;
+  $("d-ask").textContent = px(r.ask ?? top("asks")?.[0]) ?? "—";
   // A size the venue did not give is unknown ("—"), which 0 is not.
   for (const [id, size] of [["d-bidsz", r.bidSize], ["d-asksz", r.askSize]]) {
     const el = $(id);
-    el.textContent = r.bid === null ? "" : `× ${size ?? "—"}`;
+    el.textContent = r.bid === null ? "" : `× ${trimDecimals(size, r.szUsed) ?? "—"}`;
     el.title = r.bid !== null && size === null ? "size unknown: the venue did not send it" : "";
   }
-  $("d-meta").textContent = `${r.updates} updates · seq ${r.symbolSeq} · ${r.priceDecimals} decimals`;
+  $("d-meta").textContent = `${r.updates} updates · seq ${r.symbolSeq} · ${r.pxUsed} of ${r.priceDecimals} decimals in use`;
   if (tradesDirty) {
     drawTrades(r);
     tradesDirty = false;
@@ -369,8 +323,8 @@ function drawTrades(r) {
   const html = recent
     .map(
       (t) =>
-        `<tr><td class="l">${timeFmt.format(t.t)}.${String(t.t % 1000).padStart(3, "0")}</td>` +
-        `<td class="l ${t.side}">${t.side}</td><td class="${t.side}">${t.price}</td><td>${t.size}</td></tr>`,
+        `<tr><td class="l">${venueTime(t.t)}</td>` +
+        `<td class="l ${t.side}">${t.side}</td><td class="${t.side}">${trimDecimals(t.price, r.pxUsed)}</td><td>${trimDecimals(t.size, r.szUsed)}</td></tr>`,
     )
     .join("");
   body.innerHTML = html;
@@ -490,13 +444,18 @@ function drawChart(r) {
     g.fillRect(x(t.at) - 1.5, y(t.px) - 1.5, 3, 3);
   }
 
+  // Its time axis is this computer's clock (when quotes arrived); the
+  // trades list and the candles are in the venue's time, UTC.
+  g.fillStyle = "#7f8a96";
+  g.fillText("local", pw + 8, h - 6);
+
   // The latest bid as a tag on the axis.
   const last = hist[hist.length - 1];
   const yy = y(last[1]);
   g.fillStyle = "#26c281";
   g.fillRect(pw + 2, yy - 8, padR - 4, 16);
   g.fillStyle = "#0b0e11";
-  g.fillText(r.bid, pw + 6, yy + 4);
+  g.fillText(trimDecimals(r.bid, r.pxUsed), pw + 6, yy + 4);
 }
 
 // ---- candles ----
@@ -537,8 +496,11 @@ function drawCandles() {
   canvas.dataset.lastClosed = lastClosed ? JSON.stringify([lastClosed.startMs, lastClosed.open, lastClosed.high, lastClosed.low, lastClosed.close, lastClosed.volume, lastClosed.trades]) : "";
   canvas.dataset.starts = bars.map((b) => b.startMs).join(",");
   const newest = bars[bars.length - 1];
+  const r = rows.get(selected) ?? new Row(selected);
+  if (newest) r.usesPrice(newest.open, newest.high, newest.low, newest.close);
+  const px = (t) => trimDecimals(t, r.pxUsed);
   $("candle-meta").textContent = newest
-    ? `${newest.closed ? "closed" : "open"} ${utcTime.format(newest.startMs)} UTC · O ${newest.open} H ${newest.high} L ${newest.low} C ${newest.close} · V ${newest.volume} · ${newest.trades} trades`
+    ? `${newest.closed ? "closed" : "open"} ${utcTime.format(newest.startMs)} UTC · O ${px(newest.open)} H ${px(newest.high)} L ${px(newest.low)} C ${px(newest.close)} · V ${trimDecimals(newest.volume, r.szUsed)} · ${newest.trades} trades`
     : "";
   if (!bars.length) {
     g.fillStyle = "#7f8a96";
@@ -635,8 +597,29 @@ $("search-form").addEventListener("submit", (e) => {
 
 // ---- status ----
 
+// Publish to paint: from an update's publish_ts to the end of the frame
+// that shows it (a message posted from the frame runs once the main
+// thread has painted it); publish to arrival, for the tooltip.
 const latencies = new Float64Array(4096);
 let latencyCount = 0;
+const arrivals = new Float64Array(4096);
+let arrivalCount = 0;
+const wallMs = () => performance.timeOrigin + performance.now();
+let paintedPending = [];
+const afterPaint = new MessageChannel();
+afterPaint.port1.onmessage = () => {
+  const t = wallMs();
+  for (const p of paintedPending) latencies[latencyCount++ % latencies.length] = t - p;
+  paintedPending = [];
+};
+
+function percentiles(samples, count) {
+  const n = Math.min(count, samples.length);
+  if (!n) return null;
+  const sorted = samples.slice(0, n).sort();
+  const pct = (p) => sorted[Math.min(n - 1, Math.floor((p / 100) * n))];
+  return [pct(50), pct(99)];
+}
 let lastMessages = 0;
 let lastTick = performance.now();
 
@@ -654,16 +637,18 @@ function tickStatus() {
   lastMessages = client.messages;
   lastTick = now;
   $("s-rate").textContent = Math.round(rate).toLocaleString("en-US");
-  const n = Math.min(latencyCount, latencies.length);
-  if (n) {
-    const sorted = latencies.slice(0, n).sort();
-    const pct = (p) => sorted[Math.min(n - 1, Math.floor((p / 100) * n))];
-    $("s-p50").textContent = `${pct(50).toFixed(1)} ms`;
-    $("s-p99").textContent = `${pct(99).toFixed(1)} ms`;
+  const paint = percentiles(latencies, latencyCount);
+  if (paint) {
+    $("s-p50").textContent = `${paint[0].toFixed(1)} ms`;
+    $("s-p99").textContent = `${paint[1].toFixed(1)} ms`;
   }
-  latencyCount = 0;
+  const arrival = percentiles(arrivals, arrivalCount);
+  if (arrival) $("s-latency").title = `publish to paint, the last second; publish to arrival: p50 ${arrival[0].toFixed(1)} ms, p99 ${arrival[1].toFixed(1)} ms`;
+  latencyCount = arrivalCount = 0;
   $("s-conflated").textContent = client.conflatedUpdates.toLocaleString("en-US");
+  $("s-throttled").textContent = client.throttledSkips.toLocaleString("en-US");
   $("s-gaps").textContent = client.gaps.toLocaleString("en-US");
+  $("s-gaps-item").classList.toggle("bad", client.gaps > 0);
   $("s-clock").textContent = timeFmt.format(Date.now());
   chartDirty = true; // the time axis moves
 }
@@ -673,7 +658,7 @@ function tickStatus() {
 client.addEventListener("symbol", () => refreshSuggestions());
 client.addEventListener("quote", (e) => {
   const m = e.detail;
-  if (!m.snapshot) latencies[latencyCount++ % latencies.length] = m.latencyMs;
+  if (!m.snapshot) arrivals[arrivalCount++ % arrivals.length] = m.latencyMs;
   const r = rowFor(m.symbol);
   r.hasQuotes = true;
   r.quote(m);
@@ -687,7 +672,7 @@ client.addEventListener("top", (e) => {
 });
 client.addEventListener("trade", (e) => {
   const m = e.detail;
-  if (!m.snapshot) latencies[latencyCount++ % latencies.length] = m.latencyMs;
+  if (!m.snapshot) arrivals[arrivalCount++ % arrivals.length] = m.latencyMs;
   rowFor(m.symbol).trade(m);
 });
 client.addEventListener("book", (e) => {
@@ -700,21 +685,40 @@ client.addEventListener("candles", (e) => {
   candles = e.detail;
   candlesDirty = true;
 });
-client.addEventListener("batch", () => {
-  const now = performance.now();
-  for (const r of rows.values()) if (r.quoteDirty || r.tradeDirty || r.sparkDirty) drawRow(r, now);
-  if (chartDirty || tradesDirty) drawDetail();
+/** Draws what changed: called once per animation frame that has news. */
+function drawFrame() {
+  const painted = [];
+  grid.draw(performance.now(), painted);
+  if (chartDirty || tradesDirty) drawDetail(painted);
   if (bookDirty) drawLadder();
   if (candlesDirty) drawCandles();
-});
+  if (painted.length) {
+    if (!paintedPending.length) afterPaint.port2.postMessage(0);
+    for (const p of painted) paintedPending.push(p);
+  }
+}
+
+// A frame for the grid's own reasons (scrolling, sorting, filtering).
+let frameAsked = false;
+function requestFrame() {
+  if (frameAsked) return;
+  frameAsked = true;
+  requestAnimationFrame(() => {
+    frameAsked = false;
+    drawFrame();
+  });
+}
+
+client.addEventListener("batch", () => drawFrame());
 client.addEventListener("status", (e) => setState(e.detail));
 // A stale row: its upstream feed lost the symbol; the values are the last known.
 client.addEventListener("symbolstatus", (e) => {
   const m = e.detail;
-  const tr = rows.get(m.symbol)?.el?.tr;
-  if (!tr) return;
-  tr.classList.toggle("stale", m.state === "stale");
-  tr.title = m.state === "stale" ? `stale: ${m.reason}` : "";
+  const r = rows.get(m.symbol);
+  if (!r) return;
+  r.stale = m.state === "stale" ? m.reason : undefined;
+  r.qv++;
+  requestFrame();
   if (m.symbol === selected) bookDirty = true;
 });
 client.addEventListener("error", (e) => {

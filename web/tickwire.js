@@ -583,6 +583,9 @@ export class TickwireClient extends EventTarget {
       const id = this._nextRequestId++;
       this._requests.set(id, { op: "subscribe", symbols: [w.symbol], channels });
       this._ws.send(JSON.stringify({ op: "subscribe", symbols: [w.symbol], channels, id }));
+      // Throttled until the server has taken this subscribe: what is on
+      // the way skips by the throttle still.
+      w.unthrottleId = id;
     } else if (this.transport === "poll") {
       // A second poll loop, for the book and candles only.
       const query = `symbols=${encodeURIComponent(w.symbol)}&channels=${encodeURIComponent(channels.join(","))}`;
@@ -1081,6 +1084,7 @@ export class TickwireClient extends EventTarget {
         return true;
       case "ack":
         this._requests.delete(m.id);
+        if (this.bookWatch?.unthrottleId === m.id) this.bookWatch.unthrottleId = undefined;
         this._cacheFramesLeft += m.snapshot ?? 0;
         return false;
       case "conflated":
@@ -1107,7 +1111,7 @@ export class TickwireClient extends EventTarget {
     if (this.transport === "poll") return true;
     if (!this.throttleMs) return false;
     // Over WebSocket the followed book's symbol is subscribed without one.
-    return this.transport === "sse" || this.bookWatch?.symbol !== name;
+    return this.transport === "sse" || this.bookWatch?.symbol !== name || this.bookWatch.unthrottleId !== undefined;
   }
 
   _update(m, receivedAt) {

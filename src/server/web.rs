@@ -23,6 +23,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("index.html", HTML, include_bytes!("../../web/index.html")),
     ("style.css", CSS, include_bytes!("../../web/style.css")),
     ("app.js", JS, include_bytes!("../../web/app.js")),
+    ("grid.js", JS, include_bytes!("../../web/grid.js")),
     ("tickwire.js", JS, include_bytes!("../../web/tickwire.js")),
 ];
 

@@ -1,9 +1,9 @@
-// The dashboard at market scale, measured (issue 17's baseline; not a
+// The dashboard at market scale, measured (docs/BENCHMARKS.md; not a
 // test): a tickwire serving a synthetic feed of N symbols, the page open in
 // headless Chromium, and for `SECONDS` after a warm-up:
 // - frames painted per second and the longest frame (requestAnimationFrame
 //   gaps, counted in the page);
-// - publish-to-arrival latency as the page's own status bar shows it (p50,
+// - publish-to-paint latency as the page's own status bar shows it (p50,
 //   p99 of the last second), sampled each second;
 // - updates the server conflated for the page (the page's counter).
 //
@@ -71,9 +71,11 @@ async function run(browser) {
     }
     const f = await page.evaluate(() => window.__frames);
     const conflated = (await page.evaluate(() => window.tickwire.conflatedUpdates)) - conflatedBefore;
-    const rows = await page.evaluate(() => document.querySelectorAll("#rows tr").length);
+    const rows = await page.evaluate(() => document.getElementById("grid-count").textContent);
+    const domRows = await page.evaluate(() => document.querySelectorAll("#rows tr").length);
+    const gaps = await page.evaluate(() => window.tickwire.gaps);
     await page.close();
-    return { fps: f.n / SECONDS, longest: f.longest, p50: median(p50s), p99: Math.max(...p99s), conflated, rows };
+    return { fps: f.n / SECONDS, longest: f.longest, p50: median(p50s), p99: Math.max(...p99s), p99s: median(p99s), conflated, rows, domRows, gaps };
   } finally {
     child.kill("SIGTERM");
     await once(child, "exit");
@@ -86,7 +88,8 @@ try {
     const r = await run(browser);
     console.log(
       `${symbols} symbols, ${rate} updates/s, run ${i}: ${r.fps.toFixed(1)} frames/s, longest frame ${r.longest.toFixed(0)} ms, ` +
-        `latency p50 ${r.p50} ms (median of seconds), p99 ${r.p99} ms (worst second), conflated ${r.conflated}, rows ${r.rows}`,
+        `publish-to-paint p50 ${r.p50} ms (median of seconds), p99 ${r.p99s} ms (median of seconds), ${r.p99} ms (worst second), ` +
+        `conflated ${r.conflated}, gaps ${r.gaps}, symbols ${r.rows}, rows in the DOM ${r.domRows}`,
     );
   }
 } finally {
