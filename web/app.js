@@ -67,6 +67,8 @@ let bookDirty = true;
 // The selected symbol's candles (TickwireClient's `candles` event).
 let candles = null;
 let candlesDirty = true;
+// A frame is requested (`requestFrame`).
+let frameAsked = false;
 
 function saveWatchlist() {
   localStorage.setItem(STORE_WATCH, JSON.stringify(client.subscriptions()));
@@ -212,6 +214,7 @@ const grid = new Grid(
     redraw: () => requestFrame(),
   },
 );
+grid.setSelected(selected);
 
 // ---- detail ----
 
@@ -699,7 +702,6 @@ function drawFrame() {
 }
 
 // A frame for the grid's own reasons (scrolling, sorting, filtering).
-let frameAsked = false;
 function requestFrame() {
   if (frameAsked) return;
   frameAsked = true;
