@@ -41,6 +41,8 @@ const client = new TickwireClient({
   wsPath: params.get("ws") ?? "/ws",
   ssePath: params.get("sse") ?? "/sse",
   transport: params.get("transport") ?? "auto",
+  // Several updates per WebSocket message; `?batch=0` for one each.
+  wsBatch: params.get("batch") !== "0",
   pollPath: params.get("poll") ?? "/poll",
   sseTimeoutMs: Number(params.get("sseTimeout")) || undefined,
   // The top of each book too: a venue with depth and no best bid and
@@ -215,6 +217,8 @@ const grid = new Grid(
   },
 );
 grid.setSelected(selected);
+// For tests and the console.
+window.dashboard = { grid, rows };
 
 // ---- detail ----
 

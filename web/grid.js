@@ -284,8 +284,11 @@ export class Grid {
     this._orderNow();
     const rowH = this.rowH || 28;
     const n = this.order.length;
-    const first = Math.max(0, Math.floor(this.scrollTop / rowH) - OVERSCAN);
-    const end = Math.min(n, Math.ceil((this.scrollTop + this.viewH) / rowH) + OVERSCAN);
+    // Fewer rows than before (a filter): the scroller will clamp its
+    // offset once the spacers shrink; the cached one is past the end.
+    const top = Math.min(this.scrollTop, Math.max(0, n * rowH - this.viewH));
+    const first = Math.max(0, Math.floor(top / rowH) - OVERSCAN);
+    const end = Math.max(first, Math.min(n, Math.ceil((top + this.viewH) / rowH) + OVERSCAN));
     this._poolSize(end - first);
     if (first !== this.first) {
       for (const el of this.pool) el.row = null;

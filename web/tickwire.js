@@ -480,6 +480,8 @@ export class TickwireClient extends EventTarget {
     this.missedUpdates = 0;
     /** Updates a throttle skipped (the newest came instead): not gaps. */
     this.throttledSkips = 0;
+    /** Updates a conflation replaced (the newest came instead): not gaps. */
+    this.conflatedSkips = 0;
     /** Symbols the server says are stale now: name -> reason. */
     this.stale = new Map();
     this.lastError = null;
@@ -552,7 +554,7 @@ export class TickwireClient extends EventTarget {
       if (interval) {
         const id = this._nextRequestId++;
         const req = { op: "subscribe", symbols: [w.symbol], channels: [`candles.${interval}`], id };
-        this._requests.set(id, req);
+        this._requests.set(id, { ...req, follow: true });
         this._ws.send(JSON.stringify(req));
       }
     } else {
@@ -581,7 +583,8 @@ export class TickwireClient extends EventTarget {
     const ours = (text) => text.startsWith('{"type":"book"') || text.startsWith('{"type":"candle') || text.startsWith('{"type":"symbol"');
     if (this.transport === "websocket" && this._ws?.readyState === 1) {
       const id = this._nextRequestId++;
-      this._requests.set(id, { op: "subscribe", symbols: [w.symbol], channels });
+      // `follow`: refused, it changes nothing the client wants of the grid.
+      this._requests.set(id, { op: "subscribe", symbols: [w.symbol], channels, follow: true });
       this._ws.send(JSON.stringify({ op: "subscribe", symbols: [w.symbol], channels, id }));
       // Throttled until the server has taken this subscribe: what is on
       // the way skips by the throttle still.
@@ -1096,7 +1099,8 @@ export class TickwireClient extends EventTarget {
         const req = this._requests.get(m.id);
         this._requests.delete(m.id);
         // A refused subscribe changed nothing on the server: forget it here.
-        if (req?.op === "subscribe") for (const s of req.symbols) this._want(s, false);
+        // (A followed book's or candles' refusal leaves the grid's alone.)
+        if (req?.op === "subscribe" && !req.follow) for (const s of req.symbols) this._want(s, false);
         this._emit("error", { ...m, request: req });
         return false;
       }
@@ -1131,6 +1135,10 @@ export class TickwireClient extends EventTarget {
         const throttled = this._isThrottled(m.symbol);
         if (throttled) {
           this.throttledSkips += missed;
+        } else if (m.snapshot) {
+          // The newest value after a conflation (or a subscribe): what it
+          // replaced was conflated, not lost.
+          this.conflatedSkips += missed;
         } else {
           this.gaps++;
           this.missedUpdates += missed;

@@ -627,3 +627,169 @@ test("the grid is throttled to 50 ms a symbol, the selected symbol comes at full
     await once(other.child, "exit");
   }
 });
+
+/**
+ * A synthetic market of `symbols` recorded for `ms` to a log (removed by
+ * the caller): served at `--speed max` it ends, and the page's values
+ * stand still.
+ */
+async function recordSynthetic(symbols, ms) {
+  const dir = mkdtempSync(join(tmpdir(), "tickwire-market-"));
+  const log = join(dir, "market.twlog");
+  const rec = spawn(BIN, ["record", "--feed", `synthetic:symbols=${symbols},rate=${symbols * 20}`, "--out", log, "--flush-ms", "50"], {
+    stdio: "ignore",
+    env: { ...process.env, RUST_LOG: "warn" },
+  });
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  rec.kill("SIGTERM");
+  await once(rec, "exit");
+  return { dir, log };
+}
+
+test("the grid at market scale: only the rows in view are in the page; sort, filter, watchlist and the keyboard", async () => {
+  const { dir, log } = await recordSynthetic(300, 2500);
+  // Replayed once the page subscribes, in under a second; then the values
+  // stand still.
+  const other = await spawnServer(log, ["--speed", "4", "--min-subscribers", "1"], 0);
+  try {
+    const page = await newPage("?symbol=SYN0000", other.port);
+    await page.waitForFunction(() => document.getElementById("grid-count").textContent === "300 of 300", null, { timeout: 20_000 });
+    // Every symbol has its last quote, and the log has ended.
+    await page.waitForFunction(() => [...window.dashboard.rows.values()].every((r) => r.bid !== null), null, { timeout: 20_000 });
+    await page.waitForTimeout(2000);
+    const domRows = () => page.$$eval("#rows tr", (trs) => trs.map((tr) => tr.dataset.symbol));
+    const inView = await domRows();
+    assert.ok(inView.length >= 10 && inView.length < 80, `${inView.length} rows in the DOM for 300 symbols`);
+    assert.deepEqual(inView.slice(0, 3), ["SYN0000", "SYN0001", "SYN0002"]);
+
+    // Sorted by change %, largest first, then smallest first: the order
+    // the model's exact values give, and the last rows reachable by End.
+    const pctOf = (text) => Number(text.replace("%", ""));
+    const expected = (dir) =>
+      page.evaluate((dir) => {
+        // Symbols without a trade have no change: last either way.
+        const rows = [...window.dashboard.rows.values()];
+        const pct = (r) => (r.lastPx === null ? null : Number(r.lastPx - r.openPx) / Number(r.openPx));
+        const order = (a, b) => {
+          const [x, y] = [pct(a), pct(b)];
+          if (x === y) return a.name < b.name ? -1 : 1;
+          if (x === null) return 1;
+          if (y === null) return -1;
+          return (x < y ? -1 : 1) * dir;
+        };
+        return rows.sort(order).map((r) => r.name);
+      }, dir);
+    await page.click('th[data-sort="pct"]');
+    assert.equal(await page.getAttribute('th[data-sort="pct"]', "aria-sort"), "descending");
+    await page.waitForFunction((want) => document.querySelector("#rows tr")?.dataset.symbol === want, (await expected(-1))[0]);
+    const top = await gridRows(page);
+    const topPct = await page.$$eval("#rows tr", (trs) => trs.map((tr) => tr.cells[6].textContent));
+    const want = await expected(-1);
+    assert.deepEqual(top.map((r) => r.symbol), want.slice(0, top.length));
+    // Shown to two decimals (truncated), the order holds as shown too.
+    for (let i = 1; i < topPct.length; i++) assert.ok(pctOf(topPct[i]) <= pctOf(topPct[i - 1]), `${topPct[i - 1]} then ${topPct[i]}`);
+    await page.click('th[data-sort="pct"]');
+    assert.equal(await page.getAttribute('th[data-sort="pct"]', "aria-sort"), "ascending");
+    await page.waitForFunction((want) => document.querySelector("#rows tr")?.dataset.symbol === want, (await expected(1))[0]);
+    // End: the cursor on the last row, scrolled into view.
+    await page.keyboard.press("End");
+    const last = (await expected(1)).at(-1);
+    await page.waitForFunction((last) => [...document.querySelectorAll("#rows tr")].some((tr) => tr.dataset.symbol === last && tr.classList.contains("cursor")), last);
+
+    // "/" to the filter; the rows whose names hold it; arrows and Enter select.
+    await page.click('th[data-sort="sym"]');
+    await page.keyboard.press("/");
+    assert.equal(await page.evaluate(() => document.activeElement.id), "filter");
+    await page.keyboard.type("syn001");
+    await page.waitForFunction(() => document.getElementById("grid-count").textContent === "10 of 300");
+    assert.deepEqual(await domRows(), Array.from({ length: 10 }, (_, i) => `SYN001${i}`));
+    await page.keyboard.press("ArrowDown");
+    await page.keyboard.press("ArrowDown");
+    await page.keyboard.press("ArrowDown");
+    await page.keyboard.press("ArrowUp");
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(() => document.getElementById("d-symbol").textContent === "SYN0011");
+    assert.ok(await page.$('#rows tr[data-symbol="SYN0011"].selected'));
+
+    // The watchlist: starred rows, shown alone, kept across a reload.
+    for (const s of ["SYN0013", "SYN0017"]) {
+      await page.hover(`#rows tr[data-symbol="${s}"]`);
+      await page.click(`#rows tr[data-symbol="${s}"] button.star`);
+    }
+    await page.fill("#filter", "");
+    await page.click("#starred-only");
+    await page.waitForFunction(() => document.getElementById("grid-count").textContent === "2 of 300");
+    assert.deepEqual(await domRows(), ["SYN0013", "SYN0017"]);
+    await page.reload();
+    await page.waitForFunction(() => document.getElementById("grid-count").textContent === "2 of 300", null, { timeout: 20_000 });
+    assert.deepEqual(await domRows(), ["SYN0013", "SYN0017"]);
+    assert.equal(await page.getAttribute("#starred-only", "aria-pressed"), "true");
+    await page.context().close();
+  } finally {
+    other.child.kill("SIGTERM");
+    await once(other.child, "exit");
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("one clock at a time: trade times are the venue's, in UTC, and say so; the chart's and the status bar's are local", async () => {
+  const page = await newPage("?symbol=BTCUSDT");
+  await page.waitForFunction(() => document.querySelectorAll("#trades tr").length >= 3, null, { timeout: 20_000 });
+  assert.equal(await page.textContent(".trades thead th:first-child"), "Venue time UTC");
+  assert.equal(await page.textContent('th[data-sort="time"]'), "Trade UTC");
+  // Each shown time is a recorded trade's own time (T), in UTC.
+  const recorded = new Set();
+  for (const line of gunzipSync(readFileSync(FEED)).toString("utf8").split("\n")) {
+    const space = line.indexOf(" ");
+    if (space < 0) continue;
+    const d = JSON.parse(line.slice(space + 1)).data;
+    if (d?.e === "trade" && d.s === "BTCUSDT") recorded.add(new Date(d.T).toISOString().slice(11, 23));
+  }
+  const shown = await page.$$eval("#trades tr", (trs) => trs.map((tr) => tr.cells[0].textContent));
+  for (const t of shown) assert.ok(recorded.has(t), `${t} is not a recorded BTCUSDT trade time (UTC)`);
+  const gridTime = await page.$eval('#rows tr[data-symbol="BTCUSDT"] td.time', (td) => td.textContent);
+  assert.ok(gridTime === "—" || recorded.has(gridTime), gridTime);
+  assert.match(await page.textContent(".status"), /local \d\d:\d\d:\d\d/);
+  await page.context().close();
+});
+
+test("at a phone's width: one column, the grid then the selected symbol, nothing wider than the screen", async () => {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e));
+  await page.goto(`http://127.0.0.1:${port}/?symbol=BTCUSDT`);
+  await waitForPrices(page, ALL);
+  (await gridRows(page)).forEach(assertRecordedQuote);
+  const box = async (sel) => page.$eval(sel, (e) => e.getBoundingClientRect().toJSON());
+  const [gridBox, detailBox] = [await box(".grid-panel"), await box("#detail")];
+  assert.ok(detailBox.top >= gridBox.bottom, `the detail (top ${detailBox.top}) comes after the grid (bottom ${gridBox.bottom})`);
+  assert.ok(Math.abs(detailBox.width - gridBox.width) < 2, "one column");
+  assert.ok((await page.evaluate(() => document.documentElement.scrollWidth)) <= 390, "nothing wider than the screen");
+  assert.equal(await page.$eval("#rows td.spread", (td) => getComputedStyle(td).display), "none");
+  await page.tap('#rows tr[data-symbol="ETHUSDT"] td.sym');
+  await page.waitForFunction(() => document.getElementById("d-symbol").textContent === "ETHUSDT");
+  await page.waitForTimeout(1500);
+  await page.screenshot({ path: join(SHOTS, "phone.png"), fullPage: true });
+  await context.close();
+});
+
+test("a page that reads too slowly is conflated, which the status bar tells apart from gaps", async () => {
+  const other = await spawnServer("synthetic:symbols=200,rate=20000", [], 0);
+  try {
+    // No throttle, and the page's CPU slowed fiftyfold: it cannot keep up.
+    const page = await newPage(`?throttle=0&symbol=SYN0000${process.env.QQ ?? ""}`, other.port);
+    await waitForPrices(page, ["SYN0000"]);
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send("Emulation.setCPUThrottlingRate", { rate: 50 });
+    await page.waitForFunction(() => window.tickwire.conflatedUpdates > 0, null, { timeout: 30_000, polling: 500 });
+    await cdp.send("Emulation.setCPUThrottlingRate", { rate: 1 });
+    await page.waitForFunction(() => Number(document.getElementById("s-conflated").textContent.replace(/,/g, "")) > 0, null, { timeout: 10_000 });
+    assert.equal(await page.evaluate(() => window.tickwire.gaps), 0, "conflation is not a gap");
+    assert.equal(await page.textContent("#s-gaps"), "0");
+    assert.equal(await page.$eval("#s-gaps-item", (e) => e.classList.contains("bad")), false);
+    await page.context().close();
+  } finally {
+    other.child.kill("SIGTERM");
+    await once(other.child, "exit");
+  }
+});
