@@ -24,8 +24,8 @@ const SPARK_MS = 250;
 const SPARK_W = 96;
 const SPARK_H = 22;
 
-const FLASH_UP = [{ backgroundColor: "rgba(38,194,129,.45)" }, { backgroundColor: "rgba(38,194,129,0)" }];
-const FLASH_DOWN = [{ backgroundColor: "rgba(240,80,110,.45)" }, { backgroundColor: "rgba(240,80,110,0)" }];
+// How long a bid and ask stay tinted after their mid moves.
+const FLASH_MS = 300;
 
 /** The decimals `text` uses: its fraction without trailing zeros. */
 export function usedDecimals(text) {
@@ -296,6 +296,8 @@ export class Grid {
     }
     this._pads(first * rowH, (n - end) * rowH);
     for (let i = first; i < end; i++) this._drawRow(this.pool[i - first], this.order[i], now, painted);
+    // A tint is cleared by a later frame: ask for one even if no data comes.
+    if (this.pool.some((el) => el.flash !== null)) this.on.redraw();
     if (!this.rowH && this.pool.length) {
       this.rowH = this.pool[0].tr.offsetHeight;
       if (this.rowH !== rowH) this.invalidate(false);
@@ -327,6 +329,8 @@ export class Grid {
         star: c[9].firstChild,
         row: null,
         qv: -1, tv: -1, sv: -1, sparkAt: 0, mid: null,
+        flash: null, // tinted up (true) or down (false) until flashUntil
+        flashUntil: 0,
       });
     }
   }
@@ -354,10 +358,15 @@ export class Grid {
         el.spread.textContent = trimDecimals(r.spread, r.pxUsed);
         const mid = r.bidPx + r.askPx;
         if (!fresh && el.mid !== null && mid !== el.mid) {
-          // The Web Animations API: no class toggling, no forced layout.
-          const keyframes = mid > el.mid ? FLASH_UP : FLASH_DOWN;
-          el.bid.animate(keyframes, 600);
-          el.ask.animate(keyframes, 600);
+          // A tint for FLASH_MS, set and cleared by the frames that draw
+          // the row: no animation to run every frame in between.
+          const up = mid > el.mid;
+          if (el.flash !== up) {
+            el.tr.classList.toggle("up", up);
+            el.tr.classList.toggle("down", !up);
+            el.flash = up;
+          }
+          el.flashUntil = now + FLASH_MS;
         }
         el.mid = mid;
         if (r.quotePub && !fresh) painted.push(r.quotePub);
@@ -365,6 +374,10 @@ export class Grid {
         el.bid.textContent = el.ask.textContent = el.spread.textContent = "—";
       }
       el.qv = r.qv;
+    }
+    if (el.flash !== null && (fresh || now > el.flashUntil)) {
+      el.tr.classList.remove("up", "down");
+      el.flash = null;
     }
     if (el.tv !== r.tv) {
       if (r.last !== null) {

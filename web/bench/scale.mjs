@@ -23,7 +23,9 @@ const [symbols = 1000, rate = 20000, runs = 3] = process.argv.slice(2).map(Numbe
 
 async function serve() {
   const feed = `synthetic:symbols=${symbols},rate=${rate}`;
-  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--feed", feed], {
+  // `*` counts every symbol against the subscription limit.
+  const limit = String(Math.max(1024, symbols + 16));
+  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--feed", feed, "--max-subscriptions", limit], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: "warn" },
   });
