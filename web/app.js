@@ -678,7 +678,15 @@ function tickStatus() {
 
 // ---- wiring ----
 
-client.addEventListener("symbol", () => refreshSuggestions());
+// Once for many definitions: 5,000 symbols arrive in the first second, and
+// rebuilding the list for each was quadratic (seconds of a frozen page).
+let suggestionsDue = null;
+client.addEventListener("symbol", () => {
+  suggestionsDue ??= setTimeout(() => {
+    suggestionsDue = null;
+    refreshSuggestions();
+  }, 250);
+});
 client.addEventListener("quote", (e) => {
   const m = e.detail;
   if (!m.snapshot) arrivals[arrivalCount++ % arrivals.length] = m.latencyMs;

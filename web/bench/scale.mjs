@@ -29,13 +29,17 @@ async function serve() {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: "warn" },
   });
+  // Read to the end: a pipe left full would stop the server.
   let out = "";
-  for await (const chunk of child.stdout) {
-    out += chunk;
-    const m = out.match(/serving on http:\/\/127\.0\.0\.1:(\d+)/);
-    if (m) return { child, port: Number(m[1]) };
-  }
-  throw new Error(`tickwire did not start: ${out}`);
+  const port = await new Promise((resolve, reject) => {
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      const m = out.match(/serving on http:\/\/127\.0\.0\.1:(\d+)/);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once("exit", (code) => reject(new Error(`tickwire exited (${code}): ${out}`)));
+  });
+  return { child, port };
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -46,7 +50,9 @@ async function run(browser) {
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     await page.goto(`http://127.0.0.1:${port}/${process.env.QUERY ?? ""}`);
     if (process.env.CSS) await page.addStyleTag({ content: process.env.CSS });
-    await page.waitForFunction(() => document.querySelectorAll("#rows tr").length > 0, null, { timeout: 30_000 });
+    await page.waitForFunction(() => document.querySelectorAll("#rows tr").length > 0, null, { timeout: 30_000 }).catch(async (e) => {
+      throw new Error(`no rows: ${await page.evaluate(() => [document.getElementById("notice").textContent, document.getElementById("s-state").textContent, window.tickwire.messages])}`);
+    });
     await page.waitForTimeout(3_000);
     await page.evaluate(() => {
       window.__frames = { n: 0, longest: 0, last: performance.now() };
