@@ -219,6 +219,73 @@ async fn replay_reaches_binary_and_json_clients_with_exact_prices() {
     server.stop().await;
 }
 
+/// `/ws?batch=1`: the same updates in the same order as a client without
+/// batches gets, in both subprotocols, several to a WebSocket message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_carry_the_same_updates_in_fewer_messages() {
+    let path = bundled_path();
+    let expected = expected_updates(&path);
+    // Replayed once all four subscribe, fast enough that batches form.
+    let server = start(ServeConfig {
+        speed: "50".into(),
+        min_subscribers: 4,
+        ..unconflated_replay(path, expected.len())
+    })
+    .await;
+    let mut clients = Vec::new();
+    for (path, proto) in [
+        ("/ws", "tickwire.v1"),
+        ("/ws?batch=1", "tickwire.v1"),
+        ("/ws", "tickwire.v1.json"),
+        ("/ws?batch=1", "tickwire.v1.json"),
+    ] {
+        let mut c = Client::new(connect_at(server.addr, path, proto).await);
+        c.send(r#"{"op":"subscribe","symbols":["*"],"id":1}"#).await;
+        assert_eq!(c.next_control().await["type"], "ack");
+        clients.push(c);
+    }
+    let mut tasks = Vec::new();
+    for mut c in clients {
+        let n = expected.len();
+        tasks.push(tokio::spawn(async move {
+            let data = collect_data(&mut c, n).await;
+            (c, data)
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap());
+    }
+    for (client, data) in &got {
+        for (i, (m, want)) in data.iter().zip(&expected).enumerate() {
+            assert_eq!(m.seq(), Some(i as u64 + 1), "global sequence");
+            assert!(
+                matches(client, m, want),
+                "update {i}: got {m:?}, want {want:?}"
+            );
+        }
+    }
+    let n = expected.len();
+    for (k, (client, _)) in got.iter().enumerate() {
+        let batched = k % 2 == 1;
+        // Unbatched: one message per update, plus the definitions.
+        assert_eq!(
+            client.ws_messages >= n,
+            !batched,
+            "client {k}: {} messages for {n} updates",
+            client.ws_messages
+        );
+        if batched {
+            assert!(
+                client.ws_messages * 2 < n,
+                "client {k}: {} messages for {n} updates",
+                client.ws_messages
+            );
+        }
+    }
+    server.stop().await;
+}
+
 /// A burst far larger than a connection's outbox bound, and then nothing:
 /// a writer's fill stops at the bound, so it must come back for the rest by
 /// itself (no later publish will wake it). Every update arrives, in order.

@@ -48,7 +48,12 @@ pub fn bundled_path() -> String {
 }
 
 pub async fn connect(addr: std::net::SocketAddr, subprotocol: &str) -> Ws {
-    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    connect_at(addr, "/ws", subprotocol).await
+}
+
+/// [`connect`] to `path` (with its query).
+pub async fn connect_at(addr: std::net::SocketAddr, path: &str, subprotocol: &str) -> Ws {
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", subprotocol.parse().unwrap());
     let (ws, resp) = tokio::time::timeout(
@@ -246,6 +251,10 @@ pub struct Client {
     pub ws: Ws,
     /// Remembers the symbol definitions received.
     pub decoder: Decoder,
+    /// The rest of a WebSocket message that carried several (a batch).
+    pending: std::collections::VecDeque<Msg>,
+    /// WebSocket data messages received, batches counted once.
+    pub ws_messages: usize,
 }
 
 impl Client {
@@ -254,6 +263,8 @@ impl Client {
         Client {
             ws,
             decoder: Decoder::new(),
+            pending: std::collections::VecDeque::new(),
+            ws_messages: 0,
         }
     }
 
@@ -267,6 +278,9 @@ impl Client {
 
     /// The next message, or None on timeout.
     pub async fn next_within(&mut self, limit: Duration) -> Option<Msg> {
+        if let Some(m) = self.pending.pop_front() {
+            return Some(m);
+        }
         loop {
             let msg = match tokio::time::timeout(limit, self.ws.next()).await {
                 Err(_) => return None,
@@ -278,8 +292,8 @@ impl Client {
                 Ok(Some(Ok(m))) => m,
             };
             match msg {
-                Message::Binary(b) => return Some(self.decode(true, &b)),
-                Message::Text(t) => return Some(self.decode(false, t.as_bytes())),
+                Message::Binary(b) => return Some(self.decode_batch(true, &b)),
+                Message::Text(t) => return Some(self.decode_batch(false, t.as_bytes())),
                 Message::Close(c) => {
                     return Some(Msg::Closed(
                         c.map(|c| (u16::from(c.code), c.reason.to_string())),
@@ -350,6 +364,38 @@ impl Client {
 
     /// One message through the library's decoder; anything it refuses
     /// fails the test.
+    /// One WebSocket message: one tickwire message, or several end to end
+    /// (binary, each as long as its type says) or one per line (JSON), as
+    /// `/ws?batch=1` sends them. The first is returned, the rest kept.
+    fn decode_batch(&mut self, binary: bool, payload: &[u8]) -> Msg {
+        self.ws_messages += 1;
+        let mut parts = Vec::new();
+        if binary {
+            let mut at = 0;
+            while let Some(len) = tickwire::wire::decode::binary_len(&payload[at..]) {
+                let Some(part) = payload.get(at..at + len) else {
+                    break;
+                };
+                parts.push(part);
+                at += len;
+                if at == payload.len() {
+                    break;
+                }
+            }
+            if at != payload.len() {
+                // Not a batch of whole messages: decoded whole, the decoder says why.
+                parts = vec![payload];
+            }
+        } else {
+            parts.extend(payload.split(|&b| b == b'\n'));
+        }
+        let mut msgs = parts.into_iter().map(|p| self.decode(binary, p));
+        let first = msgs.next().expect("a message has a part");
+        let rest: Vec<Msg> = msgs.collect();
+        self.pending.extend(rest);
+        first
+    }
+
     fn decode(&mut self, binary: bool, payload: &[u8]) -> Msg {
         match self.decoder.decode_message(binary, payload) {
             Ok(m) => Msg::from(m),

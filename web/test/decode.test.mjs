@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { TickwireClient, decodeBinary, decodeJson, formatFixed, parseFixed } from "../tickwire.js";
+import { TickwireClient, decodeBinary, decodeJson, formatFixed, parseFixed, splitBinary } from "../tickwire.js";
 
 const fixture = JSON.parse(readFileSync(new URL("./fixtures/frames.json", import.meta.url), "utf8"));
 
@@ -36,6 +36,49 @@ test("binary frames decode to the encoder's values", () => {
     assert.deepEqual(comparable(got, m.expect), m.expect, `message ${i}`);
     assert.deepEqual(comparable(decodeBinary(raw.slice().buffer, new Map(symbols)), m.expect), m.expect);
   }
+});
+
+test("a batch (every fixture message end to end) splits into the same messages, and one cut short is refused", () => {
+  const raws = fixture.messages.map((m) => bytes(m.binary));
+  const all = new Uint8Array(raws.reduce((n, r) => n + r.length, 0) + 5);
+  let at = 5;
+  for (const r of raws) {
+    all.set(r, at);
+    at += r.length;
+  }
+  const batch = all.subarray(5);
+  const parts = splitBinary(batch);
+  assert.equal(parts.length, raws.length);
+  const symbols = new Map();
+  for (const [i, part] of parts.entries()) {
+    assert.deepEqual(new Uint8Array(part.buffer, part.byteOffset, part.byteLength), raws[i], `part ${i}`);
+    assert.deepEqual(comparable(decodeBinary(part, symbols), fixture.messages[i].expect), fixture.messages[i].expect);
+  }
+  assert.throws(() => splitBinary(batch.subarray(0, batch.length - 1)), /cut short/);
+  assert.throws(() => splitBinary(Uint8Array.of(99, 0, 0, 0)), /cut short/);
+});
+
+test("after a conflation, what the newest values skipped is not a gap; a skip without one is", () => {
+  const client = new TickwireClient({ url: "http://127.0.0.1:9", symbols: ["*"] });
+  const quotes = fixture.messages.filter((m) => m.expect.type === "quote");
+  const defs = fixture.messages.filter((m) => m.expect.type === "symbol");
+  for (const m of defs) client._handle(bytes(m.binary).buffer, 0);
+  // A quote, then its symbol_seq 10 later: once after a conflated notice
+  // (the newest value from the cache), once without.
+  const q = bytes(quotes[0].binary);
+  const at = (symbolSeq, seq) => {
+    const copy = q.slice();
+    const v = new DataView(copy.buffer);
+    v.setBigUint64(8, BigInt(seq), true);
+    v.setBigUint64(16, BigInt(symbolSeq), true);
+    return copy.buffer;
+  };
+  client._handle(at(1, 1), 0);
+  client._handle(JSON.stringify({ type: "conflated", dropped: 9, latest: 1 }), 0);
+  client._handle(at(11, 11), 0);
+  assert.deepEqual([client.gaps, client.conflatedSkips, client.conflatedUpdates], [0, 9, 9]);
+  client._handle(at(21, 21), 0);
+  assert.deepEqual([client.gaps, client.missedUpdates], [1, 9]);
 });
 
 test("JSON messages decode to the same values, timestamps exact", () => {

@@ -31,7 +31,8 @@ use serde_json::Value;
 use crate::decimal::{Fixed, MAX_DECIMALS};
 use crate::update::{Side, SymbolStatus};
 use crate::wire::encode::{
-    book_flags, msg_type, quote_flags, BOOK_HEAD_LEN, LEVEL_LEN, QUOTE_LEN, STATUS_LEN, TRADE_LEN,
+    book_flags, msg_type, quote_flags, BAR_LEN, BOOK_HEAD_LEN, CANDLE_HEAD_LEN, LEVEL_LEN,
+    QUOTE_LEN, STATUS_LEN, TRADE_LEN,
 };
 
 /// Byte offsets of the binary layouts (docs/PROTOCOL.md, "Binary layouts").
@@ -216,6 +217,31 @@ pub enum DecodeError {
 #[derive(Debug, Default, Clone)]
 pub struct Decoder {
     symbols: HashMap<u32, SymbolDef>,
+}
+
+/// The length of the binary message at the start of `p`, by its type, if
+/// its header is here: how a batch (`/ws?batch=1`: messages end to end in
+/// one WebSocket message) is cut. `None` for an unknown type or a header
+/// cut short; the length may be more than `p` holds.
+pub fn binary_len(p: &[u8]) -> Option<usize> {
+    let u16_at = |o: usize| {
+        Some(usize::from(u16::from_le_bytes(
+            p.get(o..o + 2)?.try_into().ok()?,
+        )))
+    };
+    Some(match *p.first()? {
+        msg_type::QUOTE => QUOTE_LEN,
+        msg_type::TRADE => TRADE_LEN,
+        msg_type::STATUS => STATUS_LEN,
+        msg_type::SYMBOL => 8 + usize::from(*p.get(3)?),
+        msg_type::BOOK => BOOK_HEAD_LEN + LEVEL_LEN * (u16_at(50)? + u16_at(52)?),
+        msg_type::CANDLE => CANDLE_HEAD_LEN + BAR_LEN,
+        msg_type::CANDLES => {
+            let bars = u32::from_le_bytes(p.get(52..56)?.try_into().ok()?);
+            CANDLE_HEAD_LEN + BAR_LEN * usize::try_from(bars).ok()?
+        }
+        _ => return None,
+    })
 }
 
 impl Decoder {
