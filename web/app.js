@@ -561,7 +561,7 @@ function drawCandles() {
     g.fillText(label(v, pd, k), pw + 8, yy + 4);
   }
   // A time label every so many bars, at UTC.
-  const every = Math.max(1, Math.ceil(70 / CANDLE_SLOT));
+  const every = Math.max(1, Math.ceil(80 / CANDLE_SLOT));
   const fmt = interval === "1d" ? utcDay : utcTime;
   shown.forEach((b, i) => {
     const x = i * CANDLE_SLOT + CANDLE_SLOT / 2;

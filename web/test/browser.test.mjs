@@ -802,9 +802,10 @@ test("1,000 symbols at 20,000 updates a second: the page keeps up, nothing confl
   // server conflates nothing for it, no gaps), the grid has every symbol
   // and draws only the rows in view, and frames and latency are far from
   // the seconds of falling behind.
-  const other = await spawnServer("synthetic:symbols=1000,rate=20000", [], 0);
+  // With books, for the selected symbol's ladder (and README's picture).
+  const other = await spawnServer("synthetic:symbols=1000,rate=20000,book=10", [], 0);
   try {
-    const page = await newPage("", other.port);
+    const page = await newPage("?interval=1s", other.port);
     await page.waitForFunction(() => document.getElementById("grid-count").textContent === "1,000 of 1,000", null, { timeout: 30_000 });
     await page.waitForTimeout(2000);
     const before = await page.evaluate(() => {
@@ -832,6 +833,11 @@ test("1,000 symbols at 20,000 updates a second: the page keeps up, nothing confl
     assert.ok(after.domRows < 80, `rows in the DOM: ${report}`);
     assert.ok(after.frames >= 5 * 10, `at least 10 frames/s: ${report}`);
     assert.ok(after.p50 < 1000, `publish to paint p50 under a second: ${report}`);
+    await page.waitForFunction(() => document.querySelectorAll("#ladder-rows td[data-price]").length >= 20);
+    // Tall enough for the ladder under the charts.
+    await page.setViewportSize({ width: 1440, height: 1180 });
+    await page.waitForTimeout(1000);
+    await page.screenshot({ path: join(SHOTS, "market.png") });
     await page.context().close();
   } finally {
     other.child.kill("SIGTERM");
