@@ -844,3 +844,84 @@ test("1,000 symbols at 20,000 updates a second: the page keeps up, nothing confl
     await once(other.child, "exit");
   }
 });
+
+/**
+ * A venue speaking just enough WebSocket (RFC 6455: the handshake, and
+ * unmasked text frames out; whatever the client sends is read and
+ * ignored) for the test to play messages to: `send` writes them to the
+ * open connections and the next one. Otherwise it is silent.
+ */
+async function fakeVenue() {
+  const { createHash } = await import("node:crypto");
+  const frame = (text) => {
+    const payload = Buffer.from(text);
+    const head = payload.length < 126 ? Buffer.from([0x81, payload.length]) : Buffer.from([0x81, 126, payload.length >> 8, payload.length & 255]);
+    return Buffer.concat([head, payload]);
+  };
+  let connections = 0;
+  let pending = [];
+  const open = [];
+  const venue = http.createServer((req, res) => res.writeHead(404).end());
+  venue.on("upgrade", (req, socket) => {
+    connections++;
+    open.push(socket);
+    socket.on("close", () => open.splice(open.indexOf(socket), 1));
+    socket.on("data", () => {});
+    socket.on("error", () => {});
+    const accept = createHash("sha1").update(`${req.headers["sec-websocket-key"]}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest("base64");
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+    for (const m of pending.splice(0)) socket.write(frame(m));
+  });
+  venue.listen(0, "127.0.0.1");
+  await once(venue, "listening");
+  return {
+    port: venue.address().port,
+    connections: () => connections,
+    send: (messages) => {
+      // The client may already have given up an open connection: the
+      // next one gets them too (a venue resends; the feed drops what it
+      // has seen).
+      for (const socket of open) for (const m of messages) socket.write(frame(m));
+      pending = [...messages];
+    },
+    close: () => {
+      for (const s of [...open]) s.destroy();
+      venue.close();
+    },
+  };
+}
+
+test("a symbol whose venue falls silent stays in the grid, marked stale with the reason, until its data resumes", async () => {
+  const lines = readFileSync(join(ROOT, "tests", "data", "binance-spot-BTCUSDT-20230405-head300.jsonl"), "utf8")
+    .split("\n")
+    .filter((l) => l.includes("@bookTicker") || l.includes("@trade"))
+    .map((l) => l.slice(l.indexOf(" ") + 1));
+  const venue = await fakeVenue();
+  const feed = `binance:ws://127.0.0.1:${venue.port}/stream?streams=btcusdt@bookTicker/btcusdt@trade`;
+  const other = await spawnServer(feed, ["--upstream-silence-timeout-ms", "1500", "--upstream-backoff-initial-ms", "2000"], 0);
+  try {
+    const page = await newPage("?symbol=BTCUSDT", other.port);
+    await page.waitForFunction(() => document.querySelector("#s-state b").textContent === "live");
+    // 60 messages, then silence.
+    venue.send(lines.slice(0, 60));
+    await waitForPrices(page, ["BTCUSDT"]);
+    const row = '#rows tr[data-symbol="BTCUSDT"]';
+    await page.waitForSelector(`${row}.stale`, { timeout: 15_000 });
+    // The last known values stay, dimmed, with the reason.
+    assert.match(await page.getAttribute(row, "title"), /^stale: (silent|disconnected)$/);
+    const shown = (await gridRows(page)).find((r) => r.symbol === "BTCUSDT");
+    assert.ok(lines.slice(0, 60).some((l) => l.includes(`"b":"${shown.bid}`)), `${shown.bid} is a bid the venue sent`);
+    assert.equal(await page.$eval(`${row} td.bid`, (td) => getComputedStyle(td).opacity), "0.45");
+    await page.screenshot({ path: join(SHOTS, "stale.png") });
+    // Data again (newer): live, unmarked.
+    venue.send(lines.slice(60));
+    await page.waitForFunction((sel) => !document.querySelector(sel).classList.contains("stale"), row, { timeout: 20_000 });
+    assert.equal(await page.getAttribute(row, "title"), "");
+    assert.ok(venue.connections() >= 2, "the silent connection was replaced");
+    await page.context().close();
+  } finally {
+    other.child.kill("SIGTERM");
+    await once(other.child, "exit");
+    venue.close();
+  }
+});
