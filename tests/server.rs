@@ -165,6 +165,35 @@ async fn collect_data(client: &mut Client, n: usize) -> Vec<Msg> {
     data
 }
 
+/// [`collect_data`] of `n` updates on every client at once.
+async fn collect_all(clients: Vec<Client>, n: usize) -> Vec<(Client, Vec<Msg>)> {
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let data = collect_data(&mut c, n).await;
+                (c, data)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// `data` is `expected`, update for update, in global sequence from 1.
+fn assert_exact(client: &Client, data: &[Msg], expected: &[Expected]) {
+    for (i, (got, want)) in data.iter().zip(expected).enumerate() {
+        assert_eq!(got.seq(), Some(i as u64 + 1), "global sequence");
+        assert!(
+            matches(client, got, want),
+            "update {i}: got {got:?}, want {want:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_reaches_binary_and_json_clients_with_exact_prices() {
     let path = bundled_path();
@@ -191,23 +220,8 @@ async fn replay_reaches_binary_and_json_clients_with_exact_prices() {
         assert_eq!(ack["snapshot"], 0, "the feed is held until both subscribe");
         clients.push(c);
     }
-    let mut tasks = Vec::new();
-    for mut c in clients {
-        let n = expected.len();
-        tasks.push(tokio::spawn(async move {
-            let data = collect_data(&mut c, n).await;
-            (c, data)
-        }));
-    }
-    for t in tasks {
-        let (client, data) = t.await.unwrap();
-        for (i, (got, want)) in data.iter().zip(&expected).enumerate() {
-            assert_eq!(got.seq(), Some(i as u64 + 1), "global sequence");
-            assert!(
-                matches(&client, got, want),
-                "update {i}: got {got:?}, want {want:?}"
-            );
-        }
+    for (client, data) in collect_all(clients, expected.len()).await {
+        assert_exact(&client, &data, &expected);
     }
     let m = metrics_text(server.addr).await;
     assert_eq!(metric(&m, "tickwire_conflated_updates_total"), 0);
@@ -244,26 +258,9 @@ async fn batches_carry_the_same_updates_in_fewer_messages() {
         assert_eq!(c.next_control().await["type"], "ack");
         clients.push(c);
     }
-    let mut tasks = Vec::new();
-    for mut c in clients {
-        let n = expected.len();
-        tasks.push(tokio::spawn(async move {
-            let data = collect_data(&mut c, n).await;
-            (c, data)
-        }));
-    }
-    let mut got = Vec::new();
-    for t in tasks {
-        got.push(t.await.unwrap());
-    }
+    let got = collect_all(clients, expected.len()).await;
     for (client, data) in &got {
-        for (i, (m, want)) in data.iter().zip(&expected).enumerate() {
-            assert_eq!(m.seq(), Some(i as u64 + 1), "global sequence");
-            assert!(
-                matches(client, m, want),
-                "update {i}: got {m:?}, want {want:?}"
-            );
-        }
+        assert_exact(client, data, &expected);
     }
     let n = expected.len();
     for (k, (client, _)) in got.iter().enumerate() {

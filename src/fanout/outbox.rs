@@ -149,8 +149,7 @@ impl Outbox {
     }
 
     fn queue(&mut self, ptr: *const u8, len: usize, keeper: u64, seq: u64) {
-        self.bytes += len;
-        self.frames.push_back(Queued {
+        self.enqueue(Queued {
             ptr,
             len,
             keeper,
@@ -158,6 +157,11 @@ impl Outbox {
             count: 1,
             batch: false,
         });
+    }
+
+    fn enqueue(&mut self, q: Queued) {
+        self.bytes += q.len;
+        self.frames.push_back(q);
     }
 
     /// Makes each run of whole data frames of one opcode that are not yet
@@ -233,8 +237,7 @@ impl Outbox {
     fn requeue(&mut self, frame: Bytes, count: u32, seq: u64) {
         let (ptr, len) = (frame.as_ptr(), frame.len());
         let keeper = self.keep(None, frame);
-        self.bytes += len;
-        self.frames.push_back(Queued {
+        self.enqueue(Queued {
             ptr,
             len,
             keeper,
