@@ -66,6 +66,12 @@ impl Pipe {
         }
     }
 
+    /// The pipe, batched before each write if `on` (`/ws?batch=1`).
+    pub fn batched(mut self, on: bool) -> Self {
+        self.batch = on;
+        self
+    }
+
     /// Keeps the shard off for good: a close frame is queued, or about to
     /// be, and nothing may follow it. Under the same lock as the close, so
     /// that no pass fills in between.

@@ -164,9 +164,7 @@ pub async fn serve<R, W>(
     if let Some(symbols) = grant.symbols {
         sub.restrict(symbols);
     }
-    let mut pipe = Pipe::new(sub);
-    pipe.batch = batch;
-    let link = Link::new(pipe, writer.socket());
+    let link = Link::new(Pipe::new(sub).batched(batch), writer.socket());
     let _retire = Retire(Arc::clone(&link));
     let mut conn = Writer {
         io: writer,
