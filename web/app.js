@@ -48,9 +48,10 @@ const client = new TickwireClient({
   // The top of each book too: a venue with depth and no best bid and
   // offer stream still fills its row.
   channels: ["quotes", "trades", "book.1"],
-  // The grid needs no more than twenty of a symbol's values a second (a value waits at most 50 ms) (its
-  // trades all come, together); the selected symbol, whose book the page
-  // follows, comes at full rate. `?throttle=0` turns it off.
+  // The grid needs no more than twenty of a symbol's values a second (a
+  // value waits at most 50 ms; its trades all come, together); the
+  // selected symbol, whose book the page follows, comes at full rate.
+  // `?throttle=0` turns it off.
   throttleMs: Number(params.get("throttle") ?? 50) || undefined,
   // The selected symbol's candles, at the picked interval.
   candleInterval: [params.get("interval"), localStorage.getItem(STORE_INTERVAL)].find((i) => INTERVALS.includes(i)) ?? "1m",
@@ -260,7 +261,7 @@ function drawLadder() {
   const { bids, asks, changed } = book;
   const n = Math.max(bids.length, asks.length);
   // The symbol's decimals in use, as in its grid row.
-  const r = rows.get(selected) ?? new Row(selected);
+  const r = selectedRow();
   for (const [p, q] of [...bids, ...asks]) {
     r.usesPrice(p);
     r.usesSize(q);
@@ -281,6 +282,11 @@ function drawLadder() {
   body.innerHTML = html;
   const spread = bids.length && asks.length ? trimDecimals(spreadText(bids[0][0], asks[0][0]), r.pxUsed) : "—";
   $("book-meta").textContent = `spread ${spread} · book_seq ${book.bookSeq}${stale ? ` · stale: ${stale}` : ""}`;
+}
+
+/** The selected symbol's row, or a blank one to keep its decimals in use while it has none. */
+function selectedRow() {
+  return rows.get(selected) ?? new Row(selected);
 }
 
 // Best ask minus best bid, exactly: both strings carry the symbol's decimals.
@@ -519,7 +525,7 @@ function drawCandles() {
   canvas.dataset.lastClosed = lastClosed ? JSON.stringify([lastClosed.startMs, lastClosed.open, lastClosed.high, lastClosed.low, lastClosed.close, lastClosed.volume, lastClosed.trades]) : "";
   canvas.dataset.starts = bars.map((b) => b.startMs).join(",");
   const newest = bars[bars.length - 1];
-  const r = rows.get(selected) ?? new Row(selected);
+  const r = selectedRow();
   if (newest) r.usesPrice(newest.open, newest.high, newest.low, newest.close);
   const px = (t) => trimDecimals(t, r.pxUsed);
   $("candle-meta").textContent = newest

@@ -223,8 +223,6 @@ export class Grid {
     if (this.starred.has(name)) this.starred.delete(name);
     else this.starred.add(name);
     localStorage.setItem(STORE_STARRED, JSON.stringify([...this.starred]));
-    const r = this.rows.get(name);
-    if (r) r.qv++;
     this.invalidate();
   }
 
@@ -245,8 +243,9 @@ export class Grid {
 
   /** Something changed the rows shown or their order (`order`), or only how they look. */
   invalidate(order = true) {
+    // A new order rebinds every row anyway (`_orderNow`).
     if (order) this.orderDirty = true;
-    for (const el of this.pool) el.row = null;
+    else for (const el of this.pool) el.row = null;
     this.on.redraw();
   }
 

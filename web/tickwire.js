@@ -1039,7 +1039,7 @@ export class TickwireClient extends EventTarget {
       let parts;
       try {
         // A batch (`/ws?batch=1`): binary updates end to end, JSON one per line.
-        parts = typeof q[i] === "string" ? (q[i].includes("\n") ? q[i].split("\n") : [q[i]]) : splitBinary(q[i]);
+        parts = typeof q[i] === "string" ? q[i].split("\n") : splitBinary(q[i]);
       } catch (e) {
         this.lastError = e;
         this._emit("error", { reason: String(e) });

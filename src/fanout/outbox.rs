@@ -18,7 +18,7 @@ use std::io::IoSlice;
 
 use bytes::Bytes;
 
-use crate::wire::encode::{OPCODE_BINARY, OPCODE_TEXT};
+use crate::wire::encode::{put_header, MAX_HEADER_LEN, OPCODE_BINARY, OPCODE_TEXT};
 
 /// Frames waiting to be written to one socket, in order. The first frame
 /// may be partly written already.
@@ -81,23 +81,42 @@ pub const MAX_BATCH: usize = 64 * 1024;
 #[derive(Default)]
 struct Run {
     opcode: u8,
-    payload: Vec<u8>,
+    /// [`MAX_HEADER_LEN`] bytes kept for the header, then the payloads: the
+    /// frame is made in place, the payloads copied once.
+    buf: Vec<u8>,
     count: u32,
     seq: u64,
 }
 
 impl Run {
+    fn payload_len(&self) -> usize {
+        self.buf.len().saturating_sub(MAX_HEADER_LEN)
+    }
+
+    fn push(&mut self, opcode: u8, payload: &[u8], seq: u64) {
+        if self.count == 0 {
+            self.buf.resize(MAX_HEADER_LEN, 0);
+        } else if opcode == OPCODE_TEXT {
+            self.buf.push(b'\n');
+        }
+        self.opcode = opcode;
+        self.buf.extend_from_slice(payload);
+        self.count += 1;
+        self.seq = seq;
+    }
+
     /// The run as one frame, with the frames it carries and its last
     /// sequence, if it holds any; starts over.
     fn take(&mut self) -> Option<(Bytes, u32, u64)> {
-        let run = std::mem::take(self);
-        (run.count > 0).then(|| {
-            (
-                crate::wire::encode::frame(run.opcode, &run.payload),
-                run.count,
-                run.seq,
-            )
-        })
+        let mut run = std::mem::take(self);
+        if run.count == 0 {
+            return None;
+        }
+        let mut header = bytes::BytesMut::with_capacity(MAX_HEADER_LEN);
+        put_header(&mut header, run.opcode, run.payload_len());
+        let start = MAX_HEADER_LEN - header.len();
+        run.buf[start..MAX_HEADER_LEN].copy_from_slice(&header);
+        Some((Bytes::from(run.buf).slice(start..), run.count, run.seq))
     }
 }
 
@@ -198,18 +217,12 @@ impl Outbox {
                     break;
                 };
                 let data = h.fin && h.rsv == 0 && matches!(h.opcode, OPCODE_TEXT | OPCODE_BINARY);
-                if !data || run.opcode != h.opcode || run.payload.len() + payload.len() >= MAX_BATCH
+                if !data || run.opcode != h.opcode || run.payload_len() + payload.len() >= MAX_BATCH
                 {
                     out.extend(run.take().map(Ok));
                 }
                 if data {
-                    if run.count > 0 && h.opcode == OPCODE_TEXT {
-                        run.payload.push(b'\n');
-                    }
-                    run.opcode = h.opcode;
-                    run.payload.extend_from_slice(payload);
-                    run.count += 1;
-                    run.seq = q.seq;
+                    run.push(h.opcode, payload, q.seq);
                 } else {
                     // Copied too: a later frame may not name an older keeper.
                     out.push(Ok((Bytes::copy_from_slice(&bytes[at..end]), 1, q.seq)));

@@ -51,7 +51,7 @@ pub struct Pipe {
     reported_queue: usize,
     /// The client asked for several updates per message (`/ws?batch=1`):
     /// the outbox is batched before each write.
-    pub batch: bool,
+    batch: bool,
 }
 
 impl Pipe {
