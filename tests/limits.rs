@@ -434,6 +434,61 @@ async fn a_peer_that_stops_answering_pings_is_closed_with_1001() {
     server.stop().await;
 }
 
+/// A connection that has sent nothing waits quiet (no reader task,
+/// subscriber or outbox: docs/ARCHITECTURE.md, "Memory per connection"),
+/// and is pinged from there on time; its first message wakes it into a
+/// working connection, and a shutdown closes a quiet one with 1001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_connection_is_pinged_and_wakes_on_its_first_message() {
+    let server = limited_server(ServeConfig {
+        heartbeat_interval_ms: 100,
+        heartbeat_timeout_ms: 10_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let metrics = std::sync::Arc::clone(&server.market.metrics);
+    let m = &metrics;
+    let mut quiet = RawWs::connect(ip(11), server.addr).await;
+    let mut bystander = RawWs::connect(ip(12), server.addr).await;
+    metrics_reach(m, "both quiet", |m| m.quiet_connections.get() == 2).await;
+    for ws in [&mut quiet, &mut bystander] {
+        for _ in 0..3 {
+            let (op, payload) = ws.read_frame().await.expect("a ping");
+            assert_eq!((op, payload.len()), (raw::PING, 0));
+        }
+    }
+    // Written while quiet: both still are, and each was pinged.
+    assert_eq!(m.quiet_connections.get(), 2);
+    assert!(m.heartbeat_pings_total.get() >= 6, "{}", m.render());
+
+    quiet
+        .send_text(r#"{"op":"subscribe","id":7,"symbols":["*"]}"#)
+        .await;
+    let ack = loop {
+        let (op, payload) = quiet.read_frame().await.expect("the ack");
+        if op == raw::TEXT {
+            break serde_json::from_slice::<serde_json::Value>(&payload).unwrap();
+        }
+    };
+    assert_eq!(
+        (ack["type"].as_str(), ack["id"].as_u64()),
+        (Some("ack"), Some(7))
+    );
+    assert_eq!(m.quiet_connections.get(), 1, "woken by its request");
+    assert_eq!(m.subscribers.get(), 1);
+
+    server.stop().await;
+    let close = loop {
+        match bystander.read_frame().await.expect("a close frame") {
+            (raw::CLOSE, p) => break p,
+            (op, _) => assert_eq!(op, raw::PING),
+        }
+    };
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1001);
+    assert_eq!(&close[2..], b"server shutting down");
+    assert_eq!(m.quiet_connections.get(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_that_never_ends_times_out() {
     let server = limited_server(ServeConfig {

@@ -24,7 +24,7 @@ use super::routes::{forwarded, refuse_head, route};
 use super::AppState;
 use crate::server::guard::admission::{self, Admitted};
 use crate::server::guard::head_gate::{HeadGate, HttpRefusal, Verdict, Verdicts};
-use crate::server::guard::proxy::{self, ConnectionClient, Identified};
+use crate::server::guard::proxy::{self, ConnectionClient, Identified, LogClient};
 use crate::server::ws::socket::ReadReady;
 
 pub(super) async fn accept_loop(
@@ -223,9 +223,15 @@ pub(super) async fn serve_http<S>(
             Verdict::Pass { last } => {
                 let mut r = match client {
                     ConnectionClient::Forwarded { hop, .. } => {
-                        forwarded(req, hop, &state, Arc::clone(&admitted), close)
+                        forwarded(req, (hop, client), &state, Arc::clone(&admitted), close)
                     }
-                    _ => route(req, &state, Arc::clone(&admitted), close),
+                    _ => {
+                        let who = LogClient {
+                            conn: client,
+                            forwarded: None,
+                        };
+                        route(req, &state, (Arc::clone(&admitted), who), close)
+                    }
                 };
                 // The gate stopped checking heads on this connection.
                 if last && r.status() != StatusCode::SWITCHING_PROTOCOLS {

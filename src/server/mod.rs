@@ -65,7 +65,8 @@ struct FeedStatus {
 /// What request handlers share.
 struct AppState {
     market: Arc<Market>,
-    connection: ConnectionConfig,
+    /// Shared: each quiet connection holds a pointer, not a copy.
+    connection: Arc<ConnectionConfig>,
     send_buffer_bytes: usize,
     /// The threads that write updates to plain-TCP WebSocket connections.
     shards: Arc<Shards>,
@@ -170,7 +171,7 @@ pub fn start(listener: TcpListener, mut v: Setup) -> std::io::Result<Running> {
     let config = &v.settings;
     let state = Arc::new(AppState {
         market: Arc::clone(&market),
-        connection: config.connection,
+        connection: Arc::new(config.connection),
         send_buffer_bytes: config.send_buffer_bytes,
         shards: Arc::new(Shards::start(
             Arc::clone(&market),

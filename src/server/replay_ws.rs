@@ -82,7 +82,7 @@ async fn serve<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let config = state.connection;
+    let config = *state.connection;
     let metrics = Arc::clone(&state.market.metrics);
     let (read, mut write) = tokio::io::split(io);
     let (inbound_tx, mut inbound) = mpsc::channel(16);
@@ -93,6 +93,7 @@ where
         inbound_tx,
         config.limits.max_subscriptions,
         (false, None),
+        tokio::time::Instant::now(),
     ));
     let (chunk_tx, mut chunks) = mpsc::channel::<Bytes>(1);
     let (control_tx, control_rx) = mpsc::channel(16);

@@ -2,6 +2,7 @@
 //! `/healthz` and the dashboard's files; the Origin and token checks that
 //! `/ws` and `/sse` share; a trusted proxy's requests as its client's.
 
+use crate::server::guard::proxy::{ConnectionClient, LogClient};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use crate::server::guard::head_gate::HttpRefusal;
 /// that client.
 pub(super) fn forwarded(
     req: Request<Incoming>,
-    hop: std::net::IpAddr,
+    (hop, conn): (std::net::IpAddr, ConnectionClient),
     state: &Arc<AppState>,
     admitted: Arc<Admitted>,
     close_connection: Arc<Notify>,
@@ -36,7 +37,13 @@ pub(super) fn forwarded(
         .trusted_proxies
         .forwarded_client(hop, values.iter().map(|v| v.as_bytes()));
     tracing::info_span!("req", client = %client).in_scope(|| match admitted.attribute(client) {
-        Ok(()) => route(req, state, admitted, close_connection),
+        Ok(()) => {
+            let who = LogClient {
+                conn,
+                forwarded: Some(client),
+            };
+            route(req, state, (admitted, who), close_connection)
+        }
         Err(refused) => {
             tracing::debug!(?refused, "request refused");
             let (status, retry_after, reason) = refused.answer(state.admission.limits());
@@ -86,12 +93,12 @@ pub(super) fn respond(
 pub(super) fn route(
     req: Request<Incoming>,
     state: &Arc<AppState>,
-    admitted: Arc<Admitted>,
+    (admitted, who): (Arc<Admitted>, LogClient),
     close_connection: Arc<Notify>,
 ) -> Response<Body> {
     match req.uri().path() {
-        "/ws" => upgrade(req, state, false, admitted),
-        "/echo" if state.echo => upgrade(req, state, true, admitted),
+        "/ws" => upgrade(req, state, false, (admitted, who)),
+        "/echo" if state.echo => upgrade(req, state, true, (admitted, who)),
         "/replay" => replay_ws::upgrade(req, state, admitted),
         "/sse" => {
             let grant = match admit(&req, state) {
@@ -103,7 +110,7 @@ pub(super) fn route(
                 req.uri(),
                 req.headers(),
                 &state.market,
-                state.connection,
+                *state.connection,
                 grant,
                 sse::StreamControl {
                     sessions: state.sessions.clone(),
@@ -160,7 +167,7 @@ fn poll_route(req: &Request<Incoming>, state: &Arc<AppState>) -> Response<Body> 
         req.method(),
         req.uri(),
         &state.market,
-        state.connection,
+        *state.connection,
         grant,
         &state.sessions,
     );

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::market::Market;
+use crate::server::guard::proxy::LogClient;
 
 /// Opens sessions; cloned into whatever accepts them.
 #[derive(Clone)]
@@ -40,6 +41,8 @@ pub struct Session {
     pub shutdown: watch::Receiver<bool>,
     /// When the access token expires; `None`: never.
     pub expiry: Option<Instant>,
+    /// Who the session's log lines name, if it makes its own span.
+    pub client: Option<LogClient>,
     /// `None` for a session opened after shutdown dropped the server's
     /// sender: it sees the shutdown signal at once and closes.
     _done: Option<mpsc::Sender<()>>,
@@ -67,6 +70,7 @@ impl Sessions {
             market: Arc::clone(&self.market),
             shutdown: self.shutdown.clone(),
             expiry: expires_in.and_then(|d| Instant::now().checked_add(d)),
+            client: None,
             _done: self.done.upgrade(),
         }
     }

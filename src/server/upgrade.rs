@@ -2,9 +2,11 @@
 //! status and reason docs/PROTOCOL.md lists, subprotocol negotiation, and
 //! the hand-over of the upgraded stream to the connection's tasks.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::future;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -12,7 +14,6 @@ use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tracing::Instrument;
 
 use super::accept::Prefixed;
 use super::routes::{admit, respond, Body};
@@ -20,6 +21,7 @@ use super::AppState;
 use crate::server::guard::access::Grant;
 use crate::server::guard::admission::Admitted;
 use crate::server::guard::head_gate::HeadGate;
+use crate::server::guard::proxy::LogClient;
 use crate::server::ws::connection::{self, Service};
 use crate::server::ws::socket::SharedTcp;
 use crate::wire::deflate::{self, Deflate};
@@ -54,7 +56,7 @@ pub(super) fn upgrade(
     mut req: Request<Incoming>,
     state: &Arc<AppState>,
     echo: bool,
-    admitted: Arc<Admitted>,
+    (admitted, who): (Arc<Admitted>, LogClient),
 ) -> Response<Body> {
     let format = match check_handshake(&req, state) {
         Ok(format) => format,
@@ -99,17 +101,21 @@ pub(super) fn upgrade(
     let state = Arc::clone(state);
     let connection = async move {
         let _admitted = admitted;
-        match fut.await {
-            Ok(ws) => {
-                let io = ws.into_inner().into_inner();
-                let service = (service, negotiated);
-                serve_upgraded(io, service, &state, grant).await
+        // Taken apart before the connection is served, so that the task
+        // does not keep room for the upgrade's result for its whole life.
+        let io = match fut.await {
+            Ok(ws) => ws.into_inner().into_inner(),
+            Err(e) => {
+                return who
+                    .span()
+                    .in_scope(|| tracing::debug!("upgrade failed: {e}"))
             }
-            Err(e) => tracing::debug!("upgrade failed: {e}"),
-        }
+        };
+        serve_upgraded(io, (service, negotiated), &state, (grant, who)).await
     };
-    // The connection's log lines carry its client, as the request's did.
-    tokio::spawn(connection.in_current_span());
+    // Not in the request's span: the connection makes its own when it
+    // wakes (`LogClient`), so that its log lines carry its client.
+    tokio::spawn(connection);
     let (mut parts, _) = response.into_parts();
     if let Some((_, answer)) = &deflate {
         if let Ok(v) = HeaderValue::from_str(answer) {
@@ -176,14 +182,17 @@ pub(super) fn check_handshake(
 }
 
 /// Serves an upgraded connection as a session of its own until it ends.
-async fn serve_upgraded(
+/// Not an `async fn`: the connection's task holds the connection's own
+/// small future for its life, not this function's locals beside it.
+fn serve_upgraded(
     upgraded: Upgraded,
     service: (Service, Option<Deflate>),
     state: &AppState,
-    grant: Grant,
-) {
-    let session = state.sessions.open(grant.expires_in);
-    let config = state.connection;
+    (grant, who): (Grant, LogClient),
+) -> impl Future<Output = ()> + Send {
+    let mut session = state.sessions.open(grant.expires_in);
+    session.client = Some(who);
+    let config = Arc::clone(&state.connection);
     match upgraded.downcast::<TokioIo<HeadGate<TcpStream>>>() {
         Ok(parts) => {
             // Owned halves of the TCP stream: no lock between reader and
@@ -205,12 +214,16 @@ async fn serve_upgraded(
             };
             let write = SharedTcp(Arc::new(write));
             let shards = Some(Arc::clone(&state.shards));
-            connection::serve(read, write, service, config, grant, session, shards).await;
+            future::Either::Left(connection::serve(
+                read, write, service, config, grant, session, shards,
+            ))
         }
         Err(upgraded) => {
             // TLS (or any other stream): one object, shared by the halves.
             let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-            connection::serve(read, write, service, config, grant, session, None).await;
+            future::Either::Right(connection::serve(
+                read, write, service, config, grant, session, None,
+            ))
         }
     }
 }

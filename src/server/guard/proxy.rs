@@ -215,6 +215,28 @@ impl ConnectionClient {
     }
 }
 
+/// Who a connection's log lines name, kept instead of its span while the
+/// connection is quiet: a span held open costs its entry in the log
+/// registry (about half a KiB), more than a quiet connection's own state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogClient {
+    pub conn: ConnectionClient,
+    /// The client a forwarded request named (its `req` span's).
+    pub forwarded: Option<IpAddr>,
+}
+
+impl LogClient {
+    /// The spans the connection's requests had: `conn`, and under it `req`
+    /// for a forwarded one.
+    pub fn span(&self) -> tracing::Span {
+        let conn = self.conn.span();
+        match self.forwarded {
+            Some(client) => tracing::info_span!(parent: &conn, "req", client = %client),
+            None => conn,
+        }
+    }
+}
+
 /// What the start of a trusted proxy's connection said.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Identified {

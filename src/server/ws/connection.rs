@@ -19,6 +19,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout_at, Instant};
+use tracing::Instrument;
 
 use crate::fanout::shard::{Link, Pipe, Retire, Shards, Tally};
 use crate::fanout::{FanoutLimits, Subscriber};
@@ -27,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::server::guard::access::Grant;
 use crate::server::session::Session;
 use crate::server::ws::inbound::InboundRate;
+use crate::server::ws::quiet::{DeflateGauge, Quiet, Woke, PING};
 use crate::server::ws::read::{inbound_limits, read_loop};
 use crate::server::ws::socket::{write_close_past_stall, ReadReady, WriteSide};
 use crate::wire::deflate::Deflate;
@@ -56,22 +58,6 @@ pub struct ConnectionConfig {
     pub poll_timeout: Duration,
     /// permessage-deflate: the smallest payload compressed; 0: off.
     pub compress_min_bytes: usize,
-}
-
-/// Counts a connection that negotiated permessage-deflate while it lives.
-struct DeflateGauge(Arc<Metrics>);
-
-impl DeflateGauge {
-    fn new(metrics: &Arc<Metrics>) -> Self {
-        metrics.deflate_connections.inc();
-        DeflateGauge(Arc::clone(metrics))
-    }
-}
-
-impl Drop for DeflateGauge {
-    fn drop(&mut self) {
-        self.0.deflate_connections.dec();
-    }
 }
 
 /// What a connection serves.
@@ -116,47 +102,76 @@ enum End {
 /// `grant` is what the token allows. A writer with a [`WriteSide::socket`]
 /// is written by one of `shards` once it subscribes; any other by this
 /// task.
-pub async fn serve<R, W>(
+///
+/// Until the client sends something (or the connection must do more than
+/// ping), it waits *quiet* ([`Quiet`]): one small future and one
+/// allocation, no reader task, subscriber or outbox; the connection's
+/// working state is built, boxed, when it wakes.
+pub fn serve<R, W>(
     reader: R,
     writer: W,
     (service, deflate): (Service, Option<Deflate>),
-    config: ConnectionConfig,
+    config: Arc<ConnectionConfig>,
     grant: Grant,
-    mut session: Session,
+    session: Session,
     shards: Option<Arc<Shards>>,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
+    R: ReadReady + Send + 'static,
+    W: WriteSide + Send + 'static,
+{
+    let metrics = &session.market.metrics;
+    let quiet = Box::new(Quiet {
+        deflating: deflate.map(|_| DeflateGauge::new(metrics)),
+        reader,
+        writer,
+        service,
+        deflate,
+        config,
+        grant,
+        session,
+        shards,
+    });
+    // What the task holds while quiet: the box, and `wait`'s timer and
+    // two wake-up registrations. The rest is built when it wakes, in a
+    // future of its own.
+    async move {
+        let mut quiet = quiet;
+        let woke = quiet.wait().await;
+        // The span its log lines carry, made now (see `LogClient`).
+        let span = quiet
+            .session
+            .client
+            .map_or_else(tracing::Span::current, |c| c.span());
+        Box::pin(active(*quiet, woke).instrument(span)).await;
+    }
+}
+
+/// A woken connection, with its reader task and its pipe, until it ends.
+async fn active<R, W>(quiet: Quiet<R, W>, woke: Woke)
+where
     R: ReadReady + Send + 'static,
     W: WriteSide,
 {
+    let Quiet {
+        reader,
+        writer,
+        service,
+        deflate,
+        config,
+        grant,
+        mut session,
+        shards,
+        deflating: _deflating,
+    } = quiet;
+    let config = *config;
     let market = Arc::clone(&session.market);
     let metrics = Arc::clone(&market.metrics);
-    // Small: a client that floods requests while we cannot write is held
-    // back by TCP, not buffered here. Boxed messages: the channel allocates
-    // its first block of 32 slots up front, for every connection, and a
-    // slot of 8 bytes instead of 56 saves 1.5 KiB of each idle one.
-    let (tx, rx) = mpsc::channel(16);
     let (format, echo, batch) = match service {
         Service::Market { format, batch } => (format, false, batch),
         Service::Echo => (Format::Binary, true, false),
     };
-    let mut limits = inbound_limits(&config, echo);
-    limits.deflate = deflate.is_some();
-    // What the echo service compresses: the conformance suite's messages,
-    // each on its own, as market data is (none for a client that limits
-    // our window: RFC 7692 lets any message go uncompressed).
-    let echo_deflate = deflate
-        .filter(|d| echo && d.takes_shared_frames())
-        .map(|_| crate::wire::deflate::min_bytes())
-        .filter(|&m| m > 0);
-    let _deflating = deflate.map(|_| DeflateGauge::new(&metrics));
-    let mut read_task = tokio::spawn(read_loop(
-        reader,
-        limits,
-        Arc::clone(&metrics),
-        tx,
-        config.limits.max_subscriptions,
-        (echo, echo_deflate),
-    ));
+    let (mut read_task, rx) = spawn_reader(reader, (echo, deflate), &config, &metrics, &woke);
     let mut sub = Subscriber::new(Arc::clone(&market), format, config.limits);
     if deflate.is_some_and(|d| d.takes_shared_frames()) {
         sub.deflate_from(crate::wire::deflate::min_bytes());
@@ -165,6 +180,12 @@ pub async fn serve<R, W>(
         sub.restrict(symbols);
     }
     let link = Link::new(Pipe::new(sub).batched(batch), writer.socket());
+    if let Some(written) = woke.ping_written {
+        // The rest of a ping the socket took part of while quiet.
+        let mut pipe = link.lock();
+        pipe.outbox.push(Bytes::from_static(&PING));
+        pipe.outbox.advance(written);
+    }
     let _retire = Retire(Arc::clone(&link));
     let mut conn = Writer {
         io: writer,
@@ -174,7 +195,12 @@ pub async fn serve<R, W>(
         config,
     };
     let expired = session.expired();
-    let end = conn.run(rx, &mut session.shutdown, expired).await;
+    let end = if woke.shutdown {
+        conn.shutdown().await
+    } else {
+        conn.run(rx, &mut session.shutdown, expired, woke.next_ping)
+            .await
+    };
     if matches!(end, End::TokenExpired) {
         // Counted now, not after the client's close reply is awaited.
         metrics.token_expired_closes_total.inc();
@@ -197,6 +223,40 @@ pub async fn serve<R, W>(
     }
 }
 
+/// The connection's reader task, and the channel it sends what it read on.
+fn spawn_reader<R: ReadReady + Send + 'static>(
+    reader: R,
+    (echo, deflate): (bool, Option<Deflate>),
+    config: &ConnectionConfig,
+    metrics: &Arc<Metrics>,
+    woke: &Woke,
+) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<Box<Inbound>>) {
+    // Small: a client that floods requests while we cannot write is held
+    // back by TCP, not buffered here. Boxed messages: the channel allocates
+    // its first block of 32 slots up front, and a slot of 8 bytes instead
+    // of 56 saves 1.5 KiB of each connection.
+    let (tx, rx) = mpsc::channel(16);
+    let mut limits = inbound_limits(config, echo);
+    limits.deflate = deflate.is_some();
+    // What the echo service compresses: the conformance suite's messages,
+    // each on its own, as market data is (none for a client that limits
+    // our window: RFC 7692 lets any message go uncompressed).
+    let echo_deflate = deflate
+        .filter(|d| echo && d.takes_shared_frames())
+        .map(|_| crate::wire::deflate::min_bytes())
+        .filter(|&m| m > 0);
+    let task = tokio::spawn(read_loop(
+        reader,
+        limits,
+        Arc::clone(metrics),
+        tx,
+        config.limits.max_subscriptions,
+        (echo, echo_deflate),
+        woke.heard_at,
+    ));
+    (task, rx)
+}
+
 struct Writer<W> {
     io: W,
     link: Arc<Link>,
@@ -211,10 +271,11 @@ impl<W: WriteSide> Writer<W> {
         mut rx: mpsc::Receiver<Box<Inbound>>,
         shutdown: &mut watch::Receiver<bool>,
         expired: impl Future<Output = ()>,
+        first_ping: Instant,
     ) -> End {
         let market = Arc::clone(&self.market);
         let interval = self.config.heartbeat_interval;
-        let ping = tokio::time::sleep(interval);
+        let ping = tokio::time::sleep_until(first_ping);
         tokio::pin!(ping);
         tokio::pin!(expired);
         loop {
@@ -512,7 +573,7 @@ mod tests {
                 },
                 None,
             ),
-            config,
+            Arc::new(config),
             Grant::default(),
             session,
             None,
@@ -591,7 +652,7 @@ mod tests {
                 },
                 None,
             ),
-            config,
+            Arc::new(config),
             Grant::default(),
             sessions.open(None),
             None,

@@ -41,8 +41,9 @@ pub(crate) fn inbound_limits(config: &ConnectionConfig, echo: bool) -> InboundLi
 /// messages of up to 16 MiB.
 const ECHO_MAX_MESSAGE_BYTES: usize = 64 << 20;
 
-/// Reads client messages until the client closes or breaks the protocol.
-/// After a protocol error it keeps reading, and discards, until the client
+/// Reads client messages until the client closes or breaks the protocol;
+/// `heard_at` is when the client was last heard from (the heartbeat
+/// timeout counts from it). After a protocol error it keeps reading, and discards, until the client
 /// closes: a socket closed with unread input is reset, and the reset can
 /// destroy the close frame we sent before the client reads it.
 pub(crate) async fn read_loop<R: ReadReady>(
@@ -52,8 +53,9 @@ pub(crate) async fn read_loop<R: ReadReady>(
     tx: mpsc::Sender<Box<Inbound>>,
     max_symbols: usize,
     echo: (bool, Option<usize>),
+    heard_at: tokio::time::Instant,
 ) {
-    let mut ws = MessageReader::new(reader, limits, Arc::clone(&metrics));
+    let mut ws = MessageReader::new(reader, limits, Arc::clone(&metrics)).heard_at(heard_at);
     if read_messages(&mut ws, tx, max_symbols, echo, &metrics).await {
         // Past the mask check: after an unmasked frame it would fail at once.
         if let Some(mut reader) = ws.into_inner() {
