@@ -75,7 +75,8 @@ pub struct ServeConfig {
     #[arg(long, env = "TICKWIRE_SEND_BUFFER_BYTES", default_value_t = 128 * 1024)]
     pub send_buffer_bytes: usize,
     /// Writer threads: each writes what is published to its share of the
-    /// plain-TCP WebSocket connections. 0: one per CPU core.
+    /// plain-TCP WebSocket connections. 0: one per CPU core but one (left to
+    /// the publisher), at least one.
     #[arg(long, env = "TICKWIRE_WRITER_THREADS", default_value_t = 0)]
     pub writer_threads: usize,
     /// After a pass over its connections that found the next batch already
@@ -83,7 +84,7 @@ pub struct ServeConfig {
     /// duration: under load, batches grow and system calls fall, instead of
     /// the writers taking every core. Passes under 200 µs never rest. 0:
     /// never rest.
-    #[arg(long, env = "TICKWIRE_WRITER_REST_PERCENT", default_value_t = 100)]
+    #[arg(long, env = "TICKWIRE_WRITER_REST_PERCENT", default_value_t = 30)]
     pub writer_rest_percent: u32,
     /// A connection further behind the ring's head than this many updates
     /// is conflated: it skips to the newest value of each symbol.
@@ -353,7 +354,10 @@ impl ServeConfig {
             connection: self.connection(),
             send_buffer_bytes: self.send_buffer_bytes,
             writer_threads: match self.writer_threads {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                // The publisher must never wait for a core: a writer that
+                // took it from the publisher delays every connection.
+                0 => std::thread::available_parallelism()
+                    .map_or(1, |n| n.get().saturating_sub(1).max(1)),
                 n => n,
             },
             writer_rest_percent: self.writer_rest_percent,

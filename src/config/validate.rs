@@ -114,7 +114,7 @@ impl ServeConfig {
         }
         if self.writer_threads > MAX_WRITER_THREADS {
             errors.push(format!(
-                "writer_threads {} must be at most {MAX_WRITER_THREADS} (0: one per core)",
+                "writer_threads {} must be at most {MAX_WRITER_THREADS} (0: one per core but one)",
                 self.writer_threads
             ));
         }
