@@ -240,7 +240,7 @@ counters! {
     connections_total: "counter",
     /// Open WebSocket connections that negotiated permessage-deflate.
     deflate_connections: "gauge",
-    /// Open WebSocket connections waiting quiet: nothing heard from the client yet, so no reader task, subscriber or outbox (a few hundred bytes each).
+    /// Open WebSocket connections waiting quiet: nothing heard from the client yet, so no reader task, subscriber or outbox.
     quiet_connections: "gauge",
     /// Connections subscribed to at least one symbol.
     subscribers: "gauge",

@@ -48,8 +48,8 @@ pub(super) struct Woke {
     pub(super) shutdown: bool,
 }
 
-/// A ping with no payload: what [`Writer::run`] queues, written directly
-/// while quiet.
+/// A ping with no payload: what a working connection queues, written
+/// directly while quiet.
 pub(super) const PING: [u8; 2] = [0x80 | encode::OPCODE_PING, 0];
 
 /// Counts a quiet connection while it lasts.
