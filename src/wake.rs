@@ -17,6 +17,15 @@ use std::{
     thread,
 };
 
+/// What the publisher calls after each batch: a writer shard, which wakes
+/// its thread through a [`ThreadWake`] or makes a small pass itself
+/// (`fanout::shard`).
+pub trait BatchWake: Send + Sync {
+    /// A batch was published: every update in it must reach a pass that
+    /// starts after this call.
+    fn batch(&self);
+}
+
 /// One thread's wake-up: a flag saying a pass is owed, and the thread to
 /// unpark when the flag goes up.
 pub struct ThreadWake {
@@ -45,6 +54,19 @@ impl ThreadWake {
         if !self.pending.swap(true, Ordering::AcqRel) {
             self.thread.unpark();
         }
+    }
+
+    /// After a batch: if `inline` and no pass is owed already, tries the
+    /// pass on the caller's thread (`try_pass` returns `None` if the
+    /// thread holds the state, else whether the thread must still be
+    /// woken); wakes the thread otherwise. Every write before this call is
+    /// seen by a pass that starts after it: the caller's, or (the thread
+    /// being mid-pass, or owed one) the thread's next.
+    pub fn after_batch(&self, inline: bool, try_pass: impl FnOnce() -> Option<bool>) {
+        if inline && !self.is_pending() && try_pass() == Some(false) {
+            return;
+        }
+        self.wake();
     }
 
     /// Whether a wake-up has come since the last [`wait`](Self::wait)

@@ -73,3 +73,51 @@ fn a_timed_wait_that_times_out_loses_no_wake_up() {
         }
     });
 }
+
+/// A small shard's pass may be made by the publisher itself
+/// (`ThreadWake::after_batch`), under the lock the writer's passes take.
+/// A second waker (a connection's task nudging the shard) can have the
+/// writer mid-pass when the publisher publishes. Whatever the
+/// interleaving, the published value is written by a pass that started
+/// after it: the publisher's own, or the writer's (loom reports a deadlock
+/// if the writer is left parked without it). The publisher's own pass asks
+/// for a wake-up only so that the model's writer can end.
+#[test]
+fn a_pass_made_by_the_publisher_loses_no_batch() {
+    use loom::sync::Mutex;
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let head = Arc::new(AtomicUsize::new(0));
+        let written = Arc::new(Mutex::new(0));
+        // The model's main thread is the writer.
+        let wake = Arc::new(ThreadWake::for_current_thread());
+        let pass = |head: &AtomicUsize, written: &mut usize| {
+            *written = (*written).max(head.load(Ordering::Relaxed));
+        };
+        {
+            let wake = Arc::clone(&wake);
+            thread::spawn(move || wake.wake());
+        }
+        {
+            let (head, written, wake) =
+                (Arc::clone(&head), Arc::clone(&written), Arc::clone(&wake));
+            thread::spawn(move || {
+                head.store(1, Ordering::Relaxed);
+                wake.after_batch(true, || {
+                    let mut w = written.try_lock().ok()?;
+                    pass(&head, &mut w);
+                    Some(true)
+                });
+            });
+        }
+        loop {
+            wake.wait();
+            let mut w = written.lock().unwrap();
+            pass(&head, &mut w);
+            if *w == 1 {
+                break;
+            }
+        }
+    });
+}

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::ring::{Ring, RingWriter};
 use crate::symbols::SymbolTable;
 use crate::update::SymbolId;
-use crate::wake::ThreadWake;
+use crate::wake::BatchWake;
 use crate::wire::encode::EncodedUpdate;
 use crate::wire::{channel, Format};
 
@@ -245,7 +245,7 @@ impl Market {
 #[derive(Default)]
 pub struct Wakeup {
     pub tasks: Notify,
-    threads: RwLock<Vec<Arc<ThreadWake>>>,
+    threads: RwLock<Vec<Arc<dyn BatchWake>>>,
 }
 
 impl Wakeup {
@@ -258,23 +258,23 @@ impl Wakeup {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            thread.wake();
+            thread.batch();
         }
     }
 
-    /// Adds a thread to wake after every batch.
-    pub fn add_thread(&self, thread: Arc<ThreadWake>) {
+    /// Adds a shard (or a thread) to tell after every batch.
+    pub fn add(&self, thread: Arc<dyn BatchWake>) {
         self.threads
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(thread);
     }
 
-    /// Stops waking a thread added with [`add_thread`](Self::add_thread).
-    pub fn remove_thread(&self, thread: &Arc<ThreadWake>) {
+    /// Stops telling one added with [`add`](Self::add).
+    pub fn remove(&self, thread: &Arc<dyn BatchWake>) {
         self.threads
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|t| !Arc::ptr_eq(t, thread));
+            .retain(|t| !std::ptr::addr_eq(Arc::as_ptr(t), Arc::as_ptr(thread)));
     }
 }
