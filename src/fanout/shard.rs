@@ -480,9 +480,7 @@ impl Shards {
 impl Drop for Shards {
     fn drop(&mut self) {
         for (shard, handle) in &mut self.shards {
-            self.market
-                .wakeup
-                .remove(&(Arc::clone(shard) as Arc<dyn BatchWake>));
+            self.market.wakeup.remove(&**shard);
             shard.stop.store(true, Ordering::Release); // pairs with the Acquire load in `Shard::run`
             shard.wake.wake();
             if let Some(handle) = handle.take() {

@@ -237,44 +237,40 @@ impl Market {
 }
 
 /// The publisher's once-per-batch signal. Two kinds of waiter: the writer
-/// shards' threads (every plain-TCP WebSocket connection is written by one),
-/// woken with an atomic swap and at most one unpark each; and tokio tasks
+/// shards (every plain-TCP WebSocket connection is written by one), whose
+/// threads are woken with an atomic swap and at most one unpark each, or
+/// whose pass the publisher makes itself when it is small; and tokio tasks
 /// (SSE streams, TLS connections), which wait on `tasks`. A task or shard
 /// that is busy writing is not woken at all: it finds the new entries when
 /// it next drains the ring.
 #[derive(Default)]
 pub struct Wakeup {
     pub tasks: Notify,
-    threads: RwLock<Vec<Arc<dyn BatchWake>>>,
+    shards: RwLock<Vec<Arc<dyn BatchWake>>>,
 }
 
 impl Wakeup {
     /// Wakes every waiter: called by the publisher after each batch.
     pub fn notify(&self) {
         self.tasks.notify_waiters();
-        for thread in self
-            .threads
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            thread.batch();
+        for shard in self.shards.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            shard.batch();
         }
     }
 
-    /// Adds a shard (or a thread) to tell after every batch.
-    pub fn add(&self, thread: Arc<dyn BatchWake>) {
-        self.threads
+    /// Adds a shard to tell after every batch.
+    pub fn add(&self, shard: Arc<dyn BatchWake>) {
+        self.shards
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .push(thread);
+            .push(shard);
     }
 
     /// Stops telling one added with [`add`](Self::add).
-    pub fn remove(&self, thread: &Arc<dyn BatchWake>) {
-        self.threads
+    pub fn remove(&self, shard: &dyn BatchWake) {
+        self.shards
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|t| !std::ptr::addr_eq(Arc::as_ptr(t), Arc::as_ptr(thread)));
+            .retain(|s| !std::ptr::addr_eq(Arc::as_ptr(s), shard));
     }
 }

@@ -24,7 +24,7 @@ use crate::replay::{self, Output, Summary};
 use crate::server::guard::admission::Admitted;
 use crate::server::ws::connection::Inbound;
 use crate::server::ws::read::{inbound_limits, read_loop};
-use crate::wire::encode::{close_frame, frame, OPCODE_PING};
+use crate::wire::encode::{close_frame, PING_FRAME};
 use crate::wire::{self, Format, Op};
 
 /// Answers a request on `/replay`: the handshake's checks, the Origin and
@@ -133,7 +133,7 @@ where
             },
             _ = ping.tick() => {
                 metrics.heartbeat_pings_total.inc();
-                if write.write_all(&frame(OPCODE_PING, b"")).await.is_err() {
+                if write.write_all(&PING_FRAME).await.is_err() {
                     break None;
                 }
             }

@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::server::guard::access::Grant;
 use crate::server::session::Session;
 use crate::server::ws::inbound::InboundRate;
-use crate::server::ws::quiet::{DeflateGauge, Quiet, Woke, PING};
+use crate::server::ws::quiet::{DeflateGauge, Quiet, Woke};
 use crate::server::ws::read::{inbound_limits, read_loop};
 use crate::server::ws::socket::{write_close_past_stall, ReadReady, WriteSide};
 use crate::wire::deflate::Deflate;
@@ -183,7 +183,7 @@ where
     if let Some(written) = woke.ping_written {
         // The rest of a ping the socket took part of while quiet.
         let mut pipe = link.lock();
-        pipe.outbox.push(Bytes::from_static(&PING));
+        pipe.outbox.push(Bytes::from_static(&encode::PING_FRAME));
         pipe.outbox.advance(written);
     }
     let _retire = Retire(Arc::clone(&link));
@@ -291,7 +291,7 @@ impl<W: WriteSide> Writer<W> {
                 self.link
                     .lock()
                     .outbox
-                    .push(encode::frame(encode::OPCODE_PING, b""));
+                    .push(Bytes::from_static(&encode::PING_FRAME));
                 market.metrics.heartbeat_pings_total.inc();
                 ping.as_mut().reset(Instant::now() + interval);
             }

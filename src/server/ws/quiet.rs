@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::server::guard::access::Grant;
 use crate::server::session::Session;
 use crate::wire::deflate::Deflate;
-use crate::wire::encode;
+use crate::wire::encode::PING_FRAME;
 
 /// A connection that has not needed its working state yet.
 pub(super) struct Quiet<R, W> {
@@ -47,10 +47,6 @@ pub(super) struct Woke {
     /// The shutdown signal came while quiet (and so was seen).
     pub(super) shutdown: bool,
 }
-
-/// A ping with no payload: what a working connection queues, written
-/// directly while quiet.
-pub(super) const PING: [u8; 2] = [0x80 | encode::OPCODE_PING, 0];
 
 /// Counts a quiet connection while it lasts.
 struct QuietGauge(Arc<Metrics>);
@@ -113,11 +109,11 @@ impl<R: ReadReady, W: WriteSide> Quiet<R, W> {
                         return woke;
                     }
                     let Some(socket) = &socket else { return woke };
-                    match socket.try_writev(&[io::IoSlice::new(&PING)]) {
+                    match socket.try_writev(&[io::IoSlice::new(&PING_FRAME)]) {
                         Ok(n) if n > 0 => {
                             metrics.heartbeat_pings_total.inc();
                             woke.next_ping += config.heartbeat_interval;
-                            if n < PING.len() {
+                            if n < PING_FRAME.len() {
                                 woke.ping_written = Some(n);
                                 return woke;
                             }

@@ -70,6 +70,9 @@ pub const OPCODE_CLOSE: u8 = 0x8;
 pub const OPCODE_PING: u8 = 0x9;
 pub const OPCODE_PONG: u8 = 0xA;
 
+/// The server's heartbeat: a ping with no payload, a whole frame.
+pub const PING_FRAME: [u8; 2] = [0x80 | OPCODE_PING, 0];
+
 /// Longest WebSocket header of an unmasked server frame.
 pub const MAX_HEADER_LEN: usize = 10;
 
