@@ -22,12 +22,27 @@ struct Seen {
     last_seq: u64,
 }
 
+/// What one client got in a window, and the ring sequence of its first
+/// message after its first subscription's snapshot (`snapshot`: its size,
+/// if the ack has been read already): from there on it has
+/// every trade of the symbols it takes. (A snapshot holds each symbol's
+/// newest update, a trade or a quote, so a trade older than the
+/// subscription may be in it or not.)
 async fn collect(
     client: &mut Client,
     window: Duration,
     may_conflate: bool,
-) -> HashMap<String, Seen> {
+    mut snapshot: Option<u64>,
+) -> (HashMap<String, Seen>, Option<u64>) {
     let mut seen: HashMap<String, Seen> = HashMap::new();
+    let mut first_live = None;
+    let mut live = |seq: u64, snapshot: &mut Option<u64>| match snapshot {
+        Some(0) => {
+            first_live.get_or_insert(seq);
+        }
+        Some(n) => *n -= 1,
+        None => panic!("an update before the first subscription's ack"),
+    };
     let deadline = tokio::time::Instant::now() + window;
     while let Ok(m) = tokio::time::timeout_at(deadline, client.next()).await {
         match m {
@@ -37,6 +52,7 @@ async fn collect(
                 symbol_seq,
                 ..
             } => {
+                live(seq, &mut snapshot);
                 let s = seen.entry(client.name(id).to_owned()).or_default();
                 assert!(
                     s.quotes.last().is_none_or(|&q| q < symbol_seq),
@@ -46,16 +62,22 @@ async fn collect(
                 s.last_seq = seq;
             }
             Msg::Trade { id, seq, .. } => {
+                live(seq, &mut snapshot);
                 let s = seen.entry(client.name(id).to_owned()).or_default();
                 s.trades.insert(seq);
                 s.last_seq = seq;
             }
-            Msg::Control(v) => assert!(may_conflate || v["type"] != "conflated", "{v}"),
+            Msg::Control(v) => {
+                assert!(may_conflate || v["type"] != "conflated", "{v}");
+                if v["type"] == "ack" && snapshot.is_none() {
+                    snapshot = v["snapshot"].as_u64();
+                }
+            }
             Msg::Closed(c) => panic!("closed: {c:?}"),
             _ => {}
         }
     }
-    seen
+    (seen, first_live)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,17 +106,15 @@ async fn a_throttled_subscriber_gets_the_newest_quote_per_interval_and_every_tra
     slow.send(r#"{"op":"subscribe","symbols":["SYN0000"],"id":2}"#)
         .await;
     let window = Duration::from_millis(1500);
-    let (full_seen, slow_seen) = tokio::join!(
-        collect(&mut full, window, false),
-        collect(&mut slow, window, false)
+    let snapshot = ack["snapshot"].as_u64();
+    let ((full_seen, full_from), (slow_seen, slow_from)) = tokio::join!(
+        collect(&mut full, window, false, None),
+        collect(&mut slow, window, false, snapshot)
     );
-    let first_seq = |seen: &HashMap<String, Seen>| {
-        seen.values()
-            .filter_map(|s| s.trades.first().copied())
-            .min()
-            .unwrap()
-    };
-    let lo = first_seq(&full_seen).max(first_seq(&slow_seen));
+    let lo = full_from
+        .zip(slow_from)
+        .map(|(a, b)| a.max(b))
+        .expect("updates after both snapshots");
     for (name, s) in &slow_seen {
         let f = &full_seen[name];
         if name == "SYN0000" {
@@ -157,7 +177,7 @@ async fn the_last_quote_after_the_feed_ends_is_the_newest() {
         .await;
     // Held for a second, then the newest: a conflation (the replay may lap
     // the reader) ends the same way.
-    let seen = collect(&mut slow, Duration::from_millis(3000), true).await;
+    let (seen, _) = collect(&mut slow, Duration::from_millis(3000), true, None).await;
     assert!(!seen.is_empty());
     for (name, s) in &seen {
         let id = server.market.symbols.get_by_name(name).unwrap().id;
