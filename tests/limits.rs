@@ -492,7 +492,7 @@ async fn a_quiet_connection_is_pinged_and_wakes_on_its_first_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_that_never_ends_times_out() {
     let server = limited_server(ServeConfig {
-        handshake_timeout_ms: 500,
+        handshake_timeout_ms: 1_000,
         ..ServeConfig::default()
     })
     .await;
@@ -505,14 +505,24 @@ async fn a_handshake_that_never_ends_times_out() {
         .unwrap();
     // TC1: connected, nothing sent.
     let mut mute = raw::connect_from(ip(11), server.addr).await.unwrap();
-    for s in [&mut slow, &mut mute] {
+    // TC2: the first byte late, the headers never finished: the time
+    // counts from the connection, not from the first byte (the server
+    // waits for a first byte before it sets up HTTP).
+    let connected = Instant::now();
+    let mut late = raw::connect_from(ip(11), server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    late.write_all(b"GET /ws HTTP/1.1\r\n").await.unwrap();
+    for s in [&mut slow, &mut mute, &mut late] {
         let mut buf = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
         assert!(read.is_ok(), "the server closed it");
     }
+    // At 1 s; from the first byte it would be 1.8 s.
+    let closed = connected.elapsed();
+    assert!(closed < Duration::from_millis(1_500), "{closed:?}");
     // Counted once the connection is dropped, which closes the socket
     // first: a client can see the close an instant before the count.
-    metrics_reach(m, "both counted", |m| m.handshake_timeouts_total.get() == 2).await;
+    metrics_reach(m, "all counted", |m| m.handshake_timeouts_total.get() == 3).await;
     metrics_reach(m, "sockets released", |m| m.tcp_connections.get() == 1).await;
     assert_undisturbed(&mut by).await;
     server.stop().await;

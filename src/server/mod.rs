@@ -138,7 +138,15 @@ impl Running {
             Ok(admitted) => {
                 let state = Arc::clone(&self.state);
                 let client = ConnectionClient::Peer(peer);
-                serve_http(io, Bytes::new(), client, state, Arc::new(admitted)).await;
+                let within = state.handshake_timeout;
+                serve_http(
+                    io,
+                    (Bytes::new(), within),
+                    client,
+                    state,
+                    Arc::new(admitted),
+                )
+                .await;
             }
             Err(refused) => tracing::debug!(?refused, "stream refused"),
         }
