@@ -18,12 +18,16 @@ use std::{
 };
 
 /// What the publisher calls after each batch: a writer shard, which wakes
-/// its thread through a [`ThreadWake`] or makes a small pass itself
+/// its thread through a [`ThreadWake`] or lets the publisher make its pass
 /// (`fanout::shard`).
 pub trait BatchWake: Send + Sync {
+    /// How many connections its last pass wrote: a hint.
+    fn links(&self) -> usize;
+
     /// A batch was published: every update in it must reach a pass that
-    /// starts after this call.
-    fn batch(&self);
+    /// starts after this call. With `inline`, the caller's thread may
+    /// make that pass itself.
+    fn batch(&self, inline: bool);
 }
 
 /// One thread's wake-up: a flag saying a pass is owed, and the thread to

@@ -309,21 +309,17 @@ pub struct Shard {
     metrics: Arc<Metrics>,
 }
 
-/// A shard this small is written by the publisher itself after a batch,
-/// when its writer is idle: waking a parked thread costs about 40 µs on a
-/// virtual machine (p50 at 10 subscribers x 1,000 updates/s: 90 µs woken,
-/// 50 µs with the writer spinning), more than the pass. Bounded, so that
-/// the publisher is never held up by more than a few sends.
-const INLINE_MAX_LINKS: usize = 16;
-
 impl BatchWake for Shard {
-    /// A small shard whose writer is idle gets its pass now, on the
-    /// publisher's thread; any other is woken (`ThreadWake::after_batch`,
-    /// model-checked by `tests/loom_wake.rs`).
-    fn batch(&self) {
+    fn links(&self) -> usize {
         // Relaxed: a hint; a stale size only chooses the other path.
-        let small = self.size.load(Ordering::Relaxed) <= INLINE_MAX_LINKS;
-        self.wake.after_batch(small, || {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// With `inline`, and the writer idle, the pass is made now on the
+    /// publisher's thread; otherwise the writer is woken
+    /// (`ThreadWake::after_batch`, model-checked by `tests/loom_wake.rs`).
+    fn batch(&self, inline: bool) {
+        self.wake.after_batch(inline, || {
             let mut links = self.links.try_lock().ok()?;
             let mut due = None;
             let again = self.pass(&mut links, &mut due);

