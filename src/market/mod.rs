@@ -236,6 +236,19 @@ impl Market {
     }
 }
 
+/// The publisher makes the passes of shards this small, together, itself
+/// after a batch, when their writers are idle: waking a parked thread
+/// costs about 40 µs on a virtual machine, more than a pass over a few
+/// connections (10 subscribers x 1,000 updates/s, p50: 90 µs woken, 50 µs
+/// with the writer spinning), and a woken writer costs CPU of its own
+/// (100 x 10,000: 30 % less server CPU with the passes inline, p50 10 %
+/// lower; 8-second runs, three with the passes inline and two without).
+/// Bounded, so that the publisher is held up by at most this many sends.
+const INLINE_MAX_LINKS: usize = 128;
+
+/// Shards the publisher makes passes for, at most, after one batch.
+const INLINE_MAX_SHARDS: usize = 8;
+
 /// The publisher's once-per-batch signal. Two kinds of waiter: the writer
 /// shards (every plain-TCP WebSocket connection is written by one), whose
 /// threads are woken with an atomic swap and at most one unpark each, or
@@ -243,19 +256,6 @@ impl Market {
 /// (SSE streams, TLS connections), which wait on `tasks`. A task or shard
 /// that is busy writing is not woken at all: it finds the new entries when
 /// it next drains the ring.
-/// The publisher makes the passes of shards this small, together, itself
-/// after a batch, when their writers are idle: waking a parked thread
-/// costs about 40 µs on a virtual machine, more than a pass over a few
-/// connections (10 subscribers x 1,000 updates/s, p50: 90 µs woken, 50 µs
-/// with the writer spinning), and a woken writer costs CPU of its own
-/// (100 x 10,000: 30 % less server CPU with the passes inline, p50 10 %
-/// lower; two runs each). Bounded, so that the publisher is held up by at
-/// most this many sends.
-pub const INLINE_MAX_LINKS: usize = 128;
-
-/// Shards the publisher makes passes for, at most, after one batch.
-const INLINE_MAX_SHARDS: usize = 8;
-
 #[derive(Default)]
 pub struct Wakeup {
     pub tasks: Notify,

@@ -149,9 +149,11 @@ async fn first_byte(
     client: &ConnectionClient,
 ) -> Option<Duration> {
     let started = Instant::now();
-    let limit = match state.tls {
-        Some(_) => state.tls_handshake_timeout,
-        None => state.handshake_timeout,
+    let tls = state.tls.is_some();
+    let limit = if tls {
+        state.tls_handshake_timeout
+    } else {
+        state.handshake_timeout
     };
     // A peek, not `readable()`: a stream just accepted can be reported
     // readable with nothing to read (seen here: tokio says readable, a
@@ -161,7 +163,7 @@ async fn first_byte(
         Ok(readable) => readable,
         Err(_) => {
             let metrics = &state.market.metrics;
-            if state.tls.is_some() {
+            if tls {
                 metrics.tls_handshake_failures_total.inc();
                 tracing::debug!(parent: client.span(), "TLS handshake failed: timed out");
             } else {
@@ -195,7 +197,7 @@ pub(super) async fn serve_connection(
 ) {
     let Some(acceptor) = state.tls.clone() else {
         let within = state.handshake_timeout.saturating_sub(waited);
-        return serve_http(stream, (initial, within), client, state, admitted).await;
+        return serve_http(stream, initial, within, client, state, admitted).await;
     };
     let handshake = accept_tls(&acceptor, stream, initial);
     let within = state.tls_handshake_timeout.saturating_sub(waited);
@@ -206,7 +208,7 @@ pub(super) async fn serve_connection(
     match tls {
         Ok(tls) => {
             let within = state.handshake_timeout;
-            serve_http(tls, (Bytes::new(), within), client, state, admitted).await;
+            serve_http(tls, Bytes::new(), within, client, state, admitted).await;
         }
         Err(e) => {
             state.market.metrics.tls_handshake_failures_total.inc();
@@ -271,7 +273,8 @@ pub(super) async fn accept_tls(
 /// an upgraded connection takes a clone along.
 pub(super) async fn serve_http<S>(
     io: S,
-    (initial, within): (Bytes, Duration),
+    initial: Bytes,
+    within: Duration,
     client: ConnectionClient,
     state: Arc<AppState>,
     admitted: Arc<Admitted>,

@@ -139,14 +139,7 @@ impl Running {
                 let state = Arc::clone(&self.state);
                 let client = ConnectionClient::Peer(peer);
                 let within = state.handshake_timeout;
-                serve_http(
-                    io,
-                    (Bytes::new(), within),
-                    client,
-                    state,
-                    Arc::new(admitted),
-                )
-                .await;
+                serve_http(io, Bytes::new(), within, client, state, Arc::new(admitted)).await;
             }
             Err(refused) => tracing::debug!(?refused, "stream refused"),
         }
