@@ -19,8 +19,12 @@ mod cached;
 #[cfg(test)]
 mod candle_tests;
 mod outbox;
+mod pipe;
 mod poll;
 pub mod shard;
+#[cfg(test)]
+mod shard_tests;
+mod slots;
 mod subscriptions;
 mod throttle;
 mod throttled;
@@ -28,6 +32,7 @@ mod throttled;
 use self::cached::unwatch;
 pub use self::outbox::{Outbox, MAX_IOV};
 pub use self::poll::{poll_body, Polled};
+pub use self::slots::Folded;
 use self::subscriptions::{Allowed, BitSet};
 use self::throttle::Throttle;
 pub use self::throttle::{clock_ms, instant_of};
@@ -153,6 +158,38 @@ impl Subscriber {
     /// woken by updates).
     pub fn is_idle(&self) -> bool {
         !self.all && self.subscribed_count == 0
+    }
+
+    /// The ring entries a fill can act on, as the subscribed symbols
+    /// folded ([`Folded`]): a fill passes over an entry whose symbol's bit
+    /// is not in it, doing nothing else. None when a fill may
+    /// do more than that: a `*` subscription takes symbols as they appear,
+    /// and throttles hold and release entries by the clock.
+    pub fn interest(&self) -> Option<Folded> {
+        let plain = !self.all
+            && self.throttle.is_none()
+            && self.read_at.is_none()
+            && self.joined.is_empty()
+            && self.lost_held == u64::MAX;
+        plain.then(|| self.subscribed.fold())
+    }
+
+    /// Ring position of the next entry a fill looks at.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Moves the cursor forward to `pos` over entries a fill would pass
+    /// over: the caller knows that none of them has a symbol whose bit is
+    /// in [`interest`](Self::interest), which must be `Some`.
+    pub fn skip_to(&mut self, pos: u64) {
+        debug_assert!(self.interest().is_some());
+        if pos > self.cursor {
+            self.cursor = pos;
+            if !self.floors.is_empty() && self.cursor > self.floor_until {
+                self.floors.clear();
+            }
+        }
     }
 
     /// The channels the connection takes of symbol `s`.

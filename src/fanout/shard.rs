@@ -27,122 +27,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::fanout::{Outbox, Subscriber};
-use crate::market::Market;
+pub use crate::fanout::pipe::{Pipe, Tally};
+use crate::fanout::slots::{published, Indexed, Seen, Slots};
+
+use crate::market::{Market, Published};
 use crate::metrics::Metrics;
+use crate::ring::Ring;
 use crate::wake::{BatchWake, ThreadWake};
 
 /// A socket a shard can write to from its own thread without waiting.
 pub trait Socket: Send + Sync {
     /// Writes what the kernel takes now of `bufs`; `WouldBlock` if nothing.
     fn try_writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
-}
-
-/// What one connection sends, written by its task or by its shard.
-pub struct Pipe {
-    pub sub: Subscriber,
-    pub outbox: Outbox,
-    /// The connection's task is writing (the socket would block, or the
-    /// connection is closing): the shard leaves the pipe alone.
-    pub held: bool,
-    /// The connection is closing: the pipe stays held.
-    pub closing: bool,
-    /// The outbox size last added to the `queued_bytes` gauge.
-    reported_queue: usize,
-    /// The client asked for several updates per message (`/ws?batch=1`):
-    /// the outbox is batched before each write.
-    batch: bool,
-}
-
-impl Pipe {
-    pub fn new(sub: Subscriber) -> Self {
-        Pipe {
-            sub,
-            outbox: Outbox::merging(),
-            held: false,
-            closing: false,
-            reported_queue: 0,
-            batch: false,
-        }
-    }
-
-    /// The pipe, batched before each write if `on` (`/ws?batch=1`).
-    pub fn batched(mut self, on: bool) -> Self {
-        self.batch = on;
-        self
-    }
-
-    /// Keeps the shard off for good: a close frame is queued, or about to
-    /// be, and nothing may follow it. Under the same lock as the close, so
-    /// that no pass fills in between.
-    pub fn hold_for_close(&mut self) {
-        self.held = true;
-        self.closing = true;
-    }
-
-    /// Moves what the ring holds for this connection into the outbox.
-    pub fn fill(&mut self) {
-        self.sub.fill(&mut self.outbox);
-    }
-
-    /// Calls `write` with the unwritten bytes (up to [`MAX_IOV`](crate::fanout::MAX_IOV)
-    /// frames; batched first if the client asked) and how many bytes they
-    /// hold.
-    pub fn with_slices<R>(&mut self, write: impl FnOnce(&[IoSlice<'_>], usize) -> R) -> R {
-        if self.batch {
-            self.outbox.batch();
-        }
-        let mut iov = Vec::with_capacity(self.outbox.frame_count().min(crate::fanout::MAX_IOV));
-        let offered = self.outbox.io_slices(&mut iov);
-        write(&iov, offered)
-    }
-
-    /// Records `n` bytes written by one system call.
-    pub fn wrote(&mut self, n: usize, tally: &mut Tally) {
-        tally.frames += self.outbox.advance(n) as u64;
-        tally.bytes += n as u64;
-        tally.writes += 1;
-    }
-
-    /// Brings the server-wide `queued_bytes` gauge up to date with this
-    /// pipe's outbox.
-    pub fn report_queue(&mut self) {
-        let now = self.outbox.len_bytes();
-        let gauge = &self.sub.market.metrics.queued_bytes;
-        if now >= self.reported_queue {
-            gauge.add((now - self.reported_queue) as u64);
-        } else {
-            gauge.sub((self.reported_queue - now) as u64);
-        }
-        self.reported_queue = now;
-    }
-
-    /// Empties the outbox (the connection has ended) and says so to the
-    /// gauge.
-    pub fn discard(&mut self) {
-        self.outbox = Outbox::default();
-        self.report_queue();
-    }
-}
-
-/// Writes counted locally and added to the shared counters once per pass
-/// or flush, not once per system call.
-#[derive(Default)]
-pub struct Tally {
-    writes: u64,
-    bytes: u64,
-    frames: u64,
-}
-
-impl Tally {
-    pub fn report(&mut self, metrics: &Metrics) {
-        if self.writes > 0 {
-            metrics.writev_calls_total.add(self.writes);
-            metrics.bytes_out_total.add(self.bytes);
-            metrics.frames_out_total.add(self.frames);
-        }
-        *self = Tally::default();
-    }
 }
 
 /// A connection's pipe as its task and its shard share it.
@@ -158,6 +54,15 @@ pub struct Link {
     /// The shard that writes it, once it has subscribed to something: set
     /// once, then read without a lock on every loop of the task.
     shard: OnceLock<Arc<Shard>>,
+    /// Its index in its shard's slots. Relaxed: only whoever holds the
+    /// shard's `slots` lock reads or writes it, and the lock orders them.
+    slot: AtomicUsize,
+}
+
+impl Indexed for Link {
+    fn index(&self) -> &AtomicUsize {
+        &self.slot
+    }
 }
 
 impl Link {
@@ -171,6 +76,7 @@ impl Link {
             gone: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             shard: OnceLock::new(),
+            slot: AtomicUsize::new(usize::MAX),
         })
     }
 
@@ -183,10 +89,16 @@ impl Link {
         self.shard.get().is_some()
     }
 
-    /// Asks the link's shard for a pass: the task has released the pipe
-    /// and frames may be waiting.
-    pub fn nudge(&self) {
+    /// Asks the link's shard to look at this link at its next pass: the
+    /// task has released the pipe and frames may be waiting, or changed
+    /// what the connection subscribes to, or the connection has ended.
+    pub fn nudge(self: &Arc<Self>) {
         if let Some(shard) = self.shard.get() {
+            shard
+                .touched
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Arc::clone(self));
             shard.wake.wake();
         }
     }
@@ -199,7 +111,7 @@ impl Link {
 
     /// The connection has ended: its shard drops the link at its next
     /// pass, which this asks for, so that the socket closes promptly.
-    fn retire(&self) {
+    fn retire(self: &Arc<Self>) {
         self.gone.store(true, Ordering::Release); // pairs with the Acquire load in `Shard::run`
         self.nudge();
     }
@@ -211,7 +123,11 @@ impl Link {
     /// back: the task held the lock, or the ring still had more after
     /// [`MAX_FILLS`] fills (one connection does not hold up a pass).
     /// Lowers `due` to when the link's throttled frames are due, if sooner.
-    fn pump(&self, tally: &mut Tally, due: &mut Option<u64>) -> bool {
+    ///
+    /// `seen` is what the shard knows of the link: before the fill, the
+    /// cursor skips what it vouches for; after, it records the link's
+    /// interest and cursor.
+    fn pump(&self, tally: &mut Tally, due: &mut Option<u64>, seen: &mut Seen) -> bool {
         let Some(socket) = &self.socket else {
             return true;
         };
@@ -220,7 +136,16 @@ impl Link {
             Err(TryLockError::WouldBlock) => return false,
             Err(TryLockError::Poisoned(e)) => e.into_inner(),
         };
+        if let (Some(now), Some(then)) = (pipe.sub.interest(), seen.interest) {
+            // Every entry below `clear` has a symbol outside `then`, and so
+            // outside `now`: the fill would pass over each of them.
+            if now.within(&then) {
+                pipe.sub.skip_to(seen.clear);
+            }
+        }
         let done = self.pump_locked(socket.as_ref(), &mut pipe, tally);
+        seen.interest = pipe.sub.interest();
+        seen.clear = pipe.sub.cursor();
         if let Some(d) = pipe.sub.next_due_ms() {
             *due = Some(due.map_or(d, |x| x.min(d)));
         }
@@ -297,12 +222,15 @@ const MAX_FILLS: usize = 8;
 pub struct Shard {
     wake: Arc<ThreadWake>,
     rest_percent: u32,
+    ring: crate::ring::Arc<Ring<Published>>,
     /// Links added since the last pass.
     incoming: Mutex<Vec<Arc<Link>>>,
+    /// Links nudged since the last pass ([`Link::nudge`]).
+    touched: Mutex<Vec<Arc<Link>>>,
     /// The shard's links, held by whichever thread makes a pass: its
     /// writer, or the publisher making a small one itself
     /// ([`BatchWake::batch`]).
-    links: Mutex<Vec<Arc<Link>>>,
+    links: Mutex<Slots<Link>>,
     /// How many links the last pass kept: a hint for the publisher.
     size: AtomicUsize,
     stop: AtomicBool,
@@ -343,33 +271,67 @@ impl Shard {
         }
     }
 
-    /// One pass over `links` (and those added since the last): returns
-    /// whether a link must be filled again; `due` gets the soonest
-    /// throttled frames' time.
-    fn pass(&self, links: &mut Vec<Arc<Link>>, due: &mut Option<u64>) -> bool {
-        links.append(&mut self.incoming.lock().unwrap_or_else(|e| e.into_inner()));
+    /// One pass: visits the links added or nudged since the last pass,
+    /// those a visit left work for, those that take every entry, and those
+    /// whose interest meets what was published since the last pass; the
+    /// others cost it two words. Returns whether a link must be filled
+    /// again; `due` gets the soonest throttled frames' time.
+    fn pass(&self, slots: &mut Slots<Link>, due: &mut Option<u64>) -> bool {
+        for link in self
+            .incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            slots.push(link);
+        }
+        for link in std::mem::take(&mut *self.touched.lock().unwrap_or_else(|e| e.into_inner())) {
+            slots.mark(&link);
+        }
+        let from = slots.scanned;
+        let to = self.ring.tail();
+        slots.scanned = to;
+        let published = published(&self.ring, from, to);
         let mut tally = Tally::default();
         let mut again = false;
-        links.retain(|link| {
+        let mut i = 0;
+        while i < slots.slots.len() {
+            let slot = &mut slots.slots[i];
+            let wanted = slot.due || slot.seen.interest.is_none_or(|m| m.meets(&published));
+            if !wanted {
+                // Nothing published since the last pass concerns it.
+                if slot.seen.clear >= from {
+                    slot.seen.clear = slot.seen.clear.max(to);
+                }
+                i += 1;
+                continue;
+            }
             // Acquire pairs with the Release store in `Link::retire`.
-            if link.gone.load(Ordering::Acquire) {
-                return false;
+            if slot.link.gone.load(Ordering::Acquire) {
+                slots.remove(i);
+                continue;
             }
             // A panic is a bug; it costs its one connection (which the
             // task then ends), not the thread and every other one.
-            match catch_unwind(AssertUnwindSafe(|| link.pump(&mut tally, due))) {
-                Ok(done) => again |= !done,
+            let link = &slot.link;
+            let seen = &mut slot.seen;
+            match catch_unwind(AssertUnwindSafe(|| link.pump(&mut tally, due, seen))) {
+                Ok(done) => {
+                    slot.due = !done;
+                    again |= !done;
+                }
                 Err(_) => {
                     tracing::error!("a writer pass panicked; closing its connection");
                     link.failed.store(true, Ordering::Release); // pairs with `Link::failed`
                     link.held_back.notify_one();
-                    return false;
+                    slots.remove(i);
+                    continue;
                 }
             }
-            true
-        });
+            i += 1;
+        }
         // Relaxed: a hint (see `size`).
-        self.size.store(links.len(), Ordering::Relaxed);
+        self.size.store(slots.slots.len(), Ordering::Relaxed);
         tally.report(&self.metrics);
         again
     }
@@ -390,7 +352,15 @@ impl Shard {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
-                self.links.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                self.touched
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                self.links
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .slots
+                    .clear();
                 return;
             }
             let again = {
@@ -423,13 +393,16 @@ impl Shards {
         for i in 0..threads.max(1) {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
             let metrics = Arc::clone(&market.metrics);
+            let ring = market.ring.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("tickwire-writer-{i}"))
                 .spawn(move || {
                     let shard = Arc::new(Shard {
                         wake: Arc::new(ThreadWake::for_current_thread()),
                         rest_percent,
+                        ring,
                         incoming: Mutex::default(),
+                        touched: Mutex::default(),
                         links: Mutex::default(),
                         size: AtomicUsize::new(0),
                         stop: AtomicBool::new(false),
@@ -470,6 +443,21 @@ impl Shards {
             shard.wake.wake();
             shard
         });
+    }
+}
+
+#[cfg(test)]
+impl Shards {
+    /// Waits until every shard has made a pass over all that was published
+    /// (at most 10 s).
+    pub fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (shard, _) in &self.shards {
+            let tail = shard.ring.tail();
+            while shard.links.lock().unwrap().scanned < tail && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 }
 

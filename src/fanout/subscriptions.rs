@@ -9,7 +9,7 @@ use crate::update::{now_ns, SymbolId};
 use crate::wire::channel;
 use crate::wire::{self, Channels, ErrorCode, Op, Refusal, Request, Symbols};
 
-use super::{Outbox, Subscriber};
+use super::{Folded, Outbox, Subscriber};
 
 /// A growable set of small integers.
 #[derive(Default, Debug, Clone)]
@@ -23,6 +23,15 @@ impl BitSet {
         self.words
             .get(i / 64)
             .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// The set folded onto 256 bits ([`Folded`]).
+    pub(super) fn fold(&self) -> Folded {
+        let mut folded = Folded::default();
+        for (j, &word) in self.words.iter().enumerate() {
+            folded.add_word(j, word);
+        }
+        folded
     }
 
     /// Returns whether `i` was newly added.

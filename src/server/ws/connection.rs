@@ -370,6 +370,9 @@ impl<W: WriteSide> Writer<W> {
                         shards.add(&self.link);
                     }
                 }
+                // What the connection takes may have changed: its shard
+                // looks at it again, updates or not (`fanout/slots.rs`).
+                self.link.nudge();
             }
             Inbound::Refused(refusal) => pipe.sub.refuse(&refusal, &mut pipe.outbox),
             Inbound::Obligated(frame) => {
