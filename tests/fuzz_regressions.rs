@@ -249,6 +249,12 @@ fn frame_decode() {
     run("frame_decode", targets::frame_decode, 20_000, tokens);
 }
 
+#[test]
+fn quiet_pong() {
+    let tokens: &[&[u8]] = &[b"\x8a\x80", b"\x8a\xfd", b"\x0a\x80", b"\x89\x80"];
+    run("quiet_pong", targets::quiet_pong, 20_000, tokens);
+}
+
 /// The seed named `prefix` (seed files are `<name>-<hash>`).
 fn seed(target: &str, prefix: &str) -> Vec<u8> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))

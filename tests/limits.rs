@@ -455,10 +455,16 @@ async fn a_quiet_connection_is_pinged_and_wakes_on_its_first_message() {
         for _ in 0..3 {
             let (op, payload) = ws.read_frame().await.expect("a ping");
             assert_eq!((op, payload.len()), (raw::PING, 0));
+            // A pong, as any client answers: taken while quiet.
+            ws.send(true, raw::PONG, &payload).await;
         }
     }
-    // Written while quiet: both still are, and each was pinged.
-    assert_eq!(m.quiet_connections.get(), 2);
+    // Written while quiet, and answered: both still are, and each was
+    // pinged (one more ping each proves the pongs were taken by then).
+    for ws in [&mut quiet, &mut bystander] {
+        assert_eq!(ws.read_frame().await.expect("a ping").0, raw::PING);
+    }
+    assert_eq!(m.quiet_connections.get(), 2, "{}", m.render());
     assert!(m.heartbeat_pings_total.get() >= 6, "{}", m.render());
 
     quiet
@@ -487,6 +493,48 @@ async fn a_quiet_connection_is_pinged_and_wakes_on_its_first_message() {
     assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1001);
     assert_eq!(&close[2..], b"server shutting down");
     assert_eq!(m.quiet_connections.get(), 0);
+}
+
+/// A quiet connection that answers its pings is heard from: the heartbeat
+/// timeout counts from its last pong, and it stays quiet; a silent one
+/// beside it is closed at the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_connection_that_answers_pings_outlives_the_heartbeat_timeout() {
+    let server = limited_server(ServeConfig {
+        heartbeat_interval_ms: 100,
+        heartbeat_timeout_ms: 400,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    let answering = RawWs::connect(ip(11), server.addr).await;
+    let mut silent = RawWs::connect(ip(12), server.addr).await;
+    let mut flooding = RawWs::connect(ip(13), server.addr).await;
+    metrics_reach(m, "three quiet", |m| m.quiet_connections.get() == 3).await;
+    // Pongs beyond one per ping (and one more) wake the connection, whose
+    // reader takes them under the inbound rate limit.
+    for _ in 0..4 {
+        flooding.send(true, raw::PONG, b"").await;
+    }
+    metrics_reach(m, "the flooding one woken", |m| {
+        m.quiet_connections.get() == 2
+    })
+    .await;
+    let answers = tokio::spawn(answering.answer_pings());
+    let floods = tokio::spawn(flooding.answer_pings());
+    let (close, _) = silent.read_until_close(Duration::from_secs(10)).await;
+    assert_eq!(close.map(|(code, _)| code), Some(1001), "the silent one");
+    // Three timeouts' worth since the start.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(m.heartbeat_timeouts_total.get(), 1, "{}", m.render());
+    assert_eq!(m.quiet_connections.get(), 1, "still quiet");
+    assert!(
+        !answers.is_finished() && !floods.is_finished(),
+        "still open"
+    );
+    answers.abort();
+    floods.abort();
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -856,6 +856,25 @@ fn roundtrip_close(input: &mut Input<'_>) {
     assert_eq!(rec.close_code, Some(code));
 }
 
+/// Arbitrary bytes as what a quiet connection finds first
+/// (`server/ws/quiet.rs`): `whole_pong` takes exactly a whole masked pong
+/// of at most 125 payload bytes, final and with no RSV bits, as RFC 6455
+/// §5.2 and §5.5 define it, read here from the bytes alone; anything else
+/// is left to the reader.
+pub fn quiet_pong(data: &[u8]) {
+    let want = match data {
+        [0x8A, b1, ..] if b1 & 0x80 != 0 && b1 & 0x7f <= 125 => {
+            let len = 6 + usize::from(b1 & 0x7f);
+            (data.len() >= len).then_some(len)
+        }
+        _ => None,
+    };
+    assert_eq!(frame::whole_pong(data), want, "{data:?}");
+    if let Some(len) = want {
+        assert!(len <= frame::MAX_PONG_LEN);
+    }
+}
+
 /// Arbitrary bytes as a server's stream: the library's decoder
 /// (`tickwire::wire::decode`, one decoder over the stream, as a client keeps it)
 /// and the bench harness's parser (`tickwire bench` reads whatever any

@@ -26,6 +26,7 @@ use crate::server::guard::admission::{self, Admitted};
 use crate::server::guard::head_gate::{HeadGate, HttpRefusal, Verdict, Verdicts};
 use crate::server::guard::proxy::{self, ConnectionClient, Identified, LogClient};
 use crate::server::ws::socket::ReadReady;
+use crate::wire::frame::{whole_pong, MAX_PONG_LEN};
 
 pub(super) async fn accept_loop(
     listener: TcpListener,
@@ -354,6 +355,27 @@ impl ReadReady for Prefixed<tokio::net::tcp::OwnedReadHalf> {
             self.inner.as_ref().poll_read_ready(cx)
         } else {
             Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Peeks, and reads the pong only once it has all of it: what it
+    /// leaves is whole frames for the reader.
+    fn poll_take_pong(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        if !self.prefix.is_empty() {
+            return Poll::Ready(Ok(false));
+        }
+        let mut peeked = [0u8; MAX_PONG_LEN];
+        let mut buf = ReadBuf::new(&mut peeked);
+        std::task::ready!(self.inner.poll_peek(cx, &mut buf))?;
+        let Some(len) = whole_pong(buf.filled()) else {
+            return Poll::Ready(Ok(false));
+        };
+        // The bytes are in the socket's queue, so a read takes them all.
+        let mut pong = [0u8; MAX_PONG_LEN];
+        match self.inner.as_ref().try_read(&mut pong[..len]) {
+            Ok(n) if n == len => Poll::Ready(Ok(true)),
+            Ok(_) => Poll::Ready(Err(std::io::Error::other("a pong read short"))),
+            Err(e) => Poll::Ready(Err(e)),
         }
     }
 }

@@ -76,6 +76,25 @@ pub fn prefix(bytes: &[u8]) -> Option<Prefix> {
 }
 
 /// The header at the start of `bytes`; `None` if it is not all here yet.
+/// The most a client's pong can take: a 6-byte masked header and the
+/// 125 bytes of payload a control frame may carry (RFC 6455 §5.5).
+pub const MAX_PONG_LEN: usize = 6 + 125;
+
+/// The length of the pong `bytes` begin with, if they hold all of one as a
+/// client sends it: final, masked, no RSV bits, at most 125 bytes of
+/// payload, its length in one byte. Anything else is for the reader.
+pub fn whole_pong(bytes: &[u8]) -> Option<usize> {
+    let h = parse(bytes)?;
+    let len = h.header_len + usize::try_from(h.payload_len).ok()?;
+    let pong = h.fin
+        && h.rsv == 0
+        && h.opcode == 0xA // pong (RFC 6455 §5.5.3)
+        && h.masked
+        && h.header_len == 6
+        && bytes.len() >= len;
+    pong.then_some(len)
+}
+
 #[inline]
 pub fn parse(bytes: &[u8]) -> Option<FrameHeader> {
     let p = prefix(bytes)?;

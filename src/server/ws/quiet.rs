@@ -38,7 +38,7 @@ pub(super) struct Quiet<R, W> {
 
 /// What a quiet connection hands on when it wakes.
 pub(super) struct Woke {
-    /// When the client was last heard from: the upgrade.
+    /// When the client was last heard from: the upgrade, or its last pong.
     pub(super) heard_at: Instant,
     /// When the next ping is due (past: one is owed now).
     pub(super) next_ping: Instant,
@@ -65,10 +65,11 @@ impl Drop for QuietGauge {
 }
 
 impl<R: ReadReady, W: WriteSide> Quiet<R, W> {
-    /// Waits until the client sends something, the server shuts down, the
-    /// token expires, the client has been silent for the heartbeat
-    /// timeout, or a ping cannot be written at once; pings on time
-    /// meanwhile, straight to the socket.
+    /// Waits until the client sends something other than a pong, the
+    /// server shuts down, the token expires, the client has been silent
+    /// for the heartbeat timeout, or a ping cannot be written at once;
+    /// pings on time meanwhile, straight to the socket, and takes the
+    /// client's pongs.
     pub(super) async fn wait(&mut self) -> Woke {
         let Quiet {
             reader,
@@ -80,13 +81,17 @@ impl<R: ReadReady, W: WriteSide> Quiet<R, W> {
         let metrics = Arc::clone(&session.market.metrics);
         let _gauge = QuietGauge::new(&metrics);
         let heard_at = Instant::now();
-        let silent_at = heard_at + config.heartbeat_timeout;
+        let mut silent_at = heard_at + config.heartbeat_timeout;
         let mut woke = Woke {
             heard_at,
             next_ping: heard_at + config.heartbeat_interval,
             ping_written: None,
             shutdown: false,
         };
+        // Pongs the connection takes while quiet: one for each ping, and
+        // one more. More than that, and the working connection's reader
+        // takes them, under its inbound rate limit.
+        let mut pongs_due: u32 = 1;
         let socket = writer.socket();
         let timer = tokio::time::sleep_until(woke.next_ping);
         tokio::pin!(timer);
@@ -101,8 +106,22 @@ impl<R: ReadReady, W: WriteSide> Quiet<R, W> {
                     woke.shutdown = true;
                     return woke;
                 }
-                // Readable, or failed: either is the reader's to see.
-                _ = poll_fn(|cx| reader.poll_read_ready(cx)) => return woke,
+                // A pong to its pings keeps a client quiet; anything else
+                // (or a failure) is the reader's to see.
+                took = poll_fn(|cx| {
+                    std::task::ready!(reader.poll_read_ready(cx))?;
+                    if pongs_due == 0 {
+                        return std::task::Poll::Ready(Ok(false));
+                    }
+                    reader.poll_take_pong(cx)
+                }) => {
+                    if !matches!(took, Ok(true)) {
+                        return woke;
+                    }
+                    pongs_due -= 1;
+                    woke.heard_at = Instant::now();
+                    silent_at = woke.heard_at + config.heartbeat_timeout;
+                }
                 () = &mut timer => {
                     if Instant::now() < woke.next_ping {
                         // Silent too long, or the token expired.
@@ -113,6 +132,7 @@ impl<R: ReadReady, W: WriteSide> Quiet<R, W> {
                         Ok(n) if n > 0 => {
                             metrics.heartbeat_pings_total.inc();
                             woke.next_ping += config.heartbeat_interval;
+                            pongs_due = pongs_due.saturating_add(1);
                             if n < PING_FRAME.len() {
                                 woke.ping_written = Some(n);
                                 return woke;

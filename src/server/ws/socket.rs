@@ -23,6 +23,13 @@ pub trait ReadReady: AsyncRead + Unpin {
     fn poll_read_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+
+    /// Once ready: takes a whole pong ([`crate::wire::frame::whole_pong`]) off the front of
+    /// the stream, and says whether it did; anything else stays for the
+    /// reader. The default takes nothing.
+    fn poll_take_pong(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        Poll::Ready(Ok(false))
+    }
 }
 
 /// TLS and in-memory streams: no readiness to wait on apart from a read.
