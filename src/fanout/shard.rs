@@ -274,7 +274,7 @@ impl Shard {
     /// One pass: visits the links added or nudged since the last pass,
     /// those a visit left work for, those that take every entry, and those
     /// whose interest meets what was published since the last pass; the
-    /// others cost it two words. Returns whether a link must be filled
+    /// others cost it a look at their slot. Returns whether a link must be filled
     /// again; `due` gets the soonest throttled frames' time.
     fn pass(&self, slots: &mut Slots<Link>, due: &mut Option<u64>) -> bool {
         for link in self
