@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub use crate::fanout::pipe::{Pipe, Tally};
-use crate::fanout::slots::{published, Indexed, Seen, Slots};
+use crate::fanout::slots::{published, Folded, Indexed, Seen, Slots};
 
 use crate::market::{Market, Published};
 use crate::metrics::Metrics;
@@ -274,8 +274,8 @@ impl Shard {
     /// One pass: visits the links added or nudged since the last pass,
     /// those a visit left work for, those that take every entry, and those
     /// whose interest meets what was published since the last pass; the
-    /// others cost it a look at their slot. Returns whether a link must be filled
-    /// again; `due` gets the soonest throttled frames' time.
+    /// others cost it a look at their slot. Returns whether a link must be
+    /// filled again; `due` gets the soonest throttled frames' time.
     fn pass(&self, slots: &mut Slots<Link>, due: &mut Option<u64>) -> bool {
         for link in self
             .incoming
@@ -291,13 +291,18 @@ impl Shard {
         let from = slots.scanned;
         let to = self.ring.tail();
         slots.scanned = to;
-        let published = published(&self.ring, from, to);
+        // Read from the ring only if a link's interest asks: not at all
+        // when every link takes every symbol.
+        let mut bits: Option<Folded> = None;
         let mut tally = Tally::default();
         let mut again = false;
         let mut i = 0;
         while i < slots.slots.len() {
             let slot = &mut slots.slots[i];
-            let wanted = slot.due || slot.seen.interest.is_none_or(|m| m.meets(&published));
+            let wanted = slot.due
+                || slot.seen.interest.is_none_or(|m| {
+                    m.meets(bits.get_or_insert_with(|| published(&self.ring, from, to)))
+                });
             if !wanted {
                 // Nothing published since the last pass concerns it.
                 if slot.seen.clear >= from {

@@ -58,13 +58,13 @@ const MAX_SCANNED: u64 = 1024;
 /// A link that keeps its index in its shard's [`Slots`]. Relaxed loads
 /// and stores: only whoever holds the shard's `slots` lock reads or writes
 /// it, and the lock orders them.
-pub trait Indexed {
+pub(super) trait Indexed {
     fn index(&self) -> &AtomicUsize;
 }
 
 /// What a shard knows of one link between its visits.
 #[derive(Clone, Copy)]
-pub struct Seen {
+pub(super) struct Seen {
     /// The link's [`Subscriber::interest`] at the last visit; None: the
     /// link is visited at every pass.
     pub(super) interest: Option<Folded>,

@@ -371,8 +371,7 @@ impl ReadReady for Prefixed<tokio::net::tcp::OwnedReadHalf> {
             return Poll::Ready(Ok(false));
         };
         // The bytes are in the socket's queue, so a read takes them all.
-        let mut pong = [0u8; MAX_PONG_LEN];
-        match self.inner.as_ref().try_read(&mut pong[..len]) {
+        match self.inner.as_ref().try_read(&mut peeked[..len]) {
             Ok(n) if n == len => Poll::Ready(Ok(true)),
             Ok(_) => Poll::Ready(Err(std::io::Error::other("a pong read short"))),
             Err(e) => Poll::Ready(Err(e)),

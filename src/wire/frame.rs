@@ -75,7 +75,6 @@ pub fn prefix(bytes: &[u8]) -> Option<Prefix> {
     })
 }
 
-/// The header at the start of `bytes`; `None` if it is not all here yet.
 /// The most a client's pong can take: a 6-byte masked header and the
 /// 125 bytes of payload a control frame may carry (RFC 6455 §5.5).
 pub const MAX_PONG_LEN: usize = 6 + 125;
@@ -95,6 +94,7 @@ pub fn whole_pong(bytes: &[u8]) -> Option<usize> {
     pong.then_some(len)
 }
 
+/// The header at the start of `bytes`; `None` if it is not all here yet.
 #[inline]
 pub fn parse(bytes: &[u8]) -> Option<FrameHeader> {
     let p = prefix(bytes)?;
