@@ -216,6 +216,8 @@ pub struct BenchConfig {
     /// The first `slow_clients` clients read with `slow_pattern`.
     pub slow_clients: usize,
     pub slow_pattern: SlowPattern,
+    /// The slow clients' SO_RCVBUF; `None`: the kernel's autotuning.
+    pub slow_rcvbuf: Option<u32>,
     /// Handshakes in flight at once, over all threads: spreads connects so
     /// that the server's accept queue is not what is measured.
     pub connect_concurrency: usize,
@@ -251,6 +253,7 @@ impl BenchConfig {
                 read: Duration::from_millis(1000),
                 stall: Duration::from_millis(2000),
             },
+            slow_rcvbuf: None,
             connect_concurrency: 128,
             connect_timeout: Duration::from_secs(5),
             source_addrs: SourceAddrs::default(),

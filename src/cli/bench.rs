@@ -54,6 +54,13 @@ pub(crate) struct BenchArgs {
     /// Slow clients' pattern: READ_MS:STALL_MS, repeated.
     #[arg(long, default_value = "1000:2000")]
     slow_pattern: String,
+    /// Slow clients' kernel receive buffer (SO_RCVBUF, which Linux
+    /// doubles), so that a stall closes their TCP window, and the server
+    /// sees it, as over a network. 0: the kernel's autotuning, which on
+    /// loopback grows to hold seconds of data (tcp_rmem's maximum), so that
+    /// a stall never reaches the server.
+    #[arg(long, default_value_t = 64 * 1024)]
+    slow_rcvbuf: u32,
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 128)]
     connect_concurrency: usize,
@@ -133,6 +140,7 @@ impl BenchArgs {
             .slow_pattern
             .parse()
             .map_err(|e: String| anyhow!("--slow-pattern {e}"))?;
+        c.slow_rcvbuf = (self.slow_rcvbuf > 0).then_some(self.slow_rcvbuf);
         c.connect_concurrency = self.connect_concurrency;
         c.connect_timeout = secs("connect-timeout", self.connect_timeout)?;
         if let Some(spec) = &self.source_addrs {
