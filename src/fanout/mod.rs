@@ -18,6 +18,7 @@ mod book_tests;
 mod cached;
 #[cfg(test)]
 mod candle_tests;
+mod fill;
 mod outbox;
 mod pipe;
 mod poll;
@@ -38,7 +39,6 @@ use self::throttle::Throttle;
 pub use self::throttle::{clock_ms, instant_of};
 
 use crate::market::{Market, Published};
-use crate::ring::Read;
 use crate::update::SymbolId;
 use crate::wire::{self, channel, Channels, Format};
 
@@ -247,18 +247,6 @@ impl Subscriber {
         self.market.metrics.subscriptions.add(added as u64);
     }
 
-    /// Queues the symbol's definition unless this connection has it.
-    fn define(&mut self, s: SymbolId, out: &mut Outbox) {
-        if self.defined.insert(s) {
-            if let Some(def) = self.market.symbols.get(s) {
-                out.push(match self.format {
-                    Format::Binary => def.frame_binary,
-                    Format::Json => def.frame_json,
-                });
-            }
-        }
-    }
-
     /// Skips ring entries of symbol `s` on `channel` at or below `seq`.
     fn raise_floor(&mut self, s: SymbolId, channel: u8, seq: u64) {
         let floor = self.floors.entry((s, channel)).or_insert(0);
@@ -287,112 +275,6 @@ impl Subscriber {
     /// [`EncodedUpdate::deflated`]: crate::wire::encode::EncodedUpdate::deflated
     pub fn deflate_from(&mut self, min: usize) {
         self.deflate_min = min;
-    }
-
-    /// Queues `p`'s frame in this connection's format (its compressed form
-    /// if the connection takes those and it has one).
-    fn push_frame(&self, p: &Published, out: &mut Outbox) {
-        if self.deflate_min > 0 {
-            let i = usize::from(self.format == Format::Json);
-            if let Some((frame, chunk)) = p.frames.deflated(i, self.deflate_min) {
-                out.push_update(frame, chunk, p.seq);
-                return;
-            }
-        }
-        out.push_update(p.frame(self.format), p.chunk(self.format), p.seq);
-    }
-
-    /// Queues `p`, which the connection has been found to want, as it is.
-    fn send(&mut self, p: &Published, out: &mut Outbox) {
-        self.define(p.symbol, out);
-        self.push_frame(p, out);
-    }
-
-    /// Moves pending frames from the ring into `out`, up to the outbox
-    /// bound. Returns the number of ring entries it consumed.
-    pub fn fill(&mut self, out: &mut Outbox) -> u64 {
-        let now = match self.throttle {
-            Some(_) => clock_ms(),
-            None => 0,
-        };
-        self.fill_at(out, now)
-    }
-
-    /// [`fill`](Self::fill) at `now` on [`clock_ms`]'s scale.
-    fn fill_at(&mut self, out: &mut Outbox, now: u64) -> u64 {
-        if self.is_idle() {
-            return 0;
-        }
-        self.now_ms = self.now_ms.max(now);
-        if self.all && self.all_channels.book_variants().next().is_some() {
-            self.join_new_books(out);
-        }
-        // The time entries read now are held as of.
-        let mut hold_at = self.now_ms;
-        if let Some((at, shortest)) = self.read_at {
-            let behind = self.market.ring.tail().saturating_sub(self.cursor);
-            if self.now_ms < at && behind < self.limits.max_lag_updates / 2 {
-                self.release(out);
-                return 0;
-            }
-            if self.now_ms >= at && at > 0 {
-                // Read at the grid point: they came in the interval that
-                // ends there, and go out with it, now.
-                hold_at = at - 1;
-            }
-            let ms = u64::from(shortest);
-            self.read_at = Some(((self.now_ms / ms + 1) * ms, shortest));
-        }
-        let start = self.cursor;
-        let ring = self.market.ring.clone();
-        let guard = ring.pin();
-        // Once per fill, not per entry: a fill is bounded by the outbox, and
-        // a connection that lags while it writes is caught at the next one.
-        if ring.tail().saturating_sub(self.cursor) > self.limits.max_lag_updates {
-            self.catch_up(out);
-        }
-        while out.len_bytes() < self.limits.max_outbox_bytes {
-            match ring.read(&guard, self.cursor) {
-                Read::Empty => break,
-                Read::Lapped { .. } => self.catch_up(out),
-                Read::Item(p) => {
-                    self.cursor += 1;
-                    if !self.floors.is_empty() && self.cursor > self.floor_until {
-                        self.floors.clear();
-                    }
-                    let wanted = self.wants(p);
-                    if !self.joined.is_empty() {
-                        // Symbols that joined `*` just now: their books
-                        // first, as of now; this entry is then held to them.
-                        for j in std::mem::take(&mut self.joined) {
-                            self.send_latest(&j, out);
-                        }
-                    }
-                    if !wanted {
-                        continue;
-                    }
-                    if let Some(&floor) = self.floors.get(&(p.symbol, floor_class(p))) {
-                        if p.seq <= floor {
-                            continue;
-                        }
-                    }
-                    if let Some(t) = &mut self.throttle {
-                        let mut early = Vec::new();
-                        if t.hold(p, hold_at, &mut early) {
-                            if !early.is_empty() {
-                                self.send_held(&early, out, false);
-                            }
-                            continue;
-                        }
-                    }
-                    self.send(p, out);
-                }
-            }
-        }
-        // After the read: what came up to now goes with an interval that
-        // ends now.
-        self.release(out);
-        self.cursor - start
     }
 
     /// A `*` subscription with book channels takes the symbols interned
@@ -768,6 +650,143 @@ mod tests {
         assert!(drain(&mut out).is_empty());
         sub.fill_at(&mut out, t0 + 200);
         assert_eq!(drain(&mut out), [msg("quote", "A", 25)]);
+    }
+
+    /// A fill gathers consecutive frames into runs only for a merging
+    /// outbox; a plain one takes them one by one, the general way. Both
+    /// must queue the same bytes through definitions, snapshots and their
+    /// floors, symbols that are not taken, arena chunk boundaries, a
+    /// catch-up, and fills cut short by the outbox bound.
+    #[test]
+    fn a_fill_queues_the_same_bytes_whether_it_gathers_runs_or_not() {
+        let mut f = fixture(4096);
+        // [merging, plain]
+        let mut subs = [f.subscriber(1000), f.subscriber(1000)];
+        let mut outs = [Outbox::merging(), Outbox::default()];
+        let fill = |subs: &mut [Subscriber; 2], outs: &mut [Outbox; 2]| {
+            let [m, p] = outs;
+            assert_eq!(subs[0].fill(m), subs[1].fill(p));
+            assert!(
+                m.concat() == p.concat(),
+                "{} and {} bytes",
+                m.len_bytes(),
+                p.len_bytes()
+            );
+            (m.frame_count(), p.frame_count())
+        };
+        let subscribe = |subs: &mut [Subscriber; 2], outs: &mut [Outbox; 2], names: &[&str]| {
+            for (sub, out) in subs.iter_mut().zip(outs.iter_mut()) {
+                sub.handle(request("subscribe", names), out);
+            }
+        };
+        f.quote("A", 1);
+        f.quote("B", 1);
+        subscribe(&mut subs, &mut outs, &["A", "B"]);
+        // Floored: the snapshot's A and B are not sent again.
+        for i in 2..=600 {
+            f.quote(["A", "B"][i as usize % 2], i);
+        }
+        let (m, p) = fill(&mut subs, &mut outs);
+        // 599 frames of about 200 bytes: a few 64 KiB chunks, each run one
+        // entry; the plain outbox has one per frame.
+        // (And the ack, and A's and B's definitions and snapshots.)
+        assert!(p == 5 + 599 && m < 10, "{m} entries merged, {p} plain");
+        // C, not taken, breaks the runs.
+        for i in 601..=700 {
+            f.quote(["A", "B", "C"][i as usize % 3], i);
+        }
+        let (m, p) = fill(&mut subs, &mut outs);
+        // One entry per A, B pair between two C's.
+        assert!(
+            p == 5 + 599 + 67 && m >= 6 + 33,
+            "{m} entries merged, {p} plain"
+        );
+        for out in &mut outs {
+            out.advance(out.len_bytes());
+        }
+        // C joins; then more than max_lag_updates behind: a catch-up.
+        subscribe(&mut subs, &mut outs, &["C"]);
+        for i in 701..=1900 {
+            f.quote(["A", "B", "C"][i as usize % 3], i);
+        }
+        fill(&mut subs, &mut outs);
+        let got = drain(&mut outs[0]);
+        assert_eq!(got, drain(&mut outs[1]));
+        let kinds: Vec<&str> = got.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "ack",
+                "symbol",
+                "quote",
+                "conflated",
+                "quote",
+                "quote",
+                "quote"
+            ]
+        );
+        // Live again: runs of all three.
+        for i in 1901..=2000 {
+            f.quote(["A", "B", "C"][i as usize % 3], i);
+        }
+        let (m, p) = fill(&mut subs, &mut outs);
+        assert!(p == 100 && m <= 2, "{m} entries merged, {p} plain");
+        // Under `*`, a symbol first seen in the middle of a run: its
+        // definition goes after the run, before its first frame.
+        assert_eq!(drain(&mut outs[0]), drain(&mut outs[1]));
+        subscribe(&mut subs, &mut outs, &["*"]);
+        assert_eq!(drain(&mut outs[0]), drain(&mut outs[1]));
+        for i in 2001..=2100 {
+            let new = format!("N{i}");
+            f.quote(["A", "B", new.as_str()][i as usize % 3], i);
+        }
+        let (m, p) = fill(&mut subs, &mut outs);
+        let got = drain(&mut outs[0]);
+        assert_eq!(got, drain(&mut outs[1]));
+        // Seven new symbols join, up to max_subscriptions (10); the others
+        // are passed over.
+        let defined = got.iter().filter(|m| m.0 == "symbol").count();
+        assert!(
+            defined == 7 && got[2] == msg("symbol", "N2003", 0),
+            "{m} {p} {:?}",
+            &got[..4]
+        );
+    }
+
+    /// The bound counts the run a fill is gathering: a merging outbox
+    /// stops at `max_outbox_bytes` (plus the frame that crosses it) as a
+    /// plain one does, and the next fill goes on from there.
+    #[test]
+    fn a_fill_gathering_runs_stops_at_the_outbox_bound() {
+        let mut f = fixture(4096);
+        let limits = FanoutLimits {
+            max_outbox_bytes: 4096,
+            max_lag_updates: 1000,
+            max_subscriptions: 10,
+        };
+        let mut sub = Subscriber::new(Arc::clone(&f.market), Format::Json, limits);
+        let mut out = Outbox::merging();
+        f.quote("A", 0);
+        sub.handle(request("subscribe", &["A"]), &mut out);
+        drain(&mut out);
+        for i in 1..=100 {
+            f.quote("A", i);
+        }
+        let (mut got, mut sizes) = (Vec::new(), Vec::new());
+        while sub.fill(&mut out) > 0 {
+            sizes.push(out.len_bytes());
+            got.extend(drain(&mut out));
+        }
+        // Each fill but the last stops at the bound, within a frame of it.
+        let (last, full) = sizes.split_last().unwrap();
+        assert!(full.len() >= 4, "{sizes:?}");
+        assert!(
+            full.iter().all(|n| (4096..4096 + 256).contains(n)),
+            "{sizes:?}"
+        );
+        assert!(*last < 4096 + 256, "{sizes:?}");
+        assert_eq!(got.len(), 100);
+        assert_eq!(got[99], msg("quote", "A", 101));
     }
 
     #[test]

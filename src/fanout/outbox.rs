@@ -139,25 +139,64 @@ impl Outbox {
     /// Queues an update's frame, carved from arena chunk `chunk`, with its
     /// global sequence. Clones `frame` only if it is the first of its chunk
     /// since the last frame of another chunk.
+    #[inline]
     pub fn push_update(&mut self, frame: &Bytes, chunk: u64, seq: u64) {
-        let keeper = match self.keepers.back() {
-            Some(k) if k.chunk == Some(chunk) => self.kept - 1,
-            _ => self.keep(Some(chunk), frame.clone()),
-        };
+        self.push_run(frame, chunk, frame.len(), 1, seq);
+    }
+
+    /// Whether adjacent frames of one chunk go as one entry, so that a
+    /// fill may hand over a run of them at once ([`push_run`](Self::push_run)).
+    pub fn merges(&self) -> bool {
+        self.merge
+    }
+
+    /// Queues `count` update frames that lie end to end in arena chunk
+    /// `chunk`, `len` bytes from the start of `first` (the first of them),
+    /// with the global sequence of the last. Runs of more than one frame
+    /// only into a merging outbox: [`pop_frame`](Self::pop_frame) takes
+    /// one frame per entry.
+    ///
+    /// Once per frame per connection, or per run: the common case (the run
+    /// extends the last entry) is inline, the rest is not.
+    #[inline]
+    pub fn push_run(&mut self, first: &Bytes, chunk: u64, len: usize, count: u32, seq: u64) {
+        debug_assert!(len >= first.len() && (count == 1 || self.merge));
         if self.merge {
-            if let Some(last) = self.frames.back_mut() {
-                // Same keeper: the same chunk, one allocation; end to end:
-                // the two ranges make one.
-                if last.keeper == keeper && last.ptr.wrapping_add(last.len) == frame.as_ptr() {
-                    last.len += frame.len();
+            let newest = self.kept.wrapping_sub(1);
+            if let (Some(last), Some(k)) = (self.frames.back_mut(), self.keepers.back()) {
+                // The newest keeper, of the same chunk (one allocation),
+                // and end to end: the two ranges make one.
+                if last.keeper == newest
+                    && k.chunk == Some(chunk)
+                    && last.ptr.wrapping_add(last.len) == first.as_ptr()
+                {
+                    last.len += len;
                     last.seq = seq;
-                    last.count += 1;
-                    self.bytes += frame.len();
+                    last.count += count;
+                    self.bytes += len;
                     return;
                 }
             }
         }
-        self.queue(frame.as_ptr(), frame.len(), keeper, seq);
+        self.push_run_entry(first, chunk, len, count, seq);
+    }
+
+    /// [`push_run`](Self::push_run) as a new entry: once per fill at
+    /// least, so not cold, but out of the per-frame path.
+    #[inline(never)]
+    fn push_run_entry(&mut self, first: &Bytes, chunk: u64, len: usize, count: u32, seq: u64) {
+        let keeper = match self.keepers.back() {
+            Some(k) if k.chunk == Some(chunk) => self.kept - 1,
+            _ => self.keep(Some(chunk), first.clone()),
+        };
+        self.enqueue(Queued {
+            ptr: first.as_ptr(),
+            len,
+            keeper,
+            seq,
+            count,
+            batch: false,
+        });
     }
 
     /// Adds a keeper; returns its number.
