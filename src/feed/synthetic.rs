@@ -317,6 +317,18 @@ impl Generator {
     }
 }
 
+/// When a paced run next wakes, in ns from its start: at the first point
+/// of the [`TICK`] grid after `now` at which the next update (due at
+/// `next`) is due. On the grid, not a tick after `now`: the timer rounds a
+/// deadline up to its own millisecond, so "a tick from now" came to two
+/// milliseconds between wake-ups, and batches of twice the updates the
+/// tick promises.
+fn wake_at(next: u128, now: u128) -> u64 {
+    let tick = TICK.as_nanos();
+    let at = next.max(now + 1).div_ceil(tick) * tick;
+    u64::try_from(at).unwrap_or(u64::MAX)
+}
+
 /// Generates until the receiver is dropped.
 ///
 /// Paced runs wake every [`TICK`] and emit every update due by then,
@@ -355,10 +367,9 @@ pub(crate) async fn run(
             }
         }
         if let Rate::PerSecond(rate) = spec.rate {
-            // Wake at the next tick, or later if nothing comes due by then.
             let next_ns = u128::from(sent + 1) * 1_000_000_000 / u128::from(rate);
-            let next = start + Duration::from_nanos(u64::try_from(next_ns).unwrap_or(u64::MAX));
-            tokio::time::sleep_until(next.max(Instant::now() + TICK)).await;
+            let at = wake_at(next_ns, start.elapsed().as_nanos());
+            tokio::time::sleep_until(start + Duration::from_nanos(at)).await;
         }
     }
 }
@@ -425,6 +436,22 @@ mod tests {
         drop(rx);
         feed.await.unwrap().unwrap();
         assert!(stats.updates.get() >= 1_000);
+    }
+
+    #[test]
+    fn a_paced_run_wakes_on_the_tick_grid() {
+        // 10,000/s, at 1.3 ms: the next update is due at 1.4 ms; the wake
+        // is at the grid point after it, not a tick from now (2.3 ms, which
+        // the timer made 3).
+        assert_eq!(wake_at(1_400_000, 1_300_000), 2_000_000);
+        // Due on a grid point: that point.
+        assert_eq!(wake_at(2_000_000, 1_999_999), 2_000_000);
+        // 200/s: nothing due for 4 ms; the grid point at or after it.
+        assert_eq!(wake_at(5_000_000, 1_000_000), 5_000_000);
+        assert_eq!(wake_at(5_000_001, 1_000_000), 6_000_000);
+        // Already due (a late timer): the next grid point, never now.
+        assert_eq!(wake_at(1_000_000, 3_500_000), 4_000_000);
+        assert_eq!(wake_at(1_000_000, 4_000_000), 5_000_000);
     }
 
     #[tokio::test(start_paused = true)]
