@@ -76,9 +76,18 @@ impl Socket for OwnedWriteHalf {
         // of the kernel's time per send in a profile at 1,000 subscribers.
         // Through `try_io`, so that tokio's readiness is cleared on
         // WouldBlock whichever thread sees it.
+        // One buffer (the common case: a pass's frames lie end to end in
+        // one arena chunk, one entry) goes by send(), which hands the
+        // kernel one user buffer instead of a message header and an iovec
+        // to copy in and check: 3 % less CPU per call for 560 bytes over
+        // loopback (1.50-1.53 against 1.54-1.57 us, 300,000 calls, 3 runs).
         let stream = self.as_ref();
         stream.try_io(Interest::WRITABLE, || {
-            socket2::SockRef::from(stream).send_vectored(bufs)
+            let socket = socket2::SockRef::from(stream);
+            match bufs {
+                [one] => socket.send(one),
+                _ => socket.send_vectored(bufs),
+            }
         })
     }
 }
