@@ -17,27 +17,14 @@ use crate::wire::Format;
 /// arena chunk, so they go into the outbox as one entry
 /// ([`Outbox::push_run`]), and a frame that extends them costs a compare
 /// and two adds instead of a visit to the outbox's queues.
+#[derive(Default)]
 struct Run<'a> {
+    /// The first frame (None: the run is empty); the rest follow it.
     first: Option<&'a Bytes>,
     chunk: u64,
-    /// Where the next frame must start to extend the run.
-    end: *const u8,
     len: usize,
     count: u32,
     seq: u64,
-}
-
-impl Default for Run<'_> {
-    fn default() -> Self {
-        Run {
-            first: None,
-            chunk: 0,
-            end: std::ptr::null(),
-            len: 0,
-            count: 0,
-            seq: 0,
-        }
-    }
 }
 
 impl<'a> Run<'a> {
@@ -45,7 +32,6 @@ impl<'a> Run<'a> {
         Run {
             first: Some(frame),
             chunk,
-            end: frame.as_ptr_range().end,
             len: frame.len(),
             count: 1,
             seq,
@@ -57,11 +43,12 @@ impl<'a> Run<'a> {
     /// first's keeper does not keep the second alive).
     #[inline]
     fn extend(&mut self, frame: &Bytes, chunk: u64, seq: u64) -> bool {
-        // An empty run's `end` is null, which no frame starts at.
-        if frame.as_ptr() != self.end || chunk != self.chunk {
+        let Some(first) = self.first else {
+            return false;
+        };
+        if first.as_ptr().wrapping_add(self.len) != frame.as_ptr() || chunk != self.chunk {
             return false;
         }
-        self.end = frame.as_ptr_range().end;
         self.len += frame.len();
         self.count += 1;
         self.seq = seq;
@@ -112,7 +99,8 @@ impl Subscriber {
         // Frames taken and not yet queued, end to end in one chunk; queued
         // as one entry before anything else goes into `out`.
         let mut run = Run::default();
-        let runs = out.merges() && self.deflate_min == 0;
+        // What a fill cannot change: a throttle comes only with a request.
+        let runs = out.merges() && self.deflate_min == 0 && self.throttle.is_none();
         while out.len_bytes() + run.len < self.limits.max_outbox_bytes {
             match ring.read(&guard, self.cursor) {
                 Read::Empty => break,
@@ -139,11 +127,7 @@ impl Subscriber {
                     }
                     // The common case, once per frame: nothing floored or
                     // held, the symbol defined, the frame as encoded.
-                    if runs
-                        && self.floors.is_empty()
-                        && self.throttle.is_none()
-                        && self.defined.contains(p.symbol)
-                    {
+                    if runs && self.floors.is_empty() && self.defined.contains(p.symbol) {
                         let (frame, chunk) = (p.frame(self.format), p.chunk(self.format));
                         if !run.extend(frame, chunk, p.seq) {
                             run.queue(out);
