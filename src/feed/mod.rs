@@ -161,6 +161,11 @@ pub enum FeedError {
         name: String,
         source: NormalizeError,
     },
+    #[error("{name}: cannot start its thread")]
+    Thread {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("{file}: reader thread failed: {reason}")]
     Reader { file: String, reason: String },
     #[error("{name}: {reason}")]
