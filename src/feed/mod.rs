@@ -161,11 +161,8 @@ pub enum FeedError {
         name: String,
         source: NormalizeError,
     },
-    #[error("{name}: cannot start its thread")]
-    Thread {
-        name: String,
-        source: std::io::Error,
-    },
+    #[error("{name}: the generator's thread: {reason}")]
+    Thread { name: String, reason: String },
     #[error("{file}: reader thread failed: {reason}")]
     Reader { file: String, reason: String },
     #[error("{name}: {reason}")]

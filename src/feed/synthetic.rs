@@ -328,16 +328,21 @@ fn wake_at(next: u128, now: u128) -> u64 {
 }
 
 /// Generates on a thread of its own until the receiver is dropped or this
-/// future is (a server stopping aborts its feeds' tasks).
+/// future is (a server stopping aborts its feeds' tasks): the thread then
+/// stops at its next wake-up, or after the send it is blocked in, if the
+/// channel was full (the publisher drains it until every sender is gone).
+/// It is not joined; this future ends when the thread does, with an error
+/// if the thread panicked.
 ///
 /// A thread, not a task on tokio's timer: the timer keeps whole
 /// milliseconds, rounding a deadline up to its next one, and the poller
 /// rounds its wait up again, so a task meant to wake every [`TICK`] woke
 /// every 1 to 2 ms by where its start fell between the timer's ticks (600
 /// wake-ups a second at 10,000 updates/s, by `perf stat`), emitting bigger
-/// and fewer batches than the rate says. A thread sleeps to the
-/// microsecond. At `rate=max` it also keeps the generator off the runtime's
-/// workers, which accept and answer connections.
+/// and fewer batches than the rate says. A thread's timed park is late by
+/// the kernel's timer slack (50 µs by default), not a millisecond. At
+/// `rate=max` it also keeps the generator off the runtime's workers, which
+/// accept and answer connections.
 pub(crate) async fn run(
     spec: SyntheticSpec,
     mut normalizer: Normalizer,
@@ -346,33 +351,35 @@ pub(crate) async fn run(
 ) -> Result<(), FeedError> {
     let generator = Generator::new(&spec, &mut normalizer)?;
     let stop = Arc::new(AtomicBool::new(false));
-    // Dropped when the thread ends, which is what this future waits for.
+    // Sent when the generator returns; dropped unsent if it panics.
     let (ended, thread_ended) = tokio::sync::oneshot::channel::<()>();
     let thread = {
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("tickwire-synthetic".into())
             .spawn(move || {
-                let _ended = ended;
                 let mut clock = SystemClock {
                     start: std::time::Instant::now(),
                     stop: &stop,
                 };
-                // Relaxed: a request to stop carries no data to pair with.
+                // Relaxed: see `StopOnDrop`.
                 let send = |u| !stop.load(Ordering::Relaxed) && tx.blocking_send(u).is_ok();
                 generate(spec.rate, generator, &mut clock, send, &stats);
+                let _ = ended.send(());
             })
-            .map_err(|source| FeedError::Thread {
+            .map_err(|e| FeedError::Thread {
                 name: spec.to_string(),
-                source,
+                reason: format!("cannot start it: {e}"),
             })?
     };
     let _stop = StopOnDrop {
         stop,
         thread: thread.thread().clone(),
     };
-    let _ = thread_ended.await;
-    Ok(())
+    thread_ended.await.map_err(|_| FeedError::Thread {
+        name: spec.to_string(),
+        reason: "it panicked".into(),
+    })
 }
 
 /// Tells the generator's thread to stop, and wakes it from its sleep.
@@ -383,7 +390,11 @@ struct StopOnDrop {
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        // Relaxed: see `run`; the unpark makes a sleeping thread look.
+        // Relaxed: the flag carries no data of its own. A parked thread
+        // sees it because `unpark` happens-after this store and its
+        // `park_timeout` returns happens-after the `unpark` (std's
+        // park/unpark order memory that way); a running one sees it at
+        // its next send or sleep.
         self.stop.store(true, Ordering::Relaxed);
         self.thread.unpark();
     }
@@ -412,7 +423,7 @@ impl Clock for SystemClock<'_> {
     fn sleep_until(&mut self, at_ns: u64) -> bool {
         let at = self.start + Duration::from_nanos(at_ns);
         // A park may end early (an unpark, or spuriously): look again.
-        // Relaxed: see `run`.
+        // Relaxed: see `StopOnDrop`.
         while !self.stop.load(Ordering::Relaxed) {
             let now = std::time::Instant::now();
             if now >= at {
@@ -512,11 +523,16 @@ mod tests {
         assert_eq!(symbol_name(12_345), "SYN12345");
     }
 
-    /// Time that passes only by sleeping; records when each sleep began
-    /// and where it went.
+    /// A clock for `generate`: time passes by sleeping (each sleep
+    /// `late_ns` past its target, as a loaded machine's would) and by
+    /// sending (`send_ns` each, counted by the send in [`paced`]); it says
+    /// stop at sleep number `stop_at`. Records each sleep's start and
+    /// target.
     #[derive(Default)]
     struct FakeClock {
         now: std::rc::Rc<std::cell::Cell<u128>>,
+        late_ns: u128,
+        stop_at: Option<usize>,
         sleeps: Vec<(u128, u64)>,
     }
 
@@ -526,31 +542,39 @@ mod tests {
         }
 
         fn sleep_until(&mut self, at_ns: u64) -> bool {
+            if Some(self.sleeps.len()) == self.stop_at {
+                return false;
+            }
             self.sleeps.push((self.now.get(), at_ns));
-            self.now.set(self.now.get().max(u128::from(at_ns)));
+            let woke = u128::from(at_ns) + self.late_ns;
+            self.now.set(self.now.get().max(woke));
             true
         }
     }
 
-    /// Runs `rate` on a fake clock until `n` updates are out; returns the
-    /// time of each and the clock.
-    fn paced(rate: Rate, n: usize) -> (Vec<u128>, FakeClock) {
+    /// Runs `rate` on `clock` until `n` updates are out (or the clock
+    /// stops it), each send taking `send_ns`; returns the time of each.
+    fn paced_on(rate: Rate, n: usize, send_ns: u128, clock: &mut FakeClock) -> Vec<u128> {
         let mut normalizer = Normalizer::new(SymbolTable::new());
         let g = Generator::new(&spec(3, rate), &mut normalizer).unwrap();
-        let mut clock = FakeClock::default();
         let now = clock.now.clone();
         let mut at = Vec::new();
         let stats = FeedStats::default();
         let send = |_| {
             at.push(now.get());
+            now.set(now.get() + send_ns);
             at.len() < n
         };
-        generate(rate, g, &mut clock, send, &stats);
-        assert_eq!(
-            stats.updates.get(),
-            n as u64 - 1,
-            "the refused one is not counted"
-        );
+        generate(rate, g, clock, send, &stats);
+        let counted = stats.updates.get() as usize;
+        // Every send but a refused last one is counted.
+        assert_eq!(counted, if at.len() == n { n - 1 } else { at.len() });
+        at
+    }
+
+    fn paced(rate: Rate, n: usize) -> (Vec<u128>, FakeClock) {
+        let mut clock = FakeClock::default();
+        let at = paced_on(rate, n, 0, &mut clock);
         (at, clock)
     }
 
@@ -578,6 +602,49 @@ mod tests {
     }
 
     #[test]
+    fn late_wake_ups_and_slow_sends_neither_run_ahead_nor_drift() {
+        // 7,000/s (no whole number of nanoseconds apart), each wake-up
+        // 0.4 ms late; sends free, then 20 µs each.
+        let rate = 7_000u128;
+        for send_ns in [0, 20_000] {
+            let mut clock = FakeClock {
+                late_ns: 400_000,
+                ..FakeClock::default()
+            };
+            let at = paced_on(Rate::PerSecond(7_000), 7_000, send_ns, &mut clock);
+            for (k, &t) in at.iter().enumerate() {
+                // Update k + 1 is due at (k + 1) / rate s: never sent
+                // before, and sent with the first wake-up on the grid after
+                // it: a tick, the lateness and the sends ahead of it in that
+                // wake-up (at most 1.4 ms of updates: 10) later at most. So
+                // no drift.
+                let due = ((k as u128 + 1) * 1_000_000_000).div_ceil(rate);
+                assert!(t >= due, "{send_ns}: {k}: sent at {t}, due at {due}");
+                assert!(t <= due + 1_000_000 + 400_000 + 10 * send_ns, "{k}: {t}");
+            }
+            // Every sleep aims at a grid point ahead of it.
+            for &(from, to) in &clock.sleeps {
+                assert!(
+                    to % 1_000_000 == 0 && u128::from(to) > from,
+                    "{from} -> {to}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_clock_that_says_stop_ends_the_run() {
+        let mut clock = FakeClock {
+            stop_at: Some(5),
+            ..FakeClock::default()
+        };
+        // 10,000/s: five ticks of ten, then the sixth sleep is refused.
+        let at = paced_on(Rate::PerSecond(10_000), usize::MAX, 0, &mut clock);
+        assert_eq!(at.len(), 50);
+        assert_eq!(clock.sleeps.len(), 5);
+    }
+
+    #[test]
     fn max_rate_never_sleeps() {
         let (at, clock) = paced(Rate::Max, 10_000);
         assert!(clock.sleeps.is_empty());
@@ -594,7 +661,9 @@ mod tests {
             rx.recv().await.unwrap();
         }
         drop(rx);
-        feed.await.unwrap().unwrap();
+        // A run that did not stop would fail here, not hang the suite.
+        let ended = tokio::time::timeout(Duration::from_secs(5), feed).await;
+        ended.expect("the run ends").unwrap().unwrap();
         // The future dropped (a server aborting its feeds), the thread
         // asleep until its first update, due in 1 s: it wakes, stops, and
         // lets go of its sender.
