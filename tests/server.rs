@@ -492,6 +492,8 @@ async fn slow_client_is_conflated_then_closed_while_fast_client_gets_everything(
         max_queued <= 2 * (MAX_OUTBOX as u64 + 16 * 1024),
         "queued {max_queued} bytes"
     );
+    // Its socket filled: its writer shard handed it back to its task.
+    assert!(server.market.metrics.writer_holds_total.get() >= 1);
 
     // It reads again: it must be conflated, never see an older value after
     // a newer one, and then go on live.

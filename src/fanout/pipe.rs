@@ -85,6 +85,12 @@ impl Pipe {
         self.reported_queue = now;
     }
 
+    /// Records that a writer shard held the pipe back to its task.
+    pub fn held_back(&mut self, tally: &mut Tally) {
+        self.held = true;
+        tally.holds += 1;
+    }
+
     /// Empties the outbox (the connection has ended) and says so to the
     /// gauge.
     pub fn discard(&mut self) {
@@ -100,6 +106,7 @@ pub struct Tally {
     writes: u64,
     bytes: u64,
     frames: u64,
+    holds: u64,
 }
 
 impl Tally {
@@ -108,6 +115,9 @@ impl Tally {
             metrics.writev_calls_total.add(self.writes);
             metrics.bytes_out_total.add(self.bytes);
             metrics.frames_out_total.add(self.frames);
+        }
+        if self.holds > 0 {
+            metrics.writer_holds_total.add(self.holds);
         }
         *self = Tally::default();
     }

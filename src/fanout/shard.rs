@@ -178,12 +178,12 @@ impl Link {
                 Ok(n) if n > 0 => {
                     pipe.wrote(n, tally);
                     if n < offered {
-                        self.hold_back(pipe);
+                        self.hold_back(pipe, tally);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Would block, or failed: the task waits, or finds the error.
-                _ => self.hold_back(pipe),
+                _ => self.hold_back(pipe, tally),
             }
             if pipe.held {
                 break;
@@ -191,8 +191,8 @@ impl Link {
         }
     }
 
-    fn hold_back(&self, pipe: &mut Pipe) {
-        pipe.held = true;
+    fn hold_back(&self, pipe: &mut Pipe, tally: &mut Tally) {
+        pipe.held_back(tally);
         self.held_back.notify_one();
     }
 }
