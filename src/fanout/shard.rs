@@ -274,8 +274,8 @@ impl Shard {
     /// One pass: visits the links added or nudged since the last pass,
     /// those a visit left work for, those that take every entry, and those
     /// whose interest meets what was published since the last pass; the
-    /// others cost it a look at their slot. Returns whether a link must be
-    /// filled again; `due` gets the soonest throttled frames' time.
+    /// others cost it nothing ([`Slots::visits`]). Returns whether a link
+    /// must be filled again; `due` gets the soonest throttled frames' time.
     fn pass(&self, slots: &mut Slots<Link>, due: &mut Option<u64>) -> bool {
         for link in self
             .incoming
@@ -293,50 +293,49 @@ impl Shard {
         slots.scanned = to;
         // Read from the ring only if a link's interest asks: not at all
         // when every link takes every symbol.
-        let mut bits: Option<Folded> = None;
+        let bits: Option<Folded> = slots
+            .any_interested()
+            .then(|| published(&self.ring, from, to));
+        let visit = slots.visits(bits.as_ref());
         let mut tally = Tally::default();
         let mut again = false;
-        let mut i = 0;
-        while i < slots.slots.len() {
-            let slot = &mut slots.slots[i];
-            let wanted = slot.due
-                || slot.seen.interest.is_none_or(|m| {
-                    m.meets(bits.get_or_insert_with(|| published(&self.ring, from, to)))
-                });
-            if !wanted {
-                // Nothing published since the last pass concerns it.
-                if slot.seen.clear >= from {
-                    slot.seen.clear = slot.seen.clear.max(to);
-                }
-                i += 1;
-                continue;
-            }
+        // Slots to drop, in increasing order (as visited).
+        let mut dropped = Vec::new();
+        for &i in &visit {
+            let slot = slots.get_mut(i);
             // Acquire pairs with the Release store in `Link::retire`.
             if slot.link.gone.load(Ordering::Acquire) {
-                slots.remove(i);
+                dropped.push(i);
                 continue;
             }
+            // Nothing published between its last visit and this pass
+            // concerned it, or it would have been visited.
+            let mut seen = slot.seen;
+            seen.clear = seen.clear_for(from);
             // A panic is a bug; it costs its one connection (which the
             // task then ends), not the thread and every other one.
             let link = &slot.link;
-            let seen = &mut slot.seen;
-            match catch_unwind(AssertUnwindSafe(|| link.pump(&mut tally, due, seen))) {
+            match catch_unwind(AssertUnwindSafe(|| link.pump(&mut tally, due, &mut seen))) {
                 Ok(done) => {
-                    slot.due = !done;
+                    slots.visited(i, seen, !done, to);
                     again |= !done;
                 }
                 Err(_) => {
                     tracing::error!("a writer pass panicked; closing its connection");
                     link.failed.store(true, Ordering::Release); // pairs with `Link::failed`
                     link.held_back.notify_one();
-                    slots.remove(i);
-                    continue;
+                    dropped.push(i);
                 }
             }
-            i += 1;
+        }
+        slots.visited_all(visit);
+        // From the last: a slot dropped takes the last one's place, which
+        // is never one still to drop.
+        for &i in dropped.iter().rev() {
+            slots.remove(i);
         }
         // Relaxed: a hint (see `size`).
-        self.size.store(slots.slots.len(), Ordering::Relaxed);
+        self.size.store(slots.len(), Ordering::Relaxed);
         tally.report(&self.metrics);
         again
     }
@@ -361,11 +360,7 @@ impl Shard {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .clear();
-                self.links
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .slots
-                    .clear();
+                self.links.lock().unwrap_or_else(|e| e.into_inner()).clear();
                 return;
             }
             let again = {

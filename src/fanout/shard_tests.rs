@@ -159,11 +159,11 @@ fn quotes(msgs: &[(String, String, i64)]) -> Vec<(&str, i64)> {
 
 /// TC1: a link passed over for many batches of other symbols gets each
 /// update of its own, and is not conflated for having been left behind;
-/// TC2: a symbol that shares its folded bit (S0, S256) costs a visit and
+/// TC2: a symbol that shares its folded bit (S0, S1024) costs a visit and
 /// sends nothing.
 #[test]
 fn a_link_passed_over_gets_every_update_of_its_symbol_and_nothing_else() {
-    let mut f = fixture(300);
+    let mut f = fixture(1025);
     let (_link, sink) = f.link(&[0]);
     for round in 2..5 {
         for _ in 0..40 {
@@ -174,7 +174,7 @@ fn a_link_passed_over_gets_every_update_of_its_symbol_and_nothing_else() {
     }
     assert_eq!(f.market.metrics.lapped_readers_total.get(), 0);
     for _ in 0..40 {
-        f.quote(256, 5);
+        f.quote(1024, 5);
     }
     f.quote(0, 5);
     let msgs = received(&sink, ("quote", "S0", 5));

@@ -6,12 +6,17 @@
 //! lock and a fill per batch: with 16,000 connections on one symbol each of
 //! 1,000, a pass took milliseconds and found nothing for all but a few
 //! dozen. Now a pass reads what was published since the last one once,
-//! folded onto 256 bits (symbol id mod 256), and visits a link only if its
+//! folded onto 1,024 bits (symbol id mod 1,024), and visits a link only if its
 //! [`Subscriber::interest`](crate::fanout::Subscriber::interest) meets
 //! that (or it takes every entry, or was nudged, or has work left). A link
-//! passed over has nothing to read in that batch, so its shard extends
-//! [`Seen::clear`] over it, and the next visit moves the link's cursor
-//! there without reading the entries one by one.
+//! passed over has nothing to read in that batch, so the next visit moves
+//! the link's cursor past that batch without reading the entries one by
+//! one ([`Seen::clear`], [`Slots::clear_for`]).
+//!
+//! A pass does not look at every slot to find those links: the slots are
+//! indexed by the bits of their interest ([`Slots::visits`]), so that a
+//! pass costs the links it visits and a few words per bit published, not
+//! a look at each of 16,000 slots (1 MB) per batch.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,24 +25,34 @@ use crate::market::Published;
 use crate::ring::{Read, Ring};
 use crate::update::SymbolId;
 
-/// A set of symbol ids folded onto 256 bits (bit `id % 256`): whether two
-/// sets may meet, with no false "no".
-#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-pub struct Folded([u64; 4]);
+/// Words of a [`Folded`] set: 1,024 bits, so that up to 1,024 symbols
+/// each have a bit of their own.
+const FOLDED_WORDS: usize = 16;
+
+/// A set of symbol ids folded onto 1,024 bits (bit `id % 1024`): whether
+/// two sets may meet, with no false "no".
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Folded([u64; FOLDED_WORDS]);
+
+impl Default for Folded {
+    fn default() -> Self {
+        Folded([0; FOLDED_WORDS])
+    }
+}
 
 impl Folded {
     /// Every bit: meets any non-empty set.
-    pub const ALL: Folded = Folded([u64::MAX; 4]);
+    pub const ALL: Folded = Folded([u64::MAX; FOLDED_WORDS]);
 
     pub fn insert(&mut self, id: SymbolId) {
-        let bit = (id % 256) as usize;
+        let bit = id as usize % (64 * FOLDED_WORDS);
         self.0[bit / 64] |= 1 << (bit % 64);
     }
 
     /// Adds the 64 symbols of one word of a bit set: word `j` holds ids
-    /// `64 j ..`, whose bits are word `j % 4`'s.
+    /// `64 j ..`, whose bits are word `j % 16`'s.
     pub fn add_word(&mut self, j: usize, word: u64) {
-        self.0[j % 4] |= word;
+        self.0[j % FOLDED_WORDS] |= word;
     }
 
     /// Whether a symbol may be in both.
@@ -49,7 +64,67 @@ impl Folded {
     pub fn within(&self, other: &Folded) -> bool {
         self.0.iter().zip(&other.0).all(|(a, b)| a & !b == 0)
     }
+
+    /// How many bits are set.
+    fn count(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// The bits set, in order.
+    fn bits(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .flat_map(|(j, &w)| Ones(w).map(move |b| j * 64 + b))
+    }
 }
+
+/// The positions of the ones of a word, lowest first.
+struct Ones(u64);
+
+impl Iterator for Ones {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let b = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(b)
+    }
+}
+
+/// A set of slot positions, one bit each.
+#[derive(Default)]
+struct Positions(Vec<u64>);
+
+impl Positions {
+    fn insert(&mut self, i: usize) {
+        let w = i / 64;
+        if w >= self.0.len() {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= 1 << (i % 64);
+    }
+
+    fn remove(&mut self, i: usize) {
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    /// Adds every position of `other` to `words` (as long as `self`'s).
+    fn add_to(&self, words: &mut [u64]) {
+        for (w, o) in words.iter_mut().zip(&self.0) {
+            *w |= o;
+        }
+    }
+}
+
+/// A pass that published more bits than this visits every slot: OR-ing
+/// that many bits' positions would cost about as much as the look.
+const MAX_INDEXED_BITS: u32 = 32;
 
 /// A batch of more entries than this is taken to touch every symbol bit:
 /// reading them all would cost more than the visits it could save.
@@ -71,6 +146,10 @@ pub(super) struct Seen {
     /// Every ring entry below this position is one the link has read, or
     /// has a symbol outside `interest`.
     pub(super) clear: u64,
+    /// Where the pass that last visited the link stopped looking (its
+    /// `to`): every pass since began there or later, and none concerned
+    /// the link, or it would have been visited.
+    pub(super) visited_to: u64,
 }
 
 /// A link in its shard.
@@ -83,11 +162,25 @@ pub(super) struct Slot<L> {
 }
 
 /// The links of one shard, held by whichever thread makes a pass.
+///
+/// Indexed so that a pass finds the slots it must visit without looking
+/// at the others: `always` holds the slots visited whatever was published
+/// (due, or with no interest recorded), `by_bit[b]` those whose recorded
+/// interest has bit `b`. Every change to a slot's `due` or
+/// `seen.interest`, and every move, goes through the methods here, which
+/// keep the index in step.
 pub(super) struct Slots<L> {
-    pub(super) slots: Vec<Slot<L>>,
+    slots: Vec<Slot<L>>,
     /// The ring position up to which the passes have looked at what was
     /// published.
     pub(super) scanned: u64,
+    always: Positions,
+    by_bit: Vec<Positions>,
+    /// How many slots have an interest recorded (are in `by_bit`).
+    interested: usize,
+    /// Scratch for [`Slots::visits`].
+    words: Vec<u64>,
+    visit: Vec<usize>,
 }
 
 impl<L> Default for Slots<L> {
@@ -95,21 +188,133 @@ impl<L> Default for Slots<L> {
         Slots {
             slots: Vec::new(),
             scanned: 0,
+            always: Positions::default(),
+            by_bit: (0..64 * FOLDED_WORDS)
+                .map(|_| Positions::default())
+                .collect(),
+            interested: 0,
+            words: Vec::new(),
+            visit: Vec::new(),
         }
+    }
+}
+
+impl<L> Slots<L> {
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(super) fn get_mut(&mut self, i: usize) -> &mut Slot<L> {
+        &mut self.slots[i]
+    }
+
+    /// Whether any slot's visit depends on what was published (else the
+    /// pass need not read it).
+    pub(super) fn any_interested(&self) -> bool {
+        self.interested > 0
+    }
+
+    /// The slots a pass must visit, in order: those in `always`, and
+    /// those whose interest meets `published` (None: every slot). Give the
+    /// list back with [`Slots::visited_all`].
+    pub(super) fn visits(&mut self, published: Option<&Folded>) -> Vec<usize> {
+        let mut out = std::mem::take(&mut self.visit);
+        out.clear();
+        let n = self.slots.len();
+        let Some(published) = published.filter(|p| **p != Folded::ALL) else {
+            out.extend(0..n);
+            return out;
+        };
+        if published.count() > MAX_INDEXED_BITS {
+            // Many bits: a look at each slot costs about as much as OR-ing
+            // their sets.
+            out.extend((0..n).filter(|&i| {
+                let s = &self.slots[i];
+                s.due || s.seen.interest.is_none_or(|m| m.meets(published))
+            }));
+            return out;
+        }
+        let words = &mut self.words;
+        words.clear();
+        words.resize(n.div_ceil(64), 0);
+        self.always.add_to(words);
+        for b in published.bits() {
+            self.by_bit[b].add_to(words);
+        }
+        for (j, &w) in words.iter().enumerate() {
+            out.extend(Ones(w).map(|b| j * 64 + b).filter(|&i| i < n));
+        }
+        out
+    }
+
+    /// Takes back the list [`Slots::visits`] gave, to reuse it.
+    pub(super) fn visited_all(&mut self, list: Vec<usize>) {
+        self.visit = list;
+    }
+
+    /// Takes slot `i` out of the index.
+    fn unindex(&mut self, i: usize) {
+        self.always.remove(i);
+        if let Some(interest) = self.slots[i].seen.interest {
+            for b in interest.bits() {
+                self.by_bit[b].remove(i);
+            }
+            self.interested -= 1;
+        }
+    }
+
+    /// Puts slot `i` into the index, as its `due` and interest say.
+    fn index(&mut self, i: usize) {
+        let slot = &self.slots[i];
+        match slot.seen.interest {
+            Some(interest) => {
+                for b in interest.bits() {
+                    self.by_bit[b].insert(i);
+                }
+                self.interested += 1;
+                if slot.due {
+                    self.always.insert(i);
+                }
+            }
+            None => self.always.insert(i),
+        }
+    }
+
+    /// Records a visit to slot `i` at a pass that looked up to `to`: what
+    /// the visit left in `seen` and whether the slot is `due` again.
+    pub(super) fn visited(&mut self, i: usize, seen: Seen, due: bool, to: u64) {
+        let seen = Seen {
+            visited_to: to,
+            ..seen
+        };
+        let slot = &mut self.slots[i];
+        if slot.seen.interest == seen.interest && slot.due == due {
+            // The common case: the index has it right.
+            slot.seen = seen;
+            return;
+        }
+        self.unindex(i);
+        let slot = &mut self.slots[i];
+        slot.seen = seen;
+        slot.due = due;
+        self.index(i);
     }
 }
 
 impl<L: Indexed> Slots<L> {
     pub(super) fn push(&mut self, link: Arc<L>) {
-        link.index().store(self.slots.len(), Ordering::Relaxed); // under the `slots` lock
+        let i = self.slots.len();
+        link.index().store(i, Ordering::Relaxed); // under the `slots` lock
         self.slots.push(Slot {
             link,
             seen: Seen {
                 interest: None,
                 clear: 0,
+                visited_to: 0,
             },
             due: true,
         });
+        self.index(i);
     }
 
     /// Marks `link` to be visited at this pass, if it is still here.
@@ -118,15 +323,41 @@ impl<L: Indexed> Slots<L> {
         if let Some(slot) = self.slots.get_mut(i) {
             if Arc::ptr_eq(&slot.link, link) {
                 slot.due = true;
+                self.always.insert(i);
             }
         }
     }
 
     /// Drops slot `i`; the last slot takes its place.
     pub(super) fn remove(&mut self, i: usize) {
+        self.unindex(i);
+        let last = self.slots.len() - 1;
+        if i != last {
+            self.unindex(last);
+        }
         self.slots.swap_remove(i);
-        if let Some(moved) = self.slots.get(i) {
-            moved.link.index().store(i, Ordering::Relaxed); // under the `slots` lock
+        if i != last {
+            self.index(i);
+            self.slots[i].link.index().store(i, Ordering::Relaxed); // under the `slots` lock
+        }
+    }
+
+    /// Drops every slot.
+    pub(super) fn clear(&mut self) {
+        *self = Slots::default();
+    }
+}
+
+impl Seen {
+    /// Where the link's cursor may go before a visit at a pass that looks
+    /// at `from..`: past the passes since its last visit, none of which
+    /// concerned it, if its cursor had reached the end of that visit's pass
+    /// (otherwise it reads those entries itself).
+    pub(super) fn clear_for(&self, from: u64) -> u64 {
+        if self.clear >= self.visited_to {
+            self.clear.max(from)
+        } else {
+            self.clear
         }
     }
 }
@@ -152,13 +383,98 @@ pub(super) fn published(ring: &Ring<Published>, from: u64, to: u64) -> Folded {
 mod tests {
     use super::*;
 
+    struct Dummy(AtomicUsize);
+
+    impl Indexed for Dummy {
+        fn index(&self) -> &AtomicUsize {
+            &self.0
+        }
+    }
+
+    /// The slots a pass must visit, looked up one by one.
+    fn brute(slots: &Slots<Dummy>, published: &Folded) -> Vec<usize> {
+        (0..slots.len())
+            .filter(|&i| {
+                let s = &slots.slots[i];
+                s.due || s.seen.interest.is_none_or(|m| m.meets(published))
+            })
+            .collect()
+    }
+
+    /// Through pushes, marks, visits that change interests and `due`, and
+    /// removals (which move the last slot), the index finds exactly the
+    /// slots a look at each would, and each link knows its place.
+    #[test]
+    fn the_index_finds_what_a_look_at_every_slot_would() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut slots: Slots<Dummy> = Slots::default();
+        let mut links: Vec<Arc<Dummy>> = Vec::new();
+        for step in 0..20_000 {
+            match next(10) {
+                0..=2 => {
+                    let link = Arc::new(Dummy(AtomicUsize::new(usize::MAX)));
+                    links.push(Arc::clone(&link));
+                    slots.push(link);
+                }
+                3 if !links.is_empty() => {
+                    let link = &links[next(links.len() as u64) as usize];
+                    slots.mark(link);
+                }
+                4..=7 if slots.len() > 0 => {
+                    let i = next(slots.len() as u64) as usize;
+                    let interest = (next(5) > 0).then(|| {
+                        let mut f = Folded::default();
+                        for _ in 0..1 + next(3) {
+                            f.insert(next(3000) as SymbolId);
+                        }
+                        f
+                    });
+                    let seen = Seen {
+                        interest,
+                        clear: step,
+                        visited_to: 0,
+                    };
+                    slots.visited(i, seen, next(4) == 0, step);
+                }
+                8 if slots.len() > 0 => {
+                    let i = next(slots.len() as u64) as usize;
+                    let gone = Arc::clone(&slots.slots[i].link);
+                    slots.remove(i);
+                    links.retain(|l| !Arc::ptr_eq(l, &gone));
+                }
+                _ => {}
+            }
+            // Few bits (the index), many (a look at each slot), or none.
+            let mut published = Folded::default();
+            for _ in 0..[0, 1, 3, 40][next(4) as usize] {
+                published.insert(next(3000) as SymbolId);
+            }
+            let found = slots.visits(Some(&published));
+            assert_eq!(found, brute(&slots, &published), "step {step}");
+            slots.visited_all(found);
+            assert_eq!(slots.visits(None), (0..slots.len()).collect::<Vec<_>>());
+            for (i, s) in slots.slots.iter().enumerate() {
+                assert_eq!(s.link.0.load(Ordering::Relaxed), i);
+            }
+            let interested = slots.slots.iter().filter(|s| s.seen.interest.is_some());
+            assert_eq!(slots.interested, interested.count());
+        }
+        assert!(slots.len() > 100, "the test grew the shard");
+    }
+
     /// A bit set's words fold onto the same bits as its ids one by one;
     /// `meets` and `within` answer as for the folded sets.
     #[test]
     fn folding_words_is_folding_ids() {
         let ids: [SymbolId; 5] = [0, 63, 64, 300, 1000];
         let mut by_id = Folded::default();
-        let mut words = [0u64; 16];
+        let mut words = [0u64; 32];
         for id in ids {
             by_id.insert(id);
             words[id as usize / 64] |= 1 << (id % 64);
@@ -169,7 +485,7 @@ mod tests {
         }
         assert_eq!(by_id, by_word);
         let mut one = Folded::default();
-        one.insert(256); // shares its bit with 0
+        one.insert(1024); // shares its bit with 0
         assert!(one.meets(&by_id) && one.within(&by_id));
         let mut other = Folded::default();
         other.insert(1);

@@ -25,7 +25,7 @@ impl BitSet {
             .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
-    /// The set folded onto 256 bits ([`Folded`]).
+    /// The set folded onto 1,024 bits ([`Folded`]).
     pub(super) fn fold(&self) -> Folded {
         let mut folded = Folded::default();
         for (j, &word) in self.words.iter().enumerate() {
