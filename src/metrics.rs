@@ -294,7 +294,7 @@ counters! {
     bytes_out_total: "counter",
     /// Vectored write calls made to client sockets.
     writev_calls_total: "counter",
-    /// Times a writer shard handed a connection back to its own task because its socket took less than it was offered (the task writes until the socket drains, then hands it back).
+    /// Times a writer shard handed a connection back to its own task because its socket took less than it was offered, or nothing (the task writes until the socket drains, then hands it back).
     writer_holds_total: "counter",
     /// Ring entries skipped by slow clients that caught up from the last-value cache.
     conflated_updates_total: "counter",

@@ -302,19 +302,17 @@ impl Shard {
         // Slots to drop, in increasing order (as visited).
         let mut dropped = Vec::new();
         for &i in &visit {
-            let slot = slots.get_mut(i);
+            let (link, mut seen) = slots.get(i);
             // Acquire pairs with the Release store in `Link::retire`.
-            if slot.link.gone.load(Ordering::Acquire) {
+            if link.gone.load(Ordering::Acquire) {
                 dropped.push(i);
                 continue;
             }
             // Nothing published between its last visit and this pass
             // concerned it, or it would have been visited.
-            let mut seen = slot.seen;
             seen.clear = seen.clear_for(from);
             // A panic is a bug; it costs its one connection (which the
             // task then ends), not the thread and every other one.
-            let link = &slot.link;
             match catch_unwind(AssertUnwindSafe(|| link.pump(&mut tally, due, &mut seen))) {
                 Ok(done) => {
                     slots.visited(i, seen, !done, to);
@@ -331,6 +329,7 @@ impl Shard {
         slots.visited_all(visit);
         // From the last: a slot dropped takes the last one's place, which
         // is never one still to drop.
+        debug_assert!(dropped.windows(2).all(|w| w[0] < w[1]));
         for &i in dropped.iter().rev() {
             slots.remove(i);
         }
