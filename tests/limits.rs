@@ -397,8 +397,10 @@ async fn a_peer_that_stops_answering_pings_is_closed_with_1001() {
         alive.send(r#"{"op":"ping","id":1}"#).await;
         assert_eq!(alive.next_control().await["type"], "pong");
     });
-    let mut silent = RawWs::connect(ip(10), server.addr).await;
+    // Before the connect: the server hears the upgrade request before the
+    // client has the answer, and times out from there.
     let started = Instant::now();
+    let mut silent = RawWs::connect(ip(10), server.addr).await;
     let mut pings = 0;
     let closed = async {
         loop {
