@@ -21,6 +21,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::subscriptions::BitSet;
 use crate::market::Published;
 use crate::ring::{Read, Ring};
 use crate::update::SymbolId;
@@ -90,31 +91,13 @@ impl Iterator for Ones {
     }
 }
 
-/// A set of slot positions, one bit each.
-#[derive(Default)]
-struct Positions(Vec<u64>);
+/// A set of slot positions (as small integers: a shard holds far fewer
+/// than `SymbolId::MAX` links).
+type Positions = BitSet;
 
-impl Positions {
-    fn insert(&mut self, i: usize) {
-        let w = i / 64;
-        if w >= self.0.len() {
-            self.0.resize(w + 1, 0);
-        }
-        self.0[w] |= 1 << (i % 64);
-    }
-
-    fn remove(&mut self, i: usize) {
-        if let Some(w) = self.0.get_mut(i / 64) {
-            *w &= !(1 << (i % 64));
-        }
-    }
-
-    /// Adds every position of `other` to `words` (as long as `self`'s).
-    fn add_to(&self, words: &mut [u64]) {
-        for (w, o) in words.iter_mut().zip(&self.0) {
-            *w |= o;
-        }
-    }
+/// Slot `i` as a member of a [`Positions`].
+fn pos(i: usize) -> SymbolId {
+    i as SymbolId
 }
 
 /// A batch of more entries than this is taken to touch every symbol bit:
@@ -239,10 +222,10 @@ impl<L> Slots<L> {
 
     /// Takes slot `i` out of the index.
     fn unindex(&mut self, i: usize) {
-        self.always.remove(i);
+        self.always.remove(pos(i));
         if let Some(interest) = self.slots[i].seen.interest {
             for b in interest.bits() {
-                self.by_bit[b].remove(i);
+                self.by_bit[b].remove(pos(i));
             }
             self.interested -= 1;
         }
@@ -254,14 +237,16 @@ impl<L> Slots<L> {
         match slot.seen.interest {
             Some(interest) => {
                 for b in interest.bits() {
-                    self.by_bit[b].insert(i);
+                    self.by_bit[b].insert(pos(i));
                 }
                 self.interested += 1;
                 if slot.due {
-                    self.always.insert(i);
+                    self.always.insert(pos(i));
                 }
             }
-            None => self.always.insert(i),
+            None => {
+                self.always.insert(pos(i));
+            }
         }
     }
 
@@ -308,7 +293,7 @@ impl<L: Indexed> Slots<L> {
         if let Some(slot) = self.slots.get_mut(i) {
             if Arc::ptr_eq(&slot.link, link) {
                 slot.due = true;
-                self.always.insert(i);
+                self.always.insert(pos(i));
             }
         }
     }

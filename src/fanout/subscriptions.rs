@@ -56,6 +56,14 @@ impl BitSet {
         }
     }
 
+    /// Adds every member to `words`, a set of as many words or fewer (the
+    /// rest of `self` is left out).
+    pub(super) fn add_to(&self, words: &mut [u64]) {
+        for (w, o) in words.iter_mut().zip(&self.words) {
+            *w |= o;
+        }
+    }
+
     pub(super) fn iter(&self) -> impl Iterator<Item = SymbolId> + '_ {
         self.words.iter().enumerate().flat_map(|(wi, &w)| {
             (0..64)
