@@ -21,13 +21,14 @@ use std::{
 /// its thread through a [`ThreadWake`] or lets the publisher make its pass
 /// (`fanout::shard`).
 pub trait BatchWake: Send + Sync {
-    /// How many connections its last pass wrote: a hint.
+    /// How many connections its last pass visited: a hint.
     fn links(&self) -> usize;
 
     /// A batch was published: every update in it must reach a pass that
     /// starts after this call. With `inline`, the caller's thread may
-    /// make that pass itself.
-    fn batch(&self, inline: bool);
+    /// make that pass itself if it visits at most that many connections.
+    /// Returns how many the caller's thread visited.
+    fn batch(&self, inline: Option<usize>) -> usize;
 }
 
 /// One thread's wake-up: a flag saying a pass is owed, and the thread to

@@ -231,7 +231,9 @@ pub struct Shard {
     /// writer, or the publisher making a small one itself
     /// ([`BatchWake::batch`]).
     links: Mutex<Slots<Link>>,
-    /// How many links the last pass kept: a hint for the publisher.
+    /// How many links the last pass visited: a hint for the publisher,
+    /// which makes a small pass itself (the next one may differ: a pass it
+    /// starts over its budget stops before writing any).
     size: AtomicUsize,
     stop: AtomicBool,
     metrics: Arc<Metrics>,
@@ -244,17 +246,22 @@ impl BatchWake for Shard {
     }
 
     /// With `inline`, and the writer idle, the pass is made now on the
-    /// publisher's thread; otherwise the writer is woken
-    /// (`ThreadWake::after_batch`, model-checked by `tests/loom_wake.rs`).
-    fn batch(&self, inline: bool) {
-        self.wake.after_batch(inline, || {
+    /// publisher's thread if it visits at most that many links; otherwise
+    /// the writer is woken (`ThreadWake::after_batch`, model-checked by
+    /// `tests/loom_wake.rs`). Returns how many links the pass made here
+    /// visited.
+    fn batch(&self, inline: Option<usize>) -> usize {
+        let mut visited = 0;
+        self.wake.after_batch(inline.is_some(), || {
             let mut links = self.links.try_lock().ok()?;
             let mut due = None;
-            let again = self.pass(&mut links, &mut due);
+            let (again, n) = self.pass(&mut links, &mut due, inline?)?;
+            visited = n;
             // The writer owns what waits: a link to fill again, and
             // throttled frames due later (it parks until then).
             Some(again || due.is_some())
         });
+        visited
     }
 }
 
@@ -276,7 +283,15 @@ impl Shard {
     /// whose interest meets what was published since the last pass; the
     /// others cost it nothing ([`Slots::visits`]). Returns whether a link
     /// must be filled again; `due` gets the soonest throttled frames' time.
-    fn pass(&self, slots: &mut Slots<Link>, due: &mut Option<u64>) -> bool {
+    /// A pass that would visit more than `most` links is not made (`None`):
+    /// the publisher's, which must not be held up by a large one. Else
+    /// returns that and how many links it visited.
+    fn pass(
+        &self,
+        slots: &mut Slots<Link>,
+        due: &mut Option<u64>,
+        most: usize,
+    ) -> Option<(bool, usize)> {
         for link in self
             .incoming
             .lock()
@@ -290,13 +305,21 @@ impl Shard {
         }
         let from = slots.scanned;
         let to = self.ring.tail();
-        slots.scanned = to;
         // Read from the ring only if a link's interest asks: not at all
         // when every link takes every symbol.
         let bits: Option<Folded> = slots
             .any_interested()
             .then(|| published(&self.ring, from, to));
         let visit = slots.visits(bits.as_ref());
+        // Relaxed: a hint (see `size`).
+        self.size.store(visit.len(), Ordering::Relaxed);
+        if visit.len() > most {
+            // Left for the writer, which looks again from `from`.
+            slots.visited_all(visit);
+            return None;
+        }
+        slots.scanned = to;
+        let visited = visit.len();
         let mut tally = Tally::default();
         let mut again = false;
         // Slots to drop, in increasing order (as visited).
@@ -333,10 +356,8 @@ impl Shard {
         for &i in dropped.iter().rev() {
             slots.remove(i);
         }
-        // Relaxed: a hint (see `size`).
-        self.size.store(slots.len(), Ordering::Relaxed);
         tally.report(&self.metrics);
-        again
+        Some((again, visited))
     }
 
     /// Writes its links' updates, one pass per wake-up, until stopped.
@@ -364,7 +385,9 @@ impl Shard {
             }
             let again = {
                 let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-                self.pass(&mut links, &mut due)
+                // The writer makes every pass, however large.
+                self.pass(&mut links, &mut due, usize::MAX)
+                    .is_some_and(|(again, _)| again)
             };
             self.rest(started.elapsed());
             if again {

@@ -290,3 +290,71 @@ fn a_link_released_after_a_hold_gets_what_came_while_it_was_held() {
         "S0 4 came while it was held: {msgs:?}"
     );
 }
+
+/// A socket that takes everything and records which thread wrote.
+#[derive(Default)]
+struct Witness {
+    sink: Sink,
+    writers: Mutex<Vec<String>>,
+}
+
+impl Socket for Witness {
+    fn try_writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let name = std::thread::current().name().unwrap_or("").to_owned();
+        self.writers.lock().unwrap().push(name);
+        self.sink.try_writev(bufs)
+    }
+}
+
+/// TC7: the publisher makes a pass that visits few links itself
+/// (`Wakeup::notify` calls from this test's thread); TC8: a pass that
+/// would visit more than its budget, after passes that visited none, is
+/// left to the writer, whole: every link gets the update, none of it
+/// written by the publisher.
+#[test]
+fn the_publisher_makes_small_passes_and_leaves_large_ones_to_the_writer() {
+    let mut f = fixture(2);
+    let many: Vec<_> = (0..200)
+        .map(|_| {
+            let w = Arc::new(Witness::default());
+            f.link_to(&[0], Arc::clone(&w) as Arc<dyn Socket>);
+            w
+        })
+        .collect();
+    let few: Vec<_> = (0..5)
+        .map(|_| {
+            let w = Arc::new(Witness::default());
+            f.link_to(&[1], Arc::clone(&w) as Arc<dyn Socket>);
+            w
+        })
+        .collect();
+    let me = std::thread::current().name().unwrap().to_owned();
+    for bid in 2..22 {
+        f.quote(1, bid);
+    }
+    for w in &few {
+        received(&w.sink, ("quote", "S1", 21));
+    }
+    let inline = few[0]
+        .writers
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t == me)
+        .count();
+    assert!(inline > 0, "some of 20 passes over 5 links made inline");
+    for w in &many {
+        received(&w.sink, ("quote", "S0", 1));
+        w.writers.lock().unwrap().clear();
+    }
+    f.quote(0, 2);
+    for w in &many {
+        let msgs = received(&w.sink, ("quote", "S0", 2));
+        assert_eq!(quotes(&msgs), [("S0", 1), ("S0", 2)]);
+        let writers = w.writers.lock().unwrap();
+        assert!(
+            writers.iter().all(|t| *t != me),
+            "by the writer: {writers:?}"
+        );
+    }
+}

@@ -174,6 +174,7 @@ impl<L> Default for Slots<L> {
 }
 
 impl<L> Slots<L> {
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.slots.len()
     }
