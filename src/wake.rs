@@ -21,7 +21,8 @@ use std::{
 /// its thread through a [`ThreadWake`] or lets the publisher make its pass
 /// (`fanout::shard`).
 pub trait BatchWake: Send + Sync {
-    /// How many connections its last pass visited: a hint.
+    /// How many connections its last pass visited (or would have, had it
+    /// stopped over its budget): a hint.
     fn links(&self) -> usize;
 
     /// A batch was published: every update in it must reach a pass that
@@ -63,8 +64,9 @@ impl ThreadWake {
 
     /// After a batch: if `inline` and no pass is owed already, tries the
     /// pass on the caller's thread (`try_pass` returns `None` if the
-    /// thread holds the state, else whether the thread must still be
-    /// woken); wakes the thread otherwise. Every write before this call is
+    /// thread holds the state or the pass is not the caller's to make,
+    /// else whether the thread must still be woken); wakes the thread
+    /// otherwise. Every write before this call is
     /// seen by a pass that starts after it: the caller's, or (the thread
     /// being mid-pass, or owed one) the thread's next.
     pub fn after_batch(&self, inline: bool, try_pass: impl FnOnce() -> Option<bool>) {

@@ -231,9 +231,10 @@ pub struct Shard {
     /// writer, or the publisher making a small one itself
     /// ([`BatchWake::batch`]).
     links: Mutex<Slots<Link>>,
-    /// How many links the last pass visited: a hint for the publisher,
-    /// which makes a small pass itself (the next one may differ: a pass it
-    /// starts over its budget stops before writing any).
+    /// How many links the last pass visited, or would have when it stopped
+    /// over its budget: a hint for the publisher, which makes a small pass
+    /// itself (the next one may differ: a pass it starts over its budget
+    /// stops before writing any).
     size: AtomicUsize,
     stop: AtomicBool,
     metrics: Arc<Metrics>,
@@ -283,9 +284,11 @@ impl Shard {
     /// whose interest meets what was published since the last pass; the
     /// others cost it nothing ([`Slots::visits`]). Returns whether a link
     /// must be filled again; `due` gets the soonest throttled frames' time.
-    /// A pass that would visit more than `most` links is not made (`None`):
-    /// the publisher's, which must not be held up by a large one. Else
-    /// returns that and how many links it visited.
+    /// A pass that would visit more than `most` links stops before it
+    /// writes or moves on from what was published (`None`): the
+    /// publisher's, which must not be held up by a large one. The links
+    /// added and nudged are in the slots by then, due, so the writer's next
+    /// pass visits them. Else returns that and how many links it visited.
     fn pass(
         &self,
         slots: &mut Slots<Link>,
@@ -470,6 +473,12 @@ impl Shards {
 
 #[cfg(test)]
 impl Shards {
+    /// Each shard's hint to the publisher: the links its last pass visited.
+    #[cfg(test)]
+    pub fn hints(&self) -> Vec<usize> {
+        self.shards.iter().map(|(s, _)| s.links()).collect()
+    }
+
     /// Waits until every shard has made a pass over all that was published
     /// (at most 10 s).
     pub fn settle(&self) {

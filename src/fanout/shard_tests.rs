@@ -295,20 +295,22 @@ fn a_link_released_after_a_hold_gets_what_came_while_it_was_held() {
 #[derive(Default)]
 struct Witness {
     sink: Sink,
-    writers: Mutex<Vec<String>>,
+    writers: Mutex<Vec<std::thread::ThreadId>>,
 }
 
 impl Socket for Witness {
     fn try_writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let name = std::thread::current().name().unwrap_or("").to_owned();
-        self.writers.lock().unwrap().push(name);
+        self.writers
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
         self.sink.try_writev(bufs)
     }
 }
 
 /// TC7: the publisher makes a pass that visits few links itself
 /// (`Wakeup::notify` calls from this test's thread); TC8: a pass that
-/// would visit more than its budget, after passes that visited none, is
+/// would visit more than its budget, after passes that visited 5, is
 /// left to the writer, whole: every link gets the update, none of it
 /// written by the publisher.
 #[test]
@@ -328,7 +330,7 @@ fn the_publisher_makes_small_passes_and_leaves_large_ones_to_the_writer() {
             w
         })
         .collect();
-    let me = std::thread::current().name().unwrap().to_owned();
+    let me = std::thread::current().id();
     for bid in 2..22 {
         f.quote(1, bid);
     }
@@ -347,6 +349,8 @@ fn the_publisher_makes_small_passes_and_leaves_large_ones_to_the_writer() {
         received(&w.sink, ("quote", "S0", 1));
         w.writers.lock().unwrap().clear();
     }
+    // The last pass visited the 5: the publisher will try the next.
+    assert_eq!(f.shards.hints(), [5]);
     f.quote(0, 2);
     for w in &many {
         let msgs = received(&w.sink, ("quote", "S0", 2));

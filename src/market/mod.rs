@@ -236,16 +236,19 @@ impl Market {
     }
 }
 
-/// The publisher makes passes that visit this many links, together,
-/// itself after a batch, when their writers are idle (chosen by the links
-/// each shard's last pass visited, and a pass that would visit more than
-/// what is left stops before writing and wakes its writer): waking a parked thread
+/// The publisher makes passes that visit at most this many links,
+/// together, itself after a batch, when their writers are idle (chosen by
+/// the links each shard's last pass visited, and a pass that would visit
+/// more than what is left stops before writing and wakes its writer):
+/// waking a parked thread
 /// costs about 40 µs on a virtual machine, more than a pass over a few
 /// connections (10 subscribers x 1,000 updates/s, p50: 90 µs woken, 50 µs
 /// with the writer spinning), and a woken writer costs CPU of its own
 /// (100 x 10,000: 30 % less server CPU with the passes inline, p50 10 %
 /// lower; 8-second runs, three with the passes inline and two without).
-/// Bounded, so that the publisher is held up by at most this many sends.
+/// Bounded, so that the publisher is held up by at most this many sends,
+/// and by a pass's look at what it would visit when it stops (once per
+/// change from small passes to large: its writer then takes the next).
 const INLINE_MAX_LINKS: usize = 128;
 
 /// Shards the publisher makes passes for, at most, after one batch.
@@ -267,8 +270,9 @@ pub struct Wakeup {
 impl Wakeup {
     /// Wakes every waiter: called by the publisher after each batch. The
     /// publisher makes the passes of the shards whose last passes visited
-    /// [`INLINE_MAX_LINKS`] links together (taken in order) itself, after
-    /// waking the others, so that those start at once.
+    /// at most [`INLINE_MAX_LINKS`] links together (taken in order)
+    /// itself, after waking the others, so that those start at once (a
+    /// pass that stops over its budget wakes its writer then).
     pub fn notify(&self) {
         self.tasks.notify_waiters();
         let shards = self.shards.read().unwrap_or_else(|e| e.into_inner());
