@@ -501,7 +501,9 @@ impl<W: WriteSide> Writer<W> {
 mod tests {
     use super::*;
     use crate::config::ServeConfig;
+    use crate::fanout::shard::Socket;
     use crate::server::session::Sessions;
+    use crate::server::ws::socket::SharedTcp;
     use crate::symbols::SymbolTable;
     use tokio::io::AsyncReadExt;
 
@@ -720,5 +722,132 @@ mod tests {
         conn.await.unwrap();
         assert_eq!(metrics.slow_client_closes_total.get(), 1);
         assert_eq!(metrics.connections.get(), 0);
+    }
+
+    /// A plain TCP write side whose socket takes only the first byte of
+    /// its first write: the kernel may take part of any send.
+    struct TakesAByteFirst(SharedTcp, Arc<FirstByteOnly>);
+
+    struct FirstByteOnly {
+        socket: Arc<dyn Socket>,
+        first: std::sync::atomic::AtomicBool,
+    }
+
+    impl Socket for FirstByteOnly {
+        fn try_writev(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            if self.first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return self.socket.try_writev(&[io::IoSlice::new(&bufs[0][..1])]);
+            }
+            self.socket.try_writev(bufs)
+        }
+    }
+
+    impl WriteSide for TakesAByteFirst {
+        fn socket(&self) -> Option<Arc<dyn Socket>> {
+            Some(Arc::clone(&self.1) as Arc<dyn Socket>)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for TakesAByteFirst {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    /// Over real TCP: the first ping of a quiet connection, of which the
+    /// socket takes one byte, wakes it, and the working connection writes
+    /// the other byte before anything else: the client reads a whole
+    /// ping, then the answer to its request, framed as ever.
+    #[tokio::test]
+    async fn a_ping_the_socket_took_part_of_is_finished_before_anything_else() {
+        use crate::server::accept::Prefixed;
+
+        let metrics = Arc::new(Metrics::default());
+        let (market, _writer) = Market::new(16, SymbolTable::new(), Arc::clone(&metrics));
+        let (_stop, shutdown) = watch::channel(false);
+        let (sessions, _drained) = Sessions::new(market, shutdown);
+        let config = ServeConfig {
+            heartbeat_interval_ms: 50,
+            heartbeat_timeout_ms: 60_000,
+            ..ServeConfig::default()
+        }
+        .connection();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read, write) = server.into_split();
+        let write = SharedTcp(Arc::new(write));
+        let first = Arc::new(FirstByteOnly {
+            socket: write.socket().unwrap(),
+            first: true.into(),
+        });
+        let conn = tokio::spawn(serve(
+            Prefixed {
+                prefix: Bytes::new(),
+                inner: read,
+            },
+            TakesAByteFirst(write, first),
+            (
+                Service::Market {
+                    format: Format::Json,
+                    batch: false,
+                },
+                None,
+            ),
+            Arc::new(config),
+            Grant::default(),
+            sessions.open(None),
+            None,
+        ));
+        let within = Duration::from_secs(10);
+        let ping = tokio::time::timeout(within, read_frame(&mut client))
+            .await
+            .expect("a ping within 10 s");
+        assert_eq!(ping, (0x9, vec![]), "a whole ping");
+        assert_eq!(
+            metrics.quiet_connections.get(),
+            0,
+            "woken by the short write"
+        );
+        client
+            .write_all(&client_text(r#"{"op":"subscribe","symbols":["BTCUSDT"]}"#))
+            .await
+            .unwrap();
+        let answer = async {
+            loop {
+                match read_frame(&mut client).await {
+                    (0x9, payload) => assert!(payload.is_empty()),
+                    frame => break frame,
+                }
+            }
+        };
+        let (op, payload) = tokio::time::timeout(within, answer)
+            .await
+            .expect("an answer within 10 s");
+        assert_eq!(op, 0x1);
+        let text = String::from_utf8(payload).unwrap();
+        assert!(text.starts_with(r#"{"type":"#), "a whole message: {text}");
+        drop(client);
+        conn.await.unwrap();
     }
 }
