@@ -471,27 +471,6 @@ impl Shards {
     }
 }
 
-#[cfg(test)]
-impl Shards {
-    /// Each shard's hint to the publisher: the links its last pass visited.
-    #[cfg(test)]
-    pub fn hints(&self) -> Vec<usize> {
-        self.shards.iter().map(|(s, _)| s.links()).collect()
-    }
-
-    /// Waits until every shard has made a pass over all that was published
-    /// (at most 10 s).
-    pub fn settle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for (shard, _) in &self.shards {
-            let tail = shard.ring.tail();
-            while shard.links.lock().unwrap().scanned < tail && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-}
-
 impl Drop for Shards {
     fn drop(&mut self) {
         for (shard, handle) in &mut self.shards {
@@ -500,6 +479,31 @@ impl Drop for Shards {
             shard.wake.wake();
             if let Some(handle) = handle.take() {
                 let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// What the shard tests (`shard_tests.rs`) need to see of the shards.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Shards {
+        /// Each shard's hint to the publisher: the links its last pass visited.
+        pub fn hints(&self) -> Vec<usize> {
+            self.shards.iter().map(|(s, _)| s.links()).collect()
+        }
+
+        /// Waits until every shard has made a pass over all that was published
+        /// (at most 10 s).
+        pub fn settle(&self) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for (shard, _) in &self.shards {
+                let tail = shard.ring.tail();
+                while shard.links.lock().unwrap().scanned < tail && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             }
         }
     }
