@@ -521,6 +521,58 @@ mod tests {
         (head[0] & 0x0f, payload)
     }
 
+    /// Serves a market-data connection (no deflate, every symbol allowed,
+    /// no writer shards) in a task of its own.
+    fn serve_market<R, W>(
+        read: R,
+        write: W,
+        format: Format,
+        config: ConnectionConfig,
+        session: Session,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        R: ReadReady + Send + 'static,
+        W: WriteSide + Send + 'static,
+    {
+        let service = Service::Market {
+            format,
+            batch: false,
+        };
+        let grant = Grant::default();
+        tokio::spawn(serve(
+            read,
+            write,
+            (service, None),
+            Arc::new(config),
+            grant,
+            session,
+            None,
+        ))
+    }
+
+    /// A market with no symbols, its sessions, and the connection settings
+    /// with these heartbeat interval and timeout (ms).
+    fn sessions_with_heartbeat(
+        metrics: &Arc<Metrics>,
+        (interval_ms, timeout_ms): (u64, u64),
+    ) -> (
+        Sessions,
+        crate::server::session::Drained,
+        watch::Sender<bool>,
+        ConnectionConfig,
+    ) {
+        let (market, _writer) = Market::new(16, SymbolTable::new(), Arc::clone(metrics));
+        let (stop, shutdown) = watch::channel(false);
+        let (sessions, drained) = Sessions::new(market, shutdown);
+        let config = ServeConfig {
+            heartbeat_interval_ms: interval_ms,
+            heartbeat_timeout_ms: timeout_ms,
+            ..ServeConfig::default()
+        }
+        .connection();
+        (sessions, drained, stop, config)
+    }
+
     /// A close queued from the reader holds the pipe in the same lock, so
     /// that no writer pass can fill updates in behind it.
     #[tokio::test]
@@ -555,34 +607,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_client_is_pinged_then_closed_with_1001_on_time() {
         let metrics = Arc::new(Metrics::default());
-        let (market, _writer) = Market::new(16, SymbolTable::new(), Arc::clone(&metrics));
-        let (_stop, shutdown) = watch::channel(false);
-        let (sessions, drained) = Sessions::new(market, shutdown);
-        let config = ServeConfig {
-            heartbeat_interval_ms: 20_000,
-            heartbeat_timeout_ms: 50_000,
-            ..ServeConfig::default()
-        }
-        .connection();
+        let (sessions, drained, _stop, config) =
+            sessions_with_heartbeat(&metrics, (20_000, 50_000));
         let (server, mut client) = tokio::io::duplex(1 << 16);
         let (read, write) = tokio::io::split(server);
         let started = Instant::now();
         let session = sessions.open(None);
-        let conn = tokio::spawn(serve(
-            read,
-            write,
-            (
-                Service::Market {
-                    format: Format::Binary,
-                    batch: false,
-                },
-                None,
-            ),
-            Arc::new(config),
-            Grant::default(),
-            session,
-            None,
-        ));
+        let conn = serve_market(read, write, Format::Binary, config, session);
         let mut pings = Vec::new();
         let frames = async {
             loop {
@@ -647,21 +678,7 @@ mod tests {
         // A small pipe: the server's writes block after 4 KiB unread.
         let (server, mut client) = tokio::io::duplex(4096);
         let (read, write) = tokio::io::split(server);
-        let conn = tokio::spawn(serve(
-            read,
-            write,
-            (
-                Service::Market {
-                    format: Format::Json,
-                    batch: false,
-                },
-                None,
-            ),
-            Arc::new(config),
-            Grant::default(),
-            sessions.open(None),
-            None,
-        ));
+        let conn = serve_market(read, write, Format::Json, config, sessions.open(None));
         let scale = normalizer.scale("BTCUSDT", b"1", b"1").unwrap();
         let mut publish = |n: i64| {
             publisher.publish(Update {
@@ -781,15 +798,7 @@ mod tests {
         use crate::server::accept::Prefixed;
 
         let metrics = Arc::new(Metrics::default());
-        let (market, _writer) = Market::new(16, SymbolTable::new(), Arc::clone(&metrics));
-        let (_stop, shutdown) = watch::channel(false);
-        let (sessions, _drained) = Sessions::new(market, shutdown);
-        let config = ServeConfig {
-            heartbeat_interval_ms: 50,
-            heartbeat_timeout_ms: 60_000,
-            ..ServeConfig::default()
-        }
-        .connection();
+        let (sessions, _drained, _stop, config) = sessions_with_heartbeat(&metrics, (50, 60_000));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -801,24 +810,16 @@ mod tests {
             socket: write.socket().unwrap(),
             first: true.into(),
         });
-        let conn = tokio::spawn(serve(
+        let conn = serve_market(
             Prefixed {
                 prefix: Bytes::new(),
                 inner: read,
             },
             TakesAByteFirst(write, first),
-            (
-                Service::Market {
-                    format: Format::Json,
-                    batch: false,
-                },
-                None,
-            ),
-            Arc::new(config),
-            Grant::default(),
+            Format::Json,
+            config,
             sessions.open(None),
-            None,
-        ));
+        );
         let within = Duration::from_secs(10);
         let ping = tokio::time::timeout(within, read_frame(&mut client))
             .await
