@@ -228,8 +228,8 @@ pub struct ServeConfig {
     #[arg(long, env = "TICKWIRE_MAX_REPLAY_SESSIONS_PER_IP", default_value_t = 4)]
     pub max_replay_sessions_per_ip: usize,
     /// Closed candle bars kept per symbol and interval, sent in a candle
-    /// channel's snapshot (memory: at most 64 bytes × this × 6 intervals
-    /// per traded symbol).
+    /// channel's snapshot (memory: at most about 80 bytes × this × 6
+    /// intervals per traded symbol).
     #[arg(long, env = "TICKWIRE_CANDLE_HISTORY", default_value_t = crate::candle::DEFAULT_HISTORY)]
     pub candle_history: usize,
     /// A candle bar with no later trade of its symbol closes once the

@@ -748,12 +748,20 @@ mod tests {
     struct FirstByteOnly {
         socket: Arc<dyn Socket>,
         first: std::sync::atomic::AtomicBool,
+        /// What the first write gave.
+        took: std::sync::Mutex<Option<io::Result<usize>>>,
     }
 
     impl Socket for FirstByteOnly {
         fn try_writev(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
             if self.first.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                return self.socket.try_writev(&[io::IoSlice::new(&bufs[0][..1])]);
+                let took = self.socket.try_writev(&[io::IoSlice::new(&bufs[0][..1])]);
+                let copy = match &took {
+                    Ok(n) => Ok(*n),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                };
+                *self.took.lock().unwrap() = Some(copy);
+                return took;
             }
             self.socket.try_writev(bufs)
         }
@@ -809,13 +817,14 @@ mod tests {
         let first = Arc::new(FirstByteOnly {
             socket: write.socket().unwrap(),
             first: true.into(),
+            took: Default::default(),
         });
         let conn = serve_market(
             Prefixed {
                 prefix: Bytes::new(),
                 inner: read,
             },
-            TakesAByteFirst(write, first),
+            TakesAByteFirst(write, Arc::clone(&first)),
             Format::Json,
             config,
             sessions.open(None),
@@ -825,6 +834,12 @@ mod tests {
             .await
             .expect("a ping within 10 s");
         assert_eq!(ping, (0x9, vec![]), "a whole ping");
+        let took = first.took.lock().unwrap().take().map(|r| r.ok());
+        assert_eq!(
+            took,
+            Some(Some(1)),
+            "the quiet ping went out one byte short"
+        );
         assert_eq!(
             metrics.quiet_connections.get(),
             0,
@@ -847,7 +862,11 @@ mod tests {
             .expect("an answer within 10 s");
         assert_eq!(op, 0x1);
         let text = String::from_utf8(payload).unwrap();
-        assert!(text.starts_with(r#"{"type":"#), "a whole message: {text}");
+        // The market has no symbols: an error, whole, with its reason.
+        assert!(
+            text.starts_with(r#"{"type":"error""#),
+            "a whole message: {text}"
+        );
         drop(client);
         conn.await.unwrap();
     }
