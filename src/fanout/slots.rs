@@ -21,7 +21,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::subscriptions::BitSet;
+use super::subscriptions::{BitSet, Ones};
 use crate::market::Published;
 use crate::ring::{Read, Ring};
 use crate::update::SymbolId;
@@ -32,14 +32,8 @@ const FOLDED_WORDS: usize = 16;
 
 /// A set of symbol ids folded onto 1,024 bits (bit `id % 1024`): whether
 /// two sets may meet, with no false "no".
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub struct Folded([u64; FOLDED_WORDS]);
-
-impl Default for Folded {
-    fn default() -> Self {
-        Folded([0; FOLDED_WORDS])
-    }
-}
 
 impl Folded {
     /// Every bit: meets any non-empty set.
@@ -72,22 +66,6 @@ impl Folded {
             .iter()
             .enumerate()
             .flat_map(|(j, &w)| Ones(w).map(move |b| j * 64 + b))
-    }
-}
-
-/// The positions of the ones of a word, lowest first.
-struct Ones(u64);
-
-impl Iterator for Ones {
-    type Item = usize;
-
-    fn next(&mut self) -> Option<usize> {
-        if self.0 == 0 {
-            return None;
-        }
-        let b = self.0.trailing_zeros() as usize;
-        self.0 &= self.0 - 1;
-        Some(b)
     }
 }
 

@@ -65,11 +65,26 @@ impl BitSet {
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = SymbolId> + '_ {
-        self.words.iter().enumerate().flat_map(|(wi, &w)| {
-            (0..64)
-                .filter(move |b| w & (1 << b) != 0)
-                .map(move |b| (wi * 64 + b) as SymbolId)
-        })
+        self.words
+            .iter()
+            .enumerate()
+            .flat_map(|(wi, &w)| Ones(w).map(move |b| (wi * 64 + b) as SymbolId))
+    }
+}
+
+/// The positions of the ones of a word, lowest first.
+pub(super) struct Ones(pub(super) u64);
+
+impl Iterator for Ones {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let b = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(b)
     }
 }
 

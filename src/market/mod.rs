@@ -276,13 +276,14 @@ impl Wakeup {
     pub fn notify(&self) {
         self.tasks.notify_waiters();
         let shards = self.shards.read().unwrap_or_else(|e| e.into_inner());
-        let mut budget = INLINE_MAX_LINKS;
+        // Chosen by their hints; then each pass spends what it visited.
+        let mut expected = INLINE_MAX_LINKS;
         let mut inline = [0usize; INLINE_MAX_SHARDS];
         let mut n = 0;
         for (i, shard) in shards.iter().enumerate() {
             let links = shard.links();
-            if links <= budget && n < INLINE_MAX_SHARDS {
-                budget -= links;
+            if links <= expected && n < INLINE_MAX_SHARDS {
+                expected -= links;
                 inline[n] = i;
                 n += 1;
             } else {
