@@ -1013,9 +1013,13 @@ async fn a_client_that_stays_stalled_still_finds_the_1008_close_behind_its_data(
             }
         }
     });
-    // A small receive buffer fills in a moment.
+    // The default receive buffer, not a small fixed one: a fixed one of a
+    // few KiB can leave the window, after the stall, smaller than the
+    // server's segment size, and the server then sends one segment per
+    // persist timeout (200 ms), so that reading what was queued took over
+    // 10 s (`ss` showed 2 KiB per probe). Not read, the default one still
+    // fills in a fraction of a second at this rate.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
     socket.bind((ip(4), 0).into()).unwrap();
     let mut c = RawWs::upgrade(socket.connect(server.addr).await.unwrap())
         .await

@@ -315,11 +315,12 @@ async fn a_slow_client_waits_the_replay_and_loses_nothing_and_sessions_are_limit
     .unwrap();
     let server = server(&dir, 1).await;
     let path = dir.path("usdm.jsonl.gz");
-    // A client that reads a little, then nothing for a while, through a
-    // small receive buffer.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = socket.connect(server.addr).await.unwrap();
+    // A client that reads a little, then nothing for a while. Through the
+    // default receive buffer: a small fixed one can leave the window
+    // smaller than the server's segment size once the client reads again,
+    // and the rest then crawls at one segment per persist timeout (see the
+    // stall test in `limits.rs`).
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
     slow.write_all(
         b"GET /replay.ndjson?recording=usdm.jsonl.gz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     )
@@ -581,9 +582,7 @@ async fn a_paced_session_whose_client_stalls_says_it_is_behind_and_still_sends_e
     // 30 times the recorded pace, in a window of 120 s of recording (4 s,
     // some 9 MB of JSON, more than the sockets between hold).
     let (from, to) = (1_723_161_300_000_000_000u64, 1_723_161_420_000_000_000u64);
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = socket.connect(server.addr).await.unwrap();
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
     slow.write_all(
         format!("GET /replay.ndjson?recording=usdm.jsonl.gz&speed=30&from={from}&to={to} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
     )
