@@ -578,6 +578,65 @@ async fn a_handshake_that_never_ends_times_out() {
     server.stop().await;
 }
 
+/// Whether the server answers `GET /healthz` on `s` with a 200, its
+/// body read whole; false if it closed the connection instead.
+async fn answers_on(s: &mut tokio::net::TcpStream) -> bool {
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let Ok((head, mut body)) = raw::read_head(s).await else {
+        return false;
+    };
+    assert_eq!(raw::status(&head), 200, "{head}");
+    let len: usize = raw::header(&head, "content-length")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut chunk = [0u8; 1024];
+    while body.len() < len {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the body ended early");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_idles_the_whole_timeout_whatever_its_first_byte_took() {
+    let server = limited_server(ServeConfig {
+        handshake_timeout_ms: 1_000,
+        ..ServeConfig::default()
+    })
+    .await;
+    let m = &server.market.metrics;
+    // The first byte at 0.8 s leaves the first request 0.2 s: in time.
+    let mut kept = raw::connect_from(ip(13), server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(answers_on(&mut kept).await, "the first request answered");
+    // TC0: idle 0.5 s, past what the first byte left, within the timeout:
+    // the next request is answered, twice over.
+    for i in 0..2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(answers_on(&mut kept).await, "TC0: request {i} answered");
+    }
+    assert_eq!(m.handshake_timeouts_total.get(), 0);
+    // TC1: idle past the timeout, the connection is closed, and counted.
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), kept.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the server closed it");
+    assert!(
+        idle.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        idle.elapsed()
+    );
+    metrics_reach(m, "counted", |m| m.handshake_timeouts_total.get() == 1).await;
+    server.stop().await;
+}
+
 /// Writes `bytes` on a new connection from `source` and reads until the
 /// server closes: the last answer's status, head and body, and the whole
 /// text.

@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use super::routes::{forwarded, refuse_head, route};
 use super::AppState;
+use crate::metrics::Metrics;
 use crate::server::guard::admission::{self, Admitted};
 use crate::server::guard::head_gate::{HeadGate, HttpRefusal, Verdict, Verdicts};
 use crate::server::guard::proxy::{self, ConnectionClient, Identified, LogClient};
@@ -266,9 +267,10 @@ pub(super) async fn accept_tls(
 
 /// Serves HTTP/1.1 (and the upgrades it leads to) on one connection, over
 /// any byte stream whose first bytes, already read, are `initial`. Every
-/// request head passes the [`HeadGate`] first, and must be whole `within`
-/// (the handshake timeout; on plain TCP, less what the first byte took):
-/// the time a kept-alive connection may stay idle too.
+/// request head passes the [`HeadGate`] first. The first must be whole
+/// `within` (the handshake timeout; on plain TCP, less what the first
+/// byte took); each later one within the handshake timeout of the answer
+/// before it: the time a kept-alive connection may stay idle.
 ///
 /// `admitted` holds the connection's place against the connection limits;
 /// an upgraded connection takes a clone along.
@@ -289,6 +291,7 @@ pub(super) async fn serve_http<S>(
     let close_on_stall = Arc::clone(&close);
     let verdicts = Arc::new(Verdicts::default());
     let gate = HeadGate::new(io, initial, Arc::clone(&verdicts));
+    let first_head = first_head_deadline(within, Arc::clone(&verdicts));
     let service = service_fn(move |req| {
         let close = Arc::clone(&close_on_stall);
         let response = match verdicts.next() {
@@ -318,7 +321,7 @@ pub(super) async fn serve_http<S>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(within.max(Duration::from_millis(1)))
+        .header_read_timeout(handshake_timeout.max(Duration::from_millis(1)))
         .serve_connection(TokioIo::new(gate), service)
         .with_upgrades();
     let served = tokio::select! {
@@ -326,24 +329,48 @@ pub(super) async fn serve_http<S>(
         // Dropping the connection closes the socket, and what hyper still
         // held for the client with it.
         () = close.notified() => Ok(()),
+        () = first_head => {
+            count_head_timeout(&metrics, handshake_timeout);
+            Ok(())
+        }
     };
     if let Err(e) = served {
-        if e.is_timeout() {
-            metrics.handshake_timeouts_total.inc();
-            tracing::debug!("closed: no request headers within {handshake_timeout:?}");
-        } else if e.is_parse() {
-            // A head the gate let through and hyper refused, with hyper's
-            // empty answer: not expected, but counted all the same.
-            let refusal = if e.is_parse_too_large() {
-                HttpRefusal::HeadersTooLarge
-            } else {
-                HttpRefusal::Malformed("refused by the HTTP parser")
-            };
-            metrics.http_rejection(refusal);
-            tracing::debug!("http parse error past the head gate: {e}");
+        count_http_error(&e, &metrics, handshake_timeout);
+    }
+}
+
+/// Ends when the connection's first request head has not come through the
+/// gate whole `within`; never, once it has. Hyper's own timer restarts for
+/// each head, at the full handshake timeout: it bounds the later ones, and
+/// a kept-alive connection's idle time.
+async fn first_head_deadline(within: Duration, verdicts: Arc<Verdicts>) {
+    tokio::time::sleep(within).await;
+    if verdicts.any() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn count_head_timeout(metrics: &Metrics, handshake_timeout: Duration) {
+    metrics.handshake_timeouts_total.inc();
+    tracing::debug!("closed: no request headers within {handshake_timeout:?}");
+}
+
+/// Counts and logs how hyper ended a connection.
+fn count_http_error(e: &hyper::Error, metrics: &Metrics, handshake_timeout: Duration) {
+    if e.is_timeout() {
+        count_head_timeout(metrics, handshake_timeout);
+    } else if e.is_parse() {
+        // A head the gate let through and hyper refused, with hyper's
+        // empty answer: not expected, but counted all the same.
+        let refusal = if e.is_parse_too_large() {
+            HttpRefusal::HeadersTooLarge
         } else {
-            tracing::debug!("http connection error: {e}");
-        }
+            HttpRefusal::Malformed("refused by the HTTP parser")
+        };
+        metrics.http_rejection(refusal);
+        tracing::debug!("http parse error past the head gate: {e}");
+    } else {
+        tracing::debug!("http connection error: {e}");
     }
 }
 

@@ -27,6 +27,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -67,14 +68,27 @@ pub enum Verdict {
 /// The verdicts of one connection, oldest first, shared by its gate and
 /// its service.
 #[derive(Debug, Default)]
-pub struct Verdicts(Mutex<VecDeque<Verdict>>);
+pub struct Verdicts {
+    queue: Mutex<VecDeque<Verdict>>,
+    /// Whether the gate has had a whole head.
+    any: AtomicBool,
+}
 
 impl Verdicts {
     fn push(&self, v: Verdict) {
-        self.0
+        // Relaxed: `any` is read by the task that polls the gate, on the
+        // same thread between polls, so it sees this store.
+        self.any.store(true, Ordering::Relaxed);
+        self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(v);
+    }
+
+    /// Whether a whole head has come through the gate (the connection's
+    /// first request is no longer waited for).
+    pub fn any(&self) -> bool {
+        self.any.load(Ordering::Relaxed) // see `push`
     }
 
     /// The verdict of the request hyper parsed next. Every head hyper reads
@@ -82,7 +96,7 @@ impl Verdicts {
     /// read after the gate stopped checking has none, and is treated as the
     /// last.
     pub fn next(&self) -> Verdict {
-        self.0
+        self.queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop_front()
@@ -385,7 +399,7 @@ mod tests {
         };
         let ((), seen) = tokio::join!(write, read);
         let mut v = Vec::new();
-        while let Some(x) = verdicts.0.lock().unwrap().pop_front() {
+        while let Some(x) = verdicts.queue.lock().unwrap().pop_front() {
             v.push(x);
         }
         (seen, v)
