@@ -607,19 +607,19 @@ async fn answers_on(s: &mut tokio::net::TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_alive_connection_idles_the_whole_timeout_whatever_its_first_byte_took() {
     let server = limited_server(ServeConfig {
-        handshake_timeout_ms: 1_000,
+        handshake_timeout_ms: 2_000,
         ..ServeConfig::default()
     })
     .await;
     let m = &server.market.metrics;
-    // The first byte at 0.8 s leaves the first request 0.2 s: in time.
+    // The first byte at 1.4 s leaves the first request 0.6 s: in time.
     let mut kept = raw::connect_from(ip(13), server.addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1_400)).await;
     assert!(answers_on(&mut kept).await, "the first request answered");
-    // TC0: idle 0.5 s, past what the first byte left, within the timeout:
+    // TC0: idle 1 s, past what the first byte left, within the timeout:
     // the next request is answered, twice over.
     for i in 0..2 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
         assert!(answers_on(&mut kept).await, "TC0: request {i} answered");
     }
     assert_eq!(m.handshake_timeouts_total.get(), 0);
@@ -628,8 +628,10 @@ async fn a_kept_alive_connection_idles_the_whole_timeout_whatever_its_first_byte
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), kept.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the server closed it");
+    // The server's 2 s began before the client's clock (its answer was
+    // still to be read): some of it may seem gone.
     assert!(
-        idle.elapsed() >= Duration::from_millis(900),
+        idle.elapsed() >= Duration::from_millis(1_400),
         "{:?}",
         idle.elapsed()
     );

@@ -185,9 +185,9 @@ pub struct ServeConfig {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<String>,
-    /// Time a client gets to send its complete HTTP request headers, from
-    /// its connection (slowloris); also how long an idle keep-alive HTTP
-    /// connection stays, less the time its first byte took.
+    /// Time a client gets to send its first complete HTTP request headers,
+    /// from its connection (slowloris), and each later request's, from the
+    /// answer before it: how long an idle keep-alive connection stays.
     #[arg(long, env = "TICKWIRE_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,
     /// Messages (requests, pings, pongs) a WebSocket client may send per

@@ -325,6 +325,9 @@ pub(super) async fn serve_http<S>(
         .serve_connection(TokioIo::new(gate), service)
         .with_upgrades();
     let served = tokio::select! {
+        // Biased, the connection first: a head already in the socket when
+        // the first head's deadline fires is read, not cut off.
+        biased;
         served = conn => served,
         // Dropping the connection closes the socket, and what hyper still
         // held for the client with it.

@@ -70,14 +70,16 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct Verdicts {
     queue: Mutex<VecDeque<Verdict>>,
-    /// Whether the gate has had a whole head.
+    /// Whether the gate has decided on a head (let it through, or
+    /// refused it).
     any: AtomicBool,
 }
 
 impl Verdicts {
     fn push(&self, v: Verdict) {
-        // Relaxed: `any` is read by the task that polls the gate, on the
-        // same thread between polls, so it sees this store.
+        // Relaxed, pairs with nothing: stored while the gate is polled and
+        // read by `Verdicts::any` in the same task (`serve_http`'s
+        // select), whose polls the runtime orders.
         self.any.store(true, Ordering::Relaxed);
         self.queue
             .lock()
@@ -85,8 +87,9 @@ impl Verdicts {
             .push_back(v);
     }
 
-    /// Whether a whole head has come through the gate (the connection's
-    /// first request is no longer waited for).
+    /// Whether the gate has decided on a head (the connection's first
+    /// request is no longer waited for). Read in the task that polls the
+    /// gate.
     pub fn any(&self) -> bool {
         self.any.load(Ordering::Relaxed) // see `push`
     }
