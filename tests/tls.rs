@@ -119,11 +119,14 @@ async fn wss_carries_the_exact_recording_and_every_route_works_over_https() {
     let (status, metrics) = https_get(addr, Arc::clone(&trust), "/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(metric(&metrics, "tickwire_tls_handshake_failures_total"), 0);
-    // Over TLS too, the writer hands down batches of frames per write.
-    let (writes, frames) = (
-        metric(&metrics, "tickwire_writev_calls_total"),
-        metric(&metrics, "tickwire_frames_out_total"),
-    );
+    // Over TLS too, the writer hands down batches of frames per write
+    // (counted once written: wait for the count to hold what was read).
+    let m = &server.market.metrics;
+    eventually(Duration::from_secs(10), "the frames counted", || {
+        m.frames_out_total.get() >= want.len() as u64
+    })
+    .await;
+    let (writes, frames) = (m.writev_calls_total.get(), m.frames_out_total.get());
     assert!(writes * 2 < frames, "{writes} writes for {frames} frames");
     // TC1: /sse streams over TLS.
     let mut s = tls_connect(addr, Arc::clone(&trust)).await.unwrap();
