@@ -463,18 +463,29 @@ fn full_recordings_are_exact() {
         );
         return;
     }
-    let mut checked = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.ends_with(".md") || name.contains("incremental_book_L2") {
-            continue;
+    let paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            !name.ends_with(".md") && !name.contains("incremental_book_L2")
+        })
+        .collect();
+    assert_eq!(
+        paths.len(),
+        9,
+        "expected the 9 supported files of feeds-real"
+    );
+    // A thread per file: the check is CPU-bound (the longest unit test in
+    // a debug build) and the files are independent.
+    std::thread::scope(|scope| {
+        for path in &paths {
+            scope.spawn(move || {
+                let n = assert_exact(path);
+                eprintln!("{}: {n} updates exact", path.display());
+            });
         }
-        let n = assert_exact(&path);
-        eprintln!("{name}: {n} updates exact");
-        checked += 1;
-    }
-    assert_eq!(checked, 9, "expected the 9 supported files of feeds-real");
+    });
 }
 
 // ---- Detection and errors ----
