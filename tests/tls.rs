@@ -119,14 +119,8 @@ async fn wss_carries_the_exact_recording_and_every_route_works_over_https() {
     let (status, metrics) = https_get(addr, Arc::clone(&trust), "/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(metric(&metrics, "tickwire_tls_handshake_failures_total"), 0);
-    // Over TLS too, the writer hands down batches of frames per write
-    // (counted once written: wait for the count to hold what was read).
-    let m = &server.market.metrics;
-    eventually(Duration::from_secs(10), "the frames counted", || {
-        m.frames_out_total.get() >= want.len() as u64
-    })
-    .await;
-    let (writes, frames) = (m.writev_calls_total.get(), m.frames_out_total.get());
+    // Over TLS too, the writer hands down batches of frames per write.
+    let (writes, frames) = writes_and_frames(&server.market.metrics, want.len()).await;
     assert!(writes * 2 < frames, "{writes} writes for {frames} frames");
     // TC1: /sse streams over TLS.
     let mut s = tls_connect(addr, Arc::clone(&trust)).await.unwrap();
@@ -368,6 +362,18 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     bin.wait_success(binary::STOP_LIMIT);
 }
 
+/// The writer's write calls and frames written, once its frames count
+/// holds the `read` frames a client has read. A pass counts what it wrote
+/// once it has written it all, so the client can have read every frame an
+/// instant before (CI saw 1 of them counted).
+async fn writes_and_frames(m: &tickwire::metrics::Metrics, read: usize) -> (u64, u64) {
+    eventually(Duration::from_secs(10), "the frames counted", || {
+        m.frames_out_total.get() >= read as u64
+    })
+    .await;
+    (m.writev_calls_total.get(), m.frames_out_total.get())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_tcp_still_batches_frames_into_vectored_writes() {
     // The connection code now runs over any stream; on plain TCP it must
@@ -384,14 +390,7 @@ async fn plain_tcp_still_batches_frames_into_vectored_writes() {
     assert_eq!(c.next_control().await["type"], "ack");
     let want = expected().len();
     c.data(want).await;
-    // A pass counts what it wrote once it has written it all: the client
-    // can have read every frame an instant before (CI saw 1 of them).
-    let m = &server.market.metrics;
-    eventually(Duration::from_secs(10), "the frames counted", || {
-        m.frames_out_total.get() >= want as u64
-    })
-    .await;
-    let (writes, frames) = (m.writev_calls_total.get(), m.frames_out_total.get());
+    let (writes, frames) = writes_and_frames(&server.market.metrics, want).await;
     assert!(
         frames > 200 && writes * 2 < frames,
         "{writes} writes for {frames} frames"
